@@ -1,0 +1,201 @@
+"""What one probe asks for and what it observed: frozen dataclasses used inside the process.
+
+Protobuf appears only at the wire edge (`tlsfleet.agent.wire`); everything else speaks these types.
+Times are integer nanoseconds since the Unix epoch, durations float milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    """The closed set of chain-verification outcomes, aligned with OpenSSL's verify codes."""
+
+    OK = "ok"
+    NOT_YET_VALID = "not_yet_valid"  # 9
+    EXPIRED = "expired"  # 10
+    SELF_SIGNED = "self_signed"  # 18: the leaf is its own, untrusted, issuer
+    UNTRUSTED_ROOT = "untrusted_root"  # 19: a self-signed root in the chain that the store lacks
+    UNKNOWN_ISSUER = "unknown_issuer"  # 20 (and 2): the last served certificate's issuer is nowhere
+    LEAF_ONLY_UNVERIFIABLE = "leaf_only_unverifiable"  # 21: one certificate served, issuer unknown
+    HOSTNAME_MISMATCH = "hostname_mismatch"  # 62
+    IP_MISMATCH = "ip_mismatch"  # 64
+    REVOKED = "revoked"  # 23
+    INVALID = "invalid"  # a path exists but breaks policy: signature, CA flag, purpose, path length
+    NO_CHAIN = "no_chain"  # nothing to judge: the handshake ended before a certificate arrived
+    OTHER = "other"  # any other OpenSSL code; the code itself is kept beside the verdict
+
+
+class Failure(StrEnum):
+    """Why a phase of a probe did not complete. NONE when it did."""
+
+    NONE = "none"
+    DNS_ERROR = "dns_error"
+    DNS_TIMEOUT = "dns_timeout"
+    REFUSED = "refused"
+    CONNECT_TIMEOUT = "connect_timeout"
+    UNREACHABLE = "unreachable"
+    CONNECT_ERROR = "connect_error"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    TLS_ALERT = "tls_alert"  # the server sent a fatal alert
+    PROTOCOL_ERROR = "protocol_error"  # no common version/cipher, garbage, not TLS at all
+    CLOSED = "closed"  # the peer closed or reset the connection mid-handshake
+    CERT_VERIFY = "cert_verify"  # the native client rejected the chain (chain still captured)
+    TOO_LARGE = "too_large"  # the server sent more handshake data than we accept
+    INTERNAL = "internal"
+
+
+class TlsVersion(StrEnum):
+    TLS1_0 = "TLSv1"
+    TLS1_1 = "TLSv1.1"
+    TLS1_2 = "TLSv1.2"
+    TLS1_3 = "TLSv1.3"
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Everything about a probe besides its target. Deadlines are seconds per phase."""
+
+    sni: str | None = None  # override of the name sent in SNI; None sends the target host
+    send_sni: bool = True  # False: no SNI at all, as `openssl s_client -noservername`
+    alpn: tuple[str, ...] = ()
+    min_version: TlsVersion | None = None
+    max_version: TlsVersion | None = None
+    pin_address: str | None = None  # probe this address only, skipping resolution
+    max_addresses: int = 8
+    resolve_timeout: float = 3.0
+    connect_timeout: float = 3.0
+    handshake_timeout: float = 5.0
+    reference_time_ns: int | None = None  # the coordinator's notion of true time
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    target: Target
+    options: ProbeOptions = field(default_factory=ProbeOptions)
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What the host's own resolver returned for the target's name."""
+
+    addresses: tuple[str, ...]
+    duration_ms: float
+    failure: Failure = Failure.NONE
+    error: str = ""
+    truncated_from: int = 0  # how many addresses there were before the cap; 0 when not capped
+
+
+@dataclass(frozen=True)
+class NativeVerdict:
+    """What an OpenSSL client on this host with default settings concluded."""
+
+    verdict: Verdict
+    verify_code: int = 0
+    verify_message: str = ""
+    hostname_checked: bool = True  # False when no SNI was sent: OpenSSL then checks no name
+
+
+@dataclass(frozen=True)
+class Handshake:
+    failure: Failure = Failure.NONE
+    error: str = ""
+    tls_version: str = ""
+    cipher: str = ""
+    alpn: str = ""
+    duration_ms: float = 0.0
+    alert: str = ""  # the alert description when the server sent one
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """One trust store found on the host, identified by its content."""
+
+    name: str  # "system", "ssl_cert_file", "certifi", "requests_ca_bundle", "java", "extra:<label>"...
+    kind: str  # "file", "dir", "java-keystore"
+    path: str
+    root_count: int
+    fingerprint: str  # sha256 over the sorted DER fingerprints of its roots, hex
+    error: str = ""  # what could not be read; roots read before the problem still count
+
+
+@dataclass(frozen=True)
+class StoreVerdict:
+    """The served chain judged offline against one trust store."""
+
+    store: str  # TrustStore.name
+    at_agent_time: Verdict
+    at_reference_time: Verdict
+    verified_path: tuple[str, ...] = ()  # sha256 fingerprints, leaf first, root last
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AddressResult:
+    address: str
+    connect_ms: float | None = None
+    connect_failure: Failure = Failure.NONE
+    connect_error: str = ""
+    handshake: Handshake = field(default_factory=Handshake)
+    chain: tuple[bytes, ...] = ()  # served chain, DER, in the order the server sent it
+    native: NativeVerdict = field(default_factory=lambda: NativeVerdict(Verdict.NO_CHAIN))
+    stores: tuple[StoreVerdict, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    target: Target
+    sni: str | None  # the name actually sent in SNI, None when none was
+    expected_name: str  # the name the certificate must cover
+    resolution: Resolution
+    addresses: tuple[AddressResult, ...]
+    trust_stores: tuple[TrustStore, ...]
+    agent_received_ns: int
+    agent_replied_ns: int
+    reference_time_ns: int | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    hostname: str
+    os: str
+    python_version: str
+    openssl_version: str
+    agent_version: str
+    proxy_env: tuple[tuple[str, str], ...] = ()  # (name, value) of HTTPS_PROXY, NO_PROXY, ...
+    resolv_conf: tuple[str, ...] = ()  # nameserver/search/options lines
+    hosts_entries: tuple[str, ...] = ()  # /etc/hosts lines, filtered to the target when one is given
+    ntp_synchronized: bool | None = None  # None when it cannot be read
+    ntp_detail: str = ""
+    gathered_ns: int = 0
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    name: str
+    version: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class AgentDescription:
+    identity: AgentIdentity
+    facts: HostFacts
+    trust_stores: tuple[TrustStore, ...]
+    agent_time_ns: int

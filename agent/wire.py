@@ -1,0 +1,299 @@
+"""Conversion between the in-process dataclasses and the tlsfleet.v1 protobuf messages.
+
+The only module that touches both worlds: the agent service and the coordinator's gRPC vantage call it
+at the edge and speak dataclasses everywhere else.
+"""
+
+from __future__ import annotations
+
+from tlsfleet.agent.model import (
+    AddressResult,
+    AgentDescription,
+    AgentIdentity,
+    Failure,
+    Handshake,
+    HostFacts,
+    NativeVerdict,
+    ProbeOptions,
+    ProbeRequest,
+    ProbeResult,
+    Resolution,
+    StoreVerdict,
+    Target,
+    TlsVersion,
+    TrustStore,
+    Verdict,
+)
+from tlsfleet.v1 import agent_pb2, probe_pb2
+
+
+def _enum_maps(enum_cls: type, proto_enum: object, prefix: str) -> tuple[dict, dict]:
+    """Pair a StrEnum with a protobuf enum by member name, failing loudly when they drift apart."""
+    to_wire = {}
+    for member in enum_cls:  # type: ignore[attr-defined]
+        to_wire[member] = proto_enum.Value(f"{prefix}{member.name}")  # type: ignore[attr-defined]
+    return to_wire, {number: member for member, number in to_wire.items()}
+
+
+_VERDICT_TO_WIRE, _VERDICT_FROM_WIRE = _enum_maps(Verdict, probe_pb2.Verdict, "VERDICT_")
+_FAILURE_TO_WIRE, _FAILURE_FROM_WIRE = _enum_maps(Failure, probe_pb2.Failure, "FAILURE_")
+_VERSION_TO_WIRE = {
+    TlsVersion.TLS1_0: probe_pb2.TLS_VERSION_1_0,
+    TlsVersion.TLS1_1: probe_pb2.TLS_VERSION_1_1,
+    TlsVersion.TLS1_2: probe_pb2.TLS_VERSION_1_2,
+    TlsVersion.TLS1_3: probe_pb2.TLS_VERSION_1_3,
+}
+_VERSION_FROM_WIRE = {number: version for version, number in _VERSION_TO_WIRE.items()}
+
+
+def _verdict_from_wire(number: int) -> Verdict:
+    # An agent newer than this coordinator may send a verdict we do not know yet.
+    return _VERDICT_FROM_WIRE.get(number, Verdict.OTHER)
+
+
+def _failure_from_wire(number: int) -> Failure:
+    return _FAILURE_FROM_WIRE.get(number, Failure.INTERNAL)
+
+
+# --- requests ---------------------------------------------------------------------------------------
+
+
+def request_to_wire(request: ProbeRequest) -> probe_pb2.ProbeRequest:
+    o = request.options
+    options = probe_pb2.ProbeOptions(
+        no_sni=not o.send_sni,
+        alpn=list(o.alpn),
+        min_version=_VERSION_TO_WIRE.get(o.min_version, 0) if o.min_version else 0,
+        max_version=_VERSION_TO_WIRE.get(o.max_version, 0) if o.max_version else 0,
+        pin_address=o.pin_address or "",
+        max_addresses=o.max_addresses,
+        resolve_timeout_s=o.resolve_timeout,
+        connect_timeout_s=o.connect_timeout,
+        handshake_timeout_s=o.handshake_timeout,
+        reference_time_ns=o.reference_time_ns or 0,
+    )
+    if o.sni is not None:
+        options.sni = o.sni
+    return probe_pb2.ProbeRequest(
+        target=probe_pb2.Target(host=request.target.host, port=request.target.port),
+        options=options,
+        request_id=request.request_id,
+    )
+
+
+def request_from_wire(message: probe_pb2.ProbeRequest, defaults: ProbeOptions) -> ProbeRequest:
+    """Unset numeric fields take the agent's defaults; validation of values is the caller's."""
+    o = message.options
+    options = ProbeOptions(
+        sni=o.sni if o.HasField("sni") else None,
+        send_sni=not o.no_sni,
+        alpn=tuple(o.alpn),
+        min_version=_VERSION_FROM_WIRE.get(o.min_version),
+        max_version=_VERSION_FROM_WIRE.get(o.max_version),
+        pin_address=o.pin_address or None,
+        max_addresses=o.max_addresses or defaults.max_addresses,
+        resolve_timeout=o.resolve_timeout_s or defaults.resolve_timeout,
+        connect_timeout=o.connect_timeout_s or defaults.connect_timeout,
+        handshake_timeout=o.handshake_timeout_s or defaults.handshake_timeout,
+        reference_time_ns=o.reference_time_ns or None,
+    )
+    return ProbeRequest(
+        target=Target(message.target.host, message.target.port),
+        options=options,
+        request_id=message.request_id,
+    )
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+def _store_to_wire(store: TrustStore) -> probe_pb2.TrustStore:
+    return probe_pb2.TrustStore(
+        name=store.name,
+        kind=store.kind,
+        path=store.path,
+        root_count=store.root_count,
+        fingerprint=store.fingerprint,
+        error=store.error,
+    )
+
+
+def _store_from_wire(m: probe_pb2.TrustStore) -> TrustStore:
+    return TrustStore(m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error)
+
+
+def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
+    h = a.handshake
+    message = probe_pb2.AddressResult(
+        address=a.address,
+        connect_failure=_FAILURE_TO_WIRE[a.connect_failure],
+        connect_error=a.connect_error,
+        handshake=probe_pb2.Handshake(
+            failure=_FAILURE_TO_WIRE[h.failure],
+            error=h.error,
+            tls_version=h.tls_version,
+            cipher=h.cipher,
+            alpn=h.alpn,
+            duration_ms=h.duration_ms,
+            alert=h.alert,
+        ),
+        chain=list(a.chain),
+        native=probe_pb2.NativeVerdict(
+            verdict=_VERDICT_TO_WIRE[a.native.verdict],
+            verify_code=a.native.verify_code,
+            verify_message=a.native.verify_message,
+            hostname_checked=a.native.hostname_checked,
+        ),
+        stores=[
+            probe_pb2.StoreVerdict(
+                store=s.store,
+                at_agent_time=_VERDICT_TO_WIRE[s.at_agent_time],
+                at_reference_time=_VERDICT_TO_WIRE[s.at_reference_time],
+                verified_path=list(s.verified_path),
+                detail=s.detail,
+            )
+            for s in a.stores
+        ],
+    )
+    if a.connect_ms is not None:
+        message.connect_ms = a.connect_ms
+    return message
+
+
+def _address_from_wire(m: probe_pb2.AddressResult) -> AddressResult:
+    h = m.handshake
+    return AddressResult(
+        address=m.address,
+        connect_ms=m.connect_ms if m.HasField("connect_ms") else None,
+        connect_failure=_failure_from_wire(m.connect_failure),
+        connect_error=m.connect_error,
+        handshake=Handshake(
+            failure=_failure_from_wire(h.failure),
+            error=h.error,
+            tls_version=h.tls_version,
+            cipher=h.cipher,
+            alpn=h.alpn,
+            duration_ms=h.duration_ms,
+            alert=h.alert,
+        ),
+        chain=tuple(m.chain),
+        native=NativeVerdict(
+            verdict=_verdict_from_wire(m.native.verdict),
+            verify_code=m.native.verify_code,
+            verify_message=m.native.verify_message,
+            hostname_checked=m.native.hostname_checked,
+        ),
+        stores=tuple(
+            StoreVerdict(
+                store=s.store,
+                at_agent_time=_verdict_from_wire(s.at_agent_time),
+                at_reference_time=_verdict_from_wire(s.at_reference_time),
+                verified_path=tuple(s.verified_path),
+                detail=s.detail,
+            )
+            for s in m.stores
+        ),
+    )
+
+
+def result_to_wire(result: ProbeResult, agent_name: str, agent_version: str) -> probe_pb2.ProbeResult:
+    r = result.resolution
+    message = probe_pb2.ProbeResult(
+        agent=probe_pb2.AgentRef(name=agent_name, version=agent_version),
+        target=probe_pb2.Target(host=result.target.host, port=result.target.port),
+        expected_name=result.expected_name,
+        resolution=probe_pb2.Resolution(
+            addresses=list(r.addresses),
+            duration_ms=r.duration_ms,
+            failure=_FAILURE_TO_WIRE[r.failure],
+            error=r.error,
+            truncated_from=r.truncated_from,
+        ),
+        addresses=[_address_to_wire(a) for a in result.addresses],
+        trust_stores=[_store_to_wire(s) for s in result.trust_stores],
+        agent_received_ns=result.agent_received_ns,
+        agent_replied_ns=result.agent_replied_ns,
+        reference_time_ns=result.reference_time_ns or 0,
+        request_id=result.request_id,
+    )
+    if result.sni is not None:
+        message.sni = result.sni
+    return message
+
+
+def result_from_wire(m: probe_pb2.ProbeResult) -> tuple[ProbeResult, str, str]:
+    """The result, and the agent name and version the reply claims."""
+    r = m.resolution
+    result = ProbeResult(
+        target=Target(m.target.host, m.target.port),
+        sni=m.sni if m.HasField("sni") else None,
+        expected_name=m.expected_name,
+        resolution=Resolution(
+            addresses=tuple(r.addresses),
+            duration_ms=r.duration_ms,
+            failure=_failure_from_wire(r.failure),
+            error=r.error,
+            truncated_from=r.truncated_from,
+        ),
+        addresses=tuple(_address_from_wire(a) for a in m.addresses),
+        trust_stores=tuple(_store_from_wire(s) for s in m.trust_stores),
+        agent_received_ns=m.agent_received_ns,
+        agent_replied_ns=m.agent_replied_ns,
+        reference_time_ns=m.reference_time_ns or None,
+        request_id=m.request_id,
+    )
+    return result, m.agent.name, m.agent.version
+
+
+# --- descriptions -----------------------------------------------------------------------------------
+
+
+def description_to_wire(d: AgentDescription) -> agent_pb2.AgentDescription:
+    f = d.facts
+    facts = agent_pb2.HostFacts(
+        hostname=f.hostname,
+        os=f.os,
+        python_version=f.python_version,
+        openssl_version=f.openssl_version,
+        agent_version=f.agent_version,
+        proxy_env=[agent_pb2.Label(key=k, value=v) for k, v in f.proxy_env],
+        resolv_conf=list(f.resolv_conf),
+        hosts_entries=list(f.hosts_entries),
+        ntp_detail=f.ntp_detail,
+        gathered_ns=f.gathered_ns,
+    )
+    if f.ntp_synchronized is not None:
+        facts.ntp_synchronized = f.ntp_synchronized
+    return agent_pb2.AgentDescription(
+        agent=probe_pb2.AgentRef(name=d.identity.name, version=d.identity.version),
+        labels=[agent_pb2.Label(key=k, value=v) for k, v in d.identity.labels],
+        facts=facts,
+        trust_stores=[_store_to_wire(s) for s in d.trust_stores],
+        agent_time_ns=d.agent_time_ns,
+    )
+
+
+def description_from_wire(m: agent_pb2.AgentDescription) -> AgentDescription:
+    f = m.facts
+    return AgentDescription(
+        identity=AgentIdentity(
+            name=m.agent.name,
+            version=m.agent.version,
+            labels=tuple((label.key, label.value) for label in m.labels),
+        ),
+        facts=HostFacts(
+            hostname=f.hostname,
+            os=f.os,
+            python_version=f.python_version,
+            openssl_version=f.openssl_version,
+            agent_version=f.agent_version,
+            proxy_env=tuple((label.key, label.value) for label in f.proxy_env),
+            resolv_conf=tuple(f.resolv_conf),
+            hosts_entries=tuple(f.hosts_entries),
+            ntp_synchronized=f.ntp_synchronized if f.HasField("ntp_synchronized") else None,
+            ntp_detail=f.ntp_detail,
+            gathered_ns=f.gathered_ns,
+        ),
+        trust_stores=tuple(_store_from_wire(s) for s in m.trust_stores),
+        agent_time_ns=m.agent_time_ns,
+    )

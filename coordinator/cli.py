@@ -1,0 +1,225 @@
+"""The `tlsfleet` command line.
+
+Heavy imports (grpc, cryptography, rich) happen inside commands so that `tlsfleet --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlsfleet import __version__
+from tlsfleet.coordinator import exit_codes
+from tlsfleet.coordinator.cli_pki import app as pki_app
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every vantage answered and every address verified; 1 some vantage saw a problem with the "
+    "target (verification, handshake, connection or DNS failure); 2 bad input or configuration (target, "
+    "option, inventory, selector, credentials); 3 the target looked fine but some vantages did not answer; "
+    "70 an internal error."
+)
+
+app = typer.Typer(
+    name="tlsfleet",
+    help="One TLS handshake, seen from every host at once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+agent_app = typer.Typer(help="Run a tlsfleet agent on this host.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+app.add_typer(pki_app, name="pki", help="Create the fleet CA and issue agent and coordinator certificates.")
+
+
+def fail(message: str, code: int = exit_codes.USAGE) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tlsfleet {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """One TLS handshake, seen from every host at once."""
+
+
+InventoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="Fleet inventory (TOML). Default: $TLSFLEET_INVENTORY or ~/.config/tlsfleet/inventory.toml; "
+        "without one, only the local machine probes.",
+    ),
+]
+AgentsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--agents",
+        "-a",
+        help="Which vantages: KEY=VALUE, KEY!=VALUE or agent names (wildcards allowed), comma-separated; "
+        "'local' is this machine.",
+    ),
+]
+NoLocalOption = Annotated[bool, typer.Option("--no-local", help="Leave this machine out of the vantages.")]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", "-t", help="Deadline for the whole fan-out, seconds (0.1-300).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")]
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def probe(
+    target: Annotated[str, typer.Argument(help="HOST, HOST:PORT, [IPv6]:PORT or https://HOST[:PORT]/")],
+    sni: Annotated[str | None, typer.Option("--sni", help="Send this name in SNI (and verify against it).")] = None,
+    no_sni: Annotated[bool, typer.Option("--no-sni", help="Send no SNI at all.")] = False,
+    alpn: Annotated[list[str] | None, typer.Option("--alpn", help="Offer this ALPN protocol (repeatable).")] = None,
+    tls_min: Annotated[str | None, typer.Option("--tls-min", help="Lowest TLS version: 1.0, 1.1, 1.2, 1.3.")] = None,
+    tls_max: Annotated[str | None, typer.Option("--tls-max", help="Highest TLS version: 1.0, 1.1, 1.2, 1.3.")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Probe this IP address only, skipping DNS (address pin).")
+    ] = None,
+    max_addresses: Annotated[int, typer.Option("--max-addresses", help="Probe at most this many addresses.")] = 8,
+    agents: AgentsOption = None,
+    inventory: InventoryOption = None,
+    no_local: NoLocalOption = False,
+    timeout: TimeoutOption = 10.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Probe TARGET from every selected vantage and compare what each one sees."""
+    from tlsfleet.coordinator.probe_command import ProbeArguments, run_probe
+
+    code = run_probe(
+        ProbeArguments(
+            target=target,
+            sni=sni,
+            no_sni=no_sni,
+            alpn=tuple(alpn or ()),
+            tls_min=tls_min,
+            tls_max=tls_max,
+            address=address,
+            max_addresses=max_addresses,
+            agents=agents,
+            inventory=inventory,
+            no_local=no_local,
+            timeout=timeout,
+            json_output=json_output,
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command(epilog="Exit codes: 0 every agent answered; 2 bad input or configuration; 3 some agents did not answer.")
+def agents(
+    agents: AgentsOption = None,
+    inventory: InventoryOption = None,
+    no_local: NoLocalOption = False,
+    timeout: TimeoutOption = 5.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Show each agent's state, version, labels, clock offset and trust stores."""
+    from tlsfleet.coordinator.agents_command import run_agents
+
+    raise typer.Exit(
+        run_agents(agents=agents, inventory=inventory, no_local=no_local, timeout=timeout, json_output=json_output)
+    )
+
+
+@agent_app.command("serve")
+def agent_serve(
+    name: Annotated[str, typer.Option("--name", help="This agent's name, as in the inventory and its certificate.")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")] = (
+        "0.0.0.0:7443"
+    ),
+    label: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE label (repeatable).")] = None,
+    pki_dir: Annotated[
+        Path | None,
+        typer.Option("--pki-dir", help="Fleet PKI directory; default $TLSFLEET_PKI_DIR or ~/.config/tlsfleet/pki."),
+    ] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="Fleet CA certificate (default: PKI_DIR/ca.pem).")] = None,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="This agent's certificate (default: PKI_DIR/agents/NAME.pem).")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="This agent's key (default: PKI_DIR/agents/NAME.key).")
+    ] = None,
+    allow_coordinator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-coordinator", help="Coordinator identity allowed to call (repeatable; default: coordinator)."
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Plaintext gRPC without identities; loopback addresses only.")
+    ] = False,
+    max_probes: Annotated[int, typer.Option("--max-probes", help="Probes run at once (1-4096).")] = 256,
+    extra_store: Annotated[
+        list[str] | None,
+        typer.Option("--extra-store", help="LABEL=PATH of an extra CA bundle to judge chains against (repeatable)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve probes to the coordinator until SIGTERM."""
+    from tlsfleet.coordinator.agent_command import AgentServeArguments, run_agent_serve
+
+    raise typer.Exit(
+        run_agent_serve(
+            AgentServeArguments(
+                name=name,
+                listen=listen,
+                labels=tuple(label or ()),
+                pki_dir=pki_dir,
+                ca=ca,
+                cert=cert,
+                key=key,
+                allowed_coordinators=tuple(allow_coordinator or ("coordinator",)),
+                insecure=insecure,
+                max_probes=max_probes,
+                extra_stores=tuple(extra_store or ()),
+                log_level=log_level,
+            )
+        )
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Start local agents against a local target with a private CA and show the comparison."""
+    from tlsfleet.coordinator.demo import run_demo
+
+    raise typer.Exit(run_demo())
+
+
+def main() -> None:
+    """Console entry point: no traceback reaches a user unless TLSFLEET_DEBUG is set."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:
+        if os.environ.get("TLSFLEET_DEBUG"):
+            raise
+        typer.echo(
+            f"error: internal error: {type(error).__name__}: {error} (set TLSFLEET_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(exit_codes.INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The comparison matrix: one row per vantage and address, and which cells differ from the rest.
+
+Pure: probe outcomes in, rows of strings out. Rendering (rich, JSON) happens elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tlsfleet.agent.certinfo import CertificateParseError, parse_der, summarize
+from tlsfleet.agent.model import AddressResult, Failure, ProbeResult, StoreVerdict, Verdict
+from tlsfleet.coordinator.clock import ClockEstimate
+from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+
+# Offsets beyond this (after the error bound) are worth a reader's attention in the table.
+CLOCK_HIGHLIGHT_MS = 1000.0
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("agent", "agent"),
+    ("labels", "labels"),
+    ("address", "address"),
+    ("tls", "TLS"),
+    ("leaf", "leaf [SANs]"),
+    ("fingerprint", "sha256"),
+    ("chain", "chain"),
+    ("issuer", "issuer"),
+    ("native", "native verdict"),
+    ("stores", "trust stores"),
+    ("clock", "clock"),
+)
+# Columns whose values are expected to differ between rows: never highlighted. Addresses differ
+# legitimately (dual stack, several backends); whether that matters is the diagnosis's call.
+_NOT_COMPARED = frozenset({"agent", "labels", "address"})
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    cells: tuple[str, ...]  # in COLUMNS order
+    ok: bool  # the vantage answered and this address verified natively
+
+    def cell(self, column: str) -> str:
+        return self.cells[_INDEX[column]]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    rows: tuple[MatrixRow, ...]
+    differing: frozenset[tuple[int, str]]  # (row index, column key)
+
+
+_INDEX = {key: index for index, (key, _title) in enumerate(COLUMNS)}
+
+
+def build_matrix(outcomes: Sequence[ProbeOutcome]) -> Matrix:
+    rows: list[MatrixRow] = []
+    clock_flags: set[int] = set()
+    for outcome in outcomes:
+        for row, clock_off in _rows_for(outcome):
+            if clock_off:
+                clock_flags.add(len(rows))
+            rows.append(row)
+    differing = {(i, "clock") for i in clock_flags}
+    for key, _title in COLUMNS:
+        if key in _NOT_COMPARED or key == "clock":
+            continue
+        values = [row.cell(key) for row in rows]
+        counts = Counter(values)
+        if len(counts) < 2:
+            continue
+        (top, top_count), (_second, second_count) = counts.most_common(2)
+        if top_count == second_count:
+            # No majority: every value differs from another, and marking one side would depend on row order.
+            differing.update((i, key) for i in range(len(values)))
+        else:
+            differing.update((i, key) for i, value in enumerate(values) if value != top)
+    return Matrix(rows=tuple(rows), differing=frozenset(differing))
+
+
+def _rows_for(outcome: ProbeOutcome) -> list[tuple[MatrixRow, bool]]:
+    name = outcome.vantage.name
+    labels = ",".join(f"{k}={v}" for k, v in outcome.vantage.labels)
+    clock = _clock_cell(outcome.clock)
+    clock_off = _clock_is_off(outcome.clock)
+    if outcome.state is not VantageState.OK or outcome.result is None:
+        note = f"agent {outcome.state}: {outcome.error}" if outcome.error else f"agent {outcome.state}"
+        return [(_row(name, labels, outcome.vantage.address, note=note, clock=clock), clock_off)]
+    result = outcome.result
+    if not result.addresses:
+        resolution = result.resolution
+        note = f"{resolution.failure}: {resolution.error}" if resolution.failure is not Failure.NONE else "no address"
+        return [(_row(name, labels, "-", note=note, clock=clock), clock_off)]
+    return [(_address_row(name, labels, result, a, clock), clock_off) for a in result.addresses]
+
+
+def _row(name: str, labels: str, address: str, *, note: str, clock: str) -> MatrixRow:
+    cells = {key: "" for key, _ in COLUMNS}
+    cells.update(agent=name, labels=labels, address=address, native=note, clock=clock)
+    return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False)
+
+
+def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, clock: str) -> MatrixRow:
+    cells = {key: "" for key, _ in COLUMNS}
+    cells.update(agent=name, labels=labels, address=a.address, clock=clock)
+    if a.connect_failure is not Failure.NONE:
+        cells["native"] = f"{a.connect_failure}: {a.connect_error}" if a.connect_error else str(a.connect_failure)
+        return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False)
+    cells["tls"] = a.handshake.tls_version or "-"
+    if a.chain:
+        try:
+            leaf = summarize(a.chain[0])
+            sans = ", ".join(leaf.san) or "no SANs"
+            certificate = parse_der(a.chain[0])
+            cells["leaf"] = f"{_common_name(certificate.subject, leaf.subject)} [{sans}]"
+            cells["fingerprint"] = leaf.short_fingerprint
+            cells["issuer"] = _common_name(certificate.issuer, leaf.issuer)
+        except CertificateParseError:
+            cells["leaf"] = "unparseable certificate"
+        cells["chain"] = str(len(a.chain))
+    cells["native"] = _native_cell(a)
+    cells["stores"] = _stores_cell(a.stores)
+    ok = a.native.verdict is Verdict.OK and a.handshake.failure in (Failure.NONE,)
+    return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=ok)
+
+
+def _native_cell(a: AddressResult) -> str:
+    h = a.handshake
+    if h.failure not in (Failure.NONE, Failure.CERT_VERIFY):
+        detail = h.alert or h.error
+        return f"{h.failure}: {detail}" if detail else str(h.failure)
+    verdict = str(a.native.verdict)
+    if a.native.verify_code and a.native.verdict is not Verdict.OK:
+        verdict += f" ({a.native.verify_code})"
+    if not a.native.hostname_checked:
+        verdict += ", name unchecked"
+    return verdict
+
+
+def _stores_cell(stores: Sequence[StoreVerdict]) -> str:
+    if not stores:
+        return "-"
+    parts = []
+    for s in stores:
+        text = f"{s.store} {s.at_agent_time}"
+        if s.at_reference_time is not s.at_agent_time:
+            text += f" ({s.at_reference_time} at reference time)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _clock_cell(clock: ClockEstimate | None) -> str:
+    if clock is None:
+        return "?"
+    offset = clock.offset_ms
+    if abs(offset) >= 86_400_000:
+        return f"{offset / 86_400_000:+.1f} d"
+    if abs(offset) >= 60_000:
+        return f"{offset / 60_000:+.1f} min"
+    if abs(offset) >= 1000:
+        return f"{offset / 1000:+.1f} s"
+    return f"{offset:+.0f} ms ±{clock.error_ms:.0f}"
+
+
+def _clock_is_off(clock: ClockEstimate | None) -> bool:
+    return clock is not None and abs(clock.offset_ms) - clock.error_ms > CLOCK_HIGHLIGHT_MS
+
+
+def _common_name(name: x509.Name, rfc4514: str) -> str:
+    """The CN when there is one: tables need the name a person recognizes, not the full DN."""
+    names = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if names:
+        value = names[0].value
+        return value if isinstance(value, str) else value.decode(errors="replace")
+    return rfc4514 or "-"

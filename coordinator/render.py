@@ -1,0 +1,82 @@
+"""Tables for people: the comparison matrix and the agent list, rendered with rich."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tlsfleet.agent.model import ProbeRequest
+from tlsfleet.coordinator.matrix import COLUMNS, Matrix
+from tlsfleet.coordinator.vantage import DescribeOutcome, ProbeOutcome, VantageState
+
+DIFF_STYLE = "bold red"
+# Without colour a reader still needs to see which cells differ.
+DIFF_MARK = " *"
+WIDTH_WHEN_PIPED = 200
+
+
+def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[ProbeOutcome], matrix: Matrix) -> None:
+    plain = console.no_color or not console.is_terminal
+    table = Table(title=_caption(request, outcomes), title_justify="left", show_lines=False, expand=False)
+    # A column nobody has a value for (no labels, no chain anywhere) only takes room.
+    shown = [(key, title) for key, title in COLUMNS if any(row.cell(key) for row in matrix.rows)]
+    for _key, title in shown:
+        table.add_column(title, overflow="fold")
+    for index, row in enumerate(matrix.rows):
+        cells = []
+        for key, _title in shown:
+            value = row.cell(key)
+            if (index, key) in matrix.differing:
+                cells.append(Text(value + (DIFF_MARK if plain else ""), style=DIFF_STYLE))
+            else:
+                cells.append(Text(value, style="green" if key == "native" and row.ok else ""))
+        table.add_row(*cells)
+    console.print(table)
+    if matrix.differing and plain:
+        console.print("* differs from most rows")
+    answered = sum(1 for o in outcomes if o.state is VantageState.OK)
+    missing = [o for o in outcomes if o.state is not VantageState.OK]
+    summary = f"{answered} of {len(outcomes)} vantages answered"
+    if missing:
+        summary += "; not seen from: " + ", ".join(f"{o.vantage.name} ({o.state})" for o in missing)
+    console.print(summary)
+
+
+def _caption(request: ProbeRequest, outcomes: Sequence[ProbeOutcome]) -> str:
+    o = request.options
+    sni = "no SNI" if not o.send_sni else f"SNI {o.sni or request.target.host}"
+    return f"{request.target}  ({sni}, {len(outcomes)} vantages)"
+
+
+def make_console() -> Console:
+    """A console for tables: piped output gets a wide page instead of rich's 80 columns."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=WIDTH_WHEN_PIPED)
+    return console
+
+
+def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
+    table = Table(title="agents", title_justify="left")
+    for title in ("agent", "state", "address", "version", "labels", "clock offset", "host", "trust stores"):
+        table.add_column(title, overflow="fold")
+    for o in outcomes:
+        labels = ",".join(f"{k}={v}" for k, v in o.vantage.labels)
+        state = Text(str(o.state), style="green" if o.state is VantageState.OK else "bold red")
+        if o.description is None:
+            table.add_row(o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error)
+            continue
+        d = o.description
+        facts = d.facts
+        host = f"{facts.hostname} · {facts.os} · {facts.openssl_version}"
+        stores = "; ".join(
+            f"{s.name} ({s.root_count} roots, {s.fingerprint[:8]})" if not s.error else f"{s.name} (error: {s.error})"
+            for s in d.trust_stores
+        )
+        clock = f"{o.clock.offset_ms:+.0f} ms ±{o.clock.error_ms:.0f}" if o.clock else "?"
+        table.add_row(o.vantage.name, state, o.vantage.address, d.identity.version, labels, clock, host, stores)
+    console.print(table)
