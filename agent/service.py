@@ -98,7 +98,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> agent_pb2.AgentDescription:
         description = AgentDescription(
             identity=self._identity,
-            facts=self._facts.get(request.target_host or None),
+            # Gathering may run a short command when the facts are stale; keep it off the event loop.
+            facts=await asyncio.to_thread(self._facts.get, request.target_host or None),
             trust_stores=self._engine.trust_stores(),
             agent_time_ns=time.time_ns(),
         )

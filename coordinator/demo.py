@@ -11,8 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from tlsfleet.coordinator import exit_codes
 
 
@@ -30,8 +28,9 @@ def run_demo() -> int:
     from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
     from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
     from tlsfleet.coordinator.probe_command import ProbeArguments, run_probe
+    from tlsfleet.coordinator.render import make_console
 
-    console = Console()
+    console = make_console()
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="tlsfleet-demo-"))
     server: TlsServer | None = None

@@ -143,13 +143,14 @@ def _native_cell(a: AddressResult) -> str:
 def _stores_cell(stores: Sequence[StoreVerdict]) -> str:
     if not stores:
         return "-"
-    parts = []
+    # Grouped by verdict: a host has half a dozen stores and a reader wants the odd one out.
+    groups: dict[str, list[str]] = {}
     for s in stores:
-        text = f"{s.store} {s.at_agent_time}"
+        verdict = str(s.at_agent_time)
         if s.at_reference_time is not s.at_agent_time:
-            text += f" ({s.at_reference_time} at reference time)"
-        parts.append(text)
-    return "; ".join(parts)
+            verdict += f" ({s.at_reference_time} at reference time)"
+        groups.setdefault(verdict, []).append(s.store)
+    return "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in groups.items())
 
 
 def _clock_cell(clock: ClockEstimate | None) -> str:

@@ -40,7 +40,7 @@ def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[Pro
         console.print("* differs from most rows")
     answered = sum(1 for o in outcomes if o.state is VantageState.OK)
     missing = [o for o in outcomes if o.state is not VantageState.OK]
-    summary = f"{answered} of {len(outcomes)} vantages answered"
+    summary = f"{answered} of {len(outcomes)} vantage{'s' if len(outcomes) != 1 else ''} answered"
     if missing:
         summary += "; not seen from: " + ", ".join(f"{o.vantage.name} ({o.state})" for o in missing)
     console.print(summary)
@@ -49,7 +49,8 @@ def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[Pro
 def _caption(request: ProbeRequest, outcomes: Sequence[ProbeOutcome]) -> str:
     o = request.options
     sni = "no SNI" if not o.send_sni else f"SNI {o.sni or request.target.host}"
-    return f"{request.target}  ({sni}, {len(outcomes)} vantages)"
+    vantages = "1 vantage" if len(outcomes) == 1 else f"{len(outcomes)} vantages"
+    return f"{request.target}  ({sni}, {vantages})"
 
 
 def make_console() -> Console:
