@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tlsfleet.agent.model import ProbeRequest
+from tlsfleet.agent.model import ProbeRequest, TrustStore
 from tlsfleet.coordinator.matrix import COLUMNS, Matrix
 from tlsfleet.coordinator.vantage import DescribeOutcome, ProbeOutcome, VantageState
 
@@ -74,10 +74,21 @@ def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
         d = o.description
         facts = d.facts
         host = f"{facts.hostname} · {facts.os} · {facts.openssl_version}"
-        stores = "; ".join(
-            f"{s.name} ({s.root_count} roots, {s.fingerprint[:8]})" if not s.error else f"{s.name} (error: {s.error})"
-            for s in d.trust_stores
-        )
+        stores = _stores_by_content(d.trust_stores)
         clock = f"{o.clock.offset_ms:+.0f} ms ±{o.clock.error_ms:.0f}" if o.clock else "?"
         table.add_row(o.vantage.name, state, o.vantage.address, d.identity.version, labels, clock, host, stores)
     console.print(table)
+
+
+def _stores_by_content(stores: Sequence[TrustStore]) -> str:
+    """Stores with the same roots on one line: most hosts point several variables at one bundle."""
+    groups: dict[tuple[int, str, str], list[str]] = {}
+    for s in stores:
+        groups.setdefault((s.root_count, s.fingerprint, s.error), []).append(s.name)
+    parts = []
+    for (count, fingerprint, error), names in groups.items():
+        facts = f"{count} roots, {fingerprint[:8]}" if fingerprint else f"{count} roots"
+        if error:
+            facts += f", error: {error}"
+        parts.append(f"{', '.join(names)} ({facts})")
+    return "; ".join(parts)
