@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +28,12 @@ from tlsfleet.agent.model import (
     TrustStore,
 )
 from tlsfleet.agent.request_limits import RequestError, validate_request
-from tlsfleet.agent.resolve import resolve
+from tlsfleet.agent.resolve import Resolver, resolve
 from tlsfleet.agent.targets import TargetError, is_ip_literal, normalize_host
 from tlsfleet.agent.truststores import LoadedStore, discover_stores
 
 __all__ = ["ProbeEngine", "Resolver"]
 
-Resolver = Callable[[str, int, float, int], Awaitable[Resolution]]
 """(host, port, timeout seconds, address cap) -> Resolution, as `tlsfleet.agent.resolve.resolve`."""
 
 

@@ -6,8 +6,12 @@ import asyncio
 import ipaddress
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 from tlsfleet.agent.model import Failure, Resolution
+
+# (host, port, timeout seconds, address cap) -> what the resolver returned
+Resolver = Callable[[str, int, float, int], Awaitable[Resolution]]
 
 __all__ = ["resolve"]
 

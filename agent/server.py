@@ -17,8 +17,10 @@ from tlsfleet import __version__
 from tlsfleet.agent.endpoints import is_loopback_host, split_host_port
 from tlsfleet.agent.fleet_credentials import AllowedPeersInterceptor, load_credentials, server_credentials
 from tlsfleet.agent.hostfacts import HostFactsCache
+from tlsfleet.agent.hosts_override import load_hosts_file, with_overrides
 from tlsfleet.agent.model import AgentIdentity
 from tlsfleet.agent.probe import ProbeEngine
+from tlsfleet.agent.resolve import resolve
 from tlsfleet.agent.service import AgentService
 from tlsfleet.v1 import agent_pb2_grpc
 
@@ -45,6 +47,7 @@ class AgentConfig:
     max_concurrent_probes: int = 256
     max_waiting_probes: int = 1024
     extra_stores: Mapping[str, Path] = field(default_factory=dict)
+    hosts_file: Path | None = None  # names answered from this file before the host's resolver
 
 
 def _check_config(config: AgentConfig) -> None:
@@ -81,7 +84,10 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
         # Every service, health included, answers only the coordinators this agent was told to trust.
         interceptors.append(AllowedPeersInterceptor(role="coordinator", allowed_names=config.allowed_coordinators))
 
-    engine = ProbeEngine(extra_stores=config.extra_stores, max_concurrency=config.max_concurrent_probes)
+    resolver = with_overrides(load_hosts_file(config.hosts_file), resolve) if config.hosts_file else None
+    engine = ProbeEngine(
+        extra_stores=config.extra_stores, max_concurrency=config.max_concurrent_probes, resolver=resolver
+    )
     identity = AgentIdentity(name=config.name, version=__version__, labels=config.labels)
     service = AgentService(
         engine=engine,

@@ -25,6 +25,7 @@ class AgentServeArguments:
     insecure: bool = False
     max_probes: int = 256
     extra_stores: tuple[str, ...] = ()
+    hosts_file: Path | None = None
     log_level: str = "info"
 
 
@@ -67,12 +68,14 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
         allowed_coordinators=args.allowed_coordinators,
         max_concurrent_probes=args.max_probes,
         extra_stores=extra,
+        hosts_file=args.hosts_file.expanduser() if args.hosts_file else None,
     )
 
 
 def run_agent_serve(args: AgentServeArguments) -> int:
     from tlsfleet.agent.endpoints import EndpointError
     from tlsfleet.agent.fleet_credentials import CredentialError
+    from tlsfleet.agent.hosts_override import HostsFileError
     from tlsfleet.agent.logs import configure_service_logging
     from tlsfleet.agent.server import AgentConfigError, run_agent
 
@@ -80,7 +83,7 @@ def run_agent_serve(args: AgentServeArguments) -> int:
         configure_service_logging(args.log_level)
         config = build_config(args)
         asyncio.run(run_agent(config))
-    except (AgentArgumentError, AgentConfigError, CredentialError, EndpointError) as error:
+    except (AgentArgumentError, AgentConfigError, CredentialError, EndpointError, HostsFileError) as error:
         typer.echo(f"error: {error}", err=True)
         return exit_codes.USAGE
     return exit_codes.OK

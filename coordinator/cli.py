@@ -171,6 +171,10 @@ def agent_serve(
         list[str] | None,
         typer.Option("--extra-store", help="LABEL=PATH of an extra CA bundle to judge chains against (repeatable)."),
     ] = None,
+    hosts_file: Annotated[
+        Path | None,
+        typer.Option("--hosts-file", help="Answer names in this /etc/hosts-format file before the host's resolver."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve probes to the coordinator until SIGTERM."""
@@ -190,6 +194,7 @@ def agent_serve(
                 insecure=insecure,
                 max_probes=max_probes,
                 extra_stores=tuple(extra_store or ()),
+                hosts_file=hosts_file,
                 log_level=log_level,
             )
         )

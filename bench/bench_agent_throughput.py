@@ -1,0 +1,163 @@
+"""One agent's probes per second with 200 probes in flight, over the real gRPC wire path.
+
+The client is this process: a `GrpcVantage` (the coordinator's own gRPC client, one channel) keeps
+200 `Probe` calls in flight until a fixed count has completed. The agent and the lab TLS server each run
+as their own process. All three share this machine's cores, so the CPU time each used is reported too.
+
+    .venv/bin/python bench/bench_agent_throughput.py [--quick] [--probes N] [--in-flight N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from common import (
+    LOOPBACK,
+    Lab,
+    Report,
+    cpu_seconds,
+    install_sigterm_exit,
+    memory_kib,
+    percentile,
+    quick_argument_parser,
+)
+
+from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, Target, Verdict
+from tlsfleet.coordinator.grpc_vantage import GrpcVantage
+from tlsfleet.coordinator.inventory import AgentEntry
+from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+
+PROBES = 3000
+QUICK_PROBES = 1000
+IN_FLIGHT = 200
+WARMUP_PROBES = 50
+PROBE_TIMEOUT_S = 20.0
+RUN_TIMEOUT_S = 300.0
+TARGET_PROBES_PER_S = 400.0
+
+
+@dataclass
+class Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    states: Counter[str] = field(default_factory=Counter)
+    address_failures: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: ProbeOutcome) -> None:
+        self.states[outcome.state.value] += 1
+        if outcome.state is not VantageState.OK or outcome.result is None:
+            return
+        self.latencies_ms.append(outcome.duration_ms)
+        for address in outcome.result.addresses:
+            failure = address.connect_failure if address.connect_failure is not Failure.NONE else None
+            failure = failure or address.handshake.failure
+            if failure is not Failure.NONE:
+                self.address_failures[failure.value] += 1
+            self.verdicts[address.native.verdict.value] += 1
+
+
+def probe_request(port: int) -> ProbeRequest:
+    # SNI and the name check use "localhost"; the pinned address keeps every connection on 127.0.0.1.
+    options = ProbeOptions(pin_address=LOOPBACK, reference_time_ns=time.time_ns())
+    return ProbeRequest(target=Target("localhost", port), options=options)
+
+
+async def drive(vantage: GrpcVantage, request: ProbeRequest, total: int, in_flight: int, tally: Tally) -> float:
+    """Run `total` probes with `in_flight` of them outstanding at all times; returns the elapsed seconds."""
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            tally.add(await vantage.probe(request, PROBE_TIMEOUT_S))
+
+    started = time.perf_counter()
+    async with asyncio.timeout(RUN_TIMEOUT_S):
+        await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
+    return time.perf_counter() - started
+
+
+async def measure(address: str, name: str, port: int, probes: int, in_flight: int, pids: dict[str, int]) -> dict:
+    vantage = GrpcVantage(AgentEntry(name=name, address=address, insecure=True), None)
+    try:
+        request = probe_request(port)
+        await drive(vantage, request, WARMUP_PROBES, min(in_flight, WARMUP_PROBES), Tally())
+        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        tally = Tally()
+        elapsed = await drive(vantage, request, probes, in_flight, tally)
+        cpu_after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    finally:
+        await vantage.close()
+    cpu = {role: cpu_after[role] - cpu_before[role] for role in pids}
+    return {"elapsed": elapsed, "tally": tally, "cpu": cpu}
+
+
+def main() -> int:
+    parser = quick_argument_parser(__doc__.splitlines()[0])
+    parser.add_argument("--probes", type=int, help=f"probes to complete (default {PROBES}, {QUICK_PROBES} quick)")
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT, help=f"probes outstanding (default {IN_FLIGHT})")
+    args = parser.parse_args()
+    probes = args.probes or (QUICK_PROBES if args.quick else PROBES)
+    if not 1 <= probes <= 100_000:
+        parser.error(f"--probes {probes} is out of range; accepted: 1-100000")
+    if not 1 <= args.in_flight <= 1000:
+        parser.error(f"--in-flight {args.in_flight} is out of range; accepted: 1-1000")
+    install_sigterm_exit()
+    report = Report()
+    with Lab() as lab:
+        server = lab.start_server()
+        [agent] = lab.start_agents(1)
+        pids = {"agent": agent.pid, "target_server": server.pid, "client": os.getpid()}
+        report.say(
+            f"{probes} probes of localhost:{server.port} (pinned to {LOOPBACK}), {args.in_flight} in flight, "
+            f"through agent {agent.name} at {agent.address} (pid {agent.pid}); target server pid {server.pid}"
+        )
+        result = asyncio.run(measure(agent.address, agent.name, server.port, probes, args.in_flight, pids))
+        agent_memory = memory_kib(agent.pid)
+    tally: Tally = result["tally"]
+    elapsed: float = result["elapsed"]
+    ok = tally.states.get(VantageState.OK.value, 0)
+    clean = ok - sum(tally.address_failures.values())
+    rate = clean / elapsed
+    report.say(
+        f"{clean} clean probes of {probes} in {elapsed:.2f} s: {rate:.1f} probes/s; "
+        f"vantage states {dict(tally.states)}; address failures {dict(tally.address_failures) or 'none'}; "
+        f"native verdicts {dict(tally.verdicts)}"
+    )
+    report.figure("agent_throughput", rate, "probes/s")
+    report.figure("agent_throughput_elapsed", elapsed, "s")
+    report.figure("agent_throughput_probes", probes, "probes")
+    report.figure("agent_throughput_in_flight", args.in_flight, "probes")
+    for state in VantageState:
+        report.figure(f"agent_throughput_state_{state.value}", tally.states.get(state.value, 0), "probes")
+    for failure, count in sorted(tally.address_failures.items()):
+        report.figure(f"agent_throughput_address_failure_{failure}", count, "probes")
+    not_ok = sum(n for verdict, n in tally.verdicts.items() if verdict != Verdict.OK.value)
+    report.figure("agent_throughput_native_not_ok", not_ok, "probes")
+    if tally.latencies_ms:
+        p50, p95 = percentile(tally.latencies_ms, 50), percentile(tally.latencies_ms, 95)
+        report.say(f"per-probe latency seen by the client: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+        report.figure("agent_throughput_latency_p50", p50, "ms")
+        report.figure("agent_throughput_latency_p95", p95, "ms")
+    cpu: dict[str, float] = result["cpu"]
+    shares = ", ".join(f"{role} {seconds:.2f} s ({seconds / elapsed:.0%} of one core)" for role, seconds in cpu.items())
+    report.say(f"CPU time during the run ({elapsed:.2f} s wall, {os.cpu_count()} cores): {shares}")
+    for role, seconds in cpu.items():
+        report.figure(f"agent_throughput_cpu_{role}", seconds, "s")
+        report.figure(f"agent_throughput_cpu_{role}_per_probe", seconds / probes * 1000, "ms")
+    report.figure("agent_throughput_cpu_total_cores", sum(cpu.values()) / elapsed, "cores")
+    report.say(f"agent memory after the run: VmRSS {agent_memory['VmRSS']} KiB, VmHWM {agent_memory['VmHWM']} KiB")
+    report.figure("agent_throughput_agent_rss_after", agent_memory["VmRSS"] / 1024, "MiB")
+    report.figure("agent_throughput_agent_hwm", agent_memory["VmHWM"] / 1024, "MiB")
+    report.target("agent_throughput", rate, ">=", TARGET_PROBES_PER_S, "probes/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

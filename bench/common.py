@@ -1,0 +1,301 @@
+"""Shared set-up for the benchmarks: a lab target server process, agents, inventories, figures.
+
+Everything listens on 127.0.0.1 and every process started here is stopped by PID when the `Lab` closes,
+also on Ctrl-C or SIGTERM.
+
+Output format, one item per line, so `run_all.py` (or any script) can parse it:
+
+    <metric_name> <value> <unit>                                   a figure
+    target <metric_name> <value> <op> <limit> <unit> met|missed    a figure beside its target
+    # ...                                                          a line for humans
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Literal
+
+from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
+from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
+
+__all__ = [
+    "LOOPBACK",
+    "Lab",
+    "Report",
+    "TargetServer",
+    "cpu_seconds",
+    "install_sigterm_exit",
+    "memory_kib",
+    "percentile",
+    "quick_argument_parser",
+    "start_target_server",
+    "tlsfleet_executable",
+]
+
+LOOPBACK = "127.0.0.1"
+SERVER_START_TIMEOUT_S = 20.0
+SERVER_STOP_TIMEOUT_S = 10.0
+AGENT_START_PARALLEL = 4
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+Op = Literal["<=", ">="]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) with linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values; give at least one")
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile {p} is out of range; accepted: 0-100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far, from /proc/PID/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces and parentheses; the fields after the last ')' are fixed.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / _CLOCK_TICKS
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process in KiB, from /proc/PID/status."""
+    wanted = {"VmRSS", "VmHWM"}
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in wanted:
+            found[key] = int(rest.split()[0])
+    missing = wanted - set(found)
+    if missing:
+        raise RuntimeError(f"/proc/{pid}/status has no {', '.join(sorted(missing))}")
+    return found
+
+
+def tlsfleet_executable() -> list[str]:
+    """The installed `tlsfleet` console script beside our interpreter, as a user runs it."""
+    script = Path(sys.executable).parent / "tlsfleet"
+    return [str(script)] if script.exists() else tlsfleet_command()
+
+
+def quick_argument_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a short run: fewer repetitions, same figures")
+    return parser
+
+
+def install_sigterm_exit() -> None:
+    """Turn SIGTERM into SystemExit, so `finally` blocks stop what the benchmark started."""
+
+    def leave(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, leave)
+
+
+class Report:
+    """Prints figures and targets in the parseable form described in this module's docstring."""
+
+    def __init__(self) -> None:
+        self.missed: list[str] = []
+
+    @staticmethod
+    def say(text: str) -> None:
+        for line in text.splitlines() or [""]:
+            print(f"# {line}", flush=True)
+
+    @staticmethod
+    def figure(name: str, value: float, unit: str) -> None:
+        if any(c.isspace() for c in name + unit):
+            raise ValueError(f"metric name and unit must not contain spaces: {name!r} {unit!r}")
+        print(f"{name} {_number(value)} {unit}", flush=True)
+
+    def target(self, name: str, value: float, op: Op, limit: float, unit: str) -> bool:
+        met = value <= limit if op == "<=" else value >= limit
+        if not met:
+            self.missed.append(name)
+        verdict = "met" if met else "missed"
+        print(f"target {name} {_number(value)} {op} {_number(limit)} {unit} {verdict}", flush=True)
+        return met
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+@dataclass
+class TargetServer:
+    """The lab TLS server running as its own process (`python -m tlsfleet.coordinator.lab.tls_server`)."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(SERVER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(SERVER_STOP_TIMEOUT_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+def start_target_server(chain_file: Path, key_file: Path, log_file: Path) -> TargetServer:
+    """Start the lab TLS server on a free loopback port and wait for its `LISTENING host port` line."""
+    command = [
+        sys.executable,
+        "-m",
+        "tlsfleet.coordinator.lab.tls_server",
+        "--cert-chain",
+        str(chain_file),
+        "--key",
+        str(key_file),
+        "--listen",
+        f"{LOOPBACK}:0",
+    ]
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+    try:
+        host, port = _read_listening(process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return TargetServer(process=process, host=host, port=port)
+
+
+def _read_listening(process: subprocess.Popen[bytes]) -> tuple[str, int]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "LISTENING":
+                    return parts[1], int(parts[2])
+        elif process.poll() is not None:
+            break
+    raise RuntimeError(
+        f"the lab TLS server did not print LISTENING within {SERVER_START_TIMEOUT_S:g} s "
+        f"(exit code {process.poll()}); its output: {buffer.decode(errors='replace')!r}"
+    )
+
+
+class Lab:
+    """A temporary directory with a lab PKI, one target server process and any number of agents.
+
+    The server serves a leaf for `localhost` and 127.0.0.1 (leaf + intermediate); agents started with
+    `trusting=True` have the lab root as their OpenSSL default store, so their native verdict is `ok`.
+    `close()` stops every process by PID and removes the directory.
+    """
+
+    def __init__(self, prefix: str = "tlsfleet-bench-") -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.pki = LabPKI("Bench")
+        leaf = self.pki.issue_leaf("localhost", LOOPBACK)
+        self.chain_file = write_pem(self.workdir / "chain.pem", chain_pem(leaf, self.pki.intermediate))
+        self.key_file = write_pem(self.workdir / "key.pem", leaf.key_pem)
+        self.root_file = write_pem(self.workdir / "root.pem", self.pki.root_pem())
+        self.server: TargetServer | None = None
+        self.agents: list[AgentProcess] = []
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start_server(self) -> TargetServer:
+        if self.server is not None:
+            raise RuntimeError("this lab already runs a target server")
+        self.server = start_target_server(self.chain_file, self.key_file, self.workdir / "tls-server.log")
+        return self.server
+
+    def start_agents(self, count: int, *, trusting: bool = True, prefix: str = "bench") -> list[AgentProcess]:
+        """Start `count` insecure loopback agents, a few at a time; all of them or none are left running."""
+        if count < 1:
+            raise ValueError(f"agent count {count} is not accepted; at least 1")
+        first = len(self.agents)
+        names = [f"{prefix}-{first + i + 1}" for i in range(count)]
+        env = trust_env(self.workdir, self.root_file) if trusting else None
+        agent_dir = self.workdir / "agents"
+        started: list[AgentProcess] = []
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=AGENT_START_PARALLEL) as pool:
+            futures = [pool.submit(start_agent, name, agent_dir, env=env, labels=[("role", "bench")]) for name in names]
+            for future in futures:
+                try:
+                    started.append(future.result())
+                except BaseException as error:
+                    errors.append(error)
+        if errors:
+            for agent in started:
+                agent.stop()
+            raise errors[0]
+        self.agents.extend(started)
+        return started
+
+    def write_inventory(self, agents: Sequence[AgentProcess], name: str) -> Path:
+        path = self.workdir / f"{name}.toml"
+        path.write_text("\n".join(a.inventory_entry() for a in agents))
+        return path
+
+    def pids(self) -> Iterator[int]:
+        if self.server is not None:
+            yield self.server.pid
+        for agent in self.agents:
+            yield agent.pid
+
+    def close(self) -> None:
+        problems: list[str] = []
+        for agent in self.agents:
+            try:
+                agent.stop()
+            except Exception as error:  # keep stopping the others
+                problems.append(f"agent {agent.name} (pid {agent.pid}): {error}")
+        self.agents.clear()
+        if self.server is not None:
+            try:
+                self.server.stop()
+            except Exception as error:
+                problems.append(f"target server (pid {self.server.pid}): {error}")
+            self.server = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if problems:
+            print("# cleanup problems: " + "; ".join(problems), file=sys.stderr, flush=True)

@@ -1,0 +1,44 @@
+"""Run every rule over an observation and rank what they find."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from tlsfleet.coordinator.diagnosis import (
+    chain,
+    clock,
+    endpoints,
+    interception,
+    names,
+    protocol,
+    reachability,
+    sni,
+    trust,
+    validity,
+)
+from tlsfleet.coordinator.diagnosis.model import Finding
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
+
+Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
+
+# Each module owns the causes it names; none knows about the others. A rule holds back a claim that
+# another, more specific cause explains (each rule checks the facts itself, from the observation).
+RULES: tuple[Rule, ...] = (
+    validity.findings,
+    names.findings,
+    chain.findings,
+    trust.findings,
+    clock.findings,
+    sni.findings,
+    endpoints.findings,
+    interception.findings,
+    protocol.findings,
+    reachability.findings,
+)
+
+
+def diagnose(observation: Observation, settings: DiagnosisSettings | None = None) -> tuple[Finding, ...]:
+    """Findings ordered by severity, then by how many vantages they concern."""
+    settings = settings or DiagnosisSettings.for_request(observation.request)
+    found = [finding for rule in RULES for finding in rule(observation, settings)]
+    return tuple(sorted(found, key=lambda f: f.rank))
