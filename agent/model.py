@@ -143,6 +143,18 @@ class StoreVerdict:
 
 
 @dataclass(frozen=True)
+class AiaFetch:
+    """The issuer named by the last served certificate's AIA caIssuers URL, fetched by the agent."""
+
+    url: str
+    fetched: bool  # the URL answered
+    error: str = ""
+    certificate: bytes = b""  # the fetched issuer, DER
+    completes_chain: bool = False  # with it, the chain verifies against the store OpenSSL uses by default
+    verdict: Verdict = Verdict.NO_CHAIN  # that verdict
+
+
+@dataclass(frozen=True)
 class AddressResult:
     address: str
     connect_ms: float | None = None
@@ -152,6 +164,7 @@ class AddressResult:
     chain: tuple[bytes, ...] = ()  # served chain, DER, in the order the server sent it
     native: NativeVerdict = field(default_factory=lambda: NativeVerdict(Verdict.NO_CHAIN))
     stores: tuple[StoreVerdict, ...] = ()
+    aia: AiaFetch | None = None  # only when the agent may fetch and the issuer was missing
 
 
 @dataclass(frozen=True)

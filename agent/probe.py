@@ -16,10 +16,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tlsfleet.agent.aia import MISSING_ISSUER, fetch_and_judge
 from tlsfleet.agent.chain_verify import judge_against_stores, parse_expected_name
 from tlsfleet.agent.handshake import ContextCache, handshake
 from tlsfleet.agent.model import (
     AddressResult,
+    AiaFetch,
     Failure,
     Handshake,
     ProbeRequest,
@@ -53,6 +55,7 @@ class ProbeEngine:
         max_concurrency: int = 256,
         native_cafile: str | None = None,
         resolver: Resolver | None = None,
+        fetch_aia: bool = False,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency {max_concurrency} is not accepted; at least 1")
@@ -61,6 +64,7 @@ class ProbeEngine:
         self._max_concurrency = max_concurrency
         self._contexts = ContextCache(cafile=native_cafile)
         self._resolver: Resolver = resolver or resolve
+        self._fetch_aia = fetch_aia
         self._stores: tuple[LoadedStore, ...] | None = None
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
@@ -110,6 +114,10 @@ class ProbeEngine:
             else None
         )
         judged = tuple(_judged(r, stores, expected_name, agent_time, reference_time) for r in addresses)
+        if self._fetch_aia:
+            judged = tuple(
+                await asyncio.gather(*(self._with_aia(r, stores, expected_name, agent_time) for r in judged))
+            )
         return ProbeResult(
             target=target,
             sni=sni,
@@ -122,6 +130,18 @@ class ProbeEngine:
             reference_time_ns=options.reference_time_ns,
             request_id=request.request_id,
         )
+
+    async def _with_aia(
+        self, result: AddressResult, stores: tuple[LoadedStore, ...], expected_name: str, at: datetime
+    ) -> AddressResult:
+        """Where the issuer is missing, fetch it from the AIA URL and say whether that completes the chain."""
+        if not result.chain or result.native.verdict not in MISSING_ISSUER or not stores:
+            return result
+        try:
+            fetched = await fetch_and_judge(result.chain, _native_store(stores), expected_name, at)
+        except Exception as error:  # the probe's own result stands whatever the fetch does
+            fetched = AiaFetch(url="", fetched=False, error=f"AIA fetch failed: {_describe(error)}")
+        return replace(result, aia=fetched) if fetched is not None else result
 
     async def _probe_address(
         self, address: str, request: ProbeRequest, sni: str | None, expected_name: str
@@ -179,6 +199,12 @@ def _judged(
             ),
         )
     return replace(result, stores=verdicts)
+
+
+def _native_store(stores: tuple[LoadedStore, ...]) -> LoadedStore:
+    """The store the host's OpenSSL default context uses: SSL_CERT_FILE when set, else the system bundle."""
+    by_name = {s.info.name: s for s in stores}
+    return by_name.get("ssl_cert_file") or by_name.get("system") or stores[0]
 
 
 def _describe(error: BaseException) -> str:

@@ -48,6 +48,7 @@ class AgentConfig:
     max_waiting_probes: int = 1024
     extra_stores: Mapping[str, Path] = field(default_factory=dict)
     hosts_file: Path | None = None  # names answered from this file before the host's resolver
+    fetch_aia: bool = False  # fetch a missing intermediate from the AIA URL a server's certificate names
 
 
 def _check_config(config: AgentConfig) -> None:
@@ -86,7 +87,10 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
 
     resolver = with_overrides(load_hosts_file(config.hosts_file), resolve) if config.hosts_file else None
     engine = ProbeEngine(
-        extra_stores=config.extra_stores, max_concurrency=config.max_concurrent_probes, resolver=resolver
+        extra_stores=config.extra_stores,
+        max_concurrency=config.max_concurrent_probes,
+        resolver=resolver,
+        fetch_aia=config.fetch_aia,
     )
     identity = AgentIdentity(name=config.name, version=__version__, labels=config.labels)
     service = AgentService(

@@ -10,6 +10,7 @@ from tlsfleet.agent.model import (
     AddressResult,
     AgentDescription,
     AgentIdentity,
+    AiaFetch,
     Failure,
     Handshake,
     HostFacts,
@@ -157,6 +158,17 @@ def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
     )
     if a.connect_ms is not None:
         message.connect_ms = a.connect_ms
+    if a.aia is not None:
+        message.aia.CopyFrom(
+            probe_pb2.AiaFetch(
+                url=a.aia.url,
+                fetched=a.aia.fetched,
+                error=a.aia.error,
+                certificate=a.aia.certificate,
+                completes_chain=a.aia.completes_chain,
+                verdict=_VERDICT_TO_WIRE[a.aia.verdict],
+            )
+        )
     return message
 
 
@@ -193,6 +205,18 @@ def _address_from_wire(m: probe_pb2.AddressResult) -> AddressResult:
             )
             for s in m.stores
         ),
+        aia=_aia_from_wire(m.aia) if m.HasField("aia") else None,
+    )
+
+
+def _aia_from_wire(m: probe_pb2.AiaFetch) -> AiaFetch:
+    return AiaFetch(
+        url=m.url,
+        fetched=m.fetched,
+        error=m.error,
+        certificate=m.certificate,
+        completes_chain=m.completes_chain,
+        verdict=_verdict_from_wire(m.verdict),
     )
 
 

@@ -16,6 +16,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ WARMUP_RUNS = 2
 CLI_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 10.0
 RATIO_TARGET = 1.3
+MAX_FAILURES_SHOWN = 3
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Series:
     failures: list[str] = field(default_factory=list)
 
 
-def run_cli_once(target: str, inventory: Path, expected_vantages: int, series: Series | None) -> None:
+def run_cli_once(target: str, inventory: Path, expected_vantages: int, series: Series) -> None:
     command = [
         *tlsfleet_executable(),
         "probe",
@@ -60,8 +62,6 @@ def run_cli_once(target: str, inventory: Path, expected_vantages: int, series: S
     done = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
     wall_ms = (time.perf_counter() - started) * 1000
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if series is None:
-        return
     problem = _problem(done, expected_vantages)
     if problem:
         series.failures.append(problem)
@@ -90,7 +90,8 @@ def _problem(done: subprocess.CompletedProcess[str], expected_vantages: int) -> 
 def report_series(report: Report, series: Series, key: str) -> None:
     runs = len(series.wall_ms)
     if not runs:
-        report.say(f"{series.label}: no successful run; failures: {series.failures[:3]}")
+        report.say(f"{series.label}: no successful run")
+        say_failures(report, series)
         return
     wall50, wall95 = percentile(series.wall_ms, 50), percentile(series.wall_ms, 95)
     fan50, fan95 = percentile(series.fanout_ms, 50), percentile(series.fanout_ms, 95)
@@ -108,8 +109,12 @@ def report_series(report: Report, series: Series, key: str) -> None:
     report.figure(f"cli_{key}_outside_fanout_p50", startup50, "ms")
     report.figure(f"cli_{key}_cli_cpu_p50", cpu50, "ms")
     report.figure(f"cli_{key}_failed_runs", len(series.failures), "runs")
-    for failure in series.failures[:3]:
-        report.say(f"  failed run: {failure}")
+    say_failures(report, series)
+
+
+def say_failures(report: Report, series: Series) -> None:
+    for failure, count in Counter(series.failures).most_common(MAX_FAILURES_SHOWN):
+        report.say(f"  {count} failed run(s): {failure}")
 
 
 def main() -> int:
@@ -131,9 +136,14 @@ def main() -> int:
             f"probe latency through `tlsfleet probe {target} --address {LOOPBACK} --no-local --json`, "
             f"a fresh process per probe, {runs} runs per fleet size, target server pid {server.pid}"
         )
+        warmup = Series("warm-up")
         for _ in range(WARMUP_RUNS):
-            run_cli_once(target, one, 1, None)
-            run_cli_once(target, ten, AGENTS, None)
+            run_cli_once(target, one, 1, warmup)
+            run_cli_once(target, ten, AGENTS, warmup)
+        if not warmup.wall_ms:
+            report.say("every warm-up run failed, so the CLI cannot probe here; nothing to measure")
+            say_failures(report, warmup)
+            return 1
         single, fleet = Series("1 agent"), Series(f"{AGENTS} agents")
         for _ in range(runs):
             run_cli_once(target, one, 1, single)

@@ -26,6 +26,7 @@ class AgentServeArguments:
     max_probes: int = 256
     extra_stores: tuple[str, ...] = ()
     hosts_file: Path | None = None
+    fetch_aia: bool = False
     log_level: str = "info"
 
 
@@ -69,6 +70,7 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
         max_concurrent_probes=args.max_probes,
         extra_stores=extra,
         hosts_file=args.hosts_file.expanduser() if args.hosts_file else None,
+        fetch_aia=args.fetch_aia,
     )
 
 

@@ -17,11 +17,17 @@ from tlsfleet.coordinator import exit_codes
 from tlsfleet.coordinator.cli_pki import app as pki_app
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 every vantage answered and every address verified; 1 some vantage saw a problem with the "
-    "target (verification, handshake, connection or DNS failure); 2 bad input or configuration (target, "
-    "option, inventory, selector, credentials); 3 the target looked fine but some vantages did not answer; "
-    "70 an internal error."
+    "Exit codes: 0 no finding at or above --fail-on and every vantage answered; 1 a finding at or above "
+    "--fail-on (default warning); 2 bad input or configuration (target, option, inventory, selector, "
+    "credentials, recording); 3 no such finding, but some vantages did not answer; 70 an internal error."
 )
+FailOnOption = Annotated[
+    str,
+    typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: info, warning or critical."),
+]
+ClockToleranceOption = Annotated[
+    float, typer.Option("--clock-tolerance", help="Clock offset (seconds) beyond which a host is called skewed.")
+]
 
 app = typer.Typer(
     name="tlsfleet",
@@ -99,10 +105,26 @@ def probe(
     no_local: NoLocalOption = False,
     timeout: TimeoutOption = 10.0,
     json_output: JsonOption = False,
+    sni_variants: Annotated[
+        str | None,
+        typer.Option(
+            "--sni-variants",
+            help="Also probe with these SNI names, comma-separated; 'none' probes without SNI (e.g. none,www.a.test).",
+        ),
+    ] = None,
+    fail_on: FailOnOption = "warning",
+    clock_tolerance: ClockToleranceOption = 2.0,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Keep the raw results in FILE for `tlsfleet diagnose FILE`.")
+    ] = None,
 ) -> None:
-    """Probe TARGET from every selected vantage and compare what each one sees."""
-    from tlsfleet.coordinator.probe_command import ProbeArguments, run_probe
+    """Probe TARGET from every selected vantage, compare what each one sees, and name the cause."""
+    from tlsfleet.coordinator.probe_command import ProbeArgumentError, ProbeArguments, parse_sni_variants, run_probe
 
+    try:
+        variants = parse_sni_variants(sni_variants)
+    except ProbeArgumentError as error:
+        raise fail(str(error)) from None
     code = run_probe(
         ProbeArguments(
             target=target,
@@ -118,9 +140,26 @@ def probe(
             no_local=no_local,
             timeout=timeout,
             json_output=json_output,
+            sni_variants=variants,
+            fail_on=fail_on,
+            save=save,
+            clock_tolerance=clock_tolerance,
         )
     )
     raise typer.Exit(code)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def diagnose(
+    recording: Annotated[Path, typer.Argument(help="A file written by `tlsfleet probe --save FILE`.")],
+    fail_on: FailOnOption = "warning",
+    clock_tolerance: ClockToleranceOption = 2.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Diagnose a saved recording offline: the same matrix and findings as when it was probed."""
+    from tlsfleet.coordinator.diagnose_command import run_diagnose
+
+    raise typer.Exit(run_diagnose(recording, fail_on=fail_on, clock_tolerance=clock_tolerance, json_output=json_output))
 
 
 @app.command(epilog="Exit codes: 0 every agent answered; 2 bad input or configuration; 3 some agents did not answer.")
@@ -175,6 +214,12 @@ def agent_serve(
         Path | None,
         typer.Option("--hosts-file", help="Answer names in this /etc/hosts-format file before the host's resolver."),
     ] = None,
+    fetch_aia: Annotated[
+        bool,
+        typer.Option(
+            "--fetch-aia", help="When a server omits its intermediate, fetch it from the AIA URL (as browsers do)."
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve probes to the coordinator until SIGTERM."""
@@ -195,6 +240,7 @@ def agent_serve(
                 max_probes=max_probes,
                 extra_stores=tuple(extra_store or ()),
                 hosts_file=hosts_file,
+                fetch_aia=fetch_aia,
                 log_level=log_level,
             )
         )

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tlsfleet.agent.certinfo import CertificateParseError, summarize
-from tlsfleet.agent.model import ProbeRequest
+from tlsfleet.coordinator.diagnosis.model import Finding
+from tlsfleet.coordinator.diagnosis.observation import Observation
 from tlsfleet.coordinator.vantage import DescribeOutcome, ProbeOutcome
 
 SCHEMA_VERSION = 1
@@ -80,14 +81,24 @@ def probe_outcome_json(outcome: ProbeOutcome) -> dict[str, Any]:
     return data
 
 
-def probe_report_json(request: ProbeRequest, outcomes: Sequence[ProbeOutcome], *, exit_code: int) -> dict[str, Any]:
+def probe_report_json(observation: Observation, findings: Sequence[Finding], *, exit_code: int) -> dict[str, Any]:
+    request = observation.request
     return {
         "schema": SCHEMA_VERSION,
         "target": str(request.target),
         "request": _plain(request),
         "reference_time": iso_from_ns(request.options.reference_time_ns),
         "exit_code": exit_code,
-        "vantages": [probe_outcome_json(o) for o in outcomes],
+        "findings": [finding_json(f) for f in findings],
+        "vantages": [probe_outcome_json(o) for o in observation.outcomes],
+        "variants": [
+            {
+                "label": v.label,
+                "request": _plain(v.request),
+                "vantages": [probe_outcome_json(o) for o in v.outcomes],
+            }
+            for v in observation.variants
+        ],
     }
 
 
@@ -102,4 +113,17 @@ def describe_outcome_json(outcome: DescribeOutcome) -> dict[str, Any]:
         "duration_ms": round(outcome.duration_ms, 3),
         "clock": _plain(outcome.clock),
         "description": _plain(outcome.description),
+    }
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    return {
+        "cause": finding.cause.value,
+        "severity": str(finding.severity),
+        "summary": finding.summary,
+        "agents": list(finding.agents),
+        "addresses": list(finding.addresses),
+        "evidence": [{"field": e.field, "values": [list(pair) for pair in e.values]} for e in finding.evidence],
+        "fix": finding.fix,
+        "reproduce": list(finding.reproduce),
     }

@@ -7,14 +7,15 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import typer
 
-from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, TlsVersion, Verdict
+from tlsfleet.agent.model import ProbeOptions, ProbeRequest, TlsVersion
 from tlsfleet.coordinator import exit_codes
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+from tlsfleet.coordinator.diagnosis.model import Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Variant
 
 MIN_TIMEOUT_S = 0.1
 MAX_TIMEOUT_S = 300.0
@@ -40,6 +41,10 @@ class ProbeArguments:
     no_local: bool = False
     timeout: float = 10.0
     json_output: bool = False
+    sni_variants: tuple[str | None, ...] = ()
+    fail_on: str = "warning"
+    save: Path | None = None
+    clock_tolerance: float = 2.0  # seconds
 
 
 def build_request(args: ProbeArguments, *, now_ns: int) -> ProbeRequest:
@@ -84,35 +89,67 @@ def _version(text: str | None, flag: str) -> TlsVersion | None:
     return version
 
 
-def exit_code_for(outcomes: Sequence[ProbeOutcome]) -> int:
-    """PROBLEM when any vantage saw the target fail; UNANSWERED when the rest is fine but some were silent."""
-    problem = False
-    for outcome in outcomes:
-        if outcome.result is None:
+def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
+    """`none,www.example.com` -> (None, "www.example.com"); None stands for "send no SNI"."""
+    if not text:
+        return ()
+    from tlsfleet.agent.targets import TargetError, normalize_host
+
+    variants: list[str | None] = []
+    for item in (part.strip() for part in text.split(",")):
+        if item.lower() in ("none", "no-sni", "-"):
+            variants.append(None)
             continue
-        result = outcome.result
-        if result.resolution.failure is not Failure.NONE or not result.addresses:
-            problem = True
-        for a in result.addresses:
-            if a.connect_failure is not Failure.NONE or a.native.verdict is not Verdict.OK:
-                problem = True
-            if a.handshake.failure not in (Failure.NONE, Failure.CERT_VERIFY):
-                problem = True
-    if problem:
-        return exit_codes.PROBLEM
-    if any(o.state is not VantageState.OK for o in outcomes):
-        return exit_codes.UNANSWERED
-    return exit_codes.OK
+        try:
+            variants.append(normalize_host(item))
+        except TargetError:
+            raise ProbeArgumentError(
+                f"--sni-variants item {item!r} is not accepted; use host names and 'none' (no SNI), comma-separated"
+            ) from None
+    return tuple(dict.fromkeys(variants))
 
 
-async def _probe_fleet(args: ProbeArguments, request: ProbeRequest) -> tuple[ProbeOutcome, ...]:
+def planned_variants(request: ProbeRequest, explicit: Sequence[str | None], observation: Observation) -> list[Variant]:
+    """The variants to probe: the ones asked for, plus no-SNI / with-SNI when a name mismatch hints at SNI."""
+    from tlsfleet.coordinator.diagnosis import sni
+
+    wanted = list(explicit)
+    if sni.wants_no_sni_variant(observation):
+        wanted.append(None)
+    if sni.wants_sni_variant(observation):
+        wanted.append(request.target.host)
+    variants: dict[str, Variant] = {}
+    for name in wanted:
+        options = request.options
+        if name is None:
+            if not options.send_sni:
+                continue
+            label, options = "no SNI", replace(options, send_sni=False, sni=None)
+        else:
+            if options.send_sni and (options.sni or request.target.host) == name:
+                continue
+            label, options = f"SNI {name}", replace(options, send_sni=True, sni=name)
+        variants.setdefault(label, Variant(label=label, request=replace(request, options=options), outcomes=()))
+    return list(variants.values())
+
+
+async def _probe_fleet(args: ProbeArguments, request: ProbeRequest) -> Observation:
     from tlsfleet.coordinator.fanout import probe_all
     from tlsfleet.coordinator.fleet import select_vantages
 
     # Channels belong to the event loop that uses them, so the vantages are built inside it.
     fleet = select_vantages(inventory_path=args.inventory, selector_text=args.agents, include_local=not args.no_local)
     try:
-        return await probe_all(fleet.vantages, request, args.timeout)
+        outcomes = await probe_all(fleet.vantages, request, args.timeout)
+        first = Observation(request=request, outcomes=outcomes)
+        planned = planned_variants(request, args.sni_variants, first)
+        if not planned:
+            return first
+        # Variants go only to the vantages that answered: the others would spend the deadline again.
+        answered = {o.vantage.name for o in first.answered}
+        live = [v for v in fleet.vantages if v.info.name in answered]
+        results = await asyncio.gather(*(probe_all(live, v.request, args.timeout) for v in planned))
+        return replace(first, variants=tuple(replace(v, outcomes=r) for v, r in zip(planned, results, strict=True)))
     finally:
         await asyncio.gather(*(v.close() for v in fleet.vantages), return_exceptions=True)
 
@@ -128,18 +165,65 @@ def run_probe(args: ProbeArguments) -> int:
     configure_cli_logging()
     try:
         request = build_request(args, now_ns=time.time_ns())
-        outcomes = asyncio.run(_probe_fleet(args, request))
+        fail_on, settings = diagnosis_options(request, args.fail_on, args.clock_tolerance)
+        observation = asyncio.run(_probe_fleet(args, request))
     except (ProbeArgumentError, TargetError, InventoryError, SelectorError, CredentialError, FleetError) as error:
         typer.echo(f"error: {error}", err=True)
         return exit_codes.USAGE
-    code = exit_code_for(outcomes)
-    if args.json_output:
+    if args.save is not None:
+        from tlsfleet.coordinator.recording import save
+
+        try:
+            save(args.save, observation)
+        except OSError as error:
+            typer.echo(f"error: cannot save the recording to {args.save}: {error.strerror or error}", err=True)
+            return exit_codes.USAGE
+    return show_observation(observation, settings, fail_on=fail_on, json_output=args.json_output)
+
+
+def diagnosis_options(
+    request: ProbeRequest, fail_on: str, clock_tolerance_s: float
+) -> tuple[Severity, DiagnosisSettings]:
+    """--fail-on and --clock-tolerance, checked; ProbeArgumentError names what is accepted."""
+    try:
+        severity = Severity.parse(fail_on)
+    except ValueError as error:
+        raise ProbeArgumentError(f"--fail-on: {error}") from None
+    if not 0 <= clock_tolerance_s <= 86_400:
+        raise ProbeArgumentError(f"--clock-tolerance {clock_tolerance_s:g} is out of range; accepted: 0-86400 seconds")
+    return severity, DiagnosisSettings.for_request(request, clock_tolerance_ms=clock_tolerance_s * 1000)
+
+
+def show_observation(
+    observation: Observation, settings: DiagnosisSettings, *, fail_on: Severity, json_output: bool
+) -> int:
+    """Diagnose, print the matrix and the findings (or JSON), and return the exit code."""
+    from tlsfleet.coordinator.diagnosis.engine import diagnose
+
+    findings = diagnose(observation, settings)
+    code = exit_code_for(observation, findings, fail_on)
+    if json_output:
         from tlsfleet.coordinator.json_output import probe_report_json
 
-        typer.echo(json.dumps(probe_report_json(request, outcomes, exit_code=code), indent=2))
-    else:
-        from tlsfleet.coordinator.matrix import build_matrix
-        from tlsfleet.coordinator.render import make_console, print_matrix
+        typer.echo(json.dumps(probe_report_json(observation, findings, exit_code=code), indent=2))
+        return code
+    from tlsfleet.coordinator.matrix import build_matrix
+    from tlsfleet.coordinator.render import make_console, print_findings, print_matrix
 
-        print_matrix(make_console(), request, outcomes, build_matrix(outcomes))
+    console = make_console()
+    print_matrix(console, observation.request, observation.outcomes, build_matrix(observation.outcomes))
+    for variant in observation.variants:
+        console.print()
+        print_matrix(console, variant.request, variant.outcomes, build_matrix(variant.outcomes))
+    console.print()
+    print_findings(console, findings)
     return code
+
+
+def exit_code_for(observation: Observation, findings: Sequence[Finding], fail_on: Severity) -> int:
+    """PROBLEM when a finding reaches `fail_on`; UNANSWERED when the rest is fine but some vantages were silent."""
+    if any(f.severity >= fail_on for f in findings):
+        return exit_codes.PROBLEM
+    if observation.silent:
+        return exit_codes.UNANSWERED
+    return exit_codes.OK

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tlsfleet.agent.model import ProbeRequest, TrustStore
+from tlsfleet.coordinator.diagnosis.model import Finding, Severity
 from tlsfleet.coordinator.matrix import COLUMNS, Matrix
 from tlsfleet.coordinator.vantage import DescribeOutcome, ProbeOutcome, VantageState
 
@@ -92,3 +93,35 @@ def _stores_by_content(stores: Sequence[TrustStore]) -> str:
             facts += f", error: {error}"
         parts.append(f"{', '.join(names)} ({facts})")
     return "; ".join(parts)
+
+
+_SEVERITY_STYLE = {
+    Severity.CRITICAL: "bold white on red",
+    Severity.WARNING: "bold black on yellow",
+    Severity.INFO: "bold",
+}
+MAX_EVIDENCE_VALUES = 8
+
+
+def print_findings(console: Console, findings: Sequence[Finding]) -> None:
+    """Most severe first; each with its evidence, the fix and a command to reproduce it."""
+    if not findings:
+        console.print(Text("No findings: every vantage that answered agrees and verifies.", style="green"))
+        return
+    console.print(Text(f"Findings ({len(findings)}), most severe first:", style="bold"))
+    for number, finding in enumerate(findings, start=1):
+        head = Text(f"{number}. ")
+        head.append(f" {str(finding.severity).upper()} ", style=_SEVERITY_STYLE[finding.severity])
+        head.append(f" {finding.cause}: ", style="bold")
+        head.append(finding.summary)
+        console.print(head)
+        for evidence in finding.evidence:
+            shown = [f"{where}={value}" for where, value in evidence.values[:MAX_EVIDENCE_VALUES]]
+            more = len(evidence.values) - MAX_EVIDENCE_VALUES
+            if more > 0:
+                shown.append(f"... {more} more")
+            console.print(Text(f"     {evidence.field}: " + "; ".join(shown), style="dim"))
+        if finding.fix:
+            console.print(Text(f"     fix: {finding.fix}"))
+        for command in finding.reproduce:
+            console.print(Text(f"     $ {command}", style="cyan"))

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from tlsfleet.agent.certinfo import CertSummary
+
 MAX_NAMED = 5
 
 
@@ -19,3 +24,25 @@ def name_list(names: Sequence[str]) -> str:
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def common_name(rfc4514: str) -> str:
+    """The CN of an RFC 4514 name, or the whole name when it has none (or does not parse)."""
+    try:
+        cns = x509.Name.from_rfc4514_string(rfc4514).get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return rfc4514
+    return str(cns[-1].value) if cns else rfc4514
+
+
+def cert_name(cert: CertSummary) -> str:
+    """A certificate as people name it: its subject CN (else its subject), quoted."""
+    return f"'{common_name(cert.subject)}'"
+
+
+def cert_brief(cert: CertSummary) -> str:
+    """Name, short fingerprint, notAfter and issuer: enough to tell two certificates apart."""
+    return (
+        f"{cert_name(cert)} (sha256 {cert.short_fingerprint}, notAfter {cert.not_after:%Y-%m-%d %H:%M} UTC, "
+        f"issuer '{common_name(cert.issuer)}')"
+    )

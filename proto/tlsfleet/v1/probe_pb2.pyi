@@ -201,7 +201,7 @@ class StoreVerdict(_message.Message):
     def __init__(self, store: _Optional[str] = ..., at_agent_time: _Optional[_Union[Verdict, str]] = ..., at_reference_time: _Optional[_Union[Verdict, str]] = ..., verified_path: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class AddressResult(_message.Message):
-    __slots__ = ("address", "connect_ms", "connect_failure", "connect_error", "handshake", "chain", "native", "stores")
+    __slots__ = ("address", "connect_ms", "connect_failure", "connect_error", "handshake", "chain", "native", "stores", "aia")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECT_MS_FIELD_NUMBER: _ClassVar[int]
     CONNECT_FAILURE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class AddressResult(_message.Message):
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NATIVE_FIELD_NUMBER: _ClassVar[int]
     STORES_FIELD_NUMBER: _ClassVar[int]
+    AIA_FIELD_NUMBER: _ClassVar[int]
     address: str
     connect_ms: float
     connect_failure: Failure
@@ -218,7 +219,24 @@ class AddressResult(_message.Message):
     chain: _containers.RepeatedScalarFieldContainer[bytes]
     native: NativeVerdict
     stores: _containers.RepeatedCompositeFieldContainer[StoreVerdict]
-    def __init__(self, address: _Optional[str] = ..., connect_ms: _Optional[float] = ..., connect_failure: _Optional[_Union[Failure, str]] = ..., connect_error: _Optional[str] = ..., handshake: _Optional[_Union[Handshake, _Mapping]] = ..., chain: _Optional[_Iterable[bytes]] = ..., native: _Optional[_Union[NativeVerdict, _Mapping]] = ..., stores: _Optional[_Iterable[_Union[StoreVerdict, _Mapping]]] = ...) -> None: ...
+    aia: AiaFetch
+    def __init__(self, address: _Optional[str] = ..., connect_ms: _Optional[float] = ..., connect_failure: _Optional[_Union[Failure, str]] = ..., connect_error: _Optional[str] = ..., handshake: _Optional[_Union[Handshake, _Mapping]] = ..., chain: _Optional[_Iterable[bytes]] = ..., native: _Optional[_Union[NativeVerdict, _Mapping]] = ..., stores: _Optional[_Iterable[_Union[StoreVerdict, _Mapping]]] = ..., aia: _Optional[_Union[AiaFetch, _Mapping]] = ...) -> None: ...
+
+class AiaFetch(_message.Message):
+    __slots__ = ("url", "fetched", "error", "certificate", "completes_chain", "verdict")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    FETCHED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETES_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    fetched: bool
+    error: str
+    certificate: bytes
+    completes_chain: bool
+    verdict: Verdict
+    def __init__(self, url: _Optional[str] = ..., fetched: _Optional[bool] = ..., error: _Optional[str] = ..., certificate: _Optional[bytes] = ..., completes_chain: _Optional[bool] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
 
 class AgentRef(_message.Message):
     __slots__ = ("name", "version")

@@ -1,0 +1,143 @@
+"""Recordings: the raw outcomes of one probe (and its variants), saved to a file and read back.
+
+`tlsfleet probe --save FILE` writes one; `tlsfleet diagnose FILE` runs the diagnosis on it offline, to
+attach evidence to a ticket or to pin a regression test. Results are stored as the wire messages'
+canonical JSON, so a recording reads back exactly what the agents sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from tlsfleet import __version__
+from tlsfleet.agent import wire
+from tlsfleet.agent.model import ProbeOptions, ProbeRequest
+from tlsfleet.coordinator.clock import ClockEstimate
+from tlsfleet.coordinator.diagnosis.observation import Observation, Variant
+from tlsfleet.coordinator.vantage import ProbeOutcome, VantageInfo, VantageState
+from tlsfleet.v1 import probe_pb2
+
+KIND = "tlsfleet-recording"
+SCHEMA = 1
+MAX_RECORDING_BYTES = 256 * 1024 * 1024
+
+
+class RecordingError(ValueError):
+    """A file that is not a readable tlsfleet recording; the message says why."""
+
+
+def save(path: Path, observation: Observation) -> None:
+    """Write atomically: a crash mid-write leaves the old file or none, never half a recording."""
+    document = {
+        "kind": KIND,
+        "schema": SCHEMA,
+        "tlsfleet_version": __version__,
+        "request": _request_json(observation.request),
+        "outcomes": [_outcome_json(o) for o in observation.outcomes],
+        "variants": [
+            {
+                "label": v.label,
+                "request": _request_json(v.request),
+                "outcomes": [_outcome_json(o) for o in v.outcomes],
+            }
+            for v in observation.variants
+        ],
+    }
+    path = path.expanduser()
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(document, out, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> Observation:
+    path = path.expanduser()
+    try:
+        if path.stat().st_size > MAX_RECORDING_BYTES:
+            raise RecordingError(f"recording {path} is larger than {MAX_RECORDING_BYTES // 2**20} MiB")
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordingError(f"recording {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordingError(f"recording {path} cannot be read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise RecordingError(f"recording {path} is not JSON: {error}") from None
+    if not isinstance(document, dict) or document.get("kind") != KIND:
+        raise RecordingError(f"{path} is not a tlsfleet recording (made by `tlsfleet probe --save FILE`)")
+    if document.get("schema") != SCHEMA:
+        raise RecordingError(
+            f"recording {path} has schema {document.get('schema')!r}; this tlsfleet reads schema {SCHEMA}"
+        )
+    try:
+        return Observation(
+            request=_request_from(document["request"]),
+            outcomes=tuple(_outcome_from(o) for o in document["outcomes"]),
+            variants=tuple(
+                Variant(
+                    label=str(v["label"]),
+                    request=_request_from(v["request"]),
+                    outcomes=tuple(_outcome_from(o) for o in v["outcomes"]),
+                )
+                for v in document.get("variants", [])
+            ),
+        )
+    except (KeyError, TypeError, ValueError, json_format.ParseError) as error:
+        raise RecordingError(f"recording {path} is damaged: {type(error).__name__}: {error}") from None
+
+
+def _request_json(request: ProbeRequest) -> dict[str, Any]:
+    return json_format.MessageToDict(wire.request_to_wire(request))
+
+
+def _request_from(data: dict[str, Any]) -> ProbeRequest:
+    message = json_format.ParseDict(data, probe_pb2.ProbeRequest())
+    # A recorded request keeps exactly what was sent; defaults only fill fields that were never set.
+    return wire.request_from_wire(message, ProbeOptions())
+
+
+def _outcome_json(outcome: ProbeOutcome) -> dict[str, Any]:
+    v = outcome.vantage
+    data: dict[str, Any] = {
+        "vantage": {"name": v.name, "address": v.address, "labels": [list(p) for p in v.labels], "kind": v.kind},
+        "state": outcome.state.value,
+        "error": outcome.error,
+        "agent_version": outcome.agent_version,
+        "duration_ms": outcome.duration_ms,
+        "clock": None if outcome.clock is None else [outcome.clock.offset_ms, outcome.clock.error_ms],
+        "result": None,
+    }
+    if outcome.result is not None:
+        data["result"] = json_format.MessageToDict(wire.result_to_wire(outcome.result, v.name, outcome.agent_version))
+    return data
+
+
+def _outcome_from(data: dict[str, Any]) -> ProbeOutcome:
+    v = data["vantage"]
+    result = None
+    if data.get("result") is not None:
+        result, _name, _version = wire.result_from_wire(json_format.ParseDict(data["result"], probe_pb2.ProbeResult()))
+    clock = data.get("clock")
+    return ProbeOutcome(
+        vantage=VantageInfo(
+            name=str(v["name"]),
+            address=str(v["address"]),
+            labels=tuple((str(k), str(value)) for k, value in v.get("labels", [])),
+            kind=str(v.get("kind", "grpc")),
+        ),
+        state=VantageState(data["state"]),
+        result=result,
+        agent_version=str(data.get("agent_version", "")),
+        clock=None if clock is None else ClockEstimate(offset_ms=float(clock[0]), error_ms=float(clock[1])),
+        error=str(data.get("error", "")),
+        duration_ms=float(data.get("duration_ms", 0.0)),
+    )
