@@ -30,6 +30,7 @@ CLI_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 10.0
 RATIO_TARGET = 1.3
 MAX_FAILURES_SHOWN = 3
+COUNTED_EXIT_CODES = (0, 1)  # verified, or verified with findings; see _problem
 
 
 @dataclass
@@ -74,16 +75,25 @@ def run_cli_once(target: str, inventory: Path, expected_vantages: int, series: S
 
 
 def _problem(done: subprocess.CompletedProcess[str], expected_vantages: int) -> str:
-    """Why a run does not count ('' when it does): only fully answered, verified probes are latency samples."""
-    if done.returncode != 0:
+    """Why a run does not count ('' when it does).
+
+    A sample is a probe every vantage answered and whose handshake completed. The exit code may still be
+    1: findings about the target (the lab root is absent from certifi and Java stores) are content, not
+    latency, so only usage and internal errors (2, 70, ...) disqualify a run by their code."""
+    if done.returncode not in COUNTED_EXIT_CODES:
         return f"exit code {done.returncode}: {done.stderr.strip()[-300:]}"
     try:
         vantages = json.loads(done.stdout)["vantages"]
     except (ValueError, KeyError) as error:
-        return f"unreadable JSON: {error}"
+        return f"exit code {done.returncode}, unreadable JSON: {error}"
     if len(vantages) != expected_vantages:
         return f"{len(vantages)} vantages answered, {expected_vantages} expected"
     bad = [f"{v['agent']}: {v['state']} {v['error']}" for v in vantages if v["state"] != "ok"]
+    for vantage in vantages:
+        for address in (vantage.get("result") or {}).get("addresses", []):
+            failure = address["handshake"]["failure"]
+            if address["connect_failure"] != "none" or failure != "none":
+                bad.append(f"{vantage['agent']}@{address['address']}: {address['connect_failure']}/{failure}")
     return "; ".join(bad)
 
 

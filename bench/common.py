@@ -116,6 +116,8 @@ class Report:
 
     def __init__(self) -> None:
         self.missed: list[str] = []
+        # Other work on the machine skews every figure; say how busy it was when we began.
+        self.say(f"load average before this benchmark (1, 5, 15 min): {' '.join(_loadavg())}; {os.cpu_count()} cores")
 
     @staticmethod
     def say(text: str) -> None:
@@ -135,6 +137,13 @@ class Report:
         verdict = "met" if met else "missed"
         print(f"target {name} {_number(value)} {op} {_number(limit)} {unit} {verdict}", flush=True)
         return met
+
+
+def _loadavg() -> list[str]:
+    try:
+        return Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        return ["unknown"]
 
 
 def _number(value: float) -> str:

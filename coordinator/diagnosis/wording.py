@@ -26,6 +26,16 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
+def agree(verb: str, subjects: Sequence[str] | int) -> str:
+    """The present-tense verb agreeing with its subjects: `serve` for several, `serves` for one."""
+    n = subjects if isinstance(subjects, int) else len(dict.fromkeys(subjects))
+    if n != 1:
+        return verb
+    if verb == "have":
+        return "has"
+    return verb[:-1] + "ies" if verb.endswith("y") and verb[-2:-1] not in "aeiou" else verb + "s"
+
+
 def common_name(rfc4514: str) -> str:
     """The CN of an RFC 4514 name, or the whole name when it has none (or does not parse)."""
     try:

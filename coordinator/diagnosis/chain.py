@@ -1,0 +1,395 @@
+"""The served chain's shape: an issuer the server does not send (INCOMPLETE_CHAIN), or a complete chain
+that no vantage trusts (UNTRUSTED_CHAIN).
+
+The served chain is walked from the leaf by issuer name and key identifier, as OpenSSL links it. The walk
+ends at a self-issued certificate (complete: the chain carries its own root), or at a certificate whose
+issuer was not served. Servers do not send the root, so the second case is only a missing certificate
+when the absent issuer is not a root:
+
+- the walk stops at the leaf (leaf only, or leaf plus certificates that did not issue it): the leaf's
+  issuer is missing. Public CAs never sign leaves from a root, so this reads as a missing intermediate,
+  unless that issuer was seen self-issued elsewhere in the observation (then the chain is complete);
+  when it was seen nowhere, the fix also says what to do if it is a root after all;
+- the walk stops at an intermediate: its issuer is missing only when it was seen elsewhere as a
+  certificate that is not self-issued; otherwise it is taken as the (unsent) root.
+
+Which vantages fail on an incomplete chain decides the severity: critical when some host's native
+client cannot verify it, warning when every host still verifies (their stores hold the intermediate).
+An incomplete chain that some vantages verify is this module's, not a trust-store difference: the
+trust module holds back on exactly the chains `shape_of` calls incomplete.
+
+A chain that an address serves to some vantages while at least as many others get, from that same
+address, a leaf from another issuer is left alone: a middlebox may have made it (interception explains
+it). The view most vantages share is taken as the server's, and a leaf from the same issuer (backends
+behind one address renewed at different times) does not count against it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
+from tlsfleet.agent.model import AiaFetch, Verdict
+from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import (
+    TRUST_FAILURES,
+    DiagnosisSettings,
+    Observation,
+    Row,
+    rows_of,
+)
+from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
+from tlsfleet.coordinator.diagnosis.wording import count, name_list
+
+__all__ = ["ChainShape", "Shape", "aia_wording", "findings", "known_certificates", "shape_of"]
+
+# Verdicts that say a path to a store certificate was found (whatever failed after that).
+PATH_FOUND = frozenset(Verdict) - TRUST_FAILURES - {Verdict.NO_CHAIN, Verdict.OTHER}
+
+
+class Shape(StrEnum):
+    SELF_SIGNED = "self_signed"  # the walk ends at a served self-issued certificate: complete
+    ROOT_NOT_SERVED = "root_not_served"  # ends at an intermediate whose issuer is taken as the unsent root
+    MISSING_ISSUER = "missing_issuer"  # the issuer of the walk's last certificate must be served and is not
+
+
+@dataclass(frozen=True)
+class ChainShape:
+    shape: Shape
+    path: tuple[CertSummary, ...]  # the served certificates linked from the leaf, leaf first
+    unrelated: tuple[CertSummary, ...]  # served certificates not on that path
+    issuer_seen: tuple[CertSummary, ...]  # certificates seen anywhere whose subject and key id fit the missing issuer
+
+    @property
+    def top(self) -> CertSummary:
+        return self.path[-1]
+
+    @property
+    def issuer_known(self) -> bool:
+        """Whether the absent issuer was seen anywhere, so its nature (root or not) is known."""
+        return bool(self.issuer_seen)
+
+
+def _served(row: Row) -> list[CertSummary]:
+    out: list[CertSummary] = []
+    for der in row.address.chain:
+        try:
+            out.append(summarize(der))
+        except CertificateParseError:
+            continue
+    return out
+
+
+def _issues(issuer: CertSummary, child: CertSummary) -> bool:
+    """Linked by name, and by key identifier when both carry one (OpenSSL's check before the signature)."""
+    if issuer.subject != child.issuer:
+        return False
+    return not (child.authority_key_id and issuer.subject_key_id) or issuer.subject_key_id == child.authority_key_id
+
+
+def known_certificates(observation: Observation) -> tuple[CertSummary, ...]:
+    """Every distinct certificate served to any vantage, in the probe and in its variants."""
+    rows = list(observation.rows_with_chain)
+    for variant in observation.variants:
+        rows += [r for r in rows_of(variant.outcomes) if r.has_chain]
+    seen: dict[str, CertSummary] = {}
+    for row in rows:
+        for cert in _served(row):
+            seen.setdefault(cert.sha256, cert)
+    return tuple(seen.values())
+
+
+def shape_of(certs: Sequence[CertSummary], known: Iterable[CertSummary]) -> ChainShape | None:
+    """The shape of one served chain (leaf first, as served); None for an empty chain."""
+    if not certs:
+        return None
+    path = [certs[0]]
+    left = list(certs[1:])
+    while not path[-1].is_self_issued:
+        nxt = next((c for c in left if _issues(c, path[-1]) and c not in path), None)
+        if nxt is None:
+            break
+        path.append(nxt)
+        left.remove(nxt)
+    top = path[-1]
+    unrelated = tuple(c for c in certs[1:] if c not in path)
+    if top.is_self_issued:
+        return ChainShape(Shape.SELF_SIGNED, tuple(path), unrelated, ())
+    seen = tuple(c for c in known if _issues(c, top))
+    if seen:
+        shape = Shape.ROOT_NOT_SERVED if all(c.is_self_issued for c in seen) else Shape.MISSING_ISSUER
+    else:
+        shape = Shape.MISSING_ISSUER if len(path) == 1 else Shape.ROOT_NOT_SERVED
+    return ChainShape(shape, tuple(path), unrelated, seen)
+
+
+def aia_wording(urls: Sequence[str], fetched: AiaFetch | None) -> str:
+    """What the caIssuers URL means for this chain: fetched or not, and whether that completes it."""
+    if fetched is not None and fetched.fetched and fetched.certificate and fetched.completes_chain:
+        return (
+            f"fetching the caIssuers URL {fetched.url} returns the missing certificate and completes the chain: "
+            "browsers fetch that URL, most code does not, which is why it works in a browser and fails elsewhere"
+        )
+    if fetched is not None and fetched.fetched and fetched.certificate and not fetched.error:
+        return (
+            f"fetching the caIssuers URL {fetched.url} returns the issuer, but the chain still does not verify "
+            f"({fetched.verdict}): even browsers, which fetch that URL, fail"
+        )
+    if fetched is not None and fetched.error:
+        return (
+            f"fetching the caIssuers URL {fetched.url or ', '.join(urls)} failed ({fetched.error}): browsers, which "
+            "fetch that URL, fail as well as code that does not"
+        )
+    if urls:
+        return (
+            f"its caIssuers URL {', '.join(urls)} lets browsers fetch the missing certificate, which is why it "
+            "works in a browser; most code (OpenSSL, Python, Go, curl, Java by default) does not fetch it, and "
+            "the agents did not (they fetch AIA URLs only when allowed to)"
+        )
+    return (
+        "it names no caIssuers URL (AIA), so no client can fetch the missing certificate, not even a browser: "
+        "it must be served"
+    )
+
+
+def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    known = known_certificates(observation)
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in observation.rows_with_chain:
+        groups.setdefault(row.chain_fingerprints, []).append(row)
+    for rows in groups.values():
+        shape = shape_of(_served(rows[0]), known)
+        if shape is None or _contested(observation, rows):
+            continue
+        if shape.shape is Shape.MISSING_ISSUER:
+            yield _incomplete(observation, settings, rows, shape)
+        elif not any(_trusts(r) for r in rows) and all(_distrusts(r) for r in rows):
+            yield _untrusted(observation, settings, rows, shape)
+
+
+def _issuer_key(row: Row) -> tuple[str, str]:
+    leaf = row.leaf
+    return (leaf.issuer, leaf.authority_key_id) if leaf is not None else ("", "")
+
+
+def _contested(observation: Observation, rows: list[Row]) -> bool:
+    """At some address of these rows, at least as many other vantages got a leaf from another issuer.
+
+    The same address answering with another CA's leaf is what a middlebox does; the view most vantages
+    share is taken as the server's (a tie is left undecided)."""
+    key = _issuer_key(rows[0])
+    for where in {r.address.address for r in rows}:
+        mine = {r.agent for r in rows if r.address.address == where}
+        others = {
+            r.agent
+            for r in observation.rows_with_chain
+            if r.address.address == where and _issuer_key(r) != key and r.agent not in mine
+        }
+        if others and len(others) >= len(mine):
+            return True
+    return False
+
+
+def _verdicts(row: Row) -> list[Verdict]:
+    native = row.address.native.verdict
+    return [native, *(s.at_agent_time for s in row.address.stores), *(s.at_reference_time for s in row.address.stores)]
+
+
+def _trusts(row: Row) -> bool:
+    """The native client or some store on this host found a path to a certificate it trusts."""
+    return any(v in PATH_FOUND for v in _verdicts(row))
+
+
+def _distrusts(row: Row) -> bool:
+    return any(v in TRUST_FAILURES for v in _verdicts(row))
+
+
+def _label(cert: CertSummary) -> str:
+    return f"'{cert.subject}' (sha256 {cert.short_fingerprint})"
+
+
+def _agents(rows: Iterable[Row]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r.agent for r in rows))
+
+
+def _addresses(rows: Iterable[Row]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r.address.address for r in rows))
+
+
+def _store_verdicts(row: Row) -> str:
+    parts = [f"native {row.address.native.verdict}"]
+    parts += [f"{s.store} {s.at_reference_time}" for s in row.address.stores]
+    return ", ".join(parts)
+
+
+def _best_fetch(rows: Sequence[Row], shape: ChainShape) -> AiaFetch | None:
+    """The most telling AIA fetch among these rows: one that completes the chain, then any answer, then errors."""
+    fetches = [r.address.aia for r in rows if r.address.aia is not None]
+    # A fetch follows the last served certificate's URL; it only speaks for this chain when that is the walk's top.
+    fetches = [f for f in fetches if not f.url or f.url in shape.top.aia_ca_issuers]
+    for good in (
+        lambda f: f.fetched and f.completes_chain,
+        lambda f: f.fetched and not f.error,
+        lambda f: True,
+    ):
+        match = next((f for f in fetches if good(f)), None)
+        if match is not None:
+            return match
+    return None
+
+
+def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: list[Row], shape: ChainShape) -> Finding:
+    top = shape.top
+    leaf = shape.path[0]
+    failing = [r for r in rows if r.address.native.verdict in TRUST_FAILURES]
+    verifying = [r for r in rows if r.address.native.verdict in PATH_FOUND]
+    severity = Severity.CRITICAL if failing else Severity.WARNING
+    addresses = _addresses(rows)
+    fingerprints = {c.sha256 for c in shape.issuer_seen}
+    elsewhere = [r for r in observation.rows_with_chain if r not in rows and fingerprints & set(r.chain_fingerprints)]
+    issuer = f"'{top.issuer}'" + (f" (key id {top.authority_key_id})" if top.authority_key_id else "")
+
+    where = f"{observation.target} at {', '.join(addresses)}"
+    if len(shape.path) == 1 and not shape.unrelated:
+        what = f"{where} serves only the leaf {_label(leaf)}, without its issuer {issuer}"
+    elif len(shape.path) == 1:
+        others = ", ".join(_label(c) for c in shape.unrelated)
+        what = (
+            f"{where} serves the leaf {_label(leaf)} with {others}, which did not issue it; "
+            f"its issuer {issuer} is missing"
+        )
+    else:
+        what = f"{where} serves the chain up to {_label(top)} but not its issuer {issuer}"
+    if failing:
+        impact = f"{name_list(_agents(failing))} cannot verify it"
+        if verifying:
+            n = len(_agents(verifying))
+            who = "the other vantage holds" if n == 1 else f"the other {n} vantages hold"
+            impact += f" ({who} that certificate in a trust store)"
+    elif len(verifying) == len(rows):
+        impact = (
+            "every vantage still verifies it only because their trust stores hold that certificate; "
+            "clients without it fail"
+        )
+    else:
+        impact = "clients whose trust store lacks that certificate cannot verify it"
+    inconsistent = (
+        f"; {name_list([r.where for r in elsewhere])} {'is' if len(elsewhere) == 1 else 'are'} served it, "
+        "so the server is configured inconsistently"
+        if elsewhere
+        else ""
+    )
+    summary = f"{what}: {impact}{inconsistent}."
+
+    fetched = _best_fetch(rows, shape)
+    evidence = [
+        Evidence("missing issuer", (("served chain", f"{top.issuer}; key id {top.authority_key_id or 'absent'}"),)),
+        Evidence("served chain", tuple((r.where, " <- ".join(_label(c) for c in _served(r))) for r in rows)),
+        Evidence("AIA caIssuers", ((f"{_label(top)}", aia_wording(top.aia_ca_issuers, fetched)),)),
+        Evidence("verdicts", tuple((r.where, _store_verdicts(r)) for r in rows)),
+    ]
+    if elsewhere:
+        evidence.append(
+            Evidence(
+                "issuer served elsewhere",
+                tuple((r.where, ", ".join(_label(c) for c in shape.issuer_seen)) for r in elsewhere),
+            )
+        )
+
+    source = (
+        f"copy it from the chain {elsewhere[0].where} is served"
+        if elsewhere
+        else (f"download it from {top.aia_ca_issuers[0]}" if top.aia_ca_issuers else "get it from the issuing CA")
+    )
+    fix = (
+        f"Configure {', '.join(addresses)} to send {issuer} after the leaf (a full-chain file: nginx ssl_certificate "
+        f"fullchain.pem, Apache SSLCertificateFile with the chain appended, HAProxy crt with the chain); {source}."
+    )
+    if not shape.issuer_known:
+        fix += (
+            f" If '{top.issuer}' is itself a root that signs leaves directly, the chain is complete and that root "
+            "belongs in the failing hosts' trust stores instead."
+        )
+    first = (failing or rows)[0]
+    port = observation.request.target.port
+    reproduce = [save_chain(first.address.address, port, first.result.sni)]
+    reproduce.append(verify_at(settings.reference_time, None))
+    if top.aia_ca_issuers:
+        url = shlex.quote(top.aia_ca_issuers[0])
+        reproduce.append(f"curl -sS -o issuer.der {url} && openssl x509 -inform DER -in issuer.der -noout -subject")
+    return Finding(
+        cause=Cause.INCOMPLETE_CHAIN,
+        severity=severity,
+        summary=summary,
+        agents=_agents(failing or rows),
+        addresses=addresses,
+        evidence=tuple(evidence),
+        fix=fix,
+        reproduce=tuple(reproduce),
+    )
+
+
+def _untrusted(observation: Observation, settings: DiagnosisSettings, rows: list[Row], shape: ChainShape) -> Finding:
+    top = shape.top
+    addresses = _addresses(rows)
+    agents = _agents(rows)
+    where = f"{observation.target} at {', '.join(addresses)}"
+    stores = sum(len(r.address.stores) for r in rows)
+    nobody = f"no vantage trusts it ({count(len(agents), 'vantage')}, {count(stores, 'store verdict')})"
+    if shape.shape is Shape.SELF_SIGNED and len(shape.path) == 1:
+        summary = f"{where} serves the self-signed certificate {_label(top)}, and {nobody}."
+        fix = (
+            "Replace it with a certificate from a CA the clients trust (a public ACME CA, or your private CA whose "
+            "root is distributed); if this self-signed certificate is intended, add it to every client's trust store."
+        )
+        root = top.subject
+    elif shape.shape is Shape.SELF_SIGNED:
+        summary = f"{where} serves a chain ending in the self-signed root {_label(top)}, and {nobody}."
+        root = top.subject
+        fix = (
+            f"If '{root}' is your private CA, distribute it to the clients' trust stores (copy it to "
+            "/usr/local/share/ca-certificates/ and run update-ca-certificates, or build it into the image); "
+            "otherwise reissue the certificate from a CA the clients trust."
+        )
+    else:
+        summary = (
+            f"{where} serves a chain that leads to the root '{top.issuer}' (not served, as usual for a root), "
+            f"and {nobody}."
+        )
+        root = top.issuer
+        fix = (
+            f"If '{root}' is your private CA, distribute its root certificate to the clients' trust stores (copy "
+            "it to /usr/local/share/ca-certificates/ and run update-ca-certificates, or build it into the image); "
+            f"otherwise reissue the certificate from a CA the clients trust. If '{root}' is an intermediate rather "
+            "than a root, the server must serve it too."
+        )
+    trust_stores = [
+        (r.agent, f"{ts.name} {ts.path}: {count(ts.root_count, 'root')}, sha256 {ts.fingerprint[:12]}")
+        for r in {r.agent: r for r in rows}.values()
+        for ts in r.result.trust_stores
+    ]
+    evidence = [
+        Evidence("chain root", (("served chain", root),)),
+        Evidence("served chain", tuple((r.where, " <- ".join(_label(c) for c in _served(r))) for r in rows)),
+        Evidence("verdicts", tuple((r.where, _store_verdicts(r)) for r in rows)),
+    ]
+    if trust_stores:
+        evidence.append(Evidence("trust stores", tuple(trust_stores)))
+    first = rows[0]
+    port = observation.request.target.port
+    return Finding(
+        cause=Cause.UNTRUSTED_CHAIN,
+        severity=Severity.CRITICAL,
+        summary=summary,
+        agents=agents,
+        addresses=addresses,
+        evidence=tuple(evidence),
+        fix=fix,
+        reproduce=(
+            save_chain(first.address.address, port, first.result.sni),
+            verify_at(settings.reference_time, None),
+        ),
+    )

@@ -1,0 +1,278 @@
+"""Clock skew: a vantage whose clock is off beyond tolerance, and the verdicts that flip because of it.
+
+Each answering vantage's offset comes with an error bound (half the round trip), so a vantage counts as
+skewed only when even the most favourable reading is beyond tolerance: `|offset| - error > tolerance`.
+
+- Critical: on the skewed vantage some store judges the chain EXPIRED or NOT_YET_VALID at the host's
+  time and OK at true time: TLS fails there because of the clock, and nowhere else.
+- Warning: the offset is beyond tolerance and either nothing flips (yet: validity checks and tokens
+  will break) or the flip goes the other way (the host still accepts a certificate that is invalid at
+  true time; the server-side claim is validity's, judged at reference time).
+
+Offsets are agent minus coordinator. When every remote vantage (two or more) is off by about the same
+amount in the same direction, the odd one out is the coordinator, not the fleet: one finding says so
+instead of blaming every host. A vantage within tolerance never yields a finding here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tlsfleet.agent.certinfo import CertSummary
+from tlsfleet.agent.model import StoreVerdict, Verdict
+from tlsfleet.coordinator.clock import ClockEstimate
+from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import TIME_FAILURES, DiagnosisSettings, Observation, Row
+from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
+from tlsfleet.coordinator.diagnosis.wording import cert_name, count, name_list
+from tlsfleet.coordinator.vantage import ProbeOutcome
+
+_LOCAL = "local"
+_FIX = (
+    "Fix time synchronisation on {host}: check `timedatectl status` and `chronyc tracking` (or `ntpq -p`), make "
+    "sure chronyd, ntpd or systemd-timesyncd runs and reaches its servers, then step the clock "
+    "(`chronyc makestep`)."
+)
+
+
+def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    skewed = [o for o in observation.answered if o.clock is not None and beyond_tolerance(o.clock, settings)]
+    if not skewed:
+        return
+    if _coordinator_is_odd_one(observation, skewed, settings):
+        yield _coordinator_finding(skewed, settings)
+        return
+    for outcome in skewed:
+        yield _vantage_finding(observation, outcome, settings)
+
+
+def beyond_tolerance(clock: ClockEstimate, settings: DiagnosisSettings) -> bool:
+    """The offset exceeds the tolerance even at the near end of its error bound."""
+    return abs(clock.offset_ms) - clock.error_ms > settings.clock_tolerance_ms
+
+
+def humane_offset(offset_ms: float) -> str:
+    """`850 ms`, `12.5 s`, `5.0 min`, `3.2 h`, `2.0 days`: the unit a person would use."""
+    a = abs(offset_ms)
+    if a < 1_000:
+        return f"{a:.0f} ms"
+    if a < 60_000:
+        return f"{a / 1_000:.1f} s"
+    if a < 3_600_000:
+        return f"{a / 60_000:.1f} min"
+    if a < 86_400_000:
+        return f"{a / 3_600_000:.1f} h"
+    return f"{a / 86_400_000:.1f} days"
+
+
+def _direction(offset_ms: float) -> str:
+    return "ahead" if offset_ms > 0 else "behind"
+
+
+def _remote(observation: Observation) -> list[ProbeOutcome]:
+    """Vantages with their own clock: the local one is the coordinator's machine (offset 0 by design)."""
+    return [o for o in observation.answered if o.clock is not None and o.vantage.kind != _LOCAL]
+
+
+def _coordinator_is_odd_one(observation: Observation, skewed: list[ProbeOutcome], settings: DiagnosisSettings) -> bool:
+    remote = _remote(observation)
+    names = {o.vantage.name for o in skewed}
+    if len(remote) < 2 or any(o.vantage.name not in names for o in remote):
+        return False
+    clocks = [o.clock for o in remote if o.clock is not None]
+    if len({c.offset_ms > 0 for c in clocks}) != 1:
+        return False
+    spread = max(c.offset_ms for c in clocks) - min(c.offset_ms for c in clocks)
+    return spread <= settings.clock_tolerance_ms + 2 * max(c.error_ms for c in clocks)
+
+
+def _offset_evidence(outcomes: list[ProbeOutcome]) -> Evidence:
+    values = []
+    for o in outcomes:
+        assert o.clock is not None
+        c = o.clock
+        values.append(
+            (
+                o.vantage.name,
+                f"{c.offset_ms:+.0f} ms ±{c.error_ms:.0f} ms ({humane_offset(c.offset_ms)} {_direction(c.offset_ms)})",
+            )
+        )
+    return Evidence("clock offset (agent minus coordinator)", tuple(values))
+
+
+def _coordinator_finding(skewed: list[ProbeOutcome], settings: DiagnosisSettings) -> Finding:
+    offsets = sorted(o.clock.offset_ms for o in skewed if o.clock is not None)
+    median = offsets[len(offsets) // 2]
+    # Offsets are agent minus coordinator: the fleet ahead means the coordinator is behind.
+    fleet_dir, coordinator_dir = ("ahead of", "behind") if median > 0 else ("behind", "ahead")
+    return Finding(
+        cause=Cause.CLOCK_SKEW,
+        severity=Severity.WARNING,
+        summary=(
+            f"Every vantage ({count(len(skewed), 'agent')}) reads about {humane_offset(median)} "
+            f"{fleet_dir} the coordinator: the coordinator's own clock is probably "
+            f"{humane_offset(median)} {coordinator_dir} (or these hosts share one bad time source), so verdicts "
+            "judged at its reference time are not to be trusted until it is fixed."
+        ),
+        agents=tuple(o.vantage.name for o in skewed),
+        evidence=(
+            _offset_evidence(skewed),
+            Evidence("coordinator reference time", (("coordinator", _when(settings.reference_time)),)),
+        ),
+        fix=_FIX.format(host="the machine running the tlsfleet coordinator first")
+        + " If it is right, check the time source these hosts share.",
+        reproduce=("date -u", "timedatectl status", "chronyc tracking"),
+    )
+
+
+@dataclass(frozen=True)
+class _Flip:
+    row: Row
+    store: StoreVerdict
+
+    @property
+    def breaks(self) -> bool:
+        """Fails at the host's time, verifies at true time: the clock alone breaks TLS here."""
+        return self.store.at_agent_time in TIME_FAILURES and self.store.at_reference_time is Verdict.OK
+
+    @property
+    def hides(self) -> bool:
+        """Verifies at the host's time, fails on time at true time: the host accepts what it should not."""
+        return self.store.at_agent_time is Verdict.OK and self.store.at_reference_time in TIME_FAILURES
+
+
+def _flips(rows: list[Row], agent_time: datetime, true_time: datetime) -> list[_Flip]:
+    """Store verdicts that differ between the host's time and true time; and, for a row whose stores
+    say nothing, a native time failure that the served certificates' windows explain. OpenSSL checks
+    validity windows last, so a native EXPIRED or NOT_YET_VALID means trust and name already passed:
+    with every window holding at true time, the chain verifies then."""
+    flips = []
+    for r in rows:
+        stored = [_Flip(r, s) for s in r.address.stores if s.at_agent_time != s.at_reference_time]
+        native = r.address.native.verdict
+        if not stored and native in TIME_FAILURES and _culprit(r, agent_time, true_time) is not None:
+            stored.append(_Flip(r, StoreVerdict(store="native", at_agent_time=native, at_reference_time=Verdict.OK)))
+        flips += stored
+    return flips
+
+
+def _when(t: datetime) -> str:
+    return f"{t.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _window_reason(cert: CertSummary, at: datetime) -> str:
+    """Why a certificate is outside its validity window at `at` ('' when it is inside)."""
+    if at > cert.not_after:
+        return f"expired on {_when(cert.not_after)}"
+    if at < cert.not_before:
+        return f"is not valid until {_when(cert.not_before)}"
+    return ""
+
+
+def _culprit(row: Row, invalid_at: datetime, valid_at: datetime) -> tuple[CertSummary, str] | None:
+    """The first served certificate outside its window at one time and inside it at the other."""
+    for cert in row.certificates():
+        reason = _window_reason(cert, invalid_at)
+        if reason and not _window_reason(cert, valid_at):
+            return cert, reason
+    return None
+
+
+def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: DiagnosisSettings) -> Finding:
+    assert outcome.clock is not None and outcome.result is not None
+    agent = outcome.vantage.name
+    offset = outcome.clock.offset_ms
+    skew = f"{agent}'s clock is {humane_offset(offset)} {_direction(offset)}"
+    agent_time = datetime.fromtimestamp(outcome.result.agent_received_ns / 1e9, tz=UTC)
+    true_time = settings.reference_time
+    rows = [r for r in observation.rows if r.agent == agent]
+    flips = _flips(rows, agent_time, true_time)
+    breaking = [f for f in flips if f.breaks]
+    hiding = [f for f in flips if f.hides]
+
+    if breaking:
+        severity = Severity.CRITICAL
+        first = breaking[0]
+        stores = name_list([f.store.store for f in breaking])
+        found = _culprit(first.row, agent_time, true_time)
+        if found:
+            cert, reason = found
+            what = f"at its time the certificate {cert_name(cert)} {reason}, at true time it is valid"
+        else:
+            what = f"at its time the chain is judged {first.store.at_agent_time}, at true time it verifies"
+        summary = f"{skew}; {what}, so TLS to {observation.target} fails on {agent} (stores: {stores})."
+    elif hiding:
+        severity = Severity.WARNING
+        first = hiding[0]
+        found = _culprit(first.row, true_time, agent_time)
+        if found:
+            cert, reason = found
+            what = f"at its time the certificate {cert_name(cert)} still looks valid, at true time it {reason}"
+        else:
+            what = f"at its time the chain verifies, at true time it is {first.store.at_reference_time}"
+        summary = (
+            f"{skew}; {what}: {agent} accepts what the correct time rejects, and its clock will break other "
+            "validity checks and time-limited tokens."
+        )
+    else:
+        severity = Severity.WARNING
+        first = None
+        summary = (
+            f"{skew} (beyond the {humane_offset(settings.clock_tolerance_ms)} tolerance): no verdict here flips "
+            "yet, but certificate validity checks and time-limited tokens on that host will break."
+        )
+
+    evidence = [
+        _offset_evidence([outcome]),
+        Evidence("time", ((agent, _when(agent_time)), ("coordinator", _when(true_time)))),
+    ]
+    if flips:
+        evidence.append(
+            Evidence(
+                "verdict at host time / at true time",
+                tuple(
+                    (f.row.where, f"{f.store.store}: {f.store.at_agent_time} / {f.store.at_reference_time}")
+                    for f in flips
+                ),
+            )
+        )
+        evidence.append(
+            Evidence(
+                "native verdict (host time)",
+                tuple(dict.fromkeys((f.row.where, str(f.row.address.native.verdict)) for f in flips)),
+            )
+        )
+    return Finding(
+        cause=Cause.CLOCK_SKEW,
+        severity=severity,
+        summary=summary,
+        agents=(agent,),
+        addresses=tuple(dict.fromkeys(f.row.address.address for f in flips)),
+        evidence=tuple(evidence),
+        fix=_FIX.format(host=agent),
+        reproduce=_reproduce(observation, first, true_time),
+    )
+
+
+def _reproduce(observation: Observation, flip: _Flip | None, true_time: datetime) -> tuple[str, ...]:
+    commands = ["date -u", "timedatectl status", "chronyc tracking"]
+    if flip is None:
+        return tuple(commands)
+    row = flip.row
+    cafile = next((s.path for s in row.result.trust_stores if s.name == flip.store.store and s.kind == "file"), None)
+    name = row.result.expected_name or None
+    at_host = ["openssl", "verify"]
+    if cafile:
+        at_host += ["-CAfile", cafile]
+    if name:
+        at_host += ["-verify_hostname", name]
+    at_host += ["-untrusted", "chain.pem", "leaf.pem"]
+    commands += [
+        save_chain(row.address.address, observation.request.target.port, row.result.sni),
+        shlex.join(at_host),
+        verify_at(true_time, cafile, name),
+    ]
+    return tuple(commands)

@@ -1,0 +1,305 @@
+"""Endpoint differences behind one name, kept apart by where the difference lies:
+
+- DNS_DIFFERENCE: vantages resolve the name to different address sets, and the sets serve different
+  chains (compared as whole served chains: a stale load balancer may differ only in its intermediate).
+  Critical when a vantage fails on a chain that verifies nowhere while the vantages of another set,
+  which are not served that chain, all verify; otherwise warning. Different sets serving the same
+  chains are a harmless split-horizon or geo-DNS answer: info only.
+- INCONSISTENT_BACKENDS: within ONE address set, addresses serve different leaves, as one vantage sees
+  across its own addresses, or as vantages that resolved the same set see across addresses that each
+  answered them all alike. An address that hands different leaves to different vantages is left out
+  here: that is interception's or SNI's question, not the backends'. Critical when one of the leaves
+  is outside its validity window at reference time, or when on one vantage some addresses verify and
+  others do not; otherwise warning. A vantage that fails on every address fails for its own reasons.
+
+A pinned probe (one address, no resolution) can show neither.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tlsfleet.agent.certinfo import CertSummary
+from tlsfleet.agent.model import Failure, Verdict
+from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row
+from tlsfleet.coordinator.diagnosis.reproduce import s_client
+from tlsfleet.coordinator.diagnosis.wording import agree, cert_brief, name_list
+
+_SHOW = "openssl x509 -noout -fingerprint -sha256 -enddate -issuer"
+_MAX_REPRODUCE = 3
+
+
+def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    if observation.request.options.pin_address:
+        return
+    groups = _groups(observation)
+    yield from _dns_difference(observation, groups)
+    yield from _inconsistent_backends(observation, groups, settings)
+
+
+@dataclass
+class _Group:
+    """Vantages that resolved the name to the same address set, and the rows they got."""
+
+    addresses: tuple[str, ...]
+    agents: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)  # rows with a chain
+
+    @property
+    def chains(self) -> frozenset[tuple[str, ...]]:
+        return frozenset(r.chain_fingerprints for r in self.rows)
+
+    @property
+    def all_verify(self) -> bool:
+        return all(_verifies(r) for r in self.rows)
+
+
+def _groups(observation: Observation) -> list[_Group]:
+    groups: dict[tuple[str, ...], _Group] = {}
+    by_agent: dict[str, list[Row]] = defaultdict(list)
+    for r in observation.rows_with_chain:
+        by_agent[r.agent].append(r)
+    for o in observation.answered:
+        assert o.result is not None
+        resolution = o.result.resolution
+        rows = by_agent.get(o.vantage.name)
+        if resolution.failure is not Failure.NONE or not resolution.addresses or not rows:
+            continue
+        key = tuple(sorted(set(resolution.addresses)))
+        group = groups.setdefault(key, _Group(key))
+        group.agents.append(o.vantage.name)
+        group.rows.extend(rows)
+    return list(groups.values())
+
+
+def _verifies(row: Row) -> bool:
+    return row.address.native.verdict is Verdict.OK and not row.handshake_failed
+
+
+def _time_problem(cert: CertSummary, at: datetime) -> str:
+    if at > cert.not_after:
+        return "expired"
+    if at < cert.not_before:
+        return "not yet valid"
+    return ""
+
+
+def _distinct_leaves(rows: list[Row]) -> list[CertSummary]:
+    leaves: dict[str, CertSummary] = {}
+    for r in rows:
+        leaf = r.leaf
+        if leaf is not None:
+            leaves.setdefault(leaf.sha256, leaf)
+    return list(leaves.values())
+
+
+def _verdict_note(rows: list[Row], subjects: Sequence[str]) -> str:
+    failing = sorted({str(r.address.native.verdict) for r in rows if not _verifies(r)})
+    if not failing:
+        return agree("verify", subjects)
+    return f"{agree('fail', subjects)} verification ({', '.join(failing)})"
+
+
+def _host_port(observation: Observation) -> tuple[str, int]:
+    return observation.request.target.host, observation.request.target.port
+
+
+# --- DNS difference -------------------------------------------------------------------------------
+
+
+def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[Finding]:
+    if len(groups) < 2:
+        return
+    host, port = _host_port(observation)
+    agents = tuple(a for g in groups for a in g.agents)
+    per_set = "; ".join(f"{name_list(g.agents)} {agree('get', g.agents)} {', '.join(g.addresses)}" for g in groups)
+    resolved = Evidence("resolved addresses", tuple((a, ", ".join(g.addresses)) for g in groups for a in g.agents))
+    if len({g.chains for g in groups}) == 1:
+        leaves = _distinct_leaves([r for g in groups for r in g.rows])
+        served = " and ".join(cert_brief(c) for c in leaves)
+        yield Finding(
+            cause=Cause.DNS_DIFFERENCE,
+            severity=Severity.INFO,
+            summary=(
+                f"{host} resolves to different addresses on different vantages ({per_set}), but every address "
+                f"serves the same chain, {served}: a harmless split-horizon or geo-DNS answer."
+            ),
+            agents=agents,
+            addresses=tuple(dict.fromkeys(a for g in groups for a in g.addresses)),
+            evidence=(resolved,),
+            fix="Nothing to fix for TLS; keep every endpoint's certificate renewed together.",
+            reproduce=(f"getent ahosts {host}",),
+        )
+        return
+
+    failing = _failing_because_of_sets(groups)
+    severity = Severity.CRITICAL if failing else Severity.WARNING
+    parts = []
+    for g in groups:
+        served = " and ".join(cert_brief(c) for c in _distinct_leaves(g.rows))
+        parts.append(
+            f"{name_list(g.agents)} {agree('resolve', g.agents)} it to {', '.join(g.addresses)}, which "
+            f"{agree('serve', g.addresses)} {served} and {_verdict_note(g.rows, g.addresses)} there"
+        )
+    stale = _stale_group(groups, failing)
+    failing_agents = list(dict.fromkeys(r.agent for r in failing))
+    consequence = (
+        f"so {name_list(failing_agents)} {agree('fail', failing_agents)} because of the answer they get"
+        if failing
+        else "so which certificate a client gets depends on its resolver"
+    )
+    summary = f"{host} resolves differently across vantages and the address sets serve different chains: " + (
+        "; ".join(parts) + f"; {consequence}."
+    )
+    rows = [r for g in groups for r in g.rows]
+    other = next((g for g in groups if g is not stale), groups[0])
+    reproduce = [f"getent ahosts {host}", f"dig +short {host}"]
+    for g in (stale, other):
+        r = g.rows[0]
+        reproduce.append(f"{s_client(r.address.address, port, r.result.sni, show_certs=False)} 2>/dev/null | {_SHOW}")
+    yield Finding(
+        cause=Cause.DNS_DIFFERENCE,
+        severity=severity,
+        summary=summary,
+        agents=agents,
+        addresses=tuple(dict.fromkeys(a for g in groups for a in g.addresses)),
+        evidence=(
+            resolved,
+            Evidence("leaf", tuple((r.where, cert_brief(r.leaf)) for r in rows if r.leaf is not None)),
+            Evidence("served chain (sha256, leaf first)", tuple((r.where, _short_chain(r)) for r in rows)),
+            Evidence("native verdict", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
+        ),
+        fix=(
+            f"Make every resolver answer {host} with endpoints that serve the current chain: update the certificate "
+            f"on {', '.join(stale.addresses)} (the set {name_list(stale.agents)} resolve to), or fix the "
+            "split-horizon zone, resolver or /etc/hosts entry that sends them there."
+        ),
+        reproduce=tuple(reproduce),
+    )
+
+
+def _short_chain(row: Row) -> str:
+    return " > ".join(fp[:12] for fp in row.chain_fingerprints)
+
+
+def _failing_because_of_sets(groups: list[_Group]) -> list[Row]:
+    """Rows that fail on a chain that verifies for nobody, while some other set, not served that chain,
+    verifies everywhere: the answer the resolver gave is what breaks them."""
+    rows = [r for g in groups for r in g.rows]
+    good_chains = {r.chain_fingerprints for r in rows if _verifies(r)}
+    failing = []
+    for g in groups:
+        for r in g.rows:
+            if _verifies(r) or r.chain_fingerprints in good_chains:
+                continue
+            if any(h is not g and h.all_verify and r.chain_fingerprints not in h.chains for h in groups):
+                failing.append(r)
+    return failing
+
+
+def _stale_group(groups: list[_Group], failing: list[Row]) -> _Group:
+    """The set to fix: the one whose vantages fail, else the one serving the oldest leaf."""
+    if failing:
+        agent = failing[0].agent
+        return next(g for g in groups if agent in g.agents)
+
+    def newest(g: _Group) -> datetime:
+        return max(c.not_before for c in _distinct_leaves(g.rows))
+
+    return min(groups, key=newest)
+
+
+# --- inconsistent backends ------------------------------------------------------------------------
+
+
+def _inconsistent_rows(group: _Group) -> list[Row]:
+    concerned: dict[str, Row] = {}
+    by_agent: dict[str, list[Row]] = defaultdict(list)
+    for r in group.rows:
+        by_agent[r.agent].append(r)
+    for rows in by_agent.values():
+        if len({r.leaf_fingerprint for r in rows}) >= 2:
+            concerned.update((r.where, r) for r in rows)
+    # Vantages of one set may each have reached only some of its addresses: compare addresses that every
+    # vantage of the set saw alike.
+    by_address: dict[str, list[Row]] = defaultdict(list)
+    for r in group.rows:
+        by_address[r.address.address].append(r)
+    stable = {a: rows for a, rows in by_address.items() if len({r.leaf_fingerprint for r in rows}) == 1}
+    if len({rows[0].leaf_fingerprint for rows in stable.values()}) >= 2:
+        concerned.update((r.where, r) for rows in stable.values() for r in rows)
+    return list(concerned.values())
+
+
+def _inconsistent_backends(
+    observation: Observation, groups: list[_Group], settings: DiagnosisSettings
+) -> Iterator[Finding]:
+    concerned: dict[str, Row] = {}
+    for g in groups:
+        concerned.update((r.where, r) for r in _inconsistent_rows(g))
+    rows = list(concerned.values())
+    if not rows:
+        return
+    host, port = _host_port(observation)
+    leaves = _distinct_leaves(rows)
+    addresses_by_leaf: dict[str, list[str]] = defaultdict(list)
+    rows_by_leaf: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.address.address not in addresses_by_leaf[r.leaf_fingerprint]:
+            addresses_by_leaf[r.leaf_fingerprint].append(r.address.address)
+        rows_by_leaf[r.leaf_fingerprint].append(r)
+
+    at = settings.reference_time
+    timed_out = {c.sha256: _time_problem(c, at) for c in leaves if _time_problem(c, at)}
+    split_verdict = _split_verdict(rows)
+    bad = set(timed_out) | {r.leaf_fingerprint for r in split_verdict if not _verifies(r)}
+    severity = Severity.CRITICAL if bad else Severity.WARNING
+
+    parts = []
+    for c in leaves:
+        addrs = addresses_by_leaf[c.sha256]
+        notes = [timed_out[c.sha256]] if c.sha256 in timed_out else []
+        failing = sorted({str(r.address.native.verdict) for r in rows_by_leaf[c.sha256] if not _verifies(r)})
+        if failing:
+            notes.append(f"failing verification ({', '.join(failing)})")
+        note = f", {' and '.join(notes)}" if notes else ""
+        parts.append(f"{', '.join(addrs)} {'serves' if len(addrs) == 1 else 'serve'} {cert_brief(c)}{note}")
+    agents = tuple(dict.fromkeys(r.agent for r in rows))
+    summary = (
+        f"The addresses behind {host} serve different certificates: {'; '.join(parts)} (seen by "
+        f"{name_list(agents)}): a half-finished deploy or a backend still serving an old certificate."
+    )
+    to_fix = bad or {c.sha256 for c in leaves} - {max(leaves, key=lambda c: c.not_before).sha256}
+    fix_addresses = [a for c in leaves if c.sha256 in to_fix for a in addresses_by_leaf[c.sha256]]
+    reproduce = []
+    for address in list(dict.fromkeys(r.address.address for r in rows))[:_MAX_REPRODUCE]:
+        sni = next(r.result.sni for r in rows if r.address.address == address)
+        reproduce.append(f"{s_client(address, port, sni, show_certs=False)} 2>/dev/null | {_SHOW}")
+    yield Finding(
+        cause=Cause.INCONSISTENT_BACKENDS,
+        severity=severity,
+        summary=summary,
+        agents=agents,
+        addresses=tuple(dict.fromkeys(r.address.address for r in rows)),
+        evidence=(
+            Evidence("leaf", tuple((r.where, cert_brief(r.leaf)) for r in rows if r.leaf is not None)),
+            Evidence("native verdict", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
+        ),
+        fix=(
+            f"Finish the deploy: install the current certificate (and its chain) on {', '.join(fix_addresses)}, "
+            f"or take {'it' if len(fix_addresses) == 1 else 'them'} out of the pool behind {host}, then probe again."
+        ),
+        reproduce=tuple(reproduce),
+    )
+
+
+def _split_verdict(rows: list[Row]) -> list[Row]:
+    """Rows of vantages on which some of these addresses verify and others do not."""
+    by_agent: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        by_agent[r.agent].append(r)
+    return [r for agent_rows in by_agent.values() if len({_verifies(r) for r in agent_rows}) == 2 for r in agent_rows]

@@ -1,0 +1,277 @@
+"""The served leaf does not cover the name clients ask for (HOSTNAME_MISMATCH, IP mismatch included).
+
+Names are matched as RFC 6125 and browsers do (`chain_verify.match_name`: subjectAltName only, a wildcard
+matching exactly one left-most label). A server-side claim, so every answering row with a chain must be
+served a leaf that misses the name; when some rows get a covering leaf, the certificates differ by
+address or vantage and another rule (backends, DNS, interception) explains it.
+
+Refinements, each with its own wording:
+- a wildcard one level too shallow (`*.example.com` for `a.b.example.com`) or used for the bare domain;
+- a certificate with no DNS subjectAltName whose subject CN names the host: browsers and Go reject it,
+  but OpenSSL-based clients (Python's default context, curl) fall back to the CN and accept it, so
+  some runtimes fail and others do not: a warning, not critical;
+- an IP target without an IP SAN, or with the address written as a DNS SAN.
+
+When the probe sent no SNI and a variant that did send SNI got a covering leaf, the server merely picks
+another certificate for clients without SNI: the SNI rule explains that, and this one holds back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cryptography import x509
+
+from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, parse_der, summarize
+from tlsfleet.agent.chain_verify import ExpectedName, match_name, parse_expected_name
+from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row, rows_of
+from tlsfleet.coordinator.diagnosis.reproduce import s_client, save_chain, verify_at
+
+__all__ = ["Mismatch", "NameCheck", "check_name", "findings"]
+
+
+class Mismatch(StrEnum):
+    NONE = "none"  # covered
+    NOT_LISTED = "not_listed"
+    WILDCARD_TOO_DEEP = "wildcard_too_deep"
+    WILDCARD_APEX = "wildcard_apex"
+    CN_ONLY_ACCEPTED = "cn_only_accepted"  # no DNS SAN; the CN names the host (OpenSSL clients accept)
+    CN_ONLY = "cn_only"  # no DNS SAN, and the CN does not name the host either
+    IP_NO_IP_SAN = "ip_no_ip_san"
+    IP_AS_DNS = "ip_as_dns"
+    IP_NOT_LISTED = "ip_not_listed"
+
+
+@dataclass(frozen=True)
+class NameCheck:
+    leaf: CertSummary
+    kind: Mismatch
+    reason: str  # why the name is not covered, as a clause ("" when covered)
+    fix: str
+    common_names: tuple[str, ...]
+
+    @property
+    def covered(self) -> bool:
+        return self.kind is Mismatch.NONE
+
+
+def _label(cert: CertSummary) -> str:
+    return f"'{cert.subject}' (sha256 {cert.short_fingerprint})"
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def _cn_covers(cn: str, dns: str) -> bool:
+    """OpenSSL's CN fallback: the same one-label wildcard rule as for SANs."""
+    pattern = cn.rstrip(".").lower().split(".")
+    name = dns.split(".")
+    if pattern == name:
+        return True
+    return (
+        pattern[0] == "*"
+        and len(pattern) >= 3
+        and "*" not in ".".join(pattern[1:])
+        and len(name) == len(pattern)
+        and name[0] != ""
+        and name[1:] == pattern[1:]
+    )
+
+
+def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
+    """Whether a leaf (DER) covers the expected name, and which kind of miss it is.
+
+    Raises CertificateParseError when the bytes are not a certificate."""
+    cert = parse_der(der)
+    leaf = summarize(der)
+    cns = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
+    ok, _why = match_name(cert, expected)
+    if ok:
+        return NameCheck(leaf, Mismatch.NONE, "", "", cns)
+    name = str(expected)
+    if expected.ip is not None:
+        if name in leaf.san_dns:
+            return NameCheck(
+                leaf,
+                Mismatch.IP_AS_DNS,
+                f"it lists {name} as a DNS name, not as an IP address SAN, and clients compare an IP only with IP SANs",
+                f"Reissue the certificate with subjectAltName IP:{name} (not DNS:{name}).",
+                cns,
+            )
+        if not leaf.san_ip:
+            return NameCheck(
+                leaf,
+                Mismatch.IP_NO_IP_SAN,
+                f"the target is the IP address {name} and the certificate has no IP address in its subjectAltName "
+                f"(DNS names: {_listed(leaf.san_dns)})",
+                f"Reissue the certificate with subjectAltName IP:{name}, or connect by a DNS name it covers.",
+                cns,
+            )
+        return NameCheck(
+            leaf,
+            Mismatch.IP_NOT_LISTED,
+            f"its IP address SANs are {_listed(leaf.san_ip)}, not {name}",
+            f"Reissue the certificate with subjectAltName IP:{name}, or connect to an address it lists.",
+            cns,
+        )
+    if not leaf.san_dns:
+        if any(_cn_covers(cn, name) for cn in cns):
+            return NameCheck(
+                leaf,
+                Mismatch.CN_ONLY_ACCEPTED,
+                f"it names {name} only in its subject CN, with no DNS subjectAltName: browsers and Go ignore the "
+                "CN and reject it, while Python, curl and other OpenSSL-based clients still accept it through their "
+                "CN fallback",
+                f"Reissue the certificate with subjectAltName DNS:{name}; modern clients ignore the subject CN.",
+                cns,
+            )
+        shown = repr(cns[0]) if cns else "(none)"
+        return NameCheck(
+            leaf,
+            Mismatch.CN_ONLY,
+            f"it has no DNS subjectAltName, and its subject CN {shown} does not match {name} either",
+            f"Reissue the certificate with subjectAltName DNS:{name}.",
+            cns,
+        )
+    labels = name.split(".")
+    for pattern in leaf.san_dns:
+        if not pattern.startswith("*."):
+            continue
+        base = pattern[2:].rstrip(".").lower()
+        if name == base:
+            return NameCheck(
+                leaf,
+                Mismatch.WILDCARD_APEX,
+                f"its wildcard {pattern} covers names one label below {base}, not the bare domain {name}",
+                f"Add {name} to the certificate's subjectAltName as a name of its own.",
+                cns,
+            )
+        depth = len(base.split("."))
+        if name.endswith("." + base) and len(labels) > depth + 1:
+            one_level = ".".join(labels[-(depth + 1) :])
+            parent = ".".join(labels[1:])
+            return NameCheck(
+                leaf,
+                Mismatch.WILDCARD_TOO_DEEP,
+                f"its wildcard {pattern} matches exactly one label, so it covers {one_level} but not {name}, "
+                "a level deeper",
+                f"Add {name} (or *.{parent}) to the certificate's subjectAltName; a wildcard matches a single label.",
+                cns,
+            )
+    return NameCheck(
+        leaf,
+        Mismatch.NOT_LISTED,
+        f"its names are {_listed(leaf.san)}",
+        f"Reissue the certificate with {name} in its subjectAltName, or point clients at a name it covers.",
+        cns,
+    )
+
+
+def _check(row: Row) -> NameCheck | None:
+    try:
+        return check_name(row.address.chain[0], parse_expected_name(row.result.expected_name))
+    except (CertificateParseError, ValueError):
+        return None
+
+
+def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    rows = observation.rows_with_chain
+    if not rows:
+        return
+    checks = [_check(row) for row in rows]
+    if any(c is None or c.covered for c in checks):
+        return  # some row is covered (or cannot be judged): not a claim about the server's certificate
+    if _sni_explains(observation):
+        return
+    pairs = [(row, check) for row, check in zip(rows, checks, strict=True) if check is not None]
+    yield _finding(observation, settings, pairs)
+
+
+def _sni_explains(observation: Observation) -> bool:
+    """No SNI was sent, and a variant that sent it got a leaf covering the name."""
+    rows = observation.rows_with_chain
+    if any(r.result.sni is not None for r in rows):
+        return False
+    try:
+        expected = parse_expected_name(rows[0].result.expected_name)
+    except ValueError:
+        return False
+    if expected.ip is not None:
+        return False  # an IP target sends no SNI in any variant worth comparing
+    for variant in observation.variants:
+        for row in rows_of(variant.outcomes):
+            if row.result.sni is None or not row.has_chain:
+                continue
+            try:
+                if check_name(row.address.chain[0], expected).covered:
+                    return True
+            except CertificateParseError:
+                continue
+    return False
+
+
+def _finding(observation: Observation, settings: DiagnosisSettings, pairs: list[tuple[Row, NameCheck]]) -> Finding:
+    rows = [row for row, _ in pairs]
+    name = rows[0].result.expected_name
+    distinct = {check.leaf.sha256: check for _, check in pairs}
+    lenient = all(c.kind is Mismatch.CN_ONLY_ACCEPTED for c in distinct.values())
+    if len(distinct) == 1:
+        check = next(iter(distinct.values()))
+        scope = " for modern clients" if lenient else ""
+        summary = (
+            f"The certificate {_label(check.leaf)} served for {observation.target} does not cover {name}{scope}: "
+            f"{check.reason}"
+        )
+    else:
+        reasons = "; ".join(f"{_label(c.leaf)}: {c.reason}" for c in distinct.values())
+        summary = f"None of the {len(distinct)} certificates served for {observation.target} covers {name} ({reasons})"
+    no_sni = all(r.result.sni is None for r in rows) and parse_expected_name(name).ip is None
+    if no_sni:
+        summary += "; the probe sent no SNI, so a client that sends it may be given another certificate"
+    summary += "."
+
+    evidence = [
+        Evidence("expected name", (("probe", name),)),
+        Evidence("subjectAltName", tuple((row.where, _listed(check.leaf.san)) for row, check in pairs)),
+    ]
+    if any(not c.leaf.san_dns for c in distinct.values()):
+        evidence.append(Evidence("subject CN", tuple((row.where, _listed(check.common_names)) for row, check in pairs)))
+    evidence.append(
+        Evidence(
+            "native verdict",
+            tuple(
+                (
+                    row.where,
+                    f"{row.address.native.verdict}"
+                    + ("" if row.address.native.hostname_checked else " (no name checked)"),
+                )
+                for row in rows
+            ),
+        )
+    )
+    fix = " ".join(dict.fromkeys(c.fix for c in distinct.values()))
+    first = rows[0]
+    port = observation.request.target.port
+    reproduce = [
+        f"{s_client(first.address.address, port, first.result.sni)} 2>/dev/null | "
+        "openssl x509 -noout -subject -ext subjectAltName"
+    ]
+    if parse_expected_name(name).ip is None:
+        reproduce += [
+            save_chain(first.address.address, port, first.result.sni),
+            verify_at(settings.reference_time, None, name),
+        ]
+    return Finding(
+        cause=Cause.HOSTNAME_MISMATCH,
+        severity=Severity.WARNING if lenient else Severity.CRITICAL,
+        summary=summary,
+        agents=tuple(dict.fromkeys(r.agent for r in rows)),
+        addresses=tuple(dict.fromkeys(r.address.address for r in rows)),
+        evidence=tuple(evidence),
+        fix=fix,
+        reproduce=tuple(reproduce),
+    )

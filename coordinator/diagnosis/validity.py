@@ -1,0 +1,245 @@
+"""Validity windows of the served certificates, judged at true time: expired, not yet valid, expiring soon.
+
+Every judgement here compares a served certificate's notBefore/notAfter with `settings.reference_time`,
+never with an agent's clock or its verdict at agent time: a host whose clock is wrong sees a valid
+certificate as expired, and that is clock skew (another rule), not the server's certificate.
+
+EXPIRED and NOT_YET_VALID are server-side claims, so they need every answering row that got a chain to
+be served an out-of-window certificate; when only some addresses serve one, the backends disagree and
+that is the inconsistent-backends rule's finding. An out-of-window intermediate that every row's stores
+route around (some store verifies at true time through another path, as with a stale cross-sign) is
+a warning: clients that follow the served chain literally fail, the others do not. A served self-issued
+root is not checked for expiring soon: clients use their own store's copy, whose dates this rule cannot see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
+from tlsfleet.agent.model import Verdict
+from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row
+from tlsfleet.coordinator.diagnosis.reproduce import s_client, save_chain, verify_at
+from tlsfleet.coordinator.diagnosis.wording import count, name_list
+
+__all__ = ["findings", "span"]
+
+# Prints subject and dates of every certificate in chain.pem (openssl x509 reads one per call until EOF).
+_SHOW_DATES = "while openssl x509 -noout -subject -dates 2>/dev/null; do :; done < chain.pem"
+
+
+@dataclass(frozen=True)
+class _Served:
+    row: Row
+    position: int  # 0 for the leaf
+    cert: CertSummary
+
+    @property
+    def role(self) -> str:
+        if self.position == 0:
+            return "leaf"
+        return "root" if self.cert.is_self_issued else "intermediate"
+
+
+def span(delta: timedelta) -> str:
+    """A duration as a person says it: '40 seconds', '5 minutes', '3 hours', '12 days'."""
+    seconds = abs(delta.total_seconds())
+    if seconds < 120:
+        return count(round(seconds), "second")
+    if seconds < 2 * 3600:
+        return count(round(seconds / 60), "minute")
+    if seconds < 2 * 86400:
+        return count(round(seconds / 3600), "hour")
+    return count(round(seconds / 86400), "day")
+
+
+def _everyone(n: int) -> str:
+    return (
+        "the one vantage that got a chain is served it"
+        if n == 1
+        else f"all {n} vantages that got a chain are served it"
+    )
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _label(cert: CertSummary) -> str:
+    return f"'{cert.subject}' (sha256 {cert.short_fingerprint})"
+
+
+def _served(row: Row) -> list[_Served]:
+    out: list[_Served] = []
+    for position, der in enumerate(row.address.chain):
+        try:
+            out.append(_Served(row, position, summarize(der)))
+        except CertificateParseError:
+            continue
+    return out
+
+
+def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    rows = observation.rows_with_chain
+    if not rows:
+        return
+    yield from _out_of_window(observation, settings, expired=True)
+    yield from _out_of_window(observation, settings, expired=False)
+    yield from _expiring_soon(observation, settings)
+
+
+def _out_of_window(observation: Observation, settings: DiagnosisSettings, *, expired: bool) -> Iterator[Finding]:
+    at = settings.reference_time
+    per_row: list[list[_Served]] = []
+    for row in observation.rows_with_chain:
+        bad = [s for s in _served(row) if (at > s.cert.not_after if expired else at < s.cert.not_before)]
+        if not bad:
+            return  # some address serves a chain in its window: not every client sees this
+        per_row.append(bad)
+    rows = observation.rows_with_chain
+    distinct = {s.cert.sha256: s for bad in per_row for s in bad}
+    # A row routes around the bad certificates when a store verifies it at true time (another path).
+    routed = all(any(v.at_reference_time is Verdict.OK for v in r.address.stores) for r in rows)
+    only_chain = all(s.position > 0 for bad in per_row for s in bad)
+    severity = Severity.WARNING if routed and only_chain else Severity.CRITICAL
+    agents = tuple(dict.fromkeys(r.agent for r in rows))
+    addresses = tuple(dict.fromkeys(r.address.address for r in rows))
+    field = "notAfter" if expired else "notBefore"
+
+    def moment(cert: CertSummary) -> datetime:
+        return cert.not_after if expired else cert.not_before
+
+    def relative(cert: CertSummary) -> str:
+        return f"{span(at - moment(cert))} ago" if expired else f"in {span(moment(cert) - at)}"
+
+    everyone = _everyone(len(agents))
+    if len(distinct) == 1:
+        s = next(iter(distinct.values()))
+        state = "expired" if expired else "not yet valid"
+        when = f"expired {relative(s.cert)}" if expired else f"becomes valid {relative(s.cert)}"
+        summary = (
+            f"{observation.target} serves the {state} {s.role} certificate {_label(s.cert)}: it {when} "
+            f"({field} {_when(moment(s.cert))}) and {everyone}"
+        )
+    else:
+        labels = ", ".join(_label(s.cert) for s in distinct.values())
+        state = "an expired" if expired else "a not-yet-valid"
+        summary = (
+            f"Every address of {observation.target} serves {state} certificate ({len(distinct)} distinct: {labels})"
+        )
+    if severity is Severity.WARNING:
+        summary += "; every vantage's stores verify through another path, but clients that follow the served chain fail"
+    summary += "."
+
+    evidence = (
+        Evidence(
+            field,
+            tuple(
+                (s.row.where, f"{s.role} {_label(s.cert)}: {_when(moment(s.cert))} ({relative(s.cert)})")
+                for bad in per_row
+                for s in bad
+            ),
+        ),
+        Evidence("reference time", (("coordinator", _when(at)),)),
+        Evidence("native verdict at agent time", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
+    )
+    leaf_bad = not only_chain
+    if expired and leaf_bad:
+        fix = (
+            f"Renew the certificate for {rows[0].result.expected_name} and install it with its intermediates on "
+            f"{', '.join(addresses)}, then reload the server; check why automated renewal (ACME client, cert-manager) "
+            "did not run."
+        )
+    elif expired:
+        fix = (
+            "Replace the expired intermediate in the served chain file with the CA's current one (download it from "
+            "the CA), then reload the server."
+        )
+    else:
+        fix = (
+            "The certificate starts in the future: re-issue it with a notBefore in the past, and check the clock of "
+            "the machine that issued it (or wait until notBefore)."
+        )
+    first = rows[0]
+    port = observation.request.target.port
+    yield Finding(
+        cause=Cause.EXPIRED if expired else Cause.NOT_YET_VALID,
+        severity=severity,
+        summary=summary,
+        agents=agents,
+        addresses=addresses,
+        evidence=evidence,
+        fix=fix,
+        reproduce=(
+            save_chain(first.address.address, port, first.result.sni),
+            _SHOW_DATES,
+            verify_at(at, None),
+        ),
+    )
+
+
+def _expiring_soon(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    at = settings.reference_time
+    warning = timedelta(days=settings.expiry_warning_days)
+    critical = timedelta(days=settings.expiry_critical_days)
+    by_cert: dict[str, list[_Served]] = {}
+    for row in observation.rows_with_chain:
+        for s in _served(row):
+            if s.role == "root" or not s.cert.not_before <= at <= s.cert.not_after:
+                continue
+            if s.cert.not_after - at <= warning:
+                by_cert.setdefault(s.cert.sha256, []).append(s)
+    all_agents = tuple(dict.fromkeys(r.agent for r in observation.rows_with_chain))
+    for served in sorted(by_cert.values(), key=lambda group: group[0].cert.not_after):
+        cert = served[0].cert
+        left = cert.not_after - at
+        rows = [s.row for s in served]
+        agents = tuple(dict.fromkeys(r.agent for r in rows))
+        addresses = tuple(dict.fromkeys(r.address.address for r in rows))
+        role = "leaf" if any(s.position == 0 for s in served) else "intermediate"
+        if len(agents) == len(all_agents):
+            scope = _everyone(len(agents))
+        else:
+            scope = (
+                f"it is served to {name_list(agents)} ({len(agents)} of {len(all_agents)} vantages; "
+                "the others get another certificate)"
+            )
+        summary = (
+            f"The {role} certificate {_label(cert)} served for {observation.target} expires in {span(left)} "
+            f"(notAfter {_when(cert.not_after)}); {scope}."
+        )
+        if role == "leaf":
+            fix = (
+                f"Renew it before {_when(cert.not_after)} and deploy it on {', '.join(addresses)}; if renewal is "
+                "automated (ACME client, cert-manager), check why it has not run: most renew 30 days before expiry."
+            )
+        else:
+            fix = (
+                f"The CA's intermediate expires {_when(cert.not_after)}: get its successor from the CA, serve it "
+                "instead, and make sure the leaf is reissued under it."
+            )
+        first = rows[0]
+        port = observation.request.target.port
+        yield Finding(
+            cause=Cause.EXPIRING_SOON,
+            severity=Severity.CRITICAL if left <= critical else Severity.WARNING,
+            summary=summary,
+            agents=agents,
+            addresses=addresses,
+            evidence=(
+                Evidence(
+                    "notAfter", tuple((s.row.where, f"{role} {_label(cert)}: {_when(cert.not_after)}") for s in served)
+                ),
+                Evidence("time left", (("coordinator", f"{span(left)} at {_when(at)}"),)),
+            ),
+            fix=fix,
+            reproduce=(
+                f"{s_client(first.address.address, port, first.result.sni)} 2>/dev/null | "
+                "openssl x509 -noout -subject -enddate"
+                if role == "leaf"
+                else f"{save_chain(first.address.address, port, first.result.sni)} && {_SHOW_DATES}",
+            ),
+        )

@@ -1,0 +1,155 @@
+"""TLS interception: another issuer at the same address on some vantages, and what is not interception."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.outcomes import address, observe, outcome, silent
+from tlsfleet.agent.model import Verdict
+from tlsfleet.coordinator.diagnosis import interception
+from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
+from tlsfleet.coordinator.lab.pki import LabPKI
+
+HOST = "api.example.test"
+IP1, IP2 = "127.0.0.31", "127.0.0.32"
+
+
+class Certs:
+    def __init__(self) -> None:
+        acme = LabPKI("Acme")
+        proxy = LabPKI("Corp Proxy")
+        rekeyed = LabPKI("Acme")  # same names as acme, new keys: a re-keyed CA, not a proxy
+        self.acme_root_name = "Acme Root CA"
+        self.server = (acme.issue_leaf(HOST).der, acme.intermediate.der)
+        self.rotated = (acme.issue_leaf(HOST).der, acme.intermediate.der)
+        self.proxy = (proxy.issue_leaf(HOST).der, proxy.intermediate.der)
+        self.rekeyed = (rekeyed.issue_leaf(HOST).der, rekeyed.intermediate.der)
+        other = LabPKI("Other Public")
+        self.migrated = (other.issue_leaf(HOST).der, other.intermediate.der)
+
+
+@pytest.fixture(scope="module")
+def certs() -> Certs:
+    return Certs()
+
+
+def _run(observation: Observation) -> list[Finding]:
+    found = list(interception.findings(observation, DiagnosisSettings.for_request(observation.request)))
+    assert all(f.cause is Cause.TLS_INTERCEPTION for f in found)
+    return found
+
+
+def test_vantages_rejecting_a_proxy_issued_chain_are_critical(certs: Certs) -> None:
+    observation = observe(
+        outcome("office-1", [address(IP1, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("office-2", [address(IP1, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("dc-1", [address(IP1, certs.server)]),
+        outcome("dc-2", [address(IP1, certs.server)]),
+        outcome("dc-3", [address(IP1, certs.server)]),
+    )
+    (f,) = _run(observation)
+    assert f.severity is Severity.CRITICAL
+    assert f.agents == ("office-1", "office-2")
+    assert f.addresses == (IP1,)
+    assert "issued by 'Corp Proxy Intermediate CA'" in f.summary
+    assert "not by 'Acme Intermediate CA'" in f.summary
+    assert "dc-1, dc-2 and dc-3 (3 vantages)" in f.summary
+    assert "reject it (unknown_issuer)" in f.summary
+    assert "HTTPS_PROXY" in f.fix and "NO_PROXY" in f.fix
+    issuers = next(e for e in f.evidence if e.field == "leaf issuer")
+    assert (f"office-1@{IP1}", "CN=Corp Proxy Intermediate CA") in issuers.values
+    assert (f"dc-1@{IP1}", "CN=Acme Intermediate CA") in issuers.values
+    tops = next(e for e in f.evidence if e.field == "served chain leads to")
+    assert (f"office-1@{IP1}", "'Corp Proxy Root CA'") in tops.values
+    assert "env | grep -i _proxy" in f.reproduce
+
+
+def test_vantages_that_trust_the_proxy_ca_are_a_warning(certs: Certs) -> None:
+    observation = observe(
+        outcome("office-1", [address(IP1, certs.proxy), address(IP2, certs.proxy)]),
+        outcome("dc-1", [address(IP1, certs.server), address(IP2, certs.server)]),
+        outcome("dc-2", [address(IP1, certs.server), address(IP2, certs.server)]),
+    )
+    (f,) = _run(observation)
+    assert f.severity is Severity.WARNING
+    assert f.agents == ("office-1",)
+    assert f.addresses == (IP1, IP2)
+    assert "not the server's" in f.summary
+
+
+def test_a_rotated_leaf_from_the_same_issuer_is_not_interception(certs: Certs) -> None:
+    observation = observe(
+        outcome("a", [address(IP1, certs.rotated)]),
+        outcome("b", [address(IP1, certs.server)]),
+        outcome("c", [address(IP1, certs.server)]),
+    )
+    assert _run(observation) == []
+
+
+def test_a_rekeyed_issuer_with_the_same_name_is_not_interception(certs: Certs) -> None:
+    observation = observe(
+        outcome("a", [address(IP1, certs.rekeyed, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("b", [address(IP1, certs.server)]),
+        outcome("c", [address(IP1, certs.server)]),
+    )
+    assert _run(observation) == []
+
+
+def test_other_issuers_at_other_addresses_are_not_interception(certs: Certs) -> None:
+    # Different addresses (a DNS or backend matter), never the same address.
+    observation = observe(
+        outcome("a", [address(IP2, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("b", [address(IP1, certs.server)]),
+        outcome("c", [address(IP1, certs.server)]),
+    )
+    assert _run(observation) == []
+
+
+def test_a_pool_half_migrated_to_another_ca_is_not_interception(certs: Certs) -> None:
+    # 'a' sees the new CA at one address and the old at the other: a proxy would re-sign both.
+    observation = observe(
+        outcome("a", [address(IP1, certs.migrated), address(IP2, certs.server)]),
+        outcome("b", [address(IP1, certs.server), address(IP2, certs.server)]),
+        outcome("c", [address(IP1, certs.server), address(IP2, certs.migrated)]),
+    )
+    assert _run(observation) == []
+
+
+def test_a_tie_names_both_sides_without_deciding(certs: Certs) -> None:
+    observation = observe(
+        outcome("a", [address(IP1, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("b", [address(IP1, certs.server)]),
+    )
+    (f,) = _run(observation)
+    assert f.severity is Severity.CRITICAL
+    assert set(f.agents) == {"a", "b"}
+    assert "'Corp Proxy Intermediate CA'" in f.summary and "'Acme Intermediate CA'" in f.summary
+    assert "on one side" in f.summary
+
+
+def test_everyone_seeing_the_same_issuer_gives_nothing_even_when_all_fail(certs: Certs) -> None:
+    observation = observe(
+        *(outcome(a, [address(IP1, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]) for a in ("a", "b", "c"))
+    )
+    assert _run(observation) == []
+
+
+def test_healthy_fleet_gives_nothing(certs: Certs) -> None:
+    observation = observe(
+        *(outcome(a, [address(IP1, certs.server), address(IP2, certs.server)]) for a in ("a", "b", "c")),
+        silent("d"),
+    )
+    assert _run(observation) == []
+
+
+def test_silent_vantages_do_not_count_towards_either_side(certs: Certs) -> None:
+    observation = observe(
+        outcome("office-1", [address(IP1, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("dc-1", [address(IP1, certs.server)]),
+        outcome("dc-2", [address(IP1, certs.server)]),
+        silent("office-2"),
+    )
+    (f,) = _run(observation)
+    assert f.agents == ("office-1",)
+    assert "office-2" not in f.summary
