@@ -77,13 +77,13 @@ def test_internal_resolvers_sending_clients_to_a_stale_endpoint_is_critical(cert
     assert any(INTERNAL in c and "-servername" in c for c in f.reproduce)
 
 
-def test_different_chains_that_all_verify_are_a_warning(certs: Certs) -> None:
+def test_different_chains_that_all_verify_are_info_only(certs: Certs) -> None:
     observation = observe(
         outcome("billing-1", [address(INTERNAL, certs.old)]),
         outcome("web-1", [address(EXTERNAL, certs.new)]),
     )
     (f,) = _run(observation)
-    assert f.cause is Cause.DNS_DIFFERENCE and f.severity is Severity.WARNING
+    assert f.cause is Cause.DNS_DIFFERENCE and f.severity is Severity.INFO
     assert "depends on its resolver" in f.summary
     # The older certificate's endpoint is the one to fix.
     assert f"update the certificate on {INTERNAL}" in f.fix

@@ -30,6 +30,7 @@ class _Server(ThreadingHTTPServer):
     # server_close() joins every handler thread; each is bounded by the read timeout.
     daemon_threads = False
     block_on_close = True
+    request_queue_size = 64  # the listen backlog; a burst beyond it waits a SYN retransmit (a second)
 
     def __init__(self, address: tuple[str, int], documents: Mapping[str, tuple[bytes, str]]) -> None:
         self.documents = dict(documents)

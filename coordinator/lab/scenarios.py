@@ -9,8 +9,9 @@ them through one shared `--hosts-file`, the namespace agents through their own /
 
 The agents (see `STANDARD_AGENTS`):
 
-- trusting, trusting-2: the private "Acme Internal" root is in the OpenSSL store (SSL_CERT_FILE) and in
-  the bundle their certifi returns (as Debian's python3-certifi returns the system bundle).
+- trusting, trusting-2: the private "Acme Internal" root is in the OpenSSL store (SSL_CERT_FILE), in
+  the bundle their certifi returns (as Debian's python3-certifi returns the system bundle), and in
+  Java's cacerts (a private mount view of that one file, as ca-certificates-java keeps it in step).
 - no-private-root: the system bundle only.
 - certifi-only: OpenSSL trusts the private root, the certifi package (its own Mozilla bundle) does not.
 - skew-ahead, skew-behind: wall clock two days ahead / behind (libfaketime).
