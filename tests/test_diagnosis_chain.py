@@ -9,7 +9,8 @@ import pytest
 from tests.outcomes import address, observe, outcome, silent
 from tlsfleet.agent.certinfo import fingerprint, summarize
 from tlsfleet.agent.model import AiaFetch, TrustStore, Verdict
-from tlsfleet.coordinator.diagnosis.chain import Shape, aia_wording, findings, shape_of
+from tlsfleet.coordinator.diagnosis.chain import aia_wording, findings
+from tlsfleet.coordinator.diagnosis.chain_shape import Shape, shape_of
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.diagnosis.trust import findings as trust_findings

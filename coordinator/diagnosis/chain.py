@@ -28,102 +28,30 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 
-from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
+from tlsfleet.agent.certinfo import CertSummary
 from tlsfleet.agent.model import AiaFetch, Verdict
+from tlsfleet.coordinator.diagnosis.chain_shape import (
+    ChainShape,
+    Shape,
+    known_certificates,
+    served_certificates,
+    shape_of,
+)
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
 from tlsfleet.coordinator.diagnosis.observation import (
     TRUST_FAILURES,
     DiagnosisSettings,
     Observation,
     Row,
-    rows_of,
 )
 from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
 from tlsfleet.coordinator.diagnosis.wording import count, name_list
 
-__all__ = ["ChainShape", "Shape", "aia_wording", "findings", "known_certificates", "shape_of"]
+__all__ = ["aia_wording", "findings"]
 
 # Verdicts that say a path to a store certificate was found (whatever failed after that).
 PATH_FOUND = frozenset(Verdict) - TRUST_FAILURES - {Verdict.NO_CHAIN, Verdict.OTHER}
-
-
-class Shape(StrEnum):
-    SELF_SIGNED = "self_signed"  # the walk ends at a served self-issued certificate: complete
-    ROOT_NOT_SERVED = "root_not_served"  # ends at an intermediate whose issuer is taken as the unsent root
-    MISSING_ISSUER = "missing_issuer"  # the issuer of the walk's last certificate must be served and is not
-
-
-@dataclass(frozen=True)
-class ChainShape:
-    shape: Shape
-    path: tuple[CertSummary, ...]  # the served certificates linked from the leaf, leaf first
-    unrelated: tuple[CertSummary, ...]  # served certificates not on that path
-    issuer_seen: tuple[CertSummary, ...]  # certificates seen anywhere whose subject and key id fit the missing issuer
-
-    @property
-    def top(self) -> CertSummary:
-        return self.path[-1]
-
-    @property
-    def issuer_known(self) -> bool:
-        """Whether the absent issuer was seen anywhere, so its nature (root or not) is known."""
-        return bool(self.issuer_seen)
-
-
-def _served(row: Row) -> list[CertSummary]:
-    out: list[CertSummary] = []
-    for der in row.address.chain:
-        try:
-            out.append(summarize(der))
-        except CertificateParseError:
-            continue
-    return out
-
-
-def _issues(issuer: CertSummary, child: CertSummary) -> bool:
-    """Linked by name, and by key identifier when both carry one (OpenSSL's check before the signature)."""
-    if issuer.subject != child.issuer:
-        return False
-    return not (child.authority_key_id and issuer.subject_key_id) or issuer.subject_key_id == child.authority_key_id
-
-
-def known_certificates(observation: Observation) -> tuple[CertSummary, ...]:
-    """Every distinct certificate served to any vantage, in the probe and in its variants."""
-    rows = list(observation.rows_with_chain)
-    for variant in observation.variants:
-        rows += [r for r in rows_of(variant.outcomes) if r.has_chain]
-    seen: dict[str, CertSummary] = {}
-    for row in rows:
-        for cert in _served(row):
-            seen.setdefault(cert.sha256, cert)
-    return tuple(seen.values())
-
-
-def shape_of(certs: Sequence[CertSummary], known: Iterable[CertSummary]) -> ChainShape | None:
-    """The shape of one served chain (leaf first, as served); None for an empty chain."""
-    if not certs:
-        return None
-    path = [certs[0]]
-    left = list(certs[1:])
-    while not path[-1].is_self_issued:
-        nxt = next((c for c in left if _issues(c, path[-1]) and c not in path), None)
-        if nxt is None:
-            break
-        path.append(nxt)
-        left.remove(nxt)
-    top = path[-1]
-    unrelated = tuple(c for c in certs[1:] if c not in path)
-    if top.is_self_issued:
-        return ChainShape(Shape.SELF_SIGNED, tuple(path), unrelated, ())
-    seen = tuple(c for c in known if _issues(c, top))
-    if seen:
-        shape = Shape.ROOT_NOT_SERVED if all(c.is_self_issued for c in seen) else Shape.MISSING_ISSUER
-    else:
-        shape = Shape.MISSING_ISSUER if len(path) == 1 else Shape.ROOT_NOT_SERVED
-    return ChainShape(shape, tuple(path), unrelated, seen)
 
 
 def aia_wording(urls: Sequence[str], fetched: AiaFetch | None) -> str:
@@ -161,7 +89,7 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
     for row in observation.rows_with_chain:
         groups.setdefault(row.chain_fingerprints, []).append(row)
     for rows in groups.values():
-        shape = shape_of(_served(rows[0]), known)
+        shape = shape_of(served_certificates(rows[0]), known)
         if shape is None or _contested(observation, rows):
             continue
         if shape.shape is Shape.MISSING_ISSUER:
@@ -205,6 +133,10 @@ def _trusts(row: Row) -> bool:
 
 def _distrusts(row: Row) -> bool:
     return any(v in TRUST_FAILURES for v in _verdicts(row))
+
+
+def _chain_text(row: Row) -> str:
+    return " <- ".join(_label(c) for c in served_certificates(row))
 
 
 def _label(cert: CertSummary) -> str:
@@ -287,7 +219,7 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
     fetched = _best_fetch(rows, shape)
     evidence = [
         Evidence("missing issuer", (("served chain", f"{top.issuer}; key id {top.authority_key_id or 'absent'}"),)),
-        Evidence("served chain", tuple((r.where, " <- ".join(_label(c) for c in _served(r))) for r in rows)),
+        Evidence("served chain", tuple((r.where, _chain_text(r)) for r in rows)),
         Evidence("AIA caIssuers", ((f"{_label(top)}", aia_wording(top.aia_ca_issuers, fetched)),)),
         Evidence("verdicts", tuple((r.where, _store_verdicts(r)) for r in rows)),
     ]
@@ -373,7 +305,7 @@ def _untrusted(observation: Observation, settings: DiagnosisSettings, rows: list
     ]
     evidence = [
         Evidence("chain root", (("served chain", root),)),
-        Evidence("served chain", tuple((r.where, " <- ".join(_label(c) for c in _served(r))) for r in rows)),
+        Evidence("served chain", tuple((r.where, _chain_text(r)) for r in rows)),
         Evidence("verdicts", tuple((r.where, _store_verdicts(r)) for r in rows)),
     ]
     if trust_stores:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
 from tlsfleet.agent.model import StoreVerdict, TrustStore, Verdict
-from tlsfleet.coordinator.diagnosis.chain import Shape, known_certificates, shape_of
+from tlsfleet.coordinator.diagnosis.chain_shape import Shape, known_certificates, shape_of
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
 from tlsfleet.coordinator.diagnosis.observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
 from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
