@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.outcomes import address, observe, outcome, silent
@@ -45,11 +47,19 @@ class Lab:
 
     def trusting(self, agent: str, ip: str = "10.0.0.1", **stores: Verdict) -> ProbeOutcome:
         row = address(ip, self.chain, stores={"system": Verdict.OK, **stores}, verified_path=self.path)
-        return outcome(agent, [row], trust_stores=[_system(141)])
+        return outcome(agent, [row], trust_stores=_identities(_system(141), stores))
 
     def failing(self, agent: str, ip: str = "10.0.0.1", **stores: Verdict) -> ProbeOutcome:
         row = address(ip, self.chain, native=UNKNOWN, stores={"system": UNKNOWN, **stores})
-        return outcome(agent, [row], trust_stores=[_system(140)])
+        return outcome(agent, [row], trust_stores=_identities(_system(140), stores))
+
+
+def _identities(system: TrustStore, stores: dict[str, Verdict]) -> list[TrustStore]:
+    """The host's store identities; a certifi store is pip's own bundle (Mozilla's list), not the host's."""
+    identities = [system]
+    if "certifi" in stores:
+        identities.append(TrustStore("certifi", "file", "/venv/certifi/cacert.pem", 117, "cc" * 32))
+    return identities
 
 
 @pytest.fixture
@@ -96,6 +106,21 @@ def test_certifi_tells_a_private_root_from_a_public_one(lab: Lab) -> None:
     unknown = observe(lab.trusting("a"), lab.failing("b"))
     [finding] = _run(unknown)
     assert finding.summary.startswith("The root ")
+
+
+def test_a_certifi_that_is_the_host_bundle_says_nothing_about_mozilla(lab: Lab) -> None:
+    """Debian's python3-certifi returns the system bundle: it trusting the root does not make the root public."""
+
+    def host_certifi(outcome_: ProbeOutcome) -> ProbeOutcome:
+        assert outcome_.result is not None
+        system = outcome_.result.trust_stores[0]
+        same = TrustStore("certifi", "file", system.path, system.root_count, system.fingerprint)
+        return replace(outcome_, result=replace(outcome_.result, trust_stores=(system, same)))
+
+    obs = observe(host_certifi(lab.trusting("a", certifi=Verdict.OK)), host_certifi(lab.failing("b", certifi=UNKNOWN)))
+    [finding] = _of(_run(obs), Cause.PRIVATE_CA_NOT_TRUSTED)
+    assert "public root" not in finding.summary
+    assert "Distribute" in finding.fix
 
 
 def test_every_host_failing_is_not_a_host_difference(lab: Lab) -> None:
@@ -229,7 +254,7 @@ def test_certifi_gap_when_requests_uses_another_bundle(lab: Lab) -> None:
     obs = observe(lab.trusting("a", certifi=UNKNOWN, requests_ca_bundle=Verdict.OK))
     [finding] = _run(obs)
     assert finding.summary.startswith("On a, Python code that uses certifi directly")
-    assert any('"$(python3 -m certifi)"' in cmd for cmd in finding.reproduce)
+    assert any("-CAfile /venv/certifi/cacert.pem" in cmd for cmd in finding.reproduce)
 
 
 def test_runtime_gap_for_a_missing_intermediate_is_left_to_the_chain_rule(lab: Lab) -> None:

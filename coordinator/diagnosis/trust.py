@@ -136,13 +136,28 @@ def _native_store(row: Row) -> TrustStore | None:
 
 
 def _certifi_public(rows: Iterable[Row]) -> bool | None:
-    """Whether certifi (Mozilla's roots) trusts this chain: True, False, or None when no host has certifi."""
-    verdicts = [s.at_reference_time for r in rows for s in r.address.stores if s.store == "certifi"]
+    """Whether certifi (Mozilla's roots) trusts this chain: True, False, or None when no host has a certifi of
+    its own. A certifi that is the host's bundle (Debian's and Fedora's python3-certifi) says nothing about
+    Mozilla's list, so it does not count."""
+    verdicts = [
+        s.at_reference_time
+        for r in rows
+        if _certifi_is_mozillas(r)
+        for s in r.address.stores
+        if s.store == "certifi"
+    ]
     if any(v in PATH_FOUND for v in verdicts):
         return True
     if any(v in TRUST_FAILURES for v in verdicts):
         return False
     return None
+
+
+def _certifi_is_mozillas(row: Row) -> bool:
+    identities = {s.name: s.fingerprint for s in row.result.trust_stores}
+    certifi = identities.get("certifi")
+    host_bundles = {identities.get("system"), identities.get("ssl_cert_file")}
+    return bool(certifi) and certifi not in host_bundles
 
 
 def _agents(rows: Iterable[Row]) -> tuple[str, ...]:
