@@ -22,6 +22,7 @@ from common import (
     Report,
     cpu_seconds,
     install_sigterm_exit,
+    machine_busy_seconds,
     memory_kib,
     percentile,
     quick_argument_parser,
@@ -88,14 +89,16 @@ async def measure(address: str, name: str, port: int, probes: int, in_flight: in
     try:
         request = probe_request(port)
         await drive(vantage, request, WARMUP_PROBES, min(in_flight, WARMUP_PROBES), Tally())
+        machine_before = machine_busy_seconds()
         cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         tally = Tally()
         elapsed = await drive(vantage, request, probes, in_flight, tally)
         cpu_after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        machine = machine_busy_seconds() - machine_before
     finally:
         await vantage.close()
     cpu = {role: cpu_after[role] - cpu_before[role] for role in pids}
-    return {"elapsed": elapsed, "tally": tally, "cpu": cpu}
+    return {"elapsed": elapsed, "tally": tally, "cpu": cpu, "other_cpu": machine - sum(cpu.values())}
 
 
 def main() -> int:
@@ -152,6 +155,7 @@ def main() -> int:
         report.figure(f"agent_throughput_cpu_{role}", seconds, "s")
         report.figure(f"agent_throughput_cpu_{role}_per_probe", seconds / probes * 1000, "ms")
     report.figure("agent_throughput_cpu_total_cores", sum(cpu.values()) / elapsed, "cores")
+    report.other_work("agent_throughput", result["other_cpu"], elapsed)
     report.say(f"agent memory after the run: VmRSS {agent_memory['VmRSS']} KiB, VmHWM {agent_memory['VmHWM']} KiB")
     report.figure("agent_throughput_agent_rss_after", agent_memory["VmRSS"] / 1024, "MiB")
     report.figure("agent_throughput_agent_hwm", agent_memory["VmHWM"] / 1024, "MiB")

@@ -20,7 +20,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import LOOPBACK, Lab, Report, install_sigterm_exit, percentile, quick_argument_parser, tlsfleet_executable
+from common import (
+    LOOPBACK,
+    Lab,
+    Report,
+    cpu_seconds,
+    install_sigterm_exit,
+    machine_busy_seconds,
+    percentile,
+    quick_argument_parser,
+    tlsfleet_executable,
+)
 
 AGENTS = 10
 RUNS = 30
@@ -97,6 +107,14 @@ def _problem(done: subprocess.CompletedProcess[str], expected_vantages: int) -> 
     return "; ".join(bad)
 
 
+def our_cpu_seconds(lab: Lab) -> float:
+    """CPU used so far by this process, the CLI processes it reaped, the agents and the target server."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return reaped + sum(cpu_seconds(pid) for pid in lab.pids())
+
+
 def report_series(report: Report, series: Series, key: str) -> None:
     runs = len(series.wall_ms)
     if not runs:
@@ -155,9 +173,13 @@ def main() -> int:
             say_failures(report, warmup)
             return 1
         single, fleet = Series("1 agent"), Series(f"{AGENTS} agents")
+        ours_before, machine_before, started = our_cpu_seconds(lab), machine_busy_seconds(), time.perf_counter()
         for _ in range(runs):
             run_cli_once(target, one, 1, single)
             run_cli_once(target, ten, AGENTS, fleet)
+        elapsed = time.perf_counter() - started
+        other = (machine_busy_seconds() - machine_before) - (our_cpu_seconds(lab) - ours_before)
+    report.other_work("cli", other, elapsed)
     report_series(report, single, "1agent")
     report_series(report, fleet, f"{AGENTS}agents")
     if not (single.wall_ms and fleet.wall_ms):

@@ -39,6 +39,7 @@ __all__ = [
     "TargetServer",
     "cpu_seconds",
     "install_sigterm_exit",
+    "machine_busy_seconds",
     "memory_kib",
     "percentile",
     "quick_argument_parser",
@@ -50,6 +51,7 @@ LOOPBACK = "127.0.0.1"
 SERVER_START_TIMEOUT_S = 20.0
 SERVER_STOP_TIMEOUT_S = 10.0
 AGENT_START_PARALLEL = 4
+OTHER_WORK_WARNING_CORES = 0.1
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Op = Literal["<=", ">="]
@@ -74,6 +76,15 @@ def cpu_seconds(pid: int) -> float:
     fields = raw[raw.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / _CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes on the machine have used so far (every core, not idle or iowait), /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise RuntimeError("/proc/stat does not start with the aggregate 'cpu' line")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -123,6 +134,16 @@ class Report:
     def say(text: str) -> None:
         for line in text.splitlines() or [""]:
             print(f"# {line}", flush=True)
+
+    def other_work(self, prefix: str, other_cpu_s: float, elapsed_s: float) -> None:
+        """Report CPU that processes outside the benchmark used while it ran: a figure is only as good as that."""
+        cores = max(other_cpu_s, 0.0) / elapsed_s
+        self.figure(f"{prefix}_other_processes_cores", cores, "cores")
+        if cores > OTHER_WORK_WARNING_CORES:
+            self.say(
+                f"WARNING: other processes used {cores:.2f} cores during this run; the figures are skewed, "
+                "run again on a quiet machine"
+            )
 
     @staticmethod
     def figure(name: str, value: float, unit: str) -> None:
