@@ -70,7 +70,11 @@ def run_cli_once(target: str, inventory: Path, expected_vantages: int, series: S
     ]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        series.failures.append(f"the CLI did not finish within {CLI_TIMEOUT_S:g} s and was killed")
+        return
     wall_ms = (time.perf_counter() - started) * 1000
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     problem = _problem(done, expected_vantages)

@@ -126,7 +126,6 @@ class Report:
     """Prints figures and targets in the parseable form described in this module's docstring."""
 
     def __init__(self) -> None:
-        self.missed: list[str] = []
         # Other work on the machine skews every figure; say how busy it was when we began.
         self.say(f"load average before this benchmark (1, 5, 15 min): {' '.join(_loadavg())}; {os.cpu_count()} cores")
 
@@ -153,8 +152,6 @@ class Report:
 
     def target(self, name: str, value: float, op: Op, limit: float, unit: str) -> bool:
         met = value <= limit if op == "<=" else value >= limit
-        if not met:
-            self.missed.append(name)
         verdict = "met" if met else "missed"
         print(f"target {name} {_number(value)} {op} {_number(limit)} {unit} {verdict}", flush=True)
         return met
