@@ -6,8 +6,8 @@ import json
 import socket
 import ssl
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
