@@ -140,11 +140,7 @@ def _certifi_public(rows: Iterable[Row]) -> bool | None:
     its own. A certifi that is the host's bundle (Debian's and Fedora's python3-certifi) says nothing about
     Mozilla's list, so it does not count."""
     verdicts = [
-        s.at_reference_time
-        for r in rows
-        if _certifi_is_mozillas(r)
-        for s in r.address.stores
-        if s.store == "certifi"
+        s.at_reference_time for r in rows if _certifi_is_mozillas(r) for s in r.address.stores if s.store == "certifi"
     ]
     if any(v in PATH_FOUND for v in verdicts):
         return True

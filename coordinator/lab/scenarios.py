@@ -122,6 +122,7 @@ class AgentSpec:
     tls12_only: bool = False
     namespace: bool = False  # a separate network namespace with its own /etc/hosts (root only)
     stopped: bool = False  # listed in the inventory, not running
+    fetch_aia: bool = False  # may fetch a missing intermediate from the AIA URL (--fetch-aia)
 
     @property
     def requires(self) -> frozenset[Requirement]:
@@ -137,7 +138,11 @@ class AgentSpec:
 
 STANDARD_AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec("trusting", "the private root is installed; a well-kept host"),
-    AgentSpec("trusting-2", "a second well-kept host, so that one odd host stands out"),
+    AgentSpec(
+        "trusting-2",
+        "a second well-kept host, so that one odd host stands out; it may fetch AIA URLs",
+        fetch_aia=True,
+    ),
     AgentSpec("no-private-root", "a host built from the plain image: public roots only", trust="system"),
     AgentSpec(
         "certifi-only",
@@ -169,6 +174,7 @@ class Expect:
     cause: Cause | None
     agents: tuple[str, ...] = ()
     severity: Severity | None = None  # checked when given
+    mentions: str = ""  # text the top finding's summary, evidence or fix must contain, when given
 
     def describe(self) -> str:
         if self.cause is None:
@@ -599,7 +605,7 @@ def _catalogue() -> tuple[Scenario, ...]:
             "incomplete-chain",
             "The server sends its leaf only; the intermediate is reachable through the leaf's AIA URL.",
             _PAIR,
-            Expect(Cause.INCOMPLETE_CHAIN, _PAIR),
+            Expect(Cause.INCOMPLETE_CHAIN, _PAIR, mentions="returns the missing certificate and completes the chain"),
             _build_incomplete_chain,
             _all(
                 # OpenSSL 3 says 20 (unknown issuer) for a lone leaf; older releases said 21.
@@ -814,6 +820,11 @@ def check_findings(expect: Expect, findings: Sequence[Mapping[str, Any]]) -> str
         return f"expected top finding {expect.describe()}, got: {_describe(findings)}"
     if expect.severity is not None and top.get("severity") != str(expect.severity):
         return f"expected severity {expect.severity}, got: {_describe(findings[:1])}"
+    if expect.mentions:
+        said = [top.get("summary", ""), top.get("fix", "")]
+        said += [str(value) for e in top.get("evidence", []) for pair in e.get("values", []) for value in pair]
+        if not any(expect.mentions in text for text in said):
+            return f"expected the top finding to mention {expect.mentions!r}, got: {top}"
     return None
 
 
@@ -1055,7 +1066,7 @@ class LabFleet:
             self.workdir / "agents",
             env=self._environment(spec),
             labels=labels,
-            extra_args=["--hosts-file", str(self._hosts_file(spec.name))],
+            extra_args=["--hosts-file", str(self._hosts_file(spec.name)), *(["--fetch-aia"] if spec.fetch_aia else [])],
             wrapper=view,
         )
 
