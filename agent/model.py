@@ -120,6 +120,12 @@ class Handshake:
 
 
 @dataclass(frozen=True)
+class RootCertificate:
+    sha256: str
+    subject: str  # RFC 4514
+
+
+@dataclass(frozen=True)
 class TrustStore:
     """One trust store found on the host, identified by its content."""
 
@@ -129,6 +135,7 @@ class TrustStore:
     root_count: int
     fingerprint: str  # sha256 over the sorted DER fingerprints of its roots, hex
     error: str = ""  # what could not be read; roots read before the problem still count
+    roots: tuple[RootCertificate, ...] = ()  # listed only when asked for (Describe with include_roots)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from tlsfleet.agent.aia import MISSING_ISSUER, fetch_and_judge
+from tlsfleet.agent.certinfo import fingerprint
 from tlsfleet.agent.chain_verify import judge_against_stores, parse_expected_name
 from tlsfleet.agent.handshake import ContextCache, handshake
 from tlsfleet.agent.model import (
@@ -27,6 +30,7 @@ from tlsfleet.agent.model import (
     ProbeRequest,
     ProbeResult,
     Resolution,
+    RootCertificate,
     TrustStore,
 )
 from tlsfleet.agent.request_limits import RequestError, validate_request
@@ -70,8 +74,11 @@ class ProbeEngine:
             weakref.WeakKeyDictionary()
         )
 
-    def trust_stores(self) -> tuple[TrustStore, ...]:
-        return tuple(store.info for store in self._loaded_stores())
+    def trust_stores(self, *, include_roots: bool = False) -> tuple[TrustStore, ...]:
+        stores = self._loaded_stores()
+        if not include_roots:
+            return tuple(store.info for store in stores)
+        return tuple(replace(store.info, roots=_roots_of(store)) for store in stores)
 
     def refresh_stores(self) -> None:
         """Read the trust stores again, and rebuild native contexts, which loaded the old system store."""
@@ -199,6 +206,13 @@ def _judged(
             ),
         )
     return replace(result, stores=verdicts)
+
+
+def _roots_of(store: LoadedStore) -> tuple[RootCertificate, ...]:
+    return tuple(
+        RootCertificate(sha256=fingerprint(cert.public_bytes(Encoding.DER)), subject=cert.subject.rfc4514_string())
+        for cert in store.roots
+    )
 
 
 def _native_store(stores: tuple[LoadedStore, ...]) -> LoadedStore:

@@ -100,7 +100,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             identity=self._identity,
             # Gathering may run a short command when the facts are stale; keep it off the event loop.
             facts=await asyncio.to_thread(self._facts.get, request.target_host or None),
-            trust_stores=self._engine.trust_stores(),
+            trust_stores=self._engine.trust_stores(include_roots=request.include_roots),
             agent_time_ns=time.time_ns(),
         )
         log.info("describe_done")

@@ -19,6 +19,7 @@ from tlsfleet.agent.model import (
     ProbeRequest,
     ProbeResult,
     Resolution,
+    RootCertificate,
     StoreVerdict,
     Target,
     TlsVersion,
@@ -116,11 +117,13 @@ def _store_to_wire(store: TrustStore) -> probe_pb2.TrustStore:
         root_count=store.root_count,
         fingerprint=store.fingerprint,
         error=store.error,
+        roots=[probe_pb2.RootCertificate(sha256=r.sha256, subject=r.subject) for r in store.roots],
     )
 
 
 def _store_from_wire(m: probe_pb2.TrustStore) -> TrustStore:
-    return TrustStore(m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error)
+    roots = tuple(RootCertificate(r.sha256, r.subject) for r in m.roots)
+    return TrustStore(m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error, roots)
 
 
 def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:

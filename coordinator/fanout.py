@@ -35,11 +35,12 @@ async def describe_all(
     timeout_s: float,
     target_host: str | None = None,
     *,
+    include_roots: bool = False,
     parallel: int = MAX_PARALLEL_VANTAGES,
 ) -> tuple[DescribeOutcome, ...]:
     return await _gather(
         vantages,
-        lambda v: v.describe(timeout_s, target_host),
+        lambda v: v.describe(timeout_s, target_host, include_roots=include_roots),
         lambda info, state, error, ms: DescribeOutcome(info, state, error=error, duration_ms=ms),
         timeout_s,
         parallel,

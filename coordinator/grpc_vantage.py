@@ -79,12 +79,15 @@ class GrpcVantage:
             duration_ms=duration_ms,
         )
 
-    async def describe(self, timeout_s: float, target_host: str | None = None) -> DescribeOutcome:
+    async def describe(
+        self, timeout_s: float, target_host: str | None = None, *, include_roots: bool = False
+    ) -> DescribeOutcome:
         started = time.perf_counter()
         sent_ns = time.time_ns()
         try:
             reply = await self._stub.Describe(
-                agent_pb2.DescribeRequest(target_host=target_host or ""), timeout=timeout_s
+                agent_pb2.DescribeRequest(target_host=target_host or "", include_roots=include_roots),
+                timeout=timeout_s,
             )
         except grpc.aio.AioRpcError as error:
             return DescribeOutcome(

@@ -43,12 +43,14 @@ class LocalVantage:
             duration_ms=(time.perf_counter() - started) * 1000,
         )
 
-    async def describe(self, timeout_s: float, target_host: str | None = None) -> DescribeOutcome:
+    async def describe(
+        self, timeout_s: float, target_host: str | None = None, *, include_roots: bool = False
+    ) -> DescribeOutcome:
         started = time.perf_counter()
         description = AgentDescription(
             identity=AgentIdentity(name=LOCAL_NAME, version=__version__),
             facts=self._facts.get(target_host),
-            trust_stores=self._engine.trust_stores(),
+            trust_stores=self._engine.trust_stores(include_roots=include_roots),
             agent_time_ns=time.time_ns(),
         )
         return DescribeOutcome(

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -15,7 +15,7 @@ import typer
 from tlsfleet.agent.model import ProbeOptions, ProbeRequest, TlsVersion
 from tlsfleet.coordinator import exit_codes
 from tlsfleet.coordinator.diagnosis.model import Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Variant
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 
 MIN_TIMEOUT_S = 0.1
 MAX_TIMEOUT_S = 300.0
@@ -109,47 +109,14 @@ def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
     return tuple(dict.fromkeys(variants))
 
 
-def planned_variants(request: ProbeRequest, explicit: Sequence[str | None], observation: Observation) -> list[Variant]:
-    """The variants to probe: the ones asked for, plus no-SNI / with-SNI when a name mismatch hints at SNI."""
-    from tlsfleet.coordinator.diagnosis import sni
-
-    wanted = list(explicit)
-    if sni.wants_no_sni_variant(observation):
-        wanted.append(None)
-    if sni.wants_sni_variant(observation):
-        wanted.append(request.target.host)
-    variants: dict[str, Variant] = {}
-    for name in wanted:
-        options = request.options
-        if name is None:
-            if not options.send_sni:
-                continue
-            label, options = "no SNI", replace(options, send_sni=False, sni=None)
-        else:
-            if options.send_sni and (options.sni or request.target.host) == name:
-                continue
-            label, options = f"SNI {name}", replace(options, send_sni=True, sni=name)
-        variants.setdefault(label, Variant(label=label, request=replace(request, options=options), outcomes=()))
-    return list(variants.values())
-
-
 async def _probe_fleet(args: ProbeArguments, request: ProbeRequest) -> Observation:
-    from tlsfleet.coordinator.fanout import probe_all
     from tlsfleet.coordinator.fleet import select_vantages
+    from tlsfleet.coordinator.probing import observe
 
     # Channels belong to the event loop that uses them, so the vantages are built inside it.
     fleet = select_vantages(inventory_path=args.inventory, selector_text=args.agents, include_local=not args.no_local)
     try:
-        outcomes = await probe_all(fleet.vantages, request, args.timeout)
-        first = Observation(request=request, outcomes=outcomes)
-        planned = planned_variants(request, args.sni_variants, first)
-        if not planned:
-            return first
-        # Variants go only to the vantages that answered: the others would spend the deadline again.
-        answered = {o.vantage.name for o in first.answered}
-        live = [v for v in fleet.vantages if v.info.name in answered]
-        results = await asyncio.gather(*(probe_all(live, v.request, args.timeout) for v in planned))
-        return replace(first, variants=tuple(replace(v, outcomes=r) for v, r in zip(planned, results, strict=True)))
+        return await observe(fleet.vantages, request, args.timeout, args.sni_variants)
     finally:
         await asyncio.gather(*(v.close() for v in fleet.vantages), return_exceptions=True)
 

@@ -188,3 +188,23 @@ def test_agent_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert code == 0
     events = [e.get("event") for e in agent.log_lines()]
     assert "agent_stopping" in events and "agent_stopped" in events
+
+
+def test_describe_lists_roots_only_when_asked() -> None:
+    async def scenario(include_roots: bool) -> agent_pb2.AgentDescription:
+        server, port = await serve(make_service())
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                request = agent_pb2.DescribeRequest(include_roots=include_roots)
+                return await agent_pb2_grpc.AgentStub(channel).Describe(request, timeout=5)
+        finally:
+            await server.stop(None)
+
+    without = wire.description_from_wire(asyncio.run(scenario(False)))
+    assert all(store.roots == () for store in without.trust_stores)
+    listed = wire.description_from_wire(asyncio.run(scenario(True)))
+    readable = [s for s in listed.trust_stores if s.root_count]
+    assert readable, "this host has at least one readable store"
+    for store in readable:
+        assert len({r.sha256 for r in store.roots}) == store.root_count
+        assert all(len(r.sha256) == 64 and r.subject for r in store.roots)

@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DescribeRequest(_message.Message):
-    __slots__ = ("target_host",)
+    __slots__ = ("target_host", "include_roots")
     TARGET_HOST_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ROOTS_FIELD_NUMBER: _ClassVar[int]
     target_host: str
-    def __init__(self, target_host: _Optional[str] = ...) -> None: ...
+    include_roots: bool
+    def __init__(self, target_host: _Optional[str] = ..., include_roots: _Optional[bool] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("key", "value")

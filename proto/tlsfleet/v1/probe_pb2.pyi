@@ -171,20 +171,30 @@ class Handshake(_message.Message):
     def __init__(self, failure: _Optional[_Union[Failure, str]] = ..., error: _Optional[str] = ..., tls_version: _Optional[str] = ..., cipher: _Optional[str] = ..., alpn: _Optional[str] = ..., duration_ms: _Optional[float] = ..., alert: _Optional[str] = ...) -> None: ...
 
 class TrustStore(_message.Message):
-    __slots__ = ("name", "kind", "path", "root_count", "fingerprint", "error")
+    __slots__ = ("name", "kind", "path", "root_count", "fingerprint", "error", "roots")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ROOT_COUNT_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     path: str
     root_count: int
     fingerprint: str
     error: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., root_count: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    roots: _containers.RepeatedCompositeFieldContainer[RootCertificate]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., root_count: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ..., roots: _Optional[_Iterable[_Union[RootCertificate, _Mapping]]] = ...) -> None: ...
+
+class RootCertificate(_message.Message):
+    __slots__ = ("sha256", "subject")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    subject: str
+    def __init__(self, sha256: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class StoreVerdict(_message.Message):
     __slots__ = ("store", "at_agent_time", "at_reference_time", "verified_path", "detail")
