@@ -1,0 +1,114 @@
+"""One run of a report: describe the agents, probe every target, diagnose each. The same fan-out,
+probing path and diagnosis engine as `tlsfleet probe`; what happens to the result is report_pipeline's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from tlsfleet.agent.model import ProbeRequest
+from tlsfleet.coordinator.diagnosis.engine import diagnose
+from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings
+from tlsfleet.coordinator.fanout import describe_all
+from tlsfleet.coordinator.probe_command import ProbeArguments, build_request
+from tlsfleet.coordinator.probing import observe
+from tlsfleet.coordinator.report_model import AgentSnapshot, ReportRun, TargetRun
+from tlsfleet.coordinator.service_config import ReportConfig
+from tlsfleet.coordinator.vantage import DescribeOutcome, Vantage
+
+log = structlog.get_logger("tlsfleet.coordinator")
+DESCRIBE_TIMEOUT_S = 5.0
+
+
+async def run_report(
+    report: ReportConfig,
+    *,
+    inventory: Path | None,
+    max_probes_in_flight: int,
+    vantages: Sequence[Vantage] | None = None,
+) -> ReportRun:
+    """Probe every target of `report` from its agents, within its deadline. Targets not probed by the
+    deadline are left out and the run is marked abandoned; what was probed is kept."""
+    from tlsfleet.coordinator.fleet import select_vantages
+
+    started_at = datetime.now(UTC)
+    owned = vantages is None
+    if vantages is None:
+        vantages = select_vantages(
+            inventory_path=inventory, selector_text=report.agents, include_local=report.include_local
+        ).vantages
+    done: list[TargetRun] = []
+    abandoned, note = False, ""
+    try:
+        agents = await _snapshots(vantages)
+        # Each target asks every vantage at once: that many probes are in flight per target.
+        gate = asyncio.Semaphore(max(1, max_probes_in_flight // max(1, len(vantages))))
+
+        async def one(target: str) -> None:
+            async with gate:
+                done.append(await _probe_target(report, target, vantages))
+
+        try:
+            async with asyncio.timeout(report.deadline_s):
+                await asyncio.gather(*(one(t) for t in report.targets))
+        except TimeoutError:
+            abandoned = True
+            note = f"deadline of {report.deadline_s:g} s reached: {len(done)} of {len(report.targets)} targets probed"
+            log.warning("report_run_deadline", report=report.name, probed=len(done), targets=len(report.targets))
+    finally:
+        if owned:
+            await asyncio.gather(*(v.close() for v in vantages), return_exceptions=True)
+    order = {target: index for index, target in enumerate(report.targets)}
+    return ReportRun(
+        report=report.name,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        targets=tuple(sorted(done, key=lambda t: order[t.target])),
+        agents=agents,
+        abandoned=abandoned,
+        note=note,
+    )
+
+
+async def _probe_target(report: ReportConfig, target: str, vantages: Sequence[Vantage]) -> TargetRun:
+    started = time.perf_counter()
+    request: ProbeRequest = build_request(
+        ProbeArguments(target=target, timeout=report.probe_timeout_s), now_ns=time.time_ns()
+    )
+    observation = await observe(vantages, request, report.probe_timeout_s)
+    settings = DiagnosisSettings.for_request(
+        request,
+        clock_tolerance_ms=report.clock_tolerance_s * 1000,
+        expiry_warning_days=report.expiry_warning_days,
+        expiry_critical_days=report.expiry_critical_days,
+    )
+    return TargetRun(
+        target=target,
+        observation=observation,
+        findings=diagnose(observation, settings),
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+async def _snapshots(vantages: Sequence[Vantage]) -> tuple[AgentSnapshot, ...]:
+    return tuple(_snapshot(o) for o in await describe_all(vantages, DESCRIBE_TIMEOUT_S, include_roots=True))
+
+
+def _snapshot(outcome: DescribeOutcome) -> AgentSnapshot:
+    d = outcome.description
+    return AgentSnapshot(
+        name=outcome.vantage.name,
+        address=outcome.vantage.address,
+        labels=outcome.vantage.labels,
+        state=outcome.state,
+        error=outcome.error,
+        version=d.identity.version if d else "",
+        clock_offset_ms=outcome.clock.offset_ms if outcome.clock else None,
+        clock_error_ms=outcome.clock.error_ms if outcome.clock else None,
+        stores=d.trust_stores if d else (),
+    )
