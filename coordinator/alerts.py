@@ -23,7 +23,7 @@ from tlsfleet.coordinator.diagnosis.wording import cert_name, common_name, name_
 from tlsfleet.coordinator.history.store import key_of
 from tlsfleet.coordinator.report_model import Change, ChangeKind, ReportRun, TargetRun
 
-__all__ = ["CAUSE_TITLES", "Alert", "AlertKind", "expiry_key", "finding_key", "plan_alerts"]
+__all__ = ["CAUSE_TITLES", "Alert", "AlertKind", "expiry_key", "plan_alerts"]
 
 
 class AlertKind(StrEnum):
@@ -64,15 +64,6 @@ CAUSE_TITLES: dict[Cause, str] = {
     Cause.UNREACHABLE: "Target unreachable",
     Cause.VANTAGE_UNAVAILABLE: "Agent did not answer",
 }
-
-
-def finding_key(report: str, target: str, finding: Finding) -> str:
-    """Stable identity of a finding across runs: report, target, cause, agents and addresses (order-free).
-
-    The history store's key (`history.store.key_of`), so announcements recorded there match. Severity and
-    wording are left out: a finding whose severity or summary changes stays the same finding.
-    """
-    return key_of(report, target, finding)
 
 
 def expiry_key(report: str, target: str, sha256: str, threshold_days: float) -> str:
@@ -128,7 +119,7 @@ def _finding_alerts(run: ReportRun, min_severity: Severity) -> Iterator[Alert]:
             if finding.cause is Cause.EXPIRING_SOON or finding.severity < min_severity:
                 continue
             yield Alert(
-                key=finding_key(run.report, target_run.target, finding),
+                key=key_of(run.report, target_run.target, finding),
                 kind=AlertKind.FINDING,
                 severity=finding.severity,
                 title=f"{CAUSE_TITLES[finding.cause]}: {target_run.target}",
@@ -242,10 +233,10 @@ def _resolved_alerts(run: ReportRun, previous: ReportRun, changes: Sequence[Chan
         now = current.get(before.target)
         if now is None:
             continue  # not probed this time (abandoned run, or no longer configured): nothing is known
-        current_keys = {finding_key(run.report, now.target, f) for f in now.findings}
+        current_keys = {key_of(run.report, now.target, f) for f in now.findings}
         answered = {o.vantage.name for o in now.observation.answered}
         for finding in before.findings:
-            key = finding_key(run.report, before.target, finding)
+            key = key_of(run.report, before.target, finding)
             if key in current_keys or not set(finding.agents) <= answered:
                 continue
             successor = any(f.cause is finding.cause for f in now.findings)

@@ -15,6 +15,7 @@ import typer
 from tlsfleet import __version__
 from tlsfleet.coordinator import exit_codes
 from tlsfleet.coordinator.cli_pki import app as pki_app
+from tlsfleet.coordinator.cli_reports import coordinator_app, report_app
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 no finding at or above --fail-on and every vantage answered; 1 a finding at or above "
@@ -40,6 +41,8 @@ app = typer.Typer(
 agent_app = typer.Typer(help="Run a tlsfleet agent on this host.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(pki_app, name="pki", help="Create the fleet CA and issue agent and coordinator certificates.")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(report_app, name="report")
 
 
 def fail(message: str, code: int = exit_codes.USAGE) -> typer.Exit:
@@ -249,7 +252,7 @@ def agent_serve(
 
 @app.command()
 def demo() -> None:
-    """Start local agents against a local target with a private CA and show the comparison."""
+    """A throwaway lab of real hosts with real faults on loopback, probed and diagnosed."""
     from tlsfleet.coordinator.demo import run_demo
 
     raise typer.Exit(run_demo())

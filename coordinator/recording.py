@@ -32,12 +32,9 @@ class RecordingError(ValueError):
     """A file that is not a readable tlsfleet recording; the message says why."""
 
 
-def save(path: Path, observation: Observation) -> None:
-    """Write atomically: a crash mid-write leaves the old file or none, never half a recording."""
-    document = {
-        "kind": KIND,
-        "schema": SCHEMA,
-        "tlsfleet_version": __version__,
+def observation_to_dict(observation: Observation) -> dict[str, Any]:
+    """An observation as plain JSON-ready data: requests and results as the wire messages' canonical JSON."""
+    return {
         "request": _request_json(observation.request),
         "outcomes": [_outcome_json(o) for o in observation.outcomes],
         "variants": [
@@ -48,6 +45,24 @@ def save(path: Path, observation: Observation) -> None:
             }
             for v in observation.variants
         ],
+    }
+
+
+def observation_from_dict(data: dict[str, Any]) -> Observation:
+    """The inverse of `observation_to_dict`; RecordingError names what is damaged."""
+    try:
+        return _observation_from(data)
+    except (KeyError, TypeError, ValueError, AttributeError, json_format.ParseError) as error:
+        raise RecordingError(f"observation is damaged: {type(error).__name__}: {error}") from None
+
+
+def save(path: Path, observation: Observation) -> None:
+    """Write atomically: a crash mid-write leaves the old file or none, never half a recording."""
+    document = {
+        "kind": KIND,
+        "schema": SCHEMA,
+        "tlsfleet_version": __version__,
+        **observation_to_dict(observation),
     }
     path = path.expanduser()
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
@@ -79,20 +94,24 @@ def load(path: Path) -> Observation:
             f"recording {path} has schema {document.get('schema')!r}; this tlsfleet reads schema {SCHEMA}"
         )
     try:
-        return Observation(
-            request=_request_from(document["request"]),
-            outcomes=tuple(_outcome_from(o) for o in document["outcomes"]),
-            variants=tuple(
-                Variant(
-                    label=str(v["label"]),
-                    request=_request_from(v["request"]),
-                    outcomes=tuple(_outcome_from(o) for o in v["outcomes"]),
-                )
-                for v in document.get("variants", [])
-            ),
-        )
+        return _observation_from(document)
     except (KeyError, TypeError, ValueError, json_format.ParseError) as error:
         raise RecordingError(f"recording {path} is damaged: {type(error).__name__}: {error}") from None
+
+
+def _observation_from(data: dict[str, Any]) -> Observation:
+    return Observation(
+        request=_request_from(data["request"]),
+        outcomes=tuple(_outcome_from(o) for o in data["outcomes"]),
+        variants=tuple(
+            Variant(
+                label=str(v["label"]),
+                request=_request_from(v["request"]),
+                outcomes=tuple(_outcome_from(o) for o in v["outcomes"]),
+            )
+            for v in data.get("variants", [])
+        ),
+    )
 
 
 def _request_json(request: ProbeRequest) -> dict[str, Any]:

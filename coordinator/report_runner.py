@@ -31,9 +31,11 @@ async def run_report(
     inventory: Path | None,
     max_probes_in_flight: int,
     vantages: Sequence[Vantage] | None = None,
+    abandon: asyncio.Event | None = None,
 ) -> ReportRun:
     """Probe every target of `report` from its agents, within its deadline. Targets not probed by the
-    deadline are left out and the run is marked abandoned; what was probed is kept."""
+    deadline, or when `abandon` is set (shutdown), are left out and the run is marked abandoned; what was
+    probed is kept."""
     from tlsfleet.coordinator.fleet import select_vantages
 
     started_at = datetime.now(UTC)
@@ -53,13 +55,21 @@ async def run_report(
             async with gate:
                 done.append(await _probe_target(report, target, vantages))
 
+        work = asyncio.ensure_future(asyncio.gather(*(one(t) for t in report.targets)))
+        stopper = asyncio.ensure_future((abandon or asyncio.Event()).wait())
         try:
-            async with asyncio.timeout(report.deadline_s):
-                await asyncio.gather(*(one(t) for t in report.targets))
-        except TimeoutError:
+            finished, _ = await asyncio.wait({work, stopper}, timeout=report.deadline_s, return_when="FIRST_COMPLETED")
+        finally:
+            stopper.cancel()
+        if work not in finished:
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
             abandoned = True
-            note = f"deadline of {report.deadline_s:g} s reached: {len(done)} of {len(report.targets)} targets probed"
-            log.warning("report_run_deadline", report=report.name, probed=len(done), targets=len(report.targets))
+            why = "shutdown" if abandon is not None and abandon.is_set() else f"deadline of {report.deadline_s:g} s"
+            note = f"{why}: {len(done)} of {len(report.targets)} targets probed"
+            log.warning("report_run_abandoned", report=report.name, reason=why, probed=len(done))
+        else:
+            work.result()  # a bug in a target's probe must not pass silently
     finally:
         if owned:
             await asyncio.gather(*(v.close() for v in vantages), return_exceptions=True)

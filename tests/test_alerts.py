@@ -11,7 +11,7 @@ import pytest
 from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.certinfo import fingerprint
 from tlsfleet.agent.model import Verdict
-from tlsfleet.coordinator.alerts import Alert, AlertKind, expiry_key, finding_key, plan_alerts
+from tlsfleet.coordinator.alerts import Alert, AlertKind, expiry_key, plan_alerts
 from tlsfleet.coordinator.changes import changes_between
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.history.sqlite_store import SqliteHistory
@@ -97,7 +97,7 @@ def test_a_new_finding_at_or_above_the_minimum_is_announced_with_what_where_and_
     assert len(alerts) == 1
     alert = alerts[0]
     assert alert.kind is AlertKind.FINDING
-    assert alert.key == finding_key(REPORT, TARGET, finding)
+    assert alert.key == key_of(REPORT, TARGET, finding)
     assert alert.severity is Severity.CRITICAL
     assert alert.target == TARGET and alert.report == REPORT and alert.agents == ("a1", "a2")
     assert alert.cause == "private_ca_not_trusted"
@@ -142,17 +142,17 @@ def test_finding_key_is_order_free_and_ignores_wording_but_not_identity() -> Non
         agents=("a2", "a1"),
         addresses=base.addresses,
     )
-    assert finding_key(REPORT, TARGET, base) == finding_key(REPORT, TARGET, same)
-    assert finding_key(REPORT, TARGET, base) != finding_key(REPORT, TARGET, untrusted(("a1", "a2", "a3")))
-    assert finding_key(REPORT, TARGET, base) != finding_key("other", TARGET, base)
-    assert finding_key(REPORT, TARGET, base) != finding_key(REPORT, "login.example.test:443", base)
+    assert key_of(REPORT, TARGET, base) == key_of(REPORT, TARGET, same)
+    assert key_of(REPORT, TARGET, base) != key_of(REPORT, TARGET, untrusted(("a1", "a2", "a3")))
+    assert key_of(REPORT, TARGET, base) != key_of("other", TARGET, base)
+    assert key_of(REPORT, TARGET, base) != key_of(REPORT, "login.example.test:443", base)
     clock = Finding(
         cause=Cause.CLOCK_SKEW, severity=base.severity, summary="", agents=base.agents, addresses=base.addresses
     )
-    assert finding_key(REPORT, TARGET, base) != finding_key(REPORT, TARGET, clock)
+    assert key_of(REPORT, TARGET, base) != key_of(REPORT, TARGET, clock)
     # The history store's key: announcements recorded there are the ones asked about here.
-    assert finding_key(REPORT, TARGET, base) == key_of(REPORT, TARGET, base)
-    assert not finding_key(REPORT, TARGET, base).startswith("expiry:")
+    assert key_of(REPORT, TARGET, base) == key_of(REPORT, TARGET, base)
+    assert not key_of(REPORT, TARGET, base).startswith("expiry:")
 
 
 def test_a_finding_that_goes_away_is_resolved_exactly_once_and_announced_again_if_it_returns() -> None:
@@ -178,7 +178,7 @@ def test_a_finding_that_goes_away_is_resolved_exactly_once_and_announced_again_i
     assert len(alerts) == 1
     resolved = alerts[0]
     assert resolved.kind is AlertKind.RESOLVED
-    assert resolved.key == finding_key(REPORT, TARGET, untrusted())
+    assert resolved.key == key_of(REPORT, TARGET, untrusted())
     assert resolved.title.startswith("Resolved:")
     assert f"No longer seen since {gone:%Y-%m-%d %H:%M} UTC (checked from a1 and a2)" in resolved.text
     assert "Corp Root CA" in resolved.text
