@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_startup", "bench_agent_rss", "bench_cli_latency", "bench_agent_throughput", "bench_diagnosis")
+BENCHMARKS = (
+    "bench_startup",
+    "bench_agent_rss",
+    "bench_cli_latency",
+    "bench_agent_throughput",
+    "bench_diagnosis",
+    "bench_report_run",
+)
 TIME_LIMIT_S = 900.0
 KILL_GRACE_S = 15.0
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import grpc
 
 from tlsfleet.agent import wire
 from tlsfleet.agent.fleet_credentials import FleetCredentials, channel_credentials, channel_options_for_peer
-from tlsfleet.agent.model import ProbeRequest
+from tlsfleet.agent.model import ProbeRequest, TrustStore
 from tlsfleet.coordinator.clock import estimate_offset
 from tlsfleet.coordinator.inventory import AgentEntry
 from tlsfleet.coordinator.vantage import DescribeOutcome, ProbeOutcome, VantageInfo, VantageState
@@ -44,6 +45,7 @@ class GrpcVantage:
             options += channel_options_for_peer("agent", entry.name)
             self._channel = grpc.aio.secure_channel(entry.address, channel_credentials(credentials), options)
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        self._trust_stores: tuple[TrustStore, ...] = ()
 
     async def probe(self, request: ProbeRequest, timeout_s: float) -> ProbeOutcome:
         started = time.perf_counter()
@@ -69,6 +71,11 @@ class GrpcVantage:
                 f"at {self.info.address}",
                 duration_ms=duration_ms,
             )
+        # Every reply repeats the agent's trust-store list; one shared copy keeps a fleet-wide run small.
+        if result.trust_stores == self._trust_stores:
+            result = replace(result, trust_stores=self._trust_stores)
+        else:
+            self._trust_stores = result.trust_stores
         clock = estimate_offset(sent_ns, result.agent_received_ns, result.agent_replied_ns, received_ns)
         return ProbeOutcome(
             vantage=self.info,

@@ -72,15 +72,6 @@ class Pipeline:
             run = replace(run, run_id=run_id)
             previous = await asyncio.to_thread(self._history.latest_run, run.report, run_id)
             changes = await asyncio.to_thread(changes_between, previous, run, first_seen_lookup(self._history))
-            written = await asyncio.to_thread(
-                write_reports,
-                run,
-                changes,
-                self._config.reports_dir,
-                report.formats,
-                expiry_warning_days=report.expiry_warning_days,
-                expiry_critical_days=report.expiry_critical_days,
-            )
             # plan_alerts asks the history what was announced: a database read, so off the event loop.
             alerts = await asyncio.to_thread(
                 plan_alerts,
@@ -91,6 +82,17 @@ class Pipeline:
                 expiry_critical_days=report.expiry_critical_days,
                 already_announced=self._history.announced,
                 previous=previous,
+            )
+            # The previous run is the largest thing held besides this one; reports do not need it.
+            del previous
+            written = await asyncio.to_thread(
+                write_reports,
+                run,
+                changes,
+                self._config.reports_dir,
+                report.formats,
+                expiry_warning_days=report.expiry_warning_days,
+                expiry_critical_days=report.expiry_critical_days,
             )
             deliveries = await self._announce(report, run, alerts)
             self.metrics.observe_run(run, changes)

@@ -436,3 +436,10 @@ def test_write_reports_rejects_unknown_formats_and_unsafe_names(tmp_path: Path) 
 
 def utc(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def test_streamed_json_is_the_same_document() -> None:
+    from tlsfleet.coordinator.reports.json_report import iter_json
+
+    run, changes = sample_run()
+    assert json.loads("".join(iter_json(run, changes))) == render_json(run, changes)

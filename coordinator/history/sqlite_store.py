@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import sqlite3
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tlsfleet.agent.model import RootCertificate, TrustStore
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
+from tlsfleet.coordinator.diagnosis.observation import Observation
 from tlsfleet.coordinator.history.migrations import migrate
 from tlsfleet.coordinator.history.store import HistoryError, RunSummary, key_of
 from tlsfleet.coordinator.recording import RecordingError, observation_from_dict, observation_to_dict
@@ -35,6 +38,7 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 # A new compression dictionary this often, so that it keeps resembling the fleet.
 DICTIONARY_MAX_AGE = timedelta(days=7)
 DICTIONARY_BYTES = 32 * 1024
+DICTIONARY_SAMPLE = 4  # documents the dictionary is made from
 _IN_CHUNK = 500  # parameters per IN (...) query, well under SQLite's limit
 
 
@@ -81,11 +85,15 @@ class SqliteHistory:
         finished = _time(run.finished_at, "finished_at")
         # Encoding (JSON, zlib) happens before taking the lock: other threads' reads need not wait for it.
         certificates: dict[str, bytes] = {}
-        documents = [_observation_json(t, certificates) for t in run.targets]
-        dictionary_id, dictionary = self._dictionary(run.report, documents)
+        # Each target's JSON is compressed as soon as it is made: holding a whole fleet's raw JSON at once
+        # would set the coordinator's peak memory. The first few documents make the dictionary.
+        documents = (_observation_json(t, certificates) for t in run.targets)
+        sample = list(itertools.islice(documents, DICTIONARY_SAMPLE))
+        dictionary_id, dictionary = self._dictionary(run.report, sample)
+        compressed = [_compress(document, dictionary) for document in itertools.chain(sample, documents)]
         targets = [
-            (position, t.target, float(t.duration_ms), _compress(document, dictionary))
-            for position, (t, document) in enumerate(zip(run.targets, documents, strict=True))
+            (position, t.target, float(t.duration_ms), blob)
+            for position, (t, blob) in enumerate(zip(run.targets, compressed, strict=True))
         ]
         findings = [
             _finding_row(run.report, position, t.target, index, finding)
@@ -397,12 +405,6 @@ class SqliteHistory:
                 (run_id,),
             )
         }
-        documents = [
-            (position, target, duration, self._unpack(blob, dictionaries.get(dictionary, b""), run_id, target))
-            for position, target, duration, dictionary, blob in blobs
-        ]
-        needed = {sha for _p, _t, _d, document in documents for sha in _certificate_refs(document)}
-        certificates = _fetch(db, "SELECT sha256, der FROM certificates WHERE sha256 IN ({})", needed)
         findings: dict[int, list[Finding]] = {}
         for row in db.execute(
             "SELECT target_position, cause, severity, agents, addresses, summary, detail FROM findings "
@@ -410,11 +412,17 @@ class SqliteHistory:
             (run_id,),
         ):
             findings.setdefault(row[0], []).append(self._finding(row, run_id))
+        # One target's JSON at a time: a fleet's worth of parsed documents at once would set the peak memory.
+        certificates: dict[str, bytes] = {}
+        stores: dict[str, tuple[TrustStore, ...]] = {}
         targets = []
-        for position, target, duration, document in documents:
+        for position, target, duration, dictionary, blob in blobs:
+            document = self._unpack(blob, dictionaries.get(dictionary, b""), run_id, target)
+            missing = set(_certificate_refs(document)) - certificates.keys()
+            certificates.update(_fetch(db, "SELECT sha256, der FROM certificates WHERE sha256 IN ({})", missing))
             try:
                 _restore_certificates(document, certificates)
-                observation = observation_from_dict(document)
+                observation = _share_trust_stores(observation_from_dict(document), stores)
             except (RecordingError, KeyError) as error:
                 raise HistoryError(
                     f"history database {self._path}: run {run_id}, target {target} cannot be read back: {error}"
@@ -597,7 +605,7 @@ def _observation_json(target: TargetRun, certificates: dict[str, bytes]) -> byte
 
 def _make_dictionary(documents: list[bytes]) -> bytes:
     """zlib looks back 32 KiB at most: the tail of the first documents, which repeat in every later run."""
-    return b"".join(documents[:4])[-DICTIONARY_BYTES:]
+    return b"".join(documents[:DICTIONARY_SAMPLE])[-DICTIONARY_BYTES:]
 
 
 def _compress(data: bytes, dictionary: bytes) -> bytes:
@@ -707,3 +715,17 @@ def _record_leaves(db: sqlite3.Connection, report: str, leaves: dict[tuple[str, 
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (report, target, agent, address, sha, at, at),
             )
+
+
+def _share_trust_stores(observation: Observation, seen: dict[str, tuple[TrustStore, ...]]) -> Observation:
+    """Every target's result repeats its agent's trust-store list; one shared copy per agent keeps a
+    fleet-wide run small in memory."""
+    outcomes = []
+    for outcome in observation.outcomes:
+        result = outcome.result
+        if result is not None:
+            known = seen.setdefault(outcome.vantage.name, result.trust_stores)
+            if known == result.trust_stores:
+                outcome = replace(outcome, result=replace(result, trust_stores=known))
+        outcomes.append(outcome)
+    return replace(observation, outcomes=tuple(outcomes))

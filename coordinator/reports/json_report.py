@@ -6,7 +6,8 @@ facts from here so that the three formats never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from tlsfleet.agent.model import ProbeRequest, TrustStore
 from tlsfleet.coordinator.diagnosis.model import Severity
 from tlsfleet.coordinator.json_output import finding_json, iso_from_ns, probe_outcome_json
 from tlsfleet.coordinator.report_model import AgentSnapshot, Change, ReportRun, TargetRun
-from tlsfleet.coordinator.vantage import VantageState
+from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
 
 __all__ = [
     "DEFAULT_CRITICAL_DAYS",
@@ -215,6 +216,30 @@ def render_json(
     expiry_critical_days: float = DEFAULT_CRITICAL_DAYS,
 ) -> dict[str, Any]:
     """The run as a JSON-ready dict: metadata, summary, agents, per target findings, vantages and expiry."""
+    head = _head(run, changes, expiry_warning_days, expiry_critical_days)
+    targets = [_target_json(t, run.started_at, expiry_warning_days, expiry_critical_days) for t in run.targets]
+    return {**head, "targets": targets}
+
+
+def iter_json(
+    run: ReportRun,
+    changes: Sequence[Change],
+    *,
+    expiry_warning_days: float = DEFAULT_WARNING_DAYS,
+    expiry_critical_days: float = DEFAULT_CRITICAL_DAYS,
+) -> Iterator[str]:
+    """The same document as `render_json`, as text, one target at a time: a fleet-sized report is tens of
+    megabytes, and building it whole would set the coordinator's peak memory."""
+    head = json.dumps(_head(run, changes, expiry_warning_days, expiry_critical_days), indent=2, ensure_ascii=False)
+    yield head[: head.rindex("}")].rstrip() + ',\n  "targets": ['
+    for index, target in enumerate(run.targets):
+        document = _target_json(target, run.started_at, expiry_warning_days, expiry_critical_days)
+        yield ("," if index else "") + "\n" + json.dumps(document, indent=2, ensure_ascii=False)
+    yield "\n  ]\n}\n"
+
+
+def _head(run: ReportRun, changes: Sequence[Change], expiry_warning_days: float, expiry_critical_days: float) -> dict:
+    """Everything but the targets."""
     check_thresholds(expiry_warning_days, expiry_critical_days)
     summary = summarize_run(run, changes)
     return {
@@ -237,7 +262,6 @@ def render_json(
             "changes": summary.changes,
         },
         "agents": [_agent_json(a) for a in run.agents],
-        "targets": [_target_json(t, run.started_at, expiry_warning_days, expiry_critical_days) for t in run.targets],
         "changes": [change_json(c) for c in changes],
     }
 
@@ -267,16 +291,25 @@ def _target_json(target: TargetRun, now: datetime, warning: float, critical: flo
             }
             for e in expiry_timeline(target, now, warning_days=warning, critical_days=critical)
         ],
-        "vantages": [probe_outcome_json(o) for o in observation.outcomes],
+        "vantages": [_vantage_json(o) for o in observation.outcomes],
         "variants": [
             {
                 "label": v.label,
                 "request": _request_json(v.request),
-                "vantages": [probe_outcome_json(o) for o in v.outcomes],
+                "vantages": [_vantage_json(o) for o in v.outcomes],
             }
             for v in observation.variants
         ],
     }
+
+
+def _vantage_json(outcome: ProbeOutcome) -> dict[str, Any]:
+    """A vantage's results for one target, without its trust-store list: that is the same for every target
+    and stands once per agent under "agents"."""
+    data = probe_outcome_json(outcome)
+    if data["result"] is not None:
+        data["result"].pop("trust_stores", None)
+    return data
 
 
 def _request_json(request: ProbeRequest) -> dict[str, Any]:

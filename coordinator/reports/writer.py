@@ -6,11 +6,11 @@ Every file is written to a temporary name in the same directory and renamed into
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from tlsfleet.coordinator.reports.json_report import (
     DEFAULT_CRITICAL_DAYS,
     DEFAULT_WARNING_DAYS,
     check_thresholds,
-    render_json,
+    iter_json,
 )
 from tlsfleet.coordinator.reports.markdown import render_markdown
 
@@ -31,18 +31,13 @@ EXTENSIONS = {"html": "html", "markdown": "md", "json": "json"}
 # The report name becomes a directory: nothing that could climb out of it or hide it.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-Renderer = Callable[[ReportRun, Sequence[Change], float, float], str]
-
-
-def _json_text(run: ReportRun, changes: Sequence[Change], warning: float, critical: float) -> str:
-    data = render_json(run, changes, expiry_warning_days=warning, expiry_critical_days=critical)
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+Renderer = Callable[[ReportRun, Sequence[Change], float, float], Iterator[str]]
 
 
 _RENDERERS: dict[str, Renderer] = {
-    "html": lambda r, c, w, k: render_html(r, c, expiry_warning_days=w, expiry_critical_days=k),
-    "markdown": lambda r, c, w, k: render_markdown(r, c, expiry_warning_days=w, expiry_critical_days=k),
-    "json": _json_text,
+    "html": lambda r, c, w, k: iter((render_html(r, c, expiry_warning_days=w, expiry_critical_days=k),)),
+    "markdown": lambda r, c, w, k: iter((render_markdown(r, c, expiry_warning_days=w, expiry_critical_days=k),)),
+    "json": lambda r, c, w, k: iter_json(r, c, expiry_warning_days=w, expiry_critical_days=k),
 }
 
 
@@ -84,29 +79,36 @@ def write_reports(
     """Render and write each format; returns the per-run files written (the `latest.*` copies are not listed)."""
     chosen = _check_formats(formats)
     check_thresholds(expiry_warning_days, expiry_critical_days)
-    # Render everything before touching the disk: a rendering error leaves no partial set of files.
-    rendered = {
-        fmt: (
-            report_paths(run, directory, fmt),
-            _RENDERERS[fmt](run, changes, expiry_warning_days, expiry_critical_days),
-        )
-        for fmt in chosen
-    }
+    # One format at a time: a fleet-sized report is tens of megabytes per format, and holding every format
+    # at once is what would set the coordinator's peak memory.
     written = []
-    for (path, latest), text in rendered.values():
+    for fmt in chosen:
+        path, latest = report_paths(run, directory, fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = text.encode("utf-8")
-        _atomic_write(path, data)
-        _atomic_write(latest, data)
+        _atomic_write(path, _RENDERERS[fmt](run, changes, expiry_warning_days, expiry_critical_days))
+        _atomic_copy(path, latest)
         written.append(path)
     return written
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_copy(source: Path, path: Path) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, temp)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(path: Path, chunks: Iterator[str]) -> None:
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates 0600; reports are meant to be read (by a web server, say) like any other file.
