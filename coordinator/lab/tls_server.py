@@ -11,7 +11,8 @@ accepted and `stop()` closes all of them. Modes:
 
 Run as a process for benchmarks::
 
-    python coordinator/lab/tls_server.py --cert-chain chain.pem --key key.pem --listen 127.0.0.1:0
+    python -m tlsfleet.coordinator.lab.tls_server --cert-chain chain.pem --key key.pem --listen 127.0.0.1:0
+    python -m tlsfleet.coordinator.lab.tls_server --issue localhost --write-root root.pem --listen 127.0.0.1:8443
 
 prints ``LISTENING <host> <port>`` once ready and exits cleanly on SIGTERM or SIGINT.
 """
@@ -361,13 +362,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alpn", action="append", default=[], help="an ALPN protocol to accept (repeatable)")
     parser.add_argument("--min-version", choices=sorted(_VERSIONS))
     parser.add_argument("--max-version", choices=sorted(_VERSIONS))
+    parser.add_argument(
+        "--issue", metavar="NAME", help="serve a throwaway private-CA chain for NAME instead of --cert-chain/--key"
+    )
+    parser.add_argument("--write-root", type=Path, metavar="FILE", help="with --issue: write that CA's root (PEM) here")
     args = parser.parse_args(argv)
     try:
         host, port = _parse_listen(args.listen)
     except ValueError as error:
         parser.error(str(error))
     identity = None
-    if args.cert_chain or args.key:
+    if args.issue:
+        from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
+
+        if args.cert_chain or args.key:
+            parser.error("--issue replaces --cert-chain and --key; give one or the other")
+        pki = LabPKI("Try")
+        identity = ServedIdentity.of(pki.issue_leaf(args.issue), pki.intermediate)
+        if args.write_root:
+            write_pem(args.write_root, pki.root_pem())
+    elif args.cert_chain or args.key:
         if not (args.cert_chain and args.key):
             parser.error("--cert-chain and --key go together")
         try:
@@ -375,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             parser.error(f"cannot read {error.filename}: {error.strerror}")
     elif args.mode == "tls":
-        parser.error("mode tls needs --cert-chain and --key")
+        parser.error("mode tls needs --cert-chain and --key, or --issue NAME")
     try:
         server = TlsServer(
             identity,
