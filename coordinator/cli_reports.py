@@ -181,6 +181,7 @@ def report_run(
         f"{sum(1 for f in findings if str(f.severity) == 'critical')} critical and "
         f"{sum(1 for f in findings if str(f.severity) == 'warning')} warning findings, "
         f"{len(done.changes)} changes since the previous run, {len(done.alerts)} alerts"
+        + ("" if report.webhooks else " (no webhook configured)")
         + (f" (abandoned: {run.note})" if run.abandoned else "")
     )
     for change in done.changes:

@@ -21,8 +21,8 @@ from tlsfleet.coordinator.schedule import Schedule
 from tlsfleet.coordinator.service_config import ReportConfig, ServiceConfig
 
 log = structlog.get_logger("tlsfleet.coordinator")
-SHUTDOWN_GRACE_S = 10.0
 PRUNE_EVERY = timedelta(hours=1)
+ABANDON_WAIT_S = 15.0  # an abandoned run still saves what it probed
 
 
 class CoordinatorService:
@@ -49,7 +49,8 @@ class CoordinatorService:
             loops = [asyncio.create_task(self._schedule(r, pipeline, stop)) for r in self._config.reports]
             loops.append(asyncio.create_task(self._prune(history, stop)))
             await stop.wait()
-            log.info("coordinator_stopping", in_flight=sorted(self._running), grace_s=SHUTDOWN_GRACE_S)
+            in_flight = sorted(name for name, task in self._running.items() if not task.done())
+            log.info("coordinator_stopping", in_flight=in_flight, grace_s=self._config.shutdown_grace_s)
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -100,11 +101,11 @@ class CoordinatorService:
         running = [t for t in self._running.values() if not t.done()]
         if not running:
             return
-        _done, pending = await asyncio.wait(running, timeout=SHUTDOWN_GRACE_S)
+        _done, pending = await asyncio.wait(running, timeout=self._config.shutdown_grace_s)
         if not pending:
             return
         pipeline.abandon.set()
-        _done, stuck = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+        _done, stuck = await asyncio.wait(pending, timeout=ABANDON_WAIT_S)
         for task in stuck:
             log.error("run_cancelled", task=task.get_name(), reason="did not stop after being abandoned")
             task.cancel()

@@ -5,6 +5,7 @@ inventory = "inventory.toml"        # relative paths are relative to this file
 reports_dir = "reports"
 metrics_listen = "127.0.0.1:9464"   # Prometheus /metrics; leave out to serve none
 max_probes_in_flight = 200          # agents x targets probing at once, across all reports
+shutdown_grace = "10s"              # on SIGTERM, how long runs in flight may finish before abandoned
 
 [storage]
 backend = "sqlite"
@@ -104,6 +105,7 @@ class ServiceConfig:
     storage: StorageConfig
     reports: tuple[ReportConfig, ...]
     webhooks: tuple[WebhookConfig, ...]
+    shutdown_grace_s: float = 10.0
 
     def report(self, name: str) -> ReportConfig:
         for report in self.reports:
@@ -150,7 +152,10 @@ def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
     base = path.parent
     coordinator = _table(data, "coordinator", f"config {path}")
     where = f"config {path}: [coordinator]"
-    _only(coordinator, {"inventory", "reports_dir", "metrics_listen", "max_probes_in_flight"}, where)
+    _only(coordinator, {"inventory", "reports_dir", "metrics_listen", "max_probes_in_flight", "shutdown_grace"}, where)
+    shutdown_grace = parse_duration(coordinator.get("shutdown_grace", "10s"), f"{where}: shutdown_grace")
+    if shutdown_grace > 600:
+        raise ConfigError(f"{where}: shutdown_grace must be at most 600 s")
     inventory = coordinator.get("inventory")
     metrics_listen = coordinator.get("metrics_listen")
     if metrics_listen is not None:
@@ -179,6 +184,7 @@ def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
         storage=storage,
         reports=reports,
         webhooks=webhooks,
+        shutdown_grace_s=shutdown_grace,
     )
 
 

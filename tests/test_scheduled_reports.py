@@ -260,3 +260,56 @@ def test_locked_database_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stderr.startswith("error: ") and "lock" in done.stderr.lower()
     assert "Traceback" not in done.stderr
+
+
+def test_overlapping_runs_are_skipped_and_sigterm_abandons_cleanly(tmp_path: Path) -> None:
+    """A target that never answers keeps each run going longer than the interval: the next starts are
+    skipped and logged; SIGTERM gives the run its grace period, then abandons it, keeping what it has."""
+    agent = start_agent("slow-1", tmp_path)
+    try:
+        (tmp_path / "inventory.toml").write_text(agent.inventory_entry())
+        with TlsServer(None, mode="stall", host="127.0.0.1") as stall:
+            config = tmp_path / "coordinator.toml"
+            config.write_text(
+                f"""
+[coordinator]
+inventory = "inventory.toml"
+reports_dir = "reports"
+shutdown_grace = "1s"
+
+[storage]
+path = "history.sqlite"
+
+[[report]]
+name = "slow"
+targets = ["localhost:{stall.port}", "127.0.0.1:{stall.port}"]
+interval = "1s"
+probe_timeout = "30s"
+deadline = "60s"
+"""
+            )
+            log = tmp_path / "service.log"
+            process = start_service(config, log)
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    if any(e.get("event") == "run_skipped_overlap" for e in log_events(log)):
+                        break
+                    time.sleep(0.2)
+                started = time.monotonic()
+                code = stop_service(process)
+                stopping_took = time.monotonic() - started
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    finally:
+        agent.stop()
+    assert code == 0
+    events = log_events(log)
+    names = [e.get("event") for e in events]
+    assert "run_skipped_overlap" in names
+    assert "report_run_abandoned" in names
+    assert stopping_took < 20, "the grace period bounds the stop"
+    [saved] = runs(config)
+    assert saved["abandoned"] is True
