@@ -120,6 +120,11 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
         raise AgentConfigError(f"cannot listen on {config.listen}: {error}") from None
     if port == 0:
         raise AgentConfigError(f"cannot listen on {config.listen}: the address is in use or not local")
+    # Handlers go in before anyone can learn the port: a SIGTERM right after start-up must still drain.
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("tlsfleet.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
@@ -134,10 +139,6 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
         trust_stores=[s.name for s in engine.trust_stores()],
     )
 
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:

@@ -35,21 +35,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tlsfleet.coordinator.lab.background_server import START_TIMEOUT, STOP_TIMEOUT, BackgroundServer
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI, write_pem
 
 __all__ = ["InterceptingProxy", "ProxyAuthority", "ProxyProcess", "main", "mint_leaf", "start_proxy_process"]
 
 HANDSHAKE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 2.0
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 MAX_CACHED_NAMES = 1024
 MAX_NAME = 253
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
@@ -122,8 +120,10 @@ def _pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-class InterceptingProxy:
+class InterceptingProxy(BackgroundServer):
     """Accepts TLS on `host`:`port` (0 picks a free port) and answers every name with a minted leaf."""
+
+    kind = "proxy"
 
     def __init__(
         self,
@@ -133,30 +133,15 @@ class InterceptingProxy:
         port: int = 0,
         fallback_name: str = "corp-proxy.invalid",
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} is out of range; accepted: 0-65535 (0 picks a free port)")
+        super().__init__(host, port)
         self.authority = authority
-        self.host = host
-        self.port = port
         self.fallback_name = fallback_name
         self.minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         self.handshakes = 0
         self._base = self._context(fallback_name)
         self._base.sni_callback = self._select
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-
-    def __enter__(self) -> InterceptingProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _context(self, name: str) -> ssl.SSLContext:
         key = name.rstrip(".").lower()
@@ -178,62 +163,23 @@ class InterceptingProxy:
                 return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         return None
 
-    def start(self) -> InterceptingProxy:
-        if self._thread is not None:
-            raise RuntimeError("this proxy is already started")
-        self._thread = threading.Thread(target=self._run, name=f"intercepting-proxy-{self.host}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT):
-            self.stop()
-            raise RuntimeError(f"the proxy on {self.host} did not start within {START_TIMEOUT:g} s")
-        if self._error is not None:
-            error = self._error
-            self.stop()
-            raise error
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, close every connection, end the thread. Safe to call twice."""
-        thread, loop, stop_requested = self._thread, self._loop, self._stop_requested
-        if thread is None:
-            return
-        if loop is not None and stop_requested is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop_requested.set)
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            raise RuntimeError(f"the proxy thread on {self.host}:{self.port} did not stop")
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as error:  # reported to start(); the thread must not die silently
-            self._error = error
-        finally:
-            self._ready.set()
-            loop.close()
-
-    async def _main(self) -> None:
+    async def _listen(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.create_server((self.host, self.port), family=family, backlog=256)
         self.port = listener.getsockname()[1]
-        server = await asyncio.start_server(
+        self._server = await asyncio.start_server(
             self._handle, sock=listener, ssl=self._base, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
         )
-        self._loop = asyncio.get_running_loop()
-        self._stop_requested = asyncio.Event()
-        self._ready.set()
-        try:
-            await self._stop_requested.wait()
-        finally:
-            server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_TIMEOUT / 2):
-                    await server.wait_closed()
+
+    async def _close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT / 2):
+                await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.handshakes += 1

@@ -32,8 +32,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal, get_args
+
+from tlsfleet.coordinator.lab.background_server import BackgroundServer
 
 if TYPE_CHECKING:
     from tlsfleet.coordinator.lab.pki import Issued
@@ -43,8 +44,6 @@ __all__ = ["GARBAGE", "Mode", "ServedIdentity", "TlsServer", "main"]
 Mode = Literal["tls", "stall", "garbage", "close"]
 GARBAGE = b"SSH-2.0-OpenSSH_9.6 this is not TLS\r\n" + bytes(range(256)) * 4
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0  # server side: a client that never finishes is dropped
 REQUEST_TIMEOUT = 2.0  # after the handshake: how long to wait for an HTTP request
 IDLE_TIMEOUT = 30.0  # garbage mode: how long to hold a connection after answering
@@ -65,8 +64,10 @@ class ServedIdentity:
         return cls(b"".join(c.cert_pem for c in (leaf, *chain)), leaf.key_pem)
 
 
-class TlsServer:
+class TlsServer(BackgroundServer):
     """A TLS server on `host`:`port` (0 picks a free port; `port` holds the real one after `start()`)."""
+
+    kind = "TLS server"
 
     def __init__(
         self,
@@ -85,10 +86,7 @@ class TlsServer:
         by_sni = dict(by_sni or {})
         if mode == "tls" and default is None and not by_sni:
             raise ValueError("a TLS server needs a default identity or at least one by_sni identity")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port {port} is out of range; accepted: 0-65535 (0 picks a free port)")
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.mode: Mode = mode
         self.accepted = 0  # connections accepted so far
         options = (min_version, max_version, tuple(alpn))
@@ -96,21 +94,10 @@ class TlsServer:
         self._base = _server_context(default, *options)
         self._has_default = default is not None
         self._base.sni_callback = self._select_identity
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._open: set[socket.socket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def __enter__(self) -> TlsServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -121,68 +108,27 @@ class TlsServer:
         """Accepted connections not yet closed."""
         return len(self._open)
 
-    def start(self) -> TlsServer:
-        if self._thread is not None:
-            raise RuntimeError("this TLS server is already started")
-        self._thread = threading.Thread(target=self._run, name=f"tls-server-{self.host}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT):
-            self.stop()
-            raise RuntimeError(f"the TLS server on {self.host} did not start within {START_TIMEOUT:g} s")
-        if self._error is not None:
-            error = self._error
-            self.stop()
-            raise error
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, close every connection, end the thread. Safe to call twice."""
-        thread, loop, stop_requested = self._thread, self._loop, self._stop_requested
-        if thread is None:
-            return
-        if loop is not None and stop_requested is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended on its own
-                loop.call_soon_threadsafe(stop_requested.set)
-        thread.join(STOP_TIMEOUT)
-        if thread.is_alive():
-            raise RuntimeError(f"the TLS server thread on {self.host}:{self.port} did not stop")
-        self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as error:  # reported to start(); the thread must not die silently
-            self._error = error
-        finally:
-            self._ready.set()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _listen(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        listener = socket.create_server((self.host, self.port), family=family, backlog=1024)
-        listener.setblocking(False)
-        self.port = listener.getsockname()[1]
-        self._loop = loop
-        self._stop_requested = asyncio.Event()
-        accepting = loop.create_task(self._accept(listener))
-        self._ready.set()
-        try:
-            await self._stop_requested.wait()
-        finally:
-            accepting.cancel()
-            await asyncio.gather(accepting, return_exceptions=True)
-            listener.close()
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            # A handler cancelled before it first ran never closed its socket.
-            for conn in list(self._open):
-                conn.close()
-            self._open.clear()
+        self._listener = socket.create_server((self.host, self.port), family=family, backlog=1024)
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(self._listener))
+
+    async def _close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A handler cancelled before it first ran never closed its socket.
+        for conn in list(self._open):
+            conn.close()
+        self._open.clear()
 
     async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
