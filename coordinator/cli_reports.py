@@ -55,6 +55,26 @@ def _history(config):  # -> SqliteHistory
         raise _fail(str(error)) from None
 
 
+def _check_fleet(config) -> None:  # ServiceConfig
+    """Fail at start, not at the first scheduled run: the inventory and every report's selector."""
+    from tlsfleet.agent.fleet_credentials import CredentialError
+    from tlsfleet.coordinator.fleet import FleetError, select_vantages
+    from tlsfleet.coordinator.inventory import InventoryError
+    from tlsfleet.coordinator.selector import SelectorError
+
+    async def check() -> None:
+        for report in config.reports:
+            fleet = select_vantages(
+                inventory_path=config.inventory, selector_text=report.agents, include_local=report.include_local
+            )
+            await asyncio.gather(*(v.close() for v in fleet.vantages), return_exceptions=True)
+
+    try:
+        asyncio.run(check())
+    except (InventoryError, SelectorError, CredentialError, FleetError) as error:
+        raise _fail(str(error)) from None
+
+
 @coordinator_app.command("serve")
 def coordinator_serve(
     config: ConfigOption = None,
@@ -72,6 +92,7 @@ def coordinator_serve(
     loaded = _config(config)
     if not loaded.reports:
         raise _fail(f"config {loaded.path} defines no [[report]]; nothing to schedule")
+    _check_fleet(loaded)
     try:
         asyncio.run(CoordinatorService(loaded).serve())
     except (HistoryError, OSError) as error:

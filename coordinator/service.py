@@ -81,8 +81,26 @@ class CoordinatorService:
             if running is not None and not running.done():
                 log.warning("run_skipped_overlap", report=report.name, reason="the previous run is still going")
             else:
-                self._running[report.name] = asyncio.create_task(pipeline.run(report), name=f"report-{report.name}")
+                self._running[report.name] = asyncio.create_task(
+                    self._run_one(pipeline, report), name=f"report-{report.name}"
+                )
             when = schedule.next_after(when, self._rng)
+
+    @staticmethod
+    async def _run_one(pipeline: Pipeline, report: ReportConfig) -> None:
+        """One run; a failure is logged with its reason and the schedule goes on."""
+        from tlsfleet.agent.fleet_credentials import CredentialError
+        from tlsfleet.coordinator.fleet import FleetError
+        from tlsfleet.coordinator.history.store import HistoryError
+        from tlsfleet.coordinator.inventory import InventoryError
+        from tlsfleet.coordinator.selector import SelectorError
+
+        try:
+            await pipeline.run(report)
+        except (InventoryError, SelectorError, CredentialError, FleetError, HistoryError, OSError) as error:
+            log.error("report_run_failed", report=report.name, reason=str(error))
+        except Exception:
+            log.exception("report_run_failed", report=report.name, reason="internal error")
 
     async def _prune(self, history: SqliteHistory, stop: asyncio.Event) -> None:
         retention = timedelta(days=self._config.storage.retention_days)

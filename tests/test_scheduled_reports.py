@@ -313,3 +313,13 @@ deadline = "60s"
     assert stopping_took < 20, "the grace period bounds the stop"
     [saved] = runs(config)
     assert saved["abandoned"] is True
+
+
+def test_missing_inventory_fails_at_start_not_at_the_first_run(tmp_path: Path) -> None:
+    config = tmp_path / "coordinator.toml"
+    config.write_text(
+        '[coordinator]\ninventory = "absent.toml"\n[[report]]\nname = "x"\ntargets = ["a.example"]\ninterval = "1h"\n'
+    )
+    done = cli("coordinator", "serve", "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: inventory ") and "absent.toml does not exist" in done.stderr
