@@ -33,7 +33,8 @@ DEMO_AGENTS = ("trusting", "trusting-2", "no-private-root", "certifi-only", "ske
 
 def run_demo() -> int:
     from tlsfleet.coordinator.lab.agent_process import tlsfleet_command
-    from tlsfleet.coordinator.lab.scenarios import STANDARD_AGENTS, LabFleet, scenario_named
+    from tlsfleet.coordinator.lab.fleet import LabFleet
+    from tlsfleet.coordinator.lab.scenarios import STANDARD_AGENTS, scenario_named
     from tlsfleet.coordinator.render import make_console
 
     console = make_console()

@@ -22,15 +22,8 @@ import pytest
 from tlsfleet.coordinator.diagnosis.model import Cause
 from tlsfleet.coordinator.lab import netns
 from tlsfleet.coordinator.lab.aia_server import MAX_CONNECTIONS, AiaServer
-from tlsfleet.coordinator.lab.scenarios import (
-    SCENARIOS,
-    STANDARD_AGENTS,
-    Expect,
-    LabFleet,
-    Scenario,
-    check_findings,
-    scenario_named,
-)
+from tlsfleet.coordinator.lab.fleet import LabFleet, check_findings
+from tlsfleet.coordinator.lab.scenarios import SCENARIOS, STANDARD_AGENTS, Expect, Scenario, scenario_named
 
 
 def _pid_alive(pid: int) -> bool:
