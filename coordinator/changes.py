@@ -18,6 +18,7 @@ from datetime import datetime
 
 from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
 from tlsfleet.agent.model import Failure, TrustStore
+from tlsfleet.coordinator.diagnosis.clock import humane_offset
 from tlsfleet.coordinator.diagnosis.model import Finding
 from tlsfleet.coordinator.diagnosis.observation import Row
 from tlsfleet.coordinator.history.store import FirstSeen, SeenQuery, key_of
@@ -301,7 +302,7 @@ def _clock_jump(
     return [
         Change(
             kind=ChangeKind.CLOCK_JUMP,
-            summary=f"{now.name}'s clock jumped {_duration(abs(jump))} {direction}, from "
+            summary=f"{now.name}'s clock jumped {humane_offset(abs(jump))} {direction}, from "
             f"{_signed(was.clock_offset_ms)} to {_signed(now.clock_offset_ms)} relative to the coordinator's clock.",
             agent=now.name,
             before=f"{was.clock_offset_ms:+.0f} ms",
@@ -312,20 +313,7 @@ def _clock_jump(
 
 
 def _signed(ms: float) -> str:
-    return f"{'-' if ms < 0 else '+'}{_duration(abs(ms))}"
-
-
-def _duration(ms: float) -> str:
-    seconds = ms / 1000
-    if seconds < 1:
-        return f"{ms:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} days"
+    return f"{'-' if ms < 0 else '+'}{humane_offset(abs(ms))}"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 from types import TracebackType
 from typing import Self
@@ -92,3 +93,17 @@ class BackgroundServer:
             await self._stop_requested.wait()
         finally:
             await self._close()
+
+
+def serve_until_signalled(server: BackgroundServer) -> int:
+    """For a server run as its own process: announce `LISTENING host port`, serve until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    print(f"LISTENING {server.host} {server.port}", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    return 0

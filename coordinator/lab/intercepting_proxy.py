@@ -28,7 +28,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -41,7 +40,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tlsfleet.coordinator.lab.background_server import START_TIMEOUT, STOP_TIMEOUT, BackgroundServer
+from tlsfleet.coordinator.lab.background_server import (
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    BackgroundServer,
+    serve_until_signalled,
+)
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI, write_pem
 
 __all__ = ["InterceptingProxy", "ProxyAuthority", "ProxyProcess", "main", "mint_leaf", "start_proxy_process"]
@@ -328,16 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ssl.SSLError, ValueError) as error:
         print(f"intercepting_proxy: cannot serve on {args.listen}: {error}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
-    print(f"LISTENING {proxy.host} {proxy.port}", flush=True)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        proxy.stop()
-    return 0
+    return serve_until_signalled(proxy)
 
 
 if __name__ == "__main__":

@@ -23,18 +23,16 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import ssl
 import sys
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from tlsfleet.coordinator.lab.background_server import BackgroundServer
+from tlsfleet.coordinator.lab.background_server import BackgroundServer, serve_until_signalled
 
 if TYPE_CHECKING:
     from tlsfleet.coordinator.lab.pki import Issued
@@ -349,16 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ssl.SSLError, ValueError) as error:
         print(f"tls_server: cannot serve on {args.listen}: {error}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
-    print(f"LISTENING {server.host} {server.port}", flush=True)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        server.stop()
-    return 0
+    return serve_until_signalled(server)
 
 
 if __name__ == "__main__":
