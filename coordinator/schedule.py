@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from cronsim import CronSim, CronSimError
 
+MAX_DEFAULT_JITTER_S = 30.0
+
 
 class ScheduleError(ValueError):
     """A cron expression that does not parse; the message says what is accepted."""
@@ -23,21 +25,35 @@ def check_cron(expression: str) -> None:
         ) from None
 
 
+def default_jitter_s(cron: str | None, interval_s: float | None) -> float:
+    """A tenth of the period, at most 30 s: enough to spread many coordinators' runs, never a late run."""
+    if interval_s is not None:
+        period = interval_s
+    elif cron is not None:
+        slots = CronSim(cron, datetime(2000, 1, 1))
+        first = next(slots)
+        period = (next(slots) - first).total_seconds()
+    else:
+        return 0.0
+    return min(MAX_DEFAULT_JITTER_S, period / 10)
+
+
 @dataclass(frozen=True)
 class Schedule:
     cron: str | None = None
     interval_s: float | None = None
     jitter_s: float = 0.0
 
-    def next_after(self, after: datetime, rng: random.Random | None = None) -> datetime:
-        """The next start strictly after `after` (aware UTC), jitter included."""
+    def next_slot(self, after: datetime) -> datetime:
+        """The next scheduled start strictly after `after` (aware UTC), before jitter."""
         if self.cron is not None:
-            # cronsim works on naive or aware datetimes alike; schedules are read in UTC.
-            base = next(CronSim(self.cron, after))
-        elif self.interval_s is not None:
-            base = after + timedelta(seconds=self.interval_s)
-        else:
-            raise ScheduleError("a schedule needs a cron expression or an interval")
+            return next(CronSim(self.cron, after))
+        if self.interval_s is not None:
+            return after + timedelta(seconds=self.interval_s)
+        raise ScheduleError("a schedule needs a cron expression or an interval")
+
+    def jittered(self, slot: datetime, rng: random.Random | None = None) -> datetime:
+        """When a run for `slot` really starts. Slots stay on the schedule; only starts move."""
         if self.jitter_s <= 0:
-            return base
-        return base + timedelta(seconds=(rng or random).uniform(0, self.jitter_s))
+            return slot
+        return slot + timedelta(seconds=(rng or random).uniform(0, self.jitter_s))

@@ -64,11 +64,11 @@ class CoordinatorService:
 
     async def _schedule(self, report: ReportConfig, pipeline: Pipeline, stop: asyncio.Event) -> None:
         schedule = Schedule(cron=report.schedule, interval_s=report.interval_s, jitter_s=report.jitter_s)
-        # An interval report runs once at start (after jitter); a cron report waits for its first slot.
-        when = datetime.now(UTC) + timedelta(seconds=self._rng.uniform(0, report.jitter_s))
-        if report.schedule is not None:
-            when = schedule.next_after(datetime.now(UTC), self._rng)
+        # An interval report runs once at start; a cron report waits for its first slot.
+        now = datetime.now(UTC)
+        slot = now if report.schedule is None else schedule.next_slot(now)
         while not stop.is_set():
+            when = schedule.jittered(slot, self._rng)
             delay = (when - datetime.now(UTC)).total_seconds()
             if delay > 0:
                 log.debug("run_scheduled", report=report.name, at=when.isoformat())
@@ -84,7 +84,7 @@ class CoordinatorService:
                 self._running[report.name] = asyncio.create_task(
                     self._run_one(pipeline, report), name=f"report-{report.name}"
                 )
-            when = schedule.next_after(when, self._rng)
+            slot = schedule.next_slot(slot)
 
     @staticmethod
     async def _run_one(pipeline: Pipeline, report: ReportConfig) -> None:

@@ -18,7 +18,7 @@ targets = ["api.example.com:443", "login.example.com"]
 agents = "env=prod"                 # a selector, as `--agents`; default: every agent
 include_local = false
 schedule = "*/15 * * * *"           # cron (UTC), or: interval = "15m"
-jitter = "30s"                      # random delay before each run
+jitter = "30s"                      # random delay before each run (default: a tenth of the period, <= 30 s)
 deadline = "120s"                   # the whole run
 probe_timeout = "10s"               # one target's fan-out
 formats = ["html", "markdown", "json"]
@@ -240,7 +240,7 @@ _REPORT_KEYS = {
 
 def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
     from tlsfleet.agent.targets import TargetError, parse_target
-    from tlsfleet.coordinator.schedule import ScheduleError, check_cron
+    from tlsfleet.coordinator.schedule import ScheduleError, check_cron, default_jitter_s
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table ([[report]])")
@@ -308,7 +308,11 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
         include_local=include_local,
         schedule=str(schedule) if schedule is not None else None,
         interval_s=interval_s,
-        jitter_s=parse_duration(raw.get("jitter", "0s"), f"{where}: jitter"),
+        jitter_s=(
+            parse_duration(raw["jitter"], f"{where}: jitter")
+            if "jitter" in raw
+            else default_jitter_s(str(schedule) if schedule is not None else None, interval_s)
+        ),
         deadline_s=deadline,
         probe_timeout_s=probe_timeout,
         formats=tuple(dict.fromkeys(formats)),
