@@ -25,7 +25,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("labels", "labels"),
     ("address", "address"),
     ("tls", "TLS"),
-    ("leaf", "leaf [SANs]"),
+    ("leaf", "leaf SANs"),
     ("fingerprint", "sha256"),
     ("chain", "chain"),
     ("issuer", "issuer"),
@@ -113,9 +113,8 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
     if a.chain:
         try:
             leaf = summarize(a.chain[0])
-            sans = ", ".join(leaf.san) or "no SANs"
             certificate = parse_der(a.chain[0])
-            cells["leaf"] = f"{_common_name(certificate.subject, leaf.subject)} [{sans}]"
+            cells["leaf"] = _leaf_names(_common_name(certificate.subject, leaf.subject), leaf.san)
             cells["fingerprint"] = leaf.short_fingerprint
             cells["issuer"] = _common_name(certificate.issuer, leaf.issuer)
         except CertificateParseError:
@@ -125,6 +124,14 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
     cells["stores"] = _stores_cell(a.stores)
     ok = a.native.verdict is Verdict.OK and a.handshake.failure in (Failure.NONE,)
     return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=ok)
+
+
+def _leaf_names(common_name: str, sans: tuple[str, ...]) -> str:
+    """The SANs; the CN too when it is not among them (a CN-only certificate says so)."""
+    if not sans:
+        return f"{common_name} [no SANs]"
+    listed = ", ".join(sans)
+    return listed if common_name in sans else f"{listed} (CN {common_name})"
 
 
 def _native_cell(a: AddressResult) -> str:

@@ -98,7 +98,7 @@ def test_ok_vantage_with_two_addresses(chain: tuple[bytes, ...]) -> None:
         assert row.cell("labels") == "env=prod,region=eu-west"
         assert row.cell("address") == address
         assert row.cell("tls") == "TLSv1.3"
-        assert row.cell("leaf") == f"{HOST} [{HOST}, 127.0.0.1]"
+        assert row.cell("leaf") == f"{HOST}, 127.0.0.1"
         assert row.cell("fingerprint") == leaf.sha256[:12]
         assert row.cell("chain") == "2"
         assert row.cell("issuer") == "Matrix Intermediate CA"
@@ -207,6 +207,12 @@ def test_leaf_without_sans_and_issuer_without_cn(pki: LabPKI) -> None:
     (row,) = build_matrix([_outcome("web-6", _result(_ok_address("127.0.0.1", (cn_only.der,))))]).rows
     assert row.cell("leaf") == f"{HOST} [no SANs]"
     assert row.cell("issuer") == "Matrix Intermediate CA"
+
+
+def test_a_cn_outside_the_sans_is_shown_beside_them(pki: LabPKI) -> None:
+    odd = pki.issue_leaf(HOST, common_name="legacy-name.example")
+    (row,) = build_matrix([_outcome("web-7", _result(_ok_address("127.0.0.1", (odd.der,))))]).rows
+    assert row.cell("leaf") == f"{HOST} (CN legacy-name.example)"
 
 
 def test_issuer_cn_with_a_comma() -> None:

@@ -410,7 +410,7 @@ class LabFleet:
         return netns.mount_view_prefix([(path, str(system))])
 
     def _start_one(self, spec: AgentSpec, pki_dir: Path | None) -> AgentProcess:
-        labels = [("lab", "scenarios"), ("kind", "namespace" if spec.namespace else "loopback")]
+        labels = [("host", "namespace")] if spec.namespace else []
         view = self._java_view(spec.trust)
         if spec.namespace:
             assert pki_dir is not None
