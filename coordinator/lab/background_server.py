@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
@@ -14,7 +15,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
 
-class BackgroundServer:
+class BackgroundServer(ABC):
     """`start()` returns once the listener is open (and `port` holds the real port); `stop()` ends the
     loop and joins the thread, and is safe to call twice."""
 
@@ -31,13 +32,13 @@ class BackgroundServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
+    @abstractmethod
     async def _listen(self) -> None:
         """Open the listener and start serving; set `self.port` to the bound port."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _close(self) -> None:
         """Stop serving and close every connection."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self.start()
