@@ -174,7 +174,7 @@ def test_markdown_has_title_summary_matrix_findings_and_changes(sample: tuple[Re
     api = text[text.index("## api.example.test:443") : text.index("## login.example.test:443")]
     # The matrix: a header row naming the columns, one row per agent and address, and edge-3's
     # one-certificate chain in bold as the odd one out.
-    assert "| agent | labels | address | TLS | leaf \\[SANs\\] | sha256 | chain | issuer |" in api
+    assert "| agent | labels | address | TLS | leaf SANs | sha256 | chain | issuer |" in api
     edge3 = next(line for line in api.splitlines() if line.startswith("| edge-3 |"))
     assert "| **1** |" in edge3
     assert "| 2 |" in next(line for line in api.splitlines() if line.startswith("| edge-1 |"))
