@@ -35,7 +35,6 @@ from tlsfleet.coordinator.diagnosis.chain_shape import (
     ChainShape,
     Shape,
     known_certificates,
-    served_certificates,
     shape_of,
 )
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
@@ -89,7 +88,7 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
     for row in observation.rows_with_chain:
         groups.setdefault(row.chain_fingerprints, []).append(row)
     for rows in groups.values():
-        shape = shape_of(served_certificates(rows[0]), known)
+        shape = shape_of(rows[0].certificates(), known)
         if shape is None or _contested(observation, rows):
             continue
         if shape.shape is Shape.MISSING_ISSUER:
@@ -136,7 +135,7 @@ def _distrusts(row: Row) -> bool:
 
 
 def _chain_text(row: Row) -> str:
-    return " <- ".join(_label(c) for c in served_certificates(row))
+    return " <- ".join(_label(c) for c in row.certificates())
 
 
 def _label(cert: CertSummary) -> str:

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
-from tlsfleet.coordinator.diagnosis.observation import Observation, Row, rows_of
+from tlsfleet.agent.certinfo import CertSummary
+from tlsfleet.coordinator.diagnosis.observation import Observation, rows_of
 
 
 class Shape(StrEnum):
@@ -36,16 +36,6 @@ class ChainShape:
         return bool(self.issuer_seen)
 
 
-def served_certificates(row: Row) -> list[CertSummary]:
-    out: list[CertSummary] = []
-    for der in row.address.chain:
-        try:
-            out.append(summarize(der))
-        except CertificateParseError:
-            continue
-    return out
-
-
 def _issues(issuer: CertSummary, child: CertSummary) -> bool:
     """Linked by name, and by key identifier when both carry one (OpenSSL's check before the signature)."""
     if issuer.subject != child.issuer:
@@ -60,7 +50,7 @@ def known_certificates(observation: Observation) -> tuple[CertSummary, ...]:
         rows += [r for r in rows_of(variant.outcomes) if r.has_chain]
     seen: dict[str, CertSummary] = {}
     for row in rows:
-        for cert in served_certificates(row):
+        for cert in row.certificates():
             seen.setdefault(cert.sha256, cert)
     return tuple(seen.values())
 

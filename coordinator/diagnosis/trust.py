@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
 from tlsfleet.agent.model import StoreVerdict, TrustStore, Verdict
 from tlsfleet.coordinator.diagnosis.chain_shape import Shape, known_certificates, shape_of
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
@@ -73,16 +72,6 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
 # --- shared facts ---------------------------------------------------------------------------------
 
 
-def _served(row: Row) -> list[CertSummary]:
-    out: list[CertSummary] = []
-    for der in row.address.chain:
-        try:
-            out.append(summarize(der))
-        except CertificateParseError:
-            continue
-    return out
-
-
 def _system(row: Row) -> list[StoreVerdict]:
     return [s for s in row.address.stores if is_system_store(s.store)]
 
@@ -106,7 +95,7 @@ def _root_of(rows: Iterable[Row], stores: Iterable[StoreVerdict]) -> tuple[str, 
     """The root the trusting stores verified to: (name, fingerprint); the name is its subject when it was
     served, else the issuer of the certificate below it."""
     anchors: Counter[tuple[str, ...]] = Counter(s.verified_path for s in stores if s.verified_path)
-    served = {c.sha256: c for r in rows for c in _served(r)}
+    served = {c.sha256: c for r in rows for c in r.certificates()}
     if anchors:
         path = anchors.most_common(1)[0][0]
         anchor = path[-1]
@@ -115,7 +104,7 @@ def _root_of(rows: Iterable[Row], stores: Iterable[StoreVerdict]) -> tuple[str, 
         below = next((served[fp] for fp in reversed(path[:-1]) if fp in served), None)
         if below is not None:
             return below.issuer, anchor
-    shape = shape_of(_served(next(iter(rows))), ())
+    shape = shape_of(next(iter(rows)).certificates(), ())
     if shape is None:
         return "an unreadable root", ""
     return (shape.top.subject if shape.top.is_self_issued else shape.top.issuer), ""
@@ -185,7 +174,7 @@ def _private_ca(observation: Observation, settings: DiagnosisSettings) -> Iterat
         failing = [r for r in rows if _host_trusts(r) is False]
         if not trusting or not failing:
             continue
-        shape = shape_of(_served(rows[0]), known)
+        shape = shape_of(rows[0].certificates(), known)
         if shape is None or shape.shape is Shape.MISSING_ISSUER:
             continue
         yield _private_ca_finding(
@@ -285,7 +274,7 @@ def _runtime_differs(observation: Observation, settings: DiagnosisSettings) -> I
     for row in observation.rows_with_chain:
         if _host_trusts(row) is not True:
             continue
-        shape = shape_of(_served(row), known)
+        shape = shape_of(row.certificates(), known)
         if shape is None or shape.shape is Shape.MISSING_ISSUER:
             continue  # a store that lacks a missing intermediate: the chain module names the real fix
         base = [s for s in _system(row) if s.at_reference_time in PATH_FOUND]
