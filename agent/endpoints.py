@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from .errors import UsageError
 
-class EndpointError(ValueError):
+
+class EndpointError(UsageError):
     """An endpoint that is not HOST:PORT; the message says what is accepted."""
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tlsfleet.agent.model import HostFacts
+from .model import HostFacts
 
 __all__ = [
     "MAX_HOSTS_LINES",

@@ -6,7 +6,8 @@ at the edge and speak dataclasses everywhere else.
 
 from __future__ import annotations
 
-from tlsfleet.agent.model import (
+from ..v1 import agent_pb2, probe_pb2
+from .model import (
     AddressResult,
     AgentDescription,
     AgentIdentity,
@@ -26,7 +27,6 @@ from tlsfleet.agent.model import (
     TrustStore,
     Verdict,
 )
-from tlsfleet.v1 import agent_pb2, probe_pb2
 
 
 def _enum_maps(enum_cls: type, proto_enum: object, prefix: str) -> tuple[dict, dict]:

@@ -17,15 +17,15 @@ from pathlib import Path
 
 from common import Lab, Report, install_sigterm_exit, memory_kib, percentile, quick_argument_parser
 
-from tlsfleet.agent.truststores import discover_stores
+from tlsfleet.agent.trust.stores import discover_stores
 
 IDLE_S = 2.0
 TOP_MAPPINGS = 8
 IMPORT_TIMEOUT_S = 30.0
 # What the agent process imports before it serves, without serving: the floor under its RSS.
 AGENT_IMPORTS = (
-    "import asyncio; import tlsfleet.coordinator.cli, tlsfleet.coordinator.agent_command, "
-    "tlsfleet.agent.server, tlsfleet.agent.logs"
+    "import asyncio, sys; sys.modules['rich'] = None; import tlsfleet.agent.cli, tlsfleet.agent.daemon, "
+    "tlsfleet.agent.logs"
 )
 AGENTS = 3
 QUICK_AGENTS = 1

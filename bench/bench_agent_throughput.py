@@ -29,9 +29,9 @@ from common import (
 )
 
 from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, Target, Verdict
-from tlsfleet.coordinator.grpc_vantage import GrpcVantage
-from tlsfleet.coordinator.inventory import AgentEntry
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+from tlsfleet.coordinator.fleet.grpc_vantage import GrpcVantage
+from tlsfleet.coordinator.fleet.inventory import AgentEntry
+from tlsfleet.coordinator.outcomes import ProbeOutcome, VantageState
 
 PROBES = 3000
 QUICK_PROBES = 1000

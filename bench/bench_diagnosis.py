@@ -19,17 +19,16 @@ from pathlib import Path
 
 from common import Report, percentile, quick_argument_parser
 
-from tlsfleet.agent.hosts_override import with_overrides
 from tlsfleet.agent.model import ProbeOptions, ProbeRequest, ProbeResult, Target
-from tlsfleet.agent.probe import ProbeEngine
-from tlsfleet.agent.resolve import resolve
-from tlsfleet.coordinator.clock import ClockEstimate
+from tlsfleet.agent.probe.engine import ProbeEngine
+from tlsfleet.agent.probe.hosts_override import with_overrides
+from tlsfleet.agent.probe.resolve import resolve
 from tlsfleet.coordinator.diagnosis.engine import diagnose
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
+from tlsfleet.coordinator.outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageState
 from tlsfleet.coordinator.recording import load, save
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageInfo, VantageState
 
 AGENTS = 100
 TARGET_MS = 1000.0  # a fleet-wide diagnosis should never be what a person waits for

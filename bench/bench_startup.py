@@ -23,12 +23,12 @@ TARGET_MS = 250.0
 TOP_IMPORTS = 8
 # What `tlsfleet probe --json` imports before its first RPC.
 PROBE_PATH_MODULES = (
-    "tlsfleet.coordinator.cli",
-    "tlsfleet.coordinator.probe_command",
-    "tlsfleet.coordinator.fleet",
-    "tlsfleet.coordinator.fanout",
-    "tlsfleet.coordinator.grpc_vantage",
-    "tlsfleet.coordinator.local_vantage",
+    "tlsfleet.coordinator.cli.app",
+    "tlsfleet.coordinator.cli.probe",
+    "tlsfleet.coordinator.fleet.choose",
+    "tlsfleet.coordinator.fleet.fanout",
+    "tlsfleet.coordinator.fleet.grpc_vantage",
+    "tlsfleet.coordinator.fleet.local_vantage",
     "tlsfleet.coordinator.json_output",
 )
 

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tlsfleet.agent.certinfo import CertificateParseError, summarize
-from tlsfleet.coordinator.diagnosis.model import Finding
-from tlsfleet.coordinator.diagnosis.observation import Observation
-from tlsfleet.coordinator.vantage import DescribeOutcome, ProbeOutcome
+from ..agent.trust.certinfo import CertificateParseError, summarize
+from .diagnosis.model import Finding
+from .observation import Observation
+from .outcomes import DescribeOutcome, ProbeOutcome
 
 SCHEMA_VERSION = 1
 

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tlsfleet.agent.certinfo import CertificateParseError, parse_der, summarize
-from tlsfleet.agent.model import AddressResult, Failure, ProbeResult, StoreVerdict, Verdict
-from tlsfleet.coordinator.clock import ClockEstimate
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+from ..agent.model import AddressResult, Failure, ProbeResult, StoreVerdict, Verdict
+from ..agent.trust.certinfo import CertificateParseError, parse_der, summarize
+from .outcomes import ClockEstimate, ProbeOutcome, VantageState
 
 # Offsets beyond this (after the error bound) are worth a reader's attention in the table.
 CLOCK_HIGHLIGHT_MS = 1000.0

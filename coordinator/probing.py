@@ -6,14 +6,78 @@ The one path every caller takes: `tlsfleet probe`, scheduled reports, and whatev
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
-from tlsfleet.agent.model import ProbeRequest
-from tlsfleet.coordinator.diagnosis import sni
-from tlsfleet.coordinator.diagnosis.observation import Observation, Variant
-from tlsfleet.coordinator.fanout import probe_all
-from tlsfleet.coordinator.vantage import Vantage
+from ..agent.errors import UsageError
+from ..agent.model import ProbeOptions, ProbeRequest, TlsVersion
+from ..agent.probe.request_limits import RequestError, validate_request
+from ..agent.probe.targets import parse_target
+from .diagnosis import sni
+from .fleet.fanout import probe_all
+from .fleet.vantage import Vantage
+from .observation import Observation, Variant
+
+MIN_TIMEOUT_S = 0.1
+MAX_TIMEOUT_S = 300.0
+_VERSIONS = {"1.0": TlsVersion.TLS1_0, "1.1": TlsVersion.TLS1_1, "1.2": TlsVersion.TLS1_2, "1.3": TlsVersion.TLS1_3}
+
+
+class ProbeArgumentError(UsageError):
+    """A probe option that is not accepted; the message names it and what is."""
+
+
+def build_request(
+    target: str,
+    *,
+    now_ns: int,
+    timeout: float = 10.0,
+    sni: str | None = None,
+    no_sni: bool = False,
+    alpn: Sequence[str] = (),
+    tls_min: str | None = None,
+    tls_max: str | None = None,
+    address: str | None = None,
+    max_addresses: int = 8,
+) -> ProbeRequest:
+    """Validate what a person asked for into a request; `now_ns` (the coordinator's clock) is the reference
+    time. Raises ProbeArgumentError or TargetError naming the option and what is accepted."""
+    if sni is not None and no_sni:
+        raise ProbeArgumentError("--sni and --no-sni contradict each other; give one of them")
+    if not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
+        raise ProbeArgumentError(
+            f"--timeout {timeout:g} is out of range; accepted: {MIN_TIMEOUT_S:g}-{MAX_TIMEOUT_S:g} seconds"
+        )
+    parsed = parse_target(target)
+    # Each phase may use most of the deadline, but all three together must fit inside it.
+    phase = min(5.0, timeout * 0.9 / 2)
+    options = ProbeOptions(
+        sni=sni,
+        send_sni=not no_sni,
+        alpn=tuple(alpn),
+        min_version=_version(tls_min, "--tls-min"),
+        max_version=_version(tls_max, "--tls-max"),
+        pin_address=address,
+        max_addresses=max_addresses,
+        resolve_timeout=min(3.0, timeout * 0.9 / 3),
+        connect_timeout=min(3.0, phase),
+        handshake_timeout=phase,
+        reference_time_ns=now_ns,
+    )
+    try:
+        return validate_request(ProbeRequest(target=parsed, options=options, request_id=uuid.uuid4().hex[:16]))
+    except RequestError as error:
+        raise ProbeArgumentError(str(error)) from None
+
+
+def _version(text: str | None, flag: str) -> TlsVersion | None:
+    if text is None:
+        return None
+    version = _VERSIONS.get(text.removeprefix("TLSv").removeprefix("tls"))
+    if version is None:
+        raise ProbeArgumentError(f"{flag} {text!r} is not a TLS version; accepted: 1.0, 1.1, 1.2, 1.3")
+    return version
 
 
 async def observe(

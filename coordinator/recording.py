@@ -15,20 +15,20 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from tlsfleet import __version__
-from tlsfleet.agent import wire
-from tlsfleet.agent.model import ProbeOptions, ProbeRequest
-from tlsfleet.coordinator.clock import ClockEstimate
-from tlsfleet.coordinator.diagnosis.observation import Observation, Variant
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageInfo, VantageState
-from tlsfleet.v1 import probe_pb2
+from .. import __version__
+from ..agent import wire
+from ..agent.errors import UsageError
+from ..agent.model import ProbeOptions, ProbeRequest
+from ..v1 import probe_pb2
+from .observation import Observation, Variant
+from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageState
 
 KIND = "tlsfleet-recording"
 SCHEMA = 1
 MAX_RECORDING_BYTES = 256 * 1024 * 1024
 
 
-class RecordingError(ValueError):
+class RecordingError(UsageError):
     """A file that is not a readable tlsfleet recording; the message says why."""
 
 

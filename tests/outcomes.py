@@ -22,9 +22,8 @@ from tlsfleet.agent.model import (
     TrustStore,
     Verdict,
 )
-from tlsfleet.coordinator.clock import ClockEstimate
-from tlsfleet.coordinator.diagnosis.observation import Observation, Variant
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageInfo, VantageState
+from tlsfleet.coordinator.observation import Observation, Variant
+from tlsfleet.coordinator.outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageState
 
 NOW_NS = time.time_ns()
 _OPENSSL_CODES = {

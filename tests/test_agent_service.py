@@ -14,11 +14,11 @@ import pytest
 
 from tlsfleet import __version__
 from tlsfleet.agent import wire
+from tlsfleet.agent.grpc_service import AgentService
 from tlsfleet.agent.hostfacts import HostFactsCache
 from tlsfleet.agent.logs import configure_service_logging
 from tlsfleet.agent.model import AgentIdentity, Failure, ProbeOptions, ProbeRequest, Target
-from tlsfleet.agent.probe import ProbeEngine
-from tlsfleet.agent.service import AgentService
+from tlsfleet.agent.probe.engine import ProbeEngine
 from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 from tlsfleet.v1 import agent_pb2, agent_pb2_grpc, probe_pb2

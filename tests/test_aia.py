@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from tlsfleet.agent.model import ProbeOptions, ProbeRequest, Target, Verdict
-from tlsfleet.agent.probe import ProbeEngine
+from tlsfleet.agent.probe.engine import ProbeEngine
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.outcomes import address, observe, outcome, request, silent
-from tlsfleet.agent.certinfo import fingerprint
 from tlsfleet.agent.model import Verdict
-from tlsfleet.coordinator.alerts import Alert, AlertKind, expiry_key, plan_alerts
-from tlsfleet.coordinator.changes import changes_between
+from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.history.sqlite_store import SqliteHistory
-from tlsfleet.coordinator.history.store import key_of
 from tlsfleet.coordinator.lab.pki import LabPKI
-from tlsfleet.coordinator.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+from tlsfleet.coordinator.outcomes import ProbeOutcome, VantageState
+from tlsfleet.coordinator.service.alerts import Alert, AlertKind, expiry_key, plan_alerts
+from tlsfleet.coordinator.service.changes import changes_between
+from tlsfleet.coordinator.service.history.sqlite_store import SqliteHistory
+from tlsfleet.coordinator.service.history.store import key_of
+from tlsfleet.coordinator.service.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
 
 REPORT = "prod-edge"
 TARGET = "api.example.test:443"

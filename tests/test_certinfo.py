@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tlsfleet.agent.certinfo import CertificateParseError, fingerprint, parse_der, summarize
+from tlsfleet.agent.trust.certinfo import CertificateParseError, fingerprint, parse_der, summarize
 from tlsfleet.coordinator.lab.pki import LabPKI
 
 

@@ -19,17 +19,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tlsfleet.agent.certinfo import fingerprint
-from tlsfleet.agent.chain_verify import (
-    MAX_CHAIN_CERTS,
-    judge_against_stores,
-    match_name,
-    parse_expected_name,
-    verdict_from_openssl_code,
-    verify_chain,
-)
 from tlsfleet.agent.model import Verdict
-from tlsfleet.agent.truststores import LoadedStore, load_store
+from tlsfleet.agent.trust.certinfo import fingerprint
+from tlsfleet.agent.trust.names import match_name, parse_expected_name
+from tlsfleet.agent.trust.stores import LoadedStore, load_store
+from tlsfleet.agent.trust.verify import MAX_CHAIN_CERTS, judge_against_stores, verdict_from_openssl_code, verify_chain
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI, chain_pem, write_pem
 
 NOW = datetime.now(UTC)

@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.outcomes import address, observe, outcome, silent
-from tlsfleet.agent.certinfo import fingerprint, summarize
 from tlsfleet.agent.model import Failure, RootCertificate, TrustStore
-from tlsfleet.coordinator.changes import changes_between
+from tlsfleet.agent.trust.certinfo import fingerprint, summarize
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import Observation
-from tlsfleet.coordinator.history import SeenQuery
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI
-from tlsfleet.coordinator.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageState
+from tlsfleet.coordinator.observation import Observation
+from tlsfleet.coordinator.outcomes import ProbeOutcome, VantageState
+from tlsfleet.coordinator.service.changes import changes_between
+from tlsfleet.coordinator.service.history import SeenQuery
+from tlsfleet.coordinator.service.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=15)

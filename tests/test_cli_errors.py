@@ -113,7 +113,7 @@ def test_missing_fleet_certificates(tmp_path: Path) -> None:
 
 
 def test_expired_coordinator_certificate(tmp_path: Path) -> None:
-    from tlsfleet.agent.fleet_pki import init_fleet_ca, issue
+    from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, issue
 
     pki = tmp_path / "pki"
     init_fleet_ca(pki)
@@ -126,7 +126,7 @@ def test_expired_coordinator_certificate(tmp_path: Path) -> None:
 
 
 def test_certificate_from_another_ca(tmp_path: Path) -> None:
-    from tlsfleet.agent.fleet_pki import init_fleet_ca, issue
+    from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, issue
 
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     init_fleet_ca(ours)

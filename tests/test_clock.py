@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tlsfleet.coordinator.clock import ClockEstimate, estimate_offset
+from tlsfleet.coordinator.fleet.clock_offset import estimate_offset
+from tlsfleet.coordinator.outcomes import ClockEstimate
 
 MS = 1_000_000  # nanoseconds per millisecond
 DAY_MS = 86_400_000

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tlsfleet.coordinator.demo import DEMO_SCENARIOS
+from tlsfleet.coordinator.cli.demo import DEMO_SCENARIOS
 from tlsfleet.coordinator.lab.agent_process import tlsfleet_command
 
 

@@ -7,14 +7,14 @@ from dataclasses import replace
 import pytest
 
 from tests.outcomes import address, observe, outcome, silent
-from tlsfleet.agent.certinfo import fingerprint, summarize
 from tlsfleet.agent.model import AiaFetch, TrustStore, Verdict
+from tlsfleet.agent.trust.certinfo import fingerprint, summarize
 from tlsfleet.coordinator.diagnosis.chain import aia_wording, findings
 from tlsfleet.coordinator.diagnosis.chain_shape import Shape, shape_of
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.diagnosis.trust import findings as trust_findings
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
 
 NAME = "api.example.test"
 AIA = "http://pki.acme.test/intermediate.der"

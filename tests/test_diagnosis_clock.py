@@ -9,12 +9,11 @@ import pytest
 
 from tests.outcomes import NOW_NS, address, observe, outcome, request, silent
 from tlsfleet.agent.model import Verdict
-from tlsfleet.coordinator.clock import ClockEstimate
 from tlsfleet.coordinator.diagnosis import clock
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI
-from tlsfleet.coordinator.vantage import ProbeOutcome
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
+from tlsfleet.coordinator.outcomes import ClockEstimate, ProbeOutcome
 
 DAY_MS = 86_400_000.0
 NOW = datetime.fromtimestamp(NOW_NS / 1e9, tz=UTC)

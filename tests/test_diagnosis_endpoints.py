@@ -11,8 +11,8 @@ from tests.outcomes import NOW_NS, address, observe, outcome, request, silent
 from tlsfleet.agent.model import Failure, ProbeOptions, Verdict
 from tlsfleet.coordinator.diagnosis import endpoints
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
 
 NOW = datetime.fromtimestamp(NOW_NS / 1e9, tz=UTC)
 HOST = "api.example.test"

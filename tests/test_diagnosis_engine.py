@@ -15,8 +15,8 @@ from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Severity
 from tlsfleet.coordinator.lab.agent_process import tlsfleet_command
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.outcomes import VantageState
 from tlsfleet.coordinator.recording import save
-from tlsfleet.coordinator.vantage import VantageState
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from tests.outcomes import address, observe, outcome, silent
 from tlsfleet.agent.model import Verdict
 from tlsfleet.coordinator.diagnosis import interception
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
 
 HOST = "api.example.test"
 IP1, IP2 = "127.0.0.31", "127.0.0.32"

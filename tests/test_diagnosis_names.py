@@ -17,8 +17,8 @@ from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import Verdict
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.diagnosis.names import findings
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Variant
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation, Variant
 
 NAME = "api.example.test"
 

@@ -10,8 +10,8 @@ from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import AddressResult, Failure, TlsVersion, Verdict
 from tlsfleet.coordinator.diagnosis import protocol
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Variant
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation, Variant
 
 HOST = "api.example.test"
 IP1, IP2 = "127.0.0.41", "127.0.0.42"

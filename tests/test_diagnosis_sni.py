@@ -10,9 +10,9 @@ from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import AddressResult, Failure, ProbeRequest, Verdict
 from tlsfleet.coordinator.diagnosis import sni
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Variant
 from tlsfleet.coordinator.lab.pki import LabPKI
-from tlsfleet.coordinator.vantage import ProbeOutcome
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation, Variant
+from tlsfleet.coordinator.outcomes import ProbeOutcome
 
 HOST = "api.example.test"
 IP1, IP2 = "127.0.0.21", "127.0.0.22"

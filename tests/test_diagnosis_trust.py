@@ -7,13 +7,13 @@ from dataclasses import replace
 import pytest
 
 from tests.outcomes import address, observe, outcome, silent
-from tlsfleet.agent.certinfo import fingerprint
 from tlsfleet.agent.model import AddressResult, TrustStore, Verdict
+from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.diagnosis.trust import findings
 from tlsfleet.coordinator.lab.pki import LabPKI
-from tlsfleet.coordinator.vantage import ProbeOutcome
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
+from tlsfleet.coordinator.outcomes import ProbeOutcome
 
 NAME = "api.example.test"
 BUNDLE = "/etc/ssl/certs/ca-certificates.crt"

@@ -9,9 +9,10 @@ import pytest
 from tests.outcomes import NOW_NS, address, observe, outcome, request, silent
 from tlsfleet.agent.model import Verdict
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
-from tlsfleet.coordinator.diagnosis.validity import findings, span
+from tlsfleet.coordinator.diagnosis.validity import findings
+from tlsfleet.coordinator.diagnosis.wording import span
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
 
 NAME = "api.example.test"
 NOW = datetime.fromtimestamp(NOW_NS / 1e9, tz=UTC)

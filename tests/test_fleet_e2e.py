@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tlsfleet import __version__
-from tlsfleet.agent.certinfo import fingerprint
+from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer

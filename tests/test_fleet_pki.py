@@ -15,14 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
-from tlsfleet.agent.fleet_credentials import (
+from tlsfleet.agent.pki.credentials import (
     CredentialError,
     channel_options_for_peer,
     check_peer_allowed,
     load_credentials,
     peer_identity,
 )
-from tlsfleet.agent.fleet_pki import (
+from tlsfleet.agent.pki.fleet_ca import (
     FleetPkiError,
     default_pki_dir,
     identity_dns_name,
@@ -30,7 +30,7 @@ from tlsfleet.agent.fleet_pki import (
     inventory,
     issue,
 )
-from tlsfleet.coordinator.cli_pki import app
+from tlsfleet.coordinator.cli.pki import app
 
 
 def mode(path: Path) -> int:
@@ -274,7 +274,7 @@ def test_cli_module_is_cheap_to_import() -> None:
     import sys
 
     code = (
-        "import sys, tlsfleet.coordinator.cli_pki; "
+        "import sys, tlsfleet.coordinator.cli.pki; "
         "print(sorted(m for m in ('grpc', 'cryptography') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tlsfleet.agent.handshake import ContextCache, handshake
 from tlsfleet.agent.model import AddressResult, Failure, TlsVersion, Verdict
+from tlsfleet.agent.probe.handshake import ContextCache, handshake
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 

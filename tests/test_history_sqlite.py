@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 
 from tests.outcomes import address, observe, outcome, request, silent
-from tlsfleet.agent.certinfo import fingerprint, summarize
 from tlsfleet.agent.model import AiaFetch, RootCertificate, TrustStore, Verdict
-from tlsfleet.coordinator.changes import changes_between
+from tlsfleet.agent.trust.certinfo import fingerprint, summarize
 from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import Variant
-from tlsfleet.coordinator.history import HistoryError, first_seen_lookup, key_of
-from tlsfleet.coordinator.history.migrations import LATEST_VERSION, MIGRATIONS, statements
-from tlsfleet.coordinator.history.sqlite_store import SqliteHistory
-from tlsfleet.coordinator.history.store import finding_key
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI
-from tlsfleet.coordinator.report_model import AgentSnapshot, ChangeKind, ReportRun, TargetRun
-from tlsfleet.coordinator.vantage import VantageState
+from tlsfleet.coordinator.observation import Variant
+from tlsfleet.coordinator.outcomes import VantageState
+from tlsfleet.coordinator.service.changes import changes_between
+from tlsfleet.coordinator.service.history import HistoryError, first_seen_lookup, key_of
+from tlsfleet.coordinator.service.history.migrations import LATEST_VERSION, MIGRATIONS, statements
+from tlsfleet.coordinator.service.history.sqlite_store import SqliteHistory
+from tlsfleet.coordinator.service.history.store import finding_key
+from tlsfleet.coordinator.service.report_model import AgentSnapshot, ChangeKind, ReportRun, TargetRun
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

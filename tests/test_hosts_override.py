@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlsfleet.agent.hosts_override import HostsFileError, load_hosts_file, with_overrides
 from tlsfleet.agent.model import Resolution
+from tlsfleet.agent.probe.hosts_override import HostsFileError, load_hosts_file, with_overrides
 
 
 async def _fallback(host: str, port: int, timeout: float, cap: int) -> Resolution:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tlsfleet.coordinator.inventory import (
+from tlsfleet.coordinator.fleet.inventory import (
     ENV_INVENTORY,
     MAX_AGENTS,
     MAX_INVENTORY_BYTES,

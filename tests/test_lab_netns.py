@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tlsfleet.agent.fleet_pki import init_fleet_ca, issue
+from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, issue
 from tlsfleet.coordinator.lab import netns
 from tlsfleet.coordinator.lab.agent_process import start_agent, tlsfleet_command
 from tlsfleet.coordinator.lab.intercepting_proxy import InterceptingProxy, ProxyAuthority, start_proxy_process

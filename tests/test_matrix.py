@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from tlsfleet.agent.certinfo import summarize
 from tlsfleet.agent.model import (
     AddressResult,
     Failure,
@@ -18,10 +17,10 @@ from tlsfleet.agent.model import (
     Target,
     Verdict,
 )
-from tlsfleet.coordinator.clock import ClockEstimate
+from tlsfleet.agent.trust.certinfo import summarize
 from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.matrix import CLOCK_HIGHLIGHT_MS, COLUMNS, Matrix, MatrixRow, build_matrix
-from tlsfleet.coordinator.vantage import ProbeOutcome, VantageInfo, VantageState
+from tlsfleet.coordinator.outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageState
 
 HOST = "api.lab.test"
 KEYS = tuple(key for key, _ in COLUMNS)

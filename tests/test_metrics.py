@@ -14,9 +14,9 @@ from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import Verdict
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
-from tlsfleet.coordinator.metrics import FleetMetrics, serve_metrics
-from tlsfleet.coordinator.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
-from tlsfleet.coordinator.vantage import VantageState
+from tlsfleet.coordinator.outcomes import VantageState
+from tlsfleet.coordinator.service.metrics import FleetMetrics, serve_metrics
+from tlsfleet.coordinator.service.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
 
 API = "api.example.test:443"
 LOGIN = "login.example.test:443"

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tlsfleet.agent.fleet_credentials import (
+from tlsfleet.agent.pki.credentials import (
     AllowedPeersInterceptor,
     FleetCredentials,
     channel_credentials,
@@ -22,7 +22,7 @@ from tlsfleet.agent.fleet_credentials import (
     peer_identity,
     server_credentials,
 )
-from tlsfleet.agent.fleet_pki import init_fleet_ca, issue
+from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, issue
 
 DEADLINE_S = 3.0
 

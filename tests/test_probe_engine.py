@@ -23,9 +23,9 @@ from tlsfleet.agent.model import (
     Target,
     Verdict,
 )
-from tlsfleet.agent.probe import ProbeEngine
-from tlsfleet.agent.request_limits import RequestError
-from tlsfleet.agent.resolve import resolve
+from tlsfleet.agent.probe.engine import ProbeEngine
+from tlsfleet.agent.probe.request_limits import RequestError
+from tlsfleet.agent.probe.resolve import resolve
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 

@@ -10,10 +10,10 @@ import pytest
 
 from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import AiaFetch, Failure, Verdict
-from tlsfleet.coordinator.diagnosis.observation import Variant
 from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.observation import Variant
+from tlsfleet.coordinator.outcomes import VantageState
 from tlsfleet.coordinator.recording import RecordingError, load, save
-from tlsfleet.coordinator.vantage import VantageState
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:

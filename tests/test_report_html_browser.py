@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser import HEIGHT, WIDTH, chromium, needs_chromium
 from tests.test_reports import CHAIN_CHANGE, CRITICAL_SUMMARY, HOSTILE_CN, sample_run
-from tlsfleet.coordinator.reports import write_reports
+from tlsfleet.coordinator.service.reports import write_reports
 
 ACCENT = (0x24, 0x3B, 0x6B)  # the page header's background
 CRITICAL = (0xB7, 0x1C, 0x1C)  # the critical badge

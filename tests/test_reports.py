@@ -15,8 +15,9 @@ from tlsfleet.agent.model import Failure, Verdict
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
 from tlsfleet.coordinator.json_output import finding_json
 from tlsfleet.coordinator.lab.pki import LabPKI
-from tlsfleet.coordinator.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
-from tlsfleet.coordinator.reports import (
+from tlsfleet.coordinator.outcomes import VantageState
+from tlsfleet.coordinator.service.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
+from tlsfleet.coordinator.service.reports import (
     FORMATS,
     render_html,
     render_json,
@@ -24,9 +25,8 @@ from tlsfleet.coordinator.reports import (
     report_paths,
     write_reports,
 )
-from tlsfleet.coordinator.reports.json_report import expiry_timeline
-from tlsfleet.coordinator.reports.markdown import escape
-from tlsfleet.coordinator.vantage import VantageState
+from tlsfleet.coordinator.service.reports.json_report import expiry_timeline
+from tlsfleet.coordinator.service.reports.markdown import escape
 
 API = "api.example.test:443"
 LOGIN = "login.example.test:443"
@@ -439,7 +439,7 @@ def utc(at: datetime) -> str:
 
 
 def test_streamed_json_is_the_same_document() -> None:
-    from tlsfleet.coordinator.reports.json_report import iter_json
+    from tlsfleet.coordinator.service.reports.json_report import iter_json
 
     run, changes = sample_run()
     assert json.loads("".join(iter_json(run, changes))) == render_json(run, changes)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from tlsfleet.agent.model import ProbeOptions, ProbeRequest, Target, TlsVersion
-from tlsfleet.agent.request_limits import (
+from tlsfleet.agent.probe.request_limits import (
     MAX_ADDRESSES,
     MAX_ALPN_PROTOCOLS,
     MAX_HOST_LENGTH,

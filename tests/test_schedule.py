@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tlsfleet.coordinator.schedule import Schedule, ScheduleError, check_cron, default_jitter_s
+from tlsfleet.coordinator.service.schedule import Schedule, ScheduleError, check_cron, default_jitter_s
 
 NOW = datetime(2026, 11, 26, 21, 7, 30, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlsfleet.coordinator.selector import Selector, SelectorError, parse_selector
+from tlsfleet.coordinator.fleet.selector import Selector, SelectorError, parse_selector
 
 FLEET: dict[str, dict[str, str]] = {
     "local": {},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tlsfleet.coordinator.diagnosis.model import Severity
-from tlsfleet.coordinator.service_config import ConfigError, load_config, parse_duration
+from tlsfleet.coordinator.service.config import ConfigError, load_config, parse_duration
 
 EXAMPLE = """
 [coordinator]

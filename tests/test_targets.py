@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from tlsfleet.agent.model import Failure, Target
-from tlsfleet.agent.resolve import resolve
-from tlsfleet.agent.targets import TargetError, is_ip_literal, is_loopback, parse_target
+from tlsfleet.agent.probe.resolve import resolve
+from tlsfleet.agent.probe.targets import TargetError, is_ip_literal, is_loopback, parse_target
 
 
 @pytest.mark.parametrize(

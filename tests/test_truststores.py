@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
-from tlsfleet.agent import truststores
-from tlsfleet.agent.certinfo import fingerprint
-from tlsfleet.agent.truststores import LoadedStore, discover_stores, load_store, store_fingerprint
+from tlsfleet.agent.trust import stores as truststores
+from tlsfleet.agent.trust.certinfo import fingerprint
+from tlsfleet.agent.trust.stores import LoadedStore, discover_stores, load_store, store_fingerprint
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 
 

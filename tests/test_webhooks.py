@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import structlog.testing
 
-from tlsfleet.coordinator.alerts import Alert, AlertKind
 from tlsfleet.coordinator.diagnosis.model import Severity
-from tlsfleet.coordinator.webhooks import DeliveryResult, WebhookTarget, alert_json, deliver
+from tlsfleet.coordinator.service.alerts import Alert, AlertKind
+from tlsfleet.coordinator.service.webhooks import DeliveryResult, WebhookTarget, alert_json, deliver
 
 STALL = -1  # a scripted "status" that never answers
 

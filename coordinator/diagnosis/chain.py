@@ -29,23 +29,13 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 
-from tlsfleet.agent.certinfo import CertSummary
-from tlsfleet.agent.model import AiaFetch, Verdict
-from tlsfleet.coordinator.diagnosis.chain_shape import (
-    ChainShape,
-    Shape,
-    known_certificates,
-    shape_of,
-)
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import (
-    TRUST_FAILURES,
-    DiagnosisSettings,
-    Observation,
-    Row,
-)
-from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
-from tlsfleet.coordinator.diagnosis.wording import count, name_list
+from ...agent.model import AiaFetch, Verdict
+from ...agent.trust.certinfo import CertSummary
+from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
+from .chain_shape import ChainShape, Shape, known_certificates, shape_of
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import save_chain, verify_at
+from .wording import count, name_list
 
 __all__ = ["aia_wording", "findings"]
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tlsfleet.agent.certinfo import CertSummary
-from tlsfleet.coordinator.diagnosis.observation import Observation, rows_of
+from ...agent.trust.certinfo import CertSummary
+from ..observation import Observation, rows_of
 
 
 class Shape(StrEnum):

@@ -21,14 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tlsfleet.agent.certinfo import CertSummary
-from tlsfleet.agent.model import StoreVerdict, Verdict
-from tlsfleet.coordinator.clock import ClockEstimate
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import TIME_FAILURES, DiagnosisSettings, Observation, Row
-from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
-from tlsfleet.coordinator.diagnosis.wording import cert_name, count, name_list
-from tlsfleet.coordinator.vantage import ProbeOutcome
+from ...agent.model import StoreVerdict, Verdict
+from ...agent.trust.certinfo import CertSummary
+from ..observation import TIME_FAILURES, DiagnosisSettings, Observation, Row
+from ..outcomes import ClockEstimate, ProbeOutcome
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import save_chain, verify_at
+from .wording import cert_name, count, name_list
 
 _LOCAL = "local"
 _FIX = (

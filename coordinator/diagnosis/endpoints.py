@@ -22,12 +22,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tlsfleet.agent.certinfo import CertSummary
-from tlsfleet.agent.model import Failure, Verdict
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row
-from tlsfleet.coordinator.diagnosis.reproduce import s_client
-from tlsfleet.coordinator.diagnosis.wording import agree, cert_brief, name_list
+from ...agent.model import Failure, Verdict
+from ...agent.trust.certinfo import CertSummary
+from ..observation import DiagnosisSettings, Observation, Row
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client
+from .wording import agree, cert_brief, name_list
 
 _SHOW = "openssl x509 -noout -fingerprint -sha256 -enddate -issuer"
 _MAX_REPRODUCE = 3

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from tlsfleet.coordinator.diagnosis import (
-    chain,
-    clock,
-    endpoints,
-    interception,
-    names,
-    protocol,
-    reachability,
-    sni,
-    trust,
-    validity,
-)
-from tlsfleet.coordinator.diagnosis.model import Finding
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
+from ..observation import DiagnosisSettings, Observation
+from . import chain, clock, endpoints, interception, names, protocol, reachability, sni, trust, validity
+from .model import Finding
 
 Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
 

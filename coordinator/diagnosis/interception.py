@@ -20,12 +20,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tlsfleet.agent.certinfo import CertSummary
-from tlsfleet.agent.model import Verdict
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row
-from tlsfleet.coordinator.diagnosis.reproduce import s_client
-from tlsfleet.coordinator.diagnosis.wording import agree, common_name, count, name_list
+from ...agent.model import Verdict
+from ...agent.trust.certinfo import CertSummary
+from ..observation import DiagnosisSettings, Observation, Row
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client
+from .wording import agree, common_name, count, name_list
 
 _SHOW = "openssl x509 -noout -issuer -fingerprint -sha256"
 

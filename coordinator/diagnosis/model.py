@@ -42,6 +42,31 @@ class Cause(StrEnum):
     UNREACHABLE = "unreachable"
     VANTAGE_UNAVAILABLE = "vantage_unavailable"  # an agent did not answer: what it could not confirm
 
+    @property
+    def title(self) -> str:
+        """A short heading for alerts and reports; a cause added without one still gets a readable title."""
+        return CAUSE_TITLES.get(self) or self.value.replace("_", " ").capitalize()
+
+
+CAUSE_TITLES: dict[Cause, str] = {
+    Cause.EXPIRED: "Certificate expired",
+    Cause.NOT_YET_VALID: "Certificate not yet valid",
+    Cause.EXPIRING_SOON: "Certificate expiring soon",
+    Cause.HOSTNAME_MISMATCH: "Certificate does not cover the name",
+    Cause.INCOMPLETE_CHAIN: "Incomplete chain served",
+    Cause.UNTRUSTED_CHAIN: "Chain not trusted anywhere",
+    Cause.PRIVATE_CA_NOT_TRUSTED: "Private CA not trusted on some hosts",
+    Cause.RUNTIME_STORE_DIFFERS: "Runtime trust store differs from the system store",
+    Cause.CLOCK_SKEW: "Clock skew on a host",
+    Cause.SNI_DIFFERENCE: "Different certificate depending on SNI",
+    Cause.DNS_DIFFERENCE: "Hosts resolve the name differently",
+    Cause.INCONSISTENT_BACKENDS: "Backends serve different chains",
+    Cause.TLS_INTERCEPTION: "TLS interception",
+    Cause.PROTOCOL_MISMATCH: "Protocol or cipher mismatch",
+    Cause.UNREACHABLE: "Target unreachable",
+    Cause.VANTAGE_UNAVAILABLE: "Agent did not answer",
+}
+
 
 @dataclass(frozen=True)
 class Evidence:

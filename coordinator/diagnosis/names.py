@@ -24,11 +24,11 @@ from enum import StrEnum
 
 from cryptography import x509
 
-from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, parse_der, summarize
-from tlsfleet.agent.chain_verify import ExpectedName, match_name, parse_expected_name
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row, rows_of
-from tlsfleet.coordinator.diagnosis.reproduce import s_client, save_chain, verify_at
+from ...agent.trust.certinfo import CertificateParseError, CertSummary, parse_der, summarize
+from ...agent.trust.names import ExpectedName, match_name, parse_expected_name
+from ..observation import DiagnosisSettings, Observation, Row, rows_of
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client, save_chain, verify_at
 
 __all__ = ["Mismatch", "NameCheck", "check_name", "findings"]
 

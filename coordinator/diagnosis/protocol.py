@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from tlsfleet.agent.model import Failure
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row, rows_of
-from tlsfleet.coordinator.diagnosis.reproduce import s_client
-from tlsfleet.coordinator.diagnosis.wording import agree, count, name_list
+from ...agent.model import Failure
+from ..observation import DiagnosisSettings, Observation, Row, rows_of
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client
+from .wording import agree, count, name_list
 
 # RFC 8446 alert names that mean "we could not agree on how to talk".
 NEGOTIATION_ALERTS = frozenset(

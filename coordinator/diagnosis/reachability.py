@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tlsfleet.agent.model import Failure
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation
-from tlsfleet.coordinator.diagnosis.reproduce import s_client
-from tlsfleet.coordinator.diagnosis.wording import name_list
+from ...agent.model import Failure
+from ..observation import DiagnosisSettings, Observation
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client
+from .wording import name_list
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from datetime import datetime
 
-from tlsfleet.agent.endpoints import join_host_port
+from ...agent.endpoints import join_host_port
 
 
 def s_client(address: str, port: int, sni: str | None, *, show_certs: bool = True) -> str:

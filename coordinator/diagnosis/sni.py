@@ -25,13 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from tlsfleet.agent.certinfo import CertificateParseError, parse_der
-from tlsfleet.agent.chain_verify import match_name, parse_expected_name
-from tlsfleet.agent.model import Failure
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row, Variant, rows_of
-from tlsfleet.coordinator.diagnosis.reproduce import s_client
-from tlsfleet.coordinator.diagnosis.wording import cert_brief, cert_name, name_list
+from ...agent.model import Failure
+from ...agent.trust.certinfo import CertificateParseError, parse_der
+from ...agent.trust.names import match_name, parse_expected_name
+from ..observation import DiagnosisSettings, Observation, Row, Variant, rows_of
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client
+from .wording import cert_brief, cert_name, name_list
 
 __all__ = ["findings", "wants_no_sni_variant", "wants_sni_variant"]
 

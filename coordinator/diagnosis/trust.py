@@ -28,12 +28,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from tlsfleet.agent.model import StoreVerdict, TrustStore, Verdict
-from tlsfleet.coordinator.diagnosis.chain_shape import Shape, known_certificates, shape_of
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
-from tlsfleet.coordinator.diagnosis.reproduce import save_chain, verify_at
-from tlsfleet.coordinator.diagnosis.wording import count, name_list
+from ...agent.model import StoreVerdict, TrustStore, Verdict
+from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
+from .chain_shape import Shape, known_certificates, shape_of
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import save_chain, verify_at
+from .wording import count, name_list
 
 __all__ = ["RUNTIMES", "findings", "is_system_store"]
 

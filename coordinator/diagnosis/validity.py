@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tlsfleet.agent.certinfo import CertificateParseError, CertSummary, summarize
-from tlsfleet.agent.model import Verdict
-from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
-from tlsfleet.coordinator.diagnosis.observation import DiagnosisSettings, Observation, Row
-from tlsfleet.coordinator.diagnosis.reproduce import s_client, save_chain, verify_at
-from tlsfleet.coordinator.diagnosis.wording import count, name_list
+from ...agent.model import Verdict
+from ...agent.trust.certinfo import CertificateParseError, CertSummary, summarize
+from ..observation import DiagnosisSettings, Observation, Row
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import s_client, save_chain, verify_at
+from .wording import name_list, span
 
-__all__ = ["findings", "span"]
+__all__ = ["findings"]
 
 # Prints subject and dates of every certificate in chain.pem (openssl x509 reads one per call until EOF).
 _SHOW_DATES = "while openssl x509 -noout -subject -dates 2>/dev/null; do :; done < chain.pem"
@@ -42,18 +42,6 @@ class _Served:
         if self.position == 0:
             return "leaf"
         return "root" if self.cert.is_self_issued else "intermediate"
-
-
-def span(delta: timedelta) -> str:
-    """A duration as a person says it: '40 seconds', '5 minutes', '3 hours', '12 days'."""
-    seconds = abs(delta.total_seconds())
-    if seconds < 120:
-        return count(round(seconds), "second")
-    if seconds < 2 * 3600:
-        return count(round(seconds / 60), "minute")
-    if seconds < 2 * 86400:
-        return count(round(seconds / 3600), "hour")
-    return count(round(seconds / 86400), "day")
 
 
 def _everyone(n: int) -> str:

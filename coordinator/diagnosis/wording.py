@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tlsfleet.agent.certinfo import CertSummary
+from ...agent.trust.certinfo import CertSummary
 
 MAX_NAMED = 5
 
@@ -56,3 +57,15 @@ def cert_brief(cert: CertSummary) -> str:
         f"{cert_name(cert)} (sha256 {cert.short_fingerprint}, notAfter {cert.not_after:%Y-%m-%d %H:%M} UTC, "
         f"issuer '{common_name(cert.issuer)}')"
     )
+
+
+def span(delta: timedelta) -> str:
+    """A duration as a person says it: '40 seconds', '5 minutes', '3 hours', '12 days'."""
+    seconds = abs(delta.total_seconds())
+    if seconds < 120:
+        return count(round(seconds), "second")
+    if seconds < 2 * 3600:
+        return count(round(seconds / 60), "minute")
+    if seconds < 2 * 86400:
+        return count(round(seconds / 3600), "hour")
+    return count(round(seconds / 86400), "day")

@@ -79,8 +79,13 @@ class AgentProcess:
 
 
 def tlsfleet_command() -> list[str]:
-    """Run the CLI with the interpreter that runs us, so tests use the same installation."""
+    """Run the `tlsfleet` CLI with the interpreter that runs us, so tests use the same installation."""
     return [sys.executable, "-m", "tlsfleet.coordinator.cli"]
+
+
+def agent_command() -> list[str]:
+    """Run the agent's own entry point (`tlsfleet-agent`), which loads no coordinator module."""
+    return [sys.executable, "-m", "tlsfleet.agent"]
 
 
 def start_agent(
@@ -98,7 +103,7 @@ def start_agent(
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     listen = f"[{host}]:0" if ":" in host else f"{host}:0"
-    command = [*wrapper, *tlsfleet_command(), "agent", "serve", "--name", name, "--listen", listen]
+    command = [*wrapper, *agent_command(), "serve", "--name", name, "--listen", listen]
     for key, value in labels:
         command += ["--label", f"{key}={value}"]
     if insecure:

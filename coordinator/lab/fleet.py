@@ -23,13 +23,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tlsfleet.coordinator.diagnosis.model import Severity
-from tlsfleet.coordinator.lab import faketime, netns
-from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
-from tlsfleet.coordinator.lab.aia_server import AiaServer
-from tlsfleet.coordinator.lab.intercepting_proxy import ProxyAuthority, ProxyProcess, start_proxy_process
-from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
-from tlsfleet.coordinator.lab.scenarios import (
+from ..diagnosis.model import Severity
+from . import faketime, netns
+from .agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
+from .aia_server import AiaServer
+from .intercepting_proxy import ProxyAuthority, ProxyProcess, start_proxy_process
+from .pki import LabPKI, write_pem
+from .scenarios import (
     OUTSIDE,
     SCENARIOS,
     STANDARD_AGENTS,
@@ -40,7 +40,7 @@ from tlsfleet.coordinator.lab.scenarios import (
     Trust,
     scenario_address,
 )
-from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
+from .tls_server import ServedIdentity, TlsServer
 
 __all__ = [
     "Deployment",
@@ -76,7 +76,7 @@ def requirement_missing(requirement: Requirement) -> str | None:
 
 def _system_java_keystore() -> Path | None:
     """The Java cacerts an agent here reports as the 'java' store, if any."""
-    from tlsfleet.agent.truststores import JAVA_SYSTEM_KEYSTORES
+    from ...agent.trust.stores import JAVA_SYSTEM_KEYSTORES
 
     return next((Path(p) for p in JAVA_SYSTEM_KEYSTORES if Path(p).is_file()), None)
 
@@ -330,7 +330,7 @@ class LabFleet:
         return [s for s in self.specs.values() if s.name not in self.unavailable and predicate(s)]
 
     def _fleet_pki(self) -> Path:
-        from tlsfleet.agent.fleet_pki import init_fleet_ca, issue
+        from ...agent.pki.fleet_ca import init_fleet_ca, issue
 
         pki_dir = self.workdir / "fleet-pki"
         init_fleet_ca(pki_dir)
@@ -582,8 +582,8 @@ def _java_truststore(system: Path, bundle: Path) -> bytes:
     from cryptography.hazmat.primitives.serialization import pkcs12
     from cryptography.utils import CryptographyDeprecationWarning
 
-    from tlsfleet.agent.certinfo import fingerprint
-    from tlsfleet.agent.truststores import KIND_JAVA, load_store
+    from ...agent.trust.certinfo import fingerprint
+    from ...agent.trust.stores import KIND_JAVA, load_store
 
     roots = {
         fingerprint(c.public_bytes(serialization.Encoding.DER)): c

@@ -40,13 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tlsfleet.coordinator.lab.background_server import (
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    BackgroundServer,
-    serve_until_signalled,
-)
-from tlsfleet.coordinator.lab.pki import Issued, LabPKI, write_pem
+from .background_server import START_TIMEOUT, STOP_TIMEOUT, BackgroundServer, serve_until_signalled
+from .pki import Issued, LabPKI, write_pem
 
 __all__ = ["InterceptingProxy", "ProxyAuthority", "ProxyProcess", "main", "mint_leaf", "start_proxy_process"]
 

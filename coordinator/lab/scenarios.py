@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from tlsfleet.coordinator.diagnosis.model import Cause, Severity
-from tlsfleet.coordinator.lab.symptoms import (
+from ..diagnosis.model import Cause, Severity
+from .symptoms import (
     Symptom,
     all_of,
     chain_length,
@@ -45,10 +45,10 @@ from tlsfleet.coordinator.lab.symptoms import (
     store_verdicts,
     two_backends,
 )
-from tlsfleet.coordinator.lab.tls_server import ServedIdentity
+from .tls_server import ServedIdentity
 
 if TYPE_CHECKING:
-    from tlsfleet.coordinator.lab.fleet import Stage
+    from .fleet import Stage
 
 __all__ = [
     "OUTSIDE",

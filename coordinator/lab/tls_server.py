@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from tlsfleet.coordinator.lab.background_server import BackgroundServer, serve_until_signalled
+from .background_server import BackgroundServer, serve_until_signalled
 
 if TYPE_CHECKING:
-    from tlsfleet.coordinator.lab.pki import Issued
+    from .pki import Issued
 
 __all__ = ["GARBAGE", "Mode", "ServedIdentity", "TlsServer", "main"]
 
@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     identity = None
     if args.issue:
-        from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
+        from .pki import LabPKI, write_pem
 
         if args.cert_chain or args.key:
             parser.error("--issue replaces --cert-chain and --key; give one or the other")

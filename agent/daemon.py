@@ -1,0 +1,151 @@
+"""Run an agent: the gRPC server, its health service, credentials, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .. import __version__
+from ..v1 import agent_pb2_grpc
+from .endpoints import is_loopback_host, split_host_port
+from .errors import UsageError
+from .grpc_service import AgentService
+from .hostfacts import HostFactsCache
+from .model import AgentIdentity
+from .pki.credentials import AllowedPeersInterceptor, load_credentials, server_credentials
+from .probe.engine import ProbeEngine
+from .probe.hosts_override import load_hosts_file, with_overrides
+from .probe.resolve import resolve
+
+log = structlog.get_logger("tlsfleet.agent")
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 64 addresses x a 16-certificate chain fits with room to spare
+SHUTDOWN_GRACE_S = 5.0
+
+
+class AgentConfigError(UsageError):
+    """A setting the agent cannot start with; the message says which and what is accepted."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    listen: str
+    labels: tuple[tuple[str, str], ...] = ()
+    insecure: bool = False
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    allowed_coordinators: tuple[str, ...] = ("coordinator",)
+    max_concurrent_probes: int = 256
+    max_waiting_probes: int = 1024
+    extra_stores: Mapping[str, Path] = field(default_factory=dict)
+    hosts_file: Path | None = None  # names answered from this file before the host's resolver
+    fetch_aia: bool = False  # fetch a missing intermediate from the AIA URL a server's certificate names
+
+
+def _check_config(config: AgentConfig) -> None:
+    host, _port = split_host_port(config.listen, allow_port_zero=True)
+    if config.insecure:
+        if not is_loopback_host(host):
+            raise AgentConfigError(
+                f"--insecure is refused on {config.listen}: plaintext is accepted on loopback only "
+                "(127.0.0.0/8, ::1, localhost); use the fleet certificates (`tlsfleet pki issue agent NAME`)"
+            )
+    elif not (config.ca and config.cert and config.key):
+        raise AgentConfigError(
+            "mutual TLS needs --ca, --cert and --key (create them with `tlsfleet pki init` and "
+            "`tlsfleet pki issue agent NAME`), or --insecure on a loopback address"
+        )
+    if not 1 <= config.max_concurrent_probes <= 4096:
+        raise AgentConfigError("--max-probes must be between 1 and 4096")
+
+
+async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then drain in-flight probes and exit."""
+    _check_config(config)
+    credentials = None
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if not config.insecure:
+        assert config.ca and config.cert and config.key
+        fleet = load_credentials(config.ca, config.cert, config.key, expect_role="agent")
+        if fleet.name != config.name:
+            raise AgentConfigError(
+                f"the certificate {config.cert} names agent {fleet.name!r}, but this agent is {config.name!r}; "
+                f"issue one with `tlsfleet pki issue agent {config.name}` or pass --name {fleet.name}"
+            )
+        credentials = server_credentials(fleet)
+        # Every service, health included, answers only the coordinators this agent was told to trust.
+        interceptors.append(AllowedPeersInterceptor(role="coordinator", allowed_names=config.allowed_coordinators))
+
+    resolver = with_overrides(load_hosts_file(config.hosts_file), resolve) if config.hosts_file else None
+    engine = ProbeEngine(
+        extra_stores=config.extra_stores,
+        max_concurrency=config.max_concurrent_probes,
+        resolver=resolver,
+        fetch_aia=config.fetch_aia,
+    )
+    identity = AgentIdentity(name=config.name, version=__version__, labels=config.labels)
+    service = AgentService(
+        engine=engine,
+        identity=identity,
+        facts=HostFactsCache(__version__, os.environ),
+        max_concurrent_probes=config.max_concurrent_probes,
+        max_waiting_probes=config.max_waiting_probes,
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", 1024 * 1024),
+        ],
+        maximum_concurrent_rpcs=config.max_concurrent_probes + config.max_waiting_probes + 16,
+        interceptors=interceptors,
+    )
+    agent_pb2_grpc.add_AgentServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.listen)
+        else:
+            port = server.add_secure_port(config.listen, credentials)
+    except RuntimeError as error:
+        raise AgentConfigError(f"cannot listen on {config.listen}: {error}") from None
+    if port == 0:
+        raise AgentConfigError(f"cannot listen on {config.listen}: the address is in use or not local")
+    # Handlers go in before anyone can learn the port: a SIGTERM right after start-up must still drain.
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("tlsfleet.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
+    host, _ = split_host_port(config.listen, allow_port_zero=True)
+    log.info(
+        "agent_listening",
+        agent=config.name,
+        version=__version__,
+        host=host,
+        port=port,
+        mtls=credentials is not None,
+        trust_stores=[s.name for s in engine.trust_stores()],
+    )
+
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        log.info("agent_stopping", grace_s=SHUTDOWN_GRACE_S)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(SHUTDOWN_GRACE_S)
+        log.info("agent_stopped")

@@ -1,0 +1,1 @@
+"""Trust on this host: certificate summaries, the trust stores, offline verification, name matching."""

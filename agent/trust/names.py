@@ -1,0 +1,98 @@
+"""Whether a certificate covers the name a client asks for: DNS SANs with one-label wildcards, IP SANs."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+
+
+@dataclass(frozen=True)
+class ExpectedName:
+    """A normalized expected name: an IP address, or a lowercase A-label DNS name without trailing dot."""
+
+    dns: str | None = None
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+
+    def __str__(self) -> str:
+        return str(self.ip) if self.ip is not None else str(self.dns)
+
+
+def parse_expected_name(name: str) -> ExpectedName:
+    """Normalize the name a certificate must cover; raises ValueError naming what is accepted."""
+    if not isinstance(name, str):
+        raise ValueError(f"expected name must be a str (DNS name or IP literal), got {type(name).__name__}")
+    raw = name.strip()
+    literal = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    try:
+        return ExpectedName(ip=ipaddress.ip_address(literal))
+    except ValueError:
+        pass
+    dns = raw.rstrip(".").lower()
+    if not dns.isascii():
+        try:
+            dns = dns.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"expected name {name!r} is not a valid internationalized DNS name: {exc}") from exc
+    labels = dns.split(".")
+    if (
+        not dns
+        or len(dns) > 253
+        or any(not label or len(label) > 63 for label in labels)
+        or any(not (c.isalnum() or c in "-_") for c in dns.replace(".", ""))
+    ):
+        raise ValueError(
+            f"expected name {name!r} is neither an IP literal nor a DNS name "
+            "(labels of 1-63 letters, digits, '-' or '_', separated by dots)"
+        )
+    return ExpectedName(dns=dns)
+
+
+def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    """The SAN extension, or None when it is absent or malformed."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _dns_matches(pattern: str, name: str) -> bool:
+    pattern = pattern.rstrip(".").lower()
+    if pattern == name:
+        return True
+    # RFC 6125 6.4.3 as browsers and OpenSSL apply it: "*" only as the whole left-most label, matching
+    # exactly one non-empty label, with at least two labels after it (never "*.com").
+    p_labels = pattern.split(".")
+    n_labels = name.split(".")
+    return (
+        p_labels[0] == "*"
+        and len(p_labels) >= 3
+        and "*" not in ".".join(p_labels[1:])
+        and len(n_labels) == len(p_labels)
+        and n_labels[0] != ""
+        and n_labels[1:] == p_labels[1:]
+    )
+
+
+def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, str]:
+    """Whether the certificate covers the name, and why not. No CN fallback: only subjectAltName counts."""
+    san = subject_alt_names(cert)
+    if san is None:
+        cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        cn = f" (subject CN {cns[0]!r} is not used for name checks)" if cns else ""
+        return False, f"certificate has no subjectAltName{cn}; {expected} is not covered"
+    if expected.ip is not None:
+        ips = san.get_values_for_type(x509.IPAddress)
+        if expected.ip in ips:
+            return True, ""
+        listed = ", ".join(str(i) for i in ips) or "none"
+        return False, f"IP {expected.ip} not among the certificate's IP SANs ({listed})"
+    assert expected.dns is not None
+    dns_names = san.get_values_for_type(x509.DNSName)
+    if any(_dns_matches(p, expected.dns) for p in dns_names):
+        return True, ""
+    listed = ", ".join(dns_names) or "none"
+    deeper = [p for p in dns_names if p.startswith("*.") and expected.dns.endswith(p[1:])]
+    hint = f"; wildcard {deeper[0]} covers exactly one label" if deeper else ""
+    return False, f"{expected.dns} not among the certificate's DNS SANs ({listed}){hint}"

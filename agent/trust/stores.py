@@ -1,0 +1,529 @@
+"""Every trust store on the host, read into root sets that offline verification can use.
+
+A store is identified by its content: the sha256 over its sorted root fingerprints. Two names may share
+one content (SSL_CERT_FILE pointing at the system bundle); discovery keeps both, and the equal
+fingerprints tell the reader. Reading is cached by (path, inode, mtime, size), so refreshing is cheap.
+A store that cannot be read becomes a TrustStore with `error` set, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import ssl
+import struct
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
+
+from ..model import TrustStore
+
+__all__ = [
+    "MAX_DIR_BYTES",
+    "MAX_DIR_FILES",
+    "MAX_FILE_BYTES",
+    "LoadedStore",
+    "discover_stores",
+    "load_store",
+    "store_fingerprint",
+]
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_DIR_FILES = 4096
+MAX_DIR_BYTES = 64 * 1024 * 1024
+JAVA_DEFAULT_PASSWORD = "changeit"
+
+KIND_FILE = "file"
+KIND_DIR = "dir"
+KIND_JAVA = "java-keystore"
+
+# Bundles that distributions install, tried when OpenSSL's compiled-in default is absent or differs.
+WELL_KNOWN_BUNDLES: tuple[str, ...] = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Gentoo
+    "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Fedora, CentOS
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # RHEL 7+
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # Alpine, macOS, FreeBSD
+)
+WELL_KNOWN_DIRS: tuple[str, ...] = ("/etc/ssl/certs",)
+JAVA_SYSTEM_KEYSTORES: tuple[str, ...] = (
+    "/etc/ssl/certs/java/cacerts",  # Debian, Ubuntu
+    "/etc/pki/java/cacerts",  # RHEL, Fedora
+)
+
+_PEM_RE = re.compile(
+    rb"-----BEGIN (TRUSTED )?CERTIFICATE-----\s*(.*?)\s*-----END (?:TRUSTED )?CERTIFICATE-----",
+    re.DOTALL,
+)
+_JKS_MAGIC = 0xFEEDFEED
+_JCEKS_MAGIC = 0xCECECECE
+_MAX_KEYSTORE_ENTRIES = 100_000
+
+
+@dataclass(frozen=True)
+class LoadedStore:
+    """A store's identity together with its roots, ready for verification."""
+
+    info: TrustStore
+    roots: tuple[x509.Certificate, ...]
+    detail: str = ""  # how a runtime uses the store, when that differs from "these roots only"
+
+
+@dataclass(frozen=True)
+class _Read:
+    roots: tuple[x509.Certificate, ...] = ()
+    fingerprints: tuple[str, ...] = ()
+    error: str = ""
+
+
+def store_fingerprint(root_fingerprints: Iterator[str] | tuple[str, ...] | list[str]) -> str:
+    """sha256 hex over the sorted, distinct root fingerprints (hex) concatenated; "" for no roots."""
+    fps = sorted(set(root_fingerprints))
+    if not fps:
+        return ""
+    return hashlib.sha256("".join(fps).encode("ascii")).hexdigest()
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    # Real system stores hold a root with a non-positive serial; the warning would repeat on every host.
+    # Parsing happens once per file change, so the (process-wide) warnings switch is rarely flipped.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+        return x509.load_der_x509_certificate(der)
+
+
+def _merge(certs: list[tuple[str, x509.Certificate]]) -> tuple[tuple[x509.Certificate, ...], tuple[str, ...]]:
+    """Distinct certificates by fingerprint, keeping first-seen order."""
+    seen: dict[str, x509.Certificate] = {}
+    for fp, cert in certs:
+        seen.setdefault(fp, cert)
+    return tuple(seen.values()), tuple(seen.keys())
+
+
+def _der_sequence_prefix(data: bytes) -> bytes:
+    """The first DER SEQUENCE in `data`: a TRUSTED CERTIFICATE block is a certificate plus trailing aux."""
+    if len(data) < 2 or data[0] != 0x30:
+        return data
+    first = data[1]
+    if first < 0x80:
+        return data[: 2 + first]
+    n = first & 0x7F
+    if n == 0 or n > 4 or len(data) < 2 + n:
+        return data
+    length = int.from_bytes(data[2 : 2 + n], "big")
+    return data[: 2 + n + length]
+
+
+def _parse_certificates(data: bytes) -> tuple[list[tuple[str, x509.Certificate]], int, int]:
+    """(certificates, blocks seen, blocks unreadable) from PEM text or one DER certificate."""
+    blocks = list(_PEM_RE.finditer(data))
+    out: list[tuple[str, x509.Certificate]] = []
+    bad = 0
+    if not blocks:
+        # One DER certificate, taken byte for byte: stripping could cut a DER that ends in 0x0a or 0x20.
+        if data[:1] != b"\x30":
+            return [], 0, 0
+        try:
+            cert = _load_der(data)
+        except ValueError:
+            return [], 0, 0
+        return [(hashlib.sha256(data).hexdigest(), cert)], 1, 0
+    for m in blocks:
+        try:
+            der = base64.b64decode(re.sub(rb"\s+", b"", m.group(2)), validate=True)
+            if m.group(1):
+                der = _der_sequence_prefix(der)
+            cert = _load_der(der)
+        except (ValueError, binascii.Error):
+            bad += 1
+            continue
+        out.append((hashlib.sha256(der).hexdigest(), cert))
+    return out, len(blocks), bad
+
+
+def _read_capped(path: Path, size: int, cap: int) -> bytes:
+    if size > cap:
+        raise _TooLarge(f"{path} is {size} bytes, over the {cap}-byte cap")
+    with path.open("rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise _TooLarge(f"{path} grew past the {cap}-byte cap while being read")
+    return data
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int, int]:
+    st = path.stat()
+    return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=8192)
+def _read_pem_file_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, size: int) -> _Read:
+    path = Path(path_str)
+    try:
+        data = _read_capped(path, size, MAX_FILE_BYTES)
+    except _TooLarge as exc:
+        return _Read(error=str(exc))
+    except OSError as exc:
+        return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
+    certs, blocks, bad = _parse_certificates(data)
+    roots, fps = _merge(certs)
+    if not roots:
+        if blocks:
+            return _Read(error=f"{path}: {bad} certificate block(s), none parseable")
+        return _Read(error=f"{path}: no certificates (expected PEM CERTIFICATE blocks or one DER certificate)")
+    error = f"{path}: {bad} of {blocks} certificate blocks unparseable, skipped" if bad else ""
+    return _Read(roots, fps, error)
+
+
+def _read_pem_file(path: Path) -> _Read:
+    try:
+        key = _file_key(path)
+    except OSError as exc:
+        return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
+    if not Path(key[0]).is_file():
+        return _Read(error=f"{path} is not a regular file")
+    return _read_pem_file_cached(*key)
+
+
+def _read_dir(path: Path) -> _Read:
+    """Every certificate file in a (hashed) directory, bounded in file count and total bytes."""
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as exc:
+        return _Read(error=f"cannot list {path}: {exc.strerror or exc}")
+    certs: list[tuple[str, x509.Certificate]] = []
+    seen_inodes: set[tuple[int, int]] = set()
+    files = 0
+    total = 0
+    unreadable = 0
+    truncated = ""
+    for entry in entries:
+        try:
+            if not entry.is_file():  # follows symlinks: hashed dirs are mostly links
+                continue
+            key = _file_key(Path(entry.path))
+        except OSError:
+            unreadable += 1
+            continue
+        # Hash links and their targets share an inode: read each file once.
+        inode = (key[1], key[2])
+        if inode in seen_inodes:
+            continue
+        if files >= MAX_DIR_FILES or total + key[4] > MAX_DIR_BYTES:
+            truncated = (
+                f"{path}: read stopped at {files} files / {total} bytes "
+                f"(caps {MAX_DIR_FILES} files, {MAX_DIR_BYTES} bytes)"
+            )
+            break
+        seen_inodes.add(inode)
+        files += 1
+        total += key[4]
+        read = _read_pem_file_cached(*key)
+        if read.roots:
+            certs.extend(zip(read.fingerprints, read.roots, strict=True))
+        elif read.error.startswith("cannot read"):
+            unreadable += 1
+        # Files without certificates (CRLs, READMEs) are normal in a hashed dir and ignored.
+    roots, fps = _merge(certs)
+    notes = [truncated] if truncated else []
+    if unreadable:
+        notes.append(f"{path}: {unreadable} file(s) unreadable")
+    if not roots:
+        notes.insert(0, f"{path}: no certificates in directory")
+    return _Read(roots, fps, "; ".join(notes))
+
+
+def _read_dirs(value: str) -> _Read:
+    """SSL_CERT_DIR may list several directories separated by os.pathsep, as OpenSSL accepts."""
+    parts = [p for p in value.split(os.pathsep) if p]
+    reads = [_read_dir(Path(p)) if Path(p).is_dir() else _Read(error=f"{p} is not a directory") for p in parts]
+    certs = [pair for r in reads for pair in zip(r.fingerprints, r.roots, strict=True)]
+    roots, fps = _merge(certs)
+    error = "; ".join(r.error for r in reads if r.error)
+    return _Read(roots, fps, error)
+
+
+# --- Java keystores -------------------------------------------------------------------------------
+
+
+class _KeystoreError(ValueError):
+    pass
+
+
+class _Cursor:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise _KeystoreError(f"truncated at byte {self.pos} (wanted {n} more)")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u2(self) -> int:
+        return int(struct.unpack(">H", self.take(2))[0])
+
+    def u4(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def utf(self) -> bytes:
+        return self.take(self.u2())
+
+    def blob(self) -> bytes:
+        return self.take(self.u4())
+
+
+def _parse_jks(data: bytes) -> tuple[list[bytes], str]:
+    """Trusted-certificate DERs of a JKS/JCEKS keystore, plus an error for what could not be read.
+
+    Layout: magic, version, count, then entries (tag 1 private key with chain, 2 trusted cert,
+    3 JCEKS secret key), then a 20-byte keyed digest. Java also trusts the end-entity certificate of a
+    private-key entry, so that one is kept too. The digest is not checked: it guards integrity with the
+    store password, and trusted certificates are public.
+    """
+    cur = _Cursor(data)
+    magic = cur.u4()
+    if magic not in (_JKS_MAGIC, _JCEKS_MAGIC):
+        raise _KeystoreError("not a JKS or JCEKS keystore")
+    version = cur.u4()
+    if version not in (1, 2):
+        raise _KeystoreError(f"unsupported JKS version {version} (accepted: 1, 2)")
+    count = cur.u4()
+    if count > _MAX_KEYSTORE_ENTRIES:
+        raise _KeystoreError(f"claims {count} entries, over the cap of {_MAX_KEYSTORE_ENTRIES}")
+
+    def cert_der() -> bytes:
+        if version == 2:
+            cert_type = cur.utf()
+            if cert_type != b"X.509":
+                raise _KeystoreError(f"certificate type {cert_type!r} at byte {cur.pos} is not X.509")
+        return cur.blob()
+
+    ders: list[bytes] = []
+    for _ in range(count):
+        tag = cur.u4()
+        cur.utf()  # alias
+        cur.take(8)  # creation time
+        if tag == 2:
+            ders.append(cert_der())
+        elif tag == 1:
+            cur.blob()  # protected private key
+            chain = [cert_der() for _ in range(cur.u4())]
+            if chain:
+                ders.append(chain[0])
+        elif tag == 3:
+            # A JCEKS secret key is a serialized Java object with no length prefix: stop here.
+            return ders, f"JCEKS secret-key entry at byte {cur.pos} not readable; later entries skipped"
+        else:
+            raise _KeystoreError(f"unknown entry tag {tag} at byte {cur.pos - 4}")
+    if len(data) - cur.pos != 20:
+        raise _KeystoreError(f"{len(data) - cur.pos} bytes after the entries, expected a 20-byte digest")
+    return ders, ""
+
+
+def _parse_pkcs12(data: bytes) -> list[bytes]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    loaded = pkcs12.load_pkcs12(data, JAVA_DEFAULT_PASSWORD.encode())
+    certs = [c.certificate for c in loaded.additional_certs]
+    if loaded.cert is not None:
+        certs.insert(0, loaded.cert.certificate)
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+@lru_cache(maxsize=64)
+def _read_keystore_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, size: int) -> _Read:
+    path = Path(path_str)
+    try:
+        data = _read_capped(path, size, MAX_FILE_BYTES)
+    except _TooLarge as exc:
+        return _Read(error=str(exc))
+    except OSError as exc:
+        return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
+    error = ""
+    if data[:4] in (_JKS_MAGIC.to_bytes(4, "big"), _JCEKS_MAGIC.to_bytes(4, "big")):
+        try:
+            ders, error = _parse_jks(data)
+        except _KeystoreError as exc:
+            return _Read(error=f"{path}: JKS format not readable: {exc}")
+    else:
+        try:
+            ders = _parse_pkcs12(data)
+        except (ValueError, TypeError) as exc:
+            return _Read(
+                error=f"{path}: neither JKS nor PKCS12 readable with password '{JAVA_DEFAULT_PASSWORD}': {exc}"
+            )
+    certs: list[tuple[str, x509.Certificate]] = []
+    bad = 0
+    for der in ders:
+        try:
+            certs.append((hashlib.sha256(der).hexdigest(), _load_der(der)))
+        except ValueError:
+            bad += 1
+    roots, fps = _merge(certs)
+    notes = [error] if error else []
+    if bad:
+        notes.append(f"{bad} of {len(ders)} certificates unparseable, skipped")
+    if not roots:
+        notes.insert(0, f"{path}: keystore holds no trusted certificates")
+    return _Read(roots, fps, "; ".join(notes))
+
+
+def _read_keystore(path: Path) -> _Read:
+    try:
+        key = _file_key(path)
+    except OSError as exc:
+        return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
+    return _read_keystore_cached(*key)
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+
+def _loaded(name: str, kind: str, path: str, read: _Read, detail: str = "") -> LoadedStore:
+    info = TrustStore(
+        name=name,
+        kind=kind,
+        path=path,
+        root_count=len(read.roots),
+        fingerprint=store_fingerprint(read.fingerprints),
+        error=read.error,
+    )
+    return LoadedStore(info=info, roots=read.roots, detail=detail)
+
+
+def load_store(name: str, path: Path | str, *, kind: str | None = None, detail: str = "") -> LoadedStore:
+    """Read one store: a PEM/DER bundle file, a certificate directory, or a Java keystore.
+
+    `kind` None picks "dir" for a directory and "file" otherwise.
+    """
+    p = Path(path)
+    if kind is None:
+        kind = KIND_DIR if p.is_dir() else KIND_FILE
+    if kind not in (KIND_FILE, KIND_DIR, KIND_JAVA):
+        raise ValueError(f"unknown trust store kind {kind!r} (accepted: {KIND_FILE}, {KIND_DIR}, {KIND_JAVA})")
+    if not p.exists():
+        return _loaded(name, kind, str(p), _Read(error=f"{p} does not exist"), detail)
+    if kind == KIND_DIR:
+        read = _read_dir(p) if p.is_dir() else _Read(error=f"{p} is not a directory")
+    elif kind == KIND_JAVA:
+        read = _read_keystore(p)
+    else:
+        read = _read_pem_file(p)
+    return _loaded(name, kind, str(p), read, detail)
+
+
+def _from_env(environ: Mapping[str, str], var: str, name: str, *, dir_ok: bool, detail: str = "") -> LoadedStore | None:
+    value = environ.get(var, "")
+    if not value:
+        return None
+    p = Path(value)
+    if not p.exists():
+        return _loaded(name, KIND_FILE, value, _Read(error=f"{var} points at {value}, which does not exist"))
+    if p.is_dir():
+        if not dir_ok:
+            return _loaded(name, KIND_DIR, value, _Read(error=f"{var} must name a file, {value} is a directory"))
+        return load_store(name, p, kind=KIND_DIR, detail=detail)
+    return load_store(name, p, kind=KIND_FILE, detail=detail)
+
+
+def _system_stores() -> list[LoadedStore]:
+    paths = ssl.get_default_verify_paths()
+    out: list[LoadedStore] = []
+    # The compiled-in defaults, not `cafile`/`capath`: those already follow this process's
+    # SSL_CERT_FILE/SSL_CERT_DIR, which are reported as stores of their own from `environ`.
+    files = [f for f in (paths.openssl_cafile, *WELL_KNOWN_BUNDLES) if f and os.path.isfile(f)]
+    seen: set[str] = set()
+    for f in files:
+        real = os.path.realpath(f)
+        if real in seen:
+            continue
+        seen.add(real)
+        out.append(load_store("system" if len(seen) == 1 else f"system:{f}", f, kind=KIND_FILE))
+    dirs = [d for d in (paths.openssl_capath, *WELL_KNOWN_DIRS) if d and os.path.isdir(d)]
+    if dirs:
+        out.append(load_store("system_dir", dirs[0], kind=KIND_DIR))
+    return out
+
+
+def _certifi_store() -> LoadedStore | None:
+    if importlib.util.find_spec("certifi") is None:
+        return None
+    try:
+        certifi = importlib.import_module("certifi")
+        where = certifi.where()
+    except Exception as exc:  # a broken install is a fact to report, not a reason to fail discovery
+        return _loaded("certifi", KIND_FILE, "", _Read(error=f"certifi is installed but unusable: {exc}"))
+    return load_store("certifi", where, kind=KIND_FILE, detail="what Python requests trusts by default")
+
+
+def _java_stores(environ: Mapping[str, str]) -> list[LoadedStore]:
+    out: list[LoadedStore] = []
+    java_home = environ.get("JAVA_HOME", "")
+    if java_home:
+        candidates = [
+            Path(java_home, "lib", "security", "cacerts"),
+            Path(java_home, "jre", "lib", "security", "cacerts"),  # Java 8 layout
+        ]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            out.append(load_store("java_home", found, kind=KIND_JAVA))
+        else:
+            out.append(
+                _loaded(
+                    "java_home",
+                    KIND_JAVA,
+                    str(candidates[0]),
+                    _Read(error=f"JAVA_HOME={java_home} has no lib/security/cacerts"),
+                )
+            )
+    for p in JAVA_SYSTEM_KEYSTORES:
+        if os.path.isfile(p):
+            out.append(load_store("java", p, kind=KIND_JAVA))
+            break
+    return out
+
+
+_NODE_DETAIL = "Node trusts its built-in roots plus this file; the built-in roots are not included here"
+
+
+def discover_stores(environ: Mapping[str, str], extra: Mapping[str, Path] | None = None) -> tuple[LoadedStore, ...]:
+    """Every trust store this host's clients would use, in a stable order; unreadable ones carry `error`."""
+    stores: list[LoadedStore] = list(_system_stores())
+    optional: list[LoadedStore | None] = [
+        _from_env(environ, "SSL_CERT_FILE", "ssl_cert_file", dir_ok=False),
+        _cert_dirs_from_env(environ),
+        _certifi_store(),
+        _from_env(environ, "REQUESTS_CA_BUNDLE", "requests_ca_bundle", dir_ok=True),
+        _from_env(environ, "CURL_CA_BUNDLE", "curl_ca_bundle", dir_ok=True),
+        _from_env(environ, "NODE_EXTRA_CA_CERTS", "node_extra_ca_certs", dir_ok=False, detail=_NODE_DETAIL),
+    ]
+    stores.extend(s for s in optional if s is not None)
+    stores.extend(_java_stores(environ))
+    for label, path in (extra or {}).items():
+        stores.append(load_store(f"extra:{label}", path))
+    return tuple(stores)
+
+
+def _cert_dirs_from_env(environ: Mapping[str, str]) -> LoadedStore | None:
+    value = environ.get("SSL_CERT_DIR", "")
+    if not value:
+        return None
+    return _loaded("ssl_cert_dir", KIND_DIR, value, _read_dirs(value))

@@ -1,0 +1,50 @@
+"""`tlsfleet coordinator serve`: run every report on its schedule until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from ...agent.command import CommandGroup, fail
+from .service_options import ConfigOption, load_service_config
+
+coordinator_app = typer.Typer(help="Run the coordinator as a service.", no_args_is_help=True, cls=CommandGroup)
+
+
+def _check_fleet(config) -> None:  # ServiceConfig
+    """Fail at start, not at the first scheduled run: the inventory and every report's selector."""
+    from ..fleet.choose import select_vantages
+
+    async def check() -> None:
+        for report in config.reports:
+            fleet = select_vantages(
+                inventory_path=config.inventory, selector_text=report.agents, include_local=report.include_local
+            )
+            await asyncio.gather(*(v.close() for v in fleet.vantages), return_exceptions=True)
+
+    asyncio.run(check())
+
+
+@coordinator_app.command("serve")
+def coordinator_serve(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run every report on its schedule, keep the history, write reports, alert, serve /metrics."""
+    from ...agent.logs import configure_service_logging
+    from ..service.scheduler import CoordinatorService
+
+    try:
+        configure_service_logging(log_level)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    loaded = load_service_config(config)
+    if not loaded.reports:
+        raise fail(f"config {loaded.path} defines no [[report]]; nothing to schedule")
+    _check_fleet(loaded)
+    try:
+        asyncio.run(CoordinatorService(loaded).serve())
+    except OSError as error:
+        raise fail(str(error)) from None

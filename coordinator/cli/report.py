@@ -1,0 +1,132 @@
+"""`tlsfleet report list|show|run`: the runs kept in the history, one shown, one run now."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+from ...agent import exit_codes
+from ...agent.command import CommandGroup, fail
+from ..diagnosis.model import Severity
+from .service_options import ConfigOption, load_service_config, open_history
+
+report_app = typer.Typer(
+    help="Scheduled comparison reports: list, show, run now.", no_args_is_help=True, cls=CommandGroup
+)
+
+
+@report_app.command("list")
+def report_list(
+    config: ConfigOption = None,
+    report: Annotated[str | None, typer.Option("--report", help="Only this report's runs.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many runs, newest first (1-1000).")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """The runs kept in the history, newest first."""
+    if not 1 <= limit <= 1000:
+        raise fail(f"--limit {limit} is out of range; accepted: 1-1000")
+    loaded = load_service_config(config)
+    history = open_history(loaded)
+    try:
+        runs = history.list_runs(report, limit=limit)
+    finally:
+        history.close()
+    if json_output:
+        typer.echo(json.dumps([_summary_json(r) for r in runs], indent=2))
+        return
+    if not runs:
+        typer.echo("no runs yet")
+        return
+    for r in runs:
+        flag = " (abandoned)" if r.abandoned else ""
+        typer.echo(
+            f"{r.run_id:>6}  {r.report:20}  {r.started_at:%Y-%m-%d %H:%M:%S}Z  "
+            f"critical {r.critical}  warning {r.warning}  info {r.info}{flag}"
+        )
+
+
+@report_app.command("show")
+def report_show(
+    run_id: Annotated[int, typer.Argument(help="A run id from `tlsfleet report list`.")],
+    config: ConfigOption = None,
+    output_format: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
+) -> None:
+    """A stored run as a report, with what changed since the run before it."""
+    from ..service.changes import changes_between
+    from ..service.history.store import first_seen_lookup
+    from ..service.reports.json_report import render_json
+    from ..service.reports.markdown import render_markdown
+
+    if output_format not in ("markdown", "json"):
+        raise fail(f"--format {output_format!r} is not accepted; markdown or json")
+    loaded = load_service_config(config)
+    history = open_history(loaded)
+    try:
+        run = history.get_run(run_id)
+        if run is None:
+            raise fail(f"run {run_id} is not in the history {loaded.storage.path}; see `tlsfleet report list`")
+        previous = history.latest_run(run.report, run_id)
+        changes = changes_between(previous, run, first_seen_lookup(history))
+    finally:
+        history.close()
+    if output_format == "json":
+        typer.echo(json.dumps(render_json(run, changes), indent=2))
+    else:
+        typer.echo(render_markdown(run, changes))
+
+
+@report_app.command("run")
+def report_run(
+    name: Annotated[str, typer.Argument(help="A report defined in the config.")],
+    config: ConfigOption = None,
+) -> None:
+    """Run one report now (the service need not be running): history, reports, alerts as scheduled."""
+    from ...agent.logs import configure_cli_logging
+    from ..service.pipeline import Pipeline
+
+    configure_cli_logging()
+    loaded = load_service_config(config)
+    report = loaded.report(name)
+    history = open_history(loaded)
+
+    async def once():  # -> CompletedRun
+        pipeline = Pipeline(loaded, history)
+        try:
+            return await pipeline.run(report)
+        finally:
+            await pipeline.close()
+
+    try:
+        done = asyncio.run(once())
+    finally:
+        history.close()
+    run = done.run
+    findings = [f for t in run.targets for f in t.findings]
+    typer.echo(
+        f"run {run.run_id} of {run.report}: {len(run.targets)} targets in {run.duration_s:.1f} s, "
+        f"{sum(1 for f in findings if f.severity is Severity.CRITICAL)} critical and "
+        f"{sum(1 for f in findings if f.severity is Severity.WARNING)} warning findings, "
+        f"{len(done.changes)} changes since the previous run, {len(done.alerts)} alerts"
+        + ("" if report.webhooks else " (no webhook configured)")
+        + (f" (abandoned: {run.note})" if run.abandoned else "")
+    )
+    for change in done.changes:
+        typer.echo(f"  changed: {change.summary}")
+    for path in done.written:
+        typer.echo(f"  wrote {path}")
+    critical = any(f.severity is Severity.CRITICAL for f in findings)
+    raise typer.Exit(exit_codes.PROBLEM if critical else exit_codes.OK)
+
+
+def _summary_json(r) -> dict:  # RunSummary
+    return {
+        "run_id": r.run_id,
+        "report": r.report,
+        "started_at": r.started_at.isoformat(),
+        "finished_at": r.finished_at.isoformat(),
+        "abandoned": r.abandoned,
+        "findings": {"critical": r.critical, "warning": r.warning, "info": r.info},
+    }

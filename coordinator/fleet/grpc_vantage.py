@@ -1,0 +1,133 @@
+"""An agent the coordinator dials over gRPC, with mutual TLS unless the inventory says insecure."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import grpc
+
+from ...agent import wire
+from ...agent.model import ProbeRequest, TrustStore
+from ...agent.pki.credentials import FleetCredentials, channel_credentials, channel_options_for_peer
+from ...v1 import agent_pb2, agent_pb2_grpc
+from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo, VantageState
+from .clock_offset import estimate_offset
+from .inventory import AgentEntry
+
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+_STATE_BY_CODE = {
+    grpc.StatusCode.UNAVAILABLE: VantageState.OFFLINE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: VantageState.TIMEOUT,
+    grpc.StatusCode.PERMISSION_DENIED: VantageState.REFUSED,
+    grpc.StatusCode.UNAUTHENTICATED: VantageState.REFUSED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: VantageState.REFUSED,
+    grpc.StatusCode.INVALID_ARGUMENT: VantageState.REFUSED,
+}
+
+
+class GrpcVantage:
+    def __init__(self, entry: AgentEntry, credentials: FleetCredentials | None) -> None:
+        self.info = VantageInfo(name=entry.name, address=entry.address, labels=entry.labels, kind="grpc")
+        options: list[tuple[str, object]] = [
+            ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
+            # An agent that vanished should be noticed within the deadline, not after minutes of backoff.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.enable_retries", 0),
+        ]
+        if entry.insecure:
+            self._channel = grpc.aio.insecure_channel(entry.address, options=options)
+        else:
+            if credentials is None:
+                raise ValueError(f"agent {entry.name} needs mutual TLS credentials")
+            options += channel_options_for_peer("agent", entry.name)
+            self._channel = grpc.aio.secure_channel(entry.address, channel_credentials(credentials), options)
+        self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        self._trust_stores: tuple[TrustStore, ...] = ()
+
+    async def probe(self, request: ProbeRequest, timeout_s: float) -> ProbeOutcome:
+        started = time.perf_counter()
+        sent_ns = time.time_ns()
+        try:
+            reply = await self._stub.Probe(wire.request_to_wire(request), timeout=timeout_s, wait_for_ready=False)
+        except grpc.aio.AioRpcError as error:
+            return ProbeOutcome(
+                vantage=self.info,
+                state=_STATE_BY_CODE.get(error.code(), VantageState.ERROR),
+                error=_rpc_error_text(error),
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        received_ns = time.time_ns()
+        duration_ms = (time.perf_counter() - started) * 1000
+        result, agent_name, agent_version = wire.result_from_wire(reply)
+        if agent_name != self.info.name:
+            return ProbeOutcome(
+                vantage=self.info,
+                state=VantageState.ERROR,
+                agent_version=agent_version,
+                error=f"the reply came from agent {agent_name!r}, but the inventory names {self.info.name!r} "
+                f"at {self.info.address}",
+                duration_ms=duration_ms,
+            )
+        # Every reply repeats the agent's trust-store list; one shared copy keeps a fleet-wide run small.
+        if result.trust_stores == self._trust_stores:
+            result = replace(result, trust_stores=self._trust_stores)
+        else:
+            self._trust_stores = result.trust_stores
+        clock = estimate_offset(sent_ns, result.agent_received_ns, result.agent_replied_ns, received_ns)
+        return ProbeOutcome(
+            vantage=self.info,
+            state=VantageState.OK,
+            result=result,
+            agent_version=agent_version,
+            clock=clock,
+            duration_ms=duration_ms,
+        )
+
+    async def describe(
+        self, timeout_s: float, target_host: str | None = None, *, include_roots: bool = False
+    ) -> DescribeOutcome:
+        started = time.perf_counter()
+        sent_ns = time.time_ns()
+        try:
+            reply = await self._stub.Describe(
+                agent_pb2.DescribeRequest(target_host=target_host or "", include_roots=include_roots),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError as error:
+            return DescribeOutcome(
+                vantage=self.info,
+                state=_STATE_BY_CODE.get(error.code(), VantageState.ERROR),
+                error=_rpc_error_text(error),
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        received_ns = time.time_ns()
+        description = wire.description_from_wire(reply)
+        duration_ms = (time.perf_counter() - started) * 1000
+        if description.identity.name != self.info.name:
+            return DescribeOutcome(
+                vantage=self.info,
+                state=VantageState.ERROR,
+                error=f"the reply came from agent {description.identity.name!r}, but the inventory names "
+                f"{self.info.name!r} at {self.info.address}",
+                duration_ms=duration_ms,
+            )
+        # Describe has a single agent timestamp; treat receipt and reply as one instant.
+        stamp = description.agent_time_ns
+        return DescribeOutcome(
+            vantage=self.info,
+            state=VantageState.OK,
+            description=description,
+            clock=estimate_offset(sent_ns, stamp, stamp, received_ns),
+            duration_ms=duration_ms,
+        )
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+
+def _rpc_error_text(error: grpc.aio.AioRpcError) -> str:
+    details = (error.details() or "").strip()
+    return f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()

@@ -1,0 +1,73 @@
+"""The machine the CLI runs on, as the vantage `local`: the agent's probe engine, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from ... import __version__
+from ...agent.hostfacts import HostFactsCache
+from ...agent.model import AgentDescription, AgentIdentity, ProbeRequest
+from ...agent.probe.engine import ProbeEngine
+from ...agent.probe.request_limits import RequestError, fit_to_deadline, validate_request
+from ..outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome, VantageInfo, VantageState
+
+LOCAL_NAME = "local"
+_SAME_CLOCK = ClockEstimate(offset_ms=0.0, error_ms=0.0)
+
+
+class LocalVantage:
+    def __init__(self, engine: ProbeEngine | None = None) -> None:
+        self.info = VantageInfo(name=LOCAL_NAME, address="local", kind="local")
+        self._engine = engine or ProbeEngine()
+        self._facts = HostFactsCache(__version__, os.environ)
+
+    async def probe(self, request: ProbeRequest, timeout_s: float) -> ProbeOutcome:
+        started = time.perf_counter()
+        try:
+            request = fit_to_deadline(validate_request(request), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                result = await self._engine.probe(request)
+        except RequestError as error:
+            return self._outcome(VantageState.REFUSED, started, error=str(error))
+        except TimeoutError:
+            return self._outcome(VantageState.TIMEOUT, started, error=f"no result within {timeout_s:g} s")
+        return ProbeOutcome(
+            vantage=self.info,
+            state=VantageState.OK,
+            result=result,
+            agent_version=__version__,
+            clock=_SAME_CLOCK,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def describe(
+        self, timeout_s: float, target_host: str | None = None, *, include_roots: bool = False
+    ) -> DescribeOutcome:
+        started = time.perf_counter()
+        description = AgentDescription(
+            identity=AgentIdentity(name=LOCAL_NAME, version=__version__),
+            facts=self._facts.get(target_host),
+            trust_stores=self._engine.trust_stores(include_roots=include_roots),
+            agent_time_ns=time.time_ns(),
+        )
+        return DescribeOutcome(
+            vantage=self.info,
+            state=VantageState.OK,
+            description=description,
+            clock=_SAME_CLOCK,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def close(self) -> None:
+        return None
+
+    def _outcome(self, state: VantageState, started: float, *, error: str) -> ProbeOutcome:
+        return ProbeOutcome(
+            vantage=self.info,
+            state=state,
+            error=error,
+            agent_version=__version__,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )

@@ -1,0 +1,152 @@
+"""The diagnosis's input: the outcomes of one probe (plus variants of it), and views over them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+from ..agent.model import AddressResult, Failure, ProbeRequest, ProbeResult, Verdict
+from ..agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, summarize
+from .outcomes import ProbeOutcome, VantageState
+
+# Verdicts that mean "the chain does not lead to a root this store has".
+TRUST_FAILURES = frozenset(
+    {Verdict.UNKNOWN_ISSUER, Verdict.LEAF_ONLY_UNVERIFIABLE, Verdict.UNTRUSTED_ROOT, Verdict.SELF_SIGNED}
+)
+TIME_FAILURES = frozenset({Verdict.EXPIRED, Verdict.NOT_YET_VALID})
+NAME_FAILURES = frozenset({Verdict.HOSTNAME_MISMATCH, Verdict.IP_MISMATCH})
+
+
+@dataclass(frozen=True)
+class DiagnosisSettings:
+    reference_time: datetime  # the coordinator's notion of true time; aware
+    clock_tolerance_ms: float = 2000.0
+    expiry_warning_days: float = 30.0
+    expiry_critical_days: float = 7.0
+
+    def __post_init__(self) -> None:
+        if self.reference_time.tzinfo is None:
+            raise ValueError("reference_time must be timezone-aware")
+        if self.clock_tolerance_ms < 0:
+            raise ValueError(f"clock tolerance {self.clock_tolerance_ms} ms is negative; accepted: 0 or more")
+        if not 0 <= self.expiry_critical_days <= self.expiry_warning_days:
+            raise ValueError("expiry thresholds must satisfy 0 <= critical days <= warning days")
+
+    @classmethod
+    def for_request(cls, request: ProbeRequest, **overrides: float) -> DiagnosisSettings:
+        """Settings whose reference time is the one the request carried (now, when it carried none)."""
+        ns = request.options.reference_time_ns
+        when = datetime.fromtimestamp(ns / 1e9, tz=UTC) if ns else datetime.now(UTC)
+        return cls(reference_time=when, **overrides)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The same target probed another way: without SNI, or with another SNI name."""
+
+    label: str  # "no SNI", "SNI other.example"
+    request: ProbeRequest
+    outcomes: tuple[ProbeOutcome, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One address as one vantage saw it."""
+
+    agent: str
+    outcome: ProbeOutcome
+    result: ProbeResult
+    address: AddressResult
+
+    @property
+    def where(self) -> str:
+        return f"{self.agent}@{self.address.address}"
+
+    @property
+    def has_chain(self) -> bool:
+        return bool(self.address.chain)
+
+    @property
+    def leaf(self) -> CertSummary | None:
+        return _summary(self.address.chain[0]) if self.address.chain else None
+
+    @property
+    def leaf_fingerprint(self) -> str:
+        return fingerprint(self.address.chain[0]) if self.address.chain else ""
+
+    @property
+    def chain_fingerprints(self) -> tuple[str, ...]:
+        return tuple(fingerprint(der) for der in self.address.chain)
+
+    def certificates(self) -> list[CertSummary]:
+        """The served chain's certificates that parse, in served order."""
+        return [s for s in (_summary(der) for der in self.address.chain) if s is not None]
+
+    @property
+    def handshake_failed(self) -> bool:
+        """The handshake broke off for a reason other than the chain being rejected."""
+        return self.address.handshake.failure not in (Failure.NONE, Failure.CERT_VERIFY)
+
+    @property
+    def connected(self) -> bool:
+        return self.address.connect_failure is Failure.NONE
+
+    def store_verdict(self, store: str, *, at_reference: bool = False) -> Verdict | None:
+        for s in self.address.stores:
+            if s.store == store:
+                return s.at_reference_time if at_reference else s.at_agent_time
+        return None
+
+
+def _summary(der: bytes) -> CertSummary | None:
+    try:
+        return summarize(der)
+    except CertificateParseError:
+        return None
+
+
+@dataclass(frozen=True)
+class Observation:
+    request: ProbeRequest
+    outcomes: tuple[ProbeOutcome, ...]
+    variants: tuple[Variant, ...] = field(default=())
+
+    @cached_property
+    def answered(self) -> tuple[ProbeOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.state is VantageState.OK and o.result is not None)
+
+    @cached_property
+    def silent(self) -> tuple[ProbeOutcome, ...]:
+        """Vantages that did not answer: offline, timeout, refused, error."""
+        return tuple(o for o in self.outcomes if o.state is not VantageState.OK or o.result is None)
+
+    @cached_property
+    def rows(self) -> tuple[Row, ...]:
+        return tuple(_rows(self.answered))
+
+    @cached_property
+    def rows_with_chain(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.has_chain)
+
+    @property
+    def target(self) -> str:
+        return str(self.request.target)
+
+    @property
+    def expected_name(self) -> str:
+        o = self.request.options
+        return o.sni if o.sni else self.request.target.host
+
+
+def rows_of(outcomes: tuple[ProbeOutcome, ...]) -> tuple[Row, ...]:
+    """Rows of any set of outcomes (a variant's, say)."""
+    return tuple(_rows(o for o in outcomes if o.state is VantageState.OK and o.result is not None))
+
+
+def _rows(outcomes: Iterator[ProbeOutcome] | tuple[ProbeOutcome, ...]) -> Iterator[Row]:
+    for outcome in outcomes:
+        assert outcome.result is not None
+        for address in outcome.result.addresses:
+            yield Row(agent=outcome.vantage.name, outcome=outcome, result=outcome.result, address=address)

@@ -1,0 +1,1 @@
+"""The coordinator service: configuration, schedules, report runs, history, changes, reports, alerts, metrics."""

@@ -1,0 +1,372 @@
+"""The coordinator service's configuration: a TOML file of reports, webhooks, storage and limits.
+
+[coordinator]
+inventory = "inventory.toml"        # relative paths are relative to this file
+reports_dir = "reports"
+metrics_listen = "127.0.0.1:9464"   # Prometheus /metrics; leave out to serve none
+max_probes_in_flight = 200          # agents x targets probing at once, across all reports
+shutdown_grace = "10s"              # on SIGTERM, how long runs in flight may finish before abandoned
+
+[storage]
+backend = "sqlite"
+path = "history.sqlite"
+retention_days = 30
+
+[[report]]
+name = "prod-edge"
+targets = ["api.example.com:443", "login.example.com"]
+agents = "env=prod"                 # a selector, as `--agents`; default: every agent
+include_local = false
+schedule = "*/15 * * * *"           # cron (UTC), or: interval = "15m"
+jitter = "30s"                      # random delay before each run (default: a tenth of the period, <= 30 s)
+deadline = "120s"                   # the whole run
+probe_timeout = "10s"               # one target's fan-out
+formats = ["html", "markdown", "json"]
+expiry_warning_days = 30
+expiry_critical_days = 7
+clock_tolerance = "2s"
+notify_min_severity = "critical"
+webhooks = ["oncall"]
+
+[[webhook]]
+name = "oncall"
+url = "https://hooks.example.com/..."
+format = "slack"                    # or "json"
+timeout = "5s"
+retries = 3
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...agent.endpoints import EndpointError, split_host_port
+from ...agent.errors import UsageError
+from ..diagnosis.model import Severity
+from ..fleet.selector import SelectorError, parse_selector
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_TARGETS_PER_REPORT = 10_000
+REPORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+FORMATS = ("html", "markdown", "json")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(UsageError):
+    """The configuration cannot be used; the message names the file, the entry and what is accepted."""
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    name: str
+    url: str
+    format: str = "json"  # "json" or "slack"
+    timeout_s: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    name: str
+    targets: tuple[str, ...]
+    agents: str | None = None
+    include_local: bool = False
+    schedule: str | None = None  # a cron expression (UTC) ...
+    interval_s: float | None = None  # ... or a fixed interval
+    jitter_s: float = 0.0
+    deadline_s: float = 120.0
+    probe_timeout_s: float = 10.0
+    formats: tuple[str, ...] = FORMATS
+    expiry_warning_days: float = 30.0
+    expiry_critical_days: float = 7.0
+    clock_tolerance_s: float = 2.0
+    notify_min_severity: Severity = Severity.CRITICAL
+    webhooks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    backend: str
+    path: Path
+    retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    path: Path
+    inventory: Path | None
+    reports_dir: Path
+    metrics_listen: str | None
+    max_probes_in_flight: int
+    storage: StorageConfig
+    reports: tuple[ReportConfig, ...]
+    webhooks: tuple[WebhookConfig, ...]
+    shutdown_grace_s: float = 10.0
+
+    def report(self, name: str) -> ReportConfig:
+        for report in self.reports:
+            if report.name == name:
+                return report
+        accepted = ", ".join(r.name for r in self.reports) or "none are defined"
+        raise ConfigError(f"report {name!r} is not defined in {self.path}; defined: {accepted}")
+
+    def webhook(self, name: str) -> WebhookConfig:
+        return next(w for w in self.webhooks if w.name == name)
+
+
+def parse_duration(text: object, where: str) -> float:
+    """'90s', '15m', '2h', '1d', '250ms' or a bare number of seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(str(text))
+        if not match:
+            raise ConfigError(f"{where}: {text!r} is not a duration; accepted: a number with ms, s, m, h or d")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{where}: a duration cannot be negative")
+    return seconds
+
+
+def load_config(path: Path) -> ServiceConfig:
+    path = path.expanduser()
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config {path} is larger than 4 MiB")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {path} is not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config {path} cannot be read: {error}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
+    _only(data, {"coordinator", "storage", "report", "webhook"}, f"config {path}")
+    base = path.parent
+    coordinator = _table(data, "coordinator", f"config {path}")
+    where = f"config {path}: [coordinator]"
+    _only(coordinator, {"inventory", "reports_dir", "metrics_listen", "max_probes_in_flight", "shutdown_grace"}, where)
+    shutdown_grace = parse_duration(coordinator.get("shutdown_grace", "10s"), f"{where}: shutdown_grace")
+    if shutdown_grace > 600:
+        raise ConfigError(f"{where}: shutdown_grace must be at most 600 s")
+    inventory = coordinator.get("inventory")
+    metrics_listen = coordinator.get("metrics_listen")
+    if metrics_listen is not None:
+        try:
+            split_host_port(str(metrics_listen), allow_port_zero=True)
+        except EndpointError as error:
+            raise ConfigError(f"{where}: metrics_listen: {error}") from None
+    in_flight = coordinator.get("max_probes_in_flight", 200)
+    if not isinstance(in_flight, int) or isinstance(in_flight, bool) or not 1 <= in_flight <= 100_000:
+        raise ConfigError(f"{where}: max_probes_in_flight must be a whole number from 1 to 100000")
+
+    storage = _storage(_table(data, "storage", f"config {path}"), f"config {path}: [storage]", base)
+    webhooks = tuple(_webhook(raw, f"config {path}: webhook #{i}") for i, raw in enumerate(_list(data, "webhook"), 1))
+    _unique([w.name for w in webhooks], f"config {path}: webhook")
+    reports = tuple(
+        _report(raw, f"config {path}: report #{i}", {w.name for w in webhooks})
+        for i, raw in enumerate(_list(data, "report"), 1)
+    )
+    _unique([r.name for r in reports], f"config {path}: report")
+    return ServiceConfig(
+        path=path,
+        inventory=_path(inventory, base) if inventory is not None else None,
+        reports_dir=_path(coordinator.get("reports_dir", "reports"), base),
+        metrics_listen=str(metrics_listen) if metrics_listen is not None else None,
+        max_probes_in_flight=in_flight,
+        storage=storage,
+        reports=reports,
+        webhooks=webhooks,
+        shutdown_grace_s=shutdown_grace,
+    )
+
+
+def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
+    _only(raw, {"backend", "path", "retention_days"}, where)
+    backend = raw.get("backend", "sqlite")
+    if backend != "sqlite":
+        raise ConfigError(f"{where}: backend {backend!r} is not available; accepted: sqlite")
+    retention = raw.get("retention_days", 30)
+    if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
+        raise ConfigError(f"{where}: retention_days must be a number above 0")
+    return StorageConfig(backend=backend, path=_path(raw.get("path", "history.sqlite"), base), retention_days=retention)
+
+
+def _webhook(raw: Any, where: str) -> WebhookConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    _only(raw, {"name", "url", "format", "timeout", "retries"}, where)
+    name = _string(raw, "name", where)
+    url = _string(raw, "url", where)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where} ({name}): url {url!r} is not accepted; http:// or https:// only")
+    fmt = raw.get("format", "json")
+    if fmt not in ("json", "slack"):
+        raise ConfigError(f"{where} ({name}): format {fmt!r} is not accepted; json or slack")
+    retries = raw.get("retries", 3)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
+        raise ConfigError(f"{where} ({name}): retries must be a whole number from 0 to 10")
+    timeout = parse_duration(raw.get("timeout", "5s"), f"{where} ({name}): timeout")
+    if not 0 < timeout <= 60:
+        raise ConfigError(f"{where} ({name}): timeout must be above 0 and at most 60 s")
+    return WebhookConfig(name=name, url=url, format=fmt, timeout_s=timeout, retries=retries)
+
+
+_REPORT_KEYS = {
+    "name",
+    "targets",
+    "agents",
+    "include_local",
+    "schedule",
+    "interval",
+    "jitter",
+    "deadline",
+    "probe_timeout",
+    "formats",
+    "expiry_warning_days",
+    "expiry_critical_days",
+    "clock_tolerance",
+    "notify_min_severity",
+    "webhooks",
+}
+
+
+def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
+    from ...agent.probe.targets import TargetError, parse_target
+    from .schedule import ScheduleError, check_cron, default_jitter_s
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table ([[report]])")
+    _only(raw, _REPORT_KEYS, where)
+    name = _string(raw, "name", where)
+    if not REPORT_NAME.match(name):
+        raise ConfigError(f"{where}: name {name!r} is not accepted; 1-63 characters of a-z, 0-9 and '-'")
+    where = f"{where} ({name})"
+    targets = raw.get("targets")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise ConfigError(f"{where}: targets must be a non-empty list of HOST[:PORT] strings")
+    if len(targets) > MAX_TARGETS_PER_REPORT:
+        raise ConfigError(f"{where}: {len(targets)} targets; at most {MAX_TARGETS_PER_REPORT} are accepted")
+    for target in targets:
+        try:
+            parse_target(target)
+        except TargetError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    _unique(targets, f"{where}: target")
+    agents = raw.get("agents")
+    if agents is not None:
+        try:
+            parse_selector(str(agents))
+        except SelectorError as error:
+            raise ConfigError(f"{where}: agents: {error}") from None
+    schedule, interval = raw.get("schedule"), raw.get("interval")
+    if (schedule is None) == (interval is None):
+        raise ConfigError(f"{where}: give exactly one of schedule (a cron expression) or interval (e.g. '15m')")
+    interval_s = None
+    if schedule is not None:
+        try:
+            check_cron(str(schedule))
+        except ScheduleError as error:
+            raise ConfigError(f"{where}: schedule: {error}") from None
+    else:
+        interval_s = parse_duration(interval, f"{where}: interval")
+        if interval_s < 1:
+            raise ConfigError(f"{where}: interval must be at least 1 s")
+    formats = raw.get("formats", list(FORMATS))
+    if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
+        raise ConfigError(f"{where}: formats {formats!r} is not accepted; a list of {', '.join(FORMATS)}")
+    hooks = raw.get("webhooks", [])
+    if not isinstance(hooks, list) or any(h not in webhook_names for h in hooks):
+        defined = ", ".join(sorted(webhook_names)) or "none are defined"
+        raise ConfigError(f"{where}: webhooks {hooks!r} must name [[webhook]] entries; defined: {defined}")
+    try:
+        severity = Severity.parse(str(raw.get("notify_min_severity", "critical")))
+    except ValueError as error:
+        raise ConfigError(f"{where}: notify_min_severity: {error}") from None
+    warning_days = _number(raw, "expiry_warning_days", where, 30)
+    critical_days = _number(raw, "expiry_critical_days", where, 7)
+    if not 0 <= critical_days <= warning_days:
+        raise ConfigError(f"{where}: expiry_critical_days must be between 0 and expiry_warning_days")
+    deadline = parse_duration(raw.get("deadline", "120s"), f"{where}: deadline")
+    probe_timeout = parse_duration(raw.get("probe_timeout", "10s"), f"{where}: probe_timeout")
+    if not 0.1 <= probe_timeout <= 300 or not probe_timeout <= deadline <= 86_400:
+        raise ConfigError(f"{where}: probe_timeout must be 0.1-300 s and no longer than deadline (at most 1 d)")
+    include_local = raw.get("include_local", False)
+    if not isinstance(include_local, bool):
+        raise ConfigError(f"{where}: include_local must be true or false")
+    return ReportConfig(
+        name=name,
+        targets=tuple(targets),
+        agents=str(agents) if agents is not None else None,
+        include_local=include_local,
+        schedule=str(schedule) if schedule is not None else None,
+        interval_s=interval_s,
+        jitter_s=(
+            parse_duration(raw["jitter"], f"{where}: jitter")
+            if "jitter" in raw
+            else default_jitter_s(str(schedule) if schedule is not None else None, interval_s)
+        ),
+        deadline_s=deadline,
+        probe_timeout_s=probe_timeout,
+        formats=tuple(dict.fromkeys(formats)),
+        expiry_warning_days=warning_days,
+        expiry_critical_days=critical_days,
+        clock_tolerance_s=parse_duration(raw.get("clock_tolerance", "2s"), f"{where}: clock_tolerance"),
+        notify_min_severity=severity,
+        webhooks=tuple(hooks),
+    )
+
+
+def _only(raw: dict[str, Any], accepted: set[str], where: str) -> None:
+    unknown = set(raw) - accepted
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; accepted: {', '.join(sorted(accepted))}")
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(f"'{key}' must be an array of tables ([[{key}]])")
+    return value
+
+
+def _string(raw: dict[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+    return value
+
+
+def _number(raw: dict[str, Any], key: str, where: str, default: float) -> float:
+    value = raw.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a number of 0 or more")
+    return float(value)
+
+
+def _path(value: Any, base: Path) -> Path:
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{what} {name!r} is given twice; names must be unique")
+        seen.add(name)

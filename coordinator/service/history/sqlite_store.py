@@ -1,0 +1,731 @@
+"""The history in one SQLite file: WAL, a busy timeout, foreign keys, migrations at open.
+
+Certificates are kept once (by sha256) however many runs saw them, and trust-store root lists once per
+distinct list, so a run of an unchanged fleet adds little more than its compressed timings and verdicts.
+One connection serves every thread, behind a lock: callers on asyncio use `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ....agent.model import RootCertificate, TrustStore
+from ...diagnosis.model import Cause, Evidence, Finding, Severity
+from ...observation import Observation
+from ...outcomes import VantageState
+from ...recording import RecordingError, observation_from_dict, observation_to_dict
+from ..report_model import AgentSnapshot, ReportRun, TargetRun
+from .migrations import migrate
+from .store import HistoryError, RunSummary, key_of
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteHistory"]
+
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+MAX_LIST_LIMIT = 10_000
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# A new compression dictionary this often, so that it keeps resembling the fleet.
+DICTIONARY_MAX_AGE = timedelta(days=7)
+DICTIONARY_BYTES = 32 * 1024
+DICTIONARY_SAMPLE = 4  # documents the dictionary is made from
+_IN_CHUNK = 500  # parameters per IN (...) query, well under SQLite's limit
+
+
+class SqliteHistory:
+    """`HistoryStore` on an SQLite file, created (with its schema) when absent."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self._path = Path(path).expanduser()
+        if busy_timeout_s < 0:
+            raise HistoryError(f"busy timeout {busy_timeout_s} s is negative; accepted: 0 or more seconds")
+        self._busy_timeout_s = busy_timeout_s
+        self._lock = threading.Lock()
+        if self._path.is_dir():
+            raise HistoryError(f"history database {self._path} is a directory; [storage] path must name a file")
+        if not self._path.parent.is_dir():
+            raise HistoryError(
+                f"history database {self._path}: directory {self._path.parent} does not exist; create it first"
+            )
+        self._connection: sqlite3.Connection | None = None
+        with self._guard("open it"):
+            connection = sqlite3.connect(
+                self._path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            try:
+                _configure(connection)
+                migrate(connection, self._path)
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # --- writing --------------------------------------------------------------------------------------
+
+    def save_run(self, run: ReportRun) -> int:
+        if run.run_id is not None:
+            raise HistoryError(f"run {run.run_id} of report {run.report!r} is already saved; a run is saved once")
+        if not run.report:
+            raise HistoryError("a run needs its report's name; got an empty name")
+        started = _time(run.started_at, "started_at")
+        finished = _time(run.finished_at, "finished_at")
+        # Encoding (JSON, zlib) happens before taking the lock: other threads' reads need not wait for it.
+        certificates: dict[str, bytes] = {}
+        # Each target's JSON is compressed as soon as it is made: holding a whole fleet's raw JSON at once
+        # would set the coordinator's peak memory. The first few documents make the dictionary.
+        documents = (_observation_json(t, certificates) for t in run.targets)
+        sample = list(itertools.islice(documents, DICTIONARY_SAMPLE))
+        dictionary_id, dictionary = self._dictionary(run.report, sample)
+        compressed = [_compress(document, dictionary) for document in itertools.chain(sample, documents)]
+        targets = [
+            (position, t.target, float(t.duration_ms), blob)
+            for position, (t, blob) in enumerate(zip(run.targets, compressed, strict=True))
+        ]
+        findings = [
+            _finding_row(run.report, position, t.target, index, finding)
+            for position, t in enumerate(run.targets)
+            for index, finding in enumerate(t.findings)
+        ]
+        root_sets: dict[str, bytes] = {}
+        agents = [_agent_row(position, a) for position, a in enumerate(run.agents)]
+        stores = [
+            _store_row(agent_position, position, s, root_sets)
+            for agent_position, a in enumerate(run.agents)
+            for position, s in enumerate(a.stores)
+        ]
+        leaves = _served_leaves(run)
+        with self._write("save a run") as db:
+            run_id = db.execute(
+                "INSERT INTO runs (report, started_at, finished_at, abandoned, note) VALUES (?, ?, ?, ?, ?)",
+                (run.report, started, finished, int(run.abandoned), run.note),
+            ).lastrowid
+            assert run_id is not None
+            db.executemany(
+                "INSERT INTO certificates (sha256, der, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (sha256) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                ((sha, der, started) for sha, der in certificates.items()),
+            )
+            db.executemany(
+                "INSERT INTO root_sets (digest, roots, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (digest) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                ((digest, blob, started) for digest, blob in root_sets.items()),
+            )
+            db.executemany(
+                "INSERT INTO target_runs (run_id, position, report, target, duration_ms, dictionary, observation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (run_id, p, run.report, target, duration, dictionary_id, blob)
+                    for p, target, duration, blob in targets
+                ),
+            )
+            db.executemany(
+                "INSERT INTO findings (run_id, target_position, position, report, target, key, cause, severity, "
+                "agents, addresses, summary, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in findings),
+            )
+            db.executemany(
+                "INSERT INTO agent_snapshots (run_id, position, name, address, labels, state, error, version, "
+                "clock_offset_ms, clock_error_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in agents),
+            )
+            db.executemany(
+                "INSERT INTO agent_stores (run_id, agent_position, position, name, kind, path, root_count, "
+                "fingerprint, error, root_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in stores),
+            )
+            _record_leaves(db, run.report, leaves, started)
+        return int(run_id)
+
+    def _dictionary(self, report: str, documents: list[bytes]) -> tuple[int | None, bytes]:
+        """The report's current preset dictionary, made from `documents` when it has none (or only an
+        old one: the fleet it describes drifts). Its own transaction, so compressing needs no lock."""
+        if not any(documents):
+            return None, b""
+        now = datetime.now(UTC)
+        with self._write("save a run") as db:
+            row = db.execute(
+                "SELECT id, data FROM dictionaries WHERE report = ? AND created_at >= ? "
+                "ORDER BY created_at DESC, id DESC LIMIT 1",
+                (report, _time(now - DICTIONARY_MAX_AGE, "dictionary age")),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), zlib.decompress(row[1])
+            data = _make_dictionary(documents)
+            made = db.execute(
+                "INSERT INTO dictionaries (report, created_at, data) VALUES (?, ?, ?)",
+                (report, _time(now, "now"), zlib.compress(data, 9)),
+            ).lastrowid
+            assert made is not None
+            return int(made), data
+
+    def mark_announced(self, key: str, at: datetime, resolved: bool = False) -> None:
+        when = _time(at, "announcement time")
+        with self._write("record an announcement") as db:
+            if resolved:
+                db.execute(
+                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET resolved_at = excluded.resolved_at",
+                    (key, when, when),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (?, ?, NULL) "
+                    "ON CONFLICT (key) DO UPDATE SET announced_at = excluded.announced_at, resolved_at = NULL",
+                    (key, when),
+                )
+
+    def prune(self, older_than: datetime) -> int:
+        cutoff = _time(older_than, "older_than")
+        with self._write("prune old runs") as db:
+            removed = db.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
+            # What only pruned runs referenced: every remaining run started at or after the cutoff, and
+            # each row's last_seen is the latest start among the runs that referenced it.
+            db.execute("DELETE FROM certificates WHERE last_seen < ?", (cutoff,))
+            db.execute("DELETE FROM root_sets WHERE last_seen < ?", (cutoff,))
+            db.execute("DELETE FROM leaf_sightings WHERE last_seen < ?", (cutoff,))
+            # A dictionary made after the cutoff may be about to serve a run being saved: keep those.
+            db.execute(
+                "DELETE FROM dictionaries WHERE created_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM target_runs t WHERE t.dictionary = dictionaries.id)",
+                (cutoff,),
+            )
+            db.execute(
+                "DELETE FROM announcements WHERE (resolved_at IS NOT NULL AND resolved_at < :cutoff) "
+                "OR (resolved_at IS NULL AND announced_at < :cutoff AND key NOT IN (SELECT key FROM findings))",
+                {"cutoff": cutoff},
+            )
+        if removed:
+            with self._lock, self._guard("return freed space"):
+                # Hands freed pages back to the file system (the schema is created with incremental auto-vacuum).
+                # executescript steps the pragma to the end: execute() would free only one page.
+                self._db().executescript("PRAGMA incremental_vacuum;")
+        return removed
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def latest_run(
+        self, report: str, before_id: int | None = None, *, include_abandoned: bool = True
+    ) -> ReportRun | None:
+        with self._read("find the latest run") as db:
+            row = db.execute(
+                "SELECT id FROM runs WHERE report = ? AND (? IS NULL OR id < ?) AND (? OR abandoned = 0) "
+                "ORDER BY started_at DESC, id DESC LIMIT 1",
+                (report, before_id, before_id, include_abandoned),
+            ).fetchone()
+            return None if row is None else self._load_run(db, int(row[0]))
+
+    def get_run(self, run_id: int) -> ReportRun | None:
+        with self._read(f"read run {run_id}") as db:
+            return self._load_run(db, run_id)
+
+    def _load_run(self, db: sqlite3.Connection, run_id: int) -> ReportRun | None:
+        try:
+            return self._decode_run(db, run_id)
+        except (ValueError, KeyError, TypeError, zlib.error) as error:
+            raise HistoryError(
+                f"history database {self._path}: run {run_id} cannot be read back: {type(error).__name__}: {error}"
+            ) from error
+
+    def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise HistoryError(f"limit {limit} is out of range; accepted: 1 to {MAX_LIST_LIMIT}")
+        with self._read("list runs") as db:
+            rows = db.execute(
+                """
+                SELECT r.id, r.report, r.started_at, r.finished_at, r.abandoned, r.note,
+                    (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id),
+                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'critical'),
+                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'warning'),
+                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info')
+                FROM runs r WHERE (:report IS NULL OR r.report = :report)
+                ORDER BY r.started_at DESC, r.id DESC LIMIT :limit
+                """,
+                {"report": report, "limit": limit},
+            ).fetchall()
+        return [
+            RunSummary(
+                run_id=int(r[0]),
+                report=r[1],
+                started_at=_parse_time(r[2]),
+                finished_at=_parse_time(r[3]),
+                abandoned=bool(r[4]),
+                note=r[5],
+                targets=int(r[6]),
+                critical=int(r[7]),
+                warning=int(r[8]),
+                info=int(r[9]),
+            )
+            for r in rows
+        ]
+
+    def first_seen_finding(self, report: str, key: str) -> datetime | None:
+        with self._read("look up a finding's first sighting") as db:
+            row = db.execute(
+                """
+                WITH last AS (
+                    SELECT run_id, target FROM findings WHERE report = :report AND key = :key
+                    ORDER BY run_id DESC LIMIT 1
+                ), gap AS (
+                    -- the latest run that probed the target without seeing the finding
+                    SELECT MAX(t.run_id) AS run_id FROM target_runs t, last
+                    WHERE t.report = :report AND t.target = last.target AND t.run_id < last.run_id
+                    AND NOT EXISTS (SELECT 1 FROM findings f WHERE f.run_id = t.run_id AND f.key = :key)
+                )
+                SELECT MIN(r.started_at) FROM findings f JOIN runs r ON r.id = f.run_id
+                WHERE f.report = :report AND f.key = :key AND f.run_id > COALESCE((SELECT run_id FROM gap), 0)
+                """,
+                {"report": report, "key": key},
+            ).fetchone()
+        return None if row is None or row[0] is None else _parse_time(row[0])
+
+    def first_seen_certificate(
+        self, report: str, target: str, agent: str, address: str, sha256: str
+    ) -> datetime | None:
+        with self._read("look up a certificate's first sighting") as db:
+            row = db.execute(
+                "SELECT first_seen FROM leaf_sightings WHERE report = ? AND target = ? AND agent = ? AND address = ? "
+                "AND sha256 = ? ORDER BY last_seen DESC, id DESC LIMIT 1",
+                (report, target, agent, address, sha256.lower()),
+            ).fetchone()
+        return None if row is None else _parse_time(row[0])
+
+    def announced(self, key: str) -> bool:
+        with self._read("read announcements") as db:
+            row = db.execute("SELECT resolved_at FROM announcements WHERE key = ?", (key,)).fetchone()
+        return row is not None and row[0] is None
+
+    def close(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is None:
+                return
+            with suppress(sqlite3.Error):  # only a planner hint: not worth waiting for another writer
+                connection.execute("PRAGMA busy_timeout = 100")
+                connection.execute("PRAGMA optimize")
+            try:
+                connection.close()
+            except sqlite3.Error as error:
+                raise self._translate(error, "close it") from error
+
+    def __enter__(self) -> SqliteHistory:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise HistoryError(f"history database {self._path} is closed")
+        return self._connection
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise self._translate(error, action) from error
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard(action):
+            db = self._db()
+            # IMMEDIATE takes the write lock up front, so waiting for another writer honours the busy timeout.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard(action):
+            db = self._db()
+            db.execute("BEGIN")  # one snapshot for every query of the read
+            try:
+                yield db
+            finally:
+                _rollback(db)
+
+    def _translate(self, error: sqlite3.Error, action: str) -> HistoryError:
+        code = getattr(error, "sqlite_errorcode", -1) & 0xFF
+        where = f"history database {self._path}"
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return HistoryError(
+                f"{where} is locked by another process (waited {self._busy_timeout_s:g} s to {action}); "
+                "stop the other process using it, or give this coordinator its own [storage] path"
+            )
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return HistoryError(
+                f"{where} is damaged or not an SQLite database ({error}); move it aside to start a new "
+                "history, or restore it from a backup"
+            )
+        if code == sqlite3.SQLITE_CANTOPEN:
+            return HistoryError(f"{where} cannot be opened ({error}); check that its directory is writable")
+        if code == sqlite3.SQLITE_READONLY:
+            return HistoryError(f"{where} is read-only ({error}); the coordinator needs to write it")
+        if code == sqlite3.SQLITE_FULL:
+            return HistoryError(f"{where}: the disk is full; free space or shorten [storage] retention_days")
+        return HistoryError(f"{where}: cannot {action}: {error}")
+
+    def _decode_run(self, db: sqlite3.Connection, run_id: int) -> ReportRun | None:
+        head = db.execute(
+            "SELECT report, started_at, finished_at, abandoned, note FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        if head is None:
+            return None
+        report, started, finished, abandoned, note = head
+        blobs = db.execute(
+            "SELECT position, target, duration_ms, dictionary, observation FROM target_runs WHERE run_id = ? "
+            "ORDER BY position",
+            (run_id,),
+        ).fetchall()
+        dictionaries = {
+            int(i): zlib.decompress(data)
+            for i, data in db.execute(
+                "SELECT id, data FROM dictionaries WHERE id IN "
+                "(SELECT DISTINCT dictionary FROM target_runs WHERE run_id = ?)",
+                (run_id,),
+            )
+        }
+        findings: dict[int, list[Finding]] = {}
+        for row in db.execute(
+            "SELECT target_position, cause, severity, agents, addresses, summary, detail FROM findings "
+            "WHERE run_id = ? ORDER BY target_position, position",
+            (run_id,),
+        ):
+            findings.setdefault(row[0], []).append(self._finding(row, run_id))
+        # One target's JSON at a time: a fleet's worth of parsed documents at once would set the peak memory.
+        certificates: dict[str, bytes] = {}
+        stores: dict[str, tuple[TrustStore, ...]] = {}
+        targets = []
+        for position, target, duration, dictionary, blob in blobs:
+            document = self._unpack(blob, dictionaries.get(dictionary, b""), run_id, target)
+            missing = set(_certificate_refs(document)) - certificates.keys()
+            certificates.update(_fetch(db, "SELECT sha256, der FROM certificates WHERE sha256 IN ({})", missing))
+            try:
+                _restore_certificates(document, certificates)
+                observation = _share_trust_stores(observation_from_dict(document), stores)
+            except (RecordingError, KeyError) as error:
+                raise HistoryError(
+                    f"history database {self._path}: run {run_id}, target {target} cannot be read back: {error}"
+                ) from error
+            targets.append(TargetRun(target, observation, tuple(findings.get(position, ())), float(duration)))
+        return ReportRun(
+            report=report,
+            started_at=_parse_time(started),
+            finished_at=_parse_time(finished),
+            targets=tuple(targets),
+            agents=self._agents(db, run_id),
+            run_id=run_id,
+            abandoned=bool(abandoned),
+            note=note,
+        )
+
+    def _agents(self, db: sqlite3.Connection, run_id: int) -> tuple[AgentSnapshot, ...]:
+        stores: dict[int, list[tuple[Any, ...]]] = {}
+        for row in db.execute(
+            "SELECT agent_position, name, kind, path, root_count, fingerprint, error, root_set FROM agent_stores "
+            "WHERE run_id = ? ORDER BY agent_position, position",
+            (run_id,),
+        ):
+            stores.setdefault(row[0], []).append(row[1:])
+        digests = {row[-1] for rows in stores.values() for row in rows if row[-1] is not None}
+        root_sets = _fetch(db, "SELECT digest, roots FROM root_sets WHERE digest IN ({})", digests)
+        agents = []
+        for position, name, address, labels, state, error, version, offset, clock_error in db.execute(
+            "SELECT position, name, address, labels, state, error, version, clock_offset_ms, clock_error_ms "
+            "FROM agent_snapshots WHERE run_id = ? ORDER BY position",
+            (run_id,),
+        ):
+            agents.append(
+                AgentSnapshot(
+                    name=name,
+                    address=address,
+                    labels=tuple((str(k), str(v)) for k, v in json.loads(labels)),
+                    state=VantageState(state),
+                    error=error,
+                    version=version,
+                    clock_offset_ms=offset,
+                    clock_error_ms=clock_error,
+                    stores=tuple(
+                        TrustStore(
+                            name=s_name,
+                            kind=kind,
+                            path=path,
+                            root_count=int(count),
+                            fingerprint=fingerprint,
+                            error=s_error,
+                            roots=self._roots(root_sets, digest, run_id),
+                        )
+                        for s_name, kind, path, count, fingerprint, s_error, digest in stores.get(position, ())
+                    ),
+                )
+            )
+        return tuple(agents)
+
+    def _roots(self, root_sets: dict[str, bytes], digest: str | None, run_id: int) -> tuple[RootCertificate, ...]:
+        if digest is None:
+            return ()
+        if digest not in root_sets:
+            raise HistoryError(f"history database {self._path}: run {run_id} refers to a missing root list {digest}")
+        return tuple(RootCertificate(str(sha), str(subject)) for sha, subject in _unzip_json(root_sets[digest]))
+
+    def _finding(self, row: tuple[Any, ...], run_id: int) -> Finding:
+        _position, cause, severity, agents, addresses, summary, detail = row
+        try:
+            extra = _unzip_json(detail)
+            return Finding(
+                cause=Cause(cause),
+                severity=Severity.parse(severity),
+                summary=summary,
+                agents=tuple(json.loads(agents)),
+                addresses=tuple(json.loads(addresses)),
+                evidence=tuple(
+                    Evidence(str(field), tuple((str(w), str(v)) for w, v in values))
+                    for field, values in extra["evidence"]
+                ),
+                fix=str(extra["fix"]),
+                reproduce=tuple(str(c) for c in extra["reproduce"]),
+            )
+        except (ValueError, KeyError, TypeError, zlib.error) as error:
+            raise HistoryError(
+                f"history database {self._path}: a finding of run {run_id} cannot be read back: {error}"
+            ) from error
+
+    def _unpack(self, blob: bytes, dictionary: bytes, run_id: int, target: str) -> dict[str, Any]:
+        try:
+            document = json.loads(_decompress(blob, dictionary).decode("utf-8"))
+        except (ValueError, zlib.error) as error:
+            raise HistoryError(
+                f"history database {self._path}: run {run_id}, target {target} is damaged: {error}"
+            ) from error
+        if not isinstance(document, dict):
+            raise HistoryError(f"history database {self._path}: run {run_id}, target {target} is damaged")
+        return document
+
+
+def _configure(connection: sqlite3.Connection) -> None:
+    # Before the first read, or it is ignored; larger pages waste less around ~1 KiB observation rows.
+    connection.execute("PRAGMA page_size = 16384")
+    connection.execute("PRAGMA foreign_keys = ON")
+    # Reading the page count is the first access to the file: a file that is not a database fails here.
+    if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # Only settable before the first table exists; lets prune give space back.
+        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    # WAL: readers never wait for the writer. NORMAL sync is durable across process crashes in WAL mode.
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        with suppress(sqlite3.Error):  # the original error is the one worth reporting
+            db.execute("ROLLBACK")
+
+
+def _time(value: datetime, what: str) -> str:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise HistoryError(f"{what} {value!r} has no time zone; history times must be timezone-aware")
+    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _zip_json(data: Any) -> bytes:
+    return zlib.compress(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), 9)
+
+
+def _unzip_json(blob: bytes) -> Any:
+    return json.loads(zlib.decompress(blob).decode("utf-8"))
+
+
+def _fetch(db: sqlite3.Connection, sql: str, keys: Iterable[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    keys = sorted(keys)
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start : start + _IN_CHUNK]
+        found.update(db.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall())
+    return found
+
+
+# --- observations: certificates out to their own table, and back -----------------------------------------
+
+
+def _outcome_dicts(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from document.get("outcomes", ())
+    for variant in document.get("variants", ()):
+        yield from variant.get("outcomes", ())
+
+
+def _address_dicts(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for outcome in _outcome_dicts(document):
+        yield from (outcome.get("result") or {}).get("addresses", ())
+
+
+def _keep(certificates: dict[str, bytes], encoded: str) -> str:
+    der = base64.b64decode(encoded)
+    sha = hashlib.sha256(der).hexdigest()
+    certificates[sha] = der
+    return sha
+
+
+def _observation_json(target: TargetRun, certificates: dict[str, bytes]) -> bytes:
+    """The observation as JSON, each certificate (served chains, AIA fetches) replaced by its sha256 and
+    collected into `certificates`."""
+    document = observation_to_dict(target.observation)
+    for address in _address_dicts(document):
+        chain = address.pop("chain", None)
+        if chain:
+            address["chainSha256"] = [_keep(certificates, der) for der in chain]
+        aia = address.get("aia")
+        if aia and aia.get("certificate"):
+            aia["certificateSha256"] = _keep(certificates, aia.pop("certificate"))
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _make_dictionary(documents: list[bytes]) -> bytes:
+    """zlib looks back 32 KiB at most: the tail of the first documents, which repeat in every later run."""
+    return b"".join(documents[:DICTIONARY_SAMPLE])[-DICTIONARY_BYTES:]
+
+
+def _compress(data: bytes, dictionary: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zdict=dictionary) if dictionary else zlib.compressobj(9)
+    return compressor.compress(data) + compressor.flush()
+
+
+def _decompress(blob: bytes, dictionary: bytes) -> bytes:
+    decompressor = zlib.decompressobj(zdict=dictionary) if dictionary else zlib.decompressobj()
+    data = decompressor.decompress(blob) + decompressor.flush()
+    if not decompressor.eof:
+        raise zlib.error("compressed data is truncated")
+    return data
+
+
+def _certificate_refs(document: dict[str, Any]) -> Iterator[str]:
+    for address in _address_dicts(document):
+        yield from address.get("chainSha256", ())
+        aia = address.get("aia") or {}
+        if "certificateSha256" in aia:
+            yield aia["certificateSha256"]
+
+
+def _restore_certificates(document: dict[str, Any], certificates: dict[str, bytes]) -> None:
+    def der(sha: str) -> str:
+        if sha not in certificates:
+            raise KeyError(f"certificate {sha} is missing from the certificates table")
+        return base64.b64encode(certificates[sha]).decode("ascii")
+
+    for address in _address_dicts(document):
+        if "chainSha256" in address:
+            address["chain"] = [der(sha) for sha in address.pop("chainSha256")]
+        aia = address.get("aia") or {}
+        if "certificateSha256" in aia:
+            aia["certificate"] = der(aia.pop("certificateSha256"))
+
+
+# --- rows -------------------------------------------------------------------------------------------------
+
+
+def _finding_row(report: str, target_position: int, target: str, position: int, f: Finding) -> tuple[Any, ...]:
+    detail = {
+        "evidence": [[e.field, [list(pair) for pair in e.values]] for e in f.evidence],
+        "fix": f.fix,
+        "reproduce": list(f.reproduce),
+    }
+    return (
+        target_position,
+        position,
+        report,
+        target,
+        key_of(report, target, f),
+        f.cause.value,
+        str(f.severity),
+        json.dumps(list(f.agents)),
+        json.dumps(list(f.addresses)),
+        f.summary,
+        _zip_json(detail),
+    )
+
+
+def _agent_row(position: int, a: AgentSnapshot) -> tuple[Any, ...]:
+    return (
+        position,
+        a.name,
+        a.address,
+        json.dumps([list(pair) for pair in a.labels]),
+        a.state.value,
+        a.error,
+        a.version,
+        a.clock_offset_ms,
+        a.clock_error_ms,
+    )
+
+
+def _store_row(agent_position: int, position: int, s: TrustStore, root_sets: dict[str, bytes]) -> tuple[Any, ...]:
+    digest = None
+    if s.roots:
+        listed = [[r.sha256, r.subject] for r in s.roots]
+        digest = hashlib.sha256(json.dumps(listed, separators=(",", ":")).encode("utf-8")).hexdigest()
+        root_sets[digest] = _zip_json(listed)
+    return (agent_position, position, s.name, s.kind, s.path, s.root_count, s.fingerprint, s.error, digest)
+
+
+def _served_leaves(run: ReportRun) -> dict[tuple[str, str, str], str]:
+    """(target, agent, address) -> the leaf's sha256, for the main probe of every target."""
+    leaves: dict[tuple[str, str, str], str] = {}
+    for t in run.targets:
+        for row in t.observation.rows_with_chain:
+            leaves[(t.target, row.agent, row.address.address)] = row.leaf_fingerprint
+    return leaves
+
+
+def _record_leaves(db: sqlite3.Connection, report: str, leaves: dict[tuple[str, str, str], str], at: str) -> None:
+    """Extend each place's current stretch when its leaf is unchanged; start a new stretch when it changed."""
+    for (target, agent, address), sha in leaves.items():
+        latest = db.execute(
+            "SELECT id, sha256 FROM leaf_sightings WHERE report = ? AND target = ? AND agent = ? AND address = ? "
+            "ORDER BY last_seen DESC, id DESC LIMIT 1",
+            (report, target, agent, address),
+        ).fetchone()
+        if latest is not None and latest[1] == sha:
+            db.execute("UPDATE leaf_sightings SET last_seen = max(last_seen, ?) WHERE id = ?", (at, latest[0]))
+        else:
+            db.execute(
+                "INSERT INTO leaf_sightings (report, target, agent, address, sha256, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (report, target, agent, address, sha, at, at),
+            )
+
+
+def _share_trust_stores(observation: Observation, seen: dict[str, tuple[TrustStore, ...]]) -> Observation:
+    """Every target's result repeats its agent's trust-store list; one shared copy per agent keeps a
+    fleet-wide run small in memory."""
+    outcomes = []
+    for outcome in observation.outcomes:
+        result = outcome.result
+        if result is not None:
+            known = seen.setdefault(outcome.vantage.name, result.trust_stores)
+            if known == result.trust_stores:
+                outcome = replace(outcome, result=replace(result, trust_stores=known))
+        outcomes.append(outcome)
+    return replace(observation, outcomes=tuple(outcomes))

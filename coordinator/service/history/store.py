@@ -1,0 +1,146 @@
+"""The history store's interface: what the report runner, the report writers and alerts need from it.
+
+SQLite serves by default (`sqlite_store.SqliteHistory`); another database can serve the same calls.
+Stores are synchronous; asyncio callers go through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ....agent.errors import UsageError
+from ...diagnosis.model import Finding, Severity
+from ..report_model import ChangeKind, ReportRun
+
+__all__ = [
+    "FirstSeen",
+    "HistoryError",
+    "HistoryStore",
+    "RunSummary",
+    "SeenQuery",
+    "finding_key",
+    "first_seen_lookup",
+    "key_of",
+]
+
+
+class HistoryError(UsageError):
+    """The history cannot be read or written; the message names the database and what to do."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One stored run, without its results: enough for a list of runs."""
+
+    run_id: int
+    report: str
+    started_at: datetime
+    finished_at: datetime
+    abandoned: bool
+    targets: int
+    critical: int = 0
+    warning: int = 0
+    info: int = 0
+    note: str = ""
+
+    def count(self, severity: Severity) -> int:
+        """How many findings of this severity the run had."""
+        return {Severity.CRITICAL: self.critical, Severity.WARNING: self.warning, Severity.INFO: self.info}[severity]
+
+
+def finding_key(report: str, target: str, cause: str, agents: Iterable[str], addresses: Iterable[str] = ()) -> str:
+    """A finding's identity across runs: the same cause on the same target seen by the same agents at the
+    same addresses. 32 hex digits; the order of agents and addresses does not matter."""
+    canonical = json.dumps([report, target, str(cause), sorted(set(agents)), sorted(set(addresses))])
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def key_of(report: str, target: str, finding: Finding) -> str:
+    """`finding_key` of a finding as the diagnosis produced it."""
+    return finding_key(report, target, finding.cause.value, finding.agents, finding.addresses)
+
+
+@dataclass(frozen=True)
+class SeenQuery:
+    """ "Since when has this been so?": the state a change describes, for `FirstSeen`.
+
+    FINDING_NEW asks with `key` (a `finding_key`); CERTIFICATE with target, agent, address and the leaf's
+    `sha256`. Other kinds are asked too, so that a store that knows may answer; None means "not known"."""
+
+    kind: ChangeKind
+    report: str
+    target: str = ""
+    agent: str = ""
+    address: str = ""
+    key: str = ""
+    sha256: str = ""
+
+
+FirstSeen = Callable[[SeenQuery], datetime | None]
+
+
+class HistoryStore(Protocol):
+    """Runs of scheduled reports, kept for a retention period. Times are aware datetimes. Every method
+    raises HistoryError (and nothing else) when the database fails."""
+
+    def save_run(self, run: ReportRun) -> int:
+        """Keep a finished (or abandoned) run; returns its run id. A run is saved once."""
+        ...
+
+    def latest_run(
+        self, report: str, before_id: int | None = None, *, include_abandoned: bool = True
+    ) -> ReportRun | None:
+        """The most recent run of `report` (saved before run `before_id` when given; complete runs only
+        when include_abandoned is False), or None."""
+        ...
+
+    def get_run(self, run_id: int) -> ReportRun | None: ...
+
+    def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
+        """Newest first."""
+        ...
+
+    def first_seen_finding(self, report: str, key: str) -> datetime | None:
+        """When the finding's current uninterrupted presence began: the start of the first run of the
+        latest stretch of runs that saw it (runs that did not probe its target do not interrupt it)."""
+        ...
+
+    def first_seen_certificate(
+        self, report: str, target: str, agent: str, address: str, sha256: str
+    ) -> datetime | None:
+        """When `agent` began to be served the leaf `sha256` at `address` for `target`, in its latest
+        uninterrupted stretch; None when never."""
+        ...
+
+    def announced(self, key: str) -> bool:
+        """True while the finding has been announced and its resolution has not."""
+        ...
+
+    def mark_announced(self, key: str, at: datetime, resolved: bool = False) -> None:
+        """Record that the finding (resolved=False) or its resolution (resolved=True) was announced."""
+        ...
+
+    def prune(self, older_than: datetime) -> int:
+        """Forget runs that started before `older_than`, and what only they referenced; returns how many runs."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def first_seen_lookup(store: HistoryStore) -> FirstSeen:
+    """The `first_seen` argument of `changes.changes_between`, answered from `store`. Save the current run
+    first, so that its own sightings count."""
+
+    def lookup(query: SeenQuery) -> datetime | None:
+        if query.kind is ChangeKind.FINDING_NEW and query.key:
+            return store.first_seen_finding(query.report, query.key)
+        if query.kind is ChangeKind.CERTIFICATE and query.sha256:
+            return store.first_seen_certificate(query.report, query.target, query.agent, query.address, query.sha256)
+        return None
+
+    return lookup

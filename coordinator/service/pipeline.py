@@ -1,0 +1,133 @@
+"""What happens to a report run: saved to history, compared with the previous run, written as reports,
+announced to webhooks, and exported as metrics. Used by the service and by `tlsfleet report run`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from .alerts import Alert, plan_alerts
+from .changes import changes_between
+from .config import ReportConfig, ServiceConfig
+from .history.store import HistoryStore, first_seen_lookup
+from .metrics import FleetMetrics, serve_metrics
+from .report_model import Change, ReportRun
+from .reports.writer import write_reports
+from .runner import run_report
+from .webhooks import DeliveryResult, WebhookTarget, deliver
+
+log = structlog.get_logger("tlsfleet.coordinator")
+
+
+@dataclass(frozen=True)
+class CompletedRun:
+    run: ReportRun  # with its run id
+    changes: tuple[Change, ...]
+    written: tuple[Path, ...]
+    alerts: tuple[Alert, ...]
+    deliveries: tuple[DeliveryResult, ...]
+
+
+class Pipeline:
+    def __init__(self, config: ServiceConfig, history: HistoryStore) -> None:
+        self._config = config
+        self._history = history
+        self.metrics = FleetMetrics()
+        self.abandon = asyncio.Event()  # set on shutdown: runs in flight stop and keep what they have
+        self._metrics_server: asyncio.Server | None = None
+        self.metrics_address: str | None = None
+        # Runs of different reports may finish together; history and alert bookkeeping take one at a time.
+        self._completing = asyncio.Lock()
+
+    async def start_metrics(self) -> None:
+        from ...agent.endpoints import join_host_port, split_host_port
+
+        if self._config.metrics_listen is None:
+            return
+        host, port = split_host_port(self._config.metrics_listen, allow_port_zero=True)
+        self._metrics_server, bound = await serve_metrics(self.metrics.registry, host, port)
+        self.metrics_address = join_host_port(host, bound)
+
+    async def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            await self._metrics_server.wait_closed()
+
+    async def run(self, report: ReportConfig) -> CompletedRun:
+        log.info("report_run_started", report=report.name, targets=len(report.targets))
+        run = await run_report(
+            report,
+            inventory=self._config.inventory,
+            max_probes_in_flight=self._config.max_probes_in_flight,
+            abandon=self.abandon,
+        )
+        return await self.complete(report, run)
+
+    async def complete(self, report: ReportConfig, run: ReportRun) -> CompletedRun:
+        async with self._completing:
+            run_id = await asyncio.to_thread(self._history.save_run, run)
+            run = replace(run, run_id=run_id)
+            previous = await asyncio.to_thread(self._history.latest_run, run.report, run_id)
+            changes = await asyncio.to_thread(changes_between, previous, run, first_seen_lookup(self._history))
+            # plan_alerts asks the history what was announced: a database read, so off the event loop.
+            alerts = await asyncio.to_thread(
+                plan_alerts,
+                run,
+                changes,
+                min_severity=report.notify_min_severity,
+                expiry_warning_days=report.expiry_warning_days,
+                expiry_critical_days=report.expiry_critical_days,
+                already_announced=self._history.announced,
+                previous=previous,
+            )
+            # The previous run is the largest thing held besides this one; reports do not need it.
+            del previous
+            written = await asyncio.to_thread(
+                write_reports,
+                run,
+                changes,
+                self._config.reports_dir,
+                report.formats,
+                expiry_warning_days=report.expiry_warning_days,
+                expiry_critical_days=report.expiry_critical_days,
+            )
+            deliveries = await self._announce(report, run, alerts)
+            self.metrics.observe_run(run, changes)
+        severities = [str(f.severity) for t in run.targets for f in t.findings]
+        counts = {s: severities.count(s) for s in ("critical", "warning")}
+        log.info(
+            "report_run_done",
+            report=run.report,
+            run_id=run_id,
+            duration_s=round(run.duration_s, 3),
+            targets=len(run.targets),
+            abandoned=run.abandoned,
+            changes=len(changes),
+            alerts=len(alerts),
+            reports=[str(p) for p in written],
+            **counts,
+        )
+        return CompletedRun(run, tuple(changes), tuple(written), tuple(alerts), deliveries)
+
+    async def _announce(self, report: ReportConfig, run: ReportRun, alerts: list[Alert]) -> tuple[DeliveryResult, ...]:
+        """Deliver to every webhook of the report; an alert counts as announced once every webhook got it,
+        so one that failed everywhere is tried again with the next run."""
+        if not alerts:
+            return ()
+        targets = [self._webhook(name) for name in report.webhooks]
+        results = tuple(await asyncio.gather(*(deliver(t, alerts) for t in targets)))
+        for alert in alerts:
+            if all(alert.key in result.delivered for result in results):
+                await asyncio.to_thread(
+                    self._history.mark_announced, alert.key, run.finished_at, alert.kind.value == "resolved"
+                )
+        return results
+
+    def _webhook(self, name: str) -> WebhookTarget:
+        hook = self._config.webhook(name)
+        return WebhookTarget(
+            name=hook.name, url=hook.url, format=hook.format, timeout_s=hook.timeout_s, retries=hook.retries
+        )

@@ -1,0 +1,114 @@
+"""Writing a run's reports to disk: one file per run and format, plus `latest.<ext>` for each format.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a reader
+(a web server, a person refreshing the page) sees the previous complete file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC
+from pathlib import Path
+
+from ..report_model import Change, ReportRun
+from .html import render_html
+from .json_report import DEFAULT_CRITICAL_DAYS, DEFAULT_WARNING_DAYS, check_thresholds, iter_json
+from .markdown import render_markdown
+
+__all__ = ["EXTENSIONS", "FORMATS", "report_paths", "write_reports"]
+
+FORMATS = ("html", "markdown", "json")
+EXTENSIONS = {"html": "html", "markdown": "md", "json": "json"}
+# The report name becomes a directory: nothing that could climb out of it or hide it.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Renderer = Callable[[ReportRun, Sequence[Change], float, float], Iterator[str]]
+
+
+_RENDERERS: dict[str, Renderer] = {
+    "html": lambda r, c, w, k: iter((render_html(r, c, expiry_warning_days=w, expiry_critical_days=k),)),
+    "markdown": lambda r, c, w, k: iter((render_markdown(r, c, expiry_warning_days=w, expiry_critical_days=k),)),
+    "json": lambda r, c, w, k: iter_json(r, c, expiry_warning_days=w, expiry_critical_days=k),
+}
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [formats]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"report format {unknown[0]!r} is not known; accepted: {', '.join(FORMATS)}")
+    if not formats:
+        raise ValueError(f"no report format given; accepted: {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(formats))
+
+
+def report_paths(run: ReportRun, directory: Path, fmt: str) -> tuple[Path, Path]:
+    """Where a run's report in `fmt` goes: `<report>/<run_id>-<UTC start>.<ext>`, and `<report>/latest.<ext>`."""
+    (fmt,) = _check_formats([fmt])
+    if not _SAFE_NAME.match(run.report):
+        raise ValueError(
+            f"report name {run.report!r} cannot name a directory; accepted: 1-128 characters of letters, digits, "
+            "'.', '_' and '-', starting with a letter or digit"
+        )
+    ext = EXTENSIONS[fmt]
+    stamp = run.started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = str(run.run_id) if run.run_id is not None else "unsaved"
+    base = Path(directory) / run.report
+    return base / f"{run_id}-{stamp}.{ext}", base / f"latest.{ext}"
+
+
+def write_reports(
+    run: ReportRun,
+    changes: Sequence[Change],
+    directory: Path,
+    formats: Sequence[str],
+    *,
+    expiry_warning_days: float = DEFAULT_WARNING_DAYS,
+    expiry_critical_days: float = DEFAULT_CRITICAL_DAYS,
+) -> list[Path]:
+    """Render and write each format; returns the per-run files written (the `latest.*` copies are not listed)."""
+    chosen = _check_formats(formats)
+    check_thresholds(expiry_warning_days, expiry_critical_days)
+    # One format at a time: a fleet-sized report is tens of megabytes per format, and holding every format
+    # at once is what would set the coordinator's peak memory.
+    written = []
+    for fmt in chosen:
+        path, latest = report_paths(run, directory, fmt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, _RENDERERS[fmt](run, changes, expiry_warning_days, expiry_critical_days))
+        _atomic_copy(path, latest)
+        written.append(path)
+    return written
+
+
+def _atomic_copy(source: Path, path: Path) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, temp)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(path: Path, chunks: Iterator[str]) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600; reports are meant to be read (by a web server, say) like any other file.
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
