@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto bench clean
+.PHONY: demo test test-fast lint typecheck proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest
+
+# The unit tests alone: no lab, no agent processes, no browser (well under 30 s).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not root and not browser" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy on the package as installed (the package-dir mapping hides the source tree's layout from it).
+typecheck: $(STAMP)
+	rm -rf build/typecheck
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml --python-executable ../../$(BIN)/python -p tlsfleet
 
 # The one command that regenerates the wire code; tests/test_proto_fresh.py fails when it is stale.
 proto: $(STAMP)

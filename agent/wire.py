@@ -48,6 +48,14 @@ _VERSION_TO_WIRE = {
 _VERSION_FROM_WIRE = {number: version for version, number in _VERSION_TO_WIRE.items()}
 
 
+def _version_to_wire(version: TlsVersion | None) -> probe_pb2.TlsVersion:
+    return (
+        _VERSION_TO_WIRE.get(version, probe_pb2.TLS_VERSION_UNSPECIFIED)
+        if version
+        else probe_pb2.TLS_VERSION_UNSPECIFIED
+    )
+
+
 def _verdict_from_wire(number: int) -> Verdict:
     # An agent newer than this coordinator may send a verdict we do not know yet.
     return _VERDICT_FROM_WIRE.get(number, Verdict.OTHER)
@@ -65,8 +73,8 @@ def request_to_wire(request: ProbeRequest) -> probe_pb2.ProbeRequest:
     options = probe_pb2.ProbeOptions(
         no_sni=not o.send_sni,
         alpn=list(o.alpn),
-        min_version=_VERSION_TO_WIRE.get(o.min_version, 0) if o.min_version else 0,
-        max_version=_VERSION_TO_WIRE.get(o.max_version, 0) if o.max_version else 0,
+        min_version=_version_to_wire(o.min_version),
+        max_version=_version_to_wire(o.max_version),
         pin_address=o.pin_address or "",
         max_addresses=o.max_addresses,
         resolve_timeout_s=o.resolve_timeout,

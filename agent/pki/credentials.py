@@ -312,8 +312,9 @@ class AllowedPeersInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
+        # Typed as Any: the stubs' RpcMethodHandler declares none of the fields every real handler has.
+        handler: Any = await continuation(handler_call_details)
+        if not handler:  # no such method: grpc itself answers UNIMPLEMENTED
             return handler
         method = handler_call_details.method
         if handler.unary_unary is not None:

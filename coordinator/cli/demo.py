@@ -57,9 +57,9 @@ def run_demo() -> int:
             for number, scenario in enumerate(scenarios, start=1):
                 console.rule(f"{number}/{len(scenarios)} {scenario.name}")
                 console.print(scenario.story)
-                reason = fleet.missing(scenario)
-                if reason:
-                    console.print(f"skipped: {reason}\n")
+                missing = fleet.missing(scenario)
+                if missing:
+                    console.print(f"skipped: {missing}\n")
                     continue
                 with fleet.deploy(scenario) as deployment:
                     argv = [

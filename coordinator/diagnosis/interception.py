@@ -68,8 +68,7 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
 
 def _clustered(rows: tuple[Row, ...]) -> list[_Seen]:
     """Each row with its leaf and the issuer cluster (same name or same key id = same issuer)."""
-    pairs = [(r, r.leaf) for r in rows]
-    pairs = [(r, leaf) for r, leaf in pairs if leaf is not None]
+    pairs = [(r, leaf) for r in rows if (leaf := r.leaf) is not None]
     parent: dict[_Issuer, _Issuer] = {}
 
     def find(x: _Issuer) -> _Issuer:

@@ -42,11 +42,6 @@ class Cause(StrEnum):
     UNREACHABLE = "unreachable"
     VANTAGE_UNAVAILABLE = "vantage_unavailable"  # an agent did not answer: what it could not confirm
 
-    @property
-    def title(self) -> str:
-        """A short heading for alerts and reports; a cause added without one still gets a readable title."""
-        return CAUSE_TITLES.get(self) or self.value.replace("_", " ").capitalize()
-
 
 CAUSE_TITLES: dict[Cause, str] = {
     Cause.EXPIRED: "Certificate expired",
@@ -66,6 +61,11 @@ CAUSE_TITLES: dict[Cause, str] = {
     Cause.UNREACHABLE: "Target unreachable",
     Cause.VANTAGE_UNAVAILABLE: "Agent did not answer",
 }
+
+
+def cause_title(cause: Cause) -> str:
+    """A short heading for alerts and reports; a cause added without one still gets a readable title."""
+    return CAUSE_TITLES.get(cause) or cause.value.replace("_", " ").capitalize()
 
 
 @dataclass(frozen=True)

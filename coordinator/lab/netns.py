@@ -46,7 +46,7 @@ NS_PREFIX = "tlsfleet-lab-"
 VETH_PREFIX = "tf"
 NETNS_ETC = Path("/etc/netns")
 LOCK_PATH = Path("/run/tlsfleet-lab-netns.lock")
-POOL = ipaddress.ip_network("10.250.0.0/16")
+POOL = ipaddress.IPv4Network("10.250.0.0/16")
 IP_TIMEOUT_S = 10.0
 MAX_NAMESPACES = 64  # per process: the veth names leave room for two digits
 _NS_NAME = re.compile(rf"^{re.escape(NS_PREFIX)}(?P<pid>\d+)-(?P<index>\d+)$")
@@ -346,7 +346,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     for match in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+)/", done.stdout):
         address = ipaddress.ip_address(match.group(1))
         if address in POOL:
-            used.add(ipaddress.ip_network(f"{address}/30", strict=False))
+            used.add(ipaddress.IPv4Network(f"{address}/30", strict=False))
     for subnet in POOL.subnets(new_prefix=30):
         if subnet not in used:
             return subnet

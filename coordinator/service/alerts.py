@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from ...agent.trust.certinfo import CertificateParseError, CertSummary, summarize
-from ..diagnosis.model import Cause, Finding, Severity
+from ..diagnosis.model import Cause, Finding, Severity, cause_title
 from ..diagnosis.wording import cert_name, common_name, name_list, span
 from .history.store import key_of
 from .report_model import Change, ChangeKind, ReportRun, TargetRun
@@ -101,7 +101,7 @@ def _finding_alerts(run: ReportRun, min_severity: Severity) -> Iterator[Alert]:
                 key=key_of(run.report, target_run.target, finding),
                 kind=AlertKind.FINDING,
                 severity=finding.severity,
-                title=f"{finding.cause.title}: {target_run.target}",
+                title=f"{cause_title(finding.cause)}: {target_run.target}",
                 text=_finding_text(finding),
                 report=run.report,
                 target=target_run.target,
@@ -240,7 +240,7 @@ def _resolved_alert(
         key=key,
         kind=AlertKind.RESOLVED,
         severity=finding.severity,
-        title=f"Resolved: {finding.cause.title}: {target}",
+        title=f"Resolved: {cause_title(finding.cause)}: {target}",
         text=_one_paragraph(text),
         report=run.report,
         target=target,

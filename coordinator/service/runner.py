@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -58,7 +59,8 @@ async def run_report(
         work = asyncio.ensure_future(asyncio.gather(*(one(t) for t in report.targets)))
         stopper = asyncio.ensure_future((abandon or asyncio.Event()).wait())
         try:
-            finished, _ = await asyncio.wait({work, stopper}, timeout=report.deadline_s, return_when="FIRST_COMPLETED")
+            pending: set[asyncio.Future[Any]] = {work, stopper}
+            finished, _ = await asyncio.wait(pending, timeout=report.deadline_s, return_when="FIRST_COMPLETED")
         finally:
             stopper.cancel()
         if work not in finished:
