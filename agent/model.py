@@ -209,9 +209,6 @@ class AgentIdentity:
     version: str
     labels: tuple[tuple[str, str], ...] = ()
 
-    def label_dict(self) -> dict[str, str]:
-        return dict(self.labels)
-
 
 @dataclass(frozen=True)
 class AgentDescription:

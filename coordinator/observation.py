@@ -16,7 +16,6 @@ TRUST_FAILURES = frozenset(
     {Verdict.UNKNOWN_ISSUER, Verdict.LEAF_ONLY_UNVERIFIABLE, Verdict.UNTRUSTED_ROOT, Verdict.SELF_SIGNED}
 )
 TIME_FAILURES = frozenset({Verdict.EXPIRED, Verdict.NOT_YET_VALID})
-NAME_FAILURES = frozenset({Verdict.HOSTNAME_MISMATCH, Verdict.IP_MISMATCH})
 
 
 @dataclass(frozen=True)
@@ -92,12 +91,6 @@ class Row:
     @property
     def connected(self) -> bool:
         return self.address.connect_failure is Failure.NONE
-
-    def store_verdict(self, store: str, *, at_reference: bool = False) -> Verdict | None:
-        for s in self.address.stores:
-            if s.store == store:
-                return s.at_reference_time if at_reference else s.at_agent_time
-        return None
 
 
 def _summary(der: bytes) -> CertSummary | None:

@@ -18,12 +18,18 @@ class VantageState(StrEnum):
     ERROR = "error"  # the agent failed, or its reply was not what we asked for
 
 
+class VantageKind(StrEnum):
+    LOCAL = "local"  # the machine the CLI runs on, probing in process
+    GRPC = "grpc"  # an agent we dial
+    DIAL_IN = "dial-in"  # an agent that dials us
+
+
 @dataclass(frozen=True)
 class VantageInfo:
     name: str
     address: str  # "local" for the machine the CLI runs on
     labels: tuple[tuple[str, str], ...] = ()
-    kind: str = "grpc"  # "local", "grpc" (we dial it), "dial-in"
+    kind: VantageKind = VantageKind.GRPC
 
 
 @dataclass(frozen=True)

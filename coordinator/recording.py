@@ -17,11 +17,12 @@ from google.protobuf import json_format
 
 from .. import __version__
 from ..agent import wire
+from ..agent.bounded_read import FileTooLarge, read_capped_text
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest
 from ..v1 import probe_pb2
 from .observation import Observation, Variant
-from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageState
+from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageKind, VantageState
 
 KIND = "tlsfleet-recording"
 SCHEMA = 1
@@ -78,11 +79,11 @@ def save(path: Path, observation: Observation) -> None:
 def load(path: Path) -> Observation:
     path = path.expanduser()
     try:
-        if path.stat().st_size > MAX_RECORDING_BYTES:
-            raise RecordingError(f"recording {path} is larger than {MAX_RECORDING_BYTES // 2**20} MiB")
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(read_capped_text(path, MAX_RECORDING_BYTES))
     except FileNotFoundError:
         raise RecordingError(f"recording {path} does not exist") from None
+    except FileTooLarge:
+        raise RecordingError(f"recording {path} is larger than {MAX_RECORDING_BYTES // 2**20} MiB") from None
     except (OSError, UnicodeDecodeError) as error:
         raise RecordingError(f"recording {path} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
@@ -127,7 +128,7 @@ def _request_from(data: dict[str, Any]) -> ProbeRequest:
 def _outcome_json(outcome: ProbeOutcome) -> dict[str, Any]:
     v = outcome.vantage
     data: dict[str, Any] = {
-        "vantage": {"name": v.name, "address": v.address, "labels": [list(p) for p in v.labels], "kind": v.kind},
+        "vantage": {"name": v.name, "address": v.address, "labels": [list(p) for p in v.labels], "kind": v.kind.value},
         "state": outcome.state.value,
         "error": outcome.error,
         "agent_version": outcome.agent_version,
@@ -151,7 +152,7 @@ def _outcome_from(data: dict[str, Any]) -> ProbeOutcome:
             name=str(v["name"]),
             address=str(v["address"]),
             labels=tuple((str(k), str(value)) for k, value in v.get("labels", [])),
-            kind=str(v.get("kind", "grpc")),
+            kind=VantageKind(v.get("kind", VantageInfo.kind)),
         ),
         state=VantageState(data["state"]),
         result=result,

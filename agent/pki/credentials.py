@@ -20,8 +20,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from ..bounded_read import FileTooLarge, read_capped
 from ..errors import UsageError
 from .fleet_ca import (
+    MAX_PEM_BYTES,
     ROLES,
     FleetPkiError,
     certificate_identity,
@@ -44,7 +46,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-_MAX_PEM_BYTES = 1 << 20
 _MAX_NAMES_SHOWN = 5
 _SAN_KEY = "x509_subject_alternative_name"
 
@@ -67,17 +68,15 @@ class FleetCredentials:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_PEM_BYTES + 1)
+        return read_capped(path, MAX_PEM_BYTES)
     except FileNotFoundError as e:
         raise CredentialError(f"{what} {path}: no such file") from e
     except IsADirectoryError as e:
         raise CredentialError(f"{what} {path}: is a directory, not a file") from e
+    except FileTooLarge as e:
+        raise CredentialError(f"{what} {path}: larger than {e.limit} bytes, not a PEM file") from e
     except OSError as e:
         raise CredentialError(f"{what} {path}: cannot read: {e.strerror or e}") from e
-    if len(data) > _MAX_PEM_BYTES:
-        raise CredentialError(f"{what} {path}: larger than {_MAX_PEM_BYTES} bytes, not a PEM file")
-    return data
 
 
 def _a(role: str) -> str:

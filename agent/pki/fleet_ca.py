@@ -26,10 +26,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..bounded_read import FileTooLarge, read_capped
 from ..errors import UsageError
 
 __all__ = [
     "IDENTITY_SUFFIX",
+    "MAX_PEM_BYTES",
     "NAME_RULE",
     "ROLES",
     "CertificateInfo",
@@ -55,13 +57,13 @@ Role = Literal["agent", "coordinator"]
 ROLES: tuple[str, ...] = get_args(Role)
 IDENTITY_SUFFIX = "tlsfleet"
 NAME_RULE = "1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+MAX_PEM_BYTES = 1 << 20  # the fleet's PEM files are a few KiB: a larger file is the wrong file
 
 _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Backdating lets a host whose clock runs up to a day behind still accept a fresh certificate, so
 # the fleet can reach that host and report its skew instead of failing the handshake.
 _BACKDATE = timedelta(days=1)
 _MAX_DAYS = 36500
-_MAX_PEM_BYTES = 1 << 20
 _MAX_LISTED = 10000
 
 
@@ -239,17 +241,11 @@ def init_fleet_ca(
 
 def _read_bounded(path: Path) -> bytes:
     try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_PEM_BYTES + 1)
+        return read_capped(path, MAX_PEM_BYTES)
+    except FileTooLarge as e:
+        raise FleetPkiError(f"{path} is larger than {e.limit} bytes; not a PEM file") from e
     except OSError as e:
         raise FleetPkiError(f"cannot read {path}: {e.strerror or e}") from e
-    if len(data) > _MAX_PEM_BYTES:
-        raise FleetPkiError(f"{path} is larger than {_MAX_PEM_BYTES} bytes; not a PEM file")
-    return data
-
-
-def _no_ca(missing: Path, directory: Path) -> FleetPkiError:
-    return FleetPkiError(f"no fleet CA at {missing}; create one with `tlsfleet pki init --dir {directory}`")
 
 
 def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

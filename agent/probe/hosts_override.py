@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..bounded_read import FileTooLarge, read_capped_text
 from ..errors import UsageError
 from ..model import Resolution
 from .resolve import Resolver
@@ -25,9 +26,9 @@ class HostsFileError(UsageError):
 def load_hosts_file(path: Path) -> dict[str, tuple[str, ...]]:
     """Name (lower case) to its addresses, in file order, as /etc/hosts lists them: `ADDRESS NAME [NAME...]`."""
     try:
-        if path.stat().st_size > MAX_HOSTS_FILE_BYTES:
-            raise HostsFileError(f"hosts file {path} is larger than 1 MiB")
-        text = path.read_text(encoding="utf-8")
+        text = read_capped_text(path, MAX_HOSTS_FILE_BYTES)
+    except FileTooLarge:
+        raise HostsFileError(f"hosts file {path} is larger than {MAX_HOSTS_FILE_BYTES // 2**20} MiB") from None
     except OSError as error:
         raise HostsFileError(f"hosts file {path} cannot be read: {error.strerror or error}") from None
     except UnicodeDecodeError:

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
+from ..bounded_read import FileTooLarge, read_capped
 from ..model import TrustStore
 
 __all__ = [
@@ -152,18 +153,10 @@ def _parse_certificates(data: bytes) -> tuple[list[tuple[str, x509.Certificate]]
     return out, len(blocks), bad
 
 
-def _read_capped(path: Path, size: int, cap: int) -> bytes:
-    if size > cap:
-        raise _TooLarge(f"{path} is {size} bytes, over the {cap}-byte cap")
-    with path.open("rb") as f:
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise _TooLarge(f"{path} grew past the {cap}-byte cap while being read")
-    return data
-
-
-class _TooLarge(Exception):
-    pass
+def _too_large(error: FileTooLarge) -> _Read:
+    if error.size is None:
+        return _Read(error=f"{error.filename} grew past the {error.limit}-byte cap while being read")
+    return _Read(error=f"{error.filename} is {error.size} bytes, over the {error.limit}-byte cap")
 
 
 def _file_key(path: Path) -> tuple[str, int, int, int, int]:
@@ -172,12 +165,12 @@ def _file_key(path: Path) -> tuple[str, int, int, int, int]:
 
 
 @lru_cache(maxsize=8192)
-def _read_pem_file_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, size: int) -> _Read:
+def _read_pem_file_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, _size: int) -> _Read:
     path = Path(path_str)
     try:
-        data = _read_capped(path, size, MAX_FILE_BYTES)
-    except _TooLarge as exc:
-        return _Read(error=str(exc))
+        data = read_capped(path, MAX_FILE_BYTES)
+    except FileTooLarge as exc:
+        return _too_large(exc)
     except OSError as exc:
         return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
     certs, blocks, bad = _parse_certificates(data)
@@ -349,12 +342,12 @@ def _parse_pkcs12(data: bytes) -> list[bytes]:
 
 
 @lru_cache(maxsize=64)
-def _read_keystore_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, size: int) -> _Read:
+def _read_keystore_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, _size: int) -> _Read:
     path = Path(path_str)
     try:
-        data = _read_capped(path, size, MAX_FILE_BYTES)
-    except _TooLarge as exc:
-        return _Read(error=str(exc))
+        data = read_capped(path, MAX_FILE_BYTES)
+    except FileTooLarge as exc:
+        return _too_large(exc)
     except OSError as exc:
         return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
     error = ""

@@ -24,12 +24,11 @@ from datetime import UTC, datetime
 from ...agent.model import StoreVerdict, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import TIME_FAILURES, DiagnosisSettings, Observation, Row
-from ..outcomes import ClockEstimate, ProbeOutcome
+from ..outcomes import ClockEstimate, ProbeOutcome, VantageKind
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
 from .wording import cert_name, count, name_list
 
-_LOCAL = "local"
 _FIX = (
     "Fix time synchronisation on {host}: check `timedatectl status` and `chronyc tracking` (or `ntpq -p`), make "
     "sure chronyd, ntpd or systemd-timesyncd runs and reaches its servers, then step the clock "
@@ -73,7 +72,7 @@ def _direction(offset_ms: float) -> str:
 
 def _remote(observation: Observation) -> list[ProbeOutcome]:
     """Vantages with their own clock: the local one is the coordinator's machine (offset 0 by design)."""
-    return [o for o in observation.answered if o.clock is not None and o.vantage.kind != _LOCAL]
+    return [o for o in observation.answered if o.clock is not None and o.vantage.kind != VantageKind.LOCAL]
 
 
 def _coordinator_is_odd_one(observation: Observation, skewed: list[ProbeOutcome], settings: DiagnosisSettings) -> bool:

@@ -11,7 +11,7 @@ from ...agent import wire
 from ...agent.model import ProbeRequest, TrustStore
 from ...agent.pki.credentials import FleetCredentials, channel_credentials, channel_options_for_peer
 from ...v1 import agent_pb2, agent_pb2_grpc
-from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo, VantageState
+from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
 from .clock_offset import estimate_offset
 from .inventory import AgentEntry
 
@@ -29,7 +29,7 @@ _STATE_BY_CODE = {
 
 class GrpcVantage:
     def __init__(self, entry: AgentEntry, credentials: FleetCredentials | None) -> None:
-        self.info = VantageInfo(name=entry.name, address=entry.address, labels=entry.labels, kind="grpc")
+        self.info = VantageInfo(name=entry.name, address=entry.address, labels=entry.labels, kind=VantageKind.GRPC)
         options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
             # An agent that vanished should be noticed within the deadline, not after minutes of backoff.

@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...agent.bounded_read import FileTooLarge, read_capped_text
 from ...agent.endpoints import EndpointError, is_loopback_host, join_host_port, split_host_port
 from ...agent.errors import UsageError
 from ...agent.naming import LABEL_KEY_PATTERN, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
@@ -28,6 +29,7 @@ from ...agent.naming import LABEL_KEY_PATTERN, NAME_PATTERN, NAME_RULE, RESERVED
 ENV_INVENTORY = "TLSFLEET_INVENTORY"
 MAX_AGENTS = 10_000
 MAX_INVENTORY_BYTES = 4 * 1024 * 1024
+DEFAULT_COORDINATOR_NAME = "coordinator"
 
 
 class InventoryError(UsageError):
@@ -64,7 +66,7 @@ def default_inventory_path() -> Path:
     return Path("~/.config/tlsfleet/inventory.toml").expanduser()
 
 
-def default_credentials(pki_dir: Path, name: str = "coordinator") -> CoordinatorCredentialPaths:
+def default_credentials(pki_dir: Path, name: str = DEFAULT_COORDINATOR_NAME) -> CoordinatorCredentialPaths:
     return CoordinatorCredentialPaths(
         name=name,
         ca=pki_dir / "ca.pem",
@@ -85,9 +87,9 @@ def load_inventory(path: Path | None, *, pki_dir: Path) -> Inventory:
             )
         return Inventory(path=None, agents=(), credentials=default_credentials(pki_dir))
     try:
-        if path.stat().st_size > MAX_INVENTORY_BYTES:
-            raise InventoryError(f"inventory {path} is larger than {MAX_INVENTORY_BYTES // 1024 // 1024} MiB")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_capped_text(path, MAX_INVENTORY_BYTES))
+    except FileTooLarge:
+        raise InventoryError(f"inventory {path} is larger than {MAX_INVENTORY_BYTES // 2**20} MiB") from None
     except tomllib.TOMLDecodeError as error:
         raise InventoryError(f"inventory {path} is not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -135,7 +137,7 @@ def _parse_coordinator(raw: object, path: Path, pki_dir: Path) -> CoordinatorCre
     unknown = set(raw) - {"name", "ca", "cert", "key", "pki_dir"}
     if unknown:
         raise InventoryError(f"{where}: unknown key(s) {sorted(unknown)}; accepted: name, ca, cert, key, pki_dir")
-    name = _string(raw, "name", where, default="coordinator")
+    name = _string(raw, "name", where, default=DEFAULT_COORDINATOR_NAME)
     if not NAME_PATTERN.match(name):
         raise InventoryError(f"{where}: name {name!r} is not accepted; {NAME_RULE}")
     base = Path(_string(raw, "pki_dir", where, default=str(pki_dir))).expanduser()
@@ -174,7 +176,7 @@ def _parse_agent(raw: object, where: str) -> AgentEntry:
         host, port = split_host_port(address)
     except EndpointError as error:
         raise InventoryError(f"{where}: {error}") from None
-    labels_raw = raw.get("labels", {})
+    labels_raw = raw.get("labels", dict(AgentEntry.labels))
     if not isinstance(labels_raw, dict):
         raise InventoryError(f'{where}: labels must be a table of strings, e.g. labels = {{ env = "prod" }}')
     labels: list[tuple[str, str]] = []
@@ -187,7 +189,7 @@ def _parse_agent(raw: object, where: str) -> AgentEntry:
         if not isinstance(value, str) or len(value) > 253:
             raise InventoryError(f"{where}: label {key} must be a string of at most 253 characters")
         labels.append((key, value))
-    insecure = raw.get("insecure", False)
+    insecure = raw.get("insecure", AgentEntry.insecure)
     if not isinstance(insecure, bool):
         raise InventoryError(f"{where}: insecure must be true or false")
     if insecure and not is_loopback_host(host):

@@ -11,7 +11,7 @@ from ...agent.hostfacts import HostFactsCache
 from ...agent.model import AgentDescription, AgentIdentity, ProbeRequest
 from ...agent.probe.engine import ProbeEngine
 from ...agent.probe.request_limits import RequestError, fit_to_deadline, validate_request
-from ..outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome, VantageInfo, VantageState
+from ..outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
 
 LOCAL_NAME = "local"
 _SAME_CLOCK = ClockEstimate(offset_ms=0.0, error_ms=0.0)
@@ -19,7 +19,7 @@ _SAME_CLOCK = ClockEstimate(offset_ms=0.0, error_ms=0.0)
 
 class LocalVantage:
     def __init__(self, engine: ProbeEngine | None = None) -> None:
-        self.info = VantageInfo(name=LOCAL_NAME, address="local", kind="local")
+        self.info = VantageInfo(name=LOCAL_NAME, address="local", kind=VantageKind.LOCAL)
         self._engine = engine or ProbeEngine()
         self._facts = HostFactsCache(__version__, os.environ)
 

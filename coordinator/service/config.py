@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...agent.bounded_read import FileTooLarge, read_capped_text
 from ...agent.endpoints import EndpointError, split_host_port
 from ...agent.errors import UsageError
 from ..diagnosis.model import Severity
@@ -136,11 +137,11 @@ def parse_duration(text: object, where: str) -> float:
 def load_config(path: Path) -> ServiceConfig:
     path = path.expanduser()
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config {path} is larger than 4 MiB")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_capped_text(path, MAX_CONFIG_BYTES))
     except FileNotFoundError:
         raise ConfigError(f"config {path} does not exist") from None
+    except FileTooLarge:
+        raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -154,7 +155,9 @@ def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
     coordinator = _table(data, "coordinator", f"config {path}")
     where = f"config {path}: [coordinator]"
     _only(coordinator, {"inventory", "reports_dir", "metrics_listen", "max_probes_in_flight", "shutdown_grace"}, where)
-    shutdown_grace = parse_duration(coordinator.get("shutdown_grace", "10s"), f"{where}: shutdown_grace")
+    shutdown_grace = parse_duration(
+        coordinator.get("shutdown_grace", ServiceConfig.shutdown_grace_s), f"{where}: shutdown_grace"
+    )
     if shutdown_grace > 600:
         raise ConfigError(f"{where}: shutdown_grace must be at most 600 s")
     inventory = coordinator.get("inventory")
@@ -194,7 +197,7 @@ def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
     backend = raw.get("backend", "sqlite")
     if backend != "sqlite":
         raise ConfigError(f"{where}: backend {backend!r} is not available; accepted: sqlite")
-    retention = raw.get("retention_days", 30)
+    retention = raw.get("retention_days", StorageConfig.retention_days)
     if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
         raise ConfigError(f"{where}: retention_days must be a number above 0")
     return StorageConfig(backend=backend, path=_path(raw.get("path", "history.sqlite"), base), retention_days=retention)
@@ -208,13 +211,13 @@ def _webhook(raw: Any, where: str) -> WebhookConfig:
     url = _string(raw, "url", where)
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where} ({name}): url {url!r} is not accepted; http:// or https:// only")
-    fmt = raw.get("format", "json")
+    fmt = raw.get("format", WebhookConfig.format)
     if fmt not in ("json", "slack"):
         raise ConfigError(f"{where} ({name}): format {fmt!r} is not accepted; json or slack")
-    retries = raw.get("retries", 3)
+    retries = raw.get("retries", WebhookConfig.retries)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
         raise ConfigError(f"{where} ({name}): retries must be a whole number from 0 to 10")
-    timeout = parse_duration(raw.get("timeout", "5s"), f"{where} ({name}): timeout")
+    timeout = parse_duration(raw.get("timeout", WebhookConfig.timeout_s), f"{where} ({name}): timeout")
     if not 0 < timeout <= 60:
         raise ConfigError(f"{where} ({name}): timeout must be above 0 and at most 60 s")
     return WebhookConfig(name=name, url=url, format=fmt, timeout_s=timeout, retries=retries)
@@ -280,26 +283,28 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
         interval_s = parse_duration(interval, f"{where}: interval")
         if interval_s < 1:
             raise ConfigError(f"{where}: interval must be at least 1 s")
-    formats = raw.get("formats", list(FORMATS))
+    formats = raw.get("formats", list(ReportConfig.formats))
     if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
         raise ConfigError(f"{where}: formats {formats!r} is not accepted; a list of {', '.join(FORMATS)}")
-    hooks = raw.get("webhooks", [])
+    hooks = raw.get("webhooks", list(ReportConfig.webhooks))
     if not isinstance(hooks, list) or any(h not in webhook_names for h in hooks):
         defined = ", ".join(sorted(webhook_names)) or "none are defined"
         raise ConfigError(f"{where}: webhooks {hooks!r} must name [[webhook]] entries; defined: {defined}")
-    try:
-        severity = Severity.parse(str(raw.get("notify_min_severity", "critical")))
-    except ValueError as error:
-        raise ConfigError(f"{where}: notify_min_severity: {error}") from None
-    warning_days = _number(raw, "expiry_warning_days", where, 30)
-    critical_days = _number(raw, "expiry_critical_days", where, 7)
+    severity = ReportConfig.notify_min_severity
+    if "notify_min_severity" in raw:
+        try:
+            severity = Severity.parse(str(raw["notify_min_severity"]))
+        except ValueError as error:
+            raise ConfigError(f"{where}: notify_min_severity: {error}") from None
+    warning_days = _number(raw, "expiry_warning_days", where, ReportConfig.expiry_warning_days)
+    critical_days = _number(raw, "expiry_critical_days", where, ReportConfig.expiry_critical_days)
     if not 0 <= critical_days <= warning_days:
         raise ConfigError(f"{where}: expiry_critical_days must be between 0 and expiry_warning_days")
-    deadline = parse_duration(raw.get("deadline", "120s"), f"{where}: deadline")
-    probe_timeout = parse_duration(raw.get("probe_timeout", "10s"), f"{where}: probe_timeout")
+    deadline = parse_duration(raw.get("deadline", ReportConfig.deadline_s), f"{where}: deadline")
+    probe_timeout = parse_duration(raw.get("probe_timeout", ReportConfig.probe_timeout_s), f"{where}: probe_timeout")
     if not 0.1 <= probe_timeout <= 300 or not probe_timeout <= deadline <= 86_400:
         raise ConfigError(f"{where}: probe_timeout must be 0.1-300 s and no longer than deadline (at most 1 d)")
-    include_local = raw.get("include_local", False)
+    include_local = raw.get("include_local", ReportConfig.include_local)
     if not isinstance(include_local, bool):
         raise ConfigError(f"{where}: include_local must be true or false")
     return ReportConfig(
@@ -319,7 +324,9 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
         formats=tuple(dict.fromkeys(formats)),
         expiry_warning_days=warning_days,
         expiry_critical_days=critical_days,
-        clock_tolerance_s=parse_duration(raw.get("clock_tolerance", "2s"), f"{where}: clock_tolerance"),
+        clock_tolerance_s=parse_duration(
+            raw.get("clock_tolerance", ReportConfig.clock_tolerance_s), f"{where}: clock_tolerance"
+        ),
         notify_min_severity=severity,
         webhooks=tuple(hooks),
     )

@@ -14,10 +14,10 @@ from typing import Any
 
 from cryptography.x509.oid import NameOID
 
-from ....agent.model import ProbeRequest, TrustStore
+from ....agent.model import ProbeRequest
 from ....agent.trust.certinfo import CertificateParseError, CertSummary, parse_der, summarize
 from ...diagnosis.model import Severity
-from ...json_output import finding_json, iso_from_ns, probe_outcome_json
+from ...json_output import finding_json, iso_from_ns, probe_outcome_json, trust_store_json
 from ...outcomes import ProbeOutcome, VantageState
 from ..report_model import AgentSnapshot, Change, ReportRun, TargetRun
 
@@ -335,19 +335,7 @@ def _agent_json(agent: AgentSnapshot) -> dict[str, Any]:
         "version": agent.version,
         "clock_offset_ms": agent.clock_offset_ms,
         "clock_error_ms": agent.clock_error_ms,
-        "stores": [_store_json(s) for s in agent.stores],
-    }
-
-
-def _store_json(store: TrustStore) -> dict[str, Any]:
-    return {
-        "name": store.name,
-        "kind": store.kind,
-        "path": store.path,
-        "root_count": store.root_count,
-        "fingerprint": store.fingerprint,
-        "error": store.error,
-        "roots": [{"sha256": r.sha256, "subject": r.subject} for r in store.roots],
+        "stores": [trust_store_json(s) for s in agent.stores],
     }
 
 
