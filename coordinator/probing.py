@@ -16,8 +16,10 @@ from ..agent.probe.request_limits import RequestError, validate_request
 from ..agent.probe.targets import parse_target
 from .diagnosis import sni
 from .fleet.fanout import probe_all
+from .fleet.probe_slots import ProbeSlots
 from .fleet.vantage import Vantage
 from .observation import Observation, Variant
+from .outcomes import ProbeOutcome
 
 MIN_TIMEOUT_S = 0.1
 MAX_TIMEOUT_S = 300.0
@@ -81,18 +83,30 @@ def _version(text: str | None, flag: str) -> TlsVersion | None:
 
 
 async def observe(
-    vantages: Sequence[Vantage], request: ProbeRequest, timeout_s: float, sni_variants: Sequence[str | None] = ()
+    vantages: Sequence[Vantage],
+    request: ProbeRequest,
+    timeout_s: float,
+    sni_variants: Sequence[str | None] = (),
+    *,
+    slots: ProbeSlots | None = None,
 ) -> Observation:
     """Fan the request out, then the variants (to the vantages that answered: the others would spend the
-    deadline again)."""
-    outcomes = await probe_all(vantages, request, timeout_s)
+    deadline again). With `slots`, every fan-out first holds one slot per vantage it asks."""
+
+    async def fan_out(chosen: Sequence[Vantage], one: ProbeRequest) -> tuple[ProbeOutcome, ...]:
+        if slots is None:
+            return await probe_all(chosen, one, timeout_s)
+        async with slots.hold(len(chosen)):
+            return await probe_all(chosen, one, timeout_s)
+
+    outcomes = await fan_out(vantages, request)
     first = Observation(request=request, outcomes=outcomes)
     planned = planned_variants(request, sni_variants, first)
     if not planned:
         return first
     answered = {o.vantage.name for o in first.answered}
     live = [v for v in vantages if v.info.name in answered]
-    results = await asyncio.gather(*(probe_all(live, v.request, timeout_s) for v in planned))
+    results = await asyncio.gather(*(fan_out(live, v.request) for v in planned))
     return replace(first, variants=tuple(replace(v, outcomes=r) for v, r in zip(planned, results, strict=True)))
 
 

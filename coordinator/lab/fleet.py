@@ -11,7 +11,6 @@ import contextlib
 import errno
 import importlib.util
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -44,10 +43,10 @@ from .tls_server import ServedIdentity, TlsServer
 
 __all__ = [
     "Deployment",
+    "FleetStage",
     "LabFleet",
     "ProbeRun",
     "ScenarioRun",
-    "Stage",
     "check_findings",
     "requirement_missing",
 ]
@@ -84,7 +83,7 @@ def _system_java_keystore() -> Path | None:
 # ----------------------------------------------------------------------------------------------- stage
 
 
-class Stage:
+class FleetStage:
     """What a scenario's build step works with: the lab's CAs, its addresses, one port, and the servers it starts."""
 
     def __init__(self, fleet: LabFleet, scenario: Scenario, index: int, port: int) -> None:
@@ -102,6 +101,16 @@ class Stage:
     @property
     def acme(self) -> LabPKI:
         return self.fleet.acme
+
+    @property
+    def rogue(self) -> LabPKI:
+        return self.fleet.rogue
+
+    def publish_aia(self, path: str, der: bytes) -> str:
+        return self.fleet.aia.add(path, der)
+
+    def root_address(self, namespace: str) -> str:
+        return self.fleet.namespaces[namespace].root_address
 
     def address(self, slot: int = 1) -> str:
         return scenario_address(self.index, slot)
@@ -217,7 +226,7 @@ class ScenarioRun:
 class Deployment:
     scenario: Scenario
     port: int
-    stage: Stage
+    stage: FleetStage
 
     @property
     def target(self) -> str:
@@ -482,9 +491,9 @@ class LabFleet:
         if reason:
             raise RuntimeError(f"scenario {scenario.name} cannot run here: {reason}")
         index = self.index[scenario.name]
-        stage: Stage | None = None
+        stage: FleetStage | None = None
         for attempt in range(DEPLOY_ATTEMPTS):
-            stage = Stage(self, scenario, index, _free_port(scenario_address(index, 1)))
+            stage = FleetStage(self, scenario, index, _free_port(scenario_address(index, 1)))
             try:
                 scenario.build(stage)
                 break
@@ -570,9 +579,6 @@ class LabFleet:
             self._netns = None
         if errors:
             raise RuntimeError("lab fleet clean-up failed: " + "; ".join(errors))
-
-    def remove_workdir(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _java_truststore(system: Path, bundle: Path) -> bytes:

@@ -27,9 +27,10 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from ..diagnosis.model import Cause, Severity
+from .pki import LabPKI
 from .symptoms import (
     Symptom,
     all_of,
@@ -47,8 +48,42 @@ from .symptoms import (
 )
 from .tls_server import ServedIdentity
 
-if TYPE_CHECKING:
-    from .fleet import Stage
+
+class Stage(Protocol):
+    """What a scenario's build step may do (the lab fleet provides it): its CAs, its name, and servers."""
+
+    scenario: Scenario
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def acme(self) -> LabPKI: ...
+
+    @property
+    def rogue(self) -> LabPKI: ...
+
+    def serve(
+        self,
+        identity: ServedIdentity | None,
+        *,
+        slot: int = 1,
+        on: str | None = None,
+        by_sni: Mapping[str, ServedIdentity] | None = None,
+        min_version: ssl.TLSVersion | None = None,
+        max_version: ssl.TLSVersion | None = None,
+    ) -> object: ...
+
+    def intercept_for(self, agent: str, slot: int = 1) -> object: ...
+
+    def publish_aia(self, path: str, der: bytes) -> str:
+        """Serve `der` at `path` on the lab's AIA server; the URL a certificate can name."""
+        ...
+
+    def root_address(self, namespace: str) -> str:
+        """The address the root namespace has on `namespace`'s link (what its resolver may point at)."""
+        ...
+
 
 __all__ = [
     "OUTSIDE",
@@ -236,7 +271,7 @@ def _build_wildcard_too_deep(stage: Stage) -> None:
 
 def _build_incomplete_chain(stage: Stage) -> None:
     path = f"/{stage.scenario.name}/intermediate.der"
-    url = stage.fleet.aia.add(path, stage.acme.intermediate.der)
+    url = stage.publish_aia(path, stage.acme.intermediate.der)
     leaf = stage.acme.issue_leaf(stage.host, aia_ca_issuers_url=url)
     stage.serve(ServedIdentity.of(leaf))
 
@@ -246,7 +281,7 @@ def _build_self_signed(stage: Stage) -> None:
 
 
 def _build_untrusted_root(stage: Stage) -> None:
-    rogue = stage.fleet.rogue
+    rogue = stage.rogue
     stage.serve(ServedIdentity.of(rogue.issue_leaf(stage.host), rogue.intermediate, rogue.root))
 
 
@@ -267,7 +302,7 @@ def _build_stale_pin(stage: Stage) -> None:
 
 def _build_split_horizon(stage: Stage) -> None:
     stage.serve(_good(stage))
-    stage.serve(_expired(stage), on=stage.fleet.namespaces["internal-dns"].root_address)
+    stage.serve(_expired(stage), on=stage.root_address("internal-dns"))
 
 
 def _build_interception(stage: Stage) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import structlog
 
-from .alerts import Alert, plan_alerts
+from ..diagnosis.model import Severity
+from ..fleet.probe_slots import ProbeSlots
+from .alerts import Alert, AlertKind, plan_alerts
 from .changes import changes_between
 from .config import ReportConfig, ServiceConfig
 from .history.store import HistoryStore, first_seen_lookup
@@ -36,6 +38,8 @@ class Pipeline:
         self._config = config
         self._history = history
         self.metrics = FleetMetrics()
+        # One bound on probes in flight for every run this pipeline makes, whatever their number.
+        self.probe_slots = ProbeSlots(config.max_probes_in_flight)
         self.abandon = asyncio.Event()  # set on shutdown: runs in flight stop and keep what they have
         self._metrics_server: asyncio.Server | None = None
         self.metrics_address: str | None = None
@@ -61,7 +65,7 @@ class Pipeline:
         run = await run_report(
             report,
             inventory=self._config.inventory,
-            max_probes_in_flight=self._config.max_probes_in_flight,
+            slots=self.probe_slots,
             abandon=self.abandon,
         )
         return await self.complete(report, run)
@@ -96,8 +100,8 @@ class Pipeline:
             )
             deliveries = await self._announce(report, run, alerts)
             self.metrics.observe_run(run, changes)
-        severities = [str(f.severity) for t in run.targets for f in t.findings]
-        counts = {s: severities.count(s) for s in ("critical", "warning")}
+        severities = [f.severity for t in run.targets for f in t.findings]
+        counts = {str(s): severities.count(s) for s in (Severity.CRITICAL, Severity.WARNING)}
         log.info(
             "report_run_done",
             report=run.report,
@@ -122,7 +126,7 @@ class Pipeline:
         for alert in alerts:
             if all(alert.key in result.delivered for result in results):
                 await asyncio.to_thread(
-                    self._history.mark_announced, alert.key, run.finished_at, alert.kind.value == "resolved"
+                    self._history.mark_announced, alert.key, run.finished_at, alert.kind is AlertKind.RESOLVED
                 )
         return results
 

@@ -15,6 +15,7 @@ import structlog
 from ...agent.model import ProbeRequest
 from ..diagnosis.engine import diagnose
 from ..fleet.fanout import describe_all
+from ..fleet.probe_slots import ProbeSlots
 from ..fleet.vantage import Vantage
 from ..observation import DiagnosisSettings
 from ..outcomes import DescribeOutcome
@@ -30,7 +31,7 @@ async def run_report(
     report: ReportConfig,
     *,
     inventory: Path | None,
-    max_probes_in_flight: int,
+    slots: ProbeSlots,
     vantages: Sequence[Vantage] | None = None,
     abandon: asyncio.Event | None = None,
 ) -> ReportRun:
@@ -49,12 +50,10 @@ async def run_report(
     abandoned, note = False, ""
     try:
         agents = await _snapshots(vantages)
-        # Each target asks every vantage at once: that many probes are in flight per target.
-        gate = asyncio.Semaphore(max(1, max_probes_in_flight // max(1, len(vantages))))
 
+        # Targets start together; each fan-out waits for its slots in the bound every run shares.
         async def one(target: str) -> None:
-            async with gate:
-                done.append(await _probe_target(report, target, vantages))
+            done.append(await _probe_target(report, target, vantages, slots))
 
         work = asyncio.ensure_future(asyncio.gather(*(one(t) for t in report.targets)))
         stopper = asyncio.ensure_future((abandon or asyncio.Event()).wait())
@@ -87,10 +86,10 @@ async def run_report(
     )
 
 
-async def _probe_target(report: ReportConfig, target: str, vantages: Sequence[Vantage]) -> TargetRun:
+async def _probe_target(report: ReportConfig, target: str, vantages: Sequence[Vantage], slots: ProbeSlots) -> TargetRun:
     started = time.perf_counter()
     request: ProbeRequest = build_request(target, timeout=report.probe_timeout_s, now_ns=time.time_ns())
-    observation = await observe(vantages, request, report.probe_timeout_s)
+    observation = await observe(vantages, request, report.probe_timeout_s, slots=slots)
     settings = DiagnosisSettings.for_request(
         request,
         clock_tolerance_ms=report.clock_tolerance_s * 1000,
