@@ -45,6 +45,28 @@ class Failure(StrEnum):
     CERT_VERIFY = "cert_verify"  # the native client rejected the chain (chain still captured)
     TOO_LARGE = "too_large"  # the server sent more handshake data than we accept
     INTERNAL = "internal"
+    NOT_TLS = "not_tls"  # the peer answered with something that is not TLS
+    RESET = "reset"  # the peer reset the connection mid-handshake
+    NO_COMMON_VERSION = "no_common_version"  # client and server share no protocol version
+    NO_COMMON_CIPHER = "no_common_cipher"  # ... or no cipher suite
+    WEAK_KEY_EXCHANGE = "weak_key_exchange"  # the client refused the server's DH/EC group or key as too weak
+    CERT_TOO_LARGE = "cert_too_large"  # the certificate message exceeds the client's limit (OpenSSL: 100 KiB)
+    CLIENT_CERT_REQUIRED = "client_cert_required"  # the server demands a client certificate it did not get
+
+
+class Party(StrEnum):
+    """Who refused: the side that ended the handshake."""
+
+    NONE = ""
+    CLIENT = "client"  # this host's TLS library refused what the server offered
+    SERVER = "server"  # the server refused what this host offered (an alert, a close)
+
+
+class Client(StrEnum):
+    """The clients whose view an agent reports, in a closed set."""
+
+    OPENSSL = "openssl"  # OpenSSL-based clients with the host's defaults and OpenSSL configuration
+    PYTHON = "python"  # Python's ssl.create_default_context() on this host
 
 
 class TlsVersion(StrEnum):
@@ -78,6 +100,7 @@ class ProbeOptions:
     connect_timeout: float = 3.0
     handshake_timeout: float = 5.0
     reference_time_ns: int | None = None  # the coordinator's notion of true time
+    client_cert: str | None = None  # present the agent's client certificate of this name (--client-cert)
 
 
 @dataclass(frozen=True)
@@ -116,7 +139,25 @@ class Handshake:
     cipher: str = ""
     alpn: str = ""
     duration_ms: float = 0.0
-    alert: str = ""  # the alert description when the server sent one
+    alert: str = ""  # the alert description when the server sent one ("certificate_required", ...)
+    refused_by: Party = Party.NONE
+    client_cert_requested: bool = False  # the server sent a CertificateRequest
+    acceptable_ca_names: tuple[str, ...] = ()  # RFC 4514 names from that request, when it listed any
+    client_cert: str = ""  # the name of the client certificate this probe presented ("" none)
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """What one named client on this host concludes about the handshake and the served chain."""
+
+    client: Client
+    verdict: Verdict
+    verify_code: int = 0
+    failure: Failure = Failure.NONE  # the handshake's outcome for this client
+    error: str = ""
+    tls_version: str = ""
+    cipher: str = ""
+    detail: str = ""  # why it differs from the openssl view, when it does
 
 
 @dataclass(frozen=True)
@@ -136,6 +177,8 @@ class TrustStore:
     fingerprint: str  # sha256 over the sorted DER fingerprints of its roots, hex
     error: str = ""  # what could not be read; roots read before the problem still count
     roots: tuple[RootCertificate, ...] = ()  # listed only when asked for (Describe with include_roots)
+    runtime: str = ""  # "" for the system's OpenSSL stores; "python", "java", "node" for a runtime's own
+    found_by: str = ""  # why this store is judged: the interpreter, JRE or variable that uses it
 
 
 @dataclass(frozen=True)
@@ -147,6 +190,10 @@ class StoreVerdict:
     at_reference_time: Verdict
     verified_path: tuple[str, ...] = ()  # sha256 fingerprints, leaf first, root last
     detail: str = ""
+    verify_code: int = 0  # OpenSSL's X509_V_ERR code at agent time (0: ok)
+    reference_verify_code: int = 0  # ... at the reference time
+    strict_note: str = ""  # what the CA/Browser Forum profile (browsers, Go) would refuse that OpenSSL accepts
+    same_as: tuple[str, ...] = ()  # other stores with the identical root set, judged by this one verdict
 
 
 @dataclass(frozen=True)
@@ -172,6 +219,7 @@ class AddressResult:
     native: NativeVerdict = field(default_factory=lambda: NativeVerdict(Verdict.NO_CHAIN))
     stores: tuple[StoreVerdict, ...] = ()
     aia: AiaFetch | None = None  # only when the agent may fetch and the issuer was missing
+    views: tuple[ClientView, ...] = ()  # the openssl view first; python only when it differs
 
 
 @dataclass(frozen=True)
@@ -201,6 +249,9 @@ class HostFacts:
     ntp_synchronized: bool | None = None  # None when it cannot be read
     ntp_detail: str = ""
     gathered_ns: int = 0
+    openssl_policy: tuple[tuple[str, str], ...] = ()  # the OpenSSL configuration in force (MinProtocol, ...)
+    runtimes: tuple[tuple[str, str], ...] = ()  # (runtime, where and why it was found): python, java, node
+    client_certs: tuple[str, ...] = ()  # names of the client certificates probes may present
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,21 @@ at the edge and speak dataclasses everywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..v1 import agent_pb2, probe_pb2
 from .model import (
     AddressResult,
     AgentDescription,
     AgentIdentity,
     AiaFetch,
+    Client,
+    ClientView,
     Failure,
     Handshake,
     HostFacts,
     NativeVerdict,
+    Party,
     ProbeOptions,
     ProbeRequest,
     ProbeResult,
@@ -39,6 +44,7 @@ def _enum_maps(enum_cls: type, proto_enum: object, prefix: str) -> tuple[dict, d
 
 _VERDICT_TO_WIRE, _VERDICT_FROM_WIRE = _enum_maps(Verdict, probe_pb2.Verdict, "VERDICT_")
 _FAILURE_TO_WIRE, _FAILURE_FROM_WIRE = _enum_maps(Failure, probe_pb2.Failure, "FAILURE_")
+_CLIENT_TO_WIRE, _CLIENT_FROM_WIRE = _enum_maps(Client, probe_pb2.Client, "CLIENT_")
 _VERSION_TO_WIRE = {
     TlsVersion.TLS1_0: probe_pb2.TLS_VERSION_1_0,
     TlsVersion.TLS1_1: probe_pb2.TLS_VERSION_1_1,
@@ -65,6 +71,44 @@ def _failure_from_wire(number: int) -> Failure:
     return _FAILURE_FROM_WIRE.get(number, Failure.INTERNAL)
 
 
+def _party_from_wire(text: str) -> Party:
+    try:
+        return Party(text)
+    except ValueError:
+        return Party.NONE
+
+
+def _view_to_wire(v: ClientView) -> probe_pb2.ClientView:
+    return probe_pb2.ClientView(
+        client=_CLIENT_TO_WIRE[v.client],
+        verdict=_VERDICT_TO_WIRE[v.verdict],
+        verify_code=v.verify_code,
+        failure=_FAILURE_TO_WIRE[v.failure],
+        error=v.error,
+        tls_version=v.tls_version,
+        cipher=v.cipher,
+        detail=v.detail,
+    )
+
+
+def _views_from_wire(views: Iterable[probe_pb2.ClientView]) -> tuple[ClientView, ...]:
+    # A view of a client this coordinator does not know yet is left out rather than misnamed.
+    return tuple(
+        ClientView(
+            client=_CLIENT_FROM_WIRE[v.client],
+            verdict=_verdict_from_wire(v.verdict),
+            verify_code=v.verify_code,
+            failure=_failure_from_wire(v.failure),
+            error=v.error,
+            tls_version=v.tls_version,
+            cipher=v.cipher,
+            detail=v.detail,
+        )
+        for v in views
+        if v.client in _CLIENT_FROM_WIRE
+    )
+
+
 # --- requests ---------------------------------------------------------------------------------------
 
 
@@ -84,6 +128,8 @@ def request_to_wire(request: ProbeRequest) -> probe_pb2.ProbeRequest:
     )
     if o.sni is not None:
         options.sni = o.sni
+    if o.client_cert is not None:
+        options.client_cert = o.client_cert
     return probe_pb2.ProbeRequest(
         target=probe_pb2.Target(host=request.target.host, port=request.target.port),
         options=options,
@@ -106,6 +152,7 @@ def request_from_wire(message: probe_pb2.ProbeRequest, defaults: ProbeOptions) -
         connect_timeout=o.connect_timeout_s or defaults.connect_timeout,
         handshake_timeout=o.handshake_timeout_s or defaults.handshake_timeout,
         reference_time_ns=o.reference_time_ns or None,
+        client_cert=o.client_cert if o.HasField("client_cert") else None,
     )
     return ProbeRequest(
         target=Target(message.target.host, message.target.port),
@@ -126,12 +173,14 @@ def _store_to_wire(store: TrustStore) -> probe_pb2.TrustStore:
         fingerprint=store.fingerprint,
         error=store.error,
         roots=[probe_pb2.RootCertificate(sha256=r.sha256, subject=r.subject) for r in store.roots],
+        runtime=store.runtime,
+        found_by=store.found_by,
     )
 
 
 def _store_from_wire(m: probe_pb2.TrustStore) -> TrustStore:
     roots = tuple(RootCertificate(r.sha256, r.subject) for r in m.roots)
-    return TrustStore(m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error, roots)
+    return TrustStore(m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error, roots, m.runtime, m.found_by)
 
 
 def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
@@ -148,6 +197,10 @@ def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
             alpn=h.alpn,
             duration_ms=h.duration_ms,
             alert=h.alert,
+            refused_by=h.refused_by.value,
+            client_cert_requested=h.client_cert_requested,
+            acceptable_ca_names=list(h.acceptable_ca_names),
+            client_cert=h.client_cert,
         ),
         chain=list(a.chain),
         native=probe_pb2.NativeVerdict(
@@ -163,9 +216,14 @@ def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
                 at_reference_time=_VERDICT_TO_WIRE[s.at_reference_time],
                 verified_path=list(s.verified_path),
                 detail=s.detail,
+                verify_code=s.verify_code,
+                reference_verify_code=s.reference_verify_code,
+                strict_note=s.strict_note,
+                same_as=list(s.same_as),
             )
             for s in a.stores
         ],
+        views=[_view_to_wire(v) for v in a.views],
     )
     if a.connect_ms is not None:
         message.connect_ms = a.connect_ms
@@ -198,6 +256,10 @@ def _address_from_wire(m: probe_pb2.AddressResult) -> AddressResult:
             alpn=h.alpn,
             duration_ms=h.duration_ms,
             alert=h.alert,
+            refused_by=_party_from_wire(h.refused_by),
+            client_cert_requested=h.client_cert_requested,
+            acceptable_ca_names=tuple(h.acceptable_ca_names),
+            client_cert=h.client_cert,
         ),
         chain=tuple(m.chain),
         native=NativeVerdict(
@@ -213,10 +275,15 @@ def _address_from_wire(m: probe_pb2.AddressResult) -> AddressResult:
                 at_reference_time=_verdict_from_wire(s.at_reference_time),
                 verified_path=tuple(s.verified_path),
                 detail=s.detail,
+                verify_code=s.verify_code,
+                reference_verify_code=s.reference_verify_code,
+                strict_note=s.strict_note,
+                same_as=tuple(s.same_as),
             )
             for s in m.stores
         ),
         aia=_aia_from_wire(m.aia) if m.HasField("aia") else None,
+        views=_views_from_wire(m.views),
     )
 
 
@@ -296,6 +363,9 @@ def description_to_wire(d: AgentDescription) -> agent_pb2.AgentDescription:
         hosts_entries=list(f.hosts_entries),
         ntp_detail=f.ntp_detail,
         gathered_ns=f.gathered_ns,
+        openssl_policy=[agent_pb2.Label(key=k, value=v) for k, v in f.openssl_policy],
+        runtimes=[agent_pb2.Label(key=k, value=v) for k, v in f.runtimes],
+        client_certs=list(f.client_certs),
     )
     if f.ntp_synchronized is not None:
         facts.ntp_synchronized = f.ntp_synchronized
@@ -328,6 +398,9 @@ def description_from_wire(m: agent_pb2.AgentDescription) -> AgentDescription:
             ntp_synchronized=f.ntp_synchronized if f.HasField("ntp_synchronized") else None,
             ntp_detail=f.ntp_detail,
             gathered_ns=f.gathered_ns,
+            openssl_policy=tuple((label.key, label.value) for label in f.openssl_policy),
+            runtimes=tuple((label.key, label.value) for label in f.runtimes),
+            client_certs=tuple(f.client_certs),
         ),
         trust_stores=tuple(_store_from_wire(s) for s in m.trust_stores),
         agent_time_ns=m.agent_time_ns,

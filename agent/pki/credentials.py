@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,7 +243,7 @@ def channel_options_for_peer(role: str, name: str) -> list[tuple[str, object]]:
         raise ValueError(str(e)) from e
 
 
-def peer_identity(auth_context: Mapping[str, Sequence[bytes]]) -> tuple[str, str] | None:
+def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> tuple[str, str] | None:
     """(role, name) of a verified TLS peer from a gRPC auth context, or None without one."""
     names = [v.decode("ascii", "replace") if isinstance(v, bytes) else str(v) for v in auth_context.get(_SAN_KEY, ())]
     return identity_from_dns_names(names)
@@ -308,13 +308,13 @@ class AllowedPeersInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         # Typed as Any: the stubs' RpcMethodHandler declares none of the fields every real handler has.
         handler: Any = await continuation(handler_call_details)
-        if not handler:  # no such method: grpc itself answers UNIMPLEMENTED
-            return handler
+        if handler is None:  # no such method: grpc itself answers UNIMPLEMENTED
+            return None
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

@@ -10,10 +10,13 @@ from tlsfleet.agent.model import (
     AddressResult,
     AgentDescription,
     AgentIdentity,
+    Client,
+    ClientView,
     Failure,
     Handshake,
     HostFacts,
     NativeVerdict,
+    Party,
     ProbeOptions,
     ProbeRequest,
     ProbeResult,
@@ -73,6 +76,7 @@ def test_full_request_round_trips() -> None:
             connect_timeout=2.25,
             handshake_timeout=4.125,
             reference_time_ns=1_750_000_000_123_456_789,
+            client_cert="billing",
         ),
         request_id="req-42",
     )
@@ -168,14 +172,32 @@ def _full_result(
             alpn="h2",
             duration_ms=12.5,
             alert="handshake_failure",
+            refused_by=Party.SERVER,
+            client_cert_requested=True,
+            acceptable_ca_names=("CN=Acme Client CA", "CN=Other CA,O=Other"),
+            client_cert="billing",
         ),
         chain=chain,
         native=NativeVerdict(
             verdict, verify_code=20, verify_message="unable to get local issuer", hostname_checked=False
         ),
         stores=(
-            StoreVerdict("system", verdict, Verdict.OK, ("aa" * 32, "bb" * 32), "detail"),
+            StoreVerdict(
+                "system",
+                verdict,
+                Verdict.OK,
+                ("aa" * 32, "bb" * 32),
+                "detail",
+                verify_code=20,
+                reference_verify_code=0,
+                strict_note="CA basicConstraints not critical",
+                same_as=("system_dir", "ssl_cert_file"),
+            ),
             StoreVerdict("certifi", Verdict.EXPIRED, verdict),
+        ),
+        views=(
+            ClientView(Client.OPENSSL, verdict, 20, failure, "openssl detail", "TLSv1.2", "AES128-SHA"),
+            ClientView(Client.PYTHON, Verdict.NO_CHAIN, 0, Failure.NO_COMMON_CIPHER, "", "", "", "no kRSA"),
         ),
     )
     return ProbeResult(
@@ -184,7 +206,12 @@ def _full_result(
         expected_name="api.example.test",
         resolution=Resolution(("127.0.0.1", "::1"), 3.5, failure, "resolver detail", truncated_from=11),
         addresses=(address, AddressResult("::1")),
-        trust_stores=(_store("system"), TrustStore("java", "java-keystore", "/x/cacerts", 0, "", error="locked")),
+        trust_stores=(
+            _store("system"),
+            TrustStore(
+                "java", "java-keystore", "/x/cacerts", 0, "", error="locked", runtime="java", found_by="JAVA_HOME=/x"
+            ),
+        ),
         agent_received_ns=1_750_000_000_000_000_001,
         agent_replied_ns=1_750_000_000_050_000_002,
         reference_time_ns=1_750_000_000_000_000_000,
@@ -342,6 +369,9 @@ def _description(ntp: bool | None) -> AgentDescription:
             ntp_synchronized=ntp,
             ntp_detail="timedatectl: yes" if ntp is not None else "",
             gathered_ns=1_750_000_000_000_000_000,
+            openssl_policy=(("MinProtocol", "TLSv1.2"), ("CipherString", "DEFAULT@SECLEVEL=2")),
+            runtimes=(("python", "/usr/bin/python3"), ("java", "java on PATH: /usr/bin/java")),
+            client_certs=("billing",),
         ),
         trust_stores=(_store("system"), _store("certifi")),
         agent_time_ns=1_750_000_000_000_000_123,
@@ -366,3 +396,25 @@ def test_minimal_description_round_trips() -> None:
         agent_time_ns=0,
     )
     assert _through_bytes_description(description) == description
+
+
+@pytest.mark.parametrize("client", list(Client))
+def test_every_client_view_round_trips(client: Client) -> None:
+    view = ClientView(client, Verdict.EXPIRED, verify_code=10, failure=Failure.CERT_VERIFY)
+    result = replace(_minimal(), addresses=(AddressResult("127.0.0.1", views=(view,)),))
+    assert _through_bytes_result(result).addresses[0].views == (view,)
+
+
+def test_a_view_of_an_unknown_client_is_left_out() -> None:
+    message = result_to_wire(_minimal(), "web-1", "9.9")
+    address = message.addresses.add(address="127.0.0.1")
+    address.views.add(client=99, verdict=probe_pb2.VERDICT_OK)
+    address.views.add(client=probe_pb2.CLIENT_PYTHON, verdict=probe_pb2.VERDICT_OK)
+    back, _, _ = result_from_wire(probe_pb2.ProbeResult.FromString(message.SerializeToString()))
+    assert [v.client for v in back.addresses[0].views] == [Client.PYTHON]
+
+
+@pytest.mark.parametrize("party", list(Party))
+def test_who_refused_round_trips(party: Party) -> None:
+    result = replace(_minimal(), addresses=(AddressResult("127.0.0.1", handshake=Handshake(refused_by=party)),))
+    assert _through_bytes_result(result).addresses[0].handshake.refused_by is party

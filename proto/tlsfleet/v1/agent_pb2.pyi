@@ -24,7 +24,7 @@ class Label(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class HostFacts(_message.Message):
-    __slots__ = ("hostname", "os", "python_version", "openssl_version", "agent_version", "proxy_env", "resolv_conf", "hosts_entries", "ntp_synchronized", "ntp_detail", "gathered_ns")
+    __slots__ = ("hostname", "os", "python_version", "openssl_version", "agent_version", "proxy_env", "resolv_conf", "hosts_entries", "ntp_synchronized", "ntp_detail", "gathered_ns", "openssl_policy", "runtimes", "client_certs")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,9 @@ class HostFacts(_message.Message):
     NTP_SYNCHRONIZED_FIELD_NUMBER: _ClassVar[int]
     NTP_DETAIL_FIELD_NUMBER: _ClassVar[int]
     GATHERED_NS_FIELD_NUMBER: _ClassVar[int]
+    OPENSSL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERTS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     os: str
     python_version: str
@@ -47,7 +50,10 @@ class HostFacts(_message.Message):
     ntp_synchronized: bool
     ntp_detail: str
     gathered_ns: int
-    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., python_version: _Optional[str] = ..., openssl_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., proxy_env: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., resolv_conf: _Optional[_Iterable[str]] = ..., hosts_entries: _Optional[_Iterable[str]] = ..., ntp_synchronized: _Optional[bool] = ..., ntp_detail: _Optional[str] = ..., gathered_ns: _Optional[int] = ...) -> None: ...
+    openssl_policy: _containers.RepeatedCompositeFieldContainer[Label]
+    runtimes: _containers.RepeatedCompositeFieldContainer[Label]
+    client_certs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., python_version: _Optional[str] = ..., openssl_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., proxy_env: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., resolv_conf: _Optional[_Iterable[str]] = ..., hosts_entries: _Optional[_Iterable[str]] = ..., ntp_synchronized: _Optional[bool] = ..., ntp_detail: _Optional[str] = ..., gathered_ns: _Optional[int] = ..., openssl_policy: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., runtimes: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., client_certs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
     __slots__ = ("agent", "labels", "facts", "trust_stores", "agent_time_ns")

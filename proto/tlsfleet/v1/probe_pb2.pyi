@@ -40,6 +40,19 @@ class Failure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_CERT_VERIFY: _ClassVar[Failure]
     FAILURE_TOO_LARGE: _ClassVar[Failure]
     FAILURE_INTERNAL: _ClassVar[Failure]
+    FAILURE_NOT_TLS: _ClassVar[Failure]
+    FAILURE_RESET: _ClassVar[Failure]
+    FAILURE_NO_COMMON_VERSION: _ClassVar[Failure]
+    FAILURE_NO_COMMON_CIPHER: _ClassVar[Failure]
+    FAILURE_WEAK_KEY_EXCHANGE: _ClassVar[Failure]
+    FAILURE_CERT_TOO_LARGE: _ClassVar[Failure]
+    FAILURE_CLIENT_CERT_REQUIRED: _ClassVar[Failure]
+
+class Client(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLIENT_UNSPECIFIED: _ClassVar[Client]
+    CLIENT_OPENSSL: _ClassVar[Client]
+    CLIENT_PYTHON: _ClassVar[Client]
 
 class TlsVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +89,16 @@ FAILURE_CLOSED: Failure
 FAILURE_CERT_VERIFY: Failure
 FAILURE_TOO_LARGE: Failure
 FAILURE_INTERNAL: Failure
+FAILURE_NOT_TLS: Failure
+FAILURE_RESET: Failure
+FAILURE_NO_COMMON_VERSION: Failure
+FAILURE_NO_COMMON_CIPHER: Failure
+FAILURE_WEAK_KEY_EXCHANGE: Failure
+FAILURE_CERT_TOO_LARGE: Failure
+FAILURE_CLIENT_CERT_REQUIRED: Failure
+CLIENT_UNSPECIFIED: Client
+CLIENT_OPENSSL: Client
+CLIENT_PYTHON: Client
 TLS_VERSION_UNSPECIFIED: TlsVersion
 TLS_VERSION_1_0: TlsVersion
 TLS_VERSION_1_1: TlsVersion
@@ -91,7 +114,7 @@ class Target(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class ProbeOptions(_message.Message):
-    __slots__ = ("sni", "no_sni", "alpn", "min_version", "max_version", "pin_address", "max_addresses", "resolve_timeout_s", "connect_timeout_s", "handshake_timeout_s", "reference_time_ns")
+    __slots__ = ("sni", "no_sni", "alpn", "min_version", "max_version", "pin_address", "max_addresses", "resolve_timeout_s", "connect_timeout_s", "handshake_timeout_s", "reference_time_ns", "client_cert")
     SNI_FIELD_NUMBER: _ClassVar[int]
     NO_SNI_FIELD_NUMBER: _ClassVar[int]
     ALPN_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +126,7 @@ class ProbeOptions(_message.Message):
     CONNECT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERT_FIELD_NUMBER: _ClassVar[int]
     sni: str
     no_sni: bool
     alpn: _containers.RepeatedScalarFieldContainer[str]
@@ -114,7 +138,8 @@ class ProbeOptions(_message.Message):
     connect_timeout_s: float
     handshake_timeout_s: float
     reference_time_ns: int
-    def __init__(self, sni: _Optional[str] = ..., no_sni: _Optional[bool] = ..., alpn: _Optional[_Iterable[str]] = ..., min_version: _Optional[_Union[TlsVersion, str]] = ..., max_version: _Optional[_Union[TlsVersion, str]] = ..., pin_address: _Optional[str] = ..., max_addresses: _Optional[int] = ..., resolve_timeout_s: _Optional[float] = ..., connect_timeout_s: _Optional[float] = ..., handshake_timeout_s: _Optional[float] = ..., reference_time_ns: _Optional[int] = ...) -> None: ...
+    client_cert: str
+    def __init__(self, sni: _Optional[str] = ..., no_sni: _Optional[bool] = ..., alpn: _Optional[_Iterable[str]] = ..., min_version: _Optional[_Union[TlsVersion, str]] = ..., max_version: _Optional[_Union[TlsVersion, str]] = ..., pin_address: _Optional[str] = ..., max_addresses: _Optional[int] = ..., resolve_timeout_s: _Optional[float] = ..., connect_timeout_s: _Optional[float] = ..., handshake_timeout_s: _Optional[float] = ..., reference_time_ns: _Optional[int] = ..., client_cert: _Optional[str] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("target", "options", "request_id")
@@ -153,7 +178,7 @@ class NativeVerdict(_message.Message):
     def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., verify_code: _Optional[int] = ..., verify_message: _Optional[str] = ..., hostname_checked: _Optional[bool] = ...) -> None: ...
 
 class Handshake(_message.Message):
-    __slots__ = ("failure", "error", "tls_version", "cipher", "alpn", "duration_ms", "alert")
+    __slots__ = ("failure", "error", "tls_version", "cipher", "alpn", "duration_ms", "alert", "refused_by", "client_cert_requested", "acceptable_ca_names", "client_cert")
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TLS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +186,10 @@ class Handshake(_message.Message):
     ALPN_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     ALERT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTABLE_CA_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERT_FIELD_NUMBER: _ClassVar[int]
     failure: Failure
     error: str
     tls_version: str
@@ -168,10 +197,34 @@ class Handshake(_message.Message):
     alpn: str
     duration_ms: float
     alert: str
-    def __init__(self, failure: _Optional[_Union[Failure, str]] = ..., error: _Optional[str] = ..., tls_version: _Optional[str] = ..., cipher: _Optional[str] = ..., alpn: _Optional[str] = ..., duration_ms: _Optional[float] = ..., alert: _Optional[str] = ...) -> None: ...
+    refused_by: str
+    client_cert_requested: bool
+    acceptable_ca_names: _containers.RepeatedScalarFieldContainer[str]
+    client_cert: str
+    def __init__(self, failure: _Optional[_Union[Failure, str]] = ..., error: _Optional[str] = ..., tls_version: _Optional[str] = ..., cipher: _Optional[str] = ..., alpn: _Optional[str] = ..., duration_ms: _Optional[float] = ..., alert: _Optional[str] = ..., refused_by: _Optional[str] = ..., client_cert_requested: _Optional[bool] = ..., acceptable_ca_names: _Optional[_Iterable[str]] = ..., client_cert: _Optional[str] = ...) -> None: ...
+
+class ClientView(_message.Message):
+    __slots__ = ("client", "verdict", "verify_code", "failure", "error", "tls_version", "cipher", "detail")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_CODE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TLS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    client: Client
+    verdict: Verdict
+    verify_code: int
+    failure: Failure
+    error: str
+    tls_version: str
+    cipher: str
+    detail: str
+    def __init__(self, client: _Optional[_Union[Client, str]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., verify_code: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ..., error: _Optional[str] = ..., tls_version: _Optional[str] = ..., cipher: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class TrustStore(_message.Message):
-    __slots__ = ("name", "kind", "path", "root_count", "fingerprint", "error", "roots")
+    __slots__ = ("name", "kind", "path", "root_count", "fingerprint", "error", "roots", "runtime", "found_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +232,8 @@ class TrustStore(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ROOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    FOUND_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     path: str
@@ -186,7 +241,9 @@ class TrustStore(_message.Message):
     fingerprint: str
     error: str
     roots: _containers.RepeatedCompositeFieldContainer[RootCertificate]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., root_count: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ..., roots: _Optional[_Iterable[_Union[RootCertificate, _Mapping]]] = ...) -> None: ...
+    runtime: str
+    found_by: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., root_count: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ..., roots: _Optional[_Iterable[_Union[RootCertificate, _Mapping]]] = ..., runtime: _Optional[str] = ..., found_by: _Optional[str] = ...) -> None: ...
 
 class RootCertificate(_message.Message):
     __slots__ = ("sha256", "subject")
@@ -197,21 +254,29 @@ class RootCertificate(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class StoreVerdict(_message.Message):
-    __slots__ = ("store", "at_agent_time", "at_reference_time", "verified_path", "detail")
+    __slots__ = ("store", "at_agent_time", "at_reference_time", "verified_path", "detail", "verify_code", "reference_verify_code", "strict_note", "same_as")
     STORE_FIELD_NUMBER: _ClassVar[int]
     AT_AGENT_TIME_FIELD_NUMBER: _ClassVar[int]
     AT_REFERENCE_TIME_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_PATH_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_CODE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_VERIFY_CODE_FIELD_NUMBER: _ClassVar[int]
+    STRICT_NOTE_FIELD_NUMBER: _ClassVar[int]
+    SAME_AS_FIELD_NUMBER: _ClassVar[int]
     store: str
     at_agent_time: Verdict
     at_reference_time: Verdict
     verified_path: _containers.RepeatedScalarFieldContainer[str]
     detail: str
-    def __init__(self, store: _Optional[str] = ..., at_agent_time: _Optional[_Union[Verdict, str]] = ..., at_reference_time: _Optional[_Union[Verdict, str]] = ..., verified_path: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
+    verify_code: int
+    reference_verify_code: int
+    strict_note: str
+    same_as: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, store: _Optional[str] = ..., at_agent_time: _Optional[_Union[Verdict, str]] = ..., at_reference_time: _Optional[_Union[Verdict, str]] = ..., verified_path: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., verify_code: _Optional[int] = ..., reference_verify_code: _Optional[int] = ..., strict_note: _Optional[str] = ..., same_as: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddressResult(_message.Message):
-    __slots__ = ("address", "connect_ms", "connect_failure", "connect_error", "handshake", "chain", "native", "stores", "aia")
+    __slots__ = ("address", "connect_ms", "connect_failure", "connect_error", "handshake", "chain", "native", "stores", "aia", "views")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECT_MS_FIELD_NUMBER: _ClassVar[int]
     CONNECT_FAILURE_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +286,7 @@ class AddressResult(_message.Message):
     NATIVE_FIELD_NUMBER: _ClassVar[int]
     STORES_FIELD_NUMBER: _ClassVar[int]
     AIA_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
     address: str
     connect_ms: float
     connect_failure: Failure
@@ -230,7 +296,8 @@ class AddressResult(_message.Message):
     native: NativeVerdict
     stores: _containers.RepeatedCompositeFieldContainer[StoreVerdict]
     aia: AiaFetch
-    def __init__(self, address: _Optional[str] = ..., connect_ms: _Optional[float] = ..., connect_failure: _Optional[_Union[Failure, str]] = ..., connect_error: _Optional[str] = ..., handshake: _Optional[_Union[Handshake, _Mapping]] = ..., chain: _Optional[_Iterable[bytes]] = ..., native: _Optional[_Union[NativeVerdict, _Mapping]] = ..., stores: _Optional[_Iterable[_Union[StoreVerdict, _Mapping]]] = ..., aia: _Optional[_Union[AiaFetch, _Mapping]] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[ClientView]
+    def __init__(self, address: _Optional[str] = ..., connect_ms: _Optional[float] = ..., connect_failure: _Optional[_Union[Failure, str]] = ..., connect_error: _Optional[str] = ..., handshake: _Optional[_Union[Handshake, _Mapping]] = ..., chain: _Optional[_Iterable[bytes]] = ..., native: _Optional[_Union[NativeVerdict, _Mapping]] = ..., stores: _Optional[_Iterable[_Union[StoreVerdict, _Mapping]]] = ..., aia: _Optional[_Union[AiaFetch, _Mapping]] = ..., views: _Optional[_Iterable[_Union[ClientView, _Mapping]]] = ...) -> None: ...
 
 class AiaFetch(_message.Message):
     __slots__ = ("url", "fetched", "error", "certificate", "completes_chain", "verdict")
