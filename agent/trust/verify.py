@@ -1,49 +1,61 @@
 """Judge a served chain offline against one trust store, as an OpenSSL client using that store would.
 
-`cryptography.x509.verification` gives the final word on a path; its errors carry only text, and a
-verdict is never read from text. So the verdict is classified from the certificates themselves, in
-OpenSSL's order (OpenSSL stops at its first failure, and the native verdict of the same host must
-agree with the verdict for its system store):
+The verdict is OpenSSL's own: X509_verify_cert in the libcrypto Python's `ssl` is linked against
+(`libcrypto`), with the store's roots as the only trusted certificates, the served certificates after
+the leaf as untrusted ones, purpose and trust "ssl_server", the expected name as
+X509_VERIFY_PARAM_set1_host / set1_ip_asc (default flags), the validation time, and the host's
+default security level as the auth level. That is what
 
-1. path building: no path to a store certificate gives SELF_SIGNED (18), UNTRUSTED_ROOT (19),
-   LEAF_ONLY_UNVERIFIABLE (21; OpenSSL 3 reports 20 for it) or UNKNOWN_ISSUER (20);
-2. chain extensions: an issuer without CA:true or keyCertSign, a path length exceeded, a leaf whose
-   extendedKeyUsage excludes serverAuth gives INVALID (OpenSSL 79, 32, 25, 26);
-3. the name (RFC 6125, no CN fallback, as browsers and Go; Python's default context does fall back
-   to the CN of a certificate without DNS SANs) gives HOSTNAME_MISMATCH (62) or IP_MISMATCH (64);
-4. signatures and validity windows, from the trust anchor down to the leaf as OpenSSL's
-   internal_verify walks them, not-yet-valid before expired on each certificate: INVALID (7),
-   NOT_YET_VALID (9), EXPIRED (10);
-5. anything `cryptography` still rejects after all that is INVALID.
+    openssl verify -no-CApath -no-CAstore -purpose sslserver -auth_level LEVEL -CAfile STORE \
+        -untrusted CHAIN -verify_hostname NAME -attime T LEAF
 
-Any certificate in the store is a trust anchor (as `cryptography` and Java treat them).
+concludes on this host (its first error). For the store the native client reads, that is the native
+verdict too, except where Python's default context departs from OpenSSL's defaults (it refuses partial
+wildcards such as "s*.example.com", and pins security level 2 whatever the configuration says). The code
+is kept beside the verdict; the verdict is read from the code, never from text. One refinement:
+OpenSSL's 20 for a lone leaf reads LEAF_ONLY_UNVERIFIABLE (the server sent no intermediate).
+
+Only the store's certificates are trusted, and only a path to a self-signed root counts (OpenSSL
+without -partial_chain): a store holding an intermediate alone gives 2 (unable to get issuer).
+
+Where OpenSSL accepts and the CA/Browser Forum profile (`cryptography.x509.verification`: browsers,
+Go) refuses, `strict_note` says why (`strict_profile`); the verdict stays OpenSSL's.
+
+Cost: judgements are cached by (served chain, store content fingerprint, expected name, time bucket);
+a bucket is an hour, or the exact second when a validity edge of a served or store certificate falls
+inside it, so expiry at the edge is never misjudged. A changed store has another fingerprint and never
+meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import PolicyBuilder, ServerVerifier, Store, VerificationError
+from cryptography.x509.verification import Store
 
 from ..model import StoreVerdict, Verdict
+from . import libcrypto
 from .certinfo import CertificateParseError, fingerprint, parse_der, summarize
-from .names import ExpectedName, match_name, parse_expected_name, subject_alt_names
+from .names import ExpectedName, match_name, parse_expected_name
 from .stores import LoadedStore
+from .strict_profile import key_description, strict_note
 
 __all__ = [
     "MAX_CHAIN_BYTES",
     "MAX_CHAIN_CERTS",
+    "TIME_BUCKET_S",
     "ChainJudgement",
+    "clear_caches",
     "judge_against_stores",
     "verdict_from_openssl_code",
     "verify_chain",
@@ -51,9 +63,10 @@ __all__ = [
 
 MAX_CHAIN_CERTS = 16
 MAX_CHAIN_BYTES = 1024 * 1024
-_MAX_LINK_CHECKS = 256  # signature checks per path search: bounds a hostile pile of look-alike CAs
+TIME_BUCKET_S = 3600
 _JUDGEMENT_CACHE_SIZE = 4096
-_ANCHOR_CACHE_SIZE = 64
+_CHAIN_CACHE_SIZE = 1024
+_TRUST_CACHE_SIZE = 64
 _DER = Encoding.DER
 
 
@@ -62,9 +75,35 @@ class ChainJudgement:
     verdict: Verdict
     verified_path: tuple[str, ...] = ()  # sha256 fingerprints, leaf first, trust anchor last
     detail: str = ""
+    code: int = 0  # OpenSSL's X509_V_ERR code (0: ok; 1 when OpenSSL could not judge at all)
+    strict_note: str = ""  # what the CA/B Forum profile refuses that OpenSSL accepted
 
 
 # --- OpenSSL verify codes -------------------------------------------------------------------------
+
+X509_V_OK = 0
+X509_V_ERR_UNSPECIFIED = 1
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT = 2
+X509_V_ERR_CERT_SIGNATURE_FAILURE = 7
+X509_V_ERR_CERT_NOT_YET_VALID = 9
+X509_V_ERR_CERT_HAS_EXPIRED = 10
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
+X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
+X509_V_ERR_CERT_CHAIN_TOO_LONG = 22
+X509_V_ERR_PATH_LENGTH_EXCEEDED = 25
+X509_V_ERR_INVALID_PURPOSE = 26
+X509_V_ERR_KEYUSAGE_NO_CERTSIGN = 32
+X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION = 34
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+X509_V_ERR_EE_KEY_TOO_SMALL = 66
+X509_V_ERR_CA_KEY_TOO_SMALL = 67
+X509_V_ERR_CA_MD_TOO_WEAK = 68
+X509_V_ERR_INVALID_CA = 79
+# OpenSSL 1.1 numbered "invalid CA" 24; 3.0 moved it to 79 (24 is "no issuer public key" there).
+_INVALID_CA = X509_V_ERR_INVALID_CA if ssl.OPENSSL_VERSION_INFO[0] >= 3 else 24
 
 _CODE_VERDICTS: dict[int, Verdict] = {
     0: Verdict.OK,
@@ -90,6 +129,8 @@ _INVALID_CODES = frozenset(
     | {47, 48, 49, 51, 52, 53, 55, 56, 57, 58, 59, 60, 61, 66, 67, 68, 76, 77, 78}
     | set(range(79, 95))
 )
+# No path to a trust anchor: the chain OpenSSL built is not a verified path.
+_NO_PATH_CODES = frozenset({2, 18, 19, 20, 21, 22})
 
 
 def verdict_from_openssl_code(code: int) -> Verdict:
@@ -132,281 +173,355 @@ class _LRU(Generic[K, V]):
         with self._lock:
             self._data.clear()
 
-
-# --- certificates and anchors ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class _Cert:
-    der: bytes
-    fp: str
-    cert: x509.Certificate
-
-    @property
-    def label(self) -> str:
-        return f"'{self.cert.subject.rfc4514_string()}' ({self.fp[:12]})"
+    def __len__(self) -> int:
+        return len(self._data)
 
 
-@dataclass(frozen=True, eq=False)
-class _Anchors:
-    store: Store | None
-    by_subject: dict[x509.Name, tuple[_Cert, ...]]
+# --- certificates, stores, served chains ----------------------------------------------------------
+
+
+def _edges(cert: x509.Certificate) -> tuple[int, int]:
+    """The Unix seconds at which OpenSSL's view of the certificate's validity changes: valid from
+    notBefore, expired from notAfter on."""
+    return int(cert.not_valid_before_utc.timestamp()), int(cert.not_valid_after_utc.timestamp())
+
+
+@dataclass(eq=False)
+class _Trust:
+    """One store content, ready for OpenSSL (an X509_STORE) and for the strict profile."""
+
+    native: libcrypto.X509Store | None
+    unavailable: str  # why there is no `native`
     fps: frozenset[str]
+    by_fp: dict[str, x509.Certificate]
+    edges: tuple[int, ...]  # sorted validity edges of every store certificate
+    roots: tuple[x509.Certificate, ...]
+    _strict: Store | None = None
+    _strict_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def strict_store(self) -> Store | None:
+        if self._strict is None and self.roots:
+            with self._strict_lock:
+                if self._strict is None:
+                    self._strict = Store(list(self.roots))
+        return self._strict
 
 
-def _make_anchors(loaded: LoadedStore) -> _Anchors:
-    certs: list[_Cert] = []
-    for cert in loaded.roots:
-        der = cert.public_bytes(_DER)
-        certs.append(_Cert(der, fingerprint(der), cert))
-    by_subject: dict[x509.Name, list[_Cert]] = {}
-    for c in certs:
-        by_subject.setdefault(c.cert.subject, []).append(c)
-    return _Anchors(
-        store=Store(list(loaded.roots)) if loaded.roots else None,
-        by_subject={k: tuple(v) for k, v in by_subject.items()},
-        fps=frozenset(c.fp for c in certs),
+def _make_trust(loaded: LoadedStore) -> _Trust:
+    ders = [cert.public_bytes(_DER) for cert in loaded.roots]
+    fps = [fingerprint(d) for d in ders]
+    edges = sorted({e for cert in loaded.roots for e in _edges(cert)})
+    unavailable = libcrypto.unavailable_reason()
+    native = libcrypto.X509Store(ders) if not unavailable else None
+    return _Trust(
+        native=native,
+        unavailable=unavailable,
+        fps=frozenset(fps),
+        by_fp=dict(zip(fps, loaded.roots, strict=True)),
+        edges=tuple(edges),
+        roots=tuple(loaded.roots),
     )
 
 
-_anchor_cache: _LRU[str, _Anchors] = _LRU(_ANCHOR_CACHE_SIZE)
-_judgement_cache: _LRU[tuple[str, str, str, datetime], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+@dataclass(frozen=True, eq=False)
+class _Served:
+    """A bounded served chain as OpenSSL reads it."""
+
+    ders: tuple[bytes, ...]  # leaf first; certificates libcrypto cannot read are left out
+    parsed: tuple[x509.Certificate | None, ...]  # cryptography's reading of `ders`, None where it refuses
+    edges: tuple[int, ...] | None  # None: some window unknown, so judge at the exact second
+    notes: tuple[str, ...]
+    leaf_error: str = ""  # the leaf is not a certificate: nothing to verify
 
 
-def _anchors_for(loaded: LoadedStore) -> _Anchors:
-    # The fingerprint names the root set (truststores derives it from the roots): stores with equal
-    # content, like the system bundle and SSL_CERT_FILE pointing at it, share one Store.
-    return _anchor_cache.get_or_make(_store_key(loaded), lambda: _make_anchors(loaded))
+def _make_served(chain: tuple[bytes, ...]) -> _Served:
+    reason = libcrypto.unavailable_reason()
+    ders: list[bytes] = []
+    parsed: list[x509.Certificate | None] = []
+    notes: list[str] = []
+    edges: set[int] | None = set()
+    for i, der in enumerate(chain):
+        try:
+            cert: x509.Certificate | None = parse_der(der)
+            error = ""
+        except CertificateParseError as exc:
+            cert, error = None, str(exc)
+        readable = libcrypto.parses(der) if not reason else cert is not None
+        if not readable:
+            why = f"OpenSSL cannot read it as a certificate{': ' + error if error else ''}"
+            if i == 0:
+                return _Served((), (), None, (), leaf_error=why)
+            notes.append(f"served certificate #{i} ignored: {why}")
+            continue
+        ders.append(der)
+        parsed.append(cert)
+        if cert is None or edges is None:
+            edges = None
+        else:
+            edges.update(_edges(cert))
+    return _Served(tuple(ders), tuple(parsed), tuple(sorted(edges)) if edges is not None else None, tuple(notes))
+
+
+_trust_cache: _LRU[str, _Trust] = _LRU(_TRUST_CACHE_SIZE)
+_chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
+_judgement_cache: _LRU[tuple[str, str, str, int, bool], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+
+
+def clear_caches() -> None:
+    """Drop every cached judgement, served chain and store. Never needed for correctness (a changed
+    store has a new fingerprint, so it never meets an old entry); it frees memory at once."""
+    _judgement_cache.clear()
+    _chain_cache.clear()
+    _trust_cache.clear()
 
 
 def _store_key(loaded: LoadedStore) -> str:
-    return loaded.info.fingerprint or f"empty:{loaded.info.path}"
+    # The fingerprint names the root set: stores with equal content share one X509_STORE and one verdict.
+    # An empty store's verdict names why it is empty, so its key does too.
+    return loaded.info.fingerprint or f"empty:{loaded.info.path}:{loaded.info.error}"
 
 
-def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, ValueError):
-        return None
+def _trust_for(loaded: LoadedStore) -> _Trust:
+    return _trust_cache.get_or_make(_store_key(loaded), lambda: _make_trust(loaded))
 
 
-def _ski(cert: x509.Certificate) -> bytes | None:
-    ski = _ext(cert, x509.SubjectKeyIdentifier)
-    return ski.digest if isinstance(ski, x509.SubjectKeyIdentifier) else None
+def _edge_within(edges: tuple[int, ...], start: int, end: int) -> bool:
+    i = bisect_left(edges, start)
+    return i < len(edges) and edges[i] < end
 
 
-def _aki(cert: x509.Certificate) -> bytes | None:
-    aki = _ext(cert, x509.AuthorityKeyIdentifier)
-    return aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
+def _time_key(at: int, served: _Served, trust: _Trust) -> tuple[int, bool]:
+    """(time, exact): the hour bucket when no validity edge falls inside it, else the exact second."""
+    start = at - at % TIME_BUCKET_S
+    end = start + TIME_BUCKET_S
+    if served.edges is None or _edge_within(served.edges, start, end) or _edge_within(trust.edges, start, end):
+        return at, True
+    return start, False
 
 
-def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
-
-
-def _valid_at(cert: x509.Certificate, at: datetime) -> bool:
-    return cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
-
-
-# --- path building --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Search:
-    served: list[_Cert]
-    anchors: _Anchors
-    at: datetime
-    checks: int = 0
-    best: list[_Cert] | None = None  # longest path that reached no anchor
+# --- describing OpenSSL's conclusion --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Path:
-    certs: list[_Cert]
-    anchored: bool
-    bad_links: frozenset[int]  # i: certs[i] is not signed by certs[i + 1] (linked by name and key id)
+class _Context:
+    served: _Served
+    trust: _Trust
+    store: LoadedStore
+    expected: ExpectedName
 
-
-def _self_signed(c: _Cert) -> bool:
-    return c.cert.subject == c.cert.issuer and _signed_by(c.cert, c.cert)
-
-
-def _candidates(search: _Search, child: _Cert, used: set[str]) -> list[tuple[_Cert, bool]]:
-    """Possible issuers of `child`: store certificates first (OpenSSL's trusted-first), then served ones;
-    among those, matching key identifiers and certificates valid at the time first."""
-    issuer_name = child.cert.issuer
-    aki = _aki(child.cert)
-    found: list[tuple[_Cert, bool]] = [
-        (a, True) for a in search.anchors.by_subject.get(issuer_name, ()) if a.fp not in used
-    ]
-    found += [(s, False) for s in search.served if s.fp not in used and s.cert.subject == issuer_name]
-
-    def rank(item: tuple[_Cert, bool]) -> tuple[int, int, int]:
-        c, trusted = item
-        ski = _ski(c.cert)
-        return (
-            0 if trusted else 1,
-            0 if aki is None or ski == aki else 1,
-            0 if _valid_at(c.cert, search.at) else 1,
-        )
-
-    return sorted(found, key=rank)
-
-
-def _search(search: _Search, path: list[_Cert], bad: frozenset[int]) -> _Path | None:
-    """Depth-first search for a path to a trust anchor; None when there is none."""
-    top = path[-1]
-    if top.fp in search.anchors.fps:
-        return _Path(path, True, bad)
-    if search.best is None or len(path) > len(search.best):
-        search.best = list(path)
-    if len(path) > MAX_CHAIN_CERTS or (top.cert.subject == top.cert.issuer and _self_signed(top)):
-        return None  # a self-signed certificate the store lacks ends the path, as in OpenSSL
-    used = {c.fp for c in path}
-    weak: list[_Cert] = []
-    for cand, _trusted in _candidates(search, top, used):
-        if search.checks >= _MAX_LINK_CHECKS:
-            return None
-        search.checks += 1
-        if _signed_by(top.cert, cand.cert):
-            found = _search(search, [*path, cand], bad)
-            if found is not None:
-                return found
-        else:
-            weak.append(cand)
-    # OpenSSL links an issuer by name and key identifier and finds a bad signature only later; do the
-    # same (when the key identifiers agree) so a forged or corrupted link reads INVALID, not unknown.
-    aki = _aki(top.cert)
-    for cand in weak:
-        ski = _ski(cand.cert)
-        if aki is not None and ski is not None and aki == ski:
-            found = _search(search, [*path, cand], bad | {len(path) - 1})
-            if found is not None:
-                return found
-    return None
-
-
-def _build_path(served: list[_Cert], anchors: _Anchors, at: datetime) -> _Path:
-    search = _Search(served, anchors, at)
-    found = _search(search, [served[0]], frozenset())
-    if found is not None:
-        return found
-    return _Path(search.best or [served[0]], False, frozenset())
-
-
-# --- classification -------------------------------------------------------------------------------
-
-
-def _no_path(path: _Path, served: list[_Cert], store: LoadedStore) -> ChainJudgement:
-    leaf, top = path.certs[0], path.certs[-1]
-    store_note = f" (store holds no certificates: {store.info.error or 'empty'})" if not store.roots else ""
-    if len(path.certs) == 1 and leaf.cert.subject == leaf.cert.issuer:
-        return ChainJudgement(
-            Verdict.SELF_SIGNED, (), f"leaf {leaf.label} is self-signed and not in the store{store_note}"
-        )
-    if top.cert.subject == top.cert.issuer:
-        return ChainJudgement(
-            Verdict.UNTRUSTED_ROOT,
-            (),
-            f"served chain ends in self-signed {top.label}, which the store lacks{store_note}",
-        )
-    issuer = top.cert.issuer.rfc4514_string()
-    aki = _aki(top.cert)
-    aki_note = f", key id {aki.hex()}" if aki else ""
-    aia = summarize(top.der).aia_ca_issuers
-    if aia:
-        aki_note += f", caIssuers {', '.join(aia)}"
-    if len(served) == 1:
-        # OpenSSL 3 itself says 20 here (21 only comes after a callback that continues past 20); the
-        # separate verdict keeps "the server sent no intermediate" visible.
-        return ChainJudgement(
-            Verdict.LEAF_ONLY_UNVERIFIABLE,
-            (),
-            f"only the leaf {leaf.label} was served; its issuer '{issuer}'{aki_note} is not in the store{store_note}",
-        )
-    if len(path.certs) == 1:
-        return ChainJudgement(
-            Verdict.UNKNOWN_ISSUER,
-            (),
-            f"issuer '{issuer}'{aki_note} of leaf {leaf.label} is neither served nor in the store; "
-            f"the {len(served) - 1} other served certificate(s) did not issue it{store_note}",
-        )
-    return ChainJudgement(
-        Verdict.UNKNOWN_ISSUER,
-        (),
-        f"issuer '{issuer}'{aki_note} of {top.label} is neither served nor in the store{store_note}",
-    )
-
-
-def _extension_failure(certs: list[_Cert]) -> str:
-    """OpenSSL's check_chain_extensions, reduced to what decides server chains; "" when fine."""
-    leaf = certs[0]
-    eku = _ext(leaf.cert, x509.ExtendedKeyUsage)
-    if (
-        isinstance(eku, x509.ExtendedKeyUsage)
-        and ExtendedKeyUsageOID.SERVER_AUTH not in eku
-        and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku
-    ):
-        return f"leaf {leaf.label} extendedKeyUsage does not allow serverAuth"
-    for depth, issuer in enumerate(certs[1:], start=1):
-        if issuer.cert.version == x509.Version.v1 and issuer.cert.subject == issuer.cert.issuer:
-            continue  # OpenSSL's X509_check_ca accepts a self-signed v1 certificate as a CA
-        bc = _ext(issuer.cert, x509.BasicConstraints)
-        if not (isinstance(bc, x509.BasicConstraints) and bc.ca):
-            return f"issuer {issuer.label} is not a CA (basicConstraints CA:true missing)"
-        ku = _ext(issuer.cert, x509.KeyUsage)
-        if isinstance(ku, x509.KeyUsage) and not ku.key_cert_sign:
-            return f"issuer {issuer.label} keyUsage lacks keyCertSign"
-        # path_length counts the non-self-issued intermediates below this CA.
-        below = sum(1 for c in certs[1:depth] if c.cert.subject != c.cert.issuer)
-        if bc.path_length is not None and below > bc.path_length:
-            return f"path length constraint {bc.path_length} of {issuer.label} exceeded ({below} below)"
-    return ""
-
-
-def _time_failure(path: _Path, at: datetime) -> ChainJudgement | None:
-    """Signatures and validity windows from the anchor down to the leaf, as internal_verify does."""
-    certs = path.certs
-    for i in range(len(certs) - 1, -1, -1):
-        c = certs[i]
-        if i in path.bad_links:
-            return ChainJudgement(
-                Verdict.INVALID, (), f"signature of {c.label} does not verify with {certs[i + 1].label}'s key"
-            )
-        if at < c.cert.not_valid_before_utc:
-            return ChainJudgement(
-                Verdict.NOT_YET_VALID,
-                (),
-                f"{c.label} is not valid until {c.cert.not_valid_before_utc.isoformat()}",
-            )
-        if at > c.cert.not_valid_after_utc:
-            return ChainJudgement(Verdict.EXPIRED, (), f"{c.label} expired at {c.cert.not_valid_after_utc.isoformat()}")
-    return None
-
-
-def _server_verifier(
-    leaf: x509.Certificate, expected: ExpectedName, store: Store, at: datetime
-) -> ServerVerifier | None:
-    """A verifier for the expected name or, when `cryptography` refuses that spelling (underscores),
-    for a name the leaf covers: the name itself was already matched above."""
-    builder = PolicyBuilder().store(store).time(at)
-    if expected.ip is not None:
-        return builder.build_server_verifier(x509.IPAddress(expected.ip))
-    san = subject_alt_names(leaf)
-    fallbacks: list[x509.verification.Subject] = []
-    if san is not None:
-        fallbacks += [x509.IPAddress(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-        fallbacks += [x509.DNSName(d) for d in san.get_values_for_type(x509.DNSName) if "*" not in d]
-    for subject in [x509.DNSName(expected.dns or ""), *fallbacks]:
+    def cert(self, der: bytes) -> x509.Certificate | None:
+        fp = fingerprint(der)
+        if fp in self.trust.by_fp:
+            return self.trust.by_fp[fp]
+        for d, c in zip(self.served.ders, self.served.parsed, strict=True):
+            if d == der:
+                return c
         try:
-            return builder.build_server_verifier(subject)
-        except ValueError:
-            continue
-    return None
+            return parse_der(der)
+        except CertificateParseError:
+            return None
+
+    def label(self, der: bytes) -> str:
+        cert = self.cert(der)
+        fp = fingerprint(der)[:12]
+        return f"'{cert.subject.rfc4514_string()}' ({fp})" if cert is not None else f"certificate {fp}"
+
+    def store_note(self) -> str:
+        if self.store.roots:
+            return ""
+        return f" (store holds no certificates: {self.store.info.error or 'empty'})"
+
+
+def _issuer_hint(der: bytes, cert: x509.Certificate | None) -> tuple[str, str]:
+    """(issuer name, ", key id ..., caIssuers ...") of the certificate whose issuer is missing."""
+    if cert is None:
+        return "its issuer", ""
+    issuer = cert.issuer.rfc4514_string()
+    note = ""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        aki = None
+    if aki:
+        note = f", key id {aki.hex()}"
+    try:
+        aia = summarize(der).aia_ca_issuers
+    except CertificateParseError:
+        aia = ()
+    if aia:
+        note += f", caIssuers {', '.join(aia)}"
+    return issuer, note
+
+
+def _no_path_detail(code: int, subject: bytes, depth: int, ctx: _Context) -> str:
+    label = ctx.label(subject)
+    cert = ctx.cert(subject)
+    store_note = ctx.store_note()
+    if code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        return f"leaf {label} is self-signed and not in the store{store_note}"
+    if code == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        return f"served chain ends in self-signed {label}, which the store lacks{store_note}"
+    if code == X509_V_ERR_CERT_CHAIN_TOO_LONG:
+        return f"the path through {label} is longer than OpenSSL's verification depth limit"
+    issuer, hint = _issuer_hint(subject, cert)
+    if code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        return (
+            f"store certificate {label} is not self-signed and its issuer '{issuer}'{hint} is not in the store: "
+            f"OpenSSL needs a path up to a self-signed root{store_note}"
+        )
+    served = len(ctx.served.ders)
+    if served == 1:
+        return f"only the leaf {label} was served; its issuer '{issuer}'{hint} is not in the store{store_note}"
+    if depth == 0:
+        return (
+            f"issuer '{issuer}'{hint} of leaf {label} is neither served nor in the store; "
+            f"the {served - 1} other served certificate(s) did not issue it{store_note}"
+        )
+    return f"issuer '{issuer}'{hint} of {label} is neither served nor in the store{store_note}"
+
+
+def _unhandled_critical(cert: x509.Certificate | None) -> str:
+    if cert is None:
+        return ""
+    try:
+        extensions = list(cert.extensions)
+    except ValueError:
+        return ""
+    oids = [e.oid.dotted_string for e in extensions if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
+    return f" ({', '.join(oids)})" if oids else ""
+
+
+def _signature_label(cert: x509.Certificate | None) -> str:
+    if cert is None:
+        return "a weak digest"
+    hash_algorithm = None
+    try:
+        hash_algorithm = cert.signature_hash_algorithm
+    except Exception:  # UnsupportedAlgorithm for unknown signature algorithms
+        hash_algorithm = None
+    oid = cert.signature_algorithm_oid
+    name = getattr(oid, "_name", "") or oid.dotted_string
+    digest = hash_algorithm.name.upper().replace("SHA", "SHA-") if hash_algorithm is not None else "its digest"
+    return f"{digest} ({name})"
+
+
+def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
+    code = nv.code
+    if code == X509_V_OK:
+        return ""
+    depth = nv.depth
+    subject = nv.error_cert or (nv.chain[depth] if 0 <= depth < len(nv.chain) else ctx.served.ders[0])
+    if code in _NO_PATH_CODES:
+        return _no_path_detail(code, subject, depth, ctx)
+    label = ctx.label(subject)
+    cert = ctx.cert(subject)
+    level = libcrypto.security_level()
+    if code == X509_V_ERR_CERT_NOT_YET_VALID:
+        when = cert.not_valid_before_utc.isoformat() if cert is not None else "later"
+        return f"{label} is not valid until {when}"
+    if code == X509_V_ERR_CERT_HAS_EXPIRED:
+        when = cert.not_valid_after_utc.isoformat() if cert is not None else "earlier"
+        return f"{label} expired at {when}"
+    if code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
+        leaf = ctx.cert(ctx.served.ders[0])
+        if leaf is not None:
+            ok, why = match_name(leaf, ctx.expected)
+            if not ok:
+                return why
+        return f"OpenSSL finds {ctx.expected} not covered by the leaf {ctx.label(ctx.served.ders[0])}"
+    if code == X509_V_ERR_CERT_SIGNATURE_FAILURE:
+        above = nv.chain[depth + 1] if 0 <= depth < len(nv.chain) - 1 else b""
+        by = f" with {ctx.label(above)}'s key" if above else ""
+        return f"signature of {label} does not verify{by}"
+    if code == _INVALID_CA:
+        bc = None
+        if cert is not None:
+            try:
+                bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            except (x509.ExtensionNotFound, ValueError):
+                bc = None
+        if bc is None or not bc.ca:
+            return f"issuer {label} is not a CA (basicConstraints CA:true missing)"
+        ku = None
+        if cert is not None:
+            try:
+                ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+            except (x509.ExtensionNotFound, ValueError):
+                ku = None
+        if ku is not None and not ku.key_cert_sign:
+            return f"issuer {label} is not a CA OpenSSL accepts: its keyUsage lacks keyCertSign"
+        return f"issuer {label} is not a CA OpenSSL accepts: {libcrypto.error_string(code)}"
+    if code == X509_V_ERR_PATH_LENGTH_EXCEEDED:
+        return f"the path length constraint of {label} is exceeded"
+    if code == X509_V_ERR_INVALID_PURPOSE:
+        if depth == 0:
+            return f"leaf {label} is not for TLS server authentication (extendedKeyUsage or nsCertType)"
+        return f"{label} does not allow TLS server authentication below it (extendedKeyUsage)"
+    if code == X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+        return f"issuer {label} keyUsage lacks keyCertSign"
+    if code == X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
+        return f"{label} has a critical extension OpenSSL does not handle{_unhandled_critical(cert)}"
+    if code == X509_V_ERR_EE_KEY_TOO_SMALL:
+        key = key_description(cert) if cert is not None else "its key"
+        return f"leaf {label} key ({key}) is too small at security level {level}"
+    if code == X509_V_ERR_CA_KEY_TOO_SMALL:
+        key = key_description(cert) if cert is not None else "its key"
+        return f"CA certificate {label} key ({key}) is too small at security level {level}"
+    if code == X509_V_ERR_CA_MD_TOO_WEAK:
+        return f"{label} is signed with {_signature_label(cert)}, a digest too weak at security level {level}"
+    return f"{libcrypto.error_string(code)}: {label} (OpenSSL verify code {code})"
+
+
+# --- judging --------------------------------------------------------------------------------------
+
+
+def _judge(served: _Served, trust: _Trust, store: LoadedStore, expected: ExpectedName, at: int) -> ChainJudgement:
+    if served.leaf_error:
+        return ChainJudgement(
+            Verdict.INVALID, (), f"served leaf is not a certificate: {served.leaf_error}", X509_V_ERR_UNSPECIFIED
+        )
+    if trust.native is None:
+        return ChainJudgement(
+            Verdict.OTHER, (), f"OpenSSL's verifier is unavailable: {trust.unavailable}", X509_V_ERR_UNSPECIFIED
+        )
+    nv = libcrypto.verify(trust.native, served.ders[0], served.ders[1:], at=at, host=str(expected))
+    verdict = verdict_from_openssl_code(nv.code)
+    if nv.code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and len(served.ders) == 1:
+        # OpenSSL 3 says 20 for a lone leaf; the separate verdict keeps "the server sent no intermediate".
+        verdict = Verdict.LEAF_ONLY_UNVERIFIABLE
+    ctx = _Context(served, trust, store, expected)
+    anchored = bool(nv.chain) and fingerprint(nv.chain[-1]) in trust.fps and nv.code not in _NO_PATH_CODES
+    path = tuple(fingerprint(d) for d in nv.chain) if anchored else ()
+    detail = _detail(nv, ctx)
+    if trust.native.skipped:
+        skipped = f"{trust.native.skipped} store certificate(s) OpenSSL cannot read were left out"
+        detail = f"{detail}; {skipped}" if detail else skipped
+    note = ""
+    if nv.code == X509_V_OK:
+        note = _strict(nv.chain, served, ctx, at)
+    return ChainJudgement(verdict, path, detail, nv.code, note)
+
+
+def _strict(chain: tuple[bytes, ...], served: _Served, ctx: _Context, at: int) -> str:
+    path = [ctx.cert(d) for d in chain]
+    if any(c is None for c in path):
+        return "the CA/Browser Forum profile cannot parse a certificate of the path OpenSSL accepted"
+    intermediates = [c for c in served.parsed[1:] if c is not None]
+    when = datetime.fromtimestamp(at, UTC)
+    return strict_note([c for c in path if c is not None], intermediates, ctx.trust.strict_store(), ctx.expected, when)
+
+
+def _with_notes(j: ChainJudgement, notes: Sequence[str]) -> ChainJudgement:
+    if not notes:
+        return j
+    detail = "; ".join([j.detail, *notes]) if j.detail else "; ".join(notes)
+    return ChainJudgement(j.verdict, j.verified_path, detail, j.code, j.strict_note)
+
+
+def _second(at: datetime) -> datetime:
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"validation time must be a timezone-aware datetime, got {at!r}")
+    return at.replace(microsecond=0)
 
 
 def _bound(chain: Sequence[bytes]) -> tuple[tuple[bytes, ...], str]:
@@ -434,66 +549,6 @@ def _chain_key(chain: tuple[bytes, ...]) -> str:
     return h.hexdigest()
 
 
-def _judge(chain: tuple[bytes, ...], store: LoadedStore, expected: ExpectedName, at: datetime) -> ChainJudgement:
-    notes: list[str] = []
-    served: list[_Cert] = []
-    for i, der in enumerate(chain):
-        try:
-            cert = parse_der(der)
-        except CertificateParseError as exc:
-            if i == 0:
-                return ChainJudgement(Verdict.INVALID, (), f"served leaf is not a certificate: {exc}")
-            notes.append(f"served certificate #{i} ignored: {exc}")
-            continue
-        served.append(_Cert(der, fingerprint(der), cert))
-
-    anchors = _anchors_for(store)
-    path = _build_path(served, anchors, at)
-    if not path.anchored:
-        return _with_notes(_no_path(path, served, store), notes)
-    fps = tuple(c.fp for c in path.certs)
-    failure = _extension_failure(path.certs)
-    if failure:
-        return _with_notes(ChainJudgement(Verdict.INVALID, fps, failure), notes)
-    leaf = path.certs[0].cert
-    ok, why = match_name(leaf, expected)
-    if not ok:
-        verdict = Verdict.IP_MISMATCH if expected.ip is not None else Verdict.HOSTNAME_MISMATCH
-        return _with_notes(ChainJudgement(verdict, fps, why), notes)
-    timed = _time_failure(path, at)
-    if timed is not None:
-        return _with_notes(ChainJudgement(timed.verdict, fps, timed.detail), notes)
-
-    verifier = _server_verifier(leaf, expected, anchors.store, at) if anchors.store is not None else None
-    if verifier is None:
-        return _with_notes(
-            ChainJudgement(Verdict.INVALID, fps, f"the policy engine cannot check the name {expected}"), notes
-        )
-    try:
-        verified = verifier.verify(leaf, [c.cert for c in served[1:]])
-    except VerificationError as exc:
-        # The text is kept for a human reader only; the verdict is already decided.
-        return _with_notes(
-            ChainJudgement(Verdict.INVALID, fps, f"path to {path.certs[-1].label} breaks policy: {exc}"),
-            notes,
-        )
-    verified_fps = tuple(fingerprint(c.public_bytes(_DER)) for c in verified)
-    return _with_notes(ChainJudgement(Verdict.OK, verified_fps, ""), notes)
-
-
-def _with_notes(j: ChainJudgement, notes: list[str]) -> ChainJudgement:
-    if not notes:
-        return j
-    detail = "; ".join([j.detail, *notes]) if j.detail else "; ".join(notes)
-    return ChainJudgement(j.verdict, j.verified_path, detail)
-
-
-def _second(at: datetime) -> datetime:
-    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"validation time must be a timezone-aware datetime, got {at!r}")
-    return at.replace(microsecond=0)
-
-
 def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str, at: datetime) -> ChainJudgement:
     """Judge `chain` (DER, leaf first, as served) against `store` for `expected_name` at time `at`.
 
@@ -509,9 +564,25 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     if not chain:
         return ChainJudgement(Verdict.NO_CHAIN, (), "no certificate was served")
     bounded, note = _bound(chain)
-    key = (_chain_key(bounded), _store_key(store), str(expected), at_s)
-    judgement = _judgement_cache.get_or_make(key, lambda: _judge(bounded, store, expected, at_s))
-    return _with_notes(judgement, [note] if note else [])
+    chain_key = _chain_key(bounded)
+    served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
+    trust = _trust_for(store)
+    seconds = int(at_s.timestamp())
+    when, exact = _time_key(seconds, served, trust)
+    key = (chain_key, _store_key(store), str(expected), when, exact)
+    judgement = _judgement_cache.get_or_make(key, lambda: _judge(served, trust, store, expected, seconds))
+    return _with_notes(judgement, [*served.notes, note] if note else served.notes)
+
+
+def _combined_detail(agent: ChainJudgement, ref: ChainJudgement, agent_s: datetime, ref_s: datetime) -> str:
+    if ref.verdict == agent.verdict:
+        return agent.detail
+    return (
+        f"at agent time {agent_s.isoformat()}: {agent.verdict.value}"
+        f"{': ' + agent.detail if agent.detail else ''}; "
+        f"at reference time {ref_s.isoformat()}: {ref.verdict.value}"
+        f"{': ' + ref.detail if ref.detail else ''}"
+    )
 
 
 def judge_against_stores(
@@ -521,31 +592,33 @@ def judge_against_stores(
     agent_time: datetime,
     reference_time: datetime | None,
 ) -> tuple[StoreVerdict, ...]:
-    """One StoreVerdict per store: the verdict at the agent's clock and at the reference (true) time.
+    """One StoreVerdict per distinct store content: the verdict and OpenSSL code at the agent's clock
+    and at the reference (true) time, the strict-profile note where OpenSSL accepts what the CA/B profile
+    refuses. Stores with the identical (non-empty) root set are judged once: the first in `stores` order
+    keeps `store`, the others are named in its `same_as`.
 
     Without a reference time, the reference verdict repeats the agent-time one.
     """
     agent_s = _second(agent_time)
     ref_s = _second(reference_time) if reference_time is not None else agent_s
-    out: list[StoreVerdict] = []
+    groups: dict[str, list[LoadedStore]] = {}
     for store in stores:
-        at_agent = verify_chain(chain, store, expected_name, agent_s)
-        at_ref = at_agent if ref_s == agent_s else verify_chain(chain, store, expected_name, ref_s)
-        detail = at_agent.detail
-        if at_ref.verdict != at_agent.verdict:
-            detail = (
-                f"at agent time {agent_s.isoformat()}: {at_agent.verdict.value}"
-                f"{': ' + at_agent.detail if at_agent.detail else ''}; "
-                f"at reference time {ref_s.isoformat()}: {at_ref.verdict.value}"
-                f"{': ' + at_ref.detail if at_ref.detail else ''}"
-            )
+        groups.setdefault(_store_key(store), []).append(store)
+    out: list[StoreVerdict] = []
+    for first, *others in groups.values():
+        at_agent = verify_chain(chain, first, expected_name, agent_s)
+        at_ref = at_agent if ref_s == agent_s else verify_chain(chain, first, expected_name, ref_s)
         out.append(
             StoreVerdict(
-                store=store.info.name,
+                store=first.info.name,
                 at_agent_time=at_agent.verdict,
                 at_reference_time=at_ref.verdict,
                 verified_path=at_agent.verified_path or at_ref.verified_path,
-                detail=detail,
+                detail=_combined_detail(at_agent, at_ref, agent_s, ref_s),
+                verify_code=at_agent.code,
+                reference_verify_code=at_ref.code,
+                strict_note=at_agent.strict_note or at_ref.strict_note,
+                same_as=tuple(s.info.name for s in others),
             )
         )
     return tuple(out)
