@@ -34,6 +34,7 @@ from .fleet_ca import (
 
 __all__ = [
     "AllowedPeersInterceptor",
+    "ClockProblem",
     "CredentialError",
     "FleetCredentials",
     "channel_credentials",
@@ -55,8 +56,36 @@ class CredentialError(UsageError):
 
 
 @dataclass(frozen=True)
+class ClockProblem:
+    """A certificate that this host's clock puts outside its validity: an expired one, or a clock off."""
+
+    what: str  # "CA file" or "certificate"
+    path: Path
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    host_time: datetime
+    state: str  # "not_yet_valid" or "expired"
+
+    def message(self) -> str:
+        if self.state == "not_yet_valid":
+            return (
+                f"{self.what} {self.path}: not valid until {_when(self.not_before)}, and this host's clock says "
+                f"{_when(self.host_time)} (is the clock behind?)"
+            )
+        return (
+            f"{self.what} {self.path}: expired on {_when(self.not_after)}, and this host's clock says "
+            f"{_when(self.host_time)} (is the clock ahead, or does it need reissuing?)"
+        )
+
+
+@dataclass(frozen=True)
 class FleetCredentials:
-    """A checked fleet identity: the CA bundle to trust, our certificate and key, and who we are."""
+    """A checked fleet identity: the CA bundle to trust, our certificate and key, and who we are.
+
+    `clock_problems` lists what this host's clock puts outside its validity, when loaded with
+    `tolerate_clock` (an agent serves anyway: peers with a right clock accept it, and the fleet learns the
+    skew instead of losing the host)."""
 
     ca_pem: bytes
     cert_pem: bytes
@@ -64,6 +93,7 @@ class FleetCredentials:
     role: str
     name: str
     not_after: datetime
+    clock_problems: tuple[ClockProblem, ...] = ()
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -116,6 +146,24 @@ def _issued_by(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> bool:
     return False
 
 
+def _clock_problem(cert: x509.Certificate, path: Path, what: str, now: datetime) -> ClockProblem | None:
+    if now >= cert.not_valid_after_utc:
+        state = "expired"
+    elif now < cert.not_valid_before_utc:
+        state = "not_yet_valid"
+    else:
+        return None
+    return ClockProblem(
+        what=what,
+        path=path,
+        subject=cert.subject.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        host_time=now,
+        state=state,
+    )
+
+
 def _check_validity(cert: x509.Certificate, path: Path, what: str, now: datetime, hint: str) -> None:
     if now >= cert.not_valid_after_utc:
         raise CredentialError(f"{what} {path}: expired on {_when(cert.not_valid_after_utc)}{hint}")
@@ -126,7 +174,7 @@ def _check_validity(cert: x509.Certificate, path: Path, what: str, now: datetime
         )
 
 
-def _load_cas(path: Path, now: datetime) -> tuple[bytes, list[x509.Certificate]]:
+def _load_cas(path: Path, now: datetime, *, tolerate_clock: bool = False) -> tuple[bytes, list[x509.Certificate]]:
     data = _read(path, "CA file")
     try:
         cas = x509.load_pem_x509_certificates(data)
@@ -145,6 +193,8 @@ def _load_cas(path: Path, now: datetime) -> tuple[bytes, list[x509.Certificate]]
     # A bundle may hold an old and a new fleet CA while a fleet rotates; expired ones just drop out.
     live = [ca for ca in cas if ca.not_valid_before_utc <= now < ca.not_valid_after_utc]
     if not live:
+        if tolerate_clock:
+            return data, cas  # this host's clock may be what is wrong: judge the issuer by signature alone
         _check_validity(cas[0], path, "CA file", now, "; create a new CA with `tlsfleet pki init --force`")
     return data, live
 
@@ -156,17 +206,20 @@ def load_credentials(
     *,
     expect_role: str,
     now: datetime | None = None,
+    tolerate_clock: bool = False,
 ) -> FleetCredentials:
     """Read and check a fleet identity of role `expect_role`, as of `now` (default: this host's clock).
 
-    Raises CredentialError naming the file and the problem.
+    Raises CredentialError naming the file and the problem. With `tolerate_clock`, a CA or certificate
+    that `now` puts outside its validity is no refusal: it is listed in `clock_problems` (for a warning),
+    since this host's clock may be what is wrong; everything else is checked as ever.
     """
     if expect_role not in ROLES:
         raise CredentialError(f"unknown role {expect_role!r}: a role is one of {', '.join(ROLES)}")
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise CredentialError("the time to check credentials at must be timezone-aware")
-    ca_pem, cas = _load_cas(ca, now)
+    ca_pem, cas = _load_cas(ca, now, tolerate_clock=tolerate_clock)
 
     cert_pem = _read(cert, "certificate")
     try:
@@ -204,9 +257,17 @@ def load_credentials(
         raise CredentialError(
             f"certificate {cert}: this is {_a(role)} certificate; {_a(expect_role)} certificate is needed"
         )
-    _check_validity(
-        leaf, cert, "certificate", now, f"; issue a new one with `tlsfleet pki issue {role} {name} --force`"
-    )
+    problems: list[ClockProblem] = []
+    if tolerate_clock:
+        issuer = next((c for c in cas if _issued_by(leaf, [c])), None)
+        for checked, path, what in ((issuer, ca, "CA file"), (leaf, cert, "certificate")):
+            problem = _clock_problem(checked, path, what, now) if checked is not None else None
+            if problem is not None:
+                problems.append(problem)
+    else:
+        _check_validity(
+            leaf, cert, "certificate", now, f"; issue a new one with `tlsfleet pki issue {role} {name} --force`"
+        )
     return FleetCredentials(
         ca_pem=ca_pem,
         cert_pem=cert_pem,
@@ -214,6 +275,7 @@ def load_credentials(
         role=role,
         name=name,
         not_after=leaf.not_valid_after_utc,
+        clock_problems=tuple(problems),
     )
 
 

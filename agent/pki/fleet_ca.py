@@ -30,6 +30,7 @@ from ..bounded_read import FileTooLarge, read_capped
 from ..errors import UsageError
 
 __all__ = [
+    "BACKDATE",
     "IDENTITY_SUFFIX",
     "MAX_PEM_BYTES",
     "NAME_RULE",
@@ -60,9 +61,10 @@ NAME_RULE = "1-63 characters of a-z, 0-9 and '-', starting and ending with a let
 MAX_PEM_BYTES = 1 << 20  # the fleet's PEM files are a few KiB: a larger file is the wrong file
 
 _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-# Backdating lets a host whose clock runs up to a day behind still accept a fresh certificate, so
-# the fleet can reach that host and report its skew instead of failing the handshake.
-_BACKDATE = timedelta(days=1)
+# Backdating lets a host whose clock runs up to a month behind still accept a fresh certificate (and
+# the CA), so the fleet can reach that host and report its skew instead of failing the handshake. A
+# certificate starts no earlier than its CA: a CA made by an older tlsfleet bounds what backdating buys.
+BACKDATE = timedelta(days=30)
 _MAX_DAYS = 36500
 _MAX_LISTED = 10000
 
@@ -213,7 +215,7 @@ def init_fleet_ca(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -299,7 +301,7 @@ def issue(
             raise FleetPkiError(f"{label} must be timezone-aware (e.g. datetime.now(UTC))")
     ca_cert, ca_key = _load_ca(directory)
     now = _now()
-    start = not_before if not_before is not None else now - _BACKDATE
+    start = not_before if not_before is not None else max(now - BACKDATE, ca_cert.not_valid_before_utc)
     if not_after is not None:
         end = not_after
         if end > ca_cert.not_valid_after_utc:

@@ -4,6 +4,12 @@ A store is identified by its content: the sha256 over its sorted root fingerprin
 one content (SSL_CERT_FILE pointing at the system bundle); discovery keeps both, and the equal
 fingerprints tell the reader. Reading is cached by (path, inode, mtime, size), so refreshing is cheap.
 A store that cannot be read becomes a TrustStore with `error` set, never an exception.
+
+Runtime stores (certifi, Java's cacerts, NODE_EXTRA_CA_CERTS as Node's) come from the runtimes really on
+the host (runtimes.py) and carry `runtime` and `found_by`. Names stay what they were ("certifi", "java",
+"java_home"); a second store of one kind is named after where it lives ("certifi:/usr/lib/python3/
+dist-packages", "java:/opt/jdk-21"). `watch_signature` over `Discovery.watches` is the cheap check that
+says whether anything discovery read may have changed.
 """
 
 from __future__ import annotations
@@ -11,11 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib
-import importlib.util
 import os
 import re
 import ssl
+import stat
 import struct
 import warnings
 from collections.abc import Iterator, Mapping
@@ -29,15 +34,20 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from ..bounded_read import FileTooLarge, read_capped
 from ..model import TrustStore
+from .runtimes import Runtime, RuntimeOptions, Watch, find_runtimes, forget_answers, search_watches
 
 __all__ = [
     "MAX_DIR_BYTES",
     "MAX_DIR_FILES",
     "MAX_FILE_BYTES",
+    "Discovery",
     "LoadedStore",
+    "discover",
     "discover_stores",
+    "forget_cached_reads",
     "load_store",
     "store_fingerprint",
+    "watch_signature",
 ]
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -58,10 +68,6 @@ WELL_KNOWN_BUNDLES: tuple[str, ...] = (
     "/etc/ssl/cert.pem",  # Alpine, macOS, FreeBSD
 )
 WELL_KNOWN_DIRS: tuple[str, ...] = ("/etc/ssl/certs",)
-JAVA_SYSTEM_KEYSTORES: tuple[str, ...] = (
-    "/etc/ssl/certs/java/cacerts",  # Debian, Ubuntu
-    "/etc/pki/java/cacerts",  # RHEL, Fedora
-)
 
 _PEM_RE = re.compile(
     rb"-----BEGIN (TRUSTED )?CERTIFICATE-----\s*(.*?)\s*-----END (?:TRUSTED )?CERTIFICATE-----",
@@ -390,7 +396,9 @@ def _read_keystore(path: Path) -> _Read:
 # --- discovery ------------------------------------------------------------------------------------
 
 
-def _loaded(name: str, kind: str, path: str, read: _Read, detail: str = "") -> LoadedStore:
+def _loaded(
+    name: str, kind: str, path: str, read: _Read, detail: str = "", *, runtime: str = "", found_by: str = ""
+) -> LoadedStore:
     info = TrustStore(
         name=name,
         kind=kind,
@@ -398,11 +406,21 @@ def _loaded(name: str, kind: str, path: str, read: _Read, detail: str = "") -> L
         root_count=len(read.roots),
         fingerprint=store_fingerprint(read.fingerprints),
         error=read.error,
+        runtime=runtime,
+        found_by=found_by,
     )
     return LoadedStore(info=info, roots=read.roots, detail=detail)
 
 
-def load_store(name: str, path: Path | str, *, kind: str | None = None, detail: str = "") -> LoadedStore:
+def load_store(
+    name: str,
+    path: Path | str,
+    *,
+    kind: str | None = None,
+    detail: str = "",
+    runtime: str = "",
+    found_by: str = "",
+) -> LoadedStore:
     """Read one store: a PEM/DER bundle file, a certificate directory, or a Java keystore.
 
     `kind` None picks "dir" for a directory and "file" otherwise.
@@ -412,29 +430,40 @@ def load_store(name: str, path: Path | str, *, kind: str | None = None, detail: 
         kind = KIND_DIR if p.is_dir() else KIND_FILE
     if kind not in (KIND_FILE, KIND_DIR, KIND_JAVA):
         raise ValueError(f"unknown trust store kind {kind!r} (accepted: {KIND_FILE}, {KIND_DIR}, {KIND_JAVA})")
+    tags = {"runtime": runtime, "found_by": found_by}
     if not p.exists():
-        return _loaded(name, kind, str(p), _Read(error=f"{p} does not exist"), detail)
+        return _loaded(name, kind, str(p), _Read(error=f"{p} does not exist"), detail, **tags)
     if kind == KIND_DIR:
         read = _read_dir(p) if p.is_dir() else _Read(error=f"{p} is not a directory")
     elif kind == KIND_JAVA:
         read = _read_keystore(p)
     else:
         read = _read_pem_file(p)
-    return _loaded(name, kind, str(p), read, detail)
+    return _loaded(name, kind, str(p), read, detail, **tags)
 
 
-def _from_env(environ: Mapping[str, str], var: str, name: str, *, dir_ok: bool, detail: str = "") -> LoadedStore | None:
+_IN_ENV = "in the agent's environment"
+
+
+def _from_env(
+    environ: Mapping[str, str], var: str, name: str, *, dir_ok: bool, detail: str = "", runtime: str = "", why: str = ""
+) -> LoadedStore | None:
     value = environ.get(var, "")
     if not value:
         return None
+    tags = {"runtime": runtime, "found_by": why or f"{var} {_IN_ENV}"}
     p = Path(value)
     if not p.exists():
-        return _loaded(name, KIND_FILE, value, _Read(error=f"{var} points at {value}, which does not exist"))
+        return _loaded(
+            name, KIND_FILE, value, _Read(error=f"{var} points at {value}, which does not exist"), detail, **tags
+        )
     if p.is_dir():
         if not dir_ok:
-            return _loaded(name, KIND_DIR, value, _Read(error=f"{var} must name a file, {value} is a directory"))
-        return load_store(name, p, kind=KIND_DIR, detail=detail)
-    return load_store(name, p, kind=KIND_FILE, detail=detail)
+            return _loaded(
+                name, KIND_DIR, value, _Read(error=f"{var} must name a file, {value} is a directory"), detail, **tags
+            )
+        return load_store(name, p, kind=KIND_DIR, detail=detail, **tags)
+    return load_store(name, p, kind=KIND_FILE, detail=detail, **tags)
 
 
 def _system_stores() -> list[LoadedStore]:
@@ -449,74 +478,210 @@ def _system_stores() -> list[LoadedStore]:
         if real in seen:
             continue
         seen.add(real)
-        out.append(load_store("system" if len(seen) == 1 else f"system:{f}", f, kind=KIND_FILE))
+        why = "OpenSSL's compiled-in default bundle" if f == paths.openssl_cafile else "a distribution's bundle"
+        out.append(load_store("system" if len(seen) == 1 else f"system:{f}", f, kind=KIND_FILE, found_by=why))
     dirs = [d for d in (paths.openssl_capath, *WELL_KNOWN_DIRS) if d and os.path.isdir(d)]
     if dirs:
-        out.append(load_store("system_dir", dirs[0], kind=KIND_DIR))
+        why = (
+            "OpenSSL's compiled-in default directory"
+            if dirs[0] == paths.openssl_capath
+            else "a distribution's directory"
+        )
+        out.append(load_store("system_dir", dirs[0], kind=KIND_DIR, found_by=why))
     return out
 
 
-def _certifi_store() -> LoadedStore | None:
-    if importlib.util.find_spec("certifi") is None:
-        return None
-    try:
-        certifi = importlib.import_module("certifi")
-        where = certifi.where()
-    except Exception as exc:  # a broken install is a fact to report, not a reason to fail discovery
-        return _loaded("certifi", KIND_FILE, "", _Read(error=f"certifi is installed but unusable: {exc}"))
-    return load_store("certifi", where, kind=KIND_FILE, detail="what Python requests trusts by default")
+_CERTIFI_DETAIL = "what Python requests trusts by default"
 
 
-def _java_stores(environ: Mapping[str, str]) -> list[LoadedStore]:
+def _numbered(base: str, label: str, taken: set[str]) -> str:
+    """`base` for the first store of its kind, `base:label` for the others (label: where it lives)."""
+    name = base if base not in taken else f"{base}:{label}"
+    n = 2
+    while name in taken:
+        name, n = f"{base}:{label}#{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _certifi_stores(runtimes: tuple[Runtime, ...]) -> list[LoadedStore]:
+    """One store per distinct certifi bundle of the Python runtimes: "certifi" for the first (named
+    runtimes come first), "certifi:<site-packages dir>" for the others; interpreters sharing a bundle
+    share the store, and its found_by names them all."""
+    groups: dict[str, list[Runtime]] = {}
+    for r in runtimes:
+        if r.kind == "python" and (r.store_path or r.store_error):
+            key = os.path.realpath(r.store_path) if r.store_path else f"error:{r.location}"
+            groups.setdefault(key, []).append(r)
     out: list[LoadedStore] = []
-    java_home = environ.get("JAVA_HOME", "")
-    if java_home:
-        candidates = [
-            Path(java_home, "lib", "security", "cacerts"),
-            Path(java_home, "jre", "lib", "security", "cacerts"),  # Java 8 layout
-        ]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is not None:
-            out.append(load_store("java_home", found, kind=KIND_JAVA))
-        else:
+    taken: set[str] = set()
+    for group in groups.values():
+        first = group[0]
+        name = _numbered("certifi", first.store_label or first.location, taken)
+        found_by = "certifi of " + "; ".join(f"{r.location} ({r.found_by})" for r in group)
+        if first.store_path:
             out.append(
-                _loaded(
-                    "java_home",
-                    KIND_JAVA,
-                    str(candidates[0]),
-                    _Read(error=f"JAVA_HOME={java_home} has no lib/security/cacerts"),
+                load_store(
+                    name, first.store_path, kind=KIND_FILE, detail=_CERTIFI_DETAIL, runtime="python", found_by=found_by
                 )
             )
-    for p in JAVA_SYSTEM_KEYSTORES:
-        if os.path.isfile(p):
-            out.append(load_store("java", p, kind=KIND_JAVA))
-            break
+        else:
+            out.append(
+                _loaded(name, KIND_FILE, "", _Read(error=first.store_error), runtime="python", found_by=found_by)
+            )
+    return out
+
+
+def _java_stores(runtimes: tuple[Runtime, ...]) -> list[LoadedStore]:
+    """JAVA_HOME's cacerts as "java_home"; the other runtimes' as "java", then "java:<home>"."""
+    out: list[LoadedStore] = []
+    taken: set[str] = set()
+    for r in runtimes:
+        if r.kind != "java" or not (r.store_path or r.store_error):
+            continue
+        from_home = r.found_by.startswith("JAVA_HOME")
+        name = "java_home" if from_home else _numbered("java", r.store_label or r.location, taken)
+        found_by = f"{r.location} ({r.found_by})" if not from_home else f"{r.found_by}: {r.location}"
+        if r.store_error:
+            read = _Read(
+                error=r.store_error if not from_home else f"JAVA_HOME={r.location} has no lib/security/cacerts"
+            )
+            out.append(_loaded(name, KIND_JAVA, r.store_path, read, runtime="java", found_by=found_by))
+        else:
+            out.append(load_store(name, r.store_path, kind=KIND_JAVA, runtime="java", found_by=found_by))
     return out
 
 
 _NODE_DETAIL = "Node trusts its built-in roots plus this file; the built-in roots are not included here"
 
 
-def discover_stores(environ: Mapping[str, str], extra: Mapping[str, Path] | None = None) -> tuple[LoadedStore, ...]:
-    """Every trust store this host's clients would use, in a stable order; unreadable ones carry `error`."""
+def _node_why(runtimes: tuple[Runtime, ...]) -> str:
+    nodes = [r for r in runtimes if r.kind == "node" and r.identity.startswith("path:")]
+    if not nodes:
+        return f"NODE_EXTRA_CA_CERTS {_IN_ENV}; no node executable found (the variable alone is judged)"
+    return f"NODE_EXTRA_CA_CERTS {_IN_ENV}; node " + "; ".join(f"{r.location} ({r.found_by})" for r in nodes)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The stores, the runtimes found, and what to watch to know when they may be stale."""
+
+    stores: tuple[LoadedStore, ...]
+    runtimes: tuple[Runtime, ...]
+    watches: tuple[Watch, ...]
+
+
+def discover(
+    environ: Mapping[str, str],
+    extra: Mapping[str, Path] | None = None,
+    runtimes: RuntimeOptions | None = None,
+) -> Discovery:
+    """Every trust store this host's clients would use, in a stable order, and the runtimes behind them.
+
+    Blocking: reading is cached by file identity, but a runtime search may run interpreters (see runtimes.py).
+    """
+    options = runtimes or RuntimeOptions()
+    found = find_runtimes(environ, options)
     stores: list[LoadedStore] = list(_system_stores())
     optional: list[LoadedStore | None] = [
         _from_env(environ, "SSL_CERT_FILE", "ssl_cert_file", dir_ok=False),
         _cert_dirs_from_env(environ),
-        _certifi_store(),
-        _from_env(environ, "REQUESTS_CA_BUNDLE", "requests_ca_bundle", dir_ok=True),
-        _from_env(environ, "CURL_CA_BUNDLE", "curl_ca_bundle", dir_ok=True),
-        _from_env(environ, "NODE_EXTRA_CA_CERTS", "node_extra_ca_certs", dir_ok=False, detail=_NODE_DETAIL),
     ]
     stores.extend(s for s in optional if s is not None)
-    stores.extend(_java_stores(environ))
+    stores.extend(_certifi_stores(found))
+    optional = [
+        _from_env(
+            environ,
+            "REQUESTS_CA_BUNDLE",
+            "requests_ca_bundle",
+            dir_ok=True,
+            runtime="python",
+            why=f"REQUESTS_CA_BUNDLE {_IN_ENV} (Python requests reads it instead of certifi)",
+        ),
+        _from_env(environ, "CURL_CA_BUNDLE", "curl_ca_bundle", dir_ok=True),
+        _from_env(
+            environ,
+            "NODE_EXTRA_CA_CERTS",
+            "node_extra_ca_certs",
+            dir_ok=False,
+            detail=_NODE_DETAIL,
+            runtime="node",
+            why=_node_why(found),
+        ),
+    ]
+    stores.extend(s for s in optional if s is not None)
+    stores.extend(_java_stores(found))
     for label, path in (extra or {}).items():
-        stores.append(load_store(f"extra:{label}", path))
-    return tuple(stores)
+        stores.append(load_store(f"extra:{label}", path, found_by=f"--extra-store {label}={path}"))
+    watches: dict[Watch, None] = {}
+    for store in stores:
+        info = store.info
+        if not info.path:
+            continue
+        if info.kind == KIND_DIR:
+            for part in info.path.split(os.pathsep):
+                if part:
+                    watches[("dir", part)] = None
+        else:
+            watches[("file", info.path)] = None
+    for runtime in found:
+        watches.update(dict.fromkeys(runtime.watches))
+    watches.update(dict.fromkeys(search_watches(environ, options)))
+    return Discovery(tuple(stores), found, tuple(watches))
+
+
+def discover_stores(
+    environ: Mapping[str, str],
+    extra: Mapping[str, Path] | None = None,
+    runtimes: RuntimeOptions | None = None,
+) -> tuple[LoadedStore, ...]:
+    """Every trust store this host's clients would use, in a stable order; unreadable ones carry `error`."""
+    return discover(environ, extra, runtimes).stores
 
 
 def _cert_dirs_from_env(environ: Mapping[str, str]) -> LoadedStore | None:
     value = environ.get("SSL_CERT_DIR", "")
     if not value:
         return None
-    return _loaded("ssl_cert_dir", KIND_DIR, value, _read_dirs(value))
+    return _loaded("ssl_cert_dir", KIND_DIR, value, _read_dirs(value), found_by=f"SSL_CERT_DIR {_IN_ENV}")
+
+
+# --- noticing change ------------------------------------------------------------------------------
+
+
+def _stamp(mode: str, path: str) -> object:
+    """What changes when the file, directory (and its entries) or mtime at `path` changes; None: absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if mode == "file" or (mode == "dir" and not stat.S_ISDIR(st.st_mode)):
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if mode == "mtime":
+        return (st.st_ino, st.st_mtime_ns)
+    entries: list[tuple[str, object]] = []
+    try:
+        with os.scandir(path) as it:
+            for n, entry in enumerate(sorted(it, key=lambda e: e.name)):
+                if n >= MAX_DIR_FILES:
+                    break
+                try:
+                    est = entry.stat()  # follows symlinks: a hashed dir's links point at the files that matter
+                    entries.append((entry.name, (est.st_ino, est.st_mtime_ns, est.st_size)))
+                except OSError:
+                    entries.append((entry.name, None))
+    except OSError:
+        pass
+    return (st.st_ino, st.st_mtime_ns, tuple(entries))
+
+
+def watch_signature(watches: tuple[Watch, ...]) -> tuple[object, ...]:
+    """A cheap fingerprint of everything discovery read: equal signatures mean nothing it read changed."""
+    return tuple(_stamp(mode, path) for mode, path in watches)
+
+
+def forget_cached_reads() -> None:
+    """Forget every cached read and runtime answer: the next discovery reads and asks everything again."""
+    _read_pem_file_cached.cache_clear()
+    _read_keystore_cached.cache_clear()
+    forget_answers()

@@ -64,21 +64,28 @@ def make_console() -> Console:
 
 def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
     table = Table(title="agents", title_justify="left")
-    for title in ("agent", "state", "address", "version", "labels", "clock offset", "host", "trust stores"):
+    titles = ("agent", "state", "address", "version", "labels", "clock offset", "host", "trust stores", "runtimes")
+    for title in titles:
         table.add_column(title, overflow="fold")
     for o in outcomes:
         labels = ",".join(f"{k}={v}" for k, v in o.vantage.labels)
         state = Text(str(o.state), style="green" if o.state is VantageState.OK else "bold red")
         if o.description is None:
-            table.add_row(o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error)
+            table.add_row(o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error, "")
             continue
         d = o.description
         facts = d.facts
         host = f"{facts.hostname} · {facts.os} · {facts.openssl_version}"
         stores = _stores_by_content(d.trust_stores)
         clock = f"{o.clock.offset_ms:+.0f} ms ±{o.clock.error_ms:.0f}" if o.clock else "?"
-        table.add_row(o.vantage.name, state, o.vantage.address, d.identity.version, labels, clock, host, stores)
+        row = (o.vantage.name, state, o.vantage.address, d.identity.version, labels, clock, host, stores)
+        table.add_row(*row, _runtimes(facts.runtimes))
     console.print(table)
+
+
+def _runtimes(runtimes: Sequence[tuple[str, str]]) -> str:
+    """One line per runtime found on the host: what, where and why ("none found" when there is none)."""
+    return "\n".join(f"{kind}: {where}" for kind, where in runtimes) or "none found"
 
 
 def _stores_by_content(stores: Sequence[TrustStore]) -> str:

@@ -67,7 +67,8 @@ class AgentProcess:
         return self.process.returncode
 
     def log_lines(self) -> list[dict]:
-        """Every JSON log line the agent wrote (after the one we read to learn its port)."""
+        """Every JSON log line the agent wrote: the one we read to learn its port first, then the others
+        (those written before it, such as start-up warnings, included) in their order."""
         lines = list(self.events)
         if self.log_path.exists():
             for raw in self.log_path.read_text(errors="replace").splitlines():
@@ -115,11 +116,14 @@ def start_agent(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=process_env
     )
     try:
-        event = _wait_for_listening(process, name)
+        event, before = _wait_for_listening(process, name)
     except BaseException:
         process.kill()
         process.wait()
         raise
+    # What it logged before listening (start-up warnings) is kept in the log file too.
+    with log_path.open("a") as kept:
+        kept.write("".join(f"{line}\n" for line in before))
     # From here on the agent's log goes to a file so the pipe never fills and blocks it.
     drain = _drain_to_file(process, log_path)
     return AgentProcess(
@@ -135,7 +139,8 @@ def start_agent(
     )
 
 
-def _wait_for_listening(process: subprocess.Popen[bytes], name: str) -> dict:
+def _wait_for_listening(process: subprocess.Popen[bytes], name: str) -> tuple[dict, list[str]]:
+    """The `agent_listening` event, and the lines logged before it."""
     assert process.stderr is not None
     deadline = time.monotonic() + START_TIMEOUT_S
     seen: list[str] = []
@@ -156,7 +161,7 @@ def _wait_for_listening(process: subprocess.Popen[bytes], name: str) -> dict:
                 except ValueError:
                     continue
                 if event.get("event") == "agent_listening":
-                    return event
+                    return event, seen[:-1]
         elif process.poll() is not None:
             break
     tail = "\n".join(seen[-10:])

@@ -11,9 +11,11 @@ import contextlib
 import errno
 import importlib.util
 import json
+import os
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -73,11 +75,21 @@ def requirement_missing(requirement: Requirement) -> str | None:
     raise ValueError(f"requirement {requirement!r} is not known; accepted: root, libfaketime, certifi, java-view")
 
 
-def _system_java_keystore() -> Path | None:
-    """The Java cacerts an agent here reports as the 'java' store, if any."""
-    from ...agent.trust.stores import JAVA_SYSTEM_KEYSTORES
+def _system_java() -> tuple[str, Path] | None:
+    """(the JRE's home, the real file of its cacerts) of the `java` on this machine's PATH, if any: the Java
+    runtime an agent here would find by itself, and that lab agents are given with --runtime java=HOME."""
+    from ...agent.trust.runtimes import RuntimeOptions, find_runtimes
 
-    return next((Path(p) for p in JAVA_SYSTEM_KEYSTORES if Path(p).is_file()), None)
+    search = {"PATH": os.environ.get("PATH", "")}
+    found = (r for r in find_runtimes(search, RuntimeOptions(search=True, python_dirs=())) if r.kind == "java")
+    java = next((r for r in found if r.store_path and not r.store_error), None)
+    return None if java is None else (java.store_label, Path(os.path.realpath(java.store_path)))
+
+
+def _system_java_keystore() -> Path | None:
+    """The Java cacerts file an agent here reports as the 'java' store, if any."""
+    java = _system_java()
+    return None if java is None else java[1]
 
 
 # ----------------------------------------------------------------------------------------------- stage
@@ -395,10 +407,9 @@ class LabFleet:
         bundle = self._bundle(spec.trust)
         env = trust_env(self.workdir, bundle)
         if not spec.certifi_package:
-            shadow = self.workdir / f"certifi-{spec.trust}"
+            shadow = self._certifi_shadow(spec.trust)
             (shadow / "certifi").mkdir(parents=True, exist_ok=True)
             (shadow / "certifi" / "__init__.py").write_text(_CERTIFI_AS_DEBIAN.format(path=str(bundle)))
-            env["PYTHONPATH"] = ":".join(filter(None, (str(shadow), env.get("PYTHONPATH", ""))))
         if spec.tls12_only:
             conf = self.workdir / "openssl-tls12-only.cnf"
             conf.write_text(_TLS12_ONLY_CONF)
@@ -406,6 +417,22 @@ class LabFleet:
         if spec.clock:
             env = faketime.faketime_env(env, spec.clock)
         return env
+
+    def _certifi_shadow(self, trust: Trust) -> Path:
+        return self.workdir / f"certifi-{trust}"
+
+    def _runtime_args(self, spec: AgentSpec) -> list[str]:
+        """The runtimes a lab agent judges, named so that this machine's own Pythons cannot change a verdict:
+        a site-packages directory whose certifi returns the host bundle (as Debian's python3-certifi does),
+        or, for certifi-only, this very interpreter's environment and its certifi package (Mozilla's
+        bundle); and the Java an agent here would find by itself, with its cacerts (seen through the
+        mount view, when there is one)."""
+        python = str(self._certifi_shadow(spec.trust)) if not spec.certifi_package else sys.executable
+        args = ["--no-runtime-search", "--runtime", f"python={python}"]
+        java = _system_java()
+        if java is not None:
+            args += ["--runtime", f"java={java[0]}"]
+        return args
 
     def _java_view(self, trust: Trust) -> list[str]:
         """A prefix under which Java's system cacerts holds the roots this host trusts (as
@@ -431,7 +458,7 @@ class LabFleet:
                 labels=labels,
                 host=namespace.address,
                 insecure=False,
-                extra_args=["--pki-dir", str(pki_dir)],
+                extra_args=["--pki-dir", str(pki_dir), *self._runtime_args(spec)],
                 wrapper=[*namespace.exec_prefix, *view],
             )
         return start_agent(
@@ -439,7 +466,12 @@ class LabFleet:
             self.workdir / "agents",
             env=self._environment(spec),
             labels=labels,
-            extra_args=["--hosts-file", str(self._hosts_file(spec.name)), *(["--fetch-aia"] if spec.fetch_aia else [])],
+            extra_args=[
+                "--hosts-file",
+                str(self._hosts_file(spec.name)),
+                *(["--fetch-aia"] if spec.fetch_aia else []),
+                *self._runtime_args(spec),
+            ],
             wrapper=view,
         )
 

@@ -187,7 +187,12 @@ def store_verdicts(expected: Mapping[str, tuple[str, str]]) -> Symptom:
     def check(vantages: Vantages) -> str | None:
         for agent, (store, verdict) in expected.items():
             for address in _addresses(vantages[agent]):
-                seen = {s["store"]: s["at_agent_time"] for s in address.get("stores", [])}
+                # A verdict given once for identical stores ("same_as") answers for each of them.
+                seen = {
+                    name: s["at_agent_time"]
+                    for s in address.get("stores", [])
+                    for name in (s["store"], *s.get("same_as", ()))
+                }
                 if seen.get(store) != verdict:
                     return f"{agent}: store {store} says {seen.get(store)}, expected {verdict}"
         return None

@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
 
 from tlsfleet.agent.trust import stores as truststores
 from tlsfleet.agent.trust.certinfo import fingerprint
+from tlsfleet.agent.trust.runtimes import RuntimeOptions
 from tlsfleet.agent.trust.stores import LoadedStore, discover_stores, load_store, store_fingerprint
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 
@@ -192,12 +194,18 @@ def test_extra_bundles(tmp_path: Path, pkis: tuple[LabPKI, LabPKI, LabPKI]) -> N
     assert stores["extra:corp"].info.path == str(corp)
 
 
-def test_certifi_is_reported_when_installed() -> None:
+def test_certifi_is_reported_when_its_interpreter_is_named() -> None:
+    """The agent's own environment is no runtime of the host: its certifi counts only when named
+    (tests/agent/trust/test_runtime_stores.py covers the search)."""
     certifi = pytest.importorskip("certifi", reason="certifi not installed")
-    store = by_name(discover_stores({})).get("certifi")
+    assert "certifi" not in by_name(discover_stores({}, runtimes=RuntimeOptions(search=False)))
+    named = RuntimeOptions(named=(("python", sys.executable),), search=False)
+    store = by_name(discover_stores({}, runtimes=named)).get("certifi")
     assert store is not None
     assert store.info.path == certifi.where()
     assert store.info.root_count > 50 and store.info.error == ""
+    assert store.info.runtime == "python"
+    assert store.info.found_by == f"certifi of {sys.executable} (--runtime python={sys.executable})"
 
 
 def test_system_stores_when_present() -> None:
