@@ -4,6 +4,7 @@ command line. It loads no coordinator module; the `tlsfleet` command mounts it a
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,30 @@ def agent_serve(
             "--fetch-aia", help="When a server omits its intermediate, fetch it from the AIA URL (as browsers do)."
         ),
     ] = False,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime",
+            help=(
+                "KIND=PATH of a runtime whose trust store to judge (repeatable): python=INTERPRETER, VENV or "
+                "SITE-PACKAGES (its certifi), java=JRE-HOME, JAVA or KEYSTORE, node=NODE."
+            ),
+        ),
+    ] = None,
+    runtime_search: Annotated[
+        bool,
+        typer.Option(
+            "--runtime-search/--no-runtime-search",
+            help="Also find runtimes on the host: python3 in /usr/bin and /usr/local/bin, java and node on PATH.",
+        ),
+    ] = True,
+    client_cert: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--client-cert",
+            help="NAME=CERT,KEY of a client certificate probes may present by name (repeatable; PEM, key unencrypted).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve probes to the coordinator until SIGTERM."""
@@ -93,6 +118,9 @@ def agent_serve(
                 extra_stores=tuple(extra_store or ()),
                 hosts_file=hosts_file,
                 fetch_aia=fetch_aia,
+                runtimes=tuple(runtime or ()),
+                runtime_search=runtime_search,
+                client_certs=tuple(client_cert or ()),
                 log_level=log_level,
             )
         )
@@ -114,6 +142,9 @@ class AgentServeArguments:
     extra_stores: tuple[str, ...] = ()
     hosts_file: Path | None = None
     fetch_aia: bool = False
+    runtimes: tuple[str, ...] = ()
+    runtime_search: bool = True
+    client_certs: tuple[str, ...] = ()  # NAME=CERT,KEY
     log_level: str = "info"
 
 
@@ -134,6 +165,7 @@ def _pairs(items: tuple[str, ...], flag: str, what: str) -> tuple[tuple[str, str
 def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
     from .daemon import AgentConfig
     from .pki.fleet_ca import default_pki_dir
+    from .probe.client_certs import load_client_certs
 
     if not NAME_PATTERN.match(args.name) or args.name in RESERVED_NAMES:
         raise AgentArgumentError(
@@ -144,6 +176,7 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
         if not LABEL_KEY_PATTERN.match(key) or key == "name":
             raise AgentArgumentError(f"--label key {key!r} is not accepted; letters, digits, '_', '.', '-'")
     extra = {label: Path(path).expanduser() for label, path in _pairs(args.extra_stores, "--extra-store", "LABEL=PATH")}
+    runtimes = _runtimes(args.runtimes)
     pki = (args.pki_dir or default_pki_dir()).expanduser()
     return AgentConfig(
         name=args.name,
@@ -158,7 +191,25 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
         extra_stores=extra,
         hosts_file=args.hosts_file.expanduser() if args.hosts_file else None,
         fetch_aia=args.fetch_aia,
+        runtimes=runtimes,
+        runtime_search=args.runtime_search,
+        client_certs=load_client_certs(args.client_certs),
     )
+
+
+def _runtimes(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    from .trust.runtimes import RUNTIME_KINDS
+
+    what = "KIND=PATH with KIND " + ", ".join(RUNTIME_KINDS) + ", e.g. --runtime python=/usr/bin/python3"
+    out = []
+    for kind, path in _pairs(items, "--runtime", what):
+        if kind not in RUNTIME_KINDS:
+            raise AgentArgumentError(f"--runtime {kind}={path} is not accepted; use {what}")
+        full = os.path.abspath(Path(path).expanduser())
+        if not os.path.exists(full):
+            raise AgentArgumentError(f"--runtime {kind}={path}: {full} does not exist")
+        out.append((kind, full))
+    return tuple(out)
 
 
 def run_agent_serve(args: AgentServeArguments) -> int:

@@ -1,4 +1,5 @@
-"""Run an agent: the gRPC server, its health service, credentials, and a clean stop on SIGTERM."""
+"""Run an agent: the gRPC server, its health service, credentials, a clean stop on SIGTERM, and a re-read
+of every trust store on SIGHUP."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from .grpc_service import AgentService
 from .hostfacts import HostFactsCache
 from .model import AgentIdentity
 from .pki.credentials import AllowedPeersInterceptor, load_credentials, server_credentials
+from .probe.client_certs import ClientCertificate
 from .probe.engine import ProbeEngine
 from .probe.hosts_override import load_hosts_file, with_overrides
 from .probe.resolve import resolve
+from .trust.runtimes import RuntimeOptions
 
 log = structlog.get_logger("tlsfleet.agent")
 
@@ -50,6 +53,9 @@ class AgentConfig:
     extra_stores: Mapping[str, Path] = field(default_factory=dict)
     hosts_file: Path | None = None  # names answered from this file before the host's resolver
     fetch_aia: bool = False  # fetch a missing intermediate from the AIA URL a server's certificate names
+    runtimes: tuple[tuple[str, str], ...] = ()  # (python|java|node, PATH) from --runtime
+    runtime_search: bool = True  # also find runtimes on the host (False: --no-runtime-search)
+    client_certs: Mapping[str, ClientCertificate] = field(default_factory=dict)  # --client-cert, checked
 
 
 def _check_config(config: AgentConfig) -> None:
@@ -76,7 +82,20 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if not config.insecure:
         assert config.ca and config.cert and config.key
-        fleet = load_credentials(config.ca, config.cert, config.key, expect_role="agent")
+        # This host's clock may be what is wrong: serve anyway, say so, and let the fleet see the skew.
+        fleet = load_credentials(config.ca, config.cert, config.key, expect_role="agent", tolerate_clock=True)
+        for problem in fleet.clock_problems:
+            log.warning(
+                "credential_outside_validity",
+                certificate=str(problem.path),
+                kind=problem.what,
+                subject=problem.subject,
+                state=problem.state,
+                not_before=problem.not_before.isoformat(),
+                not_after=problem.not_after.isoformat(),
+                host_time=problem.host_time.isoformat(),
+                message=problem.message() + "; serving anyway: peers whose clock is right accept it",
+            )
         if fleet.name != config.name:
             raise AgentConfigError(
                 f"the certificate {config.cert} names agent {fleet.name!r}, but this agent is {config.name!r}; "
@@ -92,12 +111,16 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
         max_concurrency=config.max_concurrent_probes,
         resolver=resolver,
         fetch_aia=config.fetch_aia,
+        runtimes=RuntimeOptions(named=config.runtimes, search=config.runtime_search),
+        client_certs=config.client_certs,
     )
     identity = AgentIdentity(name=config.name, version=__version__, labels=config.labels)
     service = AgentService(
         engine=engine,
         identity=identity,
-        facts=HostFactsCache(__version__, os.environ),
+        facts=HostFactsCache(
+            __version__, os.environ, runtimes=engine.runtimes, client_certs=engine.client_cert_names()
+        ),
         max_concurrent_probes=config.max_concurrent_probes,
         max_waiting_probes=config.max_waiting_probes,
     )
@@ -126,6 +149,21 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    rereads: set[asyncio.Task[None]] = set()
+
+    async def reread() -> None:
+        # In a worker thread: re-reading may run interpreters; probes keep the stores they have meanwhile.
+        try:
+            await asyncio.to_thread(engine.refresh_stores, reason="SIGHUP")
+        except Exception as error:  # a bad re-read must not end the agent; the old stores stay
+            log.error("trust_stores_reread_failed", reason="SIGHUP", error=f"{type(error).__name__}: {error}")
+
+    def reread_stores() -> None:
+        task = loop.create_task(reread())
+        rereads.add(task)
+        task.add_done_callback(rereads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reread_stores)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("tlsfleet.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
@@ -143,7 +181,7 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         log.info("agent_stopping", grace_s=SHUTDOWN_GRACE_S)
         await health_servicer.enter_graceful_shutdown()

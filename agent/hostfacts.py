@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .model import HostFacts
+from .probe.openssl_policy import host_policy
+from .trust.runtimes import find_runtimes
 
 __all__ = [
     "MAX_HOSTS_LINES",
@@ -201,12 +203,18 @@ def _gather(
         ntp_synchronized=synced,
         ntp_detail=ntp_detail,
         gathered_ns=time.time_ns(),
+        openssl_policy=host_policy().facts(),  # read once per process, as OpenSSL reads its configuration
     )
     return facts, _hosts_lines(hosts_file)
 
 
 class HostFactsCache:
-    """Host facts re-gathered at most every `max_age` seconds; /etc/hosts is filtered per target."""
+    """Host facts re-gathered at most every `max_age` seconds; /etc/hosts is filtered per target.
+
+    `runtimes` gives HostFacts.runtimes on every call (an agent passes its probe engine's, which follow
+    --runtime and store refreshes); without it, the runtimes a default search finds are gathered with
+    the rest.
+    """
 
     def __init__(
         self,
@@ -218,6 +226,8 @@ class HostFactsCache:
         hosts_file: Path = Path("/etc/hosts"),
         ntp: Callable[[], tuple[bool | None, str]] = ntp_state,
         clock: Callable[[], float] = time.monotonic,
+        runtimes: Callable[[], tuple[tuple[str, str], ...]] | None = None,
+        client_certs: tuple[str, ...] = (),
     ) -> None:
         if max_age < 0:
             raise ValueError(f"max_age must be >= 0 seconds, got {max_age}")
@@ -225,6 +235,8 @@ class HostFactsCache:
         self._paths = (resolv_conf, hosts_file)
         self._ntp = ntp
         self._clock = clock
+        self._runtimes = runtimes
+        self._client_certs = tuple(client_certs)
         self._max_age = max_age
         self._lock = threading.Lock()
         self._facts: HostFacts | None = None
@@ -239,7 +251,16 @@ class HostFactsCache:
                 version, environ = self._args
                 resolv, hosts = self._paths
                 self._facts, self._hosts = _gather(version, environ, resolv, hosts, self._ntp)
+                if self._runtimes is None:
+                    found = tuple(r.fact() for r in find_runtimes(environ))
+                    self._facts = dataclasses.replace(self._facts, runtimes=found)
                 self._at = now
             base = self._facts
             all_hosts = self._hosts
-        return dataclasses.replace(base, hosts_entries=filter_hosts_entries(all_hosts, target_host))
+        runtimes = self._runtimes() if self._runtimes is not None else base.runtimes
+        return dataclasses.replace(
+            base,
+            hosts_entries=filter_hosts_entries(all_hosts, target_host),
+            runtimes=runtimes,
+            client_certs=self._client_certs,
+        )

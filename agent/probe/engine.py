@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..model import (
@@ -31,15 +33,21 @@ from ..model import (
 )
 from ..trust.certinfo import fingerprint
 from ..trust.names import parse_expected_name
-from ..trust.stores import LoadedStore, discover_stores
+from ..trust.runtimes import RuntimeOptions
+from ..trust.stores import Discovery, LoadedStore, discover, forget_cached_reads, watch_signature
 from ..trust.verify import judge_against_stores
 from .aia import MISSING_ISSUER, fetch_and_judge
+from .client_certs import ClientCertificate
 from .handshake import ContextCache, handshake
 from .request_limits import RequestError, validate_request
 from .resolve import Resolver, resolve
 from .targets import TargetError, is_ip_literal, normalize_host
 
-__all__ = ["ProbeEngine", "Resolver"]
+__all__ = ["STORE_CHECK_INTERVAL_S", "ProbeEngine", "Resolver"]
+
+log = structlog.get_logger("tlsfleet.agent")
+
+STORE_CHECK_INTERVAL_S = 1.0  # how often, at most, a probe or a describe checks whether a store changed
 
 
 class ProbeEngine:
@@ -48,6 +56,12 @@ class ProbeEngine:
     `max_concurrency` bounds the handshakes in flight across all probes of one event loop.
     `native_cafile` makes the native client trust that bundle instead of the system store (lab setups
     and agents configured that way); `resolver` replaces the host's resolver (a fixed table in tests).
+    `runtimes` says which runtimes' stores count (named with --runtime, and whether to search the host).
+
+    Stores are read on first use and again when they change: before a probe or a describe, at most every
+    `store_check_interval` seconds, a stat of everything discovery read (files, directories and their
+    entries, interpreters, JREs) tells whether to read them again; `refresh_stores` re-reads everything
+    now (SIGHUP). A change is logged (`trust_stores_changed`) and the native contexts are rebuilt.
     """
 
     def __init__(
@@ -59,6 +73,10 @@ class ProbeEngine:
         native_cafile: str | None = None,
         resolver: Resolver | None = None,
         fetch_aia: bool = False,
+        runtimes: RuntimeOptions | None = None,
+        store_check_interval: float = STORE_CHECK_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        client_certs: Mapping[str, ClientCertificate] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency {max_concurrency} is not accepted; at least 1")
@@ -66,9 +84,18 @@ class ProbeEngine:
         self._environ = environ if environ is not None else os.environ
         self._max_concurrency = max_concurrency
         self._contexts = ContextCache(cafile=native_cafile)
+        self._client_certs = dict(client_certs or {})
         self._resolver: Resolver = resolver or resolve
         self._fetch_aia = fetch_aia
+        self._runtime_options = runtimes or RuntimeOptions()
+        self._store_check_interval = store_check_interval
+        self._clock = clock
         self._stores: tuple[LoadedStore, ...] | None = None
+        self._discovery: Discovery | None = None
+        self._signature: tuple[object, ...] = ()
+        self._checked_at = 0.0
+        self._store_lock = threading.Lock()  # discovery may run in a worker thread (SIGHUP) and in the loop
+        self._contexts_stale = False
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -79,15 +106,59 @@ class ProbeEngine:
             return tuple(store.info for store in stores)
         return tuple(replace(store.info, roots=_roots_of(store)) for store in stores)
 
-    def refresh_stores(self) -> None:
-        """Read the trust stores again, and rebuild native contexts, which loaded the old system store."""
-        self._stores = discover_stores(self._environ, self._extra_stores)
-        self._contexts.clear()
+    def runtimes(self) -> tuple[tuple[str, str], ...]:
+        """(runtime, where and why) of every runtime found, for HostFacts.runtimes. Safe from any thread."""
+        discovery = self._discovery
+        if discovery is None:
+            self._loaded_stores()
+            discovery = self._discovery
+        assert discovery is not None
+        return tuple(r.fact() for r in discovery.runtimes)
+
+    def refresh_stores(self, *, reason: str = "requested") -> None:
+        """Read every trust store and find the runtimes again now, whatever the stat check says; native
+        contexts, which loaded the old system store, are rebuilt before the next handshake. Blocking (it
+        may run interpreters): async callers run it in a worker thread."""
+        with self._store_lock:
+            forget_cached_reads()
+            self._reload(reason, always_log=True)
 
     def _loaded_stores(self) -> tuple[LoadedStore, ...]:
         if self._stores is None:
-            self._stores = discover_stores(self._environ, self._extra_stores)
+            with self._store_lock:
+                if self._stores is None:
+                    self._reload("first read")
+        elif self._check_due() and self._store_lock.acquire(blocking=False):
+            # Never waits: while a re-read runs elsewhere (SIGHUP), probes go on with the stores they have.
+            try:
+                if self._check_due():
+                    assert self._discovery is not None
+                    self._checked_at = self._clock()
+                    if watch_signature(self._discovery.watches) != self._signature:
+                        self._reload("changed on disk")
+            finally:
+                self._store_lock.release()
+        if self._contexts_stale:  # on the thread that runs handshakes: a context is never cleared under one
+            self._contexts_stale = False
+            self._contexts.clear()
+        assert self._stores is not None
         return self._stores
+
+    def _check_due(self) -> bool:
+        return self._clock() - self._checked_at >= self._store_check_interval
+
+    def _reload(self, reason: str, *, always_log: bool = False) -> None:
+        """Discover again (the caller holds the lock); log what changed, unless this is the first read."""
+        before = self._discovery
+        found = discover(self._environ, self._extra_stores, self._runtime_options)
+        self._discovery = found
+        self._signature = watch_signature(found.watches)
+        self._checked_at = self._clock()
+        self._stores = found.stores
+        if before is None:
+            return
+        self._contexts_stale = True
+        _log_change(before, found, reason, always=always_log)
 
     def _semaphore(self) -> asyncio.Semaphore:
         # A Semaphore belongs to one event loop; the CLI may run several loops one after another.
@@ -103,6 +174,7 @@ class ProbeEngine:
         received_ns = time.time_ns()
         validate_request(request)
         target, options = request.target, request.options
+        self._client_cert(options.client_cert)  # an unknown name is refused before anything runs
         expected_name = _expected_name(options.sni or target.host)
         sni = expected_name if options.send_sni and not is_ip_literal(expected_name) else None
         stores = self._loaded_stores()
@@ -149,10 +221,27 @@ class ProbeEngine:
             fetched = AiaFetch(url="", fetched=False, error=f"AIA fetch failed: {_describe(error)}")
         return replace(result, aia=fetched) if fetched is not None else result
 
+    def client_cert_names(self) -> tuple[str, ...]:
+        """The names of the client certificates probes may ask for (HostFacts.client_certs)."""
+        return tuple(sorted(self._client_certs))
+
+    def _client_cert(self, name: str | None) -> ClientCertificate | None:
+        if name is None:
+            return None
+        certificate = self._client_certs.get(name)
+        if certificate is None:
+            shown = name if len(name) <= 64 else f"{name[:64]}..."
+            configured = ", ".join(self.client_cert_names()) or "none (agent option --client-cert NAME=CERT,KEY)"
+            raise RequestError(
+                f"client certificate {shown!r} is not configured on this agent; configured: {configured}"
+            )
+        return certificate
+
     async def _probe_address(
         self, address: str, request: ProbeRequest, sni: str | None, expected_name: str
     ) -> AddressResult:
         options = request.options
+        client_cert = self._client_cert(options.client_cert)
         async with self._semaphore():
             try:
                 return await handshake(
@@ -166,6 +255,7 @@ class ProbeEngine:
                     connect_timeout=options.connect_timeout,
                     handshake_timeout=options.handshake_timeout,
                     context_cache=self._contexts,
+                    client_cert=client_cert,
                 )
             except Exception as error:  # one address must not sink the others
                 return AddressResult(
@@ -190,6 +280,9 @@ def _judged(
     agent_time: datetime,
     reference_time: datetime | None,
 ) -> AddressResult:
+    """The served chain judged by OpenSSL against every store: one StoreVerdict per distinct root set, in
+    discovery order; the first store of a set keeps `store`, the others with the identical roots are in
+    its `same_as` (ProbeResult.trust_stores still lists every store; `model.per_store` expands them)."""
     if not result.chain:
         return result
     try:
@@ -205,6 +298,38 @@ def _judged(
             ),
         )
     return replace(result, stores=verdicts)
+
+
+def _log_change(before: Discovery, after: Discovery, reason: str, *, always: bool) -> None:
+    """One JSON line: which stores changed (root counts and fingerprints before and after), which came or went."""
+    old = {s.info.name: s.info for s in before.stores}
+    new = {s.info.name: s.info for s in after.stores}
+    changed = [
+        {
+            "store": name,
+            "path": new[name].path,
+            "roots_before": old[name].root_count,
+            "roots_after": new[name].root_count,
+            "fingerprint_before": old[name].fingerprint[:16],
+            "fingerprint_after": new[name].fingerprint[:16],
+            **({"error": new[name].error} if new[name].error else {}),
+        }
+        for name in new
+        if name in old and _identity(old[name]) != _identity(new[name])
+    ]
+    added = [{"store": n, "path": new[n].path, "roots_after": new[n].root_count} for n in new if n not in old]
+    removed = [{"store": n, "path": old[n].path, "roots_before": old[n].root_count} for n in old if n not in new]
+    runtimes_before = [r.fact() for r in before.runtimes]
+    runtimes_after = [r.fact() for r in after.runtimes]
+    runtimes = {} if runtimes_before == runtimes_after else {"runtimes": [list(f) for f in runtimes_after]}
+    if changed or added or removed or runtimes:
+        log.info("trust_stores_changed", reason=reason, changed=changed, added=added, removed=removed, **runtimes)
+    elif always:
+        log.info("trust_stores_unchanged", reason=reason, stores=len(new))
+
+
+def _identity(store: TrustStore) -> tuple[str, str, str]:
+    return store.fingerprint, store.error, store.path
 
 
 def _roots_of(store: LoadedStore) -> tuple[RootCertificate, ...]:

@@ -1,15 +1,29 @@
-"""One TCP connect and one TLS handshake to one address: the native verdict and the served chain.
+"""One TCP connect and one TLS handshake to one address: the client views, the native verdict, the served chain.
 
 The handshake is driven by hand through `ssl.MemoryBIO` over a plain asyncio stream. Unlike
 `asyncio`'s own TLS transport, that keeps the `SSLObject` after `SSLCertVerificationError`, so the chain
 the server sent is still there (`get_unverified_chain()`), whatever the verdict.
 
-What this module found about the state left after a verification failure (CPython 3.11, OpenSSL 3.0):
-`version()` is None (CPython answers only once the handshake has finished), `cipher()` is known for
-TLS 1.3 (the ServerHello was processed) but None for TLS 1.2. So after a verification failure a second
-handshake with CERT_NONE (same SNI, ALPN and version bounds) learns the version, cipher and ALPN. It is
-a second connection: behind a load balancer it may reach another backend, which is why only those three
-fields are taken from it and never the chain or the verdict.
+Two clients matter on a host (`Client`):
+
+- `openssl`, the native view: an OpenSSL-based client with the host's defaults, as `openssl s_client` and
+  curl are. Its context is Python's with the host's OpenSSL policy put back (`openssl_policy`): the cipher
+  list and security level, the version bounds and the options OpenSSL configured; TLS 1.3 suites, groups
+  and signature algorithms were never replaced. Every probe runs this handshake.
+- `python`, what `ssl.create_default_context()` gives. Reported only where it differs, and a second
+  handshake runs only where it may: `_python_may_differ` decides from the first handshake (the contexts
+  are configured alike; or the negotiated version and cipher are ones Python's context offers, its
+  security level is not stricter, and the verify outcome does not hang on the level). Otherwise, with
+  what is left of the deadline, a second connection runs Python's context.
+
+What the server chose is read from OpenSSL's message callback (`tls_messages`): the ServerHello gives the
+version and cipher even when verification then fails (Python's `version()` answers only once the
+handshake completed), and a CertificateRequest says that a client certificate was asked for, from which
+CAs. After a TLS 1.3 handshake the client reads briefly (at most `POST_HANDSHAKE_READ_S`, within the
+deadline, or until the first record): a server that refuses the client's certificate says so only then.
+
+Failures form a closed set that says who refused what, classified by OpenSSL's library and reason codes
+(`ssl.SSLError.reason`), never by message text.
 
 Sessions are never resumed (no `session=` is ever passed, and Python's client contexts keep no session
 cache): a resumed handshake carries no Certificate message, so there would be no chain to report.
@@ -24,20 +38,27 @@ import errno
 import ssl
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
-from ..model import AddressResult, Failure, Handshake, NativeVerdict, TlsVersion, Verdict
+from ..model import AddressResult, Client, ClientView, Failure, Handshake, NativeVerdict, Party, TlsVersion, Verdict
 from ..trust.verify import verdict_from_openssl_code
+from .client_certs import ClientCertificate
+from .openssl_policy import OpenSSLPolicy, host_policy
 from .targets import is_ip_literal
+from .tls_messages import CERTIFICATE, Transcript, version_name
 
-__all__ = ["MAX_HANDSHAKE_BYTES", "ContextCache", "handshake"]
+__all__ = ["MAX_HANDSHAKE_BYTES", "POST_HANDSHAKE_READ_S", "ContextCache", "handshake"]
 
 MAX_HANDSHAKE_BYTES = 1024 * 1024
 CONTEXT_CACHE_SIZE = 64
+POST_HANDSHAKE_READ_S = 0.25
 _READ_CHUNK = 64 * 1024
 _CLOSE_TIMEOUT = 1.0
 _MIN_SECOND_ATTEMPT = 0.05  # seconds; below this a second handshake cannot finish anyway
+_TRANSCRIPT = "_tlsfleet_transcript"  # where an SSLObject carries its Transcript for the message callback
 
 _SSL_VERSIONS: dict[TlsVersion, ssl.TLSVersion] = {
     TlsVersion.TLS1_0: ssl.TLSVersion.TLSv1,
@@ -45,9 +66,18 @@ _SSL_VERSIONS: dict[TlsVersion, ssl.TLSVersion] = {
     TlsVersion.TLS1_2: ssl.TLSVersion.TLSv1_2,
     TlsVersion.TLS1_3: ssl.TLSVersion.TLSv1_3,
 }
+_VERSION_ORDER = {"TLSv1": 1, "TLSv1.1": 2, "TLSv1.2": 3, "TLSv1.3": 4}
+_PY_VERSION_ORDER = {
+    ssl.TLSVersion.TLSv1: 1,
+    ssl.TLSVersion.TLSv1_1: 2,
+    ssl.TLSVersion.TLSv1_2: 3,
+    ssl.TLSVersion.TLSv1_3: 4,
+}
 _UNREACHABLE_ERRNOS = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL}
 )
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
 # OpenSSL names a received alert SSL_R_<prefix>_<description>; a few descriptions carry no "ALERT_".
 _ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
 _ALERT_REASONS_WITHOUT_PREFIX = {
@@ -56,6 +86,90 @@ _ALERT_REASONS_WITHOUT_PREFIX = {
     "TLSV1_CERTIFICATE_UNOBTAINABLE": "certificate_unobtainable",
     "TLSV1_BAD_CERTIFICATE_STATUS_RESPONSE": "bad_certificate_status_response",
     "TLSV1_BAD_CERTIFICATE_HASH_VALUE": "bad_certificate_hash_value",
+}
+# OpenSSL reason codes (library SSL) of refusals by this host's client, by what it refused.
+_NO_COMMON_VERSION = frozenset(
+    {
+        "UNSUPPORTED_PROTOCOL",  # the server chose a version outside the client's bounds
+        "NO_PROTOCOLS_AVAILABLE",  # the client's bounds leave no version at all
+        "WRONG_SSL_VERSION",
+        "VERSION_TOO_LOW",
+        "VERSION_TOO_HIGH",
+        "BAD_PROTOCOL_VERSION_NUMBER",
+        "UNSUPPORTED_SSL_VERSION",
+        "UNKNOWN_SSL_VERSION",
+        "BAD_LEGACY_VERSION",
+        "BAD_HRR_VERSION",
+    }
+)
+_NO_COMMON_CIPHER = frozenset(
+    {
+        "WRONG_CIPHER_RETURNED",  # the server chose a cipher the client did not offer
+        "UNKNOWN_CIPHER_RETURNED",
+        "NO_CIPHERS_AVAILABLE",  # the client's policy leaves no cipher for its versions
+        "NO_CIPHER_MATCH",
+        "NO_SHARED_CIPHER",
+        "NO_SHARED_SIGNATURE_ALGORITHMS",
+        "NO_SUITABLE_SIGNATURE_ALGORITHM",
+        "WRONG_SIGNATURE_TYPE",
+        "NO_SHARED_GROUPS",
+        "NO_SUITABLE_GROUPS",
+    }
+)
+_WEAK_KEY_EXCHANGE = frozenset(
+    {
+        "DH_KEY_TOO_SMALL",  # the server's DH group is below the security level
+        "WRONG_CURVE",  # the server's EC group is not one the client allows
+        "UNSUPPORTED_ELLIPTIC_CURVE",
+        "EE_KEY_TOO_SMALL",
+        "CA_KEY_TOO_SMALL",
+        "CA_MD_TOO_WEAK",
+        "INSUFFICIENT_SECURITY",
+    }
+)
+# The peer's first bytes are no TLS record (an SSH banner, a plaintext HTTP answer, ...).
+_NOT_TLS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LENGTH_MISMATCH",
+        "HTTP_REQUEST",
+        "HTTPS_PROXY_REQUEST",
+        "UNEXPECTED_RECORD",
+        "BAD_RECORD_TYPE",
+        "RECORD_TOO_SMALL",
+    }
+)
+_EXCESSIVE_MESSAGE_SIZE = "EXCESSIVE_MESSAGE_SIZE"  # OpenSSL's max_cert_list (100 KiB) for a Certificate
+# Alerts by which a server refuses a client (certificate) that sent no certificate.
+_NO_CERTIFICATE_ALERTS = frozenset(
+    {
+        "certificate_required",
+        "handshake_failure",
+        "bad_certificate",
+        "certificate_unknown",
+        "unsupported_certificate",
+        "access_denied",
+    }
+)
+# Alerts about the client's certificate (after a CertificateRequest), its SNI name or its ALPN list: no
+# version, cipher or security level provokes them, so the other client gets them too.
+_CLIENT_CERTIFICATE_ALERTS = _NO_CERTIFICATE_ALERTS | frozenset(
+    {"unknown_ca", "certificate_expired", "certificate_revoked"}
+)
+_NAME_ALERTS = frozenset({"unrecognized_name", "no_application_protocol"})
+# Failures that happen whatever the client's policy: the other client would see the same.
+_POLICY_BLIND_FAILURES = frozenset({Failure.NOT_TLS, Failure.HANDSHAKE_TIMEOUT, Failure.TOO_LARGE, Failure.INTERNAL})
+# Verify codes that depend on the security level: 66 EE key too small, 67 CA key too small, 68 CA md too weak.
+_LEVEL_VERIFY_CODES = frozenset({66, 67, 68})
+# TLS 1.3 suites by IANA code; the TLS <= 1.2 names come from OpenSSL itself.
+_TLS13_SUITES = {
+    0x1301: "TLS_AES_128_GCM_SHA256",
+    0x1302: "TLS_AES_256_GCM_SHA384",
+    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+    0x1304: "TLS_AES_128_CCM_SHA256",
+    0x1305: "TLS_AES_128_CCM_8_SHA256",
 }
 
 
@@ -69,35 +183,95 @@ def _tls_version(value: TlsVersion | str | None) -> ssl.TLSVersion | None:
         raise ValueError(f"TLS version {value!r} is not known; accepted: {accepted}") from None
 
 
+@cache
+def _cipher_names() -> Mapping[int, str]:
+    """IANA cipher suite code -> OpenSSL name, for every cipher this OpenSSL knows."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with contextlib.suppress(ssl.SSLError):
+        context.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    names = {c["id"] & 0xFFFF: c["name"] for c in context.get_ciphers()}
+    names.update(_TLS13_SUITES)
+    return names
+
+
+def _cipher_name(code: int) -> str:
+    return _cipher_names().get(code, f"0x{code:04X}")
+
+
 @dataclass(frozen=True)
 class _ContextKey:
+    client: Client
     verify: bool
     check_hostname: bool
     alpn: tuple[str, ...]
     min_version: ssl.TLSVersion | None
     max_version: ssl.TLSVersion | None
+    client_cert: ClientCertificate | None
+
+
+@dataclass(frozen=True)
+class ContextProfile:
+    """What a built context offers, for deciding whether another client could fare differently."""
+
+    ciphers: tuple[str, ...]  # in preference order, TLS 1.3 suites included
+    security_level: int
+    minimum: int  # 0: no lower bound
+    maximum: int  # 99: no upper bound
+
+    def accepts(self, version: str, cipher: str) -> bool:
+        order = _VERSION_ORDER.get(version)
+        return order is not None and self.minimum <= order <= self.maximum and cipher in self.ciphers
+
+    def describe(self) -> str:
+        low = _ORDER_NAMES.get(self.minimum, "any version")
+        high = _ORDER_NAMES.get(self.maximum, "any version")
+        tls12 = sum(1 for c in self.ciphers if not c.startswith("TLS_"))
+        return f"security level {self.security_level}, {low} to {high}, {tls12} TLS<=1.2 ciphers"
+
+
+_ORDER_NAMES = {order: name for name, order in _VERSION_ORDER.items()}
+
+
+def _profile(context: ssl.SSLContext) -> ContextProfile:
+    return ContextProfile(
+        ciphers=tuple(c["name"] for c in context.get_ciphers()),
+        security_level=context.security_level,
+        minimum=_PY_VERSION_ORDER.get(context.minimum_version, 0),
+        maximum=_PY_VERSION_ORDER.get(context.maximum_version, 99),
+    )
 
 
 class ContextCache:
-    """Client `SSLContext`s by (verification, hostname check, ALPN, version bounds); LRU, bounded.
+    """Client `SSLContext`s by (client, verification, hostname check, ALPN, version bounds, client
+    certificate); LRU, bounded.
 
     A context is expensive (it parses the whole trust store) and immutable once built here, so probes
     share them. `cafile` replaces the system store with one bundle, as `ssl.create_default_context(cafile=)`
     does; it exists for the lab and for agents configured with an explicit native bundle. Without it,
     contexts load the system store, honouring SSL_CERT_FILE/SSL_CERT_DIR as OpenSSL reads them when the
-    context is built: `clear()` after the store changed.
+    context is built: `clear()` after the store changed. `policy` is the host's OpenSSL policy that
+    `Client.OPENSSL` contexts carry (by default, what this process's OpenSSL configured).
     """
 
-    def __init__(self, *, cafile: str | None = None, maxsize: int = CONTEXT_CACHE_SIZE) -> None:
+    def __init__(
+        self, *, cafile: str | None = None, maxsize: int = CONTEXT_CACHE_SIZE, policy: OpenSSLPolicy | None = None
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"context cache size {maxsize} is not accepted; at least 1")
         self._cafile = cafile
         self._maxsize = maxsize
-        self._contexts: OrderedDict[_ContextKey, ssl.SSLContext] = OrderedDict()
+        self._policy = policy
+        self._contexts: OrderedDict[_ContextKey, tuple[ssl.SSLContext, ContextProfile]] = OrderedDict()
 
     @property
     def cafile(self) -> str | None:
         return self._cafile
+
+    @property
+    def policy(self) -> OpenSSLPolicy:
+        if self._policy is None:
+            self._policy = host_policy()
+        return self._policy
 
     def __len__(self) -> int:
         return len(self._contexts)
@@ -113,29 +287,62 @@ class ContextCache:
         alpn: tuple[str, ...] = (),
         min_version: TlsVersion | str | None = None,
         max_version: TlsVersion | str | None = None,
+        client: Client = Client.OPENSSL,
+        client_cert: ClientCertificate | None = None,
     ) -> ssl.SSLContext:
-        key = _ContextKey(
+        return self.get_with_profile(
             verify=verify,
-            check_hostname=check_hostname and verify,
-            alpn=tuple(alpn),
-            min_version=_tls_version(min_version),
-            max_version=_tls_version(max_version),
+            check_hostname=check_hostname,
+            alpn=alpn,
+            min_version=min_version,
+            max_version=max_version,
+            client=client,
+            client_cert=client_cert,
+        )[0]
+
+    def get_with_profile(
+        self,
+        *,
+        verify: bool,
+        check_hostname: bool,
+        alpn: tuple[str, ...] = (),
+        min_version: TlsVersion | str | None = None,
+        max_version: TlsVersion | str | None = None,
+        client: Client = Client.OPENSSL,
+        client_cert: ClientCertificate | None = None,
+    ) -> tuple[ssl.SSLContext, ContextProfile]:
+        """The context and what it offers (ciphers, security level, version bounds)."""
+        return self._entry(
+            _ContextKey(
+                client=client,
+                verify=verify,
+                check_hostname=check_hostname and verify,
+                alpn=tuple(alpn),
+                min_version=_tls_version(min_version),
+                max_version=_tls_version(max_version),
+                client_cert=client_cert,
+            )
         )
-        context = self._contexts.get(key)
-        if context is not None:
+
+    def _entry(self, key: _ContextKey) -> tuple[ssl.SSLContext, ContextProfile]:
+        entry = self._contexts.get(key)
+        if entry is not None:
             self._contexts.move_to_end(key)
-            return context
+            return entry
         context = self._build(key)
-        self._contexts[key] = context
+        entry = (context, _profile(context))
+        self._contexts[key] = entry
         if len(self._contexts) > self._maxsize:
             self._contexts.popitem(last=False)
-        return context
+        return entry
 
     def _build(self, key: _ContextKey) -> ssl.SSLContext:
         if self._cafile is not None:
             context = ssl.create_default_context(cafile=self._cafile)
         else:
             context = ssl.create_default_context()
+        if key.client is Client.OPENSSL:
+            self.policy.apply(context)
         context.check_hostname = key.check_hostname
         if not key.verify:
             context.verify_mode = ssl.CERT_NONE
@@ -145,7 +352,29 @@ class ContextCache:
             context.minimum_version = key.min_version
         if key.max_version is not None:
             context.maximum_version = key.max_version
+        if key.client_cert is not None:
+            key.client_cert.load_into(context)
+        _watch_messages(context)
         return context
+
+
+def _watch_messages(context: ssl.SSLContext) -> None:
+    """Route OpenSSL's message callback to the Transcript of the connection it concerns."""
+    if hasattr(context, "_msg_callback"):
+        context._msg_callback = _on_message  # private in CPython 3.8+, typed in typeshed
+
+
+def _on_message(connection: Any, direction: str, version: Any, content_type: int, msg_type: int, data: bytes) -> None:
+    transcript = getattr(connection, _TRANSCRIPT, None)
+    if transcript is None or direction != "read":
+        return
+    try:
+        if content_type == 22:  # handshake
+            transcript.handshake_message(bytes(data))
+        elif content_type == 21 and transcript.handshake_done:  # alert
+            transcript.after_handshake += 1
+    except Exception:  # a parsing slip must never break the handshake it watches
+        pass
 
 
 @dataclass(frozen=True)
@@ -155,13 +384,17 @@ class _Attempt:
     failure: Failure = Failure.NONE
     error: str = ""
     alert: str = ""
-    verify_code: int | None = None  # set when the native client rejected the chain
+    refused_by: Party = Party.NONE
+    verify_code: int | None = None  # set when the client rejected the chain
     verify_message: str = ""
+    verified: bool = False  # the client accepted the chain (the handshake went past the Certificate)
     version: str = ""
     cipher: str = ""
     alpn: str = ""
     chain: tuple[bytes, ...] = ()
     duration_ms: float = 0.0
+    certificate_requested: bool = False
+    ca_names: tuple[str, ...] = ()
 
 
 class _ConnectFailed(Exception):
@@ -192,21 +425,31 @@ async def handshake(
     handshake_timeout: float,
     context_cache: ContextCache,
     max_handshake_bytes: int = MAX_HANDSHAKE_BYTES,
+    client_cert: ClientCertificate | None = None,
 ) -> AddressResult:
-    """Connect to `address`:`port` and run one CERT_REQUIRED handshake; failures are results, not raises.
+    """Connect to `address`:`port` and run the openssl view's CERT_REQUIRED handshake (and Python's, where
+    it may differ); failures are results, not raises.
 
     With `server_hostname_for_sni` the name is sent in SNI and OpenSSL checks it (it must equal
     `expected_name`). Without it, an IP-literal `expected_name` is still checked (Python sends no SNI for
     IP literals anyway); a DNS name cannot be checked by Python without being sent, so the native
     verdict then says `hostname_checked=False` and only the offline verification checks the name.
-    The returned AddressResult has no store verdicts; the caller adds them.
+    `client_cert` is presented when the server asks for one. `views` holds the openssl view first and the
+    python view only where it differs; none when the TCP connect failed (a network fact, no client's
+    view). When only Python's handshake got a chain, `chain` is that one (what the server serves). The
+    returned AddressResult has no store verdicts; the caller adds them. Everything, a second handshake
+    included, ends within `connect_timeout + handshake_timeout`.
     """
     server_hostname, check_hostname = _hostname_plan(server_hostname_for_sni, expected_name)
-    context = context_cache.get(
-        verify=True, check_hostname=check_hostname, alpn=alpn, min_version=min_version, max_version=max_version
-    )
-    # The second handshake (after a verification failure) must fit in the same connect + handshake budget,
-    # so the caller's deadline arithmetic holds.
+    bounds: dict[str, Any] = {
+        "verify": True,
+        "check_hostname": check_hostname,
+        "alpn": alpn,
+        "min_version": min_version,
+        "max_version": max_version,
+        "client_cert": client_cert,
+    }
+    ours, ours_profile = context_cache.get_with_profile(client=Client.OPENSSL, **bounds)
     deadline = time.perf_counter() + connect_timeout + handshake_timeout
     try:
         reader, writer, connect_ms = await _connect(address, port, connect_timeout)
@@ -217,38 +460,47 @@ async def handshake(
             connect_error=failed.message,
             native=NativeVerdict(Verdict.NO_CHAIN, hostname_checked=check_hostname),
         )
+    presented = client_cert is not None
     try:
-        attempt = await _handshake_over(
-            reader, writer, context, server_hostname, handshake_timeout, max_handshake_bytes
+        first = await _handshake_over(
+            reader, writer, ours, server_hostname, handshake_timeout, max_handshake_bytes, presented
         )
     finally:
         await _close(writer)
-    if attempt.failure is Failure.CERT_VERIFY and not attempt.version:
-        attempt = await _complete_parameters(
-            attempt,
-            address,
-            port,
-            context_cache.get(
-                verify=False, check_hostname=False, alpn=alpn, min_version=min_version, max_version=max_version
-            ),
-            server_hostname,
-            deadline,
-            max_handshake_bytes,
-        )
+    native = _native_verdict(first, check_hostname)
+    views = [_view(Client.OPENSSL, first, native, _policy_note(context_cache.policy))]
+    chain = first.chain
+    python, python_profile = context_cache.get_with_profile(client=Client.PYTHON, **bounds)
+    reason = _python_may_differ(first, ours_profile, python_profile)
+    if reason:
+        second = await _second_attempt(address, port, python, server_hostname, deadline, max_handshake_bytes, presented)
+        if second is not None:
+            python_view = _view(Client.PYTHON, second, _native_verdict(second, check_hostname), "")
+            if _differs(views[0], python_view):
+                detail = _why(reason, second, python_profile)
+                views.append(replace(python_view, detail=detail))
+            if not chain and second.chain:
+                chain = second.chain  # the server's chain, as it served it to Python's client
     return AddressResult(
         address=address,
         connect_ms=connect_ms,
         handshake=Handshake(
-            failure=attempt.failure,
-            error=attempt.error,
-            tls_version=attempt.version,
-            cipher=attempt.cipher,
-            alpn=attempt.alpn,
-            duration_ms=attempt.duration_ms,
-            alert=attempt.alert,
+            failure=first.failure,
+            error=first.error,
+            tls_version=first.version,
+            cipher=first.cipher,
+            alpn=first.alpn,
+            duration_ms=first.duration_ms,
+            alert=first.alert,
+            refused_by=first.refused_by,
+            client_cert_requested=first.certificate_requested,
+            acceptable_ca_names=first.ca_names,
+            # Presented only when asked for: OpenSSL sends a client certificate in answer to a request.
+            client_cert=client_cert.name if client_cert is not None and first.certificate_requested else "",
         ),
-        chain=attempt.chain,
-        native=_native_verdict(attempt, check_hostname),
+        chain=chain,
+        native=native,
+        views=tuple(views),
     )
 
 
@@ -275,10 +527,12 @@ def _native_verdict(attempt: _Attempt, hostname_checked: bool) -> NativeVerdict:
             verify_message=attempt.verify_message,
             hostname_checked=hostname_checked,
         )
-    if attempt.failure is Failure.NONE:
+    if attempt.failure is Failure.NONE or attempt.verified:
+        # A failure after the client accepted the chain (a weak key exchange, a refused client certificate)
+        # leaves the chain's verdict as OpenSSL gave it: `openssl s_client` says "Verify return code: 0".
         return NativeVerdict(Verdict.OK, 0, "ok", hostname_checked=hostname_checked)
     if attempt.chain:
-        # A chain arrived but the handshake broke off for another reason; the native verdict is unknown.
+        # A chain arrived but the handshake broke off before the client judged it; the verdict is unknown.
         return NativeVerdict(
             Verdict.OTHER,
             0,
@@ -286,6 +540,106 @@ def _native_verdict(attempt: _Attempt, hostname_checked: bool) -> NativeVerdict:
             hostname_checked=hostname_checked,
         )
     return NativeVerdict(Verdict.NO_CHAIN, hostname_checked=hostname_checked)
+
+
+def _view(client: Client, attempt: _Attempt, verdict: NativeVerdict, detail: str) -> ClientView:
+    return ClientView(
+        client=client,
+        verdict=verdict.verdict,
+        verify_code=verdict.verify_code,
+        failure=attempt.failure,
+        error=attempt.error,
+        tls_version=attempt.version,
+        cipher=attempt.cipher,
+        detail=detail,
+    )
+
+
+def _policy_note(policy: OpenSSLPolicy) -> str:
+    if policy.from_openssl:
+        return ""
+    return f"the host's OpenSSL policy could not be read ({policy.error}); Python's default context stands in"
+
+
+def _python_may_differ(first: _Attempt, ours: ContextProfile, python: ContextProfile) -> str:
+    """Why Python's default context might fare differently from the openssl view; "" when it certainly
+    would not (then no second handshake runs)."""
+    if ours == python:
+        return ""  # configured alike: the same handshake
+    if first.failure in _POLICY_BLIND_FAILURES:
+        return ""
+    if first.failure is Failure.TLS_ALERT and first.alert in _NAME_ALERTS:
+        return ""
+    if not first.version:
+        return f"the openssl view failed ({first.failure}) before the server chose a version and cipher"
+    failed_over_policy = first.failure in (
+        Failure.NO_COMMON_VERSION,
+        Failure.NO_COMMON_CIPHER,
+        Failure.PROTOCOL_ERROR,
+        Failure.CLOSED,
+        Failure.RESET,
+    ) or (
+        first.failure is Failure.TLS_ALERT
+        and not (first.certificate_requested and first.alert in _CLIENT_CERTIFICATE_ALERTS)
+    )
+    if failed_over_policy:
+        return f"the openssl view failed ({first.failure}{f' {first.alert}' if first.alert else ''})"
+    if not python.accepts(first.version, first.cipher):
+        return f"it does not offer {first.version} with {first.cipher}, which the openssl view negotiated"
+    if python.security_level > ours.security_level:
+        return f"its security level {python.security_level} is stricter than the host's {ours.security_level}"
+    if python.security_level < ours.security_level and (
+        first.verify_code in _LEVEL_VERIFY_CODES or first.failure is Failure.WEAK_KEY_EXCHANGE
+    ):
+        return (
+            f"the host's security level {ours.security_level} refused what its level {python.security_level} may accept"
+        )
+    return ""
+
+
+def _differs(openssl: ClientView, python: ClientView) -> bool:
+    if (openssl.failure, openssl.verdict, openssl.verify_code) != (python.failure, python.verdict, python.verify_code):
+        return True
+    return bool(openssl.tls_version and python.tls_version and openssl.tls_version != python.tls_version)
+
+
+def _why(reason: str, second: _Attempt, python: ContextProfile) -> str:
+    if second.failure is Failure.NONE:
+        outcome = f"completes with {second.version} {second.cipher}".rstrip()
+    elif second.verify_code is not None:
+        outcome = f"rejects the chain: {second.verify_message} (code {second.verify_code})"
+    else:
+        alert = f" {second.alert}" if second.alert else ""
+        outcome = f"fails: {second.failure}{alert}"
+    return f"Python's default context ({python.describe()}) {outcome}: {reason}"
+
+
+async def _second_attempt(
+    address: str,
+    port: int,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    deadline: float,
+    max_bytes: int,
+    presented: bool,
+) -> _Attempt | None:
+    """Another client's handshake in what is left until `deadline` (a `time.perf_counter()` value); None
+    when there is no time or no connection (then that client's view is unknown, and not reported)."""
+    left = deadline - time.perf_counter()
+    if left < _MIN_SECOND_ATTEMPT:
+        return None
+    try:
+        reader, writer, _ = await _connect(address, port, left)
+    except _ConnectFailed:
+        return None
+    try:
+        left = deadline - time.perf_counter()
+        if left < _MIN_SECOND_ATTEMPT:
+            return None
+        attempt = await _handshake_over(reader, writer, context, server_hostname, left, max_bytes, presented)
+    finally:
+        await _close(writer)
+    return None if attempt.failure is Failure.HANDSHAKE_TIMEOUT else attempt
 
 
 async def _connect(address: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
@@ -318,53 +672,128 @@ async def _handshake_over(
     server_hostname: str | None,
     timeout: float,
     max_bytes: int,
+    presented: bool,
 ) -> _Attempt:
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     sslobj = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_hostname)
+    transcript = Transcript()
+    setattr(sslobj, _TRANSCRIPT, transcript)
     started = time.perf_counter()
-    failure, error, alert = Failure.NONE, "", ""
+    failure, error, alert, refused_by = Failure.NONE, "", "", Party.NONE
     verify_code: int | None = None
     verify_message = ""
+    counter = _Counter()
     try:
         async with asyncio.timeout(timeout):
-            await _drive(reader, writer, sslobj, incoming, outgoing, max_bytes)
+            await _drive(reader, writer, sslobj, incoming, outgoing, max_bytes, counter)
+        transcript.handshake_done = True
+        if sslobj.version() == "TLSv1.3":
+            left = started + timeout - time.perf_counter()
+            await _read_after(reader, writer, sslobj, incoming, outgoing, transcript, min(POST_HANDSHAKE_READ_S, left))
     except TimeoutError:
         failure, error = Failure.HANDSHAKE_TIMEOUT, f"no complete handshake within {timeout:g} s"
     except ssl.SSLCertVerificationError as e:
-        failure, verify_code, verify_message = Failure.CERT_VERIFY, e.verify_code, e.verify_message or ""
+        failure, refused_by = Failure.CERT_VERIFY, Party.CLIENT
+        verify_code, verify_message = e.verify_code, e.verify_message or ""
         error = f"certificate verify failed: {verify_message} (code {verify_code})"
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
-        failure, error = Failure.CLOSED, f"the server ended the connection during the handshake: {e}"
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, _PeerClosed) as e:
+        failure, refused_by = Failure.CLOSED, Party.SERVER
+        error = _closed_text(e, transcript)
     except ssl.SSLError as e:
-        alert = _alert_description(e.reason)
-        failure = Failure.TLS_ALERT if alert else Failure.PROTOCOL_ERROR
+        failure, alert, refused_by = _classify(e, transcript)
         error = str(e)
-    except _PeerClosed:
-        failure, error = Failure.CLOSED, "the server closed the connection during the handshake"
     except _TooLarge:
-        failure = Failure.TOO_LARGE
+        failure, refused_by = Failure.TOO_LARGE, Party.CLIENT
         error = f"the server sent more than {max_bytes} bytes without completing the handshake"
     except OSError as e:
-        failure, error = Failure.CLOSED, f"the connection broke during the handshake: {_errno_text(e)}"
+        if e.errno in _RESET_ERRNOS:
+            failure, error = Failure.RESET, f"the server reset the connection during the handshake: {_errno_text(e)}"
+        else:
+            failure, error = Failure.CLOSED, f"the connection broke during the handshake: {_errno_text(e)}"
+        refused_by = Party.SERVER
+    if _refused_client_without_certificate(failure, alert, transcript, presented):
+        failure = Failure.CLIENT_CERT_REQUIRED
+        names = f" (it accepts certificates from: {'; '.join(transcript.ca_names)})" if transcript.ca_names else ""
+        error = f"the server requires a client certificate and none was presented{names}: {error}"
     duration_ms = (time.perf_counter() - started) * 1000.0
-    done = failure is Failure.NONE
+    done = transcript.handshake_done
+    version, cipher = _negotiated(sslobj, transcript, done)
     attempt = _Attempt(
         failure=failure,
         error=error,
         alert=alert,
+        refused_by=refused_by,
         verify_code=verify_code,
         verify_message=verify_message,
-        version=(sslobj.version() or "") if done else "",
-        cipher=_cipher_name(sslobj),
-        alpn=sslobj.selected_alpn_protocol() or "",
+        verified=verify_code is None and (done or transcript.past_certificate),
+        version=version,
+        cipher=cipher,
+        alpn=transcript.alpn or (sslobj.selected_alpn_protocol() or "" if done else ""),
         chain=_unverified_chain(sslobj),
         duration_ms=duration_ms,
+        certificate_requested=transcript.certificate_requested,
+        ca_names=transcript.ca_names,
     )
-    if done:
+    if failure is Failure.NONE:
         _say_goodbye(sslobj)
     # Either the close_notify or the alert OpenSSL queued (bad certificate, ...) that tells the server why.
     _flush(outgoing, writer)
     return attempt
+
+
+@dataclass
+class _Counter:
+    """Bytes received over one connection, against the cap."""
+
+    received: int = 0
+
+
+def _negotiated(sslobj: ssl.SSLObject, transcript: Transcript, done: bool) -> tuple[str, str]:
+    """(version, cipher) the server chose: from its ServerHello, or from OpenSSL once the handshake is done."""
+    hello = transcript.hello
+    if hello is not None and not hello.retry:
+        return version_name(hello.version), _cipher_name(hello.cipher)
+    version = (sslobj.version() or "") if done else ""
+    cipher = sslobj.cipher()
+    return version, cipher[0] if cipher else ""
+
+
+def _classify(error: ssl.SSLError, transcript: Transcript) -> tuple[Failure, str, Party]:
+    """(failure, alert, who refused) from OpenSSL's reason code."""
+    reason = error.reason or ""
+    alert = _alert_description(reason)
+    if alert:
+        failure = Failure.CLIENT_CERT_REQUIRED if alert == "certificate_required" else Failure.TLS_ALERT
+        return failure, alert, Party.SERVER
+    if error.library not in (None, "SSL"):
+        return Failure.PROTOCOL_ERROR, "", Party.CLIENT
+    if reason in _NOT_TLS and transcript.hello is None:
+        return Failure.NOT_TLS, "", Party.CLIENT
+    if reason in _NO_COMMON_VERSION:
+        return Failure.NO_COMMON_VERSION, "", Party.CLIENT
+    if reason in _NO_COMMON_CIPHER:
+        return Failure.NO_COMMON_CIPHER, "", Party.CLIENT
+    if reason in _WEAK_KEY_EXCHANGE:
+        return Failure.WEAK_KEY_EXCHANGE, "", Party.CLIENT
+    if reason == _EXCESSIVE_MESSAGE_SIZE and transcript.hello is not None and not transcript.saw(CERTIFICATE):
+        return Failure.CERT_TOO_LARGE, "", Party.CLIENT
+    return Failure.PROTOCOL_ERROR, "", Party.CLIENT
+
+
+def _refused_client_without_certificate(failure: Failure, alert: str, transcript: Transcript, presented: bool) -> bool:
+    """The server asked for a client certificate, got none, and then ended the handshake."""
+    if presented or not transcript.certificate_requested:
+        return False
+    if failure is Failure.TLS_ALERT:
+        return alert in _NO_CERTIFICATE_ALERTS
+    return failure in (Failure.CLOSED, Failure.RESET)
+
+
+def _closed_text(error: BaseException, transcript: Transcript) -> str:
+    when = "right after the handshake" if transcript.handshake_done else "during the handshake"
+    if isinstance(error, ssl.SSLZeroReturnError):
+        return f"the server closed the connection (close_notify) {when}"
+    return f"the server closed the connection {when}"
 
 
 async def _drive(
@@ -374,8 +803,8 @@ async def _drive(
     incoming: ssl.MemoryBIO,
     outgoing: ssl.MemoryBIO,
     max_bytes: int,
+    counter: _Counter,
 ) -> None:
-    received = 0
     while True:
         try:
             sslobj.do_handshake()
@@ -386,14 +815,57 @@ async def _drive(
             return
         _flush(outgoing, writer)
         await writer.drain()
-        # Read at most one byte past the cap, so a flood never buffers more than the cap.
-        data = await reader.read(min(_READ_CHUNK, max_bytes - received + 1))
-        if not data:
-            raise _PeerClosed
-        received += len(data)
-        if received > max_bytes:
-            raise _TooLarge
-        incoming.write(data)
+        await _receive(reader, incoming, max_bytes, counter)
+
+
+async def _receive(reader: asyncio.StreamReader, incoming: ssl.MemoryBIO, max_bytes: int, counter: _Counter) -> None:
+    # Read at most one byte past the cap, so a flood never buffers more than the cap.
+    data = await reader.read(min(_READ_CHUNK, max_bytes - counter.received + 1))
+    if not data:
+        raise _PeerClosed
+    counter.received += len(data)
+    if counter.received > max_bytes:
+        raise _TooLarge
+    incoming.write(data)
+
+
+async def _read_after(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    sslobj: ssl.SSLObject,
+    incoming: ssl.MemoryBIO,
+    outgoing: ssl.MemoryBIO,
+    transcript: Transcript,
+    seconds: float,
+) -> None:
+    """After a TLS 1.3 handshake, read until the server's first record (a ticket, data or an alert), at most
+    `seconds`. An alert raises as during the handshake. A close right after the handshake counts only
+    where the server had asked for a client certificate (the caller decides); otherwise the handshake
+    stands, and so does silence."""
+    if seconds <= 0:
+        return
+    counter = _Counter()
+    try:
+        async with asyncio.timeout(seconds):
+            while not transcript.after_handshake:
+                try:
+                    if sslobj.read(_READ_CHUNK):
+                        return  # the server spoke first: the connection is up
+                except ssl.SSLWantReadError:
+                    pass
+                if transcript.after_handshake:
+                    return
+                _flush(outgoing, writer)
+                try:
+                    await _receive(reader, incoming, _READ_CHUNK * 4, counter)
+                except _TooLarge:
+                    return
+    except TimeoutError:
+        return
+    except (_PeerClosed, ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError):
+        if transcript.certificate_requested:
+            raise
+        return
 
 
 def _say_goodbye(sslobj: ssl.SSLObject) -> None:
@@ -418,56 +890,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         pass
     finally:
         writer.transport.abort()
-
-
-async def _complete_parameters(
-    attempt: _Attempt,
-    address: str,
-    port: int,
-    context: ssl.SSLContext,
-    server_hostname: str | None,
-    deadline: float,
-    max_bytes: int,
-) -> _Attempt:
-    """Version, cipher and ALPN from a CERT_NONE handshake, for an attempt that lost them to the verdict.
-
-    Both phases share what is left until `deadline` (a `time.perf_counter()` value)."""
-    left = deadline - time.perf_counter()
-    if left < _MIN_SECOND_ATTEMPT:
-        return _with_parameters(attempt, None, "no time left for a second handshake")
-    try:
-        reader, writer, _ = await _connect(address, port, left)
-    except _ConnectFailed as failed:
-        return _with_parameters(attempt, None, f"second connection failed: {failed.message}")
-    try:
-        left = max(deadline - time.perf_counter(), _MIN_SECOND_ATTEMPT)
-        second = await _handshake_over(reader, writer, context, server_hostname, left, max_bytes)
-    finally:
-        await _close(writer)
-    if second.failure is not Failure.NONE:
-        return _with_parameters(attempt, None, f"second handshake failed: {second.error}")
-    return _with_parameters(attempt, second, "")
-
-
-def _with_parameters(attempt: _Attempt, second: _Attempt | None, note: str) -> _Attempt:
-    error = f"{attempt.error}; version unknown ({note})" if note else attempt.error
-    return _Attempt(
-        failure=attempt.failure,
-        error=error,
-        alert=attempt.alert,
-        verify_code=attempt.verify_code,
-        verify_message=attempt.verify_message,
-        version=second.version if second else "",
-        cipher=attempt.cipher or (second.cipher if second else ""),
-        alpn=attempt.alpn or (second.alpn if second else ""),
-        chain=attempt.chain,
-        duration_ms=attempt.duration_ms,
-    )
-
-
-def _cipher_name(sslobj: ssl.SSLObject) -> str:
-    cipher = sslobj.cipher()
-    return cipher[0] if cipher else ""
 
 
 def _alert_description(reason: str | None) -> str:

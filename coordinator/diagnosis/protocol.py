@@ -68,12 +68,28 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
         yield _clients(observation, rows, completed)
 
 
+# Handshakes that broke off over what the two sides would accept of each other. Until each has a finding
+# of its own, they are told as protocol mismatches, by name, rather than not at all.
+_REFUSED_TERMS = frozenset(
+    {
+        Failure.PROTOCOL_ERROR,
+        Failure.NO_COMMON_VERSION,
+        Failure.NO_COMMON_CIPHER,
+        Failure.WEAK_KEY_EXCHANGE,
+        Failure.CERT_TOO_LARGE,
+        Failure.CLIENT_CERT_REQUIRED,
+        Failure.NOT_TLS,
+    }
+)
+
+
 def is_negotiation_failure(row: Row) -> bool:
-    """The handshake broke off over versions, ciphers or ALPN (as far as the failure and alert say)."""
+    """The handshake broke off over versions, ciphers, key exchange, sizes or ALPN (as the failure and alert
+    say)."""
     hs = row.address.handshake
     if not row.connected:
         return False
-    return hs.failure is Failure.PROTOCOL_ERROR or (hs.failure is Failure.TLS_ALERT and hs.alert in NEGOTIATION_ALERTS)
+    return hs.failure in _REFUSED_TERMS or (hs.failure is Failure.TLS_ALERT and hs.alert in NEGOTIATION_ALERTS)
 
 
 def _completed(row: Row) -> bool:
@@ -96,7 +112,11 @@ def _explained_by_sni(observation: Observation) -> set[tuple[str, str]]:
 
 def _describe(row: Row) -> str:
     hs = row.address.handshake
-    return f"alert {hs.alert}" if hs.failure is Failure.TLS_ALERT else "a protocol error"
+    if hs.failure is Failure.TLS_ALERT:
+        return f"alert {hs.alert}"
+    if hs.failure is Failure.PROTOCOL_ERROR:
+        return "a protocol error"
+    return str(hs.failure).replace("_", " ")
 
 
 def _negotiated(rows: list[Row]) -> str:

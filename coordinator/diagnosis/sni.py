@@ -36,7 +36,7 @@ from .wording import cert_brief, cert_name, name_list
 __all__ = ["findings", "wants_no_sni_variant", "wants_sni_variant"]
 
 # The handshake broke off for a reason the name sent may explain (not a timeout or an internal error).
-_REFUSALS = frozenset({Failure.TLS_ALERT, Failure.PROTOCOL_ERROR, Failure.CLOSED})
+_REFUSALS = frozenset({Failure.TLS_ALERT, Failure.PROTOCOL_ERROR, Failure.CLOSED, Failure.RESET})
 _NO_SNI_CLIENTS = "old Java, some health checkers and load-balancer probes send none"
 
 

@@ -173,7 +173,7 @@ def test_native_verdicts_from_real_handshakes(
     assert result.native.hostname_checked
     # The chain is there even though verification failed, exactly as served.
     assert result.chain == _ders(served)
-    # Version and cipher survive the verdict (learned by a second, unverified handshake).
+    # Version and cipher survive the verdict (read from the ServerHello).
     assert result.handshake.tls_version == "TLSv1.3"
     assert result.handshake.cipher
 
@@ -262,10 +262,10 @@ def test_stalling_server_times_out_within_the_deadline(serve: list[TlsServer], c
     assert result.connect_failure is Failure.NONE
 
 
-def test_garbage_is_a_protocol_error(serve: list[TlsServer], cache: ContextCache) -> None:
+def test_garbage_is_not_tls(serve: list[TlsServer], cache: ContextCache) -> None:
     server = start(serve, TlsServer(None, mode="garbage"))
     result = run_handshake(server, cache, "garbage.test")
-    assert result.handshake.failure is Failure.PROTOCOL_ERROR
+    assert result.handshake.failure is Failure.NOT_TLS
     assert result.handshake.error
 
 

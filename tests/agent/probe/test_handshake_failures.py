@@ -1,0 +1,187 @@
+"""Handshake failures say who refused what, classified by OpenSSL's reason codes, each held against what
+`openssl s_client` concludes on this same host (its exit status and verify code)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.agent.probe.openssl_lab import (
+    OPENSSL,
+    Lab,
+    needs_openssl,
+    policy_file,
+    probe,
+    probe_in_child,
+    rsa_leaf,
+    s_client,
+    views,
+)
+from tlsfleet.agent.model import Failure, Party, TlsVersion, Verdict
+from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
+
+pytestmark = needs_openssl
+
+
+@pytest.fixture(scope="module")
+def dh1024(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1024-bit DH group: below what security level 2 accepts (2048)."""
+    assert OPENSSL is not None
+    path = tmp_path_factory.mktemp("dh") / "dh1024.pem"
+    subprocess.run([OPENSSL, "dhparam", "-out", str(path), "1024"], check=True, capture_output=True, timeout=120)
+    return path
+
+
+def test_a_dh_group_too_small_is_a_weak_key_exchange_refused_by_the_client(lab: Lab, dh1024: Path) -> None:
+    leaf = rsa_leaf(lab.pki, "dh.test")
+    # The server itself must be at level 0 to offer so small a group; TLS 1.2 DHE only.
+    server = lab.s_server(
+        leaf, "-dhparam", str(dh1024), "-cipher", "DHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0", "-no_tls1_3"
+    )
+    truth = s_client(server.port, "dh.test", lab.root)
+    assert not truth.ok and truth.verify_code == 0, truth.output
+    result = probe(lab, server.port, "dh.test")
+    hs = result.handshake
+    assert hs.failure is Failure.WEAK_KEY_EXCHANGE, hs
+    assert hs.refused_by is Party.CLIENT
+    assert (hs.tls_version, hs.cipher) == ("TLSv1.2", "DHE-RSA-AES128-GCM-SHA256")
+    # The chain was accepted before the ServerKeyExchange was refused: s_client's "Verify return code: 0".
+    assert result.native.verdict is Verdict.OK and result.native.verify_code == truth.verify_code
+    assert len(result.chain) == 2
+    # Python's default context is at the same level 2 and offers that cipher: the same refusal, no second view.
+    assert list(views(result)) == ["openssl"]
+
+
+def test_a_certificate_message_over_100_kib_is_cert_too_large(lab: Lab) -> None:
+    names = ["big.test"] + [f"host-{i:05d}.filler.big.test" for i in range(4000)]
+    leaf = lab.pki.issue_leaf(*names)
+    assert len(leaf.der) > 100 * 1024
+    server = lab.s_server(leaf)
+    truth = s_client(server.port, "big.test", lab.root)
+    assert not truth.ok and truth.verify_code == 0, truth.output
+    result = probe(lab, server.port, "big.test")
+    assert result.handshake.failure is Failure.CERT_TOO_LARGE, result.handshake
+    assert result.handshake.refused_by is Party.CLIENT
+    assert result.handshake.tls_version == "TLSv1.3"  # read from the ServerHello before the refusal
+    assert result.native.verdict is Verdict.NO_CHAIN and result.native.verify_code == truth.verify_code
+
+
+def test_a_server_alert_is_named_and_refused_by_the_server(lab: Lab) -> None:
+    # The server accepts only a TLS 1.3 suite no default client offers: it refuses the ClientHello.
+    server = lab.s_server(lab.pki.issue_leaf("alert.test"), "-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_8_SHA256")
+    truth = s_client(server.port, "alert.test", lab.root)
+    assert not truth.ok and truth.verify_code == 0, truth.output
+    result = probe(lab, server.port, "alert.test")
+    hs = result.handshake
+    assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "handshake_failure", Party.SERVER), hs
+    assert result.native.verdict is Verdict.NO_CHAIN and result.native.verify_code == truth.verify_code
+    assert views(result)["openssl"]["failure"] == Failure.TLS_ALERT
+
+
+def test_a_protocol_version_alert_is_the_servers_refusal(lab: Lab) -> None:
+    server = lab.s_server(lab.pki.issue_leaf("modern.test"), "-tls1_3")
+    truth = s_client(server.port, "modern.test", lab.root, extra=("-max_protocol", "TLSv1.2"))
+    assert not truth.ok, truth.output
+    result = probe(lab, server.port, "modern.test", max_version=TlsVersion.TLS1_2)
+    hs = result.handshake
+    assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "protocol_version", Party.SERVER), hs
+    # Both clients are capped at TLS 1.2 by the request: the same refusal, one view.
+    assert list(views(result)) == ["openssl"]
+    assert s_client(server.port, "modern.test", lab.root).ok
+    assert probe(lab, server.port, "modern.test").handshake.failure is Failure.NONE
+
+
+def test_no_version_left_is_refused_by_the_client(lab: Lab) -> None:
+    """MinProtocol = TLSv1.3 in the host policy, a request capped at TLS 1.2: OpenSSL has no version to offer."""
+    server = lab.s_server(lab.pki.issue_leaf("bounds.test"), "-no_tls1_3")
+    config = policy_file(lab.tmp, "min13", "MinProtocol = TLSv1.3")
+    truth = s_client(server.port, "bounds.test", lab.root, config=config, extra=("-max_protocol", "TLSv1.2"))
+    assert not truth.ok and truth.verify_code == 0, truth.output
+    _, [result] = probe_in_child(
+        config, [{"port": server.port, "name": "bounds.test", "cafile": str(lab.root), "max_version": "TLSv1.2"}]
+    )
+    hs = result["handshake"]
+    assert (hs["failure"], hs["refused_by"]) == (Failure.NO_COMMON_VERSION, Party.CLIENT), hs
+    assert result["native"]["verdict"] == Verdict.NO_CHAIN
+    # Python's default context replaces the host's minimum with its own TLS 1.2: it gets through.
+    python = views(result)["python"]
+    assert python["failure"] == Failure.NONE and python["tls_version"] == "TLSv1.2"
+    assert result["plain_python"]["ok"] is True
+
+
+def test_no_cipher_left_is_refused_by_the_client(lab: Lab) -> None:
+    """A CipherString that leaves no TLS 1.2 cipher (eNULL is below security level 2) and TLS 1.2 only."""
+    server = lab.s_server(lab.pki.issue_leaf("ciphers.test"), "-no_tls1_3")
+    config = policy_file(lab.tmp, "enull", "CipherString = eNULL")
+    truth = s_client(server.port, "ciphers.test", lab.root, config=config, extra=("-max_protocol", "TLSv1.2"))
+    assert not truth.ok and truth.verify_code == 0, truth.output
+    _, [result] = probe_in_child(
+        config, [{"port": server.port, "name": "ciphers.test", "cafile": str(lab.root), "max_version": "TLSv1.2"}]
+    )
+    hs = result["handshake"]
+    assert (hs["failure"], hs["refused_by"]) == (Failure.NO_COMMON_CIPHER, Party.CLIENT), hs
+    assert views(result)["python"]["failure"] == Failure.NONE  # Python's own cipher list replaces the policy's
+    assert result["plain_python"]["ok"] is True
+
+
+def test_garbage_is_not_tls(lab: Lab) -> None:
+    server = lab.raw("garbage")
+    truth = s_client(server.port, "garbage.test", lab.root)
+    assert not truth.ok, truth.output
+    result = probe(lab, server.port, "garbage.test")
+    assert result.handshake.failure is Failure.NOT_TLS, result.handshake
+    assert result.handshake.refused_by is Party.CLIENT
+    assert result.native.verdict is Verdict.NO_CHAIN
+    assert list(views(result)) == ["openssl"]  # no client policy makes garbage TLS: no second handshake
+
+
+def test_a_reset_is_reset_by_the_server(lab: Lab) -> None:
+    server = lab.raw("reset")
+    truth = s_client(server.port, "reset.test", lab.root)
+    assert not truth.ok, truth.output
+    result = probe(lab, server.port, "reset.test")
+    assert result.handshake.failure is Failure.RESET, result.handshake
+    assert result.handshake.refused_by is Party.SERVER
+    assert "ECONNRESET" in result.handshake.error
+
+
+def test_a_close_is_closed_by_the_server(lab: Lab) -> None:
+    server = lab.raw("close")
+    truth = s_client(server.port, "close.test", lab.root)
+    assert not truth.ok, truth.output
+    result = probe(lab, server.port, "close.test")
+    assert result.handshake.failure is Failure.CLOSED, result.handshake
+    assert result.handshake.refused_by is Party.SERVER
+
+
+def test_a_stall_is_a_timeout_that_nobody_refused(pki: LabPKI, tmp_path: Path) -> None:
+    server = TlsServer(None, mode="stall").start()
+    try:
+        lab = Lab(tmp_path, pki)
+        result = probe(lab, server.port, "stall.test", handshake_timeout=0.3)
+    finally:
+        server.stop()
+    assert result.handshake.failure is Failure.HANDSHAKE_TIMEOUT
+    assert result.handshake.refused_by is Party.NONE
+    assert list(views(result)) == ["openssl"]  # no second handshake after a timeout
+
+
+def test_an_unknown_name_alert_runs_no_second_handshake(lab: Lab) -> None:
+    """unrecognized_name hangs on the SNI sent, not on versions or ciphers: one connection only."""
+    named = lab.pki.issue_leaf("named.test")
+    server = TlsServer(None, by_sni={"named.test": ServedIdentity.of(named, lab.pki.intermediate)}).start()
+    try:
+        truth = s_client(server.port, "stranger.test", lab.root)
+        assert not truth.ok, truth.output
+        before = server.accepted
+        result = probe(lab, server.port, "stranger.test")
+        connections = server.accepted - before
+    finally:
+        server.stop()
+    hs = result.handshake
+    assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "unrecognized_name", Party.SERVER), hs
+    assert list(views(result)) == ["openssl"]
+    assert connections == 1
