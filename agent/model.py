@@ -6,7 +6,7 @@ Times are integer nanoseconds since the Unix epoch, durations float milliseconds
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -194,6 +194,17 @@ class StoreVerdict:
     reference_verify_code: int = 0  # ... at the reference time
     strict_note: str = ""  # what the CA/Browser Forum profile (browsers, Go) would refuse that OpenSSL accepts
     same_as: tuple[str, ...] = ()  # other stores with the identical root set, judged by this one verdict
+
+
+def per_store(verdicts: tuple[StoreVerdict, ...]) -> tuple[StoreVerdict, ...]:
+    """One verdict per store: a verdict judged once for a group of identical stores, repeated for each."""
+    if not any(v.same_as for v in verdicts):
+        return verdicts
+    out: list[StoreVerdict] = []
+    for v in verdicts:
+        out.append(replace(v, same_as=()))
+        out.extend(replace(v, store=name, same_as=()) for name in v.same_as)
+    return tuple(out)
 
 
 @dataclass(frozen=True)

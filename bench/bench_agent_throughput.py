@@ -1,8 +1,11 @@
-"""One agent's probes per second with 200 probes in flight, over the real gRPC wire path.
+"""One agent's probes per second with 200 probes in flight, over the real gRPC wire path, beside raw
+handshakes against the same target in the same run.
 
 The client is this process: a `GrpcVantage` (the coordinator's own gRPC client, one channel) keeps
 200 `Probe` calls in flight until a fixed count has completed. The agent and the lab TLS server each run
 as their own process. All three share this machine's cores, so the CPU time each used is reported too.
+The yardstick is a raw asyncio loop in a process of its own: CERT_REQUIRED handshakes with the chain
+captured, 200 in flight, against the same server; the ratio of the two rates is the agent's overhead.
 
     .venv/bin/python bench/bench_agent_throughput.py [--quick] [--probes N] [--in-flight N]
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -40,6 +44,7 @@ WARMUP_PROBES = 50
 PROBE_TIMEOUT_S = 20.0
 RUN_TIMEOUT_S = 300.0
 TARGET_PROBES_PER_S = 400.0
+TARGET_RATIO_TO_RAW = 0.8
 
 
 @dataclass
@@ -60,6 +65,53 @@ class Tally:
             if failure is not Failure.NONE:
                 self.address_failures[failure.value] += 1
             self.verdicts[address.native.verdict.value] += 1
+
+
+# The yardstick, run as its own process so that it uses a core the way the agent does.
+RAW_LOOP = """
+import asyncio, ssl, sys, time
+host, port, cafile, total, in_flight = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+context = ssl.create_default_context(cafile=cafile)
+remaining, chains = total, 0
+
+async def one():
+    global chains
+    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname="localhost")
+    if writer.get_extra_info("ssl_object")._sslobj.get_unverified_chain():
+        chains += 1
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+async def worker():
+    global remaining
+    while remaining > 0:
+        remaining -= 1
+        await one()
+
+async def main():
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
+    return time.perf_counter() - started
+
+elapsed = asyncio.run(main())
+print(f"{chains} {elapsed} {time.process_time()}")
+"""
+
+
+def raw_handshakes(port: int, cafile: str, total: int, in_flight: int) -> tuple[int, float, float]:
+    """(chains captured, elapsed seconds, CPU seconds) of the raw loop."""
+    done = subprocess.run(
+        [sys.executable, "-c", RAW_LOOP, LOOPBACK, str(port), cafile, str(total), str(in_flight)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=True,
+    )
+    chains, elapsed, cpu = done.stdout.split()
+    return int(chains), float(elapsed), float(cpu)
 
 
 def probe_request(port: int) -> ProbeRequest:
@@ -123,6 +175,8 @@ def main() -> int:
         )
         result = asyncio.run(measure(agent.address, agent.name, server.port, probes, args.in_flight, pids))
         agent_memory = memory_kib(agent.pid)
+        stores = asyncio.run(describe_stores(agent.address, agent.name))
+        raw_chains, raw_elapsed, raw_cpu = raw_handshakes(server.port, str(lab.root_file), probes, args.in_flight)
     tally: Tally = result["tally"]
     elapsed: float = result["elapsed"]
     ok = tally.states.get(VantageState.OK.value, 0)
@@ -160,7 +214,26 @@ def main() -> int:
     report.figure("agent_throughput_agent_rss_after", agent_memory["VmRSS"] / 1024, "MiB")
     report.figure("agent_throughput_agent_hwm", agent_memory["VmHWM"] / 1024, "MiB")
     report.target("agent_throughput", rate, ">=", TARGET_PROBES_PER_S, "probes/s")
+    raw_rate = raw_chains / raw_elapsed
+    report.say(
+        f"raw asyncio CERT_REQUIRED handshakes with chain capture, same server, {args.in_flight} in flight: "
+        f"{raw_chains} in {raw_elapsed:.2f} s = {raw_rate:.1f}/s "
+        f"({raw_cpu / max(raw_chains, 1) * 1000:.2f} ms CPU each)"
+    )
+    report.say(f"the agent judged each chain against {len(stores)} trust stores: {', '.join(stores)}")
+    report.figure("agent_throughput_stores", len(stores), "stores")
+    report.figure("raw_handshakes", raw_rate, "handshakes/s")
+    report.target("agent_vs_raw_handshakes", rate / raw_rate, ">=", TARGET_RATIO_TO_RAW, "x")
     return 0
+
+
+async def describe_stores(address: str, name: str) -> list[str]:
+    vantage = GrpcVantage(AgentEntry(name=name, address=address, insecure=True), None)
+    try:
+        outcome = await vantage.describe(10.0)
+    finally:
+        await vantage.close()
+    return [s.name for s in outcome.description.trust_stores] if outcome.description else []
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from ..agent.model import (
     AddressResult,
     AgentDescription,
     AiaFetch,
+    ClientView,
     Handshake,
     HostFacts,
     NativeVerdict,
@@ -140,6 +141,8 @@ def trust_store_json(store: TrustStore) -> dict[str, Any]:
         "fingerprint": store.fingerprint,
         "error": store.error,
         "roots": [{"sha256": r.sha256, "subject": r.subject} for r in store.roots],
+        "runtime": store.runtime,
+        "found_by": store.found_by,
     }
 
 
@@ -160,6 +163,7 @@ def _options_json(o: ProbeOptions) -> dict[str, Any]:
         "connect_timeout": o.connect_timeout,
         "handshake_timeout": o.handshake_timeout,
         "reference_time_ns": o.reference_time_ns,
+        "client_cert": o.client_cert,
     }
 
 
@@ -207,7 +211,21 @@ def _address_json(a: AddressResult) -> dict[str, Any]:
         "native": _native_json(a.native),
         "stores": [_store_verdict_json(s) for s in a.stores],
         "aia": _aia_json(a.aia) if a.aia is not None else None,
+        "views": [_view_json(v) for v in a.views],
         "certificates": [certificate_json(der) for der in a.chain],
+    }
+
+
+def _view_json(v: ClientView) -> dict[str, Any]:
+    return {
+        "client": v.client.value,
+        "verdict": v.verdict.value,
+        "verify_code": v.verify_code,
+        "failure": v.failure.value,
+        "error": v.error,
+        "tls_version": v.tls_version,
+        "cipher": v.cipher,
+        "detail": v.detail,
     }
 
 
@@ -220,6 +238,10 @@ def _handshake_json(h: Handshake) -> dict[str, Any]:
         "alpn": h.alpn,
         "duration_ms": h.duration_ms,
         "alert": h.alert,
+        "refused_by": h.refused_by.value,
+        "client_cert_requested": h.client_cert_requested,
+        "acceptable_ca_names": list(h.acceptable_ca_names),
+        "client_cert": h.client_cert,
     }
 
 
@@ -239,6 +261,10 @@ def _store_verdict_json(s: StoreVerdict) -> dict[str, Any]:
         "at_reference_time": s.at_reference_time.value,
         "verified_path": list(s.verified_path),
         "detail": s.detail,
+        "verify_code": s.verify_code,
+        "reference_verify_code": s.reference_verify_code,
+        "strict_note": s.strict_note,
+        "same_as": list(s.same_as),
     }
 
 
@@ -279,6 +305,9 @@ def _facts_json(f: HostFacts) -> dict[str, Any]:
         "ntp_synchronized": f.ntp_synchronized,
         "ntp_detail": f.ntp_detail,
         "gathered_ns": f.gathered_ns,
+        "openssl_policy": [list(pair) for pair in f.openssl_policy],
+        "runtimes": [list(pair) for pair in f.runtimes],
+        "client_certs": list(f.client_certs),
     }
 
 

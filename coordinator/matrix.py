@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ..agent.model import AddressResult, Failure, ProbeResult, StoreVerdict, Verdict
+from ..agent.model import AddressResult, Client, ClientView, Failure, ProbeResult, StoreVerdict, Verdict, per_store
 from ..agent.trust.certinfo import CertificateParseError, parse_der, summarize
 from .outcomes import ClockEstimate, ProbeOutcome, VantageState
 
@@ -120,7 +120,7 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
             cells["leaf"] = "unparseable certificate"
         cells["chain"] = str(len(a.chain))
     cells["native"] = _native_cell(a)
-    cells["stores"] = _stores_cell(a.stores)
+    cells["stores"] = _stores_cell(per_store(a.stores))
     ok = a.native.verdict is Verdict.OK and a.handshake.failure in (Failure.NONE,)
     return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=ok)
 
@@ -134,16 +134,25 @@ def _leaf_names(common_name: str, sans: tuple[str, ...]) -> str:
 
 
 def _native_cell(a: AddressResult) -> str:
+    """The openssl view (the native verdict), and any other client's view on that host that differs."""
     h = a.handshake
     if h.failure not in (Failure.NONE, Failure.CERT_VERIFY):
         detail = h.alert or h.error
-        return f"{h.failure}: {detail}" if detail else str(h.failure)
-    verdict = str(a.native.verdict)
-    if a.native.verify_code and a.native.verdict is not Verdict.OK:
-        verdict += f" ({a.native.verify_code})"
-    if not a.native.hostname_checked:
-        verdict += ", name unchecked"
-    return verdict
+        cell = f"{h.failure}: {detail}" if detail else str(h.failure)
+    else:
+        cell = str(a.native.verdict)
+        if a.native.verify_code and a.native.verdict is not Verdict.OK:
+            cell += f" ({a.native.verify_code})"
+        if not a.native.hostname_checked:
+            cell += ", name unchecked"
+    others = [f"{v.client}: {_view_outcome(v)}" for v in a.views if v.client is not Client.OPENSSL]
+    return f"{cell}; {'; '.join(others)}" if others else cell
+
+
+def _view_outcome(v: ClientView) -> str:
+    if v.failure not in (Failure.NONE, Failure.CERT_VERIFY):
+        return str(v.failure)
+    return f"{v.verdict} ({v.verify_code})" if v.verify_code and v.verdict is not Verdict.OK else str(v.verdict)
 
 
 def _stores_cell(stores: Sequence[StoreVerdict]) -> str:

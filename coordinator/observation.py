@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 
-from ..agent.model import AddressResult, Failure, ProbeRequest, ProbeResult, Verdict
+from ..agent.model import AddressResult, Failure, ProbeRequest, ProbeResult, Verdict, per_store
 from ..agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, summarize
 from .outcomes import ProbeOutcome, VantageState
 
@@ -142,4 +142,7 @@ def _rows(outcomes: Iterator[ProbeOutcome] | tuple[ProbeOutcome, ...]) -> Iterat
     for outcome in outcomes:
         assert outcome.result is not None
         for address in outcome.result.addresses:
+            # Rules ask about stores by name; a verdict given once for identical stores answers for each.
+            if any(s.same_as for s in address.stores):
+                address = replace(address, stores=per_store(address.stores))
             yield Row(agent=outcome.vantage.name, outcome=outcome, result=outcome.result, address=address)

@@ -17,6 +17,8 @@ from tlsfleet.agent.model import (
     AgentDescription,
     AgentIdentity,
     AiaFetch,
+    Client,
+    ClientView,
     HostFacts,
     ProbeOptions,
     ProbeRequest,
@@ -45,6 +47,8 @@ _STORE_KEYS = {
     "roots",
     "roots[].sha256",
     "roots[].subject",
+    "runtime",
+    "found_by",
 }
 _VANTAGE_KEYS = {"agent", "address", "kind", "labels", "state", "error", "clock", "clock.offset_ms", "clock.error_ms"}
 _PROBE_VANTAGE_KEYS = (
@@ -77,6 +81,10 @@ _PROBE_VANTAGE_KEYS = (
             "addresses[].handshake.alpn",
             "addresses[].handshake.duration_ms",
             "addresses[].handshake.alert",
+            "addresses[].handshake.refused_by",
+            "addresses[].handshake.client_cert_requested",
+            "addresses[].handshake.acceptable_ca_names",
+            "addresses[].handshake.client_cert",
             "addresses[].chain",
             "addresses[].native",
             "addresses[].native.verdict",
@@ -89,6 +97,15 @@ _PROBE_VANTAGE_KEYS = (
             "addresses[].stores[].at_reference_time",
             "addresses[].stores[].verified_path",
             "addresses[].stores[].detail",
+            "addresses[].stores[].verify_code",
+            "addresses[].stores[].reference_verify_code",
+            "addresses[].stores[].strict_note",
+            "addresses[].stores[].same_as",
+            "addresses[].views",
+            *(
+                f"addresses[].views[].{k}"
+                for k in ("client", "verdict", "verify_code", "failure", "error", "tls_version", "cipher", "detail")
+            ),
             "addresses[].aia",
             "addresses[].aia.url",
             "addresses[].aia.fetched",
@@ -138,6 +155,7 @@ _REQUEST_KEYS = {
             "connect_timeout",
             "handshake_timeout",
             "reference_time_ns",
+            "client_cert",
         )
     ),
     "request_id",
@@ -196,6 +214,9 @@ DESCRIBE_KEYS = _VANTAGE_KEYS | {
             "ntp_synchronized",
             "ntp_detail",
             "gathered_ns",
+            "openssl_policy",
+            "runtimes",
+            "client_certs",
         )
     ),
     "description.trust_stores",
@@ -251,7 +272,7 @@ def test_probe_report_keys(pki: LabPKI) -> None:
     )
     answered = outcome(
         "web-1",
-        [dataclasses.replace(served, aia=fetched)],
+        [dataclasses.replace(served, aia=fetched, views=(ClientView(Client.OPENSSL, Verdict.UNKNOWN_ISSUER, 20),))],
         req=req,
         labels=[("env", "prod")],
         trust_stores=_STORES,

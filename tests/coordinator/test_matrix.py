@@ -383,3 +383,39 @@ def test_row_cell_lookup_by_column_key() -> None:
         assert row.cell(key) == f"v-{key}"
     with pytest.raises(KeyError):
         row.cell("nope")
+
+
+def test_a_verdict_given_once_for_identical_stores_is_shown_for_each() -> None:
+    from tlsfleet.agent.model import per_store
+
+    grouped = (
+        StoreVerdict("system", Verdict.UNKNOWN_ISSUER, Verdict.UNKNOWN_ISSUER, same_as=("system_dir", "certifi")),
+        StoreVerdict("ssl_cert_file", Verdict.OK, Verdict.OK),
+    )
+    expanded = per_store(grouped)
+    assert [(s.store, s.at_agent_time) for s in expanded] == [
+        ("system", Verdict.UNKNOWN_ISSUER),
+        ("system_dir", Verdict.UNKNOWN_ISSUER),
+        ("certifi", Verdict.UNKNOWN_ISSUER),
+        ("ssl_cert_file", Verdict.OK),
+    ]
+    assert all(not s.same_as for s in expanded)
+    assert per_store(expanded) is expanded  # nothing grouped: the same tuple back
+
+
+def test_a_python_view_that_differs_is_shown_beside_the_openssl_view() -> None:
+    from tlsfleet.agent.model import Client, ClientView
+
+    address = AddressResult(
+        "192.0.2.7",
+        handshake=Handshake(tls_version="TLSv1.2", cipher="AES128-GCM-SHA256"),
+        native=NativeVerdict(Verdict.OK),
+        views=(
+            ClientView(Client.OPENSSL, Verdict.OK),
+            ClientView(Client.PYTHON, Verdict.NO_CHAIN, failure=Failure.NO_COMMON_CIPHER),
+        ),
+    )
+    from tlsfleet.coordinator.matrix import _native_cell
+
+    assert _native_cell(address) == "ok; python: no_common_cipher"
+    assert _native_cell(AddressResult("192.0.2.7", native=NativeVerdict(Verdict.OK))) == "ok"

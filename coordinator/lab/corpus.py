@@ -1,0 +1,595 @@
+"""A corpus of TLS endpoints modelled on badssl.com's, served by real `openssl s_server` processes.
+
+Each endpoint is one fault (or one healthy variant) from the public test suites' families: certificate,
+client certificate, protocol, key exchange, cipher. Every certificate endpoint is built in two
+profiles, because private CAs differ from the Web PKI in exactly the extensions tools disagree on:
+
+- `critical`: CA basicConstraints and keyUsage critical, every certificate with an Authority Key Identifier
+  (what the CA/Browser Forum requires);
+- `lenient`: CA extensions not critical, leaves without an Authority Key Identifier (what many private CAs
+  and every badssl.com chain do). OpenSSL accepts both; stricter verifiers do not.
+
+The corpus says nothing about what a client should conclude: the tests ask `openssl s_client` and
+`openssl verify` on the same host, and compare.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+__all__ = [
+    "ENDPOINTS",
+    "PROFILES",
+    "CorpusPKI",
+    "Endpoint",
+    "EndpointUnavailable",
+    "Profile",
+    "RunningEndpoint",
+    "serve_endpoint",
+]
+
+OPENSSL = shutil.which("openssl") or "openssl"
+_START_TIMEOUT_S = 10.0
+Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+KeyKind = Literal["ec256", "ec384", "rsa1024", "rsa2048", "rsa4096"]
+Family = Literal["certificate", "client-certificate", "protocol", "key-exchange", "cipher"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ca_extensions_critical: bool
+    authority_key_ids: bool
+
+
+PROFILES = (Profile("critical", True, True), Profile("lenient", False, False))
+
+
+@dataclass(frozen=True)
+class Cert:
+    cert: x509.Certificate
+    key: Key
+
+    @property
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+def _name(common_name: str | None) -> x509.Name:
+    if common_name is None:
+        return x509.Name([])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class CorpusPKI:
+    """One profile's root and intermediate, and the leaves and odd CAs the endpoints need.
+
+    Keys are made once per kind and shared: generating RSA keys is the slow part, and nothing here
+    depends on two certificates having different keys."""
+
+    def __init__(self, profile: Profile, workdir: Path) -> None:
+        self.profile = profile
+        self.workdir = workdir
+        self._keys: dict[str, Key] = {}
+        label = f"Corpus {profile.name.capitalize()}"
+        self.root = self.ca(f"{label} Root CA", issuer=None, key_kind="rsa2048")
+        self.intermediate = self.ca(f"{label} Intermediate CA", issuer=self.root, key_kind="ec256")
+        self.other_root = self.ca(f"{label} Unknown Root CA", issuer=None, key_kind="ec256", key_slot="other")
+        self.other_intermediate = self.ca(f"{label} Unknown Intermediate CA", issuer=self.other_root)
+
+    def key(self, kind: KeyKind, slot: str = "") -> Key:
+        name = f"{kind}:{slot}"
+        if name not in self._keys:
+            if kind == "ec256":
+                self._keys[name] = ec.generate_private_key(ec.SECP256R1())
+            elif kind == "ec384":
+                self._keys[name] = ec.generate_private_key(ec.SECP384R1())
+            else:
+                self._keys[name] = rsa.generate_private_key(65537, int(kind.removeprefix("rsa")))
+        return self._keys[name]
+
+    def ca(
+        self,
+        name: str,
+        *,
+        issuer: Cert | None,
+        key_kind: KeyKind = "ec256",
+        key_slot: str = "",
+        path_length: int | None = None,
+        basic_constraints: bool = True,
+        digest: Literal["sha256", "sha1"] = "sha256",
+    ) -> Cert:
+        critical = self.profile.ca_extensions_critical
+        extensions: list[tuple[x509.ExtensionType, bool]] = []
+        if basic_constraints:
+            extensions.append((x509.BasicConstraints(ca=True, path_length=path_length), critical))
+        extensions.append((_key_usage(cert_sign=True), critical))
+        now = _now()
+        return self._sign(
+            subject=_name(name),
+            key=self.key(key_kind, key_slot or name),
+            issuer=issuer,
+            not_before=now - timedelta(days=365),
+            not_after=now + timedelta(days=3650),
+            extensions=extensions,
+            digest=digest,
+        )
+
+    def leaf(
+        self,
+        *names: str,
+        issuer: Cert | None = None,
+        key_kind: KeyKind = "ec256",
+        common_name: str | Literal[False] | None = False,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        san: bool = True,
+        eku: Sequence[ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
+        extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
+        digest: Literal["sha256", "sha384", "sha512", "sha1"] = "sha256",
+        self_signed: bool = False,
+        ca: bool = False,
+    ) -> Cert:
+        """A server certificate for `names`; `common_name` False uses the first name, None leaves none."""
+        now = _now()
+        cn = names[0] if common_name is False else common_name
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=ca, path_length=None), True),
+            (_key_usage(cert_sign=ca), True),
+        ]
+        if eku:
+            extensions.append((x509.ExtendedKeyUsage(list(eku)), False))
+        if san and names:
+            extensions.append((x509.SubjectAlternativeName([_general_name(n) for n in names]), not cn))
+        extensions.extend(extra)
+        return self._sign(
+            subject=_name(cn),
+            key=self.key(key_kind, "leaf"),
+            issuer=None if self_signed else (issuer or self.intermediate),
+            not_before=not_before or now - timedelta(hours=1),
+            not_after=not_after or now + timedelta(days=90),
+            extensions=extensions,
+            digest=digest,
+            authority_key_id=self.profile.authority_key_ids and not self_signed,
+        )
+
+    def _sign(
+        self,
+        *,
+        subject: x509.Name,
+        key: Key,
+        issuer: Cert | None,
+        not_before: datetime,
+        not_after: datetime,
+        extensions: list[tuple[x509.ExtensionType, bool]],
+        digest: str,
+        authority_key_id: bool = True,
+    ) -> Cert:
+        signer = issuer.key if issuer else key
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.cert.subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+        if authority_key_id and (issuer is not None or self.profile.authority_key_ids):
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                critical=False,
+            )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        chosen = {"sha384": hashes.SHA384(), "sha512": hashes.SHA512()}.get(digest, hashes.SHA256())
+        cert = Cert(builder.sign(signer, chosen), key)  # type: ignore[arg-type]
+        if digest == "sha1":
+            cert = self._resign_sha1(cert, issuer or cert)
+        return cert
+
+    def _resign_sha1(self, cert: Cert, issuer: Cert) -> Cert:
+        """`cryptography` refuses to sign with SHA-1, so OpenSSL re-signs the same certificate."""
+        work = self.workdir / "sha1"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "in.pem").write_bytes(cert.pem)
+        (work / "subject.key").write_bytes(cert.key_pem)
+        (work / "ca.pem").write_bytes(issuer.pem)
+        (work / "ca.key").write_bytes(issuer.key_pem)
+        if issuer is cert:
+            steps = [[OPENSSL, "x509", "-in", "in.pem", "-signkey", "ca.key", "-sha1", "-preserve_dates"]]
+        else:
+            # OpenSSL re-certifies only requests: turn the certificate into one, keeping its extensions.
+            days = max(1, (cert.cert.not_valid_after_utc - _now()).days)
+            to_request = ["-x509toreq", "-in", "in.pem", "-signkey", "subject.key", "-out", "req.pem"]
+            certify = ["-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-sha1", "-days", str(days)]
+            keep = ["-copy_extensions", "copyall"]
+            serial = ["-set_serial", str(cert.cert.serial_number)]
+            steps = [[OPENSSL, "x509", *to_request, *keep], [OPENSSL, "x509", *certify, *keep, *serial]]
+        steps[-1] += ["-out", "out.pem"]
+        for step in steps:
+            done = subprocess.run(step, cwd=work, capture_output=True, timeout=30, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"openssl could not re-sign with SHA-1: {done.stderr.decode(errors='replace')}")
+        return Cert(x509.load_pem_x509_certificate((work / "out.pem").read_bytes()), cert.key)
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not cert_sign,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    import ipaddress
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one endpoint's server presents: the chain in the order it is sent, and the leaf's key."""
+
+    chain: tuple[Cert, ...]
+    client_ca: Cert | None = None  # ask for a client certificate from this CA
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    family: Family
+    modelled_on: str  # the public endpoint it imitates
+    build: Callable[[CorpusPKI, str], Served]  # (pki, host name) -> what is served
+    server_args: tuple[str, ...] = ()  # extra `openssl s_server` options
+    host: str = ""  # the name clients ask for; default "<name>.corpus.test"
+    dh_bits: int = 0  # a DH group of this size for the server (below OpenSSL's built-in 2048 bits)
+    profiles: tuple[str, ...] = ("critical", "lenient")
+
+    @property
+    def hostname(self) -> str:
+        return self.host or f"{self.name}.corpus.test"
+
+
+def _good(pki: CorpusPKI, host: str, *more: str, **leaf: object) -> Served:
+    return Served((pki.leaf(host, *more, **leaf), pki.intermediate))  # type: ignore[arg-type]
+
+
+def _with_chain_of(length: int) -> Callable[[CorpusPKI, str], Served]:
+    def build(pki: CorpusPKI, host: str) -> Served:
+        cas = [pki.intermediate]
+        for index in range(length):
+            cas.append(pki.ca(f"Corpus Deep CA {index}", issuer=cas[-1]))
+        return Served((pki.leaf(host, issuer=cas[-1]), *reversed(cas)))
+
+    return build
+
+
+def _path_length_exceeded(pki: CorpusPKI, host: str) -> Served:
+    capped = pki.ca("Corpus Capped CA", issuer=pki.root, path_length=0)
+    below = pki.ca("Corpus Below-Cap CA", issuer=capped)
+    return Served((pki.leaf(host, issuer=below), below, capped))
+
+
+def _ca_without_basic_constraints(pki: CorpusPKI, host: str) -> Served:
+    plain = pki.ca("Corpus No-Constraints CA", issuer=pki.root, basic_constraints=False)
+    return Served((pki.leaf(host, issuer=plain), plain))
+
+
+def _sha1_intermediate(pki: CorpusPKI, host: str) -> Served:
+    sha1 = pki.ca("Corpus SHA-1 CA", issuer=pki.root, digest="sha1")
+    return Served((pki.leaf(host, issuer=sha1), sha1))
+
+
+def _weak_ca_key(pki: CorpusPKI, host: str) -> Served:
+    weak = pki.ca("Corpus RSA-1024 CA", issuer=pki.root, key_kind="rsa1024")
+    return Served((pki.leaf(host, issuer=weak), weak))
+
+
+def _untrusted_root(pki: CorpusPKI, host: str) -> Served:
+    return Served((pki.leaf(host, issuer=pki.other_intermediate), pki.other_intermediate, pki.other_root))
+
+
+def _leaf_from_root(pki: CorpusPKI, host: str) -> Served:
+    return Served((pki.leaf(host, issuer=pki.root),))
+
+
+def _client_ca(pki: CorpusPKI, host: str) -> Served:
+    return Served((pki.leaf(host), pki.intermediate), client_ca=pki.ca("Corpus Client CA", issuer=pki.root))
+
+
+_UNHANDLED = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.1.1"), b"\x05\x00")
+_RSA_TLS12 = ("-no_tls1_3",)
+# The server must be willing to present what it serves: its own security level would refuse weak keys
+# and SHA-1 signatures before any client sees them.
+_WEAK_OK = ("-cipher", "DEFAULT@SECLEVEL=0")
+
+
+def _endpoints() -> tuple[Endpoint, ...]:
+    now = _now()
+    c: Family = "certificate"
+    return (
+        # --- certificate: badssl.com's certificate and known-bad families
+        Endpoint("sha256", c, "sha256.badssl.com", lambda p, h: _good(p, h)),
+        Endpoint("sha384", c, "sha384.badssl.com", lambda p, h: _good(p, h, digest="sha384")),
+        Endpoint("sha512", c, "sha512.badssl.com", lambda p, h: _good(p, h, digest="sha512")),
+        Endpoint("sha1-leaf", c, "sha1-2016.badssl.com", lambda p, h: _good(p, h, digest="sha1"), _WEAK_OK),
+        Endpoint("sha1-intermediate", c, "sha1-intermediate.badssl.com", _sha1_intermediate, _WEAK_OK),
+        Endpoint("rsa2048", c, "rsa2048.badssl.com", lambda p, h: _good(p, h, key_kind="rsa2048")),
+        Endpoint("rsa4096", c, "rsa4096.badssl.com", lambda p, h: _good(p, h, key_kind="rsa4096")),
+        Endpoint("rsa1024", c, "(weak leaf key)", lambda p, h: _good(p, h, key_kind="rsa1024"), _WEAK_OK),
+        Endpoint("rsa1024-ca", c, "(weak CA key)", _weak_ca_key, _WEAK_OK),
+        Endpoint("ecc256", c, "ecc256.badssl.com", lambda p, h: _good(p, h, key_kind="ec256")),
+        Endpoint("ecc384", c, "ecc384.badssl.com", lambda p, h: _good(p, h, key_kind="ec384")),
+        Endpoint(
+            "expired",
+            c,
+            "expired.badssl.com",
+            lambda p, h: _good(p, h, not_before=now - timedelta(days=90), not_after=now - timedelta(days=2)),
+        ),
+        Endpoint(
+            "not-yet-valid",
+            c,
+            "(future validity)",
+            lambda p, h: _good(p, h, not_before=now + timedelta(days=2), not_after=now + timedelta(days=90)),
+        ),
+        Endpoint("wrong-host", c, "wrong.host.badssl.com", lambda p, h: _good(p, "other.corpus.test")),
+        Endpoint(
+            "wildcard",
+            c,
+            "*.badssl.com",
+            lambda p, h: _good(p, "*.wildcard.corpus.test"),
+            host="a.wildcard.corpus.test",
+        ),
+        Endpoint(
+            "wildcard-too-deep",
+            c,
+            "(wildcard one level too deep)",
+            lambda p, h: _good(p, "*.corpus.test"),
+            host="a.b.wildcard-deep.corpus.test",
+        ),
+        Endpoint("ip-san", c, "(IP address SAN)", lambda p, h: _good(p, "127.0.0.1"), host="127.0.0.1"),
+        Endpoint("no-common-name", c, "no-common-name.badssl.com", lambda p, h: _good(p, h, common_name=None)),
+        Endpoint("cn-only", c, "(CN, no SAN)", lambda p, h: _good(p, h, san=False)),
+        Endpoint("1000-sans", c, "1000-sans.badssl.com", lambda p, h: _good(p, h, *_many(1000))),
+        Endpoint("10000-sans", c, "10000-sans.badssl.com", lambda p, h: _good(p, h, *_many(10000))),
+        Endpoint("self-signed", c, "self-signed.badssl.com", lambda p, h: Served((p.leaf(h, self_signed=True),))),
+        Endpoint("untrusted-root", c, "untrusted-root.badssl.com", _untrusted_root),
+        Endpoint("incomplete-chain", c, "incomplete-chain.badssl.com", lambda p, h: Served((p.leaf(h),))),
+        Endpoint("leaf-from-root", c, "(leaf issued by the root, as mkcert does)", _leaf_from_root),
+        Endpoint(
+            "no-server-auth",
+            c,
+            "(EKU without serverAuth)",
+            lambda p, h: _good(p, h, eku=(ExtendedKeyUsageOID.CLIENT_AUTH,)),
+        ),
+        Endpoint(
+            "unhandled-critical",
+            c,
+            "(unknown critical extension)",
+            lambda p, h: _good(p, h, extra=((_UNHANDLED, True),)),
+        ),
+        Endpoint("ca-without-basic-constraints", c, "(CA with no basicConstraints)", _ca_without_basic_constraints),
+        Endpoint("path-length-exceeded", c, "(pathLenConstraint 0 exceeded)", _path_length_exceeded),
+        Endpoint("long-chain", c, "(eight intermediates)", _with_chain_of(7)),
+        # --- client certificate
+        Endpoint("client-cert-required", "client-certificate", "client-cert-missing.badssl.com", _client_ca),
+        Endpoint(
+            "client-cert-required-tls12",
+            "client-certificate",
+            "client-cert-missing.badssl.com (TLS 1.2)",
+            _client_ca,
+            server_args=("-no_tls1_3",),
+        ),
+        # --- protocol
+        Endpoint("tls-v1-0", "protocol", "tls-v1-0.badssl.com", _good, ("-tls1", "-cipher", "DEFAULT@SECLEVEL=0")),
+        Endpoint("tls-v1-1", "protocol", "tls-v1-1.badssl.com", _good, ("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")),
+        Endpoint("tls-v1-2", "protocol", "tls-v1-2.badssl.com", _good, ("-tls1_2",)),
+        Endpoint("tls-v1-3", "protocol", "tls-v1-3.badssl.com", _good, ("-tls1_3",)),
+        # --- key exchange
+        Endpoint(
+            "static-rsa",
+            "key-exchange",
+            "static-rsa.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_RSA_TLS12, "-cipher", "AES128-GCM-SHA256"),
+        ),
+        Endpoint(
+            "dh512",
+            "key-exchange",
+            "dh512.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_RSA_TLS12, "-cipher", "DHE-RSA-AES128-GCM-SHA256@SECLEVEL=0"),
+            dh_bits=512,
+        ),
+        Endpoint(
+            "dh1024",
+            "key-exchange",
+            "dh1024.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_RSA_TLS12, "-cipher", "DHE-RSA-AES128-GCM-SHA256@SECLEVEL=0"),
+            dh_bits=1024,
+        ),
+        Endpoint(
+            "dh2048",
+            "key-exchange",
+            "dh2048.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_RSA_TLS12, "-cipher", "DHE-RSA-AES128-GCM-SHA256"),  # OpenSSL's built-in 2048-bit group
+        ),
+        Endpoint("ecdh-x25519", "key-exchange", "(X25519 only)", _good, ("-groups", "X25519")),
+        Endpoint("ecdh-p384", "key-exchange", "ecc384 key exchange", _good, ("-groups", "P-384")),
+        # --- cipher
+        Endpoint("cbc", "cipher", "cbc.badssl.com", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-AES128-SHA")),
+        Endpoint(
+            "3des",
+            "cipher",
+            "3des.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_RSA_TLS12, "-cipher", "DES-CBC3-SHA@SECLEVEL=0"),
+        ),
+        Endpoint(
+            "null", "cipher", "null.badssl.com", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-NULL-SHA@SECLEVEL=0")
+        ),
+        Endpoint(
+            "chacha20",
+            "cipher",
+            "(ChaCha20-Poly1305 only)",
+            _good,
+            ("-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"),
+        ),
+        Endpoint(
+            "aes256-gcm-tls12",
+            "cipher",
+            "mozilla-intermediate.badssl.com",
+            _good,
+            (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        ),
+    )
+
+
+def _many(count: int) -> tuple[str, ...]:
+    return tuple(f"san-{index}.many.corpus.test" for index in range(count))
+
+
+ENDPOINTS = _endpoints()
+
+
+@dataclass
+class RunningEndpoint:
+    endpoint: Endpoint
+    profile: Profile
+    port: int
+    workdir: Path
+    served: Served
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def target(self) -> str:
+        host = self.endpoint.hostname
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    @property
+    def leaf_pem(self) -> Path:
+        return self.workdir / "leaf.pem"
+
+    @property
+    def untrusted_pem(self) -> Path:
+        return self.workdir / "untrusted.pem"
+
+
+def _dhparam(bits: int, cache: Path) -> Path:
+    path = cache / f"dh{bits}.pem"
+    if not path.exists():
+        # s_server takes only PKCS#3 groups (not -dsaparam ones); small ones are quick to make.
+        subprocess.run([OPENSSL, "dhparam", "-out", str(path), str(bits)], capture_output=True, timeout=300, check=True)
+    return path
+
+
+@contextmanager
+def serve_endpoint(endpoint: Endpoint, pki: CorpusPKI, workdir: Path) -> Iterator[RunningEndpoint]:
+    """Run `openssl s_server` for one endpoint on 127.0.0.1 (any free port) until the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    served = endpoint.build(pki, endpoint.hostname)
+    leaf, *rest = served.chain
+    (workdir / "leaf.pem").write_bytes(leaf.pem)
+    (workdir / "untrusted.pem").write_bytes(b"".join(c.pem for c in rest))
+    key_path = workdir / "leaf.key"
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(leaf.key_pem)
+    command = [OPENSSL, "s_server", "-accept", "127.0.0.1:0", "-cert", "leaf.pem", "-key", "leaf.key", "-naccept", "64"]
+    command += ["-no_ticket"]
+    if rest:
+        command += ["-cert_chain", "untrusted.pem"]
+    if served.client_ca is not None:
+        (workdir / "client-ca.pem").write_bytes(served.client_ca.pem)
+        command += ["-Verify", "1", "-CAfile", "client-ca.pem"]
+    if endpoint.dh_bits:
+        command += ["-dhparam", str(_dhparam(endpoint.dh_bits, workdir.parent))]
+    command += list(endpoint.server_args)
+    process = subprocess.Popen(
+        command, cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        port = _accepted_port(process, endpoint.name)
+        # s_server reports every connection on stdout; a full pipe would stall it.
+        threading.Thread(target=_drain, args=(process,), daemon=True).start()
+        yield RunningEndpoint(endpoint, pki.profile, port, workdir, served, process)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _drain(process: subprocess.Popen[bytes]) -> None:
+    assert process.stdout is not None
+    while process.stdout.read(65536):
+        pass
+
+
+class EndpointUnavailable(RuntimeError):
+    """This host's OpenSSL cannot serve the endpoint (a cipher its build leaves out)."""
+
+
+# OpenSSL's packed error codes (SSL routines) for what this host's build refuses to serve at all.
+_REFUSED_TO_SERVE = {
+    ":0A0000B9:": "has none of the ciphers",  # no cipher match
+    ":0A00018A:": "refuses the small DH group of",  # dh key too small, whatever the security level
+}
+
+
+def _accepted_port(process: subprocess.Popen[bytes], name: str) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline().decode(errors="replace")
+        if not line:
+            break
+        seen.append(line.rstrip())
+        if line.startswith("ACCEPT"):
+            return int(line.rsplit(":", 1)[1])
+    for code, what in _REFUSED_TO_SERVE.items():
+        if any(code in line for line in seen):
+            raise EndpointUnavailable(f"this host's OpenSSL ({OPENSSL}) {what} {name}, so it cannot serve it")
+    raise RuntimeError(f"openssl s_server for {name} did not start: {' | '.join(seen[-5:])}")

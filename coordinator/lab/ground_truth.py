@@ -1,0 +1,141 @@
+"""What OpenSSL itself concludes on this host: `openssl s_client` for a handshake, `openssl verify` for a
+chain against one store. The yardstick the tests hold the agent's verdicts against.
+
+Both are read by their exit status and OpenSSL's numeric verify code, never by message wording."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .corpus import OPENSSL
+
+_VERIFY_ERROR = re.compile(r"verify error:num=(\d+)")
+_VERIFY_RETURN = re.compile(r"Verify return code: (\d+)")
+_ERROR_AT_DEPTH = re.compile(r"error (\d+) at (\d+) depth lookup")
+_PROTOCOL = re.compile(r"^(?:Protocol version|\s*Protocol\s*): (\S+)", re.M)
+_CIPHER = re.compile(r"^(?:Ciphersuite|\s*Cipher\s*): (\S+)", re.M)
+# How long s_client keeps reading after the handshake: TLS 1.3 servers refuse a missing client
+# certificate only after the client's Finished, so an immediate exit would miss their alert.
+_LINGER_S = 0.4
+
+
+@dataclass(frozen=True)
+class ClientTruth:
+    """One `openssl s_client -verify_return_error` connection."""
+
+    connected: bool  # the handshake completed and the verify callback accepted the chain
+    verify_code: int  # OpenSSL's X509_V_ERR code; 0 when the chain verified (or none was judged)
+    protocol: str
+    cipher: str
+    output: str  # for the assertion message only
+
+    @property
+    def outcome(self) -> str:
+        if self.connected:
+            return "ok"
+        return f"verify:{self.verify_code}" if self.verify_code else "handshake_failure"
+
+
+def s_client(
+    host: str, port: int, *, servername: str | None, env: Mapping[str, str], extra: tuple[str, ...] = ()
+) -> ClientTruth:
+    """Connect as an OpenSSL client with the host's defaults (the trust store `env` names), checking the
+    name as curl does, and failing on any verify error."""
+    command = [OPENSSL, "s_client", "-connect", f"{host}:{port}", "-verify_return_error", "-brief", *extra]
+    if servername is not None:
+        try:
+            ipaddress.ip_address(servername)
+            command += ["-verify_ip", servername]
+        except ValueError:
+            command += ["-servername", servername, "-verify_hostname", servername]
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env)
+    )
+    try:
+        time.sleep(_LINGER_S)
+        out, _ = process.communicate(input=b"", timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    text = out.decode(errors="replace")
+    code = _first_code(text)
+    connected = process.returncode == 0 and "CONNECTION ESTABLISHED" in text and not _alerted(text)
+    protocol = _PROTOCOL.search(text)
+    cipher = _CIPHER.search(text)
+    return ClientTruth(
+        connected=connected,
+        verify_code=code,
+        protocol=protocol.group(1) if protocol else "",
+        cipher=cipher.group(1) if cipher else "",
+        output=text[-2000:],
+    )
+
+
+def _first_code(text: str) -> int:
+    match = _VERIFY_ERROR.search(text)
+    if match:
+        return int(match.group(1))
+    match = _VERIFY_RETURN.search(text)
+    return int(match.group(1)) if match else 0
+
+
+def _alerted(text: str) -> bool:
+    # An alert after the handshake (TLS 1.3 certificate_required) shows as an SSL error line after
+    # "CONNECTION ESTABLISHED"; s_client still exits 0 when its stdin ends first.
+    established = text.find("CONNECTION ESTABLISHED")
+    return established >= 0 and ":SSL routines:" in text[established:] and "alert" in text[established:]
+
+
+@dataclass(frozen=True)
+class VerifyTruth:
+    """One `openssl verify` of a served chain against one trust store."""
+
+    code: int  # 0: OK
+    depth: int  # where the error was found (-1 when none)
+    output: str
+
+
+def openssl_verify(
+    leaf: Path,
+    untrusted: Path | None,
+    *,
+    cafile: str | None = None,
+    capath: str | None = None,
+    name: str | None = None,
+    at_time: int | None = None,
+    auth_level: int | None = None,
+) -> VerifyTruth:
+    """`openssl verify` with only this store (no default paths), the served intermediates as untrusted,
+    the name the probe checked, the purpose a TLS client checks and, with `auth_level`, the key and
+    digest strength of that security level (without it `openssl verify` checks none)."""
+    command = [OPENSSL, "verify", "-no-CAfile", "-no-CApath", "-no-CAstore", "-purpose", "sslserver"]
+    if auth_level is not None:
+        command += ["-auth_level", str(auth_level)]
+    if cafile:
+        command = [c for c in command if c != "-no-CAfile"] + ["-CAfile", cafile]
+    if capath:
+        command = [c for c in command if c != "-no-CApath"] + ["-CApath", capath]
+    if untrusted is not None and untrusted.stat().st_size:
+        command += ["-untrusted", str(untrusted)]
+    if name:
+        try:
+            ipaddress.ip_address(name)
+            command += ["-verify_ip", name]
+        except ValueError:
+            command += ["-verify_hostname", name]
+    if at_time is not None:
+        command += ["-attime", str(at_time)]
+    done = subprocess.run([*command, str(leaf)], capture_output=True, timeout=30, check=False)
+    text = (done.stdout + done.stderr).decode(errors="replace")
+    if done.returncode == 0 and text.rstrip().endswith(": OK"):
+        return VerifyTruth(0, -1, text)
+    match = _ERROR_AT_DEPTH.search(text)
+    if match:
+        return VerifyTruth(int(match.group(1)), int(match.group(2)), text)
+    return VerifyTruth(-1, -1, text)
