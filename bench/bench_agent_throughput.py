@@ -167,7 +167,9 @@ def main() -> int:
     report = Report()
     with Lab() as lab:
         server = lab.start_server()
-        [agent] = lab.start_agents(1)
+        # The usual five stores: system file and dir, SSL_CERT_FILE, certifi (this interpreter's, named as a
+        # runtime in use) and Java's cacerts where a JRE is on PATH.
+        [agent] = lab.start_agents(1, extra_args=("--runtime", f"python={sys.executable}"))
         pids = {"agent": agent.pid, "target_server": server.pid, "client": os.getpid()}
         report.say(
             f"{probes} probes of localhost:{server.port} (pinned to {LOOPBACK}), {args.in_flight} in flight, "

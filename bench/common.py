@@ -274,7 +274,9 @@ class Lab:
         self.server = start_target_server(self.chain_file, self.key_file, self.workdir / "tls-server.log")
         return self.server
 
-    def start_agents(self, count: int, *, trusting: bool = True, prefix: str = "bench") -> list[AgentProcess]:
+    def start_agents(
+        self, count: int, *, trusting: bool = True, prefix: str = "bench", extra_args: Sequence[str] = ()
+    ) -> list[AgentProcess]:
         """Start `count` insecure loopback agents, a few at a time; all of them or none are left running."""
         if count < 1:
             raise ValueError(f"agent count {count} is not accepted; at least 1")
@@ -285,7 +287,10 @@ class Lab:
         started: list[AgentProcess] = []
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=AGENT_START_PARALLEL) as pool:
-            futures = [pool.submit(start_agent, name, agent_dir, env=env, labels=[("role", "bench")]) for name in names]
+            futures = [
+                pool.submit(start_agent, name, agent_dir, env=env, labels=[("role", "bench")], extra_args=extra_args)
+                for name in names
+            ]
             for future in futures:
                 try:
                     started.append(future.result())

@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_cli_latency",
     "bench_agent_throughput",
     "bench_diagnosis",
+    "bench_store_verdicts",
     "bench_report_run",
 )
 TIME_LIMIT_S = 900.0

@@ -42,6 +42,7 @@ def build_request(
     tls_max: str | None = None,
     address: str | None = None,
     max_addresses: int = 8,
+    client_cert: str | None = None,
 ) -> ProbeRequest:
     """Validate what a person asked for into a request; `now_ns` (the coordinator's clock) is the reference
     time. Raises ProbeArgumentError or TargetError naming the option and what is accepted."""
@@ -52,8 +53,13 @@ def build_request(
             f"--timeout {timeout:g} is out of range; accepted: {MIN_TIMEOUT_S:g}-{MAX_TIMEOUT_S:g} seconds"
         )
     parsed = parse_target(target)
-    # Each phase may use most of the deadline, but all three together must fit inside it.
-    phase = min(5.0, timeout * 0.9 / 2)
+    # The three phases run one after another, so together they must fit inside the deadline (with a tenth
+    # to spare for the reply): resolution first, then a third of what is left to connect, the rest to the
+    # handshake and the read after it.
+    budget = timeout * 0.9
+    resolve_s = min(3.0, budget / 3)
+    connect_s = min(3.0, (budget - resolve_s) / 3)
+    handshake_s = min(5.0, budget - resolve_s - connect_s)
     options = ProbeOptions(
         sni=sni,
         send_sni=not no_sni,
@@ -62,10 +68,11 @@ def build_request(
         max_version=_version(tls_max, "--tls-max"),
         pin_address=address,
         max_addresses=max_addresses,
-        resolve_timeout=min(3.0, timeout * 0.9 / 3),
-        connect_timeout=min(3.0, phase),
-        handshake_timeout=phase,
+        resolve_timeout=resolve_s,
+        connect_timeout=connect_s,
+        handshake_timeout=handshake_s,
         reference_time_ns=now_ns,
+        client_cert=client_cert,
     )
     try:
         return validate_request(ProbeRequest(target=parsed, options=options, request_id=uuid.uuid4().hex[:16]))

@@ -97,6 +97,12 @@ def probe(
         str | None, typer.Option("--address", help="Probe this IP address only, skipping DNS (address pin).")
     ] = None,
     max_addresses: Annotated[int, typer.Option("--max-addresses", help="Probe at most this many addresses.")] = 8,
+    client_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--client-cert", help="Present the agents' client certificate of this name (agent --client-cert)."
+        ),
+    ] = None,
     agents: AgentsOption = None,
     inventory: InventoryOption = None,
     no_local: NoLocalOption = False,
@@ -129,6 +135,7 @@ def probe(
             tls_max=tls_max,
             address=address,
             max_addresses=max_addresses,
+            client_cert=client_cert,
             agents=agents,
             inventory=inventory,
             no_local=no_local,

@@ -29,6 +29,7 @@ class ProbeArguments:
     tls_max: str | None = None
     address: str | None = None
     max_addresses: int = 8
+    client_cert: str | None = None
     agents: str | None = None
     inventory: Path | None = None
     no_local: bool = False
@@ -87,6 +88,7 @@ def run_probe(args: ProbeArguments) -> int:
         tls_max=args.tls_max,
         address=args.address,
         max_addresses=args.max_addresses,
+        client_cert=args.client_cert,
     )
     fail_on, settings = diagnosis_options(request, args.fail_on, args.clock_tolerance)
     observation = asyncio.run(_probe_fleet(args, request))
