@@ -119,6 +119,7 @@ _NO_COMMON_CIPHER = frozenset(
 _WEAK_KEY_EXCHANGE = frozenset(
     {
         "DH_KEY_TOO_SMALL",  # the server's DH group is below the security level
+        "BAD_DH_VALUE",  # ... or fails OpenSSL's own checks (a modulus under 512 bits, as dh480.badssl.com's)
         "WRONG_CURVE",  # the server's EC group is not one the client allows
         "UNSUPPORTED_ELLIPTIC_CURVE",
         "EE_KEY_TOO_SMALL",

@@ -1,4 +1,5 @@
-"""A corpus of TLS endpoints modelled on badssl.com's, served by real `openssl s_server` processes.
+"""A corpus of TLS endpoints modelled on badssl.com's, served by real `openssl s_server` processes, and by
+tlslite-ng (`tlslite_server`, a process of its own) where this host's OpenSSL will not serve them at all.
 
 Each endpoint is one fault (or one healthy variant) from the public test suites' families: certificate,
 client certificate, protocol, key exchange, cipher. Every certificate endpoint is built in two
@@ -15,9 +16,11 @@ The corpus says nothing about what a client should conclude: the tests ask `open
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +51,7 @@ _START_TIMEOUT_S = 10.0
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KeyKind = Literal["ec256", "ec384", "rsa1024", "rsa2048", "rsa4096"]
 Family = Literal["certificate", "client-certificate", "protocol", "key-exchange", "cipher"]
+Server = Literal["openssl", "tlslite"]
 
 
 @dataclass(frozen=True)
@@ -281,10 +285,13 @@ class Endpoint:
     family: Family
     modelled_on: str  # the public endpoint it imitates
     build: Callable[[CorpusPKI, str], Served]  # (pki, host name) -> what is served
-    server_args: tuple[str, ...] = ()  # extra `openssl s_server` options
+    server_args: tuple[str, ...] = ()  # extra options of the server: `openssl s_server`, or `tlslite_server`
     host: str = ""  # the name clients ask for; default "<name>.corpus.test"
     dh_bits: int = 0  # a DH group of this size for the server (below OpenSSL's built-in 2048 bits)
     profiles: tuple[str, ...] = ("critical", "lenient")
+    # `tlslite`: tlslite-ng serves it, for what this host's OpenSSL refuses to serve (a key exchange or a
+    # cipher its build leaves out); its `server_args` are `tlslite_server` options.
+    server: Server = "openssl"
 
     @property
     def hostname(self) -> str:
@@ -343,6 +350,9 @@ _RSA_TLS12 = ("-no_tls1_3",)
 # The server must be willing to present what it serves: its own security level would refuse weak keys
 # and SHA-1 signatures before any client sees them.
 _WEAK_OK = ("-cipher", "DEFAULT@SECLEVEL=0")
+# tlslite_server options: TLS 1.2 at most, RSA key exchange (with the RSA leaf these endpoints serve).
+_TLSLITE_RSA_TLS12 = ("--key-exchange", "rsa", "--max-version", "1.2")
+_TLSLITE_DHE_TLS12 = ("--key-exchange", "dhe_rsa", "--max-version", "1.2", "--cipher", "aes128gcm", "--mac", "aead")
 
 
 def _endpoints() -> tuple[Endpoint, ...]:
@@ -434,13 +444,25 @@ def _endpoints() -> tuple[Endpoint, ...]:
             lambda p, h: _good(p, h, key_kind="rsa2048"),
             (*_RSA_TLS12, "-cipher", "AES128-GCM-SHA256"),
         ),
+        # s_server refuses DH groups below 1024 bits ("dh key too small", even at SECLEVEL=0): tlslite
+        # serves them, DHE-RSA-AES128-GCM-SHA256 with the group alone.
+        Endpoint(
+            "dh480",
+            "key-exchange",
+            "dh480.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _TLSLITE_DHE_TLS12,
+            dh_bits=480,
+            server="tlslite",
+        ),
         Endpoint(
             "dh512",
             "key-exchange",
             "dh512.badssl.com",
             lambda p, h: _good(p, h, key_kind="rsa2048"),
-            (*_RSA_TLS12, "-cipher", "DHE-RSA-AES128-GCM-SHA256@SECLEVEL=0"),
+            _TLSLITE_DHE_TLS12,
             dh_bits=512,
+            server="tlslite",
         ),
         Endpoint(
             "dh1024",
@@ -461,12 +483,30 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("ecdh-p384", "key-exchange", "ecc384 key exchange", _good, ("-groups", "P-384")),
         # --- cipher
         Endpoint("cbc", "cipher", "cbc.badssl.com", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-AES128-SHA")),
+        # Ciphers this host's OpenSSL build leaves out: tlslite serves each alone, with RSA key exchange.
         Endpoint(
             "3des",
             "cipher",
             "3des.badssl.com",
             lambda p, h: _good(p, h, key_kind="rsa2048"),
-            (*_RSA_TLS12, "-cipher", "DES-CBC3-SHA@SECLEVEL=0"),
+            (*_TLSLITE_RSA_TLS12, "--cipher", "3des", "--mac", "sha"),  # DES-CBC3-SHA
+            server="tlslite",
+        ),
+        Endpoint(
+            "rc4",
+            "cipher",
+            "rc4.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_TLSLITE_RSA_TLS12, "--cipher", "rc4", "--mac", "sha"),  # RC4-SHA
+            server="tlslite",
+        ),
+        Endpoint(
+            "rc4-md5",
+            "cipher",
+            "rc4-md5.badssl.com",
+            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            (*_TLSLITE_RSA_TLS12, "--cipher", "rc4", "--mac", "md5"),  # RC4-MD5
+            server="tlslite",
         ),
         Endpoint(
             "null", "cipher", "null.badssl.com", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-NULL-SHA@SECLEVEL=0")
@@ -520,15 +560,77 @@ class RunningEndpoint:
 
 def _dhparam(bits: int, cache: Path) -> Path:
     path = cache / f"dh{bits}.pem"
-    if not path.exists():
+    if path.exists():
+        return path
+    if bits >= 512:
         # s_server takes only PKCS#3 groups (not -dsaparam ones); small ones are quick to make.
         subprocess.run([OPENSSL, "dhparam", "-out", str(path), str(bits)], capture_output=True, timeout=300, check=True)
+        return path
+    # OpenSSL makes no DH group below 512 bits ("modulus too small"), but finds a safe prime p = 2q + 1 of
+    # any size: with generator 2, that is a group as `dhparam` makes them (which tlslite_server reads).
+    done = subprocess.run(
+        [OPENSSL, "prime", "-generate", "-safe", "-bits", str(bits)],
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    prime = int(done.stdout.decode().strip())
+    body = _der(0x30, _der_integer(prime) + _der_integer(2))  # PKCS#3 DHParameter: SEQUENCE {p, g}
+    path.write_bytes(_pem_block("DH PARAMETERS", body))
     return path
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    if size < 0x80:
+        return bytes([tag, size]) + content
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets + content
+
+
+def _der_integer(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))  # a leading 0 keeps it positive
+
+
+def _pem_block(label: str, der: bytes) -> bytes:
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
+
+
+def _openssl_command(endpoint: Endpoint, served: Served, workdir: Path, has_chain: bool) -> list[str]:
+    command = [OPENSSL, "s_server", "-accept", "127.0.0.1:0", "-cert", "leaf.pem", "-key", "leaf.key", "-naccept", "64"]
+    command += ["-no_ticket"]
+    if has_chain:
+        command += ["-cert_chain", "untrusted.pem"]
+    if served.client_ca is not None:
+        (workdir / "client-ca.pem").write_bytes(served.client_ca.pem)
+        command += ["-Verify", "1", "-CAfile", "client-ca.pem"]
+    if endpoint.dh_bits:
+        command += ["-dhparam", str(_dhparam(endpoint.dh_bits, workdir.parent))]
+    return command + list(endpoint.server_args)
+
+
+def _tlslite_command(endpoint: Endpoint, served: Served, workdir: Path, has_chain: bool) -> list[str]:
+    if importlib.util.find_spec("tlslite") is None:
+        raise EndpointUnavailable(f"tlslite-ng (a dev dependency) is not installed, so nothing serves {endpoint.name}")
+    if served.client_ca is not None:
+        raise ValueError(f"{endpoint.name}: the tlslite server does not ask for client certificates")
+    module = f"{__package__}.tlslite_server"
+    command = [sys.executable, "-m", module, "--accept", "127.0.0.1:0", "--cert", "leaf.pem", "--key", "leaf.key"]
+    if has_chain:
+        command += ["--chain", "untrusted.pem"]
+    if endpoint.dh_bits:
+        command += ["--dhparam", str(_dhparam(endpoint.dh_bits, workdir.parent))]
+    return command + list(endpoint.server_args)
 
 
 @contextmanager
 def serve_endpoint(endpoint: Endpoint, pki: CorpusPKI, workdir: Path) -> Iterator[RunningEndpoint]:
-    """Run `openssl s_server` for one endpoint on 127.0.0.1 (any free port) until the block ends."""
+    """Run the endpoint's server (`openssl s_server`, or `tlslite_server`) on 127.0.0.1 (any free port)
+    until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     served = endpoint.build(pki, endpoint.hostname)
     leaf, *rest = served.chain
@@ -538,25 +640,26 @@ def serve_endpoint(endpoint: Endpoint, pki: CorpusPKI, workdir: Path) -> Iterato
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(leaf.key_pem)
-    command = [OPENSSL, "s_server", "-accept", "127.0.0.1:0", "-cert", "leaf.pem", "-key", "leaf.key", "-naccept", "64"]
-    command += ["-no_ticket"]
-    if rest:
-        command += ["-cert_chain", "untrusted.pem"]
-    if served.client_ca is not None:
-        (workdir / "client-ca.pem").write_bytes(served.client_ca.pem)
-        command += ["-Verify", "1", "-CAfile", "client-ca.pem"]
-    if endpoint.dh_bits:
-        command += ["-dhparam", str(_dhparam(endpoint.dh_bits, workdir.parent))]
-    command += list(endpoint.server_args)
+    make_command = _tlslite_command if endpoint.server == "tlslite" else _openssl_command
+    command = make_command(endpoint, served, workdir, bool(rest))
     process = subprocess.Popen(
         command, cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         port = _accepted_port(process, endpoint.name)
-        # s_server reports every connection on stdout; a full pipe would stall it.
+        # Both servers report every connection on stdout; a full pipe would stall them.
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
         yield RunningEndpoint(endpoint, pki.profile, port, workdir, served, process)
     finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the tlslite server closes its listener and exits), then SIGKILL if that did not do."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
 
@@ -568,7 +671,8 @@ def _drain(process: subprocess.Popen[bytes]) -> None:
 
 
 class EndpointUnavailable(RuntimeError):
-    """This host's OpenSSL cannot serve the endpoint (a cipher its build leaves out)."""
+    """Nothing here can serve the endpoint: this host's OpenSSL leaves out what it needs, or tlslite-ng
+    is not installed."""
 
 
 # OpenSSL's packed error codes (SSL routines) for what this host's build refuses to serve at all.
@@ -592,4 +696,4 @@ def _accepted_port(process: subprocess.Popen[bytes], name: str) -> int:
     for code, what in _REFUSED_TO_SERVE.items():
         if any(code in line for line in seen):
             raise EndpointUnavailable(f"this host's OpenSSL ({OPENSSL}) {what} {name}, so it cannot serve it")
-    raise RuntimeError(f"openssl s_server for {name} did not start: {' | '.join(seen[-5:])}")
+    raise RuntimeError(f"the server for {name} did not start: {' | '.join(seen[-5:])}")

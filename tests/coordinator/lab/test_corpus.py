@@ -1,7 +1,7 @@
-"""The corpus, served by real `openssl s_server` processes and probed by a real agent: for every endpoint in
-both certificate profiles, the agent's `openssl` view must be what `openssl s_client -verify_return_error`
-on this host concludes (handshake outcome and verify code), and each store verdict what `openssl verify`
-concludes with that store alone."""
+"""The corpus, served by real `openssl s_server` processes (tlslite-ng ones where this host's OpenSSL will not
+serve an endpoint) and probed by a real agent: for every endpoint in both certificate profiles, the agent's
+`openssl` view must be what `openssl s_client -verify_return_error` on this host concludes (handshake outcome
+and verify code), and each store verdict what `openssl verify` concludes with that store alone."""
 
 from __future__ import annotations
 
