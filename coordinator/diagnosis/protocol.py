@@ -1,14 +1,19 @@
-"""Protocol or cipher mismatch: the handshake breaks off over versions, ciphers or ALPN.
+"""Protocol or cipher mismatch: the handshake breaks off because the two sides share no TLS version, cipher
+suite or ALPN protocol.
 
-Only handshakes count: a fatal alert that names a negotiation problem, or a protocol error, on a
-connected address. Connect failures are reachability's; a rejected chain (CERT_VERIFY) means the
-negotiation itself worked; timeouts and resets (CLOSED) say nothing certain about versions; other
-alerts (certificate_required, unknown_ca, access_denied, unrecognized_name, internal_error) name
-other causes. A handshake that a variant with another SNI setting completes (and that no vantage
+Only that failure counts (`handshake.Outcome.NEGOTIATION`): NO_COMMON_VERSION or NO_COMMON_CIPHER from
+this host's client, a fatal alert that names a negotiation problem (protocol_version, handshake_failure,
+insufficient_security, ...) from the server, or a protocol error after the server chose TLS 1.0 or 1.1
+(the client refuses what that version needs). Connect failures, timeouts, resets, closes, other protocol
+errors and other alerts are reachability's (handshake_incomplete); a client certificate, a certificate
+too large and a weak key exchange are `handshake`'s; a rejected chain (CERT_VERIFY) means the negotiation
+itself worked. A handshake that a variant with another SNI setting completes (and that no vantage
 completes with the probe's own SNI) is SNI's finding.
 
-Where the failure lies decides the finding (all critical: TLS fails there):
-- nobody completes a handshake: the server accepts none of the offered versions or ciphers;
+Where the failure lies decides the finding (all critical: TLS fails there), and it says who refused:
+- nobody completes a handshake: the server accepts none of the offered versions or ciphers (it sent the
+  alert), or every vantage's client refuses what the server chose (the server's settings are older or
+  narrower than every client's policy);
 - an address no vantage completes with, while the same vantages complete with other addresses of the
   name: that backend is configured differently;
 - otherwise the failing vantages' clients: others complete with the same server.
@@ -19,95 +24,76 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from ...agent.model import Failure
-from ..observation import DiagnosisSettings, Observation, Row, rows_of
+from ...agent.model import Failure, Party, TlsVersion
+from ..observation import DiagnosisSettings, Observation, Row
+from .handshake import (
+    LEGACY_VERSIONS,
+    NEGOTIATION_ALERTS,
+    Outcome,
+    comparison,
+    completed_rows,
+    explained_by_sni,
+    not_the_server,
+    outcome_of,
+    place,
+    python_completes,
+    reason_code,
+    refuser,
+    request_evidence,
+    s_client_with,
+    views_evidence,
+)
+from .handshake import handshake_evidence as _handshake_evidence
+from .handshake import negotiated as _negotiated
+from .handshake import negotiated_evidence as _negotiated_evidence
 from .model import Cause, Evidence, Finding, Severity
-from .reproduce import s_client
 from .wording import agree, count, name_list
 
-# RFC 8446 alert names that mean "we could not agree on how to talk".
-NEGOTIATION_ALERTS = frozenset(
-    {
-        "protocol_version",
-        "handshake_failure",
-        "insufficient_security",
-        "illegal_parameter",
-        "no_application_protocol",
-        "inappropriate_fallback",
-        "unsupported_extension",
-    }
-)
+__all__ = ["NEGOTIATION_ALERTS", "findings", "is_negotiation_failure"]
+
 _VERSION_ALERTS = frozenset({"protocol_version", "inappropriate_fallback"})
 _CIPHER_ALERTS = frozenset({"handshake_failure", "insufficient_security", "illegal_parameter"})
 _COMPARE = "Compare OpenSSL versions and TLS settings of the failing and the working hosts with `tlsfleet agents`."
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    held_back = _explained_by_sni(observation)
+    held_back = explained_by_sni(observation)
     failing = [
         r for r in observation.rows if is_negotiation_failure(r) and (r.agent, r.address.address) not in held_back
     ]
     if not failing:
         return
-    completed = [r for r in observation.rows if _completed(r)]
-    if not completed:
-        yield _server_wide(observation, failing)
-        return
-    backend: list[Row] = []
-    client: list[Row] = []
-    for r in failing:
-        here = any(c.address.address == r.address.address for c in completed)
-        elsewhere = any(c.agent == r.agent for c in completed)
-        (backend if not here and elsewhere else client).append(r)
-    if backend:
-        yield _backend(observation, backend, completed)
+    completed = completed_rows(observation.rows)
+    placement = place(failing, completed)
+    if placement.everywhere:
+        yield _server_wide(observation, list(placement.everywhere))
+    if placement.backend:
+        yield _backend(observation, list(placement.backend), completed)
     by_kind: dict[str, list[Row]] = defaultdict(list)
-    for r in client:
+    for r in placement.clients:
         by_kind[_describe(r)].append(r)
     for rows in by_kind.values():
         yield _clients(observation, rows, completed)
 
 
-# Handshakes that broke off over what the two sides would accept of each other. Until each has a finding
-# of its own, they are told as protocol mismatches, by name, rather than not at all.
-_REFUSED_TERMS = frozenset(
-    {
-        Failure.PROTOCOL_ERROR,
-        Failure.NO_COMMON_VERSION,
-        Failure.NO_COMMON_CIPHER,
-        Failure.WEAK_KEY_EXCHANGE,
-        Failure.CERT_TOO_LARGE,
-        Failure.CLIENT_CERT_REQUIRED,
-        Failure.NOT_TLS,
-    }
-)
-
-
 def is_negotiation_failure(row: Row) -> bool:
-    """The handshake broke off over versions, ciphers, key exchange, sizes or ALPN (as the failure and alert
-    say)."""
+    """The handshake broke off because the two sides share no version, cipher or ALPN protocol (as the failure
+    and alert say)."""
+    return outcome_of(row) is Outcome.NEGOTIATION
+
+
+def _over(row: Row) -> str:
+    """What the two sides could not agree on: 'version', 'cipher', 'alpn' or 'negotiation'."""
     hs = row.address.handshake
-    if not row.connected:
-        return False
-    return hs.failure in _REFUSED_TERMS or (hs.failure is Failure.TLS_ALERT and hs.alert in NEGOTIATION_ALERTS)
-
-
-def _completed(row: Row) -> bool:
-    return row.connected and row.address.handshake.failure in (Failure.NONE, Failure.CERT_VERIFY)
-
-
-def _explained_by_sni(observation: Observation) -> set[tuple[str, str]]:
-    """(agent, address) where a variant with another SNI setting completed, and no vantage completed
-    with the probe's own SNI at that address: the name sent, not the versions, decides there."""
-    main = {(r.agent, r.address.address): r.result.sni for r in observation.rows}
-    completed_here = {r.address.address for r in observation.rows if _completed(r)}
-    explained: set[tuple[str, str]] = set()
-    for variant in observation.variants:
-        for r in rows_of(variant.outcomes):
-            key = (r.agent, r.address.address)
-            if key in main and main[key] != r.result.sni and _completed(r) and key[1] not in completed_here:
-                explained.add(key)
-    return explained
+    if hs.failure is Failure.NO_COMMON_VERSION or hs.alert in _VERSION_ALERTS:
+        return "version"
+    if hs.failure is Failure.PROTOCOL_ERROR and hs.tls_version in LEGACY_VERSIONS:
+        return "version"
+    if hs.failure is Failure.NO_COMMON_CIPHER or hs.alert in _CIPHER_ALERTS:
+        return "cipher"
+    if hs.alert == "no_application_protocol":
+        return "alpn"
+    return "negotiation"
 
 
 def _describe(row: Row) -> str:
@@ -115,13 +101,10 @@ def _describe(row: Row) -> str:
     if hs.failure is Failure.TLS_ALERT:
         return f"alert {hs.alert}"
     if hs.failure is Failure.PROTOCOL_ERROR:
-        return "a protocol error"
-    return str(hs.failure).replace("_", " ")
-
-
-def _negotiated(rows: list[Row]) -> str:
-    versions = sorted({r.address.handshake.tls_version for r in rows if r.address.handshake.tls_version})
-    return " and ".join(versions) if versions else "a handshake"
+        reason = reason_code(hs.error)
+        return f"the server chose {hs.tls_version}, refused by the client{f' ({reason})' if reason else ''}"
+    who = ", refused by the client" if refuser(row) is Party.CLIENT else ""
+    return f"{str(hs.failure).replace('_', ' ')}{who}"
 
 
 def _bounds(observation: Observation) -> str:
@@ -132,46 +115,31 @@ def _bounds(observation: Observation) -> str:
 
 
 def _evidence(observation: Observation, failing: list[Row], completed: list[Row]) -> tuple[Evidence, ...]:
-    def failed(r: Row) -> str:
-        hs = r.address.handshake
-        alert = f" (alert {hs.alert})" if hs.alert else ""
-        return f"{hs.failure}{alert}: {hs.error}" if hs.error else f"{hs.failure}{alert}"
-
-    evidence = [Evidence("handshake", tuple((r.where, failed(r)) for r in failing))]
+    evidence = [_handshake_evidence(failing)]
     if completed:
-        evidence.append(
-            Evidence(
-                "negotiated",
-                tuple(
-                    (r.where, f"{r.address.handshake.tls_version or '?'} {r.address.handshake.cipher}".strip())
-                    for r in completed
-                ),
-            )
-        )
-    bounds = _bounds(observation)
-    if bounds:
-        evidence.append(Evidence("requested TLS versions", (("request", bounds),)))
-    alpn = observation.request.options.alpn
-    if alpn:
-        evidence.append(Evidence("offered ALPN", (("request", ", ".join(alpn)),)))
+        evidence.append(_negotiated_evidence(completed))
+    views = views_evidence(failing)
+    if views is not None:
+        evidence.append(views)
+    evidence += request_evidence(observation)
     return tuple(evidence)
 
 
 def _fix(rows: list[Row], negotiated: str, who: str) -> str:
-    alerts = {r.address.handshake.alert for r in rows}
+    over = {_over(r) for r in rows}
     parts = []
-    if alerts & _VERSION_ALERTS:
+    if "version" in over:
         parts.append(
             f"Align TLS versions: {who} and the server share none (others negotiate {negotiated}); e.g. a server "
             "that only speaks TLS 1.3 and clients capped at TLS 1.2 by MaxProtocol in openssl.cnf or an old "
             "OpenSSL, or a MinProtocol that forbids what the server speaks."
         )
-    if alerts & _CIPHER_ALERTS:
+    if "cipher" in over:
         parts.append(
             f"Align the cipher policy: no cipher suite, key-exchange group or signature algorithm that {who} and "
             "the server both accept (CipherString and SECLEVEL in openssl.cnf, FIPS mode, system crypto-policies)."
         )
-    if "no_application_protocol" in alerts:
+    if "alpn" in over:
         parts.append("Align ALPN: the server accepts none of the application protocols offered.")
     if not parts:
         parts.append(
@@ -182,9 +150,53 @@ def _fix(rows: list[Row], negotiated: str, who: str) -> str:
 
 
 def _reproduce(observation: Observation, row: Row) -> tuple[str, ...]:
-    port = observation.request.target.port
-    base = s_client(row.address.address, port, row.result.sni, show_certs=False).removesuffix(" </dev/null")
-    return ("openssl version", f"{base} -tls1_3 </dev/null", f"{base} -tls1_2 </dev/null")
+    tls12, tls13 = TlsVersion.TLS1_2.value, TlsVersion.TLS1_3.value
+    commands = [
+        "openssl version",
+        s_client_with(observation, row, "-min_protocol", tls13),
+        s_client_with(observation, row, "-max_protocol", tls12),
+    ]
+    if _over(row) == "version" and (row.address.handshake.tls_version in LEGACY_VERSIONS or _refused_modern(row)):
+        # Does the server complete at an old version? (Security level 0: TLS 1.0 needs SHA-1 signatures.)
+        commands.append(
+            s_client_with(observation, row, "-max_protocol", TlsVersion.TLS1_1.value, "-cipher", "DEFAULT@SECLEVEL=0")
+        )
+    return tuple(commands)
+
+
+def _refused_modern(row: Row) -> bool:
+    return row.address.handshake.alert in _VERSION_ALERTS
+
+
+def _chosen(rows: list[Row]) -> str:
+    """The versions the server chose in its ServerHello, where it got that far."""
+    return " and ".join(sorted({r.address.handshake.tls_version for r in rows if r.address.handshake.tls_version}))
+
+
+def _verdict(rows: list[Row], bounded: str) -> str:
+    """Who refused, for a finding where no vantage completes: the server (its alert), every client (what the
+    server chose is outside their policy), or each of them for some vantages."""
+    over = {_over(r) for r in rows}
+    what = {frozenset({"version"}): "TLS versions", frozenset({"cipher"}): "ciphers"}.get(
+        frozenset(over), "versions or ciphers"
+    )
+    by_server = [r for r in rows if refuser(r) is not Party.CLIENT]
+    by_client = [r for r in rows if refuser(r) is Party.CLIENT]
+    chosen = _chosen(by_client)
+    speaks = f"it chose {chosen}" if chosen else "what it chose"
+    if not by_client:
+        return f"the server accepts none of the offered TLS versions or ciphers{bounded} (it refuses the {what})"
+    if not by_server:
+        return (
+            f"every vantage's client refuses what the server offers{bounded} ({speaks}): the server's {what} are "
+            "older or narrower than every client's policy"
+        )
+    server_side = name_list(list(dict.fromkeys(r.agent for r in by_server)))
+    client_side = name_list(list(dict.fromkeys(r.agent for r in by_client)))
+    return (
+        f"the server refuses what {server_side} offer{bounded}, and the clients on {client_side} refuse what it "
+        f"offers ({speaks}): the server's {what} are older or narrower than what any vantage accepts"
+    )
 
 
 def _server_wide(observation: Observation, failing: list[Row]) -> Finding:
@@ -201,16 +213,17 @@ def _server_wide(observation: Observation, failing: list[Row]) -> Finding:
         cause=Cause.PROTOCOL_MISMATCH,
         severity=Severity.CRITICAL,
         summary=(
-            f"No vantage completes a TLS handshake with {observation.target} ({how}): the server accepts none of the "
-            f"offered TLS versions or ciphers{bounded}, or does not speak TLS on that port."
+            f"No vantage completes a TLS handshake with {observation.target} ({how}): {_verdict(failing, bounded)}."
+            + (not_the_server(failing) if python_completes(failing) else "")
         ),
         agents=tuple(dict.fromkeys(r.agent for r in failing)),
         addresses=tuple(dict.fromkeys(r.address.address for r in failing)),
         evidence=_evidence(observation, failing, []),
         fix=(
-            "Make the server accept what clients offer (TLS 1.2 and 1.3 with current cipher suites); if the probe's "
-            "version bounds or ALPN caused it, probe again without them; if the port speaks plain text or needs "
-            "STARTTLS, probe it that way."
+            "Make the server accept what current clients offer: TLS 1.2 and 1.3 with ECDHE and AES-GCM or "
+            "ChaCha20 suites"
+            + (f" (it chose {_chosen(failing)})" if _chosen(failing) else "")
+            + "; if the probe's version bounds or ALPN caused it, probe again without them."
         ),
         reproduce=_reproduce(observation, failing[0]),
     )
@@ -244,14 +257,8 @@ def _backend(observation: Observation, failing: list[Row], completed: list[Row])
 
 def _clients(observation: Observation, failing: list[Row], completed: list[Row]) -> Finding:
     agents = tuple(dict.fromkeys(r.agent for r in failing))
-    addresses = {r.address.address for r in failing}
-    others = [c for c in completed if c.agent not in agents] or completed
-    same_address = [c for c in others if c.address.address in addresses]
-    compared = same_address or others
+    compared, caveat = comparison(failing, completed)
     other_agents = tuple(dict.fromkeys(c.agent for c in compared))
-    caveat = (
-        "" if same_address else " (the vantages that complete reached other addresses, so that backend may differ too)"
-    )
     who = f"the clients on {name_list(agents)}"
     return Finding(
         cause=Cause.PROTOCOL_MISMATCH,

@@ -1,20 +1,57 @@
-"""Network facts, not TLS verdicts: names that do not resolve, ports that refuse or time out, and
-vantages that did not answer at all."""
+"""Network facts, not TLS verdicts: names that do not resolve, ports that refuse or time out, handshakes that
+never complete after TCP connected, and vantages that did not answer at all.
+
+A handshake that never completes (`handshake.Outcome.INCOMPLETE`: a timeout, a reset, a close, an answer
+that is not TLS, a protocol error or an alert that names no version, cipher or certificate problem) is
+never "no findings". Each says what happened and in which phase (TCP connected; no ServerHello, or closed
+right after the ClientHello, or stalled after the ServerHello or the certificate):
+
+- nobody completes a handshake: the server's (or whatever answers on its address for everyone), critical;
+- an address no vantage completes with, while the same vantages complete elsewhere: that backend, critical;
+- otherwise the failing vantages' environment (a middlebox, a firewall, a proxy, their client's policy),
+  critical, and the server is not blamed: others complete with it.
+
+Handshakes that a variant with another SNI setting completes are SNI's finding and held back here.
+"""
 
 from __future__ import annotations
 
+import shlex
+from collections import defaultdict
 from collections.abc import Iterator
 
 from ...agent.model import Failure
-from ..observation import DiagnosisSettings, Observation
+from ..observation import DiagnosisSettings, Observation, Row
+from .handshake import (
+    Outcome,
+    addresses_of,
+    agents_of,
+    comparison,
+    completed_rows,
+    connect_evidence,
+    explained_by_sni,
+    handshake_evidence,
+    negotiated,
+    negotiated_evidence,
+    not_the_server,
+    outcome_of,
+    place,
+    python_completes,
+    reached,
+    reason_code,
+    request_evidence,
+    s_client_with,
+    views_evidence,
+)
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
-from .wording import name_list
+from .wording import agree, count, name_list
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
     yield from _dns_failures(observation)
     yield from _connect_failures(observation)
+    yield from _incomplete_handshakes(observation)
     yield from _silent_vantages(observation)
 
 
@@ -74,6 +111,323 @@ def _connect_failures(observation: Observation) -> Iterator[Finding]:
         ),
         fix="Check that the service listens on that port and that firewalls or security groups let these hosts in.",
         reproduce=(s_client(first.address.address, observation.request.target.port, first.result.sni),),
+    )
+
+
+# --- handshakes that never complete ------------------------------------------------------------------
+
+_MAX_HANDSHAKE = "1 MiB"  # the agent's cap on handshake data (agent.probe.handshake.MAX_HANDSHAKE_BYTES)
+
+
+def _stage(row: Row) -> str:
+    """'hello' (nothing from the server yet), 'server hello' or 'certificate': how far the handshake got."""
+    if row.address.chain:
+        return "certificate"
+    return "server hello" if row.address.handshake.tls_version else "hello"
+
+
+def _seconds(row: Row) -> str:
+    return f"{row.address.handshake.duration_ms / 1000:.1f} s"
+
+
+def _kind(row: Row) -> str:
+    """What happened, short: the key findings are grouped by."""
+    hs = row.address.handshake
+    stage = _stage(row)
+    after = {
+        "hello": "after the ClientHello",
+        "server hello": "after the ServerHello",
+        "certificate": "after the certificate",
+    }
+    match hs.failure:
+        case Failure.HANDSHAKE_TIMEOUT:
+            return "handshake timeout, no ServerHello" if stage == "hello" else f"handshake timeout {after[stage]}"
+        case Failure.CLOSED:
+            return f"closed {after[stage]}"
+        case Failure.RESET:
+            return f"reset {after[stage]}"
+        case Failure.NOT_TLS:
+            return "not TLS"
+        case Failure.TLS_ALERT:
+            return f"alert {hs.alert or 'unnamed'}"
+        case Failure.TOO_LARGE:
+            return f"more than {_MAX_HANDSHAKE} of handshake data"
+        case Failure.INTERNAL:
+            return "agent internal error"
+    reason = reason_code(hs.error)
+    return f"protocol error{f' {reason}' if reason else ''}"
+
+
+def _phase(row: Row) -> str:
+    """What happened, and in which phase, as a sentence fragment for a person."""
+    hs = row.address.handshake
+    stage = _stage(row)
+    connect = (
+        f"TCP connects ({row.address.connect_ms:.1f} ms)" if row.address.connect_ms is not None else "TCP connects"
+    )
+    version = hs.tls_version or "?"
+    match hs.failure:
+        case Failure.HANDSHAKE_TIMEOUT:
+            if stage == "hello":
+                return f"{connect}, then no ServerHello within {_seconds(row)} of the ClientHello"
+            if stage == "server hello":
+                return f"{connect}, the ServerHello ({version}) arrives, then nothing more within {_seconds(row)}"
+            return f"{connect}, the certificate arrives ({version}), then the handshake stalls for {_seconds(row)}"
+        case Failure.CLOSED | Failure.RESET:
+            # Said of the connection, not the server: a middlebox closes and resets as well.
+            verb = "closed" if hs.failure is Failure.CLOSED else "reset"
+            if stage == "hello":
+                return f"{connect}, then the connection is {verb} right after the ClientHello, before any ServerHello"
+            if stage == "server hello":
+                return f"{connect}, then the connection is {verb} after the ServerHello ({version}), mid-handshake"
+            return f"{connect}, then the connection is {verb} after the server's certificate ({version}), mid-handshake"
+        case Failure.NOT_TLS:
+            reason = reason_code(hs.error)
+            return f"{connect}, but the answer to the ClientHello is not TLS{f' ({reason})' if reason else ''}"
+        case Failure.TLS_ALERT:
+            return f"{connect}, then the server ends the handshake {reached(row)} with alert {hs.alert or 'unnamed'}"
+        case Failure.TOO_LARGE:
+            return f"{connect}, then the server sends more than {_MAX_HANDSHAKE} {reached(row)} without finishing"
+        case Failure.INTERNAL:
+            return f"{connect}, then the agent's probe fails internally ({hs.error or 'no detail'})"
+    reason = reason_code(hs.error) or hs.error or "no detail"
+    return f"{connect}, then the handshake breaks off {reached(row)} with a protocol error ({reason})"
+
+
+def _family(row: Row) -> str:
+    """The kind of explanation that fits: 'silent', 'stalled', 'hung up', 'aborted', 'not tls', ..."""
+    hs = row.address.handshake
+    stage = _stage(row)
+    if hs.failure is Failure.HANDSHAKE_TIMEOUT:
+        return "silent" if stage == "hello" else "stalled"
+    if hs.failure in (Failure.CLOSED, Failure.RESET):
+        if stage != "hello":
+            return "aborted"
+        return "hung up" if hs.failure is Failure.CLOSED else "reset"
+    if hs.failure is Failure.NOT_TLS:
+        return "not tls"
+    if hs.failure is Failure.TLS_ALERT:
+        return f"alert {hs.alert}"
+    if hs.failure is Failure.INTERNAL:
+        return "internal"
+    return "protocol"
+
+
+_EVERYWHERE = {
+    "silent": (
+        "the server (or the load balancer in front of it) accepts TCP connections but never answers the "
+        "ClientHello: a hung or overloaded TLS listener, an exhausted worker pool, or a port that waits for the "
+        "client to speak another protocol first"
+    ),
+    "stalled": (
+        "the server starts the handshake and stalls mid-way: an overloaded or hung TLS listener, or a path that "
+        "drops large packets (an MTU black hole: the certificate flight does not get through)"
+    ),
+    "hung up": (
+        "the server hangs up on the ClientHello: it accepts nothing the vantages offer (often a server that speaks "
+        "only old TLS versions such as TLS 1.0, or one that does not serve the name sent in SNI), or a proxy or "
+        "load balancer in front of it has no backend for the connection"
+    ),
+    "reset": (
+        "the connection is reset on the ClientHello: a firewall or IPS in front of the server that cuts TLS to "
+        "this port, a load balancer without a healthy backend, or a server that accepts nothing the vantages offer "
+        "(only old TLS versions, another SNI name)"
+    ),
+    "aborted": "the server aborts mid-handshake: its TLS stack fails with its certificate, key or settings",
+    "not tls": (
+        "the port does not speak TLS: plain HTTP, SSH, or a protocol that needs STARTTLS first (SMTP, IMAP, "
+        "PostgreSQL, LDAP)"
+    ),
+    "protocol": "the server sends TLS that OpenSSL clients reject",
+    "internal": "the agents' probes fail internally: this says nothing about the server yet",
+    "alert unrecognized_name": "the server does not serve the name sent in SNI",
+    "alert internal_error": "the server fails internally (its certificate, key, an HSM or a backend)",
+    "alert access_denied": "the server refuses these clients (an allow list or access policy)",
+}
+
+_FIX_EVERYWHERE = {
+    "silent": (
+        "Check the TLS listener on the server or load balancer: is the process up, overloaded (accept queue, "
+        "worker pool), or waiting for another protocol on this port? If it should speak STARTTLS, probe it that "
+        "way."
+    ),
+    "stalled": (
+        "Check the TLS listener's load and logs; if the ServerHello arrives and the certificate does not, look for "
+        "an MTU black hole on the path (ICMP 'fragmentation needed' blocked: clamp the TCP MSS or lower the MTU)."
+    ),
+    "hung up": (
+        "Check the server's TLS configuration and logs for these handshakes: which versions and names it serves "
+        "(the reproduce commands try an older version and no SNI), and any firewall, IPS or load balancer in front."
+    ),
+    "reset": (
+        "Find what sends the reset: a firewall, IPS or load balancer in front of the server (its logs, a packet "
+        "capture on the server side), then the server's TLS configuration (the reproduce commands try an older "
+        "version and no SNI)."
+    ),
+    "aborted": "Check the server's TLS logs: the certificate and key it loads, its cipher and group settings.",
+    "not tls": (
+        "Probe the port that speaks TLS, or speak the port's protocol first (`openssl s_client -starttls smtp`, "
+        "`-starttls postgres`, ...)."
+    ),
+    "protocol": "Check the server's TLS implementation and version against current OpenSSL clients.",
+    "internal": "Check the agents' logs and versions; probe again after upgrading them.",
+    "alert unrecognized_name": "Serve the name on the server (its virtual host), or probe the name it serves.",
+    "alert internal_error": "Check the server's logs for the handshake error: its certificate and key, HSM or backend.",
+    "alert access_denied": "Check the server's client access policy (allow lists by address or identity).",
+}
+
+
+def _reproduce_incomplete(observation: Observation, row: Row) -> tuple[str, ...]:
+    port = observation.request.target.port
+    family = _family(row)
+    commands = [f"nc -vz -w 5 {shlex.quote(row.address.address)} {port}"]
+    commands.append(f"timeout 15 {s_client_with(observation, row, '-msg')}")
+    if family in ("hung up", "reset", "aborted"):
+        commands.append(s_client_with(observation, row, "-max_protocol", "TLSv1.2"))
+        commands.append(s_client_with(observation, row, "-max_protocol", "TLSv1.1", "-cipher", "DEFAULT@SECLEVEL=0"))
+        if row.result.sni:
+            commands.append(s_client(row.address.address, port, None, show_certs=False))
+    if family == "not tls":
+        host = shlex.quote(row.address.address)
+        commands.append(
+            f"printf 'HEAD / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc {host} {port} | head -c 300 | od -c | head"
+        )
+    return tuple(commands)
+
+
+def _incomplete_evidence(observation: Observation, failing: list[Row], compared: list[Row]) -> tuple[Evidence, ...]:
+    evidence = [
+        Evidence("phase", tuple((r.where, _phase(r)) for r in failing)),
+        handshake_evidence(failing),
+        connect_evidence(failing),
+    ]
+    if compared:
+        evidence.append(negotiated_evidence(compared))
+    views = views_evidence(failing)
+    if views is not None:
+        evidence.append(views)
+    evidence += request_evidence(observation)
+    return tuple(evidence)
+
+
+def _incomplete_handshakes(observation: Observation) -> Iterator[Finding]:
+    held_back = explained_by_sni(observation)
+    failing = [
+        r
+        for r in observation.rows
+        if outcome_of(r) is Outcome.INCOMPLETE and (r.agent, r.address.address) not in held_back
+    ]
+    if not failing:
+        return
+    completed = completed_rows(observation.rows)
+    placement = place(failing, completed)
+    if placement.everywhere:
+        yield _incomplete_everywhere(observation, list(placement.everywhere))
+    if placement.backend:
+        yield _incomplete_backend(observation, list(placement.backend), completed)
+    by_kind: dict[str, list[Row]] = defaultdict(list)
+    for r in placement.clients:
+        by_kind[_kind(r)].append(r)
+    for rows in by_kind.values():
+        yield _incomplete_clients(observation, rows, completed)
+
+
+def _how(failing: list[Row]) -> str:
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for r in failing:
+        by_kind[_phase_brief(r)].append(r.agent)
+    if len(by_kind) == 1:
+        agents = next(iter(by_kind.values()))
+        scope = "every vantage" if len(set(agents)) > 1 else name_list(agents)
+        return f"{next(iter(by_kind))}, on {scope}"
+    return "; ".join(f"{kind} on {name_list(agents)}" for kind, agents in by_kind.items())
+
+
+def _phase_brief(row: Row) -> str:
+    """The phase without the connect time (which differs per row), for summaries."""
+    text = _phase(row)
+    if text.startswith("TCP connects ("):
+        text = "TCP connects" + text[text.index(")") + 1 :]
+    return text
+
+
+def _incomplete_everywhere(observation: Observation, failing: list[Row]) -> Finding:
+    families = list(dict.fromkeys(_family(r) for r in failing))
+    why = "; or ".join(_EVERYWHERE.get(f, f"the server refuses every vantage's handshake ({f})") for f in families)
+    fixes = " ".join(
+        dict.fromkeys(
+            _FIX_EVERYWHERE.get(f, "Check the server's TLS logs for why it sends that alert.") for f in families
+        )
+    )
+    return Finding(
+        cause=Cause.HANDSHAKE_INCOMPLETE,
+        severity=Severity.CRITICAL,
+        summary=(
+            f"No TLS handshake with {observation.target} completes ({_how(failing)}): {why}."
+            + (
+                not_the_server(failing)
+                if python_completes(failing)
+                else " It happens to every vantage, so it is the server's side (or whatever answers on its address), "
+                "not the clients'."
+            )
+        ),
+        agents=agents_of(failing),
+        addresses=addresses_of(failing),
+        evidence=_incomplete_evidence(observation, failing, []),
+        fix=fixes,
+        reproduce=_reproduce_incomplete(observation, failing[0]),
+    )
+
+
+def _incomplete_backend(observation: Observation, failing: list[Row], completed: list[Row]) -> Finding:
+    addresses = addresses_of(failing)
+    agents = agents_of(failing)
+    working = [c for c in completed if c.agent in agents]
+    good = addresses_of(working)
+    kinds = ", ".join(dict.fromkeys(_kind(r) for r in failing))
+    return Finding(
+        cause=Cause.HANDSHAKE_INCOMPLETE,
+        severity=Severity.CRITICAL,
+        summary=(
+            f"{', '.join(addresses)} behind {observation.request.target.host} never {agree('complete', len(addresses))}"
+            f" a TLS handshake with {name_list(agents)} ({kinds}; {_phase_brief(failing[0])}), which complete it with "
+            f"{', '.join(good)} ({negotiated(working)}): that backend is hung, misconfigured or not speaking TLS."
+        ),
+        agents=agents,
+        addresses=addresses,
+        evidence=_incomplete_evidence(observation, failing, working),
+        fix=(
+            f"Check the TLS listener on {', '.join(addresses)} (process, load, configuration, the port it serves) "
+            f"against {', '.join(good)}, or take {'it' if len(addresses) == 1 else 'them'} out of the pool."
+        ),
+        reproduce=_reproduce_incomplete(observation, failing[0]),
+    )
+
+
+def _incomplete_clients(observation: Observation, failing: list[Row], completed: list[Row]) -> Finding:
+    agents = agents_of(failing)
+    compared, caveat = comparison(failing, completed)
+    others = agents_of(compared)
+    return Finding(
+        cause=Cause.HANDSHAKE_INCOMPLETE,
+        severity=Severity.CRITICAL,
+        summary=(
+            f"{name_list(agents)} cannot complete a TLS handshake with {observation.target} "
+            f"({_phase_brief(failing[0])}) while {name_list(others)} ({count(len(others), 'vantage')}) "
+            f"{agree('complete', others)} it ({negotiated(compared)}){caveat}: something in the environment of "
+            f"{name_list(agents)} breaks TLS there — a middlebox, firewall or proxy on their path that lets TCP "
+            "through, or their client's TLS policy (what their ClientHello offers) — not the server."
+        ),
+        agents=agents,
+        addresses=addresses_of(failing),
+        evidence=_incomplete_evidence(observation, failing, compared),
+        fix=(
+            f"Compare the path and TLS settings of {name_list(agents)} with those of {name_list(others)}: proxy "
+            "variables (HTTPS_PROXY), egress firewalls and TLS-inspecting middleboxes between them and the server, "
+            "OpenSSL version and policy (`tlsfleet agents`); run the reproduce commands on both and compare where "
+            "the handshake stops."
+        ),
+        reproduce=_reproduce_incomplete(observation, failing[0]),
     )
 
 

@@ -24,6 +24,7 @@ from .json_report import (
     check_thresholds,
     duration_text,
     expiry_timeline,
+    failed_handshakes,
     summarize_run,
     utc_text,
 )
@@ -203,7 +204,13 @@ def _header(run: ReportRun, run_label: str, summary: RunSummary) -> str:
         banner = '<p class="banner">Abandoned: the run stopped before every target was probed.</p>'
     note = f'<p class="meta">{_e(run.note)}</p>' if run.note else ""
     worst = summary.worst
-    status = _badge(f"worst: {worst}", str(worst)) if worst is not None else _badge("no findings", "ok")
+    if worst is not None:
+        status = _badge(f"worst: {worst}", str(worst))
+    elif summary.failed_handshakes:
+        # Never a green "no findings" while a handshake failed, whatever the rules made of it.
+        status = _badge(f"{count(len(summary.failed_handshakes), 'failed handshake')}", "critical")
+    else:
+        status = _badge("no findings", "ok")
     return (
         '<header class="page"><div class="wrap">'
         f'<div class="kicker">tlsfleet report</div><div class="status">{status}</div>'
@@ -233,6 +240,15 @@ def _summary(
     ]
     for severity, n in summary.findings:
         cards.append(_card(str(n), f"{severity} finding{'s' if n != 1 else ''}", kind=str(severity) if n else ""))
+    failed = summary.failed_handshakes
+    cards.append(
+        _card(
+            str(len(failed)),
+            f"failed handshake{'s' if len(failed) != 1 else ''}",
+            ", ".join(f"{where} ({target})" for target, where in failed) if failed else "every handshake verified",
+            "critical" if failed else "ok",
+        )
+    )
     cards.append(_card(str(summary.changes), "changes since previous run"))
     soonest = min(
         ((entry, target) for target, entries in timelines.items() for entry in entries if entry.role != "root"),
@@ -245,8 +261,7 @@ def _summary(
         cards.append(_card(_days(entry.days_left), "soonest expiry", f"{entry.role} of {target}", kind))
     rows = []
     for index, t in enumerate(run.targets):
-        worst = min(t.findings, key=lambda f: f.rank).severity if t.findings else None
-        badge = _badge(str(worst), str(worst)) if worst is not None else _badge("none", "ok")
+        badge = _status_badge(t, none="none")
         soon = next((e for e in timelines[t.target] if e.role != "root"), None)
         rows.append(
             "<tr>"
@@ -269,6 +284,18 @@ def _summary(
         '<section class="block" id="summary"><h2>Summary</h2>'
         f'<div class="cards">{"".join(cards)}</div>{overview}{_agents(run.agents)}</section>'
     )
+
+
+def _status_badge(target: TargetRun, *, none: str) -> str:
+    """The target's worst finding; without findings, "failed handshake" when one failed, and only then the green
+    `none`."""
+    if target.findings:
+        worst = min(target.findings, key=lambda f: f.rank).severity
+        return _badge(str(worst), str(worst))
+    failed = failed_handshakes(target)
+    if failed:
+        return _badge(count(len(failed), "failed handshake"), "critical")
+    return _badge(none, "ok")
 
 
 def _count_findings(findings: Sequence[Finding]) -> str:
@@ -323,8 +350,7 @@ def _target(
     thresholds: tuple[float, float],
 ) -> str:
     observation = target.observation
-    worst = min(target.findings, key=lambda f: f.rank).severity if target.findings else None
-    badge = _badge(str(worst), str(worst)) if worst is not None else _badge("no findings", "ok")
+    badge = _status_badge(target, none="no findings")
     silent = ", ".join(f"{o.vantage.name} ({o.state})" for o in observation.silent)
     sub = (
         f"Probed as {observation.target} from {count(len(observation.outcomes), 'vantage')}, "

@@ -18,6 +18,7 @@ from ....agent.model import ProbeRequest
 from ....agent.trust.certinfo import CertificateParseError, CertSummary, parse_der, summarize
 from ...diagnosis.model import Severity
 from ...json_output import finding_json, iso_from_ns, probe_outcome_json, trust_store_json
+from ...matrix import row_is_fine
 from ...outcomes import ProbeOutcome, VantageState
 from ..report_model import AgentSnapshot, Change, ReportRun, TargetRun
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_thresholds",
     "duration_text",
     "expiry_timeline",
+    "failed_handshakes",
     "render_json",
     "summarize_run",
     "utc_text",
@@ -65,6 +67,7 @@ class RunSummary:
     silent: tuple[tuple[str, str, str], ...]  # (agent, state, error) of agents that did not
     findings: tuple[tuple[Severity, int], ...]  # most severe first, every severity listed
     changes: int
+    failed_handshakes: tuple[tuple[str, str], ...] = ()  # (target, agent@address) that connected and did not verify
 
     @property
     def worst(self) -> Severity | None:
@@ -128,7 +131,14 @@ def summarize_run(run: ReportRun, changes: Sequence[Change]) -> RunSummary:
         silent=tuple(silent.values()),
         findings=tuple(counts.items()),
         changes=len(changes),
+        failed_handshakes=tuple((t.target, where) for t in run.targets for where in failed_handshakes(t)),
     )
+
+
+def failed_handshakes(target: TargetRun) -> tuple[str, ...]:
+    """agent@address of every row that connected but did not end in a verified handshake for every client
+    view there: a report's status is never "none" while one of these exists."""
+    return tuple(row.where for row in target.observation.rows if row.connected and not row_is_fine(row.address))
 
 
 def changes_by_target(run: ReportRun, changes: Sequence[Change]) -> tuple[dict[str, list[Change]], list[Change]]:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tests.outcomes import address, observe, outcome, request, silent
-from tlsfleet.agent.model import AddressResult, Failure, TlsVersion, Verdict
+from tlsfleet.agent.model import AddressResult, Failure, Party, TlsVersion, Verdict
 from tlsfleet.coordinator.diagnosis import protocol
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
@@ -56,7 +56,9 @@ def test_version_alert_on_some_vantages_only_blames_their_clients(chain: tuple[b
     negotiated = next(e for e in f.evidence if e.field == "negotiated")
     assert (f"web-1@{IP1}", "TLSv1.3 TLS_AES_128_GCM_SHA256") in negotiated.values
     assert "openssl version" in f.reproduce
-    assert any(c.endswith("-tls1_2 </dev/null") for c in f.reproduce)
+    # Version bounds as -min_protocol/-max_protocol, which also work where -tls1_2 and friends were removed.
+    assert any(c.endswith("-max_protocol TLSv1.2 </dev/null") for c in f.reproduce)
+    assert not any("-tls1_2" in c or "-tls1_3" in c for c in f.reproduce)
 
 
 def test_cipher_alert_points_at_the_cipher_policy(chain: tuple[bytes, bytes]) -> None:
@@ -69,11 +71,32 @@ def test_cipher_alert_points_at_the_cipher_policy(chain: tuple[bytes, bytes]) ->
     assert "MaxProtocol" not in f.fix
 
 
-def test_protocol_error_counts(chain: tuple[bytes, bytes]) -> None:
+def test_a_bare_protocol_error_is_not_a_version_or_cipher_mismatch(chain: tuple[bytes, bytes]) -> None:
+    # Nothing says versions or ciphers were the trouble: that is handshake_incomplete (reachability's).
     broken = address(IP1, (), failure=Failure.PROTOCOL_ERROR, stores={})
     observation = observe(outcome("a", [broken]), outcome("b", [address(IP1, chain)]))
+    assert _run(observation) == []
+
+
+def test_a_protocol_error_after_the_server_chose_tls10_is_a_version_mismatch(chain: tuple[bytes, bytes]) -> None:
+    legacy = address(IP1, chain, failure=Failure.PROTOCOL_ERROR, stores={})
+    legacy = replace(
+        legacy,
+        handshake=replace(
+            legacy.handshake,
+            tls_version="TLSv1",
+            cipher="ECDHE-RSA-AES256-SHA",
+            refused_by=Party.CLIENT,
+            error="[SSL: LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED] legacy sigalg disallowed or unsupported",
+        ),
+    )
+    observation = observe(outcome("a", [legacy]), outcome("b", [legacy]))
     (f,) = _run(observation)
-    assert f.agents == ("a",) and "a protocol error" in f.summary
+    assert set(f.agents) == {"a", "b"}
+    assert "the server chose TLSv1, refused by the client (LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED)" in f.summary
+    assert "every vantage's client refuses what the server offers (it chose TLSv1)" in f.summary
+    assert "accepts none" not in f.summary  # the server did not refuse: the clients did
+    assert any("-max_protocol TLSv1.1 -cipher DEFAULT@SECLEVEL=0" in c for c in f.reproduce)
 
 
 def test_every_vantage_failing_alike_is_the_servers_mismatch(chain: tuple[bytes, bytes]) -> None:
