@@ -1,17 +1,12 @@
-"""The served chain's shape: an issuer the server does not send (INCOMPLETE_CHAIN), or a complete chain
-that no vantage trusts (UNTRUSTED_CHAIN).
+"""The served chain's shape: an issuer the server does not send (INCOMPLETE_CHAIN), a complete chain
+that no vantage trusts (UNTRUSTED_CHAIN), and certificates served that are on no path (UNRELATED_CERTIFICATE,
+info).
 
-The served chain is walked from the leaf by issuer name and key identifier, as OpenSSL links it. The walk
-ends at a self-issued certificate (complete: the chain carries its own root), or at a certificate whose
-issuer was not served. Servers do not send the root, so the second case is only a missing certificate
-when the absent issuer is not a root:
-
-- the walk stops at the leaf (leaf only, or leaf plus certificates that did not issue it): the leaf's
-  issuer is missing. Public CAs never sign leaves from a root, so this reads as a missing intermediate,
-  unless that issuer was seen self-issued elsewhere in the observation (then the chain is complete);
-  when it was seen nowhere, the fix also says what to do if it is a root after all;
-- the walk stops at an intermediate: its issuer is missing only when it was seen elsewhere as a
-  certificate that is not self-issued; otherwise it is taken as the (unsent) root.
+What the shape is comes from `chain_shape.shape_of`, decided by evidence: the paths the stores verified
+first (a leaf that a store's root issued directly, as mkcert and small internal CAs do, is complete; a
+path through a certificate the server did not send means that certificate is missing), then the
+certificates seen anywhere (served elsewhere, fetched from an AIA URL), and only then the usual shapes
+(public CAs never sign leaves from a root; an intermediate's unseen issuer is the unsent root).
 
 Which vantages fail on an incomplete chain decides the severity: critical when some host's native
 client cannot verify it, warning when every host still verifies (their stores hold the intermediate).
@@ -22,6 +17,9 @@ A chain that an address serves to some vantages while at least as many others ge
 address, a leaf from another issuer is left alone: a middlebox may have made it (interception explains
 it). The view most vantages share is taken as the server's, and a leaf from the same issuer (backends
 behind one address renewed at different times) does not count against it.
+
+Chains that break a verification policy (weak digest or key, invalid CA, path length, purpose, ...) are
+the `policy` module's; its findings are made here too, so that the engine's list of rules stays as it is.
 """
 
 from __future__ import annotations
@@ -32,7 +30,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from ...agent.model import AiaFetch, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
-from .chain_shape import ChainShape, Shape, known_certificates, shape_of
+from . import policy
+from .chain_shape import ChainShape, Shape, known_certificates, shape_of, verified_paths
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
 from .wording import count, name_list
@@ -74,17 +73,24 @@ def aia_wording(urls: Sequence[str], fetched: AiaFetch | None) -> str:
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
     known = known_certificates(observation)
+    paths = verified_paths(observation)
     groups: dict[tuple[str, ...], list[Row]] = {}
     for row in observation.rows_with_chain:
         groups.setdefault(row.chain_fingerprints, []).append(row)
     for rows in groups.values():
-        shape = shape_of(rows[0].certificates(), known)
+        shape = shape_of(rows[0].certificates(), known, paths)
         if shape is None or _contested(observation, rows):
             continue
         if shape.shape is Shape.MISSING_ISSUER:
-            yield _incomplete(observation, settings, rows, shape)
-        elif not any(_trusts(r) for r in rows) and all(_distrusts(r) for r in rows):
+            # Natives that refuse the chain on policy grounds before trust say nothing about its shape.
+            if any(r.address.native.verdict in TRUST_FAILURES or _verifies(r) for r in rows):
+                yield _incomplete(observation, settings, rows, shape)
+            continue
+        if not any(_trusts(r) for r in rows) and all(_distrusts(r) for r in rows):
             yield _untrusted(observation, settings, rows, shape)
+        if shape.unrelated:
+            yield _unrelated(observation, rows, shape)
+    yield from policy.findings(observation, settings)
 
 
 def _issuer_key(row: Row) -> tuple[str, str]:
@@ -102,7 +108,7 @@ def _contested(observation: Observation, rows: list[Row]) -> bool:
         mine = {r.agent for r in rows if r.address.address == where}
         others = {
             r.agent
-            for r in observation.rows_with_chain
+            for r in observation.rows_with_chain_by_address[where]
             if r.address.address == where and _issuer_key(r) != key and r.agent not in mine
         }
         if others and len(others) >= len(mine):
@@ -118,6 +124,13 @@ def _verdicts(row: Row) -> list[Verdict]:
 def _trusts(row: Row) -> bool:
     """The native client or some store on this host found a path to a certificate it trusts."""
     return any(v in PATH_FOUND for v in _verdicts(row))
+
+
+def _verifies(row: Row) -> bool:
+    """The native client built a path and accepted it, whatever failed after that (time, name); a policy
+    refusal (weak key, invalid CA, ...) is not a verification."""
+    native = row.address.native.verdict
+    return native in PATH_FOUND and native is not Verdict.INVALID
 
 
 def _distrusts(row: Row) -> bool:
@@ -166,11 +179,11 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
     top = shape.top
     leaf = shape.path[0]
     failing = [r for r in rows if r.address.native.verdict in TRUST_FAILURES]
-    verifying = [r for r in rows if r.address.native.verdict in PATH_FOUND]
+    verifying = [r for r in rows if _verifies(r)]
     severity = Severity.CRITICAL if failing else Severity.WARNING
     addresses = _addresses(rows)
     fingerprints = {c.sha256 for c in shape.issuer_seen}
-    elsewhere = [r for r in observation.rows_with_chain if r not in rows and fingerprints & set(r.chain_fingerprints)]
+    elsewhere = [r for r in observation.rows_with_chain if fingerprints & set(r.chain_fingerprints) and r not in rows]
     issuer = f"'{top.issuer}'" + (f" (key id {top.authority_key_id})" if top.authority_key_id else "")
 
     where = f"{observation.target} at {', '.join(addresses)}"
@@ -219,14 +232,17 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
                 tuple((r.where, ", ".join(_label(c) for c in shape.issuer_seen)) for r in elsewhere),
             )
         )
+    if shape.held:
+        evidence.append(Evidence("issuer held by a trust store", _holders(observation, shape)))
 
     source = (
         f"copy it from the chain {elsewhere[0].where} is served"
         if elsewhere
         else (f"download it from {top.aia_ca_issuers[0]}" if top.aia_ca_issuers else "get it from the issuing CA")
     )
+    after = "the leaf" if len(shape.path) == 1 else _label(top)
     fix = (
-        f"Configure {', '.join(addresses)} to send {issuer} after the leaf (a full-chain file: nginx ssl_certificate "
+        f"Configure {', '.join(addresses)} to send {issuer} after {after} (a full-chain file: nginx ssl_certificate "
         f"fullchain.pem, Apache SSLCertificateFile with the chain appended, HAProxy crt with the chain); {source}."
     )
     if not shape.issuer_known:
@@ -250,6 +266,48 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
         evidence=tuple(evidence),
         fix=fix,
         reproduce=tuple(reproduce),
+    )
+
+
+def _holders(observation: Observation, shape: ChainShape) -> tuple[tuple[str, str], ...]:
+    """Where a store's verified path passes through the missing issuer: the store supplied it."""
+    missing = shape.held[0]
+    seen = {c.sha256: c for c in shape.issuer_seen}
+    what = _label(seen[missing]) if missing in seen else f"sha256 {missing[:12]}"
+    out: dict[str, list[str]] = {}
+    for row in observation.rows_with_chain:
+        for verdict in row.address.stores:
+            if missing in verdict.verified_path:
+                out.setdefault(row.where, []).append(verdict.store)
+    return tuple((where, f"{what} from the store {', '.join(stores)}") for where, stores in out.items())
+
+
+def _unrelated(observation: Observation, rows: list[Row], shape: ChainShape) -> Finding:
+    """A complete chain that also carries certificates on no path: harmless to OpenSSL, worth tidying."""
+    addresses = _addresses(rows)
+    extra = ", ".join(_label(c) for c in shape.unrelated)
+    n = len(shape.unrelated)
+    summary = (
+        f"{observation.target} at {', '.join(addresses)} also serves {extra}, which "
+        f"{'is' if n == 1 else 'are'} on no path from the leaf {_label(shape.path[0])}: clients ignore "
+        f"{'it' if n == 1 else 'them'}, but {'it costs' if n == 1 else 'they cost'} bytes in every handshake "
+        "and usually means a stale certificate was left in the chain file."
+    )
+    return Finding(
+        cause=Cause.UNRELATED_CERTIFICATE,
+        severity=Severity.INFO,
+        summary=summary,
+        agents=_agents(rows),
+        addresses=addresses,
+        evidence=(
+            Evidence("served chain", tuple((r.where, _chain_text(r)) for r in rows)),
+            Evidence("on no path", tuple((_label(c), f"issuer '{c.issuer}'") for c in shape.unrelated)),
+        ),
+        fix=(
+            f"Remove {extra} from the chain file of {', '.join(addresses)}: send the leaf, then its issuers in order, "
+            "up to (not including) the root."
+        ),
+        reproduce=(save_chain(rows[0].address.address, observation.request.target.port, rows[0].result.sni),),
     )
 
 

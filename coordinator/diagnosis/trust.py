@@ -8,8 +8,10 @@ failures (unknown issuer, lone leaf, untrusted root, self-signed). Only those tw
 
 PRIVATE_CA_NOT_TRUSTED needs both kinds of host for one identical served chain. When every host fails,
 the chain itself is the problem (the chain module's untrusted or incomplete chain); when the chain lacks
-an intermediate (the chain module's `shape_of` says MISSING_ISSUER), the hosts that verify hold that
-intermediate, and serving it is the fix: this rule holds back. The root is named from a trusting store's
+an intermediate (the chain module's `shape_of` says MISSING_ISSUER, from the stores' verified paths
+first), the hosts that verify hold that intermediate, and serving it is the fix: this rule holds back.
+A leaf that a root issued directly (mkcert, small internal CAs) is complete when a store verified it
+straight to that root: a trust question like any other. The root is named from a trusting store's
 verified path. Whether it is private is told by certifi (Mozilla's roots, as Node and most browsers
 ship): a certifi store that trusts the chain anywhere makes the root public (the failing hosts' bundles
 are out of date); certifi failing on trust everywhere it exists makes it private.
@@ -19,6 +21,11 @@ a runtime's store on the same host fails on trust. NODE_EXTRA_CA_CERTS only adds
 (Mozilla) roots, so its failure counts only when certifi shows the root is not a Mozilla one; with no
 certifi verdict anywhere it is not claimed. certifi's failure speaks for Python requests unless the host
 sets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE to a store that trusts (requests then uses that instead).
+What a host's gaps add up to is one finding per host and root, whatever the number of stores: a warning
+listing the runtimes that are in use there (`store_use`: named by the operator, or pointed at by a
+variable in the agent's environment), each runtime's fix said once; the gaps of runtimes merely found
+on the host (a JRE on PATH, a system Python's certifi) are one info note, since no client is known to
+fail. Hosts with the very same gaps for the same root share one finding.
 """
 
 from __future__ import annotations
@@ -26,16 +33,17 @@ from __future__ import annotations
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...agent.model import StoreVerdict, TrustStore, Verdict
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
-from .chain_shape import Shape, known_certificates, shape_of
+from .chain_shape import ChainShape, Shape, known_certificates, shape_of, verified_paths
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
-from .wording import count, name_list
+from .store_use import StoreUse, is_system_store, store_use
+from .wording import agree, count, name_list
 
-__all__ = ["RUNTIMES", "findings", "is_system_store"]
+__all__ = ["RUNTIMES", "findings", "is_system_store", "runtime_label"]
 
 PATH_FOUND = frozenset(Verdict) - TRUST_FAILURES - {Verdict.NO_CHAIN, Verdict.OTHER}
 _DEFAULT_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -49,18 +57,26 @@ RUNTIMES: dict[str, str] = {
     "java": "Java (the system cacerts)",
     "java_home": "Java under JAVA_HOME (its cacerts)",
 }
+_DIRECT_CERTIFI = (
+    "Python code that uses certifi directly (httpx, pip; requests here follows REQUESTS_CA_BUNDLE or "
+    "CURL_CA_BUNDLE, which trusts it)"
+)
+# The order runtimes are named in, and the words for each in a fix.
+_RUNTIME_ORDER = ("python", "java", "node", "curl", "bundle")
 
 
-def is_system_store(name: str) -> bool:
-    """Stores the host's default OpenSSL context reads (the native verdict's own stores)."""
-    return name in ("system", "system_dir", "ssl_cert_file", "ssl_cert_dir") or name.startswith("system:")
-
-
-def _runtime(store: str) -> str:
+def runtime_label(store: str) -> str:
+    """The clients a store speaks for, as a sentence names them; a second store of a kind is named after
+    where it lives (certifi:<site-packages dir>, java:<JRE home>)."""
     if store in RUNTIMES:
         return RUNTIMES[store]
-    if store.startswith("extra:"):
-        return f"clients configured with the bundle '{store.removeprefix('extra:')}'"
+    base, _, where = store.partition(":")
+    if base == "certifi" and where:
+        return f"Python requests (the certifi in {where})"
+    if base == "java" and where:
+        return f"Java under {where} (its cacerts)"
+    if base == "extra":
+        return f"clients configured with the bundle '{where}'"
     return f"clients using the '{store}' store"
 
 
@@ -166,6 +182,7 @@ def _cn(dn: str) -> str:
 
 def _private_ca(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
     known = known_certificates(observation)
+    paths = verified_paths(observation)
     groups: dict[tuple[str, ...], list[Row]] = {}
     for row in observation.rows_with_chain:
         groups.setdefault(row.chain_fingerprints, []).append(row)
@@ -174,7 +191,7 @@ def _private_ca(observation: Observation, settings: DiagnosisSettings) -> Iterat
         failing = [r for r in rows if _host_trusts(r) is False]
         if not trusting or not failing:
             continue
-        shape = shape_of(rows[0].certificates(), known)
+        shape = shape_of(rows[0].certificates(), known, paths)
         if shape is None or shape.shape is Shape.MISSING_ISSUER:
             continue
         yield _private_ca_finding(
@@ -261,32 +278,86 @@ def _private_ca_finding(
 
 
 @dataclass(frozen=True)
-class _Miss:
+class _Gap:
+    """One store on one host that lacks the root the system store there trusts."""
+
     row: Row
     verdict: StoreVerdict
-    base: list[StoreVerdict]  # the system stores that trust, for the root's name
+    info: TrustStore | None
+    use: StoreUse
+    direct: bool  # certifi, while requests there reads REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, which trusts
+
+    @property
+    def store(self) -> str:
+        return self.verdict.store
+
+    @property
+    def label(self) -> str:
+        return _DIRECT_CERTIFI if self.direct else runtime_label(self.store)
+
+    @property
+    def place(self) -> str:
+        return self.info.path if self.info is not None and self.info.path else f"the {self.store} store"
+
+    @property
+    def broken(self) -> str:
+        return f" (the store could not be read: {self.info.error})" if self.info is not None and self.info.error else ""
+
+
+@dataclass
+class _Host:
+    """One host's gaps for one root, over the addresses it probed."""
+
+    agent: str
+    root: str
+    anchor: str
+    rows: list[Row] = field(default_factory=list)
+    gaps: dict[str, _Gap] = field(default_factory=dict)  # by store name: the first address's
 
 
 def _runtime_differs(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
     known = known_certificates(observation)
+    paths = verified_paths(observation)
     public = _certifi_public(observation.rows_with_chain)
-    groups: dict[tuple[str, bool], list[_Miss]] = {}
+    hosts: dict[tuple[str, str], _Host] = {}
+    shapes: dict[tuple[str, ...], ChainShape | None] = {}
     for row in observation.rows_with_chain:
         if _host_trusts(row) is not True:
             continue
-        shape = shape_of(row.certificates(), known)
+        if row.chain_fingerprints not in shapes:
+            shapes[row.chain_fingerprints] = shape_of(row.certificates(), known, paths)
+        shape = shapes[row.chain_fingerprints]
         if shape is None or shape.shape is Shape.MISSING_ISSUER:
             continue  # a store that lacks a missing intermediate: the chain module names the real fix
+        gaps = [gap for verdict in row.address.stores if (gap := _gap(row, verdict, public)) is not None]
+        if not gaps:
+            continue
         base = [s for s in _system(row) if s.at_reference_time in PATH_FOUND]
-        for verdict in row.address.stores:
-            if is_system_store(verdict.store) or verdict.at_reference_time not in TRUST_FAILURES:
-                continue
-            if verdict.store == "node_extra_ca_certs" and public is not False:
-                continue  # Node's built-in roots may hold it: only a non-Mozilla root fails Node
-            direct = verdict.store == "certifi" and _requests_overridden(row)
-            groups.setdefault((verdict.store, direct), []).append(_Miss(row, verdict, base))
-    for (store, direct), misses in groups.items():
-        yield _runtime_finding(observation, settings, store, direct, misses)
+        root, anchor = _root_of([row], base)
+        host = hosts.setdefault((row.agent, anchor or root), _Host(row.agent, root, anchor))
+        host.rows.append(row)
+        for gap in gaps:
+            host.gaps.setdefault(gap.store, gap)
+    # One finding per host and root (and per kind: in use or not); hosts with the very same gaps share it.
+    groups: dict[tuple[str, bool, tuple[tuple[str, bool], ...]], list[tuple[_Host, list[_Gap]]]] = {}
+    for host in hosts.values():
+        for in_use in (True, False):
+            gaps = [g for g in host.gaps.values() if g.use.in_use is in_use]
+            if gaps:
+                key = (host.anchor or host.root, in_use, tuple(sorted((g.store, g.direct) for g in gaps)))
+                groups.setdefault(key, []).append((host, gaps))
+    for (_root, in_use, _stores), members in groups.items():
+        yield _runtime_finding(observation, settings, in_use, members)
+
+
+def _gap(row: Row, verdict: StoreVerdict, public: bool | None) -> _Gap | None:
+    if is_system_store(verdict.store) or verdict.at_reference_time not in TRUST_FAILURES:
+        return None
+    if verdict.store == "node_extra_ca_certs" and public is not False:
+        return None  # Node's built-in roots may hold it: only a non-Mozilla root fails Node
+    info = _trust_store(row, verdict.store)
+    direct = verdict.store.partition(":")[0] == "certifi" and _requests_overridden(row)
+    return _Gap(row, verdict, info, store_use(verdict.store, info), direct)
 
 
 def _requests_overridden(row: Row) -> bool:
@@ -298,99 +369,165 @@ def _requests_overridden(row: Row) -> bool:
     return False
 
 
+def _by_runtime(gaps: Sequence[_Gap]) -> list[tuple[str, list[_Gap]]]:
+    """The gaps grouped by runtime, in the order runtimes are named."""
+    grouped: dict[str, list[_Gap]] = {}
+    for gap in gaps:
+        grouped.setdefault(gap.use.runtime, []).append(gap)
+    order = {r: i for i, r in enumerate(_RUNTIME_ORDER)}
+    return sorted(grouped.items(), key=lambda item: order.get(item[0], len(order)))
+
+
+def _runtime_fix(runtime: str, gaps: Sequence[_Gap], root: str, system_path: str) -> str:
+    """What to do for one runtime, whatever the number of its stores, in one go."""
+    places = name_list([g.place for g in gaps])
+    if runtime == "python":
+        parts = []
+        requests_bundle = [g for g in gaps if g.store == "requests_ca_bundle"]
+        if any(g.store != "requests_ca_bundle" for g in gaps):
+            parts.append(
+                f"Python: point it at the system bundle: set REQUESTS_CA_BUNDLE={system_path} (SSL_CERT_FILE for "
+                "httpx) in the service's environment, or use the truststore package; do not edit certifi's file, "
+                "upgrades replace it."
+            )
+        if requests_bundle:
+            parts.append(
+                f"REQUESTS_CA_BUNDLE names {requests_bundle[0].place}, which lacks the root: point it at "
+                f"{system_path} or add the root to it."
+            )
+        return " ".join(parts)
+    if runtime == "java":
+        commands = "; ".join(
+            f"keytool -importcert -trustcacerts -alias {shlex.quote(_cn(root))} -file root.pem -keystore "
+            f"{_keystore(g)} -storepass changeit"
+            for g in gaps
+        )
+        return (
+            f"Java: import the root into {places}: {commands} (export root.pem from {system_path}); on "
+            "Debian/Ubuntu, ca-certificates-java keeps the system cacerts in step with update-ca-certificates."
+        )
+    if runtime == "node":
+        return (
+            f"Node.js: add '{root}' to {places} (NODE_EXTRA_CA_CERTS), or start Node with --use-openssl-ca so that "
+            f"it uses {system_path}."
+        )
+    if runtime == "curl":
+        return f"CURL_CA_BUNDLE names {places}, which lacks the root: point it at {system_path} or add the root to it."
+    them = "it" if len(gaps) == 1 else "them"
+    return f"Add '{root}' to {places}, or point the clients that use {them} at {system_path}."
+
+
+def _keystore(gap: _Gap) -> str:
+    """The keystore a keytool command names; without a known path, the shell expands JAVA_HOME on that host."""
+    path = gap.info.path if gap.info is not None and gap.info.path else ""
+    return shlex.quote(path) if path else '"$JAVA_HOME/lib/security/cacerts"'
+
+
 def _runtime_finding(
-    observation: Observation, settings: DiagnosisSettings, store: str, direct: bool, misses: Sequence[_Miss]
+    observation: Observation,
+    settings: DiagnosisSettings,
+    in_use: bool,
+    members: Sequence[tuple[_Host, list[_Gap]]],
 ) -> Finding:
-    rows = [m.row for m in misses]
-    agents = _agents(rows)
-    root, _anchor = _root_of(rows, [s for m in misses for s in m.base])
-    runtime = (
-        "Python code that uses certifi directly (httpx, pip; requests here follows REQUESTS_CA_BUNDLE or "
-        "CURL_CA_BUNDLE, which trusts it)"
-        if direct
-        else _runtime(store)
-    )
-    first = rows[0]
-    info = _trust_store(first, store)
-    path = info.path if info is not None and info.path else ""
-    place = path or f"the {store} store"
-    system = _native_store(first)
-    system_path = system.path if system is not None and system.path else _DEFAULT_BUNDLE
-    broken = f" (the store could not be read: {info.error})" if info is not None and info.error else ""
-    summary = (
-        f"On {name_list(agents)}, {runtime} rejects {observation.target}: its store "
-        f"{place}{broken} lacks the root '{root}', which the system store on the same host trusts."
-    )
-    fixes = {
-        "certifi": (
-            f"Point Python at the system bundle: set REQUESTS_CA_BUNDLE={system_path} (SSL_CERT_FILE for httpx) in "
-            "the service's environment, or use the truststore package; do not edit certifi's file, upgrades "
-            "replace it."
-        ),
-        "requests_ca_bundle": (
-            f"REQUESTS_CA_BUNDLE names {place}, which lacks the root: point it at {system_path} or add the root to it."
-        ),
-        "curl_ca_bundle": (
-            f"CURL_CA_BUNDLE names {place}, which lacks the root: point it at {system_path} or add the root to it."
-        ),
-        "node_extra_ca_certs": (
-            f"Add '{root}' to {place} (NODE_EXTRA_CA_CERTS), or start Node with --use-openssl-ca so that it uses "
-            f"{system_path}."
-        ),
-    }
-    # Without a known path, the shell expands JAVA_HOME on that host.
-    keystore = shlex.quote(path) if path else '"$JAVA_HOME/lib/security/cacerts"'
-    java_fix = (
-        f"Import the root into {place}: keytool -importcert -trustcacerts -alias {shlex.quote(_cn(root))} "
-        f"-file root.pem -keystore {keystore} -storepass changeit "
-        f"(export root.pem from {system_path}); "
-        "on Debian/Ubuntu, ca-certificates-java keeps it in step with update-ca-certificates."
-    )
-    if store in ("java", "java_home"):
-        fix = java_fix
+    hosts = [host for host, _ in members]
+    agents = tuple(dict.fromkeys(h.agent for h in hosts))
+    rows = [r for h in hosts for r in h.rows]
+    first, gaps = members[0]
+    root = first.root
+    grouped = _by_runtime(gaps)
+    ordered = [g for _, group in grouped for g in group]
+    labels = [g.label for g in ordered]
+    one = len(ordered) == 1
+    if one:
+        gap = ordered[0]
+        path = gap.info.path if gap.info is not None and gap.info.path else ""
+        stores = f"its store{' ' + path if path else ''}{gap.broken} lacks"
     else:
-        fix = fixes.get(store, f"Add '{root}' to {place}, or point those clients at {system_path}.")
+        stores = f"their stores ({', '.join(g.place + g.broken for g in ordered)}) lack"
+    native = _native_store(first.rows[0])
+    system_path = native.path if native is not None and native.path else _DEFAULT_BUNDLE
+    fixes = " ".join(_runtime_fix(runtime, group, root, system_path) for runtime, group in grouped)
+    if in_use:
+        summary = (
+            f"On {name_list(agents)}, {name_list(labels)} {agree('reject', len(labels))} {observation.target}: "
+            f"{stores} the root '{root}', which the system store on the same host trusts."
+        )
+        fix = fixes
+        why = Evidence(
+            "in use", tuple((h.agent, "; ".join(f"{g.store}: {g.use.declared}" for g in gs)) for h, gs in members)
+        )
+    else:
+        summary = (
+            f"On {name_list(agents)}, {name_list(labels)} would reject {observation.target} ({stores} the root "
+            f"'{root}', which the system store trusts), but nothing there declares {'it' if one else 'them'} in "
+            "use, so no client is known to fail."
+        )
+        fix = (
+            f"Nothing to do unless a service on {', '.join(agents)} uses {'it' if one else 'them'}; then: {fixes} "
+            "To have the agent count such a runtime as in use, name it with `--runtime` (or start the agent with "
+            "the variable the service sets: REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, JAVA_HOME)."
+        )
+        why = Evidence(
+            "not declared in use",
+            tuple(
+                (h.agent, "; ".join(f"{g.store}: {g.use.found or 'found on the host'}" for g in gs))
+                for h, gs in members
+            ),
+        )
     evidence = [
         Evidence(
             "store verdicts",
             tuple(
                 (
-                    m.row.where,
-                    f"{m.verdict.store} {m.verdict.at_reference_time}; "
-                    + ", ".join(f"{s.store} {s.at_reference_time}" for s in m.base),
+                    r.where,
+                    "; ".join(
+                        [
+                            *(f"{g.store} {g.verdict.at_reference_time}" for g in gs),
+                            *(
+                                f"{s.store} {s.at_reference_time}"
+                                for s in _system(r)
+                                if s.at_reference_time in PATH_FOUND
+                            ),
+                        ]
+                    ),
                 )
-                for m in misses
+                for h, gs in members
+                for r in h.rows
             ),
         ),
+        why,
         Evidence(
             "trust stores",
             tuple(
-                (r.agent, _describe_store(t))
-                for r in {r.agent: r for r in rows}.values()
-                for t in (_trust_store(r, store), _native_store(r))
+                (h.agent, _describe_store(t))
+                for h, gs in members
+                for t in (*(g.info for g in gs), _native_store(h.rows[0]))
                 if t is not None
             ),
         ),
     ]
     port = observation.request.target.port
     checks: list[str] = []
-    if store in ("java", "java_home") and path:
-        checks.append(
-            f"keytool -list -v -keystore {shlex.quote(path)} -storepass changeit | grep -F 'Owner:' | grep -F "
-            f"{shlex.quote(_cn(root))}"
-        )
-    elif path:
-        checks.append(verify_at(settings.reference_time, path))
-    elif store == "certifi":
-        # The path certifi resolves to on that host; shell-substituted, so not quoted as a literal.
-        checks.append(verify_at(settings.reference_time, "CERTIFI").replace("CERTIFI", '"$(python3 -m certifi)"'))
+    for gap in ordered:
+        path = gap.info.path if gap.info is not None and gap.info.path else ""
+        if gap.use.runtime == "java" and path and gap.info is not None and gap.info.kind == "java-keystore":
+            checks.append(
+                f"keytool -list -v -keystore {shlex.quote(path)} -storepass changeit | grep -F 'Owner:' | grep -F "
+                f"{shlex.quote(_cn(root))}"
+            )
+        elif path:
+            checks.append(verify_at(settings.reference_time, path))
+        elif gap.store == "certifi":
+            # The path certifi resolves to on that host; shell-substituted, so not quoted as a literal.
+            checks.append(verify_at(settings.reference_time, "CERTIFI").replace("CERTIFI", '"$(python3 -m certifi)"'))
+    lead = first.rows[0]
     return Finding(
         cause=Cause.RUNTIME_STORE_DIFFERS,
-        severity=Severity.WARNING,
+        severity=Severity.WARNING if in_use else Severity.INFO,
         summary=summary,
         agents=agents,
         addresses=tuple(dict.fromkeys(r.address.address for r in rows)),
         evidence=tuple(evidence),
         fix=fix,
-        reproduce=(save_chain(first.address.address, port, first.result.sni), *checks),
+        reproduce=(save_chain(lead.address.address, port, lead.result.sni), *dict.fromkeys(checks)),
     )

@@ -1,22 +1,30 @@
 """A small test PKI: a root, an intermediate, and leaves on demand, built with `cryptography`.
 
-ECDSA P-256 keys keep generation in the sub-millisecond range, so every test makes its own PKI.
+ECDSA P-256 keys keep generation in the sub-millisecond range, so every test makes its own PKI. Other key
+kinds (P-384, RSA) are there for the certificates that need them (`key_kind`); a certificate is signed with
+SHA-384 by a P-384 key, with SHA-256 otherwise.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issued", "LabPKI", "chain_pem", "write_pem"]
+__all__ = ["Issued", "KeyKind", "LabPKI", "chain_pem", "write_pem"]
+
+KeyKind = Literal["p256", "p384", "rsa1024", "rsa2048", "rsa4096"]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+Extensions = Sequence[tuple[x509.ExtensionType, bool]]
 
 _CA_LIFETIME = timedelta(days=3650)
 _LEAF_LIFETIME = timedelta(days=90)
@@ -31,7 +39,7 @@ class Issued:
     """A certificate with its private key."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: PrivateKey
 
     @property
     def cert_pem(self) -> bytes:
@@ -50,8 +58,14 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+def _new_key(kind: KeyKind = "p256") -> PrivateKey:
+    if kind == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind in ("rsa1024", "rsa2048", "rsa4096"):
+        return rsa.generate_private_key(65537, int(kind.removeprefix("rsa")))
+    raise ValueError(f"key kind {kind!r} is not known; accepted: p256, p384, rsa1024, rsa2048, rsa4096")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -72,14 +86,17 @@ def _now() -> datetime:
 def _build(
     *,
     subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
+    key: PrivateKey,
     issuer: Issued | None,
     not_before: datetime,
     not_after: datetime,
     ca: bool,
-    extra: list[tuple[x509.ExtensionType, bool]],
+    extra: Extensions,
+    path_length: int | None = None,
+    basic_constraints: bool = True,
 ) -> x509.Certificate:
-    """Sign a certificate; `issuer` None makes it self-signed."""
+    """Sign a certificate; `issuer` None makes it self-signed. An `extra` extension replaces a default one
+    of the same type."""
     issuer_name = issuer.cert.subject if issuer else subject
     signing_key = issuer.key if issuer else key
     issuer_public = issuer.key.public_key() if issuer else key.public_key()
@@ -97,8 +114,9 @@ def _build(
             critical=False,
         )
     )
+    if ca and basic_constraints:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
     if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         builder = builder.add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -113,18 +131,23 @@ def _build(
             ),
             critical=True,
         )
+    chosen: dict[x509.ObjectIdentifier, tuple[x509.ExtensionType, bool]] = {}
     for ext, critical in extra:
+        chosen[ext.oid] = (ext, critical)
+    for ext, critical in chosen.values():
         builder = builder.add_extension(ext, critical=critical)
-    return builder.sign(signing_key, hashes.SHA256())
+    p384 = isinstance(signing_key, ec.EllipticCurvePrivateKey) and signing_key.curve.key_size == 384
+    return builder.sign(signing_key, hashes.SHA384() if p384 else hashes.SHA256())
 
 
 class LabPKI:
     """A root CA "<name> Root CA" and an intermediate "<name> Intermediate CA" that issues leaves."""
 
-    def __init__(self, name: str = "Lab") -> None:
+    def __init__(self, name: str = "Lab", *, key_kind: KeyKind = "p256") -> None:
         self.name = name
+        self.key_kind: KeyKind = key_kind
         now = _now()
-        root_key = _new_key()
+        root_key = _new_key(key_kind)
         self.root = Issued(
             _build(
                 subject=_name(f"{name} Root CA"),
@@ -140,11 +163,20 @@ class LabPKI:
         self.intermediate = self.issue_intermediate(f"{name} Intermediate CA")
 
     def issue_intermediate(
-        self, name: str, *, issuer: Issued | None = None, not_after: datetime | None = None
+        self,
+        name: str,
+        *,
+        issuer: Issued | None = None,
+        not_after: datetime | None = None,
+        key_kind: KeyKind | None = None,
+        path_length: int | None = None,
+        basic_constraints: bool = True,
+        aia_ca_issuers_url: str | None = None,
     ) -> Issued:
-        """A CA certificate named `name`, issued by `issuer` (the root by default)."""
+        """A CA certificate named `name`, issued by `issuer` (the root by default), with a key of the PKI's
+        kind unless told; `basic_constraints` False leaves that extension out (a CA OpenSSL refuses)."""
         now = _now()
-        key = _new_key()
+        key = _new_key(key_kind or self.key_kind)
         cert = _build(
             subject=_name(name),
             key=key,
@@ -152,7 +184,9 @@ class LabPKI:
             not_before=now - _CA_BACKDATE,
             not_after=not_after or now + _CA_LIFETIME,
             ca=True,
-            extra=[],
+            extra=_aia(aia_ca_issuers_url),
+            path_length=path_length,
+            basic_constraints=basic_constraints,
         )
         return Issued(cert, key)
 
@@ -165,12 +199,15 @@ class LabPKI:
         aia_ca_issuers_url: str | None = None,
         common_name: str | None = None,
         san: bool = True,
+        key_kind: KeyKind | None = None,
+        extensions: Extensions = (),
     ) -> Issued:
-        """A server certificate for `names` (DNS names or IP literals), by default from the intermediate."""
+        """A server certificate for `names` (DNS names or IP literals), by default from the intermediate.
+        `extensions` are added, each replacing a default extension of its type (an extendedKeyUsage, say)."""
         if not names and common_name is None:
             raise ValueError("issue_leaf needs at least one name (DNS name or IP literal) or a common_name")
         now = _now()
-        key = _new_key()
+        key = _new_key(key_kind or self.key_kind)
         cn = common_name if common_name is not None else names[0]
         return Issued(
             _build(
@@ -180,7 +217,7 @@ class LabPKI:
                 not_before=not_before or now - _BACKDATE,
                 not_after=not_after or now + _LEAF_LIFETIME,
                 ca=False,
-                extra=_leaf_extensions(names, san=san, aia_ca_issuers_url=aia_ca_issuers_url),
+                extra=[*_leaf_extensions(names, san=san, aia_ca_issuers_url=aia_ca_issuers_url), *extensions],
             ),
             key,
         )
@@ -190,7 +227,7 @@ class LabPKI:
         if not names:
             raise ValueError("self_signed_leaf needs at least one name (DNS name or IP literal)")
         now = _now()
-        key = _new_key()
+        key = _new_key(self.key_kind)
         return Issued(
             _build(
                 subject=_name(names[0]),
@@ -231,21 +268,15 @@ def _leaf_extensions(
     ]
     if san and names:
         extra.append((x509.SubjectAlternativeName([_san_entry(n) for n in names]), False))
-    if aia_ca_issuers_url:
-        extra.append(
-            (
-                x509.AuthorityInformationAccess(
-                    [
-                        x509.AccessDescription(
-                            x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                            x509.UniformResourceIdentifier(aia_ca_issuers_url),
-                        )
-                    ]
-                ),
-                False,
-            )
-        )
-    return extra
+    return extra + _aia(aia_ca_issuers_url)
+
+
+def _aia(url: str | None) -> list[tuple[x509.ExtensionType, bool]]:
+    """An Authority Information Access extension naming `url` as caIssuers; none without a URL."""
+    if not url:
+        return []
+    access = x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))
+    return [(x509.AuthorityInformationAccess([access]), False)]
 
 
 def chain_pem(*issued: Issued) -> bytes:

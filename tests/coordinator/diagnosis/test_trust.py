@@ -62,6 +62,29 @@ def _identities(system: TrustStore, stores: dict[str, Verdict]) -> list[TrustSto
     return identities
 
 
+JAVA_NAMED = "/usr/lib/jvm/java-17/lib/security/cacerts (--runtime java=/usr/lib/jvm/java-17)"
+
+
+def _declared(outcome_: ProbeOutcome, **found_by: str) -> ProbeOutcome:
+    """The outcome with identities for the named stores, found as `found_by` says (a declaration or not)."""
+    assert outcome_.result is not None
+    kinds = {"java": "java-keystore"}
+    added = tuple(
+        TrustStore(
+            name,
+            kinds.get(name.split(":")[0], "file"),
+            f"/stores/{name}",
+            100,
+            "ab" * 32,
+            runtime={"certifi": "python", "java": "java"}.get(name.split(":")[0], ""),
+            found_by=why,
+        )
+        for name, why in found_by.items()
+    )
+    kept = tuple(t for t in outcome_.result.trust_stores if t.name not in found_by)
+    return replace(outcome_, result=replace(outcome_.result, trust_stores=kept + added))
+
+
 @pytest.fixture
 def lab() -> Lab:
     return Lab()
@@ -144,7 +167,8 @@ def test_different_chains_are_not_compared(lab: Lab) -> None:
 def test_missing_intermediate_is_left_to_the_chain_rule(lab: Lab) -> None:
     leaf_only = (lab.leaf,)
     obs = observe(
-        outcome("a", [address("10.0.0.1", leaf_only, verified_path=lab.path[:2])]),
+        # The store holds the intermediate: OpenSSL's path runs through it up to the root.
+        outcome("a", [address("10.0.0.1", leaf_only, verified_path=lab.path)]),
         outcome(
             "b", [address("10.0.0.1", leaf_only, native=UNKNOWN, stores={"system": Verdict.LEAF_ONLY_UNVERIFIABLE})]
         ),
@@ -196,7 +220,15 @@ def test_silent_vantages_are_not_counted(lab: Lab) -> None:
 
 
 def test_certifi_lacking_the_root_names_python_requests_and_the_fix(lab: Lab) -> None:
-    certifi = TrustStore("certifi", "file", "/usr/lib/python3/dist-packages/certifi/cacert.pem", 150, "ee" * 32)
+    certifi = TrustStore(
+        "certifi",
+        "file",
+        "/usr/lib/python3/dist-packages/certifi/cacert.pem",
+        150,
+        "ee" * 32,
+        runtime="python",
+        found_by="certifi of /srv/app/bin/python (--runtime python=/srv/app/bin/python)",
+    )
     row = address("10.0.0.1", lab.chain, stores={"system": Verdict.OK, "certifi": UNKNOWN}, verified_path=lab.path)
     obs = observe(outcome("app-1", [row], trust_stores=[_system(141), certifi]), lab.trusting("app-2"))
     [finding] = _run(obs)
@@ -210,23 +242,27 @@ def test_certifi_lacking_the_root_names_python_requests_and_the_fix(lab: Lab) ->
 
 
 def test_same_runtime_gap_on_several_hosts_is_one_finding(lab: Lab) -> None:
-    obs = observe(lab.trusting("a", java=UNKNOWN), lab.trusting("b", java=UNKNOWN), lab.trusting("c"))
+    obs = observe(
+        _declared(lab.trusting("a", java=UNKNOWN), java=JAVA_NAMED),
+        _declared(lab.trusting("b", java=UNKNOWN), java=JAVA_NAMED),
+        lab.trusting("c"),
+    )
     [finding] = _run(obs)
     assert finding.agents == ("a", "b")
     assert finding.summary.startswith("On a and b, Java (the system cacerts) rejects")
     assert "keytool -importcert" in finding.fix
 
 
-def test_each_runtime_gets_its_own_finding(lab: Lab) -> None:
-    obs = observe(lab.trusting("a", java=UNKNOWN, curl_ca_bundle=UNKNOWN, **{"extra:payments": UNKNOWN}))
-    found = _run(obs)
-    runtimes = sorted(f.summary.split(", ", 1)[1].split(" rejects")[0] for f in found)
-    assert runtimes == [
-        "Java (the system cacerts)",
-        "clients configured with the bundle 'payments'",
-        "curl (CURL_CA_BUNDLE)",
-    ]
-    assert all(f.cause is Cause.RUNTIME_STORE_DIFFERS for f in found)
+def test_a_hosts_runtime_gaps_are_one_finding_naming_each_runtime(lab: Lab) -> None:
+    """One finding per host and root, not one per store: the runtimes listed, each one's fix said once."""
+    outcome_ = lab.trusting("a", java=UNKNOWN, curl_ca_bundle=UNKNOWN, **{"extra:payments": UNKNOWN})
+    obs = observe(_declared(outcome_, java=JAVA_NAMED))
+    [finding] = _run(obs)
+    assert finding.cause is Cause.RUNTIME_STORE_DIFFERS and finding.severity is Severity.WARNING
+    runtimes = finding.summary.split(", ", 1)[1].split(" reject ")[0]
+    expected = "Java (the system cacerts), curl (CURL_CA_BUNDLE) and clients configured with the bundle 'payments'"
+    assert runtimes == expected
+    assert finding.fix.count("keytool -importcert") == 1 and finding.fix.count("CURL_CA_BUNDLE names") == 1
 
 
 def test_time_failures_in_a_runtime_store_do_not_count(lab: Lab) -> None:

@@ -1,0 +1,577 @@
+"""Chains that break a verification policy (POLICY_INVALID_CHAIN): a path exists, or would, but OpenSSL
+refuses a certificate on it: a weak digest (68), a weak key (66 leaf, 67 CA), an issuer that is not a
+CA (79; 24 in OpenSSL 1.1; 32 keyUsage without keyCertSign), an unhandled critical extension (34), a
+chain too long (22), a path length constraint exceeded (25), a purpose other than TLS server (26), a
+signature that does not verify (7), or any other code OpenSSL files as a policy violation.
+
+What decides is the OpenSSL verify code (native, the python view, every store verdict), never the text
+beside it. The certificate to blame is found in the served certificates by the fact the code names
+(the signature algorithm, the key, basicConstraints and keyUsage, the critical extensions, the path
+length constraint, the extendedKeyUsage); where the culprit is the root, which servers do not send, the
+finding says so. Severity: critical when a host's default clients (native or python view) refuse now; a
+warning when only another store refuses and that store is in use (`store_use`), info otherwise.
+
+Where OpenSSL accepts but the CA/Browser Forum profile that browsers and Go apply would refuse (the
+agent's `strict_note`), this is at most one info note per served chain, naming the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
+
+from ...agent.model import Client, TrustStore, Verdict
+from ...agent.trust.certinfo import CertificateParseError, parse_der
+from ...agent.trust.strict_profile import key_description
+from ..observation import DiagnosisSettings, Observation, Row
+from .model import Cause, Evidence, Finding, Severity
+from .reproduce import save_chain, verify_at
+from .store_use import is_system_store, store_use
+from .wording import agree, name_list
+
+__all__ = ["POLICY_CODES", "findings", "violation_kind"]
+
+# OpenSSL's X509_V_ERR codes this module words (OpenSSL 3 numbering, 24 as 1.1 numbered "invalid CA").
+SIGNATURE_FAILURE = 7
+CHAIN_TOO_LONG = 22
+INVALID_CA_1_1 = 24
+PATH_LENGTH_EXCEEDED = 25
+INVALID_PURPOSE = 26
+KEYUSAGE_NO_CERTSIGN = 32
+UNHANDLED_CRITICAL_EXTENSION = 34
+EE_KEY_TOO_SMALL = 66
+CA_KEY_TOO_SMALL = 67
+CA_MD_TOO_WEAK = 68
+INVALID_CA = 79
+
+_KINDS: dict[int, str] = {
+    SIGNATURE_FAILURE: "signature",
+    CHAIN_TOO_LONG: "chain_too_long",
+    INVALID_CA_1_1: "invalid_ca",
+    PATH_LENGTH_EXCEEDED: "path_length",
+    INVALID_PURPOSE: "purpose",
+    KEYUSAGE_NO_CERTSIGN: "invalid_ca",
+    UNHANDLED_CRITICAL_EXTENSION: "critical_extension",
+    EE_KEY_TOO_SMALL: "leaf_key",
+    CA_KEY_TOO_SMALL: "ca_key",
+    CA_MD_TOO_WEAK: "weak_digest",
+    INVALID_CA: "invalid_ca",
+}
+POLICY_CODES = frozenset(_KINDS)
+# Codes that are not about policy even where OpenSSL's verdict reads "invalid" (1: could not judge at all).
+_NOT_POLICY = frozenset({0, 1})
+
+_WEAK_SIGNATURES = frozenset(
+    {
+        SignatureAlgorithmOID.RSA_WITH_MD5,
+        SignatureAlgorithmOID.RSA_WITH_SHA1,
+        SignatureAlgorithmOID._RSA_WITH_SHA1,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA1,
+        SignatureAlgorithmOID.DSA_WITH_SHA1,
+    }
+)
+# The extensions OpenSSL handles when critical (X509_supported_extension); any other critical one is 34.
+_HANDLED_CRITICAL = frozenset(
+    {
+        "2.16.840.1.113730.1.1",  # nsCertType
+        "2.5.29.15",  # keyUsage
+        "2.5.29.17",  # subjectAltName
+        "2.5.29.19",  # basicConstraints
+        "2.5.29.32",  # certificatePolicies
+        "2.5.29.37",  # extendedKeyUsage
+        "1.3.6.1.5.5.7.1.7",  # sbgp-ipAddrBlock
+        "1.3.6.1.5.5.7.1.8",  # sbgp-autonomousSysNum
+        "2.5.29.36",  # policyConstraints
+        "1.3.6.1.5.5.7.1.14",  # proxyCertInfo
+        "2.5.29.30",  # nameConstraints
+        "2.5.29.33",  # policyMappings
+        "2.5.29.54",  # inhibitAnyPolicy
+    }
+)
+_STRONG_RSA_BITS = 2048
+
+
+def violation_kind(code: int) -> str:
+    """What an OpenSSL verify code refuses, as this module groups them ("code:N" for the others)."""
+    return _KINDS.get(code, f"code:{code}")
+
+
+def _is_policy(verdict: Verdict, code: int) -> bool:
+    return code in POLICY_CODES or (verdict is Verdict.INVALID and code not in _NOT_POLICY)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    row: Row
+    client: str  # "native", "python", or the store's name
+    code: int
+
+    @property
+    def now(self) -> bool:
+        """The host's default clients refuse (not only a store judged offline)."""
+        return self.client in ("native", "python")
+
+
+def _refusals(row: Row) -> list[_Refusal]:
+    out: list[_Refusal] = []
+    native = row.address.native
+    if _is_policy(native.verdict, native.verify_code):
+        out.append(_Refusal(row, "native", native.verify_code))
+    for view in row.address.views:
+        if view.client is Client.PYTHON and _is_policy(view.verdict, view.verify_code):
+            out.append(_Refusal(row, "python", view.verify_code))
+    for store in row.address.stores:
+        if _is_policy(store.at_reference_time, store.reference_verify_code):
+            out.append(_Refusal(row, store.store, store.reference_verify_code))
+        elif _is_policy(store.at_agent_time, store.verify_code):
+            out.append(_Refusal(row, store.store, store.verify_code))
+    return out
+
+
+def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in observation.rows_with_chain:
+        groups.setdefault(row.chain_fingerprints, []).append(row)
+    for rows in groups.values():
+        by_kind: dict[str, list[_Refusal]] = {}
+        for row in rows:
+            for refusal in _refusals(row):
+                by_kind.setdefault(violation_kind(refusal.code), []).append(refusal)
+        for kind, refusals in by_kind.items():
+            yield _policy_finding(observation, settings, rows, kind, refusals)
+        note = _strict_finding(observation, rows, refused={r.row.where for rs in by_kind.values() for r in rs})
+        if note is not None:
+            yield note
+
+
+# --- the certificates ---------------------------------------------------------------------------
+
+
+def _parsed(row: Row) -> list[x509.Certificate]:
+    out = []
+    for der in row.address.chain:
+        try:
+            out.append(parse_der(der))
+        except CertificateParseError:
+            continue
+    return out
+
+
+def _linked(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The served certificates linked from the leaf by name (as served chains are walked), leaf first."""
+    if not certs:
+        return []
+    path = [certs[0]]
+    left = list(certs[1:])
+    while path[-1].subject != path[-1].issuer:
+        nxt = next((c for c in left if c.subject == path[-1].issuer), None)
+        if nxt is None:
+            break
+        path.append(nxt)
+        left.remove(nxt)
+    return path
+
+
+def _name(cert: x509.Certificate) -> str:
+    return f"'{cert.subject.rfc4514_string()}'"
+
+
+def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer
+
+
+def _above_top(path: Sequence[x509.Certificate]) -> str:
+    """The unsent certificate above the served path, as the path's top names it."""
+    top = path[-1]
+    return f"'{top.issuer.rfc4514_string()}' (not served: usually the root)" if not _self_issued(top) else ""
+
+
+@dataclass(frozen=True)
+class _Violation:
+    what: str  # the violation, naming the certificate: a clause for the summary
+    culprit: str  # the certificate's name, or the place it must be
+    fix: str
+
+
+def _signature_name(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    name = getattr(oid, "_name", "")
+    return name if name and name != "Unknown OID" else oid.dotted_string
+
+
+def _digest_name(cert: x509.Certificate) -> str:
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        algorithm = None
+    return algorithm.name.upper().replace("SHA", "SHA-") if algorithm is not None else "a weak digest"
+
+
+def _weak_digest(path: Sequence[x509.Certificate]) -> _Violation | None:
+    signed = path[:-1] if len(path) > 1 and _self_issued(path[-1]) else path  # an anchor's own signature is not used
+    weak = [c for c in signed if c.signature_algorithm_oid in _WEAK_SIGNATURES]
+    if not weak:
+        return None
+    cert = weak[0]
+    return _Violation(
+        what=f"{_name(cert)} is signed with {_digest_name(cert)} ({_signature_name(cert)}), a digest OpenSSL refuses",
+        culprit=_name(cert),
+        fix=(
+            f"Have '{cert.issuer.rfc4514_string()}' sign {_name(cert)} again with SHA-256 (reissue it); SHA-1 and "
+            "MD5 signatures are refused by OpenSSL at security level 1 and above, and by every browser."
+        ),
+    )
+
+
+def _weak_bits(cert: x509.Certificate) -> int | None:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey) and key.key_size < _STRONG_RSA_BITS:
+        return int(key.key_size)
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 224:
+        return int(key.curve.key_size)
+    return None
+
+
+def _a(words: str) -> str:
+    """The indefinite article for key descriptions, read as letters: 'an RSA 1024', 'an EC secp224r1', 'a DSA 1024'."""
+    return f"an {words}" if words[:1] in "AEFHILMNORSX" else f"a {words}"
+
+
+def _leaf_key(path: Sequence[x509.Certificate]) -> _Violation:
+    leaf = path[0]
+    key = key_description(leaf) or "its key"
+    return _Violation(
+        what=f"the leaf {_name(leaf)} has {_a(key)} key, too small for OpenSSL's security level",
+        culprit=_name(leaf),
+        fix=(
+            f"Reissue the leaf {_name(leaf)} with an RSA key of at least 2048 bits or an ECDSA P-256 key (a new key "
+            "and a new certificate: the key size cannot be changed in place)."
+        ),
+    )
+
+
+def _ca_key(path: Sequence[x509.Certificate]) -> _Violation:
+    weak = sorted((bits, i) for i, c in enumerate(path[1:], start=1) if (bits := _weak_bits(c)) is not None)
+    if weak:
+        ca = path[weak[0][1]]
+        return _Violation(
+            what=f"the CA {_name(ca)} has {_a(key_description(ca))} key, too small for OpenSSL's security level",
+            culprit=_name(ca),
+            fix=(
+                f"Replace the CA {_name(ca)} with one whose key is RSA 2048 bits or more (or ECDSA P-256), and reissue "
+                "the certificates it signed."
+            ),
+        )
+    above = _above_top(path) or "a CA certificate of the path"
+    return _Violation(
+        what=f"a CA key on the path is too small for OpenSSL's security level: {above}",
+        culprit=above,
+        fix="Replace that CA with one whose key is RSA 2048 bits or more (or ECDSA P-256), and reissue below it.",
+    )
+
+
+def _not_a_ca(cert: x509.Certificate) -> str:
+    bc = _ext(cert, x509.BasicConstraints)
+    if not isinstance(bc, x509.BasicConstraints):
+        return "has no basicConstraints"
+    if not bc.ca:
+        return "says CA:FALSE in its basicConstraints"
+    ku = _ext(cert, x509.KeyUsage)
+    if isinstance(ku, x509.KeyUsage) and not ku.key_cert_sign:
+        return "has a keyUsage without keyCertSign"
+    return ""
+
+
+def _invalid_ca(path: Sequence[x509.Certificate], code: int) -> _Violation | None:
+    for cert in path[1:]:
+        why = _not_a_ca(cert)
+        if why:
+            return _Violation(
+                what=f"{_name(cert)} issues certificates but is not a CA: it {why}",
+                culprit=_name(cert),
+                fix=(
+                    f"Reissue {_name(cert)} as a CA (basicConstraints CA:TRUE, critical; keyUsage keyCertSign and "
+                    "cRLSign) and have it sign the leaf again, or serve the intermediate that really is the CA."
+                ),
+            )
+    if code == INVALID_CA_1_1:
+        return None  # OpenSSL 3's 24 (no issuer public key), when no certificate shows an invalid CA
+    above = _above_top(path) or "a certificate of the path"
+    return _Violation(
+        what=f"a certificate that issues others is not a CA OpenSSL accepts: {above}",
+        culprit=above,
+        fix="Reissue that certificate as a CA (basicConstraints CA:TRUE, keyUsage keyCertSign).",
+    )
+
+
+def _critical_extension(path: Sequence[x509.Certificate]) -> _Violation | None:
+    for cert in path:
+        try:
+            extensions = list(cert.extensions)
+        except ValueError:
+            continue
+        unknown = [e.oid for e in extensions if e.critical and e.oid.dotted_string not in _HANDLED_CRITICAL]
+        if unknown:
+            names = ", ".join(
+                o.dotted_string
+                if getattr(o, "_name", "Unknown OID") == "Unknown OID"
+                else f"{o._name} ({o.dotted_string})"
+                for o in unknown
+            )
+            return _Violation(
+                what=f"{_name(cert)} carries the critical extension {names}, which OpenSSL does not handle",
+                culprit=_name(cert),
+                fix=f"Reissue {_name(cert)} without {names}, or with it marked non-critical.",
+            )
+    return None
+
+
+def _path_length(path: Sequence[x509.Certificate]) -> _Violation | None:
+    for index, ca in enumerate(path[1:], start=1):
+        bc = _ext(ca, x509.BasicConstraints)
+        if not isinstance(bc, x509.BasicConstraints) or bc.path_length is None:
+            continue
+        below = sum(1 for c in path[1:index] if not _self_issued(c))
+        if below > bc.path_length:
+            return _Violation(
+                what=(
+                    f"{_name(ca)} allows {bc.path_length} CA certificate(s) below it (pathLenConstraint) and the path "
+                    f"has {below}"
+                ),
+                culprit=_name(ca),
+                fix=(
+                    f"Issue the leaf from a CA within the path length limit of {_name(ca)}, or reissue {_name(ca)} "
+                    "with a larger pathLenConstraint."
+                ),
+            )
+    above = _above_top(path)
+    if not above:
+        return None
+    return _Violation(
+        what=f"a path length constraint above the served chain is exceeded: {above}",
+        culprit=above,
+        fix="Issue the leaf from a CA within that CA's path length limit, or reissue that CA with a larger limit.",
+    )
+
+
+def _serves_tls(cert: x509.Certificate) -> tuple[bool, str]:
+    eku = _ext(cert, x509.ExtendedKeyUsage)
+    if not isinstance(eku, x509.ExtendedKeyUsage):
+        return True, ""
+    usages = list(eku)
+    if ExtendedKeyUsageOID.SERVER_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
+        return True, ""
+    return False, ", ".join(getattr(u, "_name", "") or u.dotted_string for u in usages)
+
+
+def _purpose(path: Sequence[x509.Certificate]) -> _Violation | None:
+    for index, cert in enumerate(path):
+        ok, usages = _serves_tls(cert)
+        if ok:
+            continue
+        role = "the leaf" if index == 0 else "the CA"
+        return _Violation(
+            what=f"{role} {_name(cert)} is not for TLS servers: its extendedKeyUsage is {usages}, without serverAuth",
+            culprit=_name(cert),
+            fix=f"Reissue {_name(cert)} with extendedKeyUsage serverAuth (keep clientAuth beside it if needed).",
+        )
+    return None
+
+
+def _bad_signature(path: Sequence[x509.Certificate]) -> _Violation | None:
+    for child, issuer in itertools.pairwise(path):
+        try:
+            child.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            return _Violation(
+                what=f"the signature of {_name(child)} does not verify with the key of {_name(issuer)}",
+                culprit=_name(child),
+                fix=(
+                    f"Serve the issuer that really signed {_name(child)}: {_name(issuer)} has the same name but "
+                    "another key (a re-keyed CA, or a chain file assembled from two generations)."
+                ),
+            )
+    return None
+
+
+def _chain_too_long(path: Sequence[x509.Certificate], served: int) -> _Violation:
+    return _Violation(
+        what=f"the path has {max(len(path), served)} certificates or more, beyond OpenSSL's verification depth",
+        culprit="the served chain",
+        fix="Serve a chain with fewer intermediates, or issue the leaf from a CA nearer the root.",
+    )
+
+
+def _violation(kind: str, code: int, path: Sequence[x509.Certificate], served: int) -> _Violation:
+    found: _Violation | None = None
+    if kind == "weak_digest":
+        found = _weak_digest(path)
+    elif kind == "leaf_key":
+        found = _leaf_key(path)
+    elif kind == "ca_key":
+        found = _ca_key(path)
+    elif kind == "invalid_ca":
+        found = _invalid_ca(path, code)
+    elif kind == "critical_extension":
+        found = _critical_extension(path)
+    elif kind == "path_length":
+        found = _path_length(path)
+    elif kind == "purpose":
+        found = _purpose(path)
+    elif kind == "signature":
+        found = _bad_signature(path)
+    elif kind == "chain_too_long":
+        found = _chain_too_long(path, served)
+    if found is not None:
+        return found
+    return _Violation(
+        what=f"OpenSSL refuses a certificate of the path (verify code {code})",
+        culprit="a certificate of the path",
+        fix=(
+            f"Look up OpenSSL verify code {code} (`openssl verify` names it) and reissue the certificate it names; "
+            "the agents' detail in the evidence says which one."
+        ),
+    )
+
+
+# --- POLICY_INVALID_CHAIN -----------------------------------------------------------------------
+
+
+def _trust_store(row: Row, name: str) -> TrustStore | None:
+    return next((t for t in row.result.trust_stores if t.name == name), None)
+
+
+def _store_counts(refusal: _Refusal) -> bool:
+    """A store-only refusal matters when that store is the system's or declared in use on its host."""
+    if is_system_store(refusal.client):
+        return True
+    return store_use(refusal.client, _trust_store(refusal.row, refusal.client)).in_use
+
+
+def _chain_text(row: Row) -> str:
+    return " <- ".join(f"'{c.subject}' (sha256 {c.short_fingerprint})" for c in row.certificates())
+
+
+def _policy_finding(
+    observation: Observation,
+    settings: DiagnosisSettings,
+    rows: list[Row],
+    kind: str,
+    refusals: list[_Refusal],
+) -> Finding:
+    code = refusals[0].code
+    path = _linked(_parsed(rows[0]))
+    violation = _violation(kind, code, path, len(rows[0].address.chain))
+    now = [r for r in refusals if r.now]
+    refusing_rows = list({r.row.where: r.row for r in refusals}.values())
+    refused = {r.where for r in refusing_rows}
+    agents = tuple(dict.fromkeys(r.agent for r in refusing_rows))
+    if now:
+        severity = Severity.CRITICAL
+        who = tuple(dict.fromkeys(r.row.agent for r in now))
+        impact = f"{name_list(who)} {agree('refuse', who)} it"
+    else:
+        severity = Severity.WARNING if any(_store_counts(r) for r in refusals) else Severity.INFO
+        stores = list(dict.fromkeys(f"the {r.client} store on {r.row.agent}" for r in refusals))
+        impact = f"{name_list(stores)} {agree('refuse', stores)} it while the hosts' default clients accept it"
+    accepting = [r.agent for r in rows if r.where not in refused and r.address.native.verdict is not Verdict.NO_CHAIN]
+    accepting = [a for a in dict.fromkeys(accepting) if a not in agents]
+    also = f"; {name_list(accepting)} {agree('accept', accepting)} it" if accepting else ""
+    codes = ", ".join(sorted({str(r.code) for r in refusals}, key=int))
+    summary = (
+        f"{observation.target}'s chain breaks OpenSSL's verification policy: {violation.what} (verify code {codes}), "
+        f"so {impact}{also}."
+    )
+    by_row: dict[str, list[str]] = {}
+    for refusal in refusals:
+        by_row.setdefault(refusal.row.where, []).append(f"{refusal.client} {refusal.code}")
+    detail = next(
+        (
+            (r.where, s.detail)
+            for r in refusing_rows
+            for s in r.address.stores
+            if s.detail and violation_kind(s.verify_code) == kind
+        ),
+        None,
+    )
+    evidence = [
+        Evidence("violation", ((violation.culprit, violation.what),)),
+        Evidence("verify codes", tuple((where, ", ".join(items)) for where, items in by_row.items())),
+        Evidence("served chain", tuple((r.where, _chain_text(r)) for r in refusing_rows)),
+    ]
+    if detail is not None:
+        evidence.append(Evidence("agent detail", (detail,)))
+    first = refusing_rows[0]
+    port = observation.request.target.port
+    reproduce = [
+        save_chain(first.address.address, port, first.result.sni),
+        verify_at(settings.reference_time, None),
+        "openssl crl2pkcs7 -nocrl -certfile chain.pem | openssl pkcs7 -print_certs -text -noout "
+        "| grep -E 'Subject:|Signature Algorithm|Public-Key|CA:|Usage|critical'",
+    ]
+    return Finding(
+        cause=Cause.POLICY_INVALID_CHAIN,
+        severity=severity,
+        summary=summary,
+        agents=agents,
+        addresses=tuple(dict.fromkeys(r.address.address for r in refusing_rows)),
+        evidence=tuple(evidence),
+        fix=violation.fix,
+        reproduce=tuple(reproduce),
+    )
+
+
+# --- the strict profile -----------------------------------------------------------------------
+
+
+def _strict_finding(observation: Observation, rows: list[Row], refused: set[str]) -> Finding | None:
+    """One info note for a chain OpenSSL accepts and the CA/Browser Forum profile refuses."""
+    notes: dict[str, str] = {}
+    for row in rows:
+        if row.where in refused:
+            continue
+        stores = sorted(
+            (s for s in row.address.stores if s.strict_note and s.verify_code == 0),
+            key=lambda s: not is_system_store(s.store),
+        )
+        if stores:
+            notes[row.where] = stores[0].strict_note
+    if not notes:
+        return None
+    noted = [r for r in rows if r.where in notes]
+    common = max(set(notes.values()), key=list(notes.values()).count)
+    leaf = noted[0].leaf
+    name = f" '{leaf.subject}'" if leaf is not None else ""
+    return Finding(
+        cause=Cause.POLICY_INVALID_CHAIN,
+        severity=Severity.INFO,
+        summary=(
+            f"OpenSSL accepts {observation.target}'s chain{name}, but browsers and Go (the CA/Browser Forum "
+            f"profile) would refuse it: {common}."
+        ),
+        agents=tuple(dict.fromkeys(r.agent for r in noted)),
+        addresses=tuple(dict.fromkeys(r.address.address for r in noted)),
+        evidence=(Evidence("strict profile", tuple(notes.items())),),
+        fix=(
+            "Nothing fails for OpenSSL-based clients. For browsers and Go clients, reissue the certificates the note "
+            "names to the CA/Browser Forum profile: a critical basicConstraints and a keyUsage on every CA, an "
+            "Authority Key Identifier and a subjectAltName on the leaf, SHA-256 or better, RSA keys of 2048 bits."
+        ),
+        reproduce=(save_chain(noted[0].address.address, observation.request.target.port, noted[0].result.sni),),
+    )
