@@ -18,6 +18,8 @@ from .outcomes import ClockEstimate, ProbeOutcome, VantageState
 
 # Offsets beyond this (after the error bound) are worth a reader's attention in the table.
 CLOCK_HIGHLIGHT_MS = 1000.0
+# A leaf's SANs shown in its cell; the rest are counted ("+N more").
+MAX_CELL_SANS = 5
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("agent", "agent"),
@@ -121,15 +123,28 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
         cells["chain"] = str(len(a.chain))
     cells["native"] = _native_cell(a)
     cells["stores"] = _stores_cell(per_store(a.stores))
-    ok = a.native.verdict is Verdict.OK and a.handshake.failure in (Failure.NONE,)
+    ok = row_is_fine(a)
     return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=ok)
 
 
+def row_is_fine(a: AddressResult) -> bool:
+    """The handshake completed and verified, for every client view the agent reported: a failed handshake (a
+    timeout, a reset, an alert after a verified chain) or a client on the host that fails is never fine."""
+    if a.connect_failure is not Failure.NONE or a.handshake.failure is not Failure.NONE:
+        return False
+    if a.native.verdict is not Verdict.OK:
+        return False
+    return all(v.failure is Failure.NONE and v.verdict is Verdict.OK for v in a.views)
+
+
 def _leaf_names(common_name: str, sans: tuple[str, ...]) -> str:
-    """The SANs; the CN too when it is not among them (a CN-only certificate says so)."""
+    """The first SANs and how many more (a certificate may list thousands; --json keeps them all); the CN too
+    when it is not among them (a CN-only certificate says so)."""
     if not sans:
         return f"{common_name} [no SANs]"
-    listed = ", ".join(sans)
+    listed = ", ".join(sans[:MAX_CELL_SANS])
+    if len(sans) > MAX_CELL_SANS:
+        listed += f" +{len(sans) - MAX_CELL_SANS} more"
     return listed if common_name in sans else f"{listed} (CN {common_name})"
 
 

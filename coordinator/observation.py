@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -50,6 +50,34 @@ class Variant:
     outcomes: tuple[ProbeOutcome, ...]
 
 
+class CertificateCache:
+    """Each served DER parsed and fingerprinted once per observation, however many rows and rules read it.
+
+    Fleets serve the same few certificates to thousands of rows; a shared cache keeps every rule's reads of
+    them linear in the rows (the process-wide cache of `summarize` is bounded, and evicts under many distinct
+    certificates)."""
+
+    __slots__ = ("_fingerprints", "_summaries")
+
+    def __init__(self) -> None:
+        self._summaries: dict[bytes, CertSummary | None] = {}
+        self._fingerprints: dict[bytes, str] = {}
+
+    def summary(self, der: bytes) -> CertSummary | None:
+        try:
+            return self._summaries[der]
+        except KeyError:
+            parsed = self._summaries[der] = _summary(der)
+            return parsed
+
+    def fingerprint(self, der: bytes) -> str:
+        try:
+            return self._fingerprints[der]
+        except KeyError:
+            value = self._fingerprints[der] = fingerprint(der)
+            return value
+
+
 @dataclass(frozen=True)
 class Row:
     """One address as one vantage saw it."""
@@ -58,6 +86,7 @@ class Row:
     outcome: ProbeOutcome
     result: ProbeResult
     address: AddressResult
+    cache: CertificateCache = field(default_factory=CertificateCache, compare=False, repr=False)
 
     @property
     def where(self) -> str:
@@ -67,21 +96,26 @@ class Row:
     def has_chain(self) -> bool:
         return bool(self.address.chain)
 
+    @cached_property
+    def summaries(self) -> tuple[CertSummary | None, ...]:
+        """One summary per served certificate, in served order; None where the bytes do not parse."""
+        return tuple(self.cache.summary(der) for der in self.address.chain)
+
     @property
     def leaf(self) -> CertSummary | None:
-        return _summary(self.address.chain[0]) if self.address.chain else None
+        return self.summaries[0] if self.address.chain else None
 
     @property
     def leaf_fingerprint(self) -> str:
-        return fingerprint(self.address.chain[0]) if self.address.chain else ""
+        return self.chain_fingerprints[0] if self.address.chain else ""
 
-    @property
+    @cached_property
     def chain_fingerprints(self) -> tuple[str, ...]:
-        return tuple(fingerprint(der) for der in self.address.chain)
+        return tuple(self.cache.fingerprint(der) for der in self.address.chain)
 
     def certificates(self) -> list[CertSummary]:
         """The served chain's certificates that parse, in served order."""
-        return [s for s in (_summary(der) for der in self.address.chain) if s is not None]
+        return [s for s in self.summaries if s is not None]
 
     @property
     def handshake_failed(self) -> bool:
@@ -100,6 +134,21 @@ def _summary(der: bytes) -> CertSummary | None:
         return None
 
 
+def _index(rows: Iterable[Row], key: Callable[[Row], str]) -> dict[str, tuple[Row, ...]]:
+    grouped: dict[str, list[Row]] = {}
+    for r in rows:
+        grouped.setdefault(key(r), []).append(r)
+    return {k: tuple(v) for k, v in grouped.items()}
+
+
+def _agent(row: Row) -> str:
+    return row.agent
+
+
+def _address(row: Row) -> str:
+    return row.address.address
+
+
 @dataclass(frozen=True)
 class Observation:
     request: ProbeRequest
@@ -116,12 +165,31 @@ class Observation:
         return tuple(o for o in self.outcomes if o.state is not VantageState.OK or o.result is None)
 
     @cached_property
+    def certificate_cache(self) -> CertificateCache:
+        return CertificateCache()
+
+    @cached_property
     def rows(self) -> tuple[Row, ...]:
-        return tuple(_rows(self.answered))
+        return tuple(_rows(self.answered, self.certificate_cache))
 
     @cached_property
     def rows_with_chain(self) -> tuple[Row, ...]:
         return tuple(r for r in self.rows if r.has_chain)
+
+    @cached_property
+    def rows_by_agent(self) -> Mapping[str, tuple[Row, ...]]:
+        """Every row, by the vantage that saw it (vantages without rows are absent)."""
+        return _index(self.rows, _agent)
+
+    @cached_property
+    def rows_by_address(self) -> Mapping[str, tuple[Row, ...]]:
+        """Every row, by the server address it concerns."""
+        return _index(self.rows, _address)
+
+    @cached_property
+    def rows_with_chain_by_address(self) -> Mapping[str, tuple[Row, ...]]:
+        """The rows with a chain, by the server address that served it."""
+        return _index(self.rows_with_chain, _address)
 
     @property
     def target(self) -> str:
@@ -135,14 +203,16 @@ class Observation:
 
 def rows_of(outcomes: tuple[ProbeOutcome, ...]) -> tuple[Row, ...]:
     """Rows of any set of outcomes (a variant's, say)."""
-    return tuple(_rows(o for o in outcomes if o.state is VantageState.OK and o.result is not None))
+    return tuple(
+        _rows((o for o in outcomes if o.state is VantageState.OK and o.result is not None), CertificateCache())
+    )
 
 
-def _rows(outcomes: Iterator[ProbeOutcome] | tuple[ProbeOutcome, ...]) -> Iterator[Row]:
+def _rows(outcomes: Iterable[ProbeOutcome], cache: CertificateCache) -> Iterator[Row]:
     for outcome in outcomes:
         assert outcome.result is not None
         for address in outcome.result.addresses:
             # Rules ask about stores by name; a verdict given once for identical stores answers for each.
             if any(s.same_as for s in address.stores):
                 address = replace(address, stores=per_store(address.stores))
-            yield Row(agent=outcome.vantage.name, outcome=outcome, result=outcome.result, address=address)
+            yield Row(agent=outcome.vantage.name, outcome=outcome, result=outcome.result, address=address, cache=cache)

@@ -11,7 +11,9 @@ skewed only when even the most favourable reading is beyond tolerance: `|offset|
 
 Offsets are agent minus coordinator. When every remote vantage (two or more) is off by about the same
 amount in the same direction, the odd one out is the coordinator, not the fleet: one finding says so
-instead of blaming every host. A vantage within tolerance never yields a finding here.
+instead of blaming every host (`timebase`, which the validity rules follow too). A vantage within
+tolerance never yields a finding here. Only a critical finding explains a failure now; the warnings
+predict one (`Finding.prediction`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ...agent.model import StoreVerdict, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import TIME_FAILURES, DiagnosisSettings, Observation, Row
-from ..outcomes import ClockEstimate, ProbeOutcome, VantageKind
+from ..outcomes import ProbeOutcome
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
+from .timebase import beyond_tolerance, coordinator_offset_ms
 from .wording import cert_name, count, name_list
+
+__all__ = ["beyond_tolerance", "findings", "humane_offset"]
 
 _FIX = (
     "Fix time synchronisation on {host}: check `timedatectl status` and `chronyc tracking` (or `ntpq -p`), make "
@@ -40,16 +45,11 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
     skewed = [o for o in observation.answered if o.clock is not None and beyond_tolerance(o.clock, settings)]
     if not skewed:
         return
-    if _coordinator_is_odd_one(observation, skewed, settings):
+    if coordinator_offset_ms(observation, settings) is not None:
         yield _coordinator_finding(skewed, settings)
         return
     for outcome in skewed:
         yield _vantage_finding(observation, outcome, settings)
-
-
-def beyond_tolerance(clock: ClockEstimate, settings: DiagnosisSettings) -> bool:
-    """The offset exceeds the tolerance even at the near end of its error bound."""
-    return abs(clock.offset_ms) - clock.error_ms > settings.clock_tolerance_ms
 
 
 def humane_offset(offset_ms: float) -> str:
@@ -68,23 +68,6 @@ def humane_offset(offset_ms: float) -> str:
 
 def _direction(offset_ms: float) -> str:
     return "ahead" if offset_ms > 0 else "behind"
-
-
-def _remote(observation: Observation) -> list[ProbeOutcome]:
-    """Vantages with their own clock: the local one is the coordinator's machine (offset 0 by design)."""
-    return [o for o in observation.answered if o.clock is not None and o.vantage.kind != VantageKind.LOCAL]
-
-
-def _coordinator_is_odd_one(observation: Observation, skewed: list[ProbeOutcome], settings: DiagnosisSettings) -> bool:
-    remote = _remote(observation)
-    names = {o.vantage.name for o in skewed}
-    if len(remote) < 2 or any(o.vantage.name not in names for o in remote):
-        return False
-    clocks = [o.clock for o in remote if o.clock is not None]
-    if len({c.offset_ms > 0 for c in clocks}) != 1:
-        return False
-    spread = max(c.offset_ms for c in clocks) - min(c.offset_ms for c in clocks)
-    return spread <= settings.clock_tolerance_ms + 2 * max(c.error_ms for c in clocks)
 
 
 def _offset_evidence(outcomes: list[ProbeOutcome]) -> Evidence:
@@ -113,12 +96,17 @@ def _coordinator_finding(skewed: list[ProbeOutcome], settings: DiagnosisSettings
             f"Every vantage ({count(len(skewed), 'agent')}) reads about {humane_offset(median)} "
             f"{fleet_dir} the coordinator: the coordinator's own clock is probably "
             f"{humane_offset(median)} {coordinator_dir} (or these hosts share one bad time source), so verdicts "
-            "judged at its reference time are not to be trusted until it is fixed."
+            "judged at its reference time are not to be trusted until it is fixed; certificate validity here is "
+            "judged at the fleet's time instead."
         ),
         agents=tuple(o.vantage.name for o in skewed),
         evidence=(
             _offset_evidence(skewed),
             Evidence("coordinator reference time", (("coordinator", _when(settings.reference_time)),)),
+            Evidence(
+                "fleet time (reference time plus the median offset)",
+                (("fleet", _when(settings.reference_time + timedelta(milliseconds=median))),),
+            ),
         ),
         fix=_FIX.format(host="the machine running the tlsfleet coordinator first")
         + " If it is right, check the time source these hosts share.",
@@ -186,7 +174,7 @@ def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: 
     skew = f"{agent}'s clock is {humane_offset(offset)} {_direction(offset)}"
     agent_time = datetime.fromtimestamp(outcome.result.agent_received_ns / 1e9, tz=UTC)
     true_time = settings.reference_time
-    rows = [r for r in observation.rows if r.agent == agent]
+    rows = list(observation.rows_by_agent.get(agent, ()))
     flips = _flips(rows, agent_time, true_time)
     breaking = [f for f in flips if f.breaks]
     hiding = [f for f in flips if f.hides]
@@ -252,6 +240,7 @@ def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: 
         evidence=tuple(evidence),
         fix=_FIX.format(host=agent),
         reproduce=_reproduce(observation, first, true_time),
+        prediction=not breaking,  # a clock off that breaks nothing here yet, or that hides a failure
     )
 
 

@@ -12,22 +12,29 @@
   is outside its validity window at reference time, or when on one vantage some addresses verify and
   others do not; otherwise warning. A vantage that fails on every address fails for its own reasons.
 
-A pinned probe (one address, no resolution) can show neither.
+When a resolver sends some vantages to an address where an issuer no other vantage sees answers (`issuers`:
+DNS-steered interception), that interception is the cause and the DNS difference its route: said beside it,
+at warning at most, so that the interception finding explains why those vantages fail.
+
+A pinned probe (one address, no resolution) can show neither. Everything here is linear in the rows.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from ...agent.model import Failure, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import DiagnosisSettings, Observation, Row
+from .issuers import analyse
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
-from .wording import agree, cert_brief, name_list
+from .timebase import judgement_time
+from .wording import MAX_NAMED, agree, capped, cert_brief, count, name_list
 
 _SHOW = "openssl x509 -noout -fingerprint -sha256 -enddate -issuer"
 _MAX_REPRODUCE = 3
@@ -49,11 +56,12 @@ class _Group:
     agents: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)  # rows with a chain
 
-    @property
+    # Read once the group is complete (`_groups` returns them so).
+    @cached_property
     def chains(self) -> frozenset[tuple[str, ...]]:
         return frozenset(r.chain_fingerprints for r in self.rows)
 
-    @property
+    @cached_property
     def all_verify(self) -> bool:
         return all(_verifies(r) for r in self.rows)
 
@@ -116,7 +124,7 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
         return
     host, port = _host_port(observation)
     agents = tuple(a for g in groups for a in g.agents)
-    per_set = "; ".join(f"{name_list(g.agents)} {agree('get', g.agents)} {', '.join(g.addresses)}" for g in groups)
+    per_set = _per_group(groups, lambda g: f"{name_list(g.agents)} {agree('get', g.agents)} {capped(g.addresses)}")
     resolved = Evidence("resolved addresses", tuple((a, ", ".join(g.addresses)) for g in groups for a in g.agents))
     if len({g.chains for g in groups}) == 1:
         leaves = _distinct_leaves([r for g in groups for r in g.rows])
@@ -137,20 +145,25 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
         return
 
     failing = _failing_because_of_sets(groups)
-    if failing:
+    steered = analyse(observation).steered()
+    routed = [r for g in groups for r in g.rows if r.where in steered]
+    if failing and all(r.where in steered for r in failing):
+        severity = Severity.WARNING  # the interception those vantages reach is the cause; this is the route
+    elif failing:
         severity = Severity.CRITICAL
     elif all(_verifies(r) for g in groups for r in g.rows):
         # Per-region certificates behind geo-DNS (CDNs) differ by design; while all verify, it is worth knowing only.
         severity = Severity.INFO
     else:
         severity = Severity.WARNING
-    parts = []
-    for g in groups:
-        served = " and ".join(cert_brief(c) for c in _distinct_leaves(g.rows))
-        parts.append(
-            f"{name_list(g.agents)} {agree('resolve', g.agents)} it to {', '.join(g.addresses)}, which "
+
+    def part(g: _Group) -> str:
+        served = " and ".join(cert_brief(c) for c in _distinct_leaves(g.rows)[:MAX_NAMED])
+        return (
+            f"{name_list(g.agents)} {agree('resolve', g.agents)} it to {capped(g.addresses)}, which "
             f"{agree('serve', g.addresses)} {served} and {_verdict_note(g.rows, g.addresses)} there"
         )
+
     stale = _stale_group(groups, failing)
     failing_agents = list(dict.fromkeys(r.agent for r in failing))
     consequence = (
@@ -159,8 +172,17 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
         else "so which certificate a client gets depends on its resolver"
     )
     summary = f"{host} resolves differently across vantages and the address sets serve different chains: " + (
-        "; ".join(parts) + f"; {consequence}."
+        _per_group(groups, part) + f"; {consequence}"
     )
+    if routed:
+        routed_agents = list(dict.fromkeys(r.agent for r in routed))
+        routed_addresses = list(dict.fromkeys(r.address.address for r in routed))
+        summary += (
+            f"; the answer sends {name_list(routed_agents)} to {capped(routed_addresses)}, where a certificate from "
+            "an issuer no other vantage sees answers: that is the TLS interception finding, and this DNS answer "
+            "is how it reaches them"
+        )
+    summary += "."
     rows = [r for g in groups for r in g.rows]
     other = next((g for g in groups if g is not stale), groups[0])
     reproduce = [f"getent ahosts {host}", f"dig +short {host}"]
@@ -180,12 +202,27 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
             Evidence("native verdict", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
         ),
         fix=(
-            f"Make every resolver answer {host} with endpoints that serve the current chain: update the certificate "
-            f"on {', '.join(stale.addresses)} (the set {name_list(stale.agents)} resolve to), or fix the "
+            f"Find why {host} resolves to {capped(list(dict.fromkeys(r.address.address for r in routed)))} on "
+            f"{name_list(list(dict.fromkeys(r.agent for r in routed)))} (the /etc/hosts entry, split-horizon zone or "
+            "resolver that answers so) and whether that inspection is intended; the TLS interception finding says "
+            "what answers there."
+            if routed
+            else f"Make every resolver answer {host} with endpoints that serve the current chain: update the "
+            f"certificate on {capped(stale.addresses)} (the set {name_list(stale.agents)} resolve to), or fix the "
             "split-horizon zone, resolver or /etc/hosts entry that sends them there."
         ),
         reproduce=tuple(reproduce),
     )
+
+
+def _per_group(groups: list[_Group], say: Callable[[_Group], str]) -> str:
+    """One clause per address set, for the first few sets; a resolver per vantage must not make a sentence
+    per vantage."""
+    text = "; ".join(say(g) for g in groups[:MAX_NAMED])
+    if len(groups) > MAX_NAMED:
+        rest = groups[MAX_NAMED:]
+        text += f"; and {count(len(rest), 'more address set')} ({count(sum(len(g.agents) for g in rest), 'vantage')})"
+    return text
 
 
 def _short_chain(row: Row) -> str:
@@ -197,12 +234,19 @@ def _failing_because_of_sets(groups: list[_Group]) -> list[Row]:
     verifies everywhere: the answer the resolver gave is what breaks them."""
     rows = [r for g in groups for r in g.rows]
     good_chains = {r.chain_fingerprints for r in rows if _verifies(r)}
+    verifying = [h for h in groups if h.all_verify]
+    # How many verifying sets are served each chain: a failing row's own set never verifies, so some other
+    # verifying set lacks its chain exactly when fewer than all of them have it.
+    served_by: dict[tuple[str, ...], int] = defaultdict(int)
+    for h in verifying:
+        for chain in h.chains:
+            served_by[chain] += 1
     failing = []
     for g in groups:
         for r in g.rows:
             if _verifies(r) or r.chain_fingerprints in good_chains:
                 continue
-            if any(h is not g and h.all_verify and r.chain_fingerprints not in h.chains for h in groups):
+            if served_by[r.chain_fingerprints] < len(verifying):
                 failing.append(r)
     return failing
 
@@ -259,21 +303,23 @@ def _inconsistent_backends(
             addresses_by_leaf[r.leaf_fingerprint].append(r.address.address)
         rows_by_leaf[r.leaf_fingerprint].append(r)
 
-    at = settings.reference_time
+    at = judgement_time(observation, settings)
     timed_out = {c.sha256: _time_problem(c, at) for c in leaves if _time_problem(c, at)}
     split_verdict = _split_verdict(rows)
     bad = set(timed_out) | {r.leaf_fingerprint for r in split_verdict if not _verifies(r)}
     severity = Severity.CRITICAL if bad else Severity.WARNING
 
     parts = []
-    for c in leaves:
+    for c in leaves[:MAX_NAMED]:
         addrs = addresses_by_leaf[c.sha256]
         notes = [timed_out[c.sha256]] if c.sha256 in timed_out else []
         failing = sorted({str(r.address.native.verdict) for r in rows_by_leaf[c.sha256] if not _verifies(r)})
         if failing:
             notes.append(f"failing verification ({', '.join(failing)})")
         note = f", {' and '.join(notes)}" if notes else ""
-        parts.append(f"{', '.join(addrs)} {'serves' if len(addrs) == 1 else 'serve'} {cert_brief(c)}{note}")
+        parts.append(f"{capped(addrs)} {'serves' if len(addrs) == 1 else 'serve'} {cert_brief(c)}{note}")
+    if len(leaves) > MAX_NAMED:
+        parts.append(f"and {count(len(leaves) - MAX_NAMED, 'more certificate')}")
     agents = tuple(dict.fromkeys(r.agent for r in rows))
     summary = (
         f"The addresses behind {host} serve different certificates: {'; '.join(parts)} (seen by "
@@ -296,7 +342,7 @@ def _inconsistent_backends(
             Evidence("native verdict", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
         ),
         fix=(
-            f"Finish the deploy: install the current certificate (and its chain) on {', '.join(fix_addresses)}, "
+            f"Finish the deploy: install the current certificate (and its chain) on {capped(fix_addresses)}, "
             f"or take {'it' if len(fix_addresses) == 1 else 'them'} out of the pool behind {host}, then probe again."
         ),
         reproduce=tuple(reproduce),

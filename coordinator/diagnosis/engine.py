@@ -5,8 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..observation import DiagnosisSettings, Observation
-from . import chain, clock, endpoints, interception, names, protocol, reachability, sni, trust, validity
-from .model import Finding
+from . import (
+    chain,
+    client_views,
+    clock,
+    endpoints,
+    handshake,
+    interception,
+    names,
+    protocol,
+    reachability,
+    sni,
+    trust,
+    validity,
+)
+from .model import Cause, Evidence, Finding, Severity
+from .wording import count, name_list
 
 Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
 
@@ -22,12 +36,59 @@ RULES: tuple[Rule, ...] = (
     endpoints.findings,
     interception.findings,
     protocol.findings,
+    handshake.findings,
+    client_views.findings,
     reachability.findings,
 )
 
 
+# A rule may find the same cause many times over (a skewed clock per vantage, a silent agent per agent):
+# beyond this many findings of one cause and severity, the rest are told as one.
+MAX_PER_CAUSE = 5
+
+
 def diagnose(observation: Observation, settings: DiagnosisSettings | None = None) -> tuple[Finding, ...]:
-    """Findings ordered by severity, then by how many vantages they concern."""
+    """Findings ordered by severity, then what explains a failure now before what predicts one, then by
+    how many vantages they concern (`Finding.rank`); at most MAX_PER_CAUSE of each cause and severity."""
     settings = settings or DiagnosisSettings.for_request(observation.request)
     found = [finding for rule in RULES for finding in rule(observation, settings)]
-    return tuple(sorted(found, key=lambda f: f.rank))
+    return tuple(sorted(bounded(found), key=lambda f: f.rank))
+
+
+def bounded(found: Iterable[Finding], limit: int = MAX_PER_CAUSE) -> list[Finding]:
+    """The findings with, per cause and severity, the first `limit - 1` in rank order kept as they are and
+    the rest (when there are more than `limit`) merged into one that names all they concern."""
+    groups: dict[tuple[Cause, Severity], list[Finding]] = {}
+    for f in sorted(found, key=lambda f: f.rank):
+        groups.setdefault((f.cause, f.severity), []).append(f)
+    out: list[Finding] = []
+    for group in groups.values():
+        if len(group) <= limit:
+            out += group
+        else:
+            out += group[: limit - 1]
+            out.append(_merged(group[limit - 1 :]))
+    return out
+
+
+def _merged(rest: list[Finding]) -> Finding:
+    first = rest[0]
+    agents = tuple(dict.fromkeys(a for f in rest for a in f.agents))
+    fields: dict[str, dict[tuple[str, str], None]] = {}
+    for f in rest:
+        for e in f.evidence:
+            fields.setdefault(e.field, {}).update(dict.fromkeys(e.values))
+    return Finding(
+        cause=first.cause,
+        severity=first.severity,
+        summary=(
+            f"{count(len(rest), 'finding')} of this cause and severity beyond the {MAX_PER_CAUSE - 1} told on their "
+            f"own, together: they concern {name_list(agents)}. The first of them: {first.summary}"
+        ),
+        agents=agents,
+        addresses=tuple(dict.fromkeys(a for f in rest for a in f.addresses)),
+        evidence=tuple(Evidence(name, tuple(values)) for name, values in fields.items()),
+        fix=f"{first.fix} Likewise for the others it names." if first.fix else "",
+        reproduce=first.reproduce,
+        prediction=all(f.prediction for f in rest),
+    )

@@ -1,14 +1,13 @@
-"""TLS interception: at the same address, some vantages get a leaf from another issuer than the rest.
+"""TLS interception: some vantages get, for the same name, a leaf from an issuer no other vantage sees,
+at the server's own address or at one their resolver chose (`issuers`, which holds the evidence rules).
 
-Two leaves have the same issuer when their issuer names match or their Authority Key Identifiers do
-(a renamed CA keeps its key; a re-keyed CA keeps its name), so a rotated certificate from the same CA
-is never interception. Issuers are clustered that way over every row; interception is claimed only
-when, at an address, vantages split between clusters and:
-
-- the foreign cluster's vantages see it at every address they probed, and no other vantage sees it
-  anywhere (a proxy re-signs all of a host's traffic; a half-migrated pool hands either CA to anyone);
-- the server's cluster is the one strictly most vantages see. On a tie the finding names both sides
-  without deciding which one is intercepted.
+- Same address: the server's address answers them with another CA's leaf; the server's issuer is the one
+  strictly most vantages see there. On a tie the finding names both sides without deciding.
+- Resolver: their resolver (an /etc/hosts entry, a split-horizon zone, a DNS-based inspection service)
+  sends them to an address of their own, where what answers re-signs TLS with its CA, which they either
+  reject or trust only because it was installed on those hosts alone. The endpoint rule says the DNS
+  difference beside this finding. Per-region certificates behind geo-DNS (different leaves from the same
+  issuer, all verifying) and another CA that every vantage's stores would trust are not interception.
 
 Critical when a vantage that sees the foreign issuer fails verification; warning when they all trust
 it (the interception is invisible to them, but the certificate is not the server's).
@@ -16,101 +15,29 @@ it (the interception is invisible to them, but the certificate is not the server
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
-from ...agent.model import Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import DiagnosisSettings, Observation, Row
+from .issuers import Foreign, Route, Seen, Undecided, analyse, verifies
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
-from .wording import agree, common_name, count, name_list
+from .wording import MAX_LISTED, agree, capped, common_name, count, name_list
+
+__all__ = ["findings"]
 
 _SHOW = "openssl x509 -noout -issuer -fingerprint -sha256"
 
 
-@dataclass(frozen=True)
-class _Issuer:
-    name: str  # RFC 4514
-    key_id: str  # hex AKI of the leaf, "" when absent
-
-
-@dataclass(frozen=True)
-class _Seen:
-    row: Row
-    leaf: CertSummary
-    cluster: int
-
-
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    seen = _clustered(observation.rows_with_chain)
-    if len({s.cluster for s in seen}) < 2:
-        return
-    contested = _contested_addresses(seen)
-    if not contested:
-        return
-    # Vantages per cluster, over the addresses where vantages disagree.
-    vantages: dict[int, set[str]] = defaultdict(set)
-    for s in seen:
-        if s.row.address.address in contested:
-            vantages[s.cluster].add(s.row.agent)
-    ranked = sorted(vantages, key=lambda c: -len(vantages[c]))
-    server = ranked[0]
-    if len(vantages[server]) == len(vantages[ranked[1]]):
-        if all(_consistent_and_exclusive(seen, c) for c in ranked):
-            yield _undecided(observation, seen, ranked, contested)
-        return
-    for cluster in ranked[1:]:
-        if _consistent_and_exclusive(seen, cluster):
-            yield _intercepted(observation, seen, cluster, server, contested)
-
-
-def _clustered(rows: tuple[Row, ...]) -> list[_Seen]:
-    """Each row with its leaf and the issuer cluster (same name or same key id = same issuer)."""
-    pairs = [(r, leaf) for r in rows if (leaf := r.leaf) is not None]
-    parent: dict[_Issuer, _Issuer] = {}
-
-    def find(x: _Issuer) -> _Issuer:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
-
-    by_name: dict[str, _Issuer] = {}
-    by_key: dict[str, _Issuer] = {}
-    for _, leaf in pairs:
-        issuer = _Issuer(leaf.issuer, leaf.authority_key_id)
-        find(issuer)
-        for index, value in ((by_name, issuer.name), (by_key, issuer.key_id)):
-            if not value:
-                continue
-            if value in index:
-                parent[find(issuer)] = find(index[value])
-            else:
-                index[value] = issuer
-    ids: dict[_Issuer, int] = {}
-    seen = []
-    for r, leaf in pairs:
-        root = find(_Issuer(leaf.issuer, leaf.authority_key_id))
-        seen.append(_Seen(r, leaf, ids.setdefault(root, len(ids))))
-    return seen
-
-
-def _contested_addresses(seen: list[_Seen]) -> set[str]:
-    clusters: dict[str, set[int]] = defaultdict(set)
-    for s in seen:
-        clusters[s.row.address.address].add(s.cluster)
-    return {a for a, c in clusters.items() if len(c) > 1}
-
-
-def _consistent_and_exclusive(seen: list[_Seen], cluster: int) -> bool:
-    """Every vantage that sees this issuer anywhere sees only it, at every address it probed."""
-    agents = {s.row.agent for s in seen if s.cluster == cluster}
-    return all(s.cluster == cluster for s in seen if s.row.agent in agents)
-
-
-def _verifies(row: Row) -> bool:
-    return row.address.native.verdict is Verdict.OK and not row.handshake_failed
+    found = analyse(observation)
+    if found.undecided is not None:
+        yield _undecided(observation, found.undecided)
+    # Many foreign issuers share one server side: its vantages are listed once, not once per issuer.
+    sides: dict[int, tuple[str, ...]] = {}
+    for foreign in found.foreign:
+        others = sides.setdefault(id(foreign.genuine), tuple(dict.fromkeys(s.row.agent for s in foreign.genuine)))
+        yield _intercepted(observation, foreign, others)
 
 
 def _issuer_label(leaf: CertSummary) -> str:
@@ -124,35 +51,40 @@ def _top(leaf_row: Row) -> str:
     return f"'{common_name(certs[-1].issuer)}'" if certs else "-"
 
 
-def _evidence(rows: list[_Seen]) -> tuple[Evidence, ...]:
-    return (
+def _evidence(rows: Sequence[Seen]) -> list[Evidence]:
+    return [
         Evidence("leaf issuer", tuple((s.row.where, s.leaf.issuer) for s in rows)),
         Evidence("leaf authority key id", tuple((s.row.where, s.leaf.authority_key_id or "-") for s in rows)),
         Evidence("served chain leads to", tuple((s.row.where, _top(s.row)) for s in rows)),
         Evidence("leaf sha256", tuple((s.row.where, s.leaf.short_fingerprint) for s in rows)),
         Evidence("native verdict", tuple((s.row.where, str(s.row.address.native.verdict)) for s in rows)),
-    )
+    ]
 
 
-def _reproduce(observation: Observation, row: Row) -> tuple[str, ...]:
+def _reproduce(observation: Observation, row: Row, *, resolver: bool = False) -> tuple[str, ...]:
     port = observation.request.target.port
+    first = f"getent ahosts {observation.request.target.host}" if resolver else "env | grep -i _proxy"
     return (
-        "env | grep -i _proxy",
+        first,
         f"{s_client(row.address.address, port, row.result.sni, show_certs=False)} 2>/dev/null | {_SHOW}",
         s_client(row.address.address, port, row.result.sni),
     )
 
 
-def _intercepted(
-    observation: Observation, seen: list[_Seen], cluster: int, server: int, contested: set[str]
-) -> Finding:
-    mine = [s for s in seen if s.cluster == cluster]
-    theirs = [s for s in seen if s.cluster == server and s.row.address.address in contested]
-    agents = tuple(dict.fromkeys(s.row.agent for s in mine))
-    others = tuple(dict.fromkeys(s.row.agent for s in theirs))
-    addresses = tuple(dict.fromkeys(s.row.address.address for s in mine))
-    foreign, genuine = mine[0].leaf, theirs[0].leaf
-    failing = [s for s in mine if not _verifies(s.row)]
+def _resolved(rows: Sequence[Seen]) -> Evidence:
+    return Evidence(
+        "resolved addresses",
+        tuple(dict.fromkeys((s.row.agent, capped(s.row.result.resolution.addresses)) for s in rows)),
+    )
+
+
+def _intercepted(observation: Observation, foreign: Foreign, others: tuple[str, ...]) -> Finding:
+    # The server's side is the comparison: its first rows show it (a fleet may have thousands).
+    mine, theirs = foreign.rows, foreign.genuine[:MAX_LISTED]
+    agents = foreign.agents
+    addresses = foreign.addresses
+    foreign_leaf, genuine = mine[0].leaf, theirs[0].leaf
+    failing = foreign.failing
     host = observation.request.target.host
     if failing:
         severity = Severity.CRITICAL
@@ -161,50 +93,71 @@ def _intercepted(
     else:
         severity = Severity.WARNING
         outcome = "and they trust its CA, so TLS works for them but the certificate they get is not the server's"
-    summary = (
-        f"{name_list(agents)} {agree('see', agents)} the certificate of {host} at {', '.join(addresses)} issued by "
-        f"{_issuer_label(foreign)}, not by {_issuer_label(genuine)} as {name_list(others)} "
-        f"({count(len(others), 'vantage')}) see it: a proxy or middlebox on their path re-signs TLS with its own "
-        f"CA, {outcome}."
-    )
-    fix = (
-        f"Check HTTPS_PROXY/https_proxy on {name_list(agents)} and any corporate proxy or TLS-inspection appliance "
-        f"on their path: if inspection is intended, add its root CA (the chain leads to {_top(mine[0].row)}) "
-        f"to their trust stores or exempt {host} from inspection (NO_PROXY or the appliance's bypass list); if it "
-        "is not intended, this is a man-in-the-middle: find the device that terminates TLS."
-    )
+    seen_by = f"{name_list(others)} ({count(len(others), 'vantage')}) see it"
+    if foreign.route is Route.SAME_ADDRESS:
+        summary = (
+            f"{name_list(agents)} {agree('see', agents)} the certificate of {host} at {capped(addresses)} issued "
+            f"by {_issuer_label(foreign_leaf)}, not by {_issuer_label(genuine)} as {seen_by}: a proxy or "
+            f"middlebox on their path re-signs TLS with its own CA, {outcome}."
+        )
+        fix = (
+            f"Check HTTPS_PROXY/https_proxy on {name_list(agents)} and any corporate proxy or TLS-inspection "
+            f"appliance on their path: if inspection is intended, add its root CA (the chain leads to "
+            f"{_top(mine[0].row)}) to their trust stores or exempt {host} from inspection (NO_PROXY or the "
+            "appliance's bypass list); if it is not intended, this is a man-in-the-middle: find the device that "
+            "terminates TLS."
+        )
+        evidence = _evidence([*mine, *theirs])
+    else:
+        server_addresses = tuple(dict.fromkeys(s.row.address.address for s in foreign.genuine))
+        summary = (
+            f"{name_list(agents)} {agree('see', agents)} the certificate of {host} issued by "
+            f"{_issuer_label(foreign_leaf)}, not by {_issuer_label(genuine)} as {seen_by}: "
+            f"{'its' if len(agents) == 1 else 'their'} resolver sends {host} to {capped(addresses)} instead of "
+            f"{capped(server_addresses)}, and what answers there re-signs TLS with its own CA ({foreign.why}), "
+            f"{outcome}."
+        )
+        fix = (
+            f"Check what {host} resolves to on {name_list(agents)} (/etc/hosts, the resolver and search domains "
+            f"they use, a DNS-based inspection service): if a TLS-inspection proxy at {capped(addresses)} is "
+            f"intended, add its root CA (the chain leads to {_top(mine[0].row)}) to their trust stores or exempt "
+            f"{host} from inspection; if it is not, a resolver answer sends them to a man-in-the-middle: fix the "
+            f"answer so that they reach {capped(server_addresses)}, and find who answers at {capped(addresses)}."
+        )
+        evidence = [*_evidence([*mine, *theirs]), _resolved([*mine, *theirs])]
+        if foreign.stores:
+            evidence.append(Evidence("trusted by", foreign.stores))
     return Finding(
         cause=Cause.TLS_INTERCEPTION,
         severity=severity,
         summary=summary,
         agents=agents,
         addresses=addresses,
-        evidence=_evidence(mine + theirs),
+        evidence=tuple(evidence),
         fix=fix,
-        reproduce=_reproduce(observation, mine[0].row),
+        reproduce=_reproduce(observation, (failing or mine)[0].row, resolver=foreign.route is Route.RESOLVER),
     )
 
 
-def _undecided(observation: Observation, seen: list[_Seen], ranked: list[int], contested: set[str]) -> Finding:
-    rows = [s for s in seen if s.row.address.address in contested]
-    sides = []
-    for cluster in ranked:
-        side = [s for s in rows if s.cluster == cluster]
+def _undecided(observation: Observation, undecided: Undecided) -> Finding:
+    rows = [s for side in undecided.sides for s in side]
+    parts = []
+    for side in undecided.sides:
         agents = list(dict.fromkeys(s.row.agent for s in side))
-        sides.append(f"{name_list(agents)} {agree('see', agents)} {_issuer_label(side[0].leaf)}")
-    failing = [s for s in rows if not _verifies(s.row)]
+        parts.append(f"{name_list(agents)} {agree('see', agents)} {_issuer_label(side[0].leaf)}")
+    failing = [s for s in rows if not verifies(s.row)]
     host = observation.request.target.host
     return Finding(
         cause=Cause.TLS_INTERCEPTION,
         severity=Severity.CRITICAL if failing else Severity.WARNING,
         summary=(
-            f"Vantages disagree on who issued the certificate of {host} at {', '.join(sorted(contested))}: "
-            f"{'; '.join(sides)} (different issuer name and key): a proxy or middlebox on one side re-signs TLS, "
+            f"Vantages disagree on who issued the certificate of {host} at {capped(undecided.contested)}: "
+            f"{'; '.join(parts)} (different issuer name and key): a proxy or middlebox on one side re-signs TLS, "
             "and as many vantages see each issuer, so compare with a host known to reach the server directly."
         ),
         agents=tuple(dict.fromkeys(s.row.agent for s in rows)),
-        addresses=tuple(sorted(contested)),
-        evidence=_evidence(rows),
+        addresses=undecided.contested,
+        evidence=tuple(_evidence(rows)),
         fix=(
             "Find which side's issuer is the server's (ask its owner, or check from the server's own network), then "
             "check HTTPS_PROXY/https_proxy and any TLS-inspection appliance on the other side's path."

@@ -31,6 +31,9 @@ class Cause(StrEnum):
     HOSTNAME_MISMATCH = "hostname_mismatch"
     INCOMPLETE_CHAIN = "incomplete_chain"
     UNTRUSTED_CHAIN = "untrusted_chain"  # self-signed or unknown root, and no vantage trusts it
+    MALFORMED_CERTIFICATE = "malformed_certificate"  # an extension does not parse: names and usage cannot be read
+    POLICY_INVALID_CHAIN = "policy_invalid_chain"  # a path exists but breaks policy: weak digest/key, CA, purpose...
+    UNRELATED_CERTIFICATE = "unrelated_certificate"  # the served chain carries a certificate on no path (info)
     PRIVATE_CA_NOT_TRUSTED = "private_ca_not_trusted"  # same chain; some hosts' stores lack the root
     RUNTIME_STORE_DIFFERS = "runtime_store_differs"  # system store trusts, certifi/Java/... on that host do not
     CLOCK_SKEW = "clock_skew"
@@ -39,6 +42,11 @@ class Cause(StrEnum):
     INCONSISTENT_BACKENDS = "inconsistent_backends"
     TLS_INTERCEPTION = "tls_interception"
     PROTOCOL_MISMATCH = "protocol_mismatch"
+    HANDSHAKE_INCOMPLETE = "handshake_incomplete"  # TCP connects; TLS times out, resets, closes or is not TLS
+    CLIENT_CERT_REQUIRED = "client_cert_required"  # the server wants a client certificate (or refuses the one sent)
+    CERTIFICATE_TOO_LARGE = "certificate_too_large"  # the certificate message exceeds what clients accept
+    WEAK_KEY_EXCHANGE = "weak_key_exchange"  # clients refuse the server's DH/EC group or key as too weak
+    CLIENT_VIEWS_DIFFER = "client_views_differ"  # OpenSSL clients and Python's default context disagree on a host
     UNREACHABLE = "unreachable"
     VANTAGE_UNAVAILABLE = "vantage_unavailable"  # an agent did not answer: what it could not confirm
 
@@ -50,6 +58,9 @@ CAUSE_TITLES: dict[Cause, str] = {
     Cause.HOSTNAME_MISMATCH: "Certificate does not cover the name",
     Cause.INCOMPLETE_CHAIN: "Incomplete chain served",
     Cause.UNTRUSTED_CHAIN: "Chain not trusted anywhere",
+    Cause.MALFORMED_CERTIFICATE: "Certificate malformed",
+    Cause.POLICY_INVALID_CHAIN: "Chain breaks verification policy",
+    Cause.UNRELATED_CERTIFICATE: "Unrelated certificate in the served chain",
     Cause.PRIVATE_CA_NOT_TRUSTED: "Private CA not trusted on some hosts",
     Cause.RUNTIME_STORE_DIFFERS: "Runtime trust store differs from the system store",
     Cause.CLOCK_SKEW: "Clock skew on a host",
@@ -58,6 +69,11 @@ CAUSE_TITLES: dict[Cause, str] = {
     Cause.INCONSISTENT_BACKENDS: "Backends serve different chains",
     Cause.TLS_INTERCEPTION: "TLS interception",
     Cause.PROTOCOL_MISMATCH: "Protocol or cipher mismatch",
+    Cause.HANDSHAKE_INCOMPLETE: "TLS handshake never completes",
+    Cause.CLIENT_CERT_REQUIRED: "Server requires a client certificate",
+    Cause.CERTIFICATE_TOO_LARGE: "Certificate message too large for clients",
+    Cause.WEAK_KEY_EXCHANGE: "Server key exchange too weak for clients",
+    Cause.CLIENT_VIEWS_DIFFER: "Clients on one host disagree",
     Cause.UNREACHABLE: "Target unreachable",
     Cause.VANTAGE_UNAVAILABLE: "Agent did not answer",
 }
@@ -86,8 +102,14 @@ class Finding:
     evidence: tuple[Evidence, ...] = ()
     fix: str = ""
     reproduce: tuple[str, ...] = ()  # commands to run on an affected host
+    # True when nothing fails because of it yet (a certificate expiring soon, a clock off that no verdict
+    # has flipped on): among findings of one severity, what explains a failure now comes first.
+    prediction: bool = False
 
     @property
-    def rank(self) -> tuple[int, int, str]:
-        """Most severe first, then the widest, then by cause for a stable order."""
-        return (-int(self.severity), -len(self.agents), self.cause.value)
+    def rank(self) -> tuple[int, bool, int, str]:
+        """Most severe first; then what explains a failure now before what predicts one; then the widest;
+        then by cause for a stable order. Expiring soon is a prediction by its nature (also when read back
+        from a history that keeps no flag)."""
+        predicts = self.prediction or self.cause is Cause.EXPIRING_SOON
+        return (-int(self.severity), predicts, -len(self.agents), self.cause.value)

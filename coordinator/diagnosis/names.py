@@ -14,21 +14,31 @@ Refinements, each with its own wording:
 
 When the probe sent no SNI and a variant that did send SNI got a covering leaf, the server merely picks
 another certificate for clients without SNI: the SNI rule explains that, and this one holds back.
+
+A certificate extension that does not parse (a keyUsage that is not a BIT STRING, say) hides every other
+extension from `cryptography`, the subjectAltName included. It is never read as "no SAN": names are read
+past it (`extensions`), a leaf whose subjectAltName itself is malformed is not judged here at all, and
+MALFORMED_CERTIFICATE names the extension and the certificate that carries it, for every vantage served
+it: critical when their native clients reject the chain, a warning when OpenSSL still accepts it (stricter
+parsers, Go's and browsers', refuse malformed extensions). Long SAN lists are shown by their first few.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from cryptography import x509
 
-from ...agent.trust.certinfo import CertificateParseError, CertSummary, parse_der, summarize
+from ...agent.model import Verdict
+from ...agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, parse_der, summarize
 from ...agent.trust.names import ExpectedName, match_name, parse_expected_name
 from ..observation import DiagnosisSettings, Observation, Row, rows_of
+from .extensions import SAN_OID, BadExtension, covers, malformed_extensions, readable_copy
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client, save_chain, verify_at
+from .wording import capped, count, name_list
 
 __all__ = ["Mismatch", "NameCheck", "check_name", "findings"]
 
@@ -63,7 +73,7 @@ def _label(cert: CertSummary) -> str:
 
 
 def _listed(names: Sequence[str]) -> str:
-    return ", ".join(names) if names else "none"
+    return capped(names) if names else "none"
 
 
 def _cn_covers(cn: str, dns: str) -> bool:
@@ -85,9 +95,17 @@ def _cn_covers(cn: str, dns: str) -> bool:
 def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
     """Whether a leaf (DER) covers the expected name, and which kind of miss it is.
 
-    Raises CertificateParseError when the bytes are not a certificate."""
+    Raises CertificateParseError when the bytes are not a certificate, or when its subjectAltName does not
+    parse (then which names it covers cannot be read). Other malformed extensions are read past."""
     cert = parse_der(der)
     leaf = summarize(der)
+    view = readable_copy(der)
+    if view is not None:
+        unreadable = [b for b in malformed_extensions(der) if b.oid == SAN_OID]
+        if unreadable:
+            raise CertificateParseError(f"its subjectAltName does not parse: {unreadable[0].error}")
+        cert = parse_der(view)
+        leaf = replace(summarize(view), sha256=fingerprint(der))
     cns = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
     ok, _why = match_name(cert, expected)
     if ok:
@@ -171,18 +189,24 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
     )
 
 
-def _check(row: Row) -> NameCheck | None:
-    try:
-        return check_name(row.address.chain[0], parse_expected_name(row.result.expected_name))
-    except (CertificateParseError, ValueError):
-        return None
+def _check(row: Row, memo: dict[tuple[bytes, str], NameCheck | None]) -> NameCheck | None:
+    """The row's name check, once per distinct leaf and name however many rows are served it."""
+    key = (row.address.chain[0], row.result.expected_name)
+    if key not in memo:
+        try:
+            memo[key] = check_name(key[0], parse_expected_name(key[1]))
+        except (CertificateParseError, ValueError):
+            memo[key] = None
+    return memo[key]
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
     rows = observation.rows_with_chain
     if not rows:
         return
-    checks = [_check(row) for row in rows]
+    yield from _malformed(observation, settings)
+    memo: dict[tuple[bytes, str], NameCheck | None] = {}
+    checks = [_check(row, memo) for row in rows]
     if any(c is None or c.covered for c in checks):
         return  # some row is covered (or cannot be judged): not a claim about the server's certificate
     if _sni_explains(observation):
@@ -206,11 +230,8 @@ def _sni_explains(observation: Observation) -> bool:
         for row in rows_of(variant.outcomes):
             if row.result.sni is None or not row.has_chain:
                 continue
-            try:
-                if check_name(row.address.chain[0], expected).covered:
-                    return True
-            except CertificateParseError:
-                continue
+            if covers(row.address.chain[0], str(expected)):
+                return True
     return False
 
 
@@ -274,4 +295,93 @@ def _finding(observation: Observation, settings: DiagnosisSettings, pairs: list[
         evidence=tuple(evidence),
         fix=fix,
         reproduce=tuple(reproduce),
+    )
+
+
+# --- malformed certificates ---------------------------------------------------------------------------
+
+
+def _malformed(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
+    """One finding per served certificate with an extension that does not parse, naming who is served it."""
+    served: dict[bytes, list[tuple[Row, int]]] = {}
+    bad_of: dict[bytes, tuple[BadExtension, ...]] = {}
+    for row in observation.rows_with_chain:
+        for position, der in enumerate(row.address.chain):
+            if der not in bad_of:
+                bad_of[der] = malformed_extensions(der) if row.summaries[position] is not None else ()
+            if bad_of[der]:
+                served.setdefault(der, []).append((row, position))
+    for der, places in served.items():
+        yield _malformed_finding(observation, settings, der, bad_of[der], places)
+
+
+def _malformed_finding(
+    observation: Observation,
+    settings: DiagnosisSettings,
+    der: bytes,
+    bad: tuple[BadExtension, ...],
+    places: list[tuple[Row, int]],
+) -> Finding:
+    rows = list({row.where: row for row, _ in places}.values())
+    cert = rows[0].summaries[places[0][1]]
+    assert cert is not None
+    role = "leaf" if any(position == 0 for _, position in places) else "CA"
+    agents = tuple(dict.fromkeys(r.agent for r in rows))
+    everyone = len(agents) == len({r.agent for r in observation.rows_with_chain})
+    names = name_list([f"{b.name}{' (critical)' if b.critical else ''}" for b in bad])
+    failing = [r for r in rows if r.address.native.verdict is not Verdict.OK]
+    verdicts = ", ".join(sorted({str(r.address.native.verdict) for r in failing}))
+    unreadable = [b.name for b in bad if b.oid == SAN_OID]
+    reads = (
+        "so the names it covers cannot be read"
+        if unreadable
+        else "which hides its other extensions (names, key identifiers, usage) from parsers that read them together"
+    )
+    if failing:
+        severity = Severity.CRITICAL
+        impact = (
+            f"the native clients of {name_list([r.agent for r in failing])} reject the chain ({verdicts}): a "
+            "malformed certificate, not its name or its CA, is what fails"
+        )
+    else:
+        severity = Severity.WARNING
+        impact = (
+            "OpenSSL still accepts it here, but stricter parsers (Go, browsers, rustls, Python's cryptography) "
+            "refuse a certificate whose extensions do not parse"
+        )
+    scope = (
+        f"every vantage ({count(len(agents), 'vantage')}) is served it"
+        if everyone
+        else f"it is served to {name_list(agents)}"
+    )
+    summary = (
+        f"The {role} certificate '{cert.subject}' (sha256 {cert.short_fingerprint}) served for {observation.target} "
+        f"has a malformed {names} extension that does not parse, {reads}; {impact}; {scope}."
+    )
+    first = rows[0]
+    port = observation.request.target.port
+    return Finding(
+        cause=Cause.MALFORMED_CERTIFICATE,
+        severity=severity,
+        summary=summary,
+        agents=agents,
+        addresses=tuple(dict.fromkeys(r.address.address for r in rows)),
+        evidence=(
+            Evidence(
+                "malformed extension",
+                tuple((f"{role} {cert.short_fingerprint}", f"{b.name} {b.oid}: {b.error}") for b in bad),
+            ),
+            Evidence("native verdict", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
+        ),
+        fix=(
+            f"Reissue the certificate '{cert.subject}' with well-formed extensions (keyUsage is a DER BIT STRING, "
+            "subjectAltName a SEQUENCE of GeneralNames), and fix the template or tool that issued it; the server's "
+            "configuration is not the problem."
+        ),
+        reproduce=(
+            save_chain(first.address.address, port, first.result.sni),
+            "openssl x509 -in leaf.pem -noout -text" if role == "leaf" else "openssl x509 -in chain.pem -noout -text",
+            "openssl asn1parse -in leaf.pem -i",
+            verify_at(settings.reference_time, None),
+        ),
     )

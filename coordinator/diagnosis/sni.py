@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ...agent.model import Failure
-from ...agent.trust.certinfo import CertificateParseError, parse_der
-from ...agent.trust.names import match_name, parse_expected_name
+from ...agent.trust.names import parse_expected_name
 from ..observation import DiagnosisSettings, Observation, Row, Variant, rows_of
+from .extensions import covers
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
 from .wording import cert_brief, cert_name, name_list
@@ -118,13 +118,11 @@ def _sent_sni(observation: Observation) -> bool | None:
 
 
 def _covers(row: Row, name: str) -> bool | None:
-    """Whether the row's leaf covers `name` (RFC 6125, SAN only); None when that cannot be judged."""
+    """Whether the row's leaf covers `name` (RFC 6125, SAN only, read past other malformed extensions); None
+    when that cannot be judged. Cached per leaf and name: thousands of rows share a few leaves."""
     if not row.address.chain:
         return None
-    try:
-        return match_name(parse_der(row.address.chain[0]), parse_expected_name(name))[0]
-    except (CertificateParseError, ValueError):
-        return None
+    return covers(row.address.chain[0], name)
 
 
 def _some_mismatch(observation: Observation) -> bool:

@@ -1,8 +1,10 @@
 """Validity windows of the served certificates, judged at true time: expired, not yet valid, expiring soon.
 
-Every judgement here compares a served certificate's notBefore/notAfter with `settings.reference_time`,
-never with an agent's clock or its verdict at agent time: a host whose clock is wrong sees a valid
-certificate as expired, and that is clock skew (another rule), not the server's certificate.
+Every judgement here compares a served certificate's notBefore/notAfter with true time: the coordinator's
+`settings.reference_time`, or the fleet's time when every remote vantage agrees with the others and not
+with the coordinator (`timebase.judgement_time`; the clock rule then names the coordinator's clock). Never
+with one agent's clock or its verdict at agent time: a host whose clock is wrong sees a valid certificate
+as expired, and that is clock skew (another rule), not the server's certificate.
 
 EXPIRED and NOT_YET_VALID are server-side claims, so they need every answering row that got a chain to
 be served an out-of-window certificate; when only some addresses serve one, the backends disagree and
@@ -10,6 +12,8 @@ that is the inconsistent-backends rule's finding. An out-of-window intermediate 
 route around (some store verifies at true time through another path, as with a stale cross-sign) is
 a warning: clients that follow the served chain literally fail, the others do not. A served self-issued
 root is not checked for expiring soon: clients use their own store's copy, whose dates this rule cannot see.
+Certificates expiring soon that the same rows are served make one finding, led by the soonest; expiring
+soon is a prediction (`Finding.prediction`): a failure now of the same severity outranks it.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ...agent.model import Verdict
-from ...agent.trust.certinfo import CertificateParseError, CertSummary, summarize
+from ...agent.model import StoreVerdict, Verdict
+from ...agent.trust.certinfo import CertSummary
 from ..observation import DiagnosisSettings, Observation, Row
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client, save_chain, verify_at
-from .wording import name_list, span
+from .timebase import judgement_time
+from .wording import MAX_LISTED, count, name_list, span
 
 __all__ = ["findings"]
 
@@ -61,26 +66,40 @@ def _label(cert: CertSummary) -> str:
 
 
 def _served(row: Row) -> list[_Served]:
-    out: list[_Served] = []
-    for position, der in enumerate(row.address.chain):
-        try:
-            out.append(_Served(row, position, summarize(der)))
-        except CertificateParseError:
-            continue
-    return out
+    return [_Served(row, position, cert) for position, cert in enumerate(row.summaries) if cert is not None]
+
+
+def _store_ok(verdict: StoreVerdict, fleet_time: bool) -> bool:
+    """The store verifies at true time: the fleet's (the agents' own clocks) when the coordinator's is off."""
+    return (verdict.at_agent_time if fleet_time else verdict.at_reference_time) is Verdict.OK
+
+
+def _time_evidence(observation: Observation, settings: DiagnosisSettings, at: datetime) -> Evidence:
+    if at == settings.reference_time:
+        return Evidence("reference time", (("coordinator", _when(at)),))
+    return Evidence(
+        "judged at the fleet's time",
+        (
+            ("fleet", _when(at)),
+            ("coordinator", f"{_when(settings.reference_time)} (its clock disagrees with every remote vantage)"),
+        ),
+    )
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
     rows = observation.rows_with_chain
     if not rows:
         return
-    yield from _out_of_window(observation, settings, expired=True)
-    yield from _out_of_window(observation, settings, expired=False)
-    yield from _expiring_soon(observation, settings)
+    at = judgement_time(observation, settings)
+    yield from _out_of_window(observation, settings, at, expired=True)
+    yield from _out_of_window(observation, settings, at, expired=False)
+    yield from _expiring_soon(observation, settings, at)
 
 
-def _out_of_window(observation: Observation, settings: DiagnosisSettings, *, expired: bool) -> Iterator[Finding]:
-    at = settings.reference_time
+def _out_of_window(
+    observation: Observation, settings: DiagnosisSettings, at: datetime, *, expired: bool
+) -> Iterator[Finding]:
+    fleet_time = at != settings.reference_time
     per_row: list[list[_Served]] = []
     for row in observation.rows_with_chain:
         bad = [s for s in _served(row) if (at > s.cert.not_after if expired else at < s.cert.not_before)]
@@ -90,7 +109,7 @@ def _out_of_window(observation: Observation, settings: DiagnosisSettings, *, exp
     rows = observation.rows_with_chain
     distinct = {s.cert.sha256: s for bad in per_row for s in bad}
     # A row routes around the bad certificates when a store verifies it at true time (another path).
-    routed = all(any(v.at_reference_time is Verdict.OK for v in r.address.stores) for r in rows)
+    routed = all(any(_store_ok(v, fleet_time) for v in r.address.stores) for r in rows)
     only_chain = all(s.position > 0 for bad in per_row for s in bad)
     severity = Severity.WARNING if routed and only_chain else Severity.CRITICAL
     agents = tuple(dict.fromkeys(r.agent for r in rows))
@@ -113,25 +132,29 @@ def _out_of_window(observation: Observation, settings: DiagnosisSettings, *, exp
             f"({field} {_when(moment(s.cert))}) and {everyone}"
         )
     else:
-        labels = ", ".join(_label(s.cert) for s in distinct.values())
+        labels = name_list([_label(s.cert) for s in distinct.values()])
         state = "an expired" if expired else "a not-yet-valid"
         summary = (
             f"Every address of {observation.target} serves {state} certificate ({len(distinct)} distinct: {labels})"
         )
     if severity is Severity.WARNING:
         summary += "; every vantage's stores verify through another path, but clients that follow the served chain fail"
+    if fleet_time:
+        summary += " (judged at the fleet's time: the coordinator's clock disagrees with every remote vantage)"
     summary += "."
 
+    def entries(bad: list[_Served]) -> list[tuple[str, str]]:
+        shown = [
+            (s.row.where, f"{s.role} {_label(s.cert)}: {_when(moment(s.cert))} ({relative(s.cert)})")
+            for s in bad[:MAX_LISTED]
+        ]
+        if len(bad) > MAX_LISTED:
+            shown.append((bad[0].row.where, f"and {count(len(bad) - MAX_LISTED, 'more certificate')}"))
+        return shown
+
     evidence = (
-        Evidence(
-            field,
-            tuple(
-                (s.row.where, f"{s.role} {_label(s.cert)}: {_when(moment(s.cert))} ({relative(s.cert)})")
-                for bad in per_row
-                for s in bad
-            ),
-        ),
-        Evidence("reference time", (("coordinator", _when(at)),)),
+        Evidence(field, tuple(entry for bad in per_row for entry in entries(bad))),
+        _time_evidence(observation, settings, at),
         Evidence("native verdict at agent time", tuple((r.where, str(r.address.native.verdict)) for r in rows)),
     )
     leaf_bad = not only_chain
@@ -169,10 +192,10 @@ def _out_of_window(observation: Observation, settings: DiagnosisSettings, *, exp
     )
 
 
-def _expiring_soon(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    at = settings.reference_time
+def _expiring_soon(observation: Observation, settings: DiagnosisSettings, at: datetime) -> Iterator[Finding]:
+    """One finding per audience: the certificates expiring soon that the same rows are served, together
+    (a chain of 200 certificates expiring at once is one finding, not 200)."""
     warning = timedelta(days=settings.expiry_warning_days)
-    critical = timedelta(days=settings.expiry_critical_days)
     by_cert: dict[str, list[_Served]] = {}
     for row in observation.rows_with_chain:
         for s in _served(row):
@@ -180,54 +203,99 @@ def _expiring_soon(observation: Observation, settings: DiagnosisSettings) -> Ite
                 continue
             if s.cert.not_after - at <= warning:
                 by_cert.setdefault(s.cert.sha256, []).append(s)
+    by_audience: dict[tuple[str, ...], list[list[_Served]]] = {}
+    for served in by_cert.values():
+        audience = tuple(sorted({s.row.where for s in served}))
+        by_audience.setdefault(audience, []).append(served)
     all_agents = tuple(dict.fromkeys(r.agent for r in observation.rows_with_chain))
-    for served in sorted(by_cert.values(), key=lambda group: group[0].cert.not_after):
-        cert = served[0].cert
-        left = cert.not_after - at
-        rows = [s.row for s in served]
-        agents = tuple(dict.fromkeys(r.agent for r in rows))
-        addresses = tuple(dict.fromkeys(r.address.address for r in rows))
-        role = "leaf" if any(s.position == 0 for s in served) else "intermediate"
-        if len(agents) == len(all_agents):
-            scope = _everyone(len(agents))
-        else:
-            scope = (
-                f"it is served to {name_list(agents)} ({len(agents)} of {len(all_agents)} vantages; "
-                "the others get another certificate)"
-            )
-        summary = (
-            f"The {role} certificate {_label(cert)} served for {observation.target} expires in {span(left)} "
-            f"(notAfter {_when(cert.not_after)}); {scope}."
+    groups = [sorted(g, key=lambda served: served[0].cert.not_after) for g in by_audience.values()]
+    for group in sorted(groups, key=lambda g: g[0][0].cert.not_after):
+        yield _expiring_finding(observation, settings, at, group, all_agents)
+
+
+def _role(served: list[_Served]) -> str:
+    return "leaf" if any(s.position == 0 for s in served) else "intermediate"
+
+
+def _expiring_finding(
+    observation: Observation,
+    settings: DiagnosisSettings,
+    at: datetime,
+    group: list[list[_Served]],
+    all_agents: tuple[str, ...],
+) -> Finding:
+    served = group[0]  # the soonest
+    cert = served[0].cert
+    left = cert.not_after - at
+    rows = [s.row for s in served]
+    agents = tuple(dict.fromkeys(r.agent for r in rows))
+    addresses = tuple(dict.fromkeys(r.address.address for r in rows))
+    role = _role(served)
+    roles = {_role(g) for g in group}
+    if len(agents) == len(all_agents):
+        scope = _everyone(len(agents))
+    else:
+        scope = (
+            f"it is served to {name_list(agents)} ({len(agents)} of {len(all_agents)} vantages; "
+            "the others get another certificate)"
         )
-        if role == "leaf":
-            fix = (
-                f"Renew it before {_when(cert.not_after)} and deploy it on {', '.join(addresses)}; if renewal is "
-                "automated (ACME client, cert-manager), check why it has not run: most renew 30 days before expiry."
-            )
-        else:
-            fix = (
-                f"The CA's intermediate expires {_when(cert.not_after)}: get its successor from the CA, serve it "
-                "instead, and make sure the leaf is reissued under it."
-            )
-        first = rows[0]
-        port = observation.request.target.port
-        yield Finding(
-            cause=Cause.EXPIRING_SOON,
-            severity=Severity.CRITICAL if left <= critical else Severity.WARNING,
-            summary=summary,
-            agents=agents,
-            addresses=addresses,
-            evidence=(
-                Evidence(
-                    "notAfter", tuple((s.row.where, f"{role} {_label(cert)}: {_when(cert.not_after)}") for s in served)
-                ),
-                Evidence("time left", (("coordinator", f"{span(left)} at {_when(at)}"),)),
-            ),
-            fix=fix,
-            reproduce=(
-                f"{s_client(first.address.address, port, first.result.sni)} 2>/dev/null | "
-                "openssl x509 -noout -subject -enddate"
-                if role == "leaf"
-                else f"{save_chain(first.address.address, port, first.result.sni)} && {_SHOW_DATES}",
-            ),
+    summary = (
+        f"The {role} certificate {_label(cert)} served for {observation.target} expires in {span(left)} "
+        f"(notAfter {_when(cert.not_after)})"
+    )
+    if len(group) > 1:
+        # The leaf before the rest: it is the certificate the server's owner renews.
+        rest = sorted(group[1:], key=lambda g: _role(g) != "leaf")
+        others = [f"{_role(g)} {_label(g[0].cert)} in {span(g[0].cert.not_after - at)}" for g in rest]
+        summary += (
+            f", and {count(len(others), 'more certificate')} in the same served chain "
+            f"{'expires' if len(others) == 1 else 'expire'} within {span(timedelta(days=settings.expiry_warning_days))}"
+            f" ({name_list(others)})"
         )
+    summary += f"; {scope}."
+    fixes = []
+    if "leaf" in roles:
+        fixes.append(
+            f"Renew it before {_when(cert.not_after)} and deploy it on {', '.join(addresses)}; if renewal is "
+            "automated (ACME client, cert-manager), check why it has not run: most renew 30 days before expiry."
+            if role == "leaf"
+            else f"Renew the leaf and deploy it on {', '.join(addresses)}; check why automated renewal has not run."
+        )
+    if "intermediate" in roles:
+        fixes.append(
+            f"The CA's intermediate expires {_when(cert.not_after)}: get its successor from the CA, serve it "
+            "instead, and make sure the leaf is reissued under it."
+            if role == "intermediate" and len(group) == 1
+            else "Replace the expiring intermediates in the served chain with their successors from the CA, and "
+            "drop certificates the chain does not need."
+        )
+    listed = [(s.row.where, f"{role} {_label(cert)}: {_when(cert.not_after)}") for s in served]
+    listed += [(g[0].row.where, f"{_role(g)} {_label(g[0].cert)}: {_when(g[0].cert.not_after)}") for g in group[1:]]
+    if len(listed) > len(served) + MAX_LISTED:
+        hidden = len(listed) - len(served) - MAX_LISTED
+        listed = [*listed[: len(served) + MAX_LISTED], ("served chain", f"and {count(hidden, 'more certificate')}")]
+    first = rows[0]
+    port = observation.request.target.port
+    return Finding(
+        cause=Cause.EXPIRING_SOON,
+        severity=Severity.CRITICAL if left <= timedelta(days=settings.expiry_critical_days) else Severity.WARNING,
+        summary=summary,
+        agents=agents,
+        addresses=addresses,
+        evidence=(
+            Evidence("notAfter", tuple(listed)),
+            Evidence("time left", ((_clock_label(settings, at), f"{span(left)} at {_when(at)}"),)),
+        ),
+        fix=" ".join(fixes),
+        reproduce=(
+            f"{s_client(first.address.address, port, first.result.sni)} 2>/dev/null | "
+            "openssl x509 -noout -subject -enddate"
+            if role == "leaf" and len(group) == 1
+            else f"{save_chain(first.address.address, port, first.result.sni)} && {_SHOW_DATES}",
+        ),
+        prediction=True,
+    )
+
+
+def _clock_label(settings: DiagnosisSettings, at: datetime) -> str:
+    return "coordinator" if at == settings.reference_time else "fleet"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -11,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from ...agent.trust.certinfo import CertSummary
 
 MAX_NAMED = 5
+MAX_LISTED = 10  # items of a long list (SANs, certificates) a sentence or an evidence value shows
 
 
 def name_list(names: Sequence[str]) -> str:
@@ -21,6 +23,14 @@ def name_list(names: Sequence[str]) -> str:
     if len(names) <= 1:
         return "".join(names)
     return ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+def capped(items: Sequence[str], limit: int = MAX_LISTED, *, sep: str = ", ") -> str:
+    """The first `limit` items joined, and how many more there are: `a, b, c (+9997 more)`. Lists a server
+    chose (SANs, chains) can be as long as it likes; a sentence or a table cell stays short."""
+    if len(items) <= limit:
+        return sep.join(items)
+    return sep.join(items[:limit]) + f" (+{len(items) - limit} more)"
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -37,6 +47,7 @@ def agree(verb: str, subjects: Sequence[str] | int) -> str:
     return verb[:-1] + "ies" if verb.endswith("y") and verb[-2:-1] not in "aeiou" else verb + "s"
 
 
+@lru_cache(maxsize=4096)
 def common_name(rfc4514: str) -> str:
     """The CN of an RFC 4514 name, or the whole name when it has none (or does not parse)."""
     try:

@@ -12,6 +12,8 @@ import errno
 import importlib.util
 import json
 import os
+import shlex
+import shutil
 import socket
 import ssl
 import subprocess
@@ -38,6 +40,7 @@ from .scenarios import (
     Expect,
     Requirement,
     Scenario,
+    Stoppable,
     Trust,
     scenario_address,
 )
@@ -72,7 +75,17 @@ def requirement_missing(requirement: Requirement) -> str | None:
             return None  # no Java on this machine: nothing to give the private root to
         reason = netns.mount_view_available()
         return None if reason is None else f"this machine's Java cacerts lacks the lab's root and {reason}"
-    raise ValueError(f"requirement {requirement!r} is not known; accepted: root, libfaketime, certifi, java-view")
+    if requirement == "mount-view":
+        if not Path(LOCAL_BIN).is_dir():
+            return f"{LOCAL_BIN} does not exist here, so no system interpreter can be shown in it"
+        return netns.mount_view_available()
+    raise ValueError(
+        f"requirement {requirement!r} is not known; accepted: root, libfaketime, certifi, java-view, mount-view"
+    )
+
+
+# Where a "found" lab host shows its system Python (a directory the agent's runtime search reads).
+LOCAL_BIN = "/usr/local/bin"
 
 
 def _system_java() -> tuple[str, Path] | None:
@@ -105,6 +118,7 @@ class FleetStage:
         self.port = port
         self.servers: list[TlsServer] = []
         self.processes: list[ProxyProcess] = []
+        self.kept: list[Stoppable] = []  # servers the scenario started itself (keep)
 
     @property
     def host(self) -> str:
@@ -161,7 +175,22 @@ class FleetStage:
         self.processes.append(process)
         return process
 
+    def intercept_at(self, slot: int) -> ProxyProcess:
+        """The corporate proxy on the scenario's own address `slot`, in this namespace: not where the server
+        listens, but where a resolver that steers the name sends its clients."""
+        process = start_proxy_process(
+            self.fleet.proxy, self.fleet.workdir / "proxy", host=self.address(slot), port=self.port
+        )
+        self.processes.append(process)
+        return process
+
+    def keep(self, server: Stoppable) -> None:
+        self.kept.append(server)
+
     def stop(self) -> None:
+        for kept in self.kept:
+            kept.stop()
+        self.kept.clear()
         for process in self.processes:
             process.stop()
         for server in self.servers:
@@ -414,9 +443,61 @@ class LabFleet:
             conf = self.workdir / "openssl-tls12-only.cnf"
             conf.write_text(_TLS12_ONLY_CONF)
             env["OPENSSL_CONF"] = str(conf)
+        if spec.runtimes == "found":
+            env.pop("JAVA_HOME", None)  # found on PATH, declared by nothing
+            env["PATH"] = os.pathsep.join(p for p in (str(self._lab_jre() / "bin"), env.get("PATH", "")) if p)
+        elif spec.runtimes == "declared":
+            env["JAVA_HOME"] = str(self._lab_jre())
+            env["NODE_EXTRA_CA_CERTS"] = str(self._bundle("system"))
         if spec.clock:
             env = faketime.faketime_env(env, spec.clock)
         return env
+
+    def _lab_jre(self) -> Path:
+        """A JRE home as a host has one, for agents whose runtimes are not this machine's: bin/java (never
+        run: the agent only resolves it to its home) and lib/security/cacerts with the public roots only."""
+        home = self.workdir / "lab-jre"
+        cacerts = home / "lib" / "security" / "cacerts"
+        if not cacerts.exists():
+            (home / "bin").mkdir(parents=True, exist_ok=True)
+            java = home / "bin" / "java"
+            java.write_text("#!/bin/sh\necho 'the lab JRE: only its cacerts is real' >&2\nexit 1\n")
+            java.chmod(0o755)
+            cacerts.parent.mkdir(parents=True, exist_ok=True)
+            cacerts.write_bytes(_truststore_of(self._bundle("system")))
+        return home
+
+    def _mozilla_certifi(self) -> Path:
+        """A site-packages directory with a copy of the certifi package: Mozilla's roots, not the private one."""
+        site = self.workdir / "certifi-mozilla"
+        if not (site / "certifi").exists():
+            found = importlib.util.find_spec("certifi")
+            if found is None or found.origin is None:
+                raise RuntimeError("the certifi package is not installed")
+            shutil.copytree(Path(found.origin).parent, site / "certifi")
+        return site
+
+    def _local_bin(self) -> Path:
+        """What LOCAL_BIN shows a "found" host: a python3 (this machine's base interpreter, not the agent's
+        environment) whose certifi is Mozilla's: its own when it has one, else the copy in the directory the
+        wrapper names, which the agent's question to an interpreter puts first on its path."""
+        directory = self.workdir / "usr-local-bin"
+        python = directory / "python3"
+        if not python.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            base = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
+            site = shlex.quote(str(self._mozilla_certifi()))
+            python.write_text(f'#!/bin/sh\nexec {shlex.quote(base)} "$@" {site}\n')
+            python.chmod(0o755)
+        return directory
+
+    def _host_view(self, spec: AgentSpec) -> list[str]:
+        """The prefix that gives the agent its host's view of runtime files (see HostRuntimes)."""
+        if spec.runtimes == "named":
+            return self._java_view(spec.trust)
+        if spec.runtimes == "found":
+            return netns.mount_view_prefix([(self._local_bin(), LOCAL_BIN)])
+        return []
 
     def _certifi_shadow(self, trust: Trust) -> Path:
         return self.workdir / f"certifi-{trust}"
@@ -426,7 +507,12 @@ class LabFleet:
         a site-packages directory whose certifi returns the host bundle (as Debian's python3-certifi does),
         or, for certifi-only, this very interpreter's environment and its certifi package (Mozilla's
         bundle); and the Java an agent here would find by itself, with its cacerts (seen through the
-        mount view, when there is one)."""
+        mount view, when there is one). Hosts whose runtimes are "found" search for them instead; "declared"
+        ones name a copy of Mozilla's certifi (their Java comes from JAVA_HOME)."""
+        if spec.runtimes == "found":
+            return ["--runtime-search"]
+        if spec.runtimes == "declared":
+            return ["--no-runtime-search", "--runtime", f"python={self._mozilla_certifi()}"]
         python = str(self._certifi_shadow(spec.trust)) if not spec.certifi_package else sys.executable
         args = ["--no-runtime-search", "--runtime", f"python={python}"]
         java = _system_java()
@@ -447,7 +533,7 @@ class LabFleet:
 
     def _start_one(self, spec: AgentSpec, pki_dir: Path | None) -> AgentProcess:
         labels = [("host", "namespace")] if spec.namespace else []
-        view = self._java_view(spec.trust)
+        view = self._host_view(spec)
         if spec.namespace:
             assert pki_dir is not None
             namespace = self.namespaces[spec.name]
@@ -479,7 +565,7 @@ class LabFleet:
         specs = self._wanted(lambda s: True)
         for spec in specs:  # files first: the threads below only read them
             self._environment(spec)
-            self._java_view(spec.trust)
+            self._host_view(spec)
             if not spec.namespace:
                 self._hosts_file(spec.name)
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
@@ -542,9 +628,18 @@ class LabFleet:
         finally:
             stage.stop()
 
-    def probe(self, deployment: Deployment, *extra: str, agents: Sequence[str] | None = None) -> ProbeRun:
-        """`tlsfleet probe` against the deployment with --json, from the scenario's agents or `agents`."""
+    def probe(
+        self,
+        deployment: Deployment,
+        *extra: str,
+        agents: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ProbeRun:
+        """`tlsfleet probe` against the deployment with --json, from the scenario's agents or `agents`; under
+        libfaketime when the scenario moves the coordinator's clock (or in `env` when given)."""
         scenario = deployment.scenario
+        if env is None and scenario.coordinator_clock:
+            env = faketime.faketime_env(None, scenario.coordinator_clock)
         selector = ",".join(agents) if agents is not None else scenario.selector
         argv = (
             "probe",
@@ -568,6 +663,7 @@ class LabFleet:
             timeout=CLI_TIMEOUT_S,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=None if env is None else dict(env),
         )
         seconds = time.perf_counter() - started
         try:
@@ -633,6 +729,24 @@ def _java_truststore(system: Path, bundle: Path) -> bytes:
         bundle_roots = x509.load_pem_x509_certificates(bundle.read_bytes())
     for cert in bundle_roots:
         roots.setdefault(fingerprint(cert.public_bytes(serialization.Encoding.DER)), cert)
+    entries = [pkcs12.PKCS12Certificate(cert, f"root-{fp[:16]}".encode()) for fp, cert in sorted(roots.items())]
+    return pkcs12.serialize_java_truststore(entries, serialization.BestAvailableEncryption(b"changeit"))
+
+
+def _truststore_of(bundle: Path) -> bytes:
+    """A PKCS#12 Java truststore (password 'changeit') holding exactly the roots of a PEM bundle."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    from ...agent.trust.certinfo import fingerprint
+
+    with warnings.catch_warnings():
+        # System bundles hold a root with a non-positive serial; it is still a root the host trusts.
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+        certs = x509.load_pem_x509_certificates(bundle.read_bytes())
+    roots = {fingerprint(c.public_bytes(serialization.Encoding.DER)): c for c in certs}
     entries = [pkcs12.PKCS12Certificate(cert, f"root-{fp[:16]}".encode()) for fp, cert in sorted(roots.items())]
     return pkcs12.serialize_java_truststore(entries, serialization.BestAvailableEncryption(b"changeit"))
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from ..diagnosis.model import Cause, Severity
-from .pki import LabPKI
+from .pki import Issued, LabPKI
 from .symptoms import (
     Symptom,
     all_of,
@@ -49,6 +49,12 @@ from .symptoms import (
 from .tls_server import ServedIdentity
 
 
+class Stoppable(Protocol):
+    """A server a scenario started itself (an `openssl s_server` process, a raw socket server)."""
+
+    def stop(self) -> None: ...
+
+
 class Stage(Protocol):
     """What a scenario's build step may do (the lab fleet provides it): its CAs, its name, and servers."""
 
@@ -56,6 +62,19 @@ class Stage(Protocol):
 
     @property
     def host(self) -> str: ...
+
+    @property
+    def port(self) -> int:
+        """The one port every server of the scenario listens on."""
+        ...
+
+    def address(self, slot: int = 1) -> str:
+        """The scenario's address for `slot` (what the agents' hosts file lists for its name)."""
+        ...
+
+    def keep(self, server: Stoppable) -> None:
+        """Stop `server`, which the scenario started itself on `address(slot)`:`port`, with the stage."""
+        ...
 
     @property
     def acme(self) -> LabPKI: ...
@@ -76,6 +95,11 @@ class Stage(Protocol):
 
     def intercept_for(self, agent: str, slot: int = 1) -> object: ...
 
+    def intercept_at(self, slot: int) -> object:
+        """The intercepting proxy on the scenario's own address `slot` (not the server's): where a resolver
+        that steers the name sends clients (`resolve_for`)."""
+        ...
+
     def publish_aia(self, path: str, der: bytes) -> str:
         """Serve `der` at `path` on the lab's AIA server; the URL a certificate can name."""
         ...
@@ -93,12 +117,20 @@ __all__ = [
     "Expect",
     "Requirement",
     "Scenario",
+    "Stoppable",
+    "malformed_key_usage_leaf",
     "scenario_address",
     "scenario_named",
 ]
 
-Requirement = Literal["root", "libfaketime", "certifi", "java-view"]
+Requirement = Literal["root", "libfaketime", "certifi", "java-view", "mount-view"]
 Trust = Literal["private", "system", "private+proxy"]
+# Which language runtimes a lab host has, and how its agent comes to judge their stores:
+# "named": this machine's own, named with --runtime so that their stores hold what the host trusts;
+# "found": a JRE on PATH and a system Python (/usr/local/bin) with Mozilla's certifi, neither holding the
+#   private root, found by the agent's own search and declared by nothing (the usual private-CA host);
+# "declared": the same stores declared in use: JAVA_HOME, --runtime python=..., NODE_EXTRA_CA_CERTS.
+HostRuntimes = Literal["named", "found", "declared"]
 OUTSIDE: Literal["outside"] = "outside"  # a namespace agent resolves the name to its namespace's root side
 Route = int | Literal["outside"]
 
@@ -123,6 +155,7 @@ class AgentSpec:
     namespace: bool = False  # a separate network namespace with its own /etc/hosts (root only)
     stopped: bool = False  # listed in the inventory, not running
     fetch_aia: bool = False  # may fetch a missing intermediate from the AIA URL (--fetch-aia)
+    runtimes: HostRuntimes = "named"  # see HostRuntimes
 
     @property
     def requires(self) -> frozenset[Requirement]:
@@ -131,8 +164,10 @@ class AgentSpec:
             needs.add("libfaketime")
         if self.namespace:
             needs.add("root")
-        if self.certifi_package:
+        if self.certifi_package or self.runtimes != "named":
             needs.add("certifi")
+        if self.runtimes == "found":
+            needs.add("mount-view")
         return frozenset(needs)
 
 
@@ -196,6 +231,7 @@ class Scenario:
     slots: int = 1  # how many of the scenario's addresses the shared hosts file lists for the name
     resolve_for: tuple[tuple[str, Route], ...] = ()  # agents that resolve the name differently
     needs: frozenset[Requirement] = frozenset()  # beyond what its agents need
+    coordinator_clock: str = ""  # a libfaketime offset such as "+40d" for the CLI (the coordinator) itself
 
     @property
     def host(self) -> str:
@@ -208,6 +244,8 @@ class Scenario:
     def requires(self, agents: Mapping[str, AgentSpec] | None = None) -> frozenset[Requirement]:
         specs = agents or {a.name: a for a in STANDARD_AGENTS}
         needs = set(self.needs)
+        if self.coordinator_clock:
+            needs.add("libfaketime")
         for name in self.agents:
             needs |= specs[name].requires
         return frozenset(needs)
@@ -316,6 +354,38 @@ def _build_tls13_only(stage: Stage) -> None:
 
 def _build_closed_port(stage: Stage) -> None:
     """Nothing listens: the stage's port was free a moment ago and stays so."""
+
+
+def malformed_key_usage_leaf(pki: LabPKI, name: str) -> Issued:
+    """A leaf for `name` from `pki`'s intermediate whose keyUsage BIT STRING sets a padding bit: not DER, so
+    `cryptography` (and Go) refuse its extensions, while OpenSSL reads past it and verifies the chain."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtensionOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = pki.intermediate
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        # digitalSignature (0x80) with unused bits 7, and the last padding bit set (0x01).
+        .add_extension(x509.UnrecognizedExtension(ExtensionOID.KEY_USAGE, b"\x03\x02\x07\x81"), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return Issued(cert, key)
+
+
+def _build_malformed_key_usage(stage: Stage) -> None:
+    stage.serve(ServedIdentity.of(malformed_key_usage_leaf(stage.acme, stage.host), stage.acme.intermediate))
 
 
 _PAIR = ("trusting", "trusting-2")
@@ -526,6 +596,15 @@ def _catalogue() -> tuple[Scenario, ...]:
             Expect(Cause.UNREACHABLE, _PAIR),
             _build_closed_port,
             handshake(dict.fromkeys(_PAIR, lambda a: a["connect_failure"] == "refused"), "expected refused"),
+        ),
+        Scenario(
+            "malformed-key-usage",
+            "The leaf's keyUsage is not DER: OpenSSL verifies it, stricter parsers refuse it; its names are fine.",
+            _PAIR,
+            Expect(Cause.MALFORMED_CERTIFICATE, _PAIR, Severity.WARNING, mentions="keyUsage"),
+            _build_malformed_key_usage,
+            pair_ok,
+            needs=_QUIET,
         ),
         Scenario(
             "agent-down",

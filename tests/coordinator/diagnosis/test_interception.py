@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.outcomes import address, observe, outcome, silent
-from tlsfleet.agent.model import Verdict
+from tlsfleet.agent.model import Failure, Verdict
 from tlsfleet.coordinator.diagnosis import interception
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
@@ -96,12 +96,27 @@ def test_a_rekeyed_issuer_with_the_same_name_is_not_interception(certs: Certs) -
     assert _run(observation) == []
 
 
-def test_other_issuers_at_other_addresses_are_not_interception(certs: Certs) -> None:
-    # Different addresses (a DNS or backend matter), never the same address.
+def test_an_untrusted_foreign_issuer_at_an_address_only_its_resolver_chose_is_interception(certs: Certs) -> None:
+    # a's resolver alone sends the name to IP2, where another CA's chain answers that a rejects.
     observation = observe(
         outcome("a", [address(IP2, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
         outcome("b", [address(IP1, certs.server)]),
         outcome("c", [address(IP1, certs.server)]),
+    )
+    (f,) = _run(observation)
+    assert f.severity is Severity.CRITICAL
+    assert f.agents == ("a",) and f.addresses == (IP2,)
+    assert f"resolver sends {HOST} to {IP2} instead of {IP1}" in f.summary
+
+
+def test_other_issuers_at_addresses_everyone_resolved_are_not_interception(certs: Certs) -> None:
+    # Every vantage resolved both addresses: what IP2 serves is a backend matter, not a resolver's choice.
+    both = (IP1, IP2)
+    refused = address(IP1, connect_failure=Failure.REFUSED)
+    observation = observe(
+        outcome("a", [refused, address(IP2, certs.proxy, native=Verdict.UNKNOWN_ISSUER)], resolved=both),
+        outcome("b", [address(IP1, certs.server), address(IP2, connect_failure=Failure.REFUSED)], resolved=both),
+        outcome("c", [address(IP1, certs.server), address(IP2, connect_failure=Failure.REFUSED)], resolved=both),
     )
     assert _run(observation) == []
 

@@ -24,6 +24,8 @@ from tlsfleet.coordinator.lab import netns
 from tlsfleet.coordinator.lab.aia_server import MAX_CONNECTIONS, AiaServer
 from tlsfleet.coordinator.lab.fleet import LabFleet, check_findings
 from tlsfleet.coordinator.lab.scenarios import SCENARIOS, STANDARD_AGENTS, Expect, Scenario, scenario_named
+from tlsfleet.coordinator.lab.scenarios_handshake import HANDSHAKE_SCENARIOS
+from tlsfleet.coordinator.lab.scenarios_trust import TRUST_SCENARIOS
 
 
 def _pid_alive(pid: int) -> bool:
@@ -85,7 +87,9 @@ def test_tls12_only_agent_speaks_tls12_where_the_server_allows_it(fleet: LabFlee
 
 
 def test_catalogue_covers_every_cause_and_a_healthy_case() -> None:
-    covered = {s.expect.cause for s in SCENARIOS}
+    # Handshake failures have their own catalogue (its own fleet, openssl s_server): it counts as coverage.
+    # ... and so do the trust, chain-shape and policy scenarios (scenarios_trust, run by test_scenarios_trust).
+    covered = {s.expect.cause for s in (*SCENARIOS, *HANDSHAKE_SCENARIOS, *TRUST_SCENARIOS)}
     assert None in covered, "a healthy scenario is part of the catalogue"
     assert set(Cause) <= covered, f"causes without a scenario: {sorted(set(Cause) - covered)}"
     names = [s.name for s in SCENARIOS]
