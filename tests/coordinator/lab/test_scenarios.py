@@ -8,7 +8,6 @@ finding names the expected cause and exactly the expected agents.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.coordinator.lab.lab_runs import checked_run, clean_fleet
 from tlsfleet.coordinator.diagnosis.model import Cause
-from tlsfleet.coordinator.lab import netns
 from tlsfleet.coordinator.lab.aia_server import MAX_CONNECTIONS, AiaServer
 from tlsfleet.coordinator.lab.fleet import LabFleet, check_findings
 from tlsfleet.coordinator.lab.scenarios import SCENARIOS, STANDARD_AGENTS, Expect, Scenario, scenario_named
@@ -28,25 +27,9 @@ from tlsfleet.coordinator.lab.scenarios_handshake import HANDSHAKE_SCENARIOS
 from tlsfleet.coordinator.lab.scenarios_trust import TRUST_SCENARIOS
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
-    lab = LabFleet(tmp_path_factory.mktemp("lab-fleet"))
-    with lab:
-        pids = [agent.pid for agent in lab.agents.values()]
-        namespaces = [n.name for n in lab.namespaces.values()]
-        yield lab
-    # Clean-up is part of the contract: no agent process, namespace or veth outlives the fleet.
-    assert not [pid for pid in pids if _pid_alive(pid)], "agent processes survived the fleet"
-    left = set(netns.list_lab_namespaces()) & set(namespaces)
-    assert not left, f"namespaces survived the fleet: {left}"
+    yield from clean_fleet(tmp_path_factory.mktemp("lab-fleet"))
 
 
 def _marked(scenario: Scenario) -> object:
@@ -57,11 +40,7 @@ def _marked(scenario: Scenario) -> object:
 @pytest.mark.e2e
 @pytest.mark.parametrize("scenario", [_marked(s) for s in SCENARIOS])
 def test_scenario_top_finding(fleet: LabFleet, scenario: Scenario) -> None:
-    reason = fleet.missing(scenario)
-    if reason:
-        pytest.skip(f"{scenario.name}: {reason}")
-    run = fleet.run(scenario)
-    assert run.probe.report is not None, run.probe.stderr
+    run = checked_run(fleet, scenario)
     assert "Traceback" not in run.probe.stderr, run.probe.stderr
     assert run.symptom_problem is None, f"{scenario.name} ({scenario.story}): {run.symptom_problem}"
     assert run.findings_reported, "the probe report carries no findings"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import ssl
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.coordinator.lab.lab_runs import checked_run, clean_fleet, pid_alive
 from tlsfleet.coordinator.diagnosis.model import Cause
 from tlsfleet.coordinator.lab.fleet import LabFleet
 from tlsfleet.coordinator.lab.pki import LabPKI
@@ -29,31 +29,17 @@ from tlsfleet.coordinator.lab.scenarios_handshake import (
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
-    lab = LabFleet(tmp_path_factory.mktemp("handshake-fleet"), agents=HANDSHAKE_AGENTS, scenarios=HANDSHAKE_SCENARIOS)
-    with lab:
-        pids = [agent.pid for agent in lab.agents.values()]
-        yield lab
-    assert not [pid for pid in pids if _pid_alive(pid)], "agent processes survived the fleet"
+    yield from clean_fleet(
+        tmp_path_factory.mktemp("handshake-fleet"), agents=HANDSHAKE_AGENTS, scenarios=HANDSHAKE_SCENARIOS
+    )
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("scenario", HANDSHAKE_SCENARIOS, ids=[s.name for s in HANDSHAKE_SCENARIOS])
 def test_handshake_scenario_top_finding(fleet: LabFleet, scenario: Scenario) -> None:
-    reason = fleet.missing(scenario)
-    if reason:
-        pytest.skip(f"{scenario.name}: {reason}")
-    run = fleet.run(scenario)
-    assert run.probe.report is not None, run.probe.stderr
+    run = checked_run(fleet, scenario)
     assert "Traceback" not in run.probe.stderr, run.probe.stderr
     assert run.symptom_problem is None, f"{scenario.name} ({scenario.story}): {run.symptom_problem}"
     assert run.findings_reported, "the probe report carries no findings"
@@ -67,9 +53,9 @@ def test_servers_the_scenarios_started_are_gone_after_the_run(fleet: LabFleet) -
     scenario = next(s for s in HANDSHAKE_SCENARIOS if s.name == "weak-dh")
     with fleet.deploy(scenario) as deployment:
         (server,) = deployment.stage.kept
-        assert isinstance(server, OpenSSLServer) and _pid_alive(server.pid)
+        assert isinstance(server, OpenSSLServer) and pid_alive(server.pid)
         pid = server.pid
-    assert not _pid_alive(pid), "openssl s_server outlived its scenario"
+    assert not pid_alive(pid), "openssl s_server outlived its scenario"
 
 
 def test_the_handshake_catalogue_covers_its_causes_and_agents() -> None:
@@ -142,4 +128,4 @@ def test_openssl_server_serves_and_stops() -> None:
         assert answer[:1] == b"\x16" and struct.unpack("!H", answer[1:3])[0] == 0x0303  # a ServerHello record
     finally:
         server.stop()
-    assert not _pid_alive(server.pid)
+    assert not pid_alive(server.pid)

@@ -3,11 +3,11 @@ three days ahead), the real CLI (once with its own clock 40 days ahead), and the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from tests.coordinator.lab.lab_runs import checked_run, clean_fleet
 from tlsfleet.coordinator.lab.fleet import LabFleet
 from tlsfleet.coordinator.lab.scenarios import Scenario, scenario_address
 from tlsfleet.coordinator.lab.scenarios_judgement import (
@@ -17,31 +17,17 @@ from tlsfleet.coordinator.lab.scenarios_judgement import (
 )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
-    lab = LabFleet(tmp_path_factory.mktemp("judgement-fleet"), agents=JUDGEMENT_AGENTS, scenarios=JUDGEMENT_SCENARIOS)
-    with lab:
-        pids = [agent.pid for agent in lab.agents.values()]
-        yield lab
-    assert not [pid for pid in pids if _pid_alive(pid)], "agent processes survived the fleet"
+    yield from clean_fleet(
+        tmp_path_factory.mktemp("judgement-fleet"), agents=JUDGEMENT_AGENTS, scenarios=JUDGEMENT_SCENARIOS
+    )
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("scenario", [pytest.param(s, id=s.name) for s in JUDGEMENT_SCENARIOS])
 def test_judgement_top_finding(fleet: LabFleet, scenario: Scenario) -> None:
-    reason = fleet.missing(scenario)
-    if reason:
-        pytest.skip(f"{scenario.name}: {reason}")
-    run = fleet.run(scenario)
-    assert run.probe.report is not None, run.probe.stderr
+    run = checked_run(fleet, scenario, findings_reported=False)
     assert "Traceback" not in run.probe.stderr, run.probe.stderr
     assert run.symptom_problem is None, f"{scenario.name} ({scenario.story}): {run.symptom_problem}"
     assert run.finding_problem is None, f"{scenario.name} ({scenario.story}) on {run.target}: {run.finding_problem}"

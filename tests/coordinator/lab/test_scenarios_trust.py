@@ -5,11 +5,11 @@ Quiet scenarios must produce nothing at warning or above and exit 0; the others 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from tests.coordinator.lab.lab_runs import checked_run, clean_fleet
 from tlsfleet.coordinator.diagnosis.model import Cause, Severity
 from tlsfleet.coordinator.lab.fleet import LabFleet
 from tlsfleet.coordinator.lab.scenarios import SCENARIOS, Scenario
@@ -18,31 +18,15 @@ from tlsfleet.coordinator.lab.scenarios_trust import TRUST_AGENTS, TRUST_LAB_AGE
 SPECS = {a.name: a for a in TRUST_LAB_AGENTS}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
-    lab = LabFleet(tmp_path_factory.mktemp("trust-lab"), agents=TRUST_LAB_AGENTS, scenarios=TRUST_SCENARIOS)
-    with lab:
-        pids = [agent.pid for agent in lab.agents.values()]
-        yield lab
-    assert not [pid for pid in pids if _pid_alive(pid)], "agent processes survived the fleet"
+    yield from clean_fleet(tmp_path_factory.mktemp("trust-lab"), agents=TRUST_LAB_AGENTS, scenarios=TRUST_SCENARIOS)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("scenario", [pytest.param(s, id=s.name) for s in TRUST_SCENARIOS])
 def test_trust_scenario_top_finding(fleet: LabFleet, scenario: Scenario) -> None:
-    reason = fleet.missing(scenario)
-    if reason:
-        pytest.skip(f"{scenario.name}: {reason}")
-    run = fleet.run(scenario)
-    assert run.probe.report is not None, run.probe.stderr
+    run = checked_run(fleet, scenario)
     assert "Traceback" not in run.probe.stderr, run.probe.stderr
     assert run.symptom_problem is None, f"{scenario.name} ({scenario.story}): {run.symptom_problem}"
     assert run.findings_reported, "the probe report carries no findings"
