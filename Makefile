@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # The unit tests alone: no lab, no agent processes, no browser (well under 30 s).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e and not root and not browser" -q
+	$(BIN)/python -m pytest -m "not e2e and not root and not browser and not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

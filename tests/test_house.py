@@ -218,6 +218,7 @@ def wheel_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
+@pytest.mark.e2e
 def test_the_wheel_carries_every_package_folder(wheel_tree: Path) -> None:
     folders = {name for name, path in MODULES.items() if path.name == "__init__.py"} | {"tlsfleet.v1"}
     missing = sorted(f for f in folders if not (wheel_tree / f.replace(".", "/") / "__init__.py").is_file())
@@ -231,6 +232,7 @@ def test_the_wheel_carries_every_package_folder(wheel_tree: Path) -> None:
     assert expected - shipped == set()
 
 
+@pytest.mark.e2e
 def test_every_module_imports_from_the_wheel(wheel_tree: Path) -> None:
     names = sorted(n for n in MODULES if not n.endswith("__main__"))
     code = (

@@ -91,6 +91,7 @@ def test_reply_names_the_agent_and_carries_the_request_id(tls_server: TlsServer)
     assert done[0]["level"] == "info" and "timestamp" in done[0]
 
 
+@pytest.mark.slow
 def test_callers_deadline_bounds_the_probe(stalling_server: TlsServer) -> None:
     """A 1 s deadline against a server that never answers: the agent replies with a handshake timeout in time,
     rather than letting the caller's deadline expire."""
@@ -110,6 +111,7 @@ def test_callers_deadline_bounds_the_probe(stalling_server: TlsServer) -> None:
     assert address.handshake.failure is Failure.HANDSHAKE_TIMEOUT
 
 
+@pytest.mark.slow
 def test_probes_beyond_the_bound_are_refused_as_busy(stalling_server: TlsServer) -> None:
     async def scenario() -> list[grpc.StatusCode | None]:
         server, port = await serve(make_service(running=1, waiting=1))

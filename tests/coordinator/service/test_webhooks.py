@@ -198,6 +198,7 @@ def test_redirects_are_final_and_not_followed(receiver_factory) -> None:
     assert not delivery.delivered and delivery.attempts == 1 and "not followed" in delivery.error
 
 
+@pytest.mark.slow
 def test_a_stalled_receiver_times_out_each_attempt(receiver_factory) -> None:
     receiver = receiver_factory(STALL)
     started = time.monotonic()
@@ -210,6 +211,7 @@ def test_a_stalled_receiver_times_out_each_attempt(receiver_factory) -> None:
     assert len(receiver.received) == 2
 
 
+@pytest.mark.slow
 def test_the_whole_delivery_is_bounded_by_its_budget(receiver_factory) -> None:
     receiver = receiver_factory(STALL)
     started = time.monotonic()
