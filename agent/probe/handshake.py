@@ -19,8 +19,9 @@ Two clients matter on a host (`Client`):
 What the server chose is read from OpenSSL's message callback (`tls_messages`): the ServerHello gives the
 version and cipher even when verification then fails (Python's `version()` answers only once the
 handshake completed), and a CertificateRequest says that a client certificate was asked for, from which
-CAs. After a TLS 1.3 handshake the client reads briefly (at most `POST_HANDSHAKE_READ_S`, within the
-deadline, or until the first record): a server that refuses the client's certificate says so only then.
+CAs. After a TLS 1.3 handshake in which the server asked for a client certificate, the client reads
+briefly (at most `POST_HANDSHAKE_READ_S`, within the deadline, or until the first record): a server that
+refuses the client's certificate, or the lack of one, says so only then.
 
 Failures form a closed set that says who refused what, classified by OpenSSL's library and reason codes
 (`ssl.SSLError.reason`), never by message text.
@@ -688,7 +689,10 @@ async def _handshake_over(
         async with asyncio.timeout(timeout):
             await _drive(reader, writer, sslobj, incoming, outgoing, max_bytes, counter)
         transcript.handshake_done = True
-        if sslobj.version() == "TLSv1.3":
+        # A TLS 1.3 server judges the client's certificate only after the client's Finished, so its verdict
+        # comes after the handshake; a server that asked for none has nothing to say then, and waiting for
+        # one that sends no session ticket would add the whole read to every probe.
+        if sslobj.version() == "TLSv1.3" and transcript.certificate_requested:
             left = started + timeout - time.perf_counter()
             await _read_after(reader, writer, sslobj, incoming, outgoing, transcript, min(POST_HANDSHAKE_READ_S, left))
     except TimeoutError:
