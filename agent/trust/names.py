@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 
@@ -19,6 +20,8 @@ class ExpectedName:
         return str(self.ip) if self.ip is not None else str(self.dns)
 
 
+# Pure and called for every store of every probe with the same few names.
+@lru_cache(maxsize=1024)
 def parse_expected_name(name: str) -> ExpectedName:
     """Normalize the name a certificate must cover; raises ValueError naming what is accepted."""
     if not isinstance(name, str):

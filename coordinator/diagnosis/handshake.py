@@ -31,7 +31,7 @@ import json
 import re
 import shlex
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -62,6 +62,7 @@ __all__ = [
     "not_the_server",
     "outcome_of",
     "place",
+    "placed",
     "python_completes",
     "python_handshake",
     "reached",
@@ -184,13 +185,53 @@ def place(failing: Sequence[Row], completed: Sequence[Row]) -> Placement:
         return Placement()
     if not completed:
         return Placement(everywhere=tuple(failing))
+    completed_at = {c.address.address for c in completed}
+    completing = {c.agent for c in completed}
     backend: list[Row] = []
     clients: list[Row] = []
     for r in failing:
-        here = any(c.address.address == r.address.address for c in completed)
-        elsewhere = any(c.agent == r.agent for c in completed)
+        here = r.address.address in completed_at
+        elsewhere = r.agent in completing
         (backend if not here and elsewhere else clients).append(r)
     return Placement(backend=tuple(backend), clients=tuple(clients))
+
+
+def placed(
+    observation: Observation,
+    is_failing: Callable[[Row], bool],
+    *,
+    everywhere: Callable[[Observation, list[Row]], Finding],
+    backend: Callable[[Observation, list[Row], list[Row]], Finding],
+    clients: Callable[[Observation, list[Row], list[Row]], Finding],
+    kind: Callable[[Row], str],
+) -> Iterator[Finding]:
+    """The one way a handshake rule tells where its failures lie: the failing rows (less those another SNI
+    explains), one finding for every vantage, one for odd backends, one per kind of client failure."""
+    held_back = explained_by_sni(observation)
+    failing = [r for r in observation.rows if is_failing(r) and (r.agent, r.address.address) not in held_back]
+    if not failing:
+        return
+    completed = completed_rows(observation.rows)
+    placement = place(failing, completed)
+    if placement.everywhere:
+        yield everywhere(observation, list(placement.everywhere))
+    if placement.backend:
+        yield backend(observation, list(placement.backend), completed)
+    by_kind: dict[str, list[Row]] = defaultdict(list)
+    for r in placement.clients:
+        by_kind[kind(r)].append(r)
+    for rows in by_kind.values():
+        yield clients(observation, rows, completed)
+
+
+def backend_rows(
+    failing: Sequence[Row], completed: Sequence[Row]
+) -> tuple[list[Row], tuple[str, ...], tuple[str, ...], list[Row], tuple[str, ...]]:
+    """For failures placed at some backends: the failing rows, their addresses and agents, the same agents'
+    completed rows elsewhere, and those good addresses."""
+    agents = agents_of(failing)
+    working = [c for c in completed if c.agent in agents]
+    return list(failing), addresses_of(failing), agents, working, addresses_of(working)
 
 
 def comparison(failing: Sequence[Row], completed: Sequence[Row]) -> tuple[list[Row], str]:
@@ -461,11 +502,7 @@ def _missing_certificate(observation: Observation, rows: list[Row], completed: l
             reproduce=_client_cert_reproduce(observation, failing[0]),
         )
     if placement.backend:
-        failing = list(placement.backend)
-        addresses = addresses_of(failing)
-        agents = agents_of(failing)
-        working = [c for c in completed if c.agent in agents]
-        good = addresses_of(working)
+        failing, addresses, agents, working, good = backend_rows(placement.backend, completed)
         yield Finding(
             cause=Cause.CLIENT_CERT_REQUIRED,
             severity=Severity.WARNING,
@@ -603,11 +640,7 @@ def _too_large(observation: Observation, rows: list[Row], completed: list[Row]) 
             reproduce=_too_large_reproduce(observation, failing[0]),
         )
     if placement.backend:
-        failing = list(placement.backend)
-        addresses = addresses_of(failing)
-        agents = agents_of(failing)
-        working = [c for c in completed if c.agent in agents]
-        good = addresses_of(working)
+        failing, addresses, agents, working, good = backend_rows(placement.backend, completed)
         yield Finding(
             cause=Cause.CERTIFICATE_TOO_LARGE,
             severity=Severity.CRITICAL,
@@ -720,11 +753,7 @@ def _weak(observation: Observation, rows: list[Row], completed: list[Row]) -> It
             reproduce=_weak_reproduce(observation, failing[0]),
         )
     if placement.backend:
-        failing = list(placement.backend)
-        addresses = addresses_of(failing)
-        agents = agents_of(failing)
-        working = [c for c in completed if c.agent in agents]
-        good = addresses_of(working)
+        failing, addresses, agents, working, good = backend_rows(placement.backend, completed)
         yield Finding(
             cause=Cause.WEAK_KEY_EXCHANGE,
             severity=Severity.CRITICAL,

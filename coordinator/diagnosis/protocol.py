@@ -31,11 +31,9 @@ from .handshake import (
     NEGOTIATION_ALERTS,
     Outcome,
     comparison,
-    completed_rows,
-    explained_by_sni,
     not_the_server,
     outcome_of,
-    place,
+    placed,
     python_completes,
     reason_code,
     refuser,
@@ -57,23 +55,14 @@ _COMPARE = "Compare OpenSSL versions and TLS settings of the failing and the wor
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    held_back = explained_by_sni(observation)
-    failing = [
-        r for r in observation.rows if is_negotiation_failure(r) and (r.agent, r.address.address) not in held_back
-    ]
-    if not failing:
-        return
-    completed = completed_rows(observation.rows)
-    placement = place(failing, completed)
-    if placement.everywhere:
-        yield _server_wide(observation, list(placement.everywhere))
-    if placement.backend:
-        yield _backend(observation, list(placement.backend), completed)
-    by_kind: dict[str, list[Row]] = defaultdict(list)
-    for r in placement.clients:
-        by_kind[_describe(r)].append(r)
-    for rows in by_kind.values():
-        yield _clients(observation, rows, completed)
+    yield from placed(
+        observation,
+        is_negotiation_failure,
+        everywhere=_server_wide,
+        backend=_backend,
+        clients=_clients,
+        kind=_describe,
+    )
 
 
 def is_negotiation_failure(row: Row) -> bool:

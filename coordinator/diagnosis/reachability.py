@@ -27,15 +27,13 @@ from .handshake import (
     addresses_of,
     agents_of,
     comparison,
-    completed_rows,
     connect_evidence,
-    explained_by_sni,
     handshake_evidence,
     negotiated,
     negotiated_evidence,
     not_the_server,
     outcome_of,
-    place,
+    placed,
     python_completes,
     reached,
     reason_code,
@@ -311,25 +309,14 @@ def _incomplete_evidence(observation: Observation, failing: list[Row], compared:
 
 
 def _incomplete_handshakes(observation: Observation) -> Iterator[Finding]:
-    held_back = explained_by_sni(observation)
-    failing = [
-        r
-        for r in observation.rows
-        if outcome_of(r) is Outcome.INCOMPLETE and (r.agent, r.address.address) not in held_back
-    ]
-    if not failing:
-        return
-    completed = completed_rows(observation.rows)
-    placement = place(failing, completed)
-    if placement.everywhere:
-        yield _incomplete_everywhere(observation, list(placement.everywhere))
-    if placement.backend:
-        yield _incomplete_backend(observation, list(placement.backend), completed)
-    by_kind: dict[str, list[Row]] = defaultdict(list)
-    for r in placement.clients:
-        by_kind[_kind(r)].append(r)
-    for rows in by_kind.values():
-        yield _incomplete_clients(observation, rows, completed)
+    yield from placed(
+        observation,
+        lambda r: outcome_of(r) is Outcome.INCOMPLETE,
+        everywhere=_incomplete_everywhere,
+        backend=_incomplete_backend,
+        clients=_incomplete_clients,
+        kind=_kind,
+    )
 
 
 def _how(failing: list[Row]) -> str:

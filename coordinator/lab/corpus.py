@@ -302,6 +302,11 @@ def _good(pki: CorpusPKI, host: str, *more: str, **leaf: object) -> Served:
     return Served((pki.leaf(host, *more, **leaf), pki.intermediate))  # type: ignore[arg-type]
 
 
+def _good_rsa(pki: CorpusPKI, host: str) -> Served:
+    """A good chain whose leaf has an RSA-2048 key: what RSA key exchange and DHE-RSA endpoints need."""
+    return _good(pki, host, key_kind="rsa2048")
+
+
 def _with_chain_of(length: int) -> Callable[[CorpusPKI, str], Served]:
     def build(pki: CorpusPKI, host: str) -> Served:
         cas = [pki.intermediate]
@@ -365,7 +370,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("sha512", c, "sha512.badssl.com", lambda p, h: _good(p, h, digest="sha512")),
         Endpoint("sha1-leaf", c, "sha1-2016.badssl.com", lambda p, h: _good(p, h, digest="sha1"), _WEAK_OK),
         Endpoint("sha1-intermediate", c, "sha1-intermediate.badssl.com", _sha1_intermediate, _WEAK_OK),
-        Endpoint("rsa2048", c, "rsa2048.badssl.com", lambda p, h: _good(p, h, key_kind="rsa2048")),
+        Endpoint("rsa2048", c, "rsa2048.badssl.com", _good_rsa),
         Endpoint("rsa4096", c, "rsa4096.badssl.com", lambda p, h: _good(p, h, key_kind="rsa4096")),
         Endpoint("rsa1024", c, "(weak leaf key)", lambda p, h: _good(p, h, key_kind="rsa1024"), _WEAK_OK),
         Endpoint("rsa1024-ca", c, "(weak CA key)", _weak_ca_key, _WEAK_OK),
@@ -441,7 +446,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "static-rsa",
             "key-exchange",
             "static-rsa.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             (*_RSA_TLS12, "-cipher", "AES128-GCM-SHA256"),
         ),
         # s_server refuses DH groups below 1024 bits ("dh key too small", even at SECLEVEL=0): tlslite
@@ -450,7 +455,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "dh480",
             "key-exchange",
             "dh480.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             _TLSLITE_DHE_TLS12,
             dh_bits=480,
             server="tlslite",
@@ -459,7 +464,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "dh512",
             "key-exchange",
             "dh512.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             _TLSLITE_DHE_TLS12,
             dh_bits=512,
             server="tlslite",
@@ -468,7 +473,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "dh1024",
             "key-exchange",
             "dh1024.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             (*_RSA_TLS12, "-cipher", "DHE-RSA-AES128-GCM-SHA256@SECLEVEL=0"),
             dh_bits=1024,
         ),
@@ -476,7 +481,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "dh2048",
             "key-exchange",
             "dh2048.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             (*_RSA_TLS12, "-cipher", "DHE-RSA-AES128-GCM-SHA256"),  # OpenSSL's built-in 2048-bit group
         ),
         Endpoint("ecdh-x25519", "key-exchange", "(X25519 only)", _good, ("-groups", "X25519")),
@@ -488,7 +493,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "3des",
             "cipher",
             "3des.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             (*_TLSLITE_RSA_TLS12, "--cipher", "3des", "--mac", "sha"),  # DES-CBC3-SHA
             server="tlslite",
         ),
@@ -496,7 +501,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "rc4",
             "cipher",
             "rc4.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             (*_TLSLITE_RSA_TLS12, "--cipher", "rc4", "--mac", "sha"),  # RC4-SHA
             server="tlslite",
         ),
@@ -504,7 +509,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
             "rc4-md5",
             "cipher",
             "rc4-md5.badssl.com",
-            lambda p, h: _good(p, h, key_kind="rsa2048"),
+            _good_rsa,
             (*_TLSLITE_RSA_TLS12, "--cipher", "rc4", "--mac", "md5"),  # RC4-MD5
             server="tlslite",
         ),
