@@ -233,6 +233,14 @@ def test_the_wheel_carries_every_package_folder(wheel_tree: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_the_wheel_carries_the_license(wheel_tree: Path) -> None:
+    """pyproject says Apache-2.0; the text itself ships with every install."""
+    [license_file] = wheel_tree.glob("tlsfleet-*.dist-info/licenses/LICENSE")
+    assert license_file.read_text() == (ROOT / "LICENSE").read_text()
+    assert "Apache License" in license_file.read_text()
+
+
+@pytest.mark.e2e
 def test_every_module_imports_from_the_wheel(wheel_tree: Path) -> None:
     names = sorted(n for n in MODULES if not n.endswith("__main__"))
     code = (
