@@ -52,6 +52,12 @@ class Failure(StrEnum):
     WEAK_KEY_EXCHANGE = "weak_key_exchange"  # the client refused the server's DH/EC group or key as too weak
     CERT_TOO_LARGE = "cert_too_large"  # the certificate message exceeds the client's limit (OpenSSL: 100 KiB)
     CLIENT_CERT_REQUIRED = "client_cert_required"  # the server demands a client certificate it did not get
+    STARTTLS_UNSUPPORTED = "starttls_unsupported"  # the server does not offer STARTTLS (or refused it)
+    STARTTLS_BAD_REPLY = "starttls_bad_reply"  # the server's STARTTLS reply was not understood
+    STARTTLS_TIMEOUT = "starttls_timeout"  # the STARTTLS exchange did not finish within the connect budget
+    PROXY_REFUSED = "proxy_refused"  # the HTTPS proxy answered CONNECT with a non-2xx status
+    PROXY_ERROR = "proxy_error"  # the proxy's answer was not HTTP, or it did not answer in time
+    DENIED_BY_POLICY = "denied_by_policy"  # the agent's probe policy refused the address; nothing was sent
 
 
 class Party(StrEnum):
@@ -67,6 +73,20 @@ class Client(StrEnum):
 
     OPENSSL = "openssl"  # OpenSSL-based clients with the host's defaults and OpenSSL configuration
     PYTHON = "python"  # Python's ssl.create_default_context() on this host
+
+
+class Starttls(StrEnum):
+    """The plaintext protocol spoken before the TLS handshake, as `openssl s_client -starttls`."""
+
+    NONE = "none"  # TLS from the first byte
+    SMTP = "smtp"
+    IMAP = "imap"
+    POP3 = "pop3"
+    FTP = "ftp"
+    LDAP = "ldap"
+    POSTGRES = "postgres"
+    MYSQL = "mysql"
+    XMPP = "xmpp"
 
 
 class TlsVersion(StrEnum):
@@ -101,6 +121,8 @@ class ProbeOptions:
     handshake_timeout: float = 5.0
     reference_time_ns: int | None = None  # the coordinator's notion of true time
     client_cert: str | None = None  # present the agent's client certificate of this name (--client-cert)
+    starttls: Starttls = Starttls.NONE  # negotiate TLS inside this protocol first (--starttls)
+    via_proxy: bool = False  # connect through the host's HTTPS_PROXY, honouring NO_PROXY (--via-proxy)
 
 
 @dataclass(frozen=True)
@@ -179,6 +201,9 @@ class TrustStore:
     roots: tuple[RootCertificate, ...] = ()  # listed only when asked for (Describe with include_roots)
     runtime: str = ""  # "" for the system's OpenSSL stores; "python", "java", "node" for a runtime's own
     found_by: str = ""  # why this store is judged: the interpreter, JRE or variable that uses it
+    # In use by declaration: named by the operator (--runtime, --extra-store) or by a variable in the agent's
+    # environment (REQUESTS_CA_BUNDLE, SSL_CERT_FILE, JAVA_HOME...), not merely found on the host.
+    declared: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +270,8 @@ class ProbeResult:
     agent_replied_ns: int
     reference_time_ns: int | None = None
     request_id: str = ""
+    starttls: Starttls = Starttls.NONE  # the protocol whose STARTTLS preceded every handshake
+    proxy: str = ""  # the HTTPS proxy every connection went through (password redacted); "" direct
 
 
 @dataclass(frozen=True)
@@ -278,3 +305,4 @@ class AgentDescription:
     facts: HostFacts
     trust_stores: tuple[TrustStore, ...]
     agent_time_ns: int
+    probe_policy: tuple[str, ...] = ()  # the rules in force, in the order they are checked

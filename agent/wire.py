@@ -6,7 +6,8 @@ at the edge and speak dataclasses everywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 from ..v1 import agent_pb2, probe_pb2
 from .model import (
@@ -26,12 +27,14 @@ from .model import (
     ProbeResult,
     Resolution,
     RootCertificate,
+    Starttls,
     StoreVerdict,
     Target,
     TlsVersion,
     TrustStore,
     Verdict,
 )
+from .probe.request_limits import RequestError
 
 
 def _enum_maps(enum_cls: type, proto_enum: object, prefix: str) -> tuple[dict, dict]:
@@ -130,6 +133,9 @@ def request_to_wire(request: ProbeRequest) -> probe_pb2.ProbeRequest:
         options.sni = o.sni
     if o.client_cert is not None:
         options.client_cert = o.client_cert
+    if o.starttls is not Starttls.NONE:
+        options.starttls = o.starttls.value
+    options.via_proxy = o.via_proxy
     return probe_pb2.ProbeRequest(
         target=probe_pb2.Target(host=request.target.host, port=request.target.port),
         options=options,
@@ -153,6 +159,8 @@ def request_from_wire(message: probe_pb2.ProbeRequest, defaults: ProbeOptions) -
         handshake_timeout=o.handshake_timeout_s or defaults.handshake_timeout,
         reference_time_ns=o.reference_time_ns or None,
         client_cert=o.client_cert if o.HasField("client_cert") else None,
+        starttls=_starttls_from_wire(o.starttls),
+        via_proxy=o.via_proxy,
     )
     return ProbeRequest(
         target=Target(message.target.host, message.target.port),
@@ -161,7 +169,40 @@ def request_from_wire(message: probe_pb2.ProbeRequest, defaults: ProbeOptions) -
     )
 
 
+def _starttls_from_wire(text: str) -> Starttls:
+    try:
+        return Starttls(text or Starttls.NONE)
+    except ValueError:
+        accepted = ", ".join(p.value for p in Starttls)
+        shown = text if len(text) <= 32 else f"{text[:32]}..."
+        raise RequestError(f"STARTTLS protocol {shown!r} is not known to this agent; accepted: {accepted}") from None
+
+
 # --- results ----------------------------------------------------------------------------------------
+
+_V = TypeVar("_V")
+_M = TypeVar("_M")
+_SEEN_VALUES = 64
+
+
+class _ByIdentity(Generic[_V, _M]):
+    """The wire messages of an immutable value the agent hands over again and again (its trust stores, the
+    store verdicts of a cached judgement): converted once, copied into each reply. Bounded; an entry holds
+    its value, so the value's id cannot be reused while the entry lives."""
+
+    def __init__(self, convert: Callable[[_V], Sequence[_M]]) -> None:
+        self._convert = convert
+        self._entries: dict[int, tuple[_V, Sequence[_M]]] = {}
+
+    def __call__(self, value: _V) -> Sequence[_M]:
+        entry = self._entries.get(id(value))
+        if entry is not None and entry[0] is value:
+            return entry[1]
+        messages = self._convert(value)
+        if len(self._entries) >= _SEEN_VALUES:
+            del self._entries[next(iter(self._entries))]
+        self._entries[id(value)] = (value, messages)
+        return messages
 
 
 def _store_to_wire(store: TrustStore) -> probe_pb2.TrustStore:
@@ -175,12 +216,15 @@ def _store_to_wire(store: TrustStore) -> probe_pb2.TrustStore:
         roots=[probe_pb2.RootCertificate(sha256=r.sha256, subject=r.subject) for r in store.roots],
         runtime=store.runtime,
         found_by=store.found_by,
+        declared=store.declared,
     )
 
 
 def _store_from_wire(m: probe_pb2.TrustStore) -> TrustStore:
     roots = tuple(RootCertificate(r.sha256, r.subject) for r in m.roots)
-    return TrustStore(m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error, roots, m.runtime, m.found_by)
+    return TrustStore(
+        m.name, m.kind, m.path, m.root_count, m.fingerprint, m.error, roots, m.runtime, m.found_by, m.declared
+    )
 
 
 def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
@@ -209,20 +253,7 @@ def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
             verify_message=a.native.verify_message,
             hostname_checked=a.native.hostname_checked,
         ),
-        stores=[
-            probe_pb2.StoreVerdict(
-                store=s.store,
-                at_agent_time=_VERDICT_TO_WIRE[s.at_agent_time],
-                at_reference_time=_VERDICT_TO_WIRE[s.at_reference_time],
-                verified_path=list(s.verified_path),
-                detail=s.detail,
-                verify_code=s.verify_code,
-                reference_verify_code=s.reference_verify_code,
-                strict_note=s.strict_note,
-                same_as=list(s.same_as),
-            )
-            for s in a.stores
-        ],
+        stores=_store_verdicts_to_wire(a.stores),
         views=[_view_to_wire(v) for v in a.views],
     )
     if a.connect_ms is not None:
@@ -239,6 +270,31 @@ def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
             )
         )
     return message
+
+
+def _verdicts_to_wire(verdicts: tuple[StoreVerdict, ...]) -> list[probe_pb2.StoreVerdict]:
+    return [
+        probe_pb2.StoreVerdict(
+            store=s.store,
+            at_agent_time=_VERDICT_TO_WIRE[s.at_agent_time],
+            at_reference_time=_VERDICT_TO_WIRE[s.at_reference_time],
+            verified_path=list(s.verified_path),
+            detail=s.detail,
+            verify_code=s.verify_code,
+            reference_verify_code=s.reference_verify_code,
+            strict_note=s.strict_note,
+            same_as=list(s.same_as),
+        )
+        for s in verdicts
+    ]
+
+
+def _stores_to_wire(stores: tuple[TrustStore, ...]) -> list[probe_pb2.TrustStore]:
+    return [_store_to_wire(s) for s in stores]
+
+
+_store_verdicts_to_wire = _ByIdentity(_verdicts_to_wire)
+_trust_stores_to_wire = _ByIdentity(_stores_to_wire)
 
 
 def _address_from_wire(m: probe_pb2.AddressResult) -> AddressResult:
@@ -312,11 +368,13 @@ def result_to_wire(result: ProbeResult, agent_name: str, agent_version: str) -> 
             truncated_from=r.truncated_from,
         ),
         addresses=[_address_to_wire(a) for a in result.addresses],
-        trust_stores=[_store_to_wire(s) for s in result.trust_stores],
+        trust_stores=_trust_stores_to_wire(result.trust_stores),
         agent_received_ns=result.agent_received_ns,
         agent_replied_ns=result.agent_replied_ns,
         reference_time_ns=result.reference_time_ns or 0,
         request_id=result.request_id,
+        starttls="" if result.starttls is Starttls.NONE else result.starttls.value,
+        proxy=result.proxy,
     )
     if result.sni is not None:
         message.sni = result.sni
@@ -338,13 +396,38 @@ def result_from_wire(m: probe_pb2.ProbeResult) -> tuple[ProbeResult, str, str]:
             truncated_from=r.truncated_from,
         ),
         addresses=tuple(_address_from_wire(a) for a in m.addresses),
-        trust_stores=tuple(_store_from_wire(s) for s in m.trust_stores),
+        trust_stores=_trust_stores_from_wire(m.trust_stores),
         agent_received_ns=m.agent_received_ns,
         agent_replied_ns=m.agent_replied_ns,
         reference_time_ns=m.reference_time_ns or None,
         request_id=m.request_id,
+        starttls=_starttls_reported(m.starttls),
+        proxy=m.proxy,
     )
     return result, m.agent.name, m.agent.version
+
+
+_last_stores_read: tuple[tuple[probe_pb2.TrustStore, ...], tuple[TrustStore, ...]] = ((), ())
+
+
+def _trust_stores_from_wire(messages: Sequence[probe_pb2.TrustStore]) -> tuple[TrustStore, ...]:
+    """An agent repeats its store list in every reply: a list equal to the one read last gives the same tuple."""
+    global _last_stores_read
+    seen, stores = _last_stores_read
+    if len(messages) == len(seen) and all(a == b for a, b in zip(messages, seen, strict=True)):
+        return stores
+    stores = tuple(_store_from_wire(s) for s in messages)
+    copies = tuple(probe_pb2.TrustStore.FromString(s.SerializeToString()) for s in messages)
+    _last_stores_read = (copies, stores)
+    return stores
+
+
+def _starttls_reported(text: str) -> Starttls:
+    # A result is kept whatever a newer agent reports; a protocol unknown here reads as none.
+    try:
+        return Starttls(text or Starttls.NONE)
+    except ValueError:
+        return Starttls.NONE
 
 
 # --- descriptions -----------------------------------------------------------------------------------
@@ -375,6 +458,7 @@ def description_to_wire(d: AgentDescription) -> agent_pb2.AgentDescription:
         facts=facts,
         trust_stores=[_store_to_wire(s) for s in d.trust_stores],
         agent_time_ns=d.agent_time_ns,
+        probe_policy=list(d.probe_policy),
     )
 
 
@@ -404,4 +488,5 @@ def description_from_wire(m: agent_pb2.AgentDescription) -> AgentDescription:
         ),
         trust_stores=tuple(_store_from_wire(s) for s in m.trust_stores),
         agent_time_ns=m.agent_time_ns,
+        probe_policy=tuple(m.probe_policy),
     )

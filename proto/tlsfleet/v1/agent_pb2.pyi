@@ -56,15 +56,17 @@ class HostFacts(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., python_version: _Optional[str] = ..., openssl_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., proxy_env: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., resolv_conf: _Optional[_Iterable[str]] = ..., hosts_entries: _Optional[_Iterable[str]] = ..., ntp_synchronized: _Optional[bool] = ..., ntp_detail: _Optional[str] = ..., gathered_ns: _Optional[int] = ..., openssl_policy: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., runtimes: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., client_certs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentDescription(_message.Message):
-    __slots__ = ("agent", "labels", "facts", "trust_stores", "agent_time_ns")
+    __slots__ = ("agent", "labels", "facts", "trust_stores", "agent_time_ns", "probe_policy")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     TRUST_STORES_FIELD_NUMBER: _ClassVar[int]
     AGENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_POLICY_FIELD_NUMBER: _ClassVar[int]
     agent: _probe_pb2.AgentRef
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     facts: HostFacts
     trust_stores: _containers.RepeatedCompositeFieldContainer[_probe_pb2.TrustStore]
     agent_time_ns: int
-    def __init__(self, agent: _Optional[_Union[_probe_pb2.AgentRef, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., facts: _Optional[_Union[HostFacts, _Mapping]] = ..., trust_stores: _Optional[_Iterable[_Union[_probe_pb2.TrustStore, _Mapping]]] = ..., agent_time_ns: _Optional[int] = ...) -> None: ...
+    probe_policy: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent: _Optional[_Union[_probe_pb2.AgentRef, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., facts: _Optional[_Union[HostFacts, _Mapping]] = ..., trust_stores: _Optional[_Iterable[_Union[_probe_pb2.TrustStore, _Mapping]]] = ..., agent_time_ns: _Optional[int] = ..., probe_policy: _Optional[_Iterable[str]] = ...) -> None: ...

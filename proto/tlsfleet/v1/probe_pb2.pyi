@@ -47,6 +47,12 @@ class Failure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_WEAK_KEY_EXCHANGE: _ClassVar[Failure]
     FAILURE_CERT_TOO_LARGE: _ClassVar[Failure]
     FAILURE_CLIENT_CERT_REQUIRED: _ClassVar[Failure]
+    FAILURE_STARTTLS_UNSUPPORTED: _ClassVar[Failure]
+    FAILURE_STARTTLS_BAD_REPLY: _ClassVar[Failure]
+    FAILURE_STARTTLS_TIMEOUT: _ClassVar[Failure]
+    FAILURE_PROXY_REFUSED: _ClassVar[Failure]
+    FAILURE_PROXY_ERROR: _ClassVar[Failure]
+    FAILURE_DENIED_BY_POLICY: _ClassVar[Failure]
 
 class Client(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -96,6 +102,12 @@ FAILURE_NO_COMMON_CIPHER: Failure
 FAILURE_WEAK_KEY_EXCHANGE: Failure
 FAILURE_CERT_TOO_LARGE: Failure
 FAILURE_CLIENT_CERT_REQUIRED: Failure
+FAILURE_STARTTLS_UNSUPPORTED: Failure
+FAILURE_STARTTLS_BAD_REPLY: Failure
+FAILURE_STARTTLS_TIMEOUT: Failure
+FAILURE_PROXY_REFUSED: Failure
+FAILURE_PROXY_ERROR: Failure
+FAILURE_DENIED_BY_POLICY: Failure
 CLIENT_UNSPECIFIED: Client
 CLIENT_OPENSSL: Client
 CLIENT_PYTHON: Client
@@ -114,7 +126,7 @@ class Target(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class ProbeOptions(_message.Message):
-    __slots__ = ("sni", "no_sni", "alpn", "min_version", "max_version", "pin_address", "max_addresses", "resolve_timeout_s", "connect_timeout_s", "handshake_timeout_s", "reference_time_ns", "client_cert")
+    __slots__ = ("sni", "no_sni", "alpn", "min_version", "max_version", "pin_address", "max_addresses", "resolve_timeout_s", "connect_timeout_s", "handshake_timeout_s", "reference_time_ns", "client_cert", "starttls", "via_proxy")
     SNI_FIELD_NUMBER: _ClassVar[int]
     NO_SNI_FIELD_NUMBER: _ClassVar[int]
     ALPN_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +139,8 @@ class ProbeOptions(_message.Message):
     HANDSHAKE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CERT_FIELD_NUMBER: _ClassVar[int]
+    STARTTLS_FIELD_NUMBER: _ClassVar[int]
+    VIA_PROXY_FIELD_NUMBER: _ClassVar[int]
     sni: str
     no_sni: bool
     alpn: _containers.RepeatedScalarFieldContainer[str]
@@ -139,7 +153,9 @@ class ProbeOptions(_message.Message):
     handshake_timeout_s: float
     reference_time_ns: int
     client_cert: str
-    def __init__(self, sni: _Optional[str] = ..., no_sni: _Optional[bool] = ..., alpn: _Optional[_Iterable[str]] = ..., min_version: _Optional[_Union[TlsVersion, str]] = ..., max_version: _Optional[_Union[TlsVersion, str]] = ..., pin_address: _Optional[str] = ..., max_addresses: _Optional[int] = ..., resolve_timeout_s: _Optional[float] = ..., connect_timeout_s: _Optional[float] = ..., handshake_timeout_s: _Optional[float] = ..., reference_time_ns: _Optional[int] = ..., client_cert: _Optional[str] = ...) -> None: ...
+    starttls: str
+    via_proxy: bool
+    def __init__(self, sni: _Optional[str] = ..., no_sni: _Optional[bool] = ..., alpn: _Optional[_Iterable[str]] = ..., min_version: _Optional[_Union[TlsVersion, str]] = ..., max_version: _Optional[_Union[TlsVersion, str]] = ..., pin_address: _Optional[str] = ..., max_addresses: _Optional[int] = ..., resolve_timeout_s: _Optional[float] = ..., connect_timeout_s: _Optional[float] = ..., handshake_timeout_s: _Optional[float] = ..., reference_time_ns: _Optional[int] = ..., client_cert: _Optional[str] = ..., starttls: _Optional[str] = ..., via_proxy: _Optional[bool] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("target", "options", "request_id")
@@ -224,7 +240,7 @@ class ClientView(_message.Message):
     def __init__(self, client: _Optional[_Union[Client, str]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., verify_code: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ..., error: _Optional[str] = ..., tls_version: _Optional[str] = ..., cipher: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class TrustStore(_message.Message):
-    __slots__ = ("name", "kind", "path", "root_count", "fingerprint", "error", "roots", "runtime", "found_by")
+    __slots__ = ("name", "kind", "path", "root_count", "fingerprint", "error", "roots", "runtime", "found_by", "declared")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +250,7 @@ class TrustStore(_message.Message):
     ROOTS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     FOUND_BY_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     path: str
@@ -243,7 +260,8 @@ class TrustStore(_message.Message):
     roots: _containers.RepeatedCompositeFieldContainer[RootCertificate]
     runtime: str
     found_by: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., root_count: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ..., roots: _Optional[_Iterable[_Union[RootCertificate, _Mapping]]] = ..., runtime: _Optional[str] = ..., found_by: _Optional[str] = ...) -> None: ...
+    declared: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., root_count: _Optional[int] = ..., fingerprint: _Optional[str] = ..., error: _Optional[str] = ..., roots: _Optional[_Iterable[_Union[RootCertificate, _Mapping]]] = ..., runtime: _Optional[str] = ..., found_by: _Optional[str] = ..., declared: _Optional[bool] = ...) -> None: ...
 
 class RootCertificate(_message.Message):
     __slots__ = ("sha256", "subject")
@@ -324,7 +342,7 @@ class AgentRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ProbeResult(_message.Message):
-    __slots__ = ("agent", "target", "sni", "expected_name", "resolution", "addresses", "trust_stores", "agent_received_ns", "agent_replied_ns", "reference_time_ns", "request_id")
+    __slots__ = ("agent", "target", "sni", "expected_name", "resolution", "addresses", "trust_stores", "agent_received_ns", "agent_replied_ns", "reference_time_ns", "request_id", "starttls", "proxy")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     SNI_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +354,8 @@ class ProbeResult(_message.Message):
     AGENT_REPLIED_NS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTTLS_FIELD_NUMBER: _ClassVar[int]
+    PROXY_FIELD_NUMBER: _ClassVar[int]
     agent: AgentRef
     target: Target
     sni: str
@@ -347,4 +367,6 @@ class ProbeResult(_message.Message):
     agent_replied_ns: int
     reference_time_ns: int
     request_id: str
-    def __init__(self, agent: _Optional[_Union[AgentRef, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., sni: _Optional[str] = ..., expected_name: _Optional[str] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., addresses: _Optional[_Iterable[_Union[AddressResult, _Mapping]]] = ..., trust_stores: _Optional[_Iterable[_Union[TrustStore, _Mapping]]] = ..., agent_received_ns: _Optional[int] = ..., agent_replied_ns: _Optional[int] = ..., reference_time_ns: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    starttls: str
+    proxy: str
+    def __init__(self, agent: _Optional[_Union[AgentRef, _Mapping]] = ..., target: _Optional[_Union[Target, _Mapping]] = ..., sni: _Optional[str] = ..., expected_name: _Optional[str] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ..., addresses: _Optional[_Iterable[_Union[AddressResult, _Mapping]]] = ..., trust_stores: _Optional[_Iterable[_Union[TrustStore, _Mapping]]] = ..., agent_received_ns: _Optional[int] = ..., agent_replied_ns: _Optional[int] = ..., reference_time_ns: _Optional[int] = ..., request_id: _Optional[str] = ..., starttls: _Optional[str] = ..., proxy: _Optional[str] = ...) -> None: ...
