@@ -104,6 +104,9 @@ class Runtime:
     store_error: str = ""  # why the store it should have is not usable
     store_label: str = ""  # what tells two stores of one kind apart in their names (site-packages dir, JRE home)
     identity: str = ""  # what makes two findings one runtime (an interpreter's prefix, a real path)
+    # Named by the operator (--runtime KIND=PATH) or by JAVA_HOME, rather than found by searching the host:
+    # its clients are known to be in use.
+    declared: bool = False
     watches: tuple[Watch, ...] = field(default=(), compare=False)
 
     def fact(self) -> tuple[str, str]:
@@ -300,7 +303,7 @@ def _searched_pythons(dirs: Sequence[str]) -> list[str]:
 
 
 def _pythons(environ: Mapping[str, str], options: RuntimeOptions) -> list[Runtime]:
-    out: list[Runtime] = [_named_python(path, environ) for kind, path in options.named if kind == "python"]
+    out = [_declared(_named_python(path, environ)) for kind, path in options.named if kind == "python"]
     if options.search:
         own = _own_environment()
         for path in _searched_pythons(options.python_dirs):
@@ -325,14 +328,21 @@ def _merge(runtimes: list[Runtime]) -> list[Runtime]:
         first = merged.get(runtime.identity)
         if first is None:
             merged[runtime.identity] = runtime
-        elif runtime.found_by not in first.found_by:
-            also = f"{runtime.location}: {runtime.found_by}" if runtime.location != first.location else runtime.found_by
-            merged[runtime.identity] = _replace_found_by(first, f"{first.found_by}; also {also}")
+        else:
+            found_by = first.found_by
+            if runtime.found_by not in found_by:
+                also = (
+                    f"{runtime.location}: {runtime.found_by}"
+                    if runtime.location != first.location
+                    else runtime.found_by
+                )
+                found_by = f"{found_by}; also {also}"
+            merged[runtime.identity] = replace(first, found_by=found_by, declared=first.declared or runtime.declared)
     return list(merged.values())
 
 
-def _replace_found_by(runtime: Runtime, found_by: str) -> Runtime:
-    return replace(runtime, found_by=found_by)
+def _declared(runtime: Runtime) -> Runtime:
+    return replace(runtime, declared=True)
 
 
 # --- Java -----------------------------------------------------------------------------------------
@@ -412,8 +422,8 @@ def _javas(environ: Mapping[str, str], options: RuntimeOptions) -> list[Runtime]
     out: list[Runtime] = []
     java_home = environ.get("JAVA_HOME", "")
     if java_home:
-        out.append(_java_at_home(java_home, "JAVA_HOME in the agent's environment"))
-    out += [_named_java(path) for kind, path in options.named if kind == "java"]
+        out.append(_declared(_java_at_home(java_home, "JAVA_HOME in the agent's environment")))
+    out += [_declared(_named_java(path)) for kind, path in options.named if kind == "java"]
     if options.search:
         java = _on_path("java", environ)
         if java is not None:
@@ -455,7 +465,7 @@ def _named_node(path: str, environ: Mapping[str, str]) -> Runtime:
 
 
 def _nodes(environ: Mapping[str, str], options: RuntimeOptions) -> list[Runtime]:
-    out = [_named_node(path, environ) for kind, path in options.named if kind == "node"]
+    out = [_declared(_named_node(path, environ)) for kind, path in options.named if kind == "node"]
     if options.search:
         node = _on_path("node", environ)
         if node is not None:

@@ -6,10 +6,11 @@ fingerprints tell the reader. Reading is cached by (path, inode, mtime, size), s
 A store that cannot be read becomes a TrustStore with `error` set, never an exception.
 
 Runtime stores (certifi, Java's cacerts, NODE_EXTRA_CA_CERTS as Node's) come from the runtimes really on
-the host (runtimes.py) and carry `runtime` and `found_by`. Names stay what they were ("certifi", "java",
-"java_home"); a second store of one kind is named after where it lives ("certifi:/usr/lib/python3/
-dist-packages", "java:/opt/jdk-21"). `watch_signature` over `Discovery.watches` is the cheap check that
-says whether anything discovery read may have changed.
+the host (runtimes.py) and carry `runtime` and `found_by`; a store the operator named (--runtime,
+--extra-store) or a variable points at (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, JAVA_HOME...) is `declared`.
+Names stay what they were ("certifi", "java", "java_home"); a second store of one kind is named after where
+it lives ("certifi:/usr/lib/python3/dist-packages", "java:/opt/jdk-21"). `watch_signature` over
+`Discovery.watches` is the cheap check that says whether anything discovery read may have changed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -397,7 +399,15 @@ def _read_keystore(path: Path) -> _Read:
 
 
 def _loaded(
-    name: str, kind: str, path: str, read: _Read, detail: str = "", *, runtime: str = "", found_by: str = ""
+    name: str,
+    kind: str,
+    path: str,
+    read: _Read,
+    detail: str = "",
+    *,
+    runtime: str = "",
+    found_by: str = "",
+    declared: bool = False,
 ) -> LoadedStore:
     info = TrustStore(
         name=name,
@@ -408,8 +418,17 @@ def _loaded(
         error=read.error,
         runtime=runtime,
         found_by=found_by,
+        declared=declared,
     )
     return LoadedStore(info=info, roots=read.roots, detail=detail)
+
+
+class _Tags(TypedDict):
+    """What a store carries besides its content (TrustStore.runtime, found_by, declared)."""
+
+    runtime: str
+    found_by: str
+    declared: bool
 
 
 def load_store(
@@ -420,17 +439,19 @@ def load_store(
     detail: str = "",
     runtime: str = "",
     found_by: str = "",
+    declared: bool = False,
 ) -> LoadedStore:
     """Read one store: a PEM/DER bundle file, a certificate directory, or a Java keystore.
 
-    `kind` None picks "dir" for a directory and "file" otherwise.
+    `kind` None picks "dir" for a directory and "file" otherwise; `declared` says the operator or the
+    environment named it (TrustStore.declared).
     """
     p = Path(path)
     if kind is None:
         kind = KIND_DIR if p.is_dir() else KIND_FILE
     if kind not in (KIND_FILE, KIND_DIR, KIND_JAVA):
         raise ValueError(f"unknown trust store kind {kind!r} (accepted: {KIND_FILE}, {KIND_DIR}, {KIND_JAVA})")
-    tags = {"runtime": runtime, "found_by": found_by}
+    tags = _Tags(runtime=runtime, found_by=found_by, declared=declared)
     if not p.exists():
         return _loaded(name, kind, str(p), _Read(error=f"{p} does not exist"), detail, **tags)
     if kind == KIND_DIR:
@@ -451,7 +472,8 @@ def _from_env(
     value = environ.get(var, "")
     if not value:
         return None
-    tags = {"runtime": runtime, "found_by": why or f"{var} {_IN_ENV}"}
+    # A variable that points clients at a store declares it in use.
+    tags = _Tags(runtime=runtime, found_by=why or f"{var} {_IN_ENV}", declared=True)
     p = Path(value)
     if not p.exists():
         return _loaded(
@@ -519,16 +541,22 @@ def _certifi_stores(runtimes: tuple[Runtime, ...]) -> list[LoadedStore]:
         first = group[0]
         name = _numbered("certifi", first.store_label or first.location, taken)
         found_by = "certifi of " + "; ".join(f"{r.location} ({r.found_by})" for r in group)
+        declared = any(r.declared for r in group)
         if first.store_path:
             out.append(
                 load_store(
-                    name, first.store_path, kind=KIND_FILE, detail=_CERTIFI_DETAIL, runtime="python", found_by=found_by
+                    name,
+                    first.store_path,
+                    kind=KIND_FILE,
+                    detail=_CERTIFI_DETAIL,
+                    runtime="python",
+                    found_by=found_by,
+                    declared=declared,
                 )
             )
         else:
-            out.append(
-                _loaded(name, KIND_FILE, "", _Read(error=first.store_error), runtime="python", found_by=found_by)
-            )
+            read = _Read(error=first.store_error)
+            out.append(_loaded(name, KIND_FILE, "", read, runtime="python", found_by=found_by, declared=declared))
     return out
 
 
@@ -546,9 +574,13 @@ def _java_stores(runtimes: tuple[Runtime, ...]) -> list[LoadedStore]:
             read = _Read(
                 error=r.store_error if not from_home else f"JAVA_HOME={r.location} has no lib/security/cacerts"
             )
-            out.append(_loaded(name, KIND_JAVA, r.store_path, read, runtime="java", found_by=found_by))
+            out.append(
+                _loaded(name, KIND_JAVA, r.store_path, read, runtime="java", found_by=found_by, declared=r.declared)
+            )
         else:
-            out.append(load_store(name, r.store_path, kind=KIND_JAVA, runtime="java", found_by=found_by))
+            out.append(
+                load_store(name, r.store_path, kind=KIND_JAVA, runtime="java", found_by=found_by, declared=r.declared)
+            )
     return out
 
 
@@ -612,7 +644,7 @@ def discover(
     stores.extend(s for s in optional if s is not None)
     stores.extend(_java_stores(found))
     for label, path in (extra or {}).items():
-        stores.append(load_store(f"extra:{label}", path, found_by=f"--extra-store {label}={path}"))
+        stores.append(load_store(f"extra:{label}", path, found_by=f"--extra-store {label}={path}", declared=True))
     watches: dict[Watch, None] = {}
     for store in stores:
         info = store.info
@@ -643,7 +675,9 @@ def _cert_dirs_from_env(environ: Mapping[str, str]) -> LoadedStore | None:
     value = environ.get("SSL_CERT_DIR", "")
     if not value:
         return None
-    return _loaded("ssl_cert_dir", KIND_DIR, value, _read_dirs(value), found_by=f"SSL_CERT_DIR {_IN_ENV}")
+    return _loaded(
+        "ssl_cert_dir", KIND_DIR, value, _read_dirs(value), found_by=f"SSL_CERT_DIR {_IN_ENV}", declared=True
+    )
 
 
 # --- noticing change ------------------------------------------------------------------------------

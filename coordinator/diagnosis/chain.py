@@ -16,7 +16,12 @@ trust module holds back on exactly the chains `shape_of` calls incomplete.
 A chain that an address serves to some vantages while at least as many others get, from that same
 address, a leaf from another issuer is left alone: a middlebox may have made it (interception explains
 it). The view most vantages share is taken as the server's, and a leaf from the same issuer (backends
-behind one address renewed at different times) does not count against it.
+behind one address renewed at different times) does not count against it. So is an untrusted chain at an
+address a vantage's resolver alone sent it to, where a foreign issuer answers (`issuers`): the
+interception finding tells why those vantages reject it.
+
+Chains that differ only in their leaf (`trust_key`: a leaf per backend, region or vantage) ask the hosts
+one trust question: none is untrusted while a host trusts one of them.
 
 Chains that break a verification policy (weak digest or key, invalid CA, path length, purpose, ...) are
 the `policy` module's; its findings are made here too, so that the engine's list of rules stays as it is.
@@ -25,13 +30,14 @@ the `policy` module's; its findings are made here too, so that the engine's list
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
 from ...agent.model import AiaFetch, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
-from . import policy
-from .chain_shape import ChainShape, Shape, known_certificates, shape_of, verified_paths
+from . import issuers, policy
+from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
 from .wording import count, name_list
@@ -72,24 +78,36 @@ def aia_wording(urls: Sequence[str], fetched: AiaFetch | None) -> str:
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    known = known_certificates(observation)
-    paths = verified_paths(observation)
+    evidence = ChainEvidence.of(observation)
+    contested = _Contest(observation)
+    # Rows a resolver sent to a foreign issuer are the interception's: it explains why they reject the chain.
+    steered = issuers.analyse(observation).steered()
     groups: dict[tuple[str, ...], list[Row]] = {}
+    families: dict[tuple[str, ...], list[Row]] = {}
     for row in observation.rows_with_chain:
         groups.setdefault(row.chain_fingerprints, []).append(row)
+        families.setdefault(trust_key(row), []).append(row)
+    # Chains that differ only in their leaf ask the hosts one trust question: none of them is untrusted
+    # while a host trusts one of them, and when no host does, one finding tells it for them all.
+    untrusted: dict[tuple[str, ...], tuple[list[Row], ChainShape]] = {}
     for rows in groups.values():
-        shape = shape_of(rows[0].certificates(), known, paths)
-        if shape is None or _contested(observation, rows):
+        shape = shape_of(rows[0].certificates(), evidence)
+        if shape is None or contested(rows):
             continue
         if shape.shape is Shape.MISSING_ISSUER:
             # Natives that refuse the chain on policy grounds before trust say nothing about its shape.
             if any(r.address.native.verdict in TRUST_FAILURES or _verifies(r) for r in rows):
                 yield _incomplete(observation, settings, rows, shape)
             continue
-        if not any(_trusts(r) for r in rows) and all(_distrusts(r) for r in rows):
-            yield _untrusted(observation, settings, rows, shape)
+        family = families[trust_key(rows[0])]
+        if not any(_trusts(r) for r in family) and all(_distrusts(r) for r in family):
+            told = [r for r in rows if r.where not in steered]
+            if told:
+                untrusted.setdefault(trust_key(rows[0]), ([], shape))[0].extend(told)
         if shape.unrelated:
             yield _unrelated(observation, rows, shape)
+    for rows, shape in untrusted.values():
+        yield _untrusted(observation, settings, rows, shape)
     yield from policy.findings(observation, settings)
 
 
@@ -98,22 +116,41 @@ def _issuer_key(row: Row) -> tuple[str, str]:
     return (leaf.issuer, leaf.authority_key_id) if leaf is not None else ("", "")
 
 
-def _contested(observation: Observation, rows: list[Row]) -> bool:
-    """At some address of these rows, at least as many other vantages got a leaf from another issuer.
+class _Contest:
+    """Whether, at some address of a set of rows, at least as many other vantages got a leaf from another
+    issuer.
 
     The same address answering with another CA's leaf is what a middlebox does; the view most vantages
-    share is taken as the server's (a tie is left undecided)."""
-    key = _issuer_key(rows[0])
-    for where in {r.address.address for r in rows}:
-        mine = {r.agent for r in rows if r.address.address == where}
-        others = {
-            r.agent
-            for r in observation.rows_with_chain_by_address[where]
-            if r.address.address == where and _issuer_key(r) != key and r.agent not in mine
-        }
-        if others and len(others) >= len(mine):
-            return True
-    return False
+    share is taken as the server's (a tie is left undecided). The vantages' issuers are indexed per
+    address once, so that asking for each of many chains costs what those chains' rows cost."""
+
+    def __init__(self, observation: Observation) -> None:
+        self._keys: dict[str, dict[str, set[tuple[str, str]]]] = {}  # address -> agent -> leaf issuer keys
+        for r in observation.rows_with_chain:
+            self._keys.setdefault(r.address.address, {}).setdefault(r.agent, set()).add(_issuer_key(r))
+        # Per address: how many agents got a leaf at all, counting each once, and how many got only one
+        # issuer's leaves, per issuer.
+        self._agents: dict[str, int] = {}
+        self._alone: dict[str, Counter[tuple[str, str]]] = {}
+        for where, agents in self._keys.items():
+            self._agents[where] = len(agents)
+            self._alone[where] = Counter(next(iter(keys)) for keys in agents.values() if len(keys) == 1)
+
+    def __call__(self, rows: list[Row]) -> bool:
+        key = _issuer_key(rows[0])
+        mine_at: dict[str, set[str]] = {}
+        for r in rows:
+            mine_at.setdefault(r.address.address, set()).add(r.agent)
+        for where, mine in mine_at.items():
+            agents = self._keys[where]
+            alone = self._alone[where]
+            # Agents here that got a leaf from another issuer (all but those that got only this one's), less
+            # those among `mine`.
+            others = self._agents[where] - alone[key]
+            others -= sum(1 for a in mine if agents[a] != {key})
+            if others and others >= len(mine):
+                return True
+        return False
 
 
 def _verdicts(row: Row) -> list[Verdict]:

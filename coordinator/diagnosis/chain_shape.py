@@ -26,7 +26,7 @@ from enum import StrEnum
 from ...agent.trust.certinfo import CertificateParseError, CertSummary, summarize
 from ..observation import Observation, Row, rows_of
 
-__all__ = ["ChainShape", "Shape", "known_certificates", "shape_of", "verified_paths"]
+__all__ = ["ChainEvidence", "ChainShape", "Shape", "known_certificates", "shape_of", "trust_key", "verified_paths"]
 
 
 class Shape(StrEnum):
@@ -95,13 +95,46 @@ def verified_paths(observation: Observation) -> tuple[tuple[str, ...], ...]:
     return tuple(paths)
 
 
+class ChainEvidence:
+    """The certificates seen anywhere, indexed by subject, and the paths stores verified, indexed by their
+    leaf: built once for an observation, so that shaping each of many distinct chains (a leaf per vantage)
+    looks up what fits its top instead of scanning everything seen."""
+
+    __slots__ = ("_by_leaf", "_by_subject")
+
+    def __init__(self, known: Iterable[CertSummary] = (), paths: Iterable[Sequence[str]] = ()) -> None:
+        self._by_subject: dict[str, list[CertSummary]] = {}
+        for cert in known:
+            self._by_subject.setdefault(cert.subject, []).append(cert)
+        self._by_leaf: dict[str, list[tuple[str, ...]]] = {}
+        for path in paths:
+            if path:
+                self._by_leaf.setdefault(path[0], []).append(tuple(path))
+
+    @classmethod
+    def of(cls, observation: Observation) -> ChainEvidence:
+        return cls(known_certificates(observation), verified_paths(observation))
+
+    def issuers_of(self, cert: CertSummary) -> tuple[CertSummary, ...]:
+        """Certificates seen anywhere whose subject and key id fit the issuer of `cert`."""
+        return tuple(c for c in self._by_subject.get(cert.issuer, ()) if _issues(c, cert))
+
+    def paths_from(self, leaf: str) -> list[tuple[str, ...]]:
+        """The verified paths that start at the certificate with this sha256."""
+        return self._by_leaf.get(leaf, [])
+
+
 def shape_of(
-    certs: Sequence[CertSummary], known: Iterable[CertSummary], paths: Iterable[Sequence[str]] = ()
+    certs: Sequence[CertSummary],
+    known: ChainEvidence | Iterable[CertSummary],
+    paths: Iterable[Sequence[str]] = (),
 ) -> ChainShape | None:
-    """The shape of one served chain (leaf first, as served); None for an empty chain. `known` are the
-    certificates seen anywhere, `paths` the paths stores verified (see the module's docstring)."""
+    """The shape of one served chain (leaf first, as served); None for an empty chain. `known` is the
+    observation's `ChainEvidence`, or the certificates seen anywhere with `paths` the paths stores verified
+    (see the module's docstring)."""
     if not certs:
         return None
+    evidence = known if isinstance(known, ChainEvidence) else ChainEvidence(known, paths)
     path = [certs[0]]
     left = list(certs[1:])
     while not path[-1].is_self_issued:
@@ -114,9 +147,11 @@ def shape_of(
     unrelated = tuple(c for c in certs[1:] if c not in path)
     if top.is_self_issued:
         return ChainShape(Shape.SELF_SIGNED, tuple(path), unrelated, ())
-    seen = tuple(c for c in known if _issues(c, top))
+    seen = evidence.issuers_of(top)
     walked = tuple(c.sha256 for c in path)
-    above = [tuple(p[len(walked) :]) for p in paths if tuple(p[: len(walked)]) == walked and len(p) > len(walked)]
+    above = [
+        p[len(walked) :] for p in evidence.paths_from(walked[0]) if p[: len(walked)] == walked and len(p) > len(walked)
+    ]
     direct = next((rest[0] for rest in above if len(rest) == 1), "")
     if direct:
         return ChainShape(Shape.ROOT_NOT_SERVED, tuple(path), unrelated, seen, anchor=direct)
@@ -128,3 +163,13 @@ def shape_of(
     else:
         shape = Shape.MISSING_ISSUER if len(path) == 1 else Shape.ROOT_NOT_SERVED
     return ChainShape(shape, tuple(path), unrelated, seen)
+
+
+def trust_key(row: Row) -> tuple[str, ...]:
+    """What decides whether a host can trust this row's chain: the issuer (name and key id) of its leaf and
+    the certificates served above it. Chains that differ only in their leaf (a leaf per backend, per region,
+    per vantage) ask the hosts the same question; a self-issued or unreadable leaf is its own question."""
+    leaf = row.leaf
+    if leaf is None or leaf.is_self_issued:
+        return row.chain_fingerprints
+    return (leaf.issuer, leaf.authority_key_id, *row.chain_fingerprints[1:])

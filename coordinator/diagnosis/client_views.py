@@ -10,7 +10,10 @@ every row with a python view is a difference. What decides:
   cipher list leaves out, or with TLS 1.0 that Python's minimum of TLS 1.2 refuses;
 - both complete, differently (another version, another verdict that is still a pass): info;
 - both fail: no finding here; the handshake or chain finding explains it, with the python view in its
-  evidence.
+  evidence;
+- one client rejects the chain on policy grounds (weak digest or key, invalid CA, ...: a verify code the
+  policy module words): no finding here; that module's finding names the violation, the certificate and
+  which client refuses.
 
 When every vantage that reached those addresses shows the same difference, it is the server's
 configuration that leaves one kind of client out everywhere; otherwise it is the hosts named (their
@@ -27,6 +30,7 @@ from ...agent.model import Client, ClientView, Failure, TlsVersion, Verdict
 from ..observation import DiagnosisSettings, Observation, Row
 from .handshake import LEGACY_VERSIONS, addresses_of, agents_of, python_handshake, reason_code, s_client_with
 from .model import Cause, Evidence, Finding, Severity
+from .policy import is_policy_refusal
 from .wording import name_list
 
 __all__ = ["findings", "is_static_rsa"]
@@ -105,10 +109,16 @@ def _alert(view: ClientView) -> str:
     return ""
 
 
+def _policy_refusal(view: ClientView) -> bool:
+    return view.failure in (Failure.NONE, Failure.CERT_VERIFY) and is_policy_refusal(view.verdict, view.verify_code)
+
+
 def _difference(row: Row) -> _Difference | None:
     openssl, python = _views(row)
     if openssl is None or python is None:
         return None
+    if _policy_refusal(openssl) != _policy_refusal(python):
+        return None  # the policy finding explains it
     if not _fails(openssl) and _fails(python):
         why = _refusal(python, openssl, row, PYTHON_CLIENTS)
         return _Difference("python fails", why)

@@ -206,12 +206,14 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
         return
     yield from _malformed(observation, settings)
     memo: dict[tuple[bytes, str], NameCheck | None] = {}
-    checks = [_check(row, memo) for row in rows]
-    if any(c is None or c.covered for c in checks):
-        return  # some row is covered (or cannot be judged): not a claim about the server's certificate
+    pairs: list[tuple[Row, NameCheck]] = []
+    for row in rows:
+        check = _check(row, memo)
+        if check is None or check.covered:
+            return  # some row is covered (or cannot be judged): not a claim about the server's certificate
+        pairs.append((row, check))
     if _sni_explains(observation):
         return
-    pairs = [(row, check) for row, check in zip(rows, checks, strict=True) if check is not None]
     yield _finding(observation, settings, pairs)
 
 

@@ -2,7 +2,9 @@
 refuses a certificate on it: a weak digest (68), a weak key (66 leaf, 67 CA), an issuer that is not a
 CA (79; 24 in OpenSSL 1.1; 32 keyUsage without keyCertSign), an unhandled critical extension (34), a
 chain too long (22), a path length constraint exceeded (25), a purpose other than TLS server (26), a
-signature that does not verify (7), or any other code OpenSSL files as a policy violation.
+signature that does not verify (7), or any other code OpenSSL files as a policy violation; a revoked
+certificate (23) or a code the agent could not classify is told here too, by its code, so that a chain
+OpenSSL refuses is never met with silence.
 
 What decides is the OpenSSL verify code (native, the python view, every store verdict), never the text
 beside it. The certificate to blame is found in the served certificates by the fact the code names
@@ -26,7 +28,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from ...agent.model import Client, TrustStore, Verdict
+from ...agent.model import Client, Failure, TrustStore, Verdict
 from ...agent.trust.certinfo import CertificateParseError, parse_der
 from ...agent.trust.strict_profile import key_description
 from ..observation import DiagnosisSettings, Observation, Row
@@ -35,11 +37,12 @@ from .reproduce import save_chain, verify_at
 from .store_use import is_system_store, store_use
 from .wording import agree, name_list
 
-__all__ = ["POLICY_CODES", "findings", "violation_kind"]
+__all__ = ["POLICY_CODES", "findings", "is_policy_refusal", "violation_kind"]
 
 # OpenSSL's X509_V_ERR codes this module words (OpenSSL 3 numbering, 24 as 1.1 numbered "invalid CA").
 SIGNATURE_FAILURE = 7
 CHAIN_TOO_LONG = 22
+CERT_REVOKED = 23
 INVALID_CA_1_1 = 24
 PATH_LENGTH_EXCEEDED = 25
 INVALID_PURPOSE = 26
@@ -52,6 +55,7 @@ INVALID_CA = 79
 
 _KINDS: dict[int, str] = {
     SIGNATURE_FAILURE: "signature",
+    CERT_REVOKED: "revoked",
     CHAIN_TOO_LONG: "chain_too_long",
     INVALID_CA_1_1: "invalid_ca",
     PATH_LENGTH_EXCEEDED: "path_length",
@@ -66,6 +70,8 @@ _KINDS: dict[int, str] = {
 POLICY_CODES = frozenset(_KINDS)
 # Codes that are not about policy even where OpenSSL's verdict reads "invalid" (1: could not judge at all).
 _NOT_POLICY = frozenset({0, 1})
+# Verdicts whose codes no other rule words: told here by their code.
+_OTHER_REFUSALS = frozenset({Verdict.INVALID, Verdict.REVOKED, Verdict.OTHER})
 
 _WEAK_SIGNATURES = frozenset(
     {
@@ -102,8 +108,11 @@ def violation_kind(code: int) -> str:
     return _KINDS.get(code, f"code:{code}")
 
 
-def _is_policy(verdict: Verdict, code: int) -> bool:
-    return code in POLICY_CODES or (verdict is Verdict.INVALID and code not in _NOT_POLICY)
+def is_policy_refusal(verdict: Verdict, code: int) -> bool:
+    """A verdict and verify code that this module explains: a path that breaks a verification policy, or
+    any other refusal no rule words (a revoked certificate, a code the agent could not classify), so that a
+    rejected chain is never silent."""
+    return code in POLICY_CODES or (verdict in _OTHER_REFUSALS and code not in _NOT_POLICY)
 
 
 @dataclass(frozen=True)
@@ -121,15 +130,15 @@ class _Refusal:
 def _refusals(row: Row) -> list[_Refusal]:
     out: list[_Refusal] = []
     native = row.address.native
-    if _is_policy(native.verdict, native.verify_code):
+    if is_policy_refusal(native.verdict, native.verify_code):
         out.append(_Refusal(row, "native", native.verify_code))
     for view in row.address.views:
-        if view.client is Client.PYTHON and _is_policy(view.verdict, view.verify_code):
+        if view.client is Client.PYTHON and is_policy_refusal(view.verdict, view.verify_code):
             out.append(_Refusal(row, "python", view.verify_code))
     for store in row.address.stores:
-        if _is_policy(store.at_reference_time, store.reference_verify_code):
+        if is_policy_refusal(store.at_reference_time, store.reference_verify_code):
             out.append(_Refusal(row, store.store, store.reference_verify_code))
-        elif _is_policy(store.at_agent_time, store.verify_code):
+        elif is_policy_refusal(store.at_agent_time, store.verify_code):
             out.append(_Refusal(row, store.store, store.verify_code))
     return out
 
@@ -438,6 +447,12 @@ def _violation(kind: str, code: int, path: Sequence[x509.Certificate], served: i
         found = _bad_signature(path)
     elif kind == "chain_too_long":
         found = _chain_too_long(path, served)
+    elif kind == "revoked":
+        found = _Violation(
+            what="a certificate of the path is revoked (a CRL the client loaded lists it)",
+            culprit="a certificate of the path",
+            fix="Reissue the revoked certificate, serve the new one, and find out why it was revoked.",
+        )
     if found is not None:
         return found
     return _Violation(
@@ -468,6 +483,30 @@ def _chain_text(row: Row) -> str:
     return " <- ".join(f"'{c.subject}' (sha256 {c.short_fingerprint})" for c in row.certificates())
 
 
+def _python_accepts(row: Row) -> bool:
+    """The row carries a python view (it differs from the openssl view) that accepted the chain."""
+    python = next((v for v in row.address.views if v.client is Client.PYTHON), None)
+    return python is not None and python.verdict is Verdict.OK and python.failure is Failure.NONE
+
+
+def _impact_now(now: Sequence[_Refusal]) -> str:
+    """Who refuses now, naming the client when only one of a host's two views refuses: this finding then also
+    explains why the views differ (the client views rule leaves policy refusals to it)."""
+    who = tuple(dict.fromkeys(r.row.agent for r in now))
+    clients = {r.client for r in now}
+    if clients == {"python"}:
+        return (
+            f"Python's default context on {name_list(who)} refuses it while OpenSSL clients there accept it (the "
+            "host's OpenSSL configuration is laxer than Python's security level)"
+        )
+    if clients == {"native"} and all(_python_accepts(r.row) for r in now):
+        return (
+            f"OpenSSL clients on {name_list(who)} refuse it while Python's default context there accepts it (the "
+            "host's OpenSSL configuration is stricter than Python's)"
+        )
+    return f"{name_list(who)} {agree('refuse', who)} it"
+
+
 def _policy_finding(
     observation: Observation,
     settings: DiagnosisSettings,
@@ -484,8 +523,7 @@ def _policy_finding(
     agents = tuple(dict.fromkeys(r.agent for r in refusing_rows))
     if now:
         severity = Severity.CRITICAL
-        who = tuple(dict.fromkeys(r.row.agent for r in now))
-        impact = f"{name_list(who)} {agree('refuse', who)} it"
+        impact = _impact_now(now)
     else:
         severity = Severity.WARNING if any(_store_counts(r) for r in refusals) else Severity.INFO
         stores = list(dict.fromkeys(f"the {r.client} store on {r.row.agent}" for r in refusals))

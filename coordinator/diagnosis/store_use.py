@@ -2,16 +2,16 @@
 
 A store the agent judged only because it found the runtime there (a JRE on PATH, a system Python with
 certifi) says what that runtime would conclude, not that a service uses it: most hosts carry a JRE or a
-certifi nobody runs with. A store counts as in use when the evidence the agent reports declares it:
+certifi nobody runs with. A store counts as in use when the agent declares it (TrustStore.declared): the
+operator named the runtime (`--runtime python=...`, `--runtime java=...`) or the bundle (`--extra-store
+LABEL=PATH`), or a variable in the agent's environment points a client at it (REQUESTS_CA_BUNDLE,
+CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, JAVA_HOME). What declares it is quoted from found_by.
 
-- the operator named the runtime (`--runtime python=...`, `--runtime java=...`) or the bundle
-  (`--extra-store LABEL=PATH`): its found_by carries that option;
-- a variable in the agent's environment points a client at it: REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE,
-  NODE_EXTRA_CA_CERTS, JAVA_HOME. The stores named after these variables exist only when the variable is
-  set, so their names alone say so (recordings from agents that reported no found_by included).
-
+Agents older than that flag report every store undeclared; for them the declaration is read from how they
+word found_by (agent/trust/stores.py, runtimes.py): the option it carries, the variable it names, or the
+store's name when only a variable makes that store exist (recordings without found_by included).
 Everything else (found_by "system interpreter in /usr/bin", "`java` on PATH", no found_by at all) is found,
-not declared. Read from TrustStore.found_by as the agent words it (agent/trust/stores.py, runtimes.py).
+not declared.
 """
 
 from __future__ import annotations
@@ -70,21 +70,36 @@ def _runtime(name: str, info: TrustStore | None) -> str:
     return (info.runtime if info is not None and info.runtime else "") or "bundle"
 
 
-def _declared(name: str, found_by: str) -> str:
+def _named(found_by: str) -> tuple[list[str], list[str]]:
+    """The options and the environment variables a found_by names."""
     options = list(dict.fromkeys(m.group(0) for m in _OPTION.finditer(found_by)))
     variables = list(dict.fromkeys(m.group(1) for m in _VARIABLE.finditer(found_by)))
+    return options, variables
+
+
+def _said(options: list[str], variables: list[str]) -> str:
+    return "; ".join([*options, *(f"{v} set in the agent's environment" for v in variables)])
+
+
+def _worded(name: str, found_by: str) -> str:
+    """An older agent's declaration, from its found_by wording and the store's name alone."""
+    options, variables = _named(found_by)
     variable = _BY_VARIABLE.get(name)
     if variable and variable not in variables:
         variables.insert(0, variable)
     if name.startswith("extra:") and not options:
         options.append(f"--extra-store {name.removeprefix('extra:')}")
-    said = [*options, *(f"{v} set in the agent's environment" for v in variables)]
-    return "; ".join(said)
+    return _said(options, variables)
 
 
 def store_use(name: str, info: TrustStore | None) -> StoreUse:
     """What the store `name` (with its identity `info`, when the agent reported one) stands for."""
     found_by = info.found_by if info is not None else ""
     runtime = _runtime(name, info)
-    declared = "" if runtime == "system" else _declared(name, found_by)
+    if runtime == "system":
+        declared = ""
+    elif info is not None and info.declared:
+        declared = _said(*_named(found_by)) or found_by or "declared in use by the agent"
+    else:
+        declared = _worded(name, found_by)
     return StoreUse(name, runtime, declared, found_by)

@@ -1,12 +1,13 @@
 """Trust that differs between hosts (PRIVATE_CA_NOT_TRUSTED) or between stores on one host
-(RUNTIME_STORE_DIFFERS), for the very same served chain.
+(RUNTIME_STORE_DIFFERS), for the same served chain.
 
 A host "trusts" a chain when its native client (or, when the native verdict says nothing, a system store)
 found a path to a certificate it holds, whatever failed afterwards (time, name): those failures would
 fail everywhere and belong to other rules. A host "fails on trust" when the verdict is one of the trust
 failures (unknown issuer, lone leaf, untrusted root, self-signed). Only those two kinds are compared.
 
-PRIVATE_CA_NOT_TRUSTED needs both kinds of host for one identical served chain. When every host fails,
+PRIVATE_CA_NOT_TRUSTED needs both kinds of host for one served chain; chains that differ only in their leaf
+(a leaf per backend, region or vantage: `chain_shape.trust_key`) count as one. When every host fails,
 the chain itself is the problem (the chain module's untrusted or incomplete chain); when the chain lacks
 an intermediate (the chain module's `shape_of` says MISSING_ISSUER, from the stores' verified paths
 first), the hosts that verify hold that intermediate, and serving it is the fix: this rule holds back.
@@ -30,6 +31,8 @@ fail. Hosts with the very same gaps for the same root share one finding.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 
 from ...agent.model import StoreVerdict, TrustStore, Verdict
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
-from .chain_shape import ChainShape, Shape, known_certificates, shape_of, verified_paths
+from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
 from .store_use import StoreUse, is_system_store, store_use
@@ -81,8 +84,9 @@ def runtime_label(store: str) -> str:
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    yield from _private_ca(observation, settings)
-    yield from _runtime_differs(observation, settings)
+    evidence = ChainEvidence.of(observation)
+    yield from _private_ca(observation, settings, evidence)
+    yield from _runtime_differs(observation, settings, evidence)
 
 
 # --- shared facts ---------------------------------------------------------------------------------
@@ -180,18 +184,18 @@ def _cn(dn: str) -> str:
 # --- PRIVATE_CA_NOT_TRUSTED -----------------------------------------------------------------------
 
 
-def _private_ca(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    known = known_certificates(observation)
-    paths = verified_paths(observation)
+def _private_ca(observation: Observation, settings: DiagnosisSettings, evidence: ChainEvidence) -> Iterator[Finding]:
+    # Chains that differ only in their leaf (a leaf per backend or per vantage) ask the same trust question.
     groups: dict[tuple[str, ...], list[Row]] = {}
     for row in observation.rows_with_chain:
-        groups.setdefault(row.chain_fingerprints, []).append(row)
+        groups.setdefault(trust_key(row), []).append(row)
     for rows in groups.values():
         trusting = [r for r in rows if _host_trusts(r) is True]
         failing = [r for r in rows if _host_trusts(r) is False]
         if not trusting or not failing:
             continue
-        shape = shape_of(rows[0].certificates(), known, paths)
+        # A trusting host's chain carries the stores' verified paths, the strongest evidence of its shape.
+        shape = shape_of(trusting[0].certificates(), evidence)
         if shape is None or shape.shape is Shape.MISSING_ISSUER:
             continue
         yield _private_ca_finding(
@@ -315,9 +319,9 @@ class _Host:
     gaps: dict[str, _Gap] = field(default_factory=dict)  # by store name: the first address's
 
 
-def _runtime_differs(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
-    known = known_certificates(observation)
-    paths = verified_paths(observation)
+def _runtime_differs(
+    observation: Observation, settings: DiagnosisSettings, evidence: ChainEvidence
+) -> Iterator[Finding]:
     public = _certifi_public(observation.rows_with_chain)
     hosts: dict[tuple[str, str], _Host] = {}
     shapes: dict[tuple[str, ...], ChainShape | None] = {}
@@ -325,7 +329,7 @@ def _runtime_differs(observation: Observation, settings: DiagnosisSettings) -> I
         if _host_trusts(row) is not True:
             continue
         if row.chain_fingerprints not in shapes:
-            shapes[row.chain_fingerprints] = shape_of(row.certificates(), known, paths)
+            shapes[row.chain_fingerprints] = shape_of(row.certificates(), evidence)
         shape = shapes[row.chain_fingerprints]
         if shape is None or shape.shape is Shape.MISSING_ISSUER:
             continue  # a store that lacks a missing intermediate: the chain module names the real fix
@@ -397,13 +401,14 @@ def _runtime_fix(runtime: str, gaps: Sequence[_Gap], root: str, system_path: str
             )
         return " ".join(parts)
     if runtime == "java":
+        file, source = _root_file(_cn(root), system_path)
         commands = "; ".join(
-            f"keytool -importcert -trustcacerts -alias {shlex.quote(_cn(root))} -file root.pem -keystore "
+            f"keytool -importcert -trustcacerts -alias {shlex.quote(_cn(root))} -file {shlex.quote(file)} -keystore "
             f"{_keystore(g)} -storepass changeit"
             for g in gaps
         )
         return (
-            f"Java: import the root into {places}: {commands} (export root.pem from {system_path}); on "
+            f"Java: import the root into {places}: {commands} ({source}); on "
             "Debian/Ubuntu, ca-certificates-java keeps the system cacerts in step with update-ca-certificates."
         )
     if runtime == "node":
@@ -415,6 +420,20 @@ def _runtime_fix(runtime: str, gaps: Sequence[_Gap], root: str, system_path: str
         return f"CURL_CA_BUNDLE names {places}, which lacks the root: point it at {system_path} or add the root to it."
     them = "it" if len(gaps) == 1 else "them"
     return f"Add '{root}' to {places}, or point the clients that use {them} at {system_path}."
+
+
+def _root_file(cn: str, system_path: str) -> tuple[str, str]:
+    """The file keytool imports the root from, and where that file comes from, as a clause. The file is named
+    after the root; a system store that already bears that name is the file itself."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cn.lower()).strip("-") or "root"
+    file = f"{slug}.pem"
+    if os.path.basename(system_path) == file:
+        return (
+            system_path,
+            f"{system_path} holds the root '{cn}'; if it holds other certificates too, save '{cn}' alone as PEM "
+            "and import that file",
+        )
+    return file, f"{file}: the root '{cn}' saved as PEM from the system store {system_path}"
 
 
 def _keystore(gap: _Gap) -> str:

@@ -2,13 +2,17 @@
 
 ECDSA P-256 keys keep generation in the sub-millisecond range, so every test makes its own PKI. Other key
 kinds (P-384, RSA) are there for the certificates that need them (`key_kind`); a certificate is signed with
-SHA-384 by a P-384 key, with SHA-256 otherwise.
+SHA-384 by a P-384 key, with SHA-256 otherwise, and an intermediate with SHA-1 when asked (`digest`: the
+`openssl` command re-signs it, since `cryptography` refuses to sign with SHA-1).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -172,9 +176,11 @@ class LabPKI:
         path_length: int | None = None,
         basic_constraints: bool = True,
         aia_ca_issuers_url: str | None = None,
+        digest: Literal["sha256", "sha1"] = "sha256",
     ) -> Issued:
         """A CA certificate named `name`, issued by `issuer` (the root by default), with a key of the PKI's
-        kind unless told; `basic_constraints` False leaves that extension out (a CA OpenSSL refuses)."""
+        kind unless told; `basic_constraints` False leaves that extension out (a CA OpenSSL refuses);
+        `digest` "sha1" signs it with SHA-1 (valid from now on: OpenSSL re-signs it)."""
         now = _now()
         key = _new_key(key_kind or self.key_kind)
         cert = _build(
@@ -188,6 +194,8 @@ class LabPKI:
             path_length=path_length,
             basic_constraints=basic_constraints,
         )
+        if digest == "sha1":
+            return _resigned_sha1(Issued(cert, key), issuer or self.root)
         return Issued(cert, key)
 
     def issue_leaf(
@@ -243,6 +251,34 @@ class LabPKI:
 
     def root_pem(self) -> bytes:
         return self.root.cert_pem
+
+
+_OPENSSL_TIMEOUT_S = 30
+
+
+def _resigned_sha1(issued: Issued, issuer: Issued) -> Issued:
+    """The same certificate (subject, key, serial, extensions) signed by `issuer` with SHA-1, by `openssl x509`.
+    OpenSSL re-certifies only requests, so the certificate becomes one first; its validity then starts now."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("signing with SHA-1 needs the openssl command, which is not on PATH")
+    days = max(1, (issued.cert.not_valid_after_utc - _now()).days)
+    with tempfile.TemporaryDirectory(prefix="tlsfleet-sha1-") as directory:
+        work = Path(directory)
+        write_pem(work / "in.pem", issued.cert_pem)
+        write_pem(work / "subject.key", issued.key_pem)
+        write_pem(work / "ca.pem", issuer.cert_pem)
+        write_pem(work / "ca.key", issuer.key_pem)
+        keep = ("-copy_extensions", "copyall")
+        to_request = ("-x509toreq", "-in", "in.pem", "-signkey", "subject.key", "-out", "req.pem")
+        certify = ("-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-sha1", "-days", str(days))
+        serial = ("-set_serial", str(issued.cert.serial_number))
+        steps = [[openssl, "x509", *to_request, *keep], [openssl, "x509", *certify, *serial, *keep, "-out", "out.pem"]]
+        for step in steps:
+            done = subprocess.run(step, cwd=work, capture_output=True, timeout=_OPENSSL_TIMEOUT_S, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"openssl could not re-sign with SHA-1: {done.stderr.decode(errors='replace')}")
+        return Issued(x509.load_pem_x509_certificate((work / "out.pem").read_bytes()), issued.key)
 
 
 def _leaf_extensions(

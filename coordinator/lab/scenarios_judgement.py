@@ -15,6 +15,9 @@ diagnosis must still produce, through real agents and the real CLI (`tlsfleet.co
 - malformed-key-usage: a keyUsage that is not DER (the catalogue's own scenario): the malformed extension
   is named, not a name mismatch.
 - ip-target: an IP address whose certificate has that IP SAN: quiet (nothing at warning or above).
+- sha1-intermediate, weak-ca-key: `openssl s_server` serves a chain whose intermediate is signed with
+  SHA-1 (verify code 68), or has an RSA 1024 key (67, at OpenSSL's security level 2): every host has the
+  root, and the chain breaks policy; the finding names the violation and the certificate.
 
 The agents are the two well-kept standard hosts plus three of these scenarios' own (`JUDGEMENT_AGENTS`);
 none needs root: steering goes through the agents' --hosts-file, clocks through libfaketime.
@@ -26,7 +29,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ..diagnosis.model import Cause, Severity
-from .pki import LabPKI
+from .pki import Issued, LabPKI
 from .scenarios import (
     STANDARD_AGENTS,
     AgentSpec,
@@ -37,15 +40,29 @@ from .scenarios import (
     scenario_address,
     scenario_named,
 )
-from .symptoms import all_of, chain_length, clock_offset, expiring_in_days, issuer_contains, native, resolves
+from .scenarios_handshake import OpenSSLServer
+from .symptoms import (
+    all_of,
+    chain_length,
+    clock_offset,
+    expiring_in_days,
+    issuer_contains,
+    native,
+    resolves,
+    verify_codes,
+)
 from .tls_server import ServedIdentity
 
-__all__ = ["CHAIN_LENGTH", "JUDGEMENT_AGENTS", "JUDGEMENT_SCENARIOS", "judgement_scenario"]
+__all__ = ["CHAIN_LENGTH", "JUDGEMENT_AGENTS", "JUDGEMENT_SCENARIOS", "POLICY_CODES", "judgement_scenario"]
 
 DAY_MS = 86_400_000
 AHEAD = "+3d"
 COORDINATOR_AHEAD = "+40d"
 CHAIN_LENGTH = 200
+SHA1_CA = "Acme Internal SHA-1 CA"
+WEAK_CA = "Acme Internal Legacy 1024 CA"
+# The OpenSSL verify code each policy scenario's chain gets (OpenSSL 3 numbering).
+POLICY_CODES: dict[str, int] = {"sha1-intermediate": 68, "weak-ca-key": 67}
 _PAIR = ("trusting", "trusting-2")
 # Expected top findings below critical (or none): agents need a Java view holding the lab's root, else a
 # runtime-store warning would outrank them (see scenarios._QUIET).
@@ -102,6 +119,22 @@ def _build_ip_target(stage: Stage) -> None:
     if stage.host != ip:
         raise RuntimeError(f"the ip-target scenario must be probed at {ip}, its name is {stage.host}")
     stage.serve(ServedIdentity.of(stage.acme.issue_leaf(ip), stage.acme.intermediate))
+
+
+def _serve_with(stage: Stage, intermediate: Issued) -> None:
+    """`openssl s_server` with a leaf from `intermediate` and that intermediate as its chain; at security
+    level 0, or the server itself refuses to load a chain its own level would reject."""
+    leaf = stage.acme.issue_leaf(stage.host, issuer=intermediate)
+    server = OpenSSLServer(stage.address(), stage.port, leaf, (intermediate,), ("-cipher", "DEFAULT@SECLEVEL=0"))
+    stage.keep(server)
+
+
+def _build_sha1_intermediate(stage: Stage) -> None:
+    _serve_with(stage, stage.acme.issue_intermediate(SHA1_CA, digest="sha1"))
+
+
+def _build_weak_ca_key(stage: Stage) -> None:
+    _serve_with(stage, stage.acme.issue_intermediate(WEAK_CA, key_kind="rsa1024"))
 
 
 def _catalogue() -> tuple[Scenario, ...]:
@@ -172,6 +205,29 @@ def _catalogue() -> tuple[Scenario, ...]:
             _build_ip_target,
             pair_ok,
             needs=_QUIET,
+        ),
+        Scenario(
+            "sha1-intermediate",
+            "The server's intermediate is signed with SHA-1; every host has the root, OpenSSL refuses the digest.",
+            _PAIR,
+            Expect(
+                Cause.POLICY_INVALID_CHAIN, _PAIR, Severity.CRITICAL, mentions=f"'CN={SHA1_CA}' is signed with SHA-1"
+            ),
+            _build_sha1_intermediate,
+            verify_codes(dict.fromkeys(_PAIR, POLICY_CODES["sha1-intermediate"])),
+        ),
+        Scenario(
+            "weak-ca-key",
+            "The server's intermediate has an RSA 1024 key; every host has the root, OpenSSL refuses the key.",
+            _PAIR,
+            Expect(
+                Cause.POLICY_INVALID_CHAIN,
+                _PAIR,
+                Severity.CRITICAL,
+                mentions=f"the CA 'CN={WEAK_CA}' has an RSA 1024 key",
+            ),
+            _build_weak_ca_key,
+            verify_codes(dict.fromkeys(_PAIR, POLICY_CODES["weak-ca-key"])),
         ),
     )
     # The IP target's name is its own address: the scenario's slot 1 in a fleet of these scenarios.

@@ -25,6 +25,7 @@ __all__ = [
     "states",
     "store_verdicts",
     "two_backends",
+    "verify_codes",
 ]
 
 Vantages = Mapping[str, Mapping[str, Any]]  # agent name -> its entry in the report's "vantages"
@@ -195,6 +196,22 @@ def store_verdicts(expected: Mapping[str, tuple[str, str]]) -> Symptom:
                 }
                 if seen.get(store) != verdict:
                     return f"{agent}: store {store} says {seen.get(store)}, expected {verdict}"
+        return None
+
+    return check
+
+
+def verify_codes(expected: Mapping[str, int]) -> Symptom:
+    """Every address each agent probed got this OpenSSL verify code from its native client."""
+
+    def check(vantages: Vantages) -> str | None:
+        problem = _answered(vantages, list(expected))
+        if problem:
+            return problem
+        for agent, code in expected.items():
+            seen = [a["native"]["verify_code"] for a in _addresses(vantages[agent])]
+            if any(c != code for c in seen):
+                return f"{agent}: native verify codes {seen}, expected {code}"
         return None
 
     return check

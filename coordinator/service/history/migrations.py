@@ -139,7 +139,14 @@ CREATE TABLE announcements (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+# Finding.prediction: nothing fails because of the finding yet. Findings saved before it are taken as
+# failures now, except expiring_soon, which is a prediction by its nature.
+_V2 = """
+ALTER TABLE findings ADD COLUMN prediction INTEGER NOT NULL DEFAULT 0 CHECK (prediction IN (0, 1));
+UPDATE findings SET prediction = 1 WHERE cause = 'expiring_soon';
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -21,6 +21,7 @@ from .json_report import (
     check_thresholds,
     duration_text,
     expiry_timeline,
+    failed_handshakes,
     summarize_run,
     utc_text,
 )
@@ -87,16 +88,26 @@ def _summary(summary: RunSummary, run: ReportRun) -> list[str]:
         + (f" ({silent})" if silent else ""),
         f"- Findings: {findings}",
         f"- Changes since the previous run: {summary.changes}",
-        "",
     ]
+    if summary.failed_handshakes:
+        lines.append(f"- Failed handshakes: {len(summary.failed_handshakes)}")
+    lines.append("")
     if run.targets:
         lines += ["| target | worst | findings | vantages answered |", "| --- | --- | --- | --- |"]
         for t in run.targets:
-            worst = str(min(t.findings, key=lambda f: f.rank).severity).upper() if t.findings else "none"
+            worst = _worst(t)
             answered = f"{len(t.observation.answered)} of {len(t.observation.outcomes)}"
             lines.append(f"| {escape(t.target)} | {worst} | {len(t.findings)} | {answered} |")
         lines.append("")
     return lines
+
+
+def _worst(target: TargetRun) -> str:
+    """The target's worst finding; without findings, how many handshakes failed, and only then "none"."""
+    if target.findings:
+        return str(min(target.findings, key=lambda f: f.rank).severity).upper()
+    failed = failed_handshakes(target)
+    return count(len(failed), "failed handshake") if failed else "none"
 
 
 def _target(target: TargetRun, changes: Sequence[Change], run: ReportRun, warning: float, critical: float) -> list[str]:
@@ -117,6 +128,9 @@ def _target(target: TargetRun, changes: Sequence[Change], run: ReportRun, warnin
     if target.findings:
         for finding in sorted(target.findings, key=lambda f: f.rank):
             lines += _finding(finding)
+    elif failed_handshakes(target):
+        failed = failed_handshakes(target)
+        lines += [f"No findings, but {count(len(failed), 'handshake')} failed: {escape(', '.join(failed))}.", ""]
     else:
         lines += ["No findings.", ""]
     lines += ["### Changes since the previous run", ""]

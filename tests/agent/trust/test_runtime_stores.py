@@ -13,10 +13,13 @@ import pytest
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from tlsfleet.agent.hostfacts import HostFactsCache
+from tlsfleet.agent.model import ProbeResult, Resolution, Target
 from tlsfleet.agent.trust import runtimes as runtimes_module
 from tlsfleet.agent.trust.runtimes import RuntimeOptions, find_runtimes, forget_answers
 from tlsfleet.agent.trust.stores import LoadedStore, discover, discover_stores, watch_signature
+from tlsfleet.agent.wire import result_from_wire, result_to_wire
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
+from tlsfleet.v1 import probe_pb2
 
 NOTHING = RuntimeOptions(search=False)
 
@@ -294,3 +297,68 @@ def test_every_store_and_runtime_is_watched(tmp_path: Path, pki: LabPKI) -> None
     assert watch_signature(found.watches) == before
     os.utime(home / "lib" / "security" / "cacerts", ns=(1, 1))
     assert watch_signature(found.watches) != before
+
+
+# --- declared in use ------------------------------------------------------------------------------
+
+
+def test_stores_the_operator_or_the_environment_names_are_declared_and_found_ones_are_not(
+    tmp_path: Path, pki: LabPKI
+) -> None:
+    bundle = write_pem(tmp_path / "bundle.pem", pki.root_pem())
+    system = write_pem(tmp_path / "ca-certificates.crt", pki.root_pem())
+    on_path = fake_jre(tmp_path / "jvm" / "found", pki)
+    bin_dir = tmp_path / "usr-bin"
+    linked(bin_dir, "java", on_path / "bin" / "java")
+    fake_python(
+        bin_dir / "python3.11",
+        {"prefix": "/usr", "version": "3.11.2", "site": [], "where": str(system), "package": "/usr/lib/dist"},
+    )
+    home = fake_jre(tmp_path / "jvm" / "home", LabPKI("Home"))
+    site = tmp_path / "app-site"
+    (site / "certifi").mkdir(parents=True)
+    (site / "certifi" / "__init__.py").write_text(f"def where():\n    return {str(bundle)!r}\n")
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",  # the fake interpreter runs `cat`
+        "JAVA_HOME": str(home),
+        "SSL_CERT_FILE": str(bundle),
+        "REQUESTS_CA_BUNDLE": str(bundle),
+        "NODE_EXTRA_CA_CERTS": str(bundle),
+    }
+    options = RuntimeOptions(named=(("python", str(site)),), python_dirs=(str(bin_dir),))
+    stores = by_name(discover_stores(env, {"corp": bundle}, runtimes=options))
+    declared = {name for name, s in stores.items() if s.info.declared}
+    assert declared == {
+        "ssl_cert_file",
+        "requests_ca_bundle",
+        "node_extra_ca_certs",
+        "java_home",
+        "certifi",  # --runtime python=<site>
+        "extra:corp",
+    }
+    found = {name for name, s in stores.items() if not s.info.declared}
+    assert {"java", "certifi:/usr/lib/dist"} <= found, "a JRE on PATH and a system interpreter are only found"
+    assert all(not stores[n].info.declared for n in stores if n.startswith("system"))
+
+
+def test_a_found_runtime_named_as_well_is_declared(tmp_path: Path, pki: LabPKI) -> None:
+    home = fake_jre(tmp_path / "jdk", pki)
+    bin_dir = tmp_path / "bin"
+    linked(bin_dir, "java", home / "bin" / "java")
+    options = RuntimeOptions(named=(("java", str(home)),), python_dirs=())
+    [java] = [r for r in find_runtimes({"PATH": str(bin_dir)}, options) if r.kind == "java"]
+    assert java.declared and "`java` on PATH" in java.found_by
+    [found] = [r for r in find_runtimes({"PATH": str(bin_dir)}, RuntimeOptions(python_dirs=())) if r.kind == "java"]
+    assert not found.declared
+
+
+def test_the_declared_flag_crosses_the_wire(tmp_path: Path, pki: LabPKI) -> None:
+    bundle = write_pem(tmp_path / "bundle.pem", pki.root_pem())
+    stores = tuple(s.info for s in discover_stores({"REQUESTS_CA_BUNDLE": str(bundle)}, runtimes=NOTHING))
+    result = ProbeResult(Target("h", 1), None, "h", Resolution((), 0.0), (), stores, 1, 2)
+    back, _name, _version = result_from_wire(
+        probe_pb2.ProbeResult.FromString(result_to_wire(result, "a", "1").SerializeToString())
+    )
+    flags = {t.name: t.declared for t in back.trust_stores}
+    assert flags["requests_ca_bundle"] and not flags["system"]
+    assert back.trust_stores == stores

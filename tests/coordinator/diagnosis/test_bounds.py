@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.outcomes import NOW_NS, address, observe, outcome, silent
 from tlsfleet.agent.model import Verdict
+from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.coordinator.diagnosis.engine import MAX_PER_CAUSE, bounded, diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
 from tlsfleet.coordinator.json_output import certificate_json
@@ -140,6 +141,26 @@ def test_5000_outcomes_are_diagnosed_to_a_bounded_list(pki: LabPKI) -> None:
     clock = [f for f in found if f.cause is Cause.CLOCK_SKEW]
     assert sum(len(f.agents) for f in clock) == 200, "every skewed vantage is still named"
     _bounded_text(found)
+
+
+def test_5000_distinct_leaves_of_one_ca_are_one_trust_question(pki: LabPKI) -> None:
+    """Every vantage served its own leaf of the same CA (the stores' verified paths say so); a tenth lack the
+    root. That is one private CA missing on 500 hosts, not 500 chains nobody trusts."""
+    inter, root = fingerprint(pki.intermediate.der), fingerprint(pki.root.der)
+    outcomes = []
+    for n in range(5000):
+        leaf = pki.issue_leaf(HOST).der
+        lacking = n % 10 == 3
+        verdict = Verdict.UNKNOWN_ISSUER if lacking else Verdict.OK
+        path = (fingerprint(leaf), inter, root)
+        outcomes.append(
+            outcome(
+                f"agent-{n}", [address("10.0.0.1", (leaf, pki.intermediate.der), native=verdict, verified_path=path)]
+            )
+        )
+    found = diagnose(observe(*outcomes))
+    assert [(f.cause, f.severity) for f in found] == [(Cause.PRIVATE_CA_NOT_TRUSTED, Severity.CRITICAL)]
+    assert len(found[0].agents) == 500 and len(found[0].summary) <= SUMMARY_LIMIT
 
 
 def test_findings_beyond_the_cap_are_merged_and_name_everyone() -> None:

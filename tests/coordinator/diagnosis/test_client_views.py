@@ -100,11 +100,17 @@ def test_openssl_failing_where_python_connects(chain: tuple[bytes, bytes]) -> No
     assert "openssl.cnf" in f.fix
 
 
-def test_python_rejecting_the_chain_at_its_security_level(chain: tuple[bytes, bytes]) -> None:
-    python = ClientView(Client.PYTHON, Verdict.OTHER, verify_code=66, failure=Failure.CERT_VERIFY)
+def test_python_rejecting_the_chain_on_trust_alone(chain: tuple[bytes, bytes]) -> None:
+    python = ClientView(Client.PYTHON, Verdict.UNKNOWN_ISSUER, verify_code=20, failure=Failure.CERT_VERIFY)
     (f,) = _run(observe(outcome("a", [with_python_view(address(IP1, chain), python)])))
     assert f.severity is Severity.WARNING
-    assert "Python's default context refuses: it rejects the chain: other (66)" in f.summary
+    assert "Python's default context refuses: it rejects the chain: unknown_issuer (20)" in f.summary
+
+
+@pytest.mark.parametrize("code", [66, 67, 68, 79])
+def test_one_view_refusing_on_policy_is_left_to_the_policy_finding(chain: tuple[bytes, bytes], code: int) -> None:
+    python = ClientView(Client.PYTHON, Verdict.OTHER, verify_code=code, failure=Failure.CERT_VERIFY)
+    assert _run(observe(outcome("a", [with_python_view(address(IP1, chain), python)]))) == []
 
 
 def test_both_completing_differently_is_info(chain: tuple[bytes, bytes]) -> None:

@@ -7,6 +7,7 @@ import pytest
 from tests.outcomes import address, observe, outcome, silent
 from tlsfleet.agent.model import Failure, Verdict
 from tlsfleet.coordinator.diagnosis import interception
+from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
@@ -168,3 +169,15 @@ def test_silent_vantages_do_not_count_towards_either_side(certs: Certs) -> None:
     (f,) = _run(observation)
     assert f.agents == ("office-1",)
     assert "office-2" not in f.summary
+
+
+def test_a_steered_untrusted_proxy_chain_is_told_as_interception_alone(certs: Certs) -> None:
+    """The proxy's chain is trusted nowhere, but the interception explains why its vantages reject it."""
+    observation = observe(
+        outcome("a", [address(IP2, certs.proxy, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("b", [address(IP1, certs.server)]),
+        outcome("c", [address(IP1, certs.server)]),
+    )
+    found = [f for f in diagnose(observation) if f.severity >= Severity.WARNING]
+    causes = [f.cause for f in found]
+    assert causes[0] is Cause.TLS_INTERCEPTION and Cause.UNTRUSTED_CHAIN not in causes, causes

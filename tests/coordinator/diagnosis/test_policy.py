@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from tests.judged import NAME, judged, store, with_native
 from tests.outcomes import address, observe, outcome, request
-from tlsfleet.agent.model import StoreVerdict, TrustStore, Verdict
+from tlsfleet.agent.model import Client, ClientView, Failure, NativeVerdict, StoreVerdict, TrustStore, Verdict
 from tlsfleet.agent.trust import libcrypto
 from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import CAUSE_TITLES, Cause, Finding, Severity
@@ -152,6 +152,31 @@ def test_only_the_python_view_refusing_is_still_a_client_failing_now(pki: LabPKI
     [finding] = _run(observe(host))
     assert finding.severity is Severity.CRITICAL
     assert _evidence(finding, "verify codes") == {"a@10.0.0.1": "python 67"}
+
+
+def test_one_view_refusing_on_policy_is_one_finding_naming_that_client(pki: LabPKI) -> None:
+    """Python refuses an intermediate with a 1024-bit key that the host's lax OpenSSL accepts: the policy finding
+    explains the views' difference too; no second finding says the clients disagree."""
+    weak = pki.issue_intermediate("Acme Legacy CA", key_kind="rsa1024")
+    chain = (pki.issue_leaf(NAME, issuer=weak).der, weak.der)
+    lax = [store("system", [pki.root.cert])]
+    host = _with_store_codes(with_native(judged("a", chain, lax, python_code=67), Verdict.OK, 0), Verdict.OK, 0)
+    found = diagnose(observe(host))
+    assert [f.cause for f in found] == [Cause.POLICY_INVALID_CHAIN], [(f.cause, f.summary) for f in found]
+    assert "Python's default context on a refuses it while OpenSSL clients there accept it" in found[0].summary
+    assert "'CN=Acme Legacy CA'" in found[0].summary
+
+
+def test_only_openssl_refusing_on_policy_names_python_accepting(pki: LabPKI) -> None:
+    """The host's OpenSSL configuration is stricter than Python's: one finding, saying which client refuses."""
+    weak = pki.issue_intermediate("Acme Legacy CA", key_kind="rsa1024")
+    chain = (pki.issue_leaf(NAME, issuer=weak).der, weak.der)
+    refused = replace(address("10.0.0.1", chain, native=Verdict.INVALID), native=NativeVerdict(Verdict.INVALID, 67))
+    python = ClientView(Client.PYTHON, Verdict.OK)
+    refused = replace(refused, views=(ClientView(Client.OPENSSL, Verdict.INVALID, 67, Failure.CERT_VERIFY), python))
+    found = [f for f in diagnose(observe(outcome("a", [refused]))) if f.severity >= Severity.WARNING]
+    assert [f.cause for f in found] == [Cause.POLICY_INVALID_CHAIN], [(f.cause, f.summary) for f in found]
+    assert "OpenSSL clients on a refuse it while Python's default context there accepts it" in found[0].summary
 
 
 def test_a_store_only_refusal_warns_when_the_store_is_in_use_and_notes_it_otherwise(pki: LabPKI) -> None:

@@ -248,6 +248,71 @@ def test_stores_named_after_a_variable_are_in_use_without_found_by() -> None:
     assert not store_use("certifi", None).in_use and not store_use("java", None).in_use
 
 
+def _declare(outcome: ProbeOutcome, name: str) -> ProbeOutcome:
+    """The outcome as an agent that flags its declared stores reports it: `name` declared."""
+    assert outcome.result is not None
+    stores = tuple(replace(t, declared=True) if t.name == name else t for t in outcome.result.trust_stores)
+    return replace(outcome, result=replace(outcome.result, trust_stores=stores))
+
+
+# A wording no agent uses: only the flag can say this store is in use.
+NAMED_ELSEWHERE = "certifi of /srv/app/venv/bin/python3 (named in the agent's configuration)"
+
+
+def test_the_agents_declared_flag_decides_whatever_found_by_says(fleet: Fleet) -> None:
+    flagged = _declare(fleet.host("app-1", ("certifi", "python", NAMED_ELSEWHERE)), "certifi")
+    [warning] = _run(observe(flagged))
+    assert warning.severity is Severity.WARNING and warning.agents == ("app-1",)
+    assert _evidence(warning, "in use")["app-1"] == f"certifi: {NAMED_ELSEWHERE}"
+    [note] = _run(observe(fleet.host("app-1", ("certifi", "python", NAMED_ELSEWHERE))))
+    assert note.severity is Severity.INFO, "unflagged and not worded as declared: found only"
+
+
+@pytest.mark.parametrize(
+    ("found_by", "declared"),
+    [
+        (NAMED_PYTHON, "--runtime python=/srv/app/venv"),
+        (REQUESTS_VAR, "REQUESTS_CA_BUNDLE set in the agent's environment"),
+        ("", "declared in use by the agent"),
+    ],
+)
+def test_a_declared_store_says_what_declares_it(found_by: str, declared: str) -> None:
+    info = TrustStore("certifi", "file", "/p", 1, "ab" * 32, runtime="python", found_by=found_by, declared=True)
+    assert store_use("certifi", info).declared == declared
+
+
+def test_a_system_store_is_never_a_runtime_in_use_even_when_declared() -> None:
+    info = TrustStore("ssl_cert_file", "file", "/p", 1, "ab" * 32, found_by="SSL_CERT_FILE in the agent's environment")
+    assert not store_use("ssl_cert_file", replace(info, declared=True)).in_use
+
+
+@pytest.mark.parametrize(
+    ("system_path", "file", "source"),
+    [
+        (
+            SYSTEM_BUNDLE,
+            "acme-internal-root-ca.pem",
+            f"(acme-internal-root-ca.pem: the root 'Acme Internal Root CA' saved as PEM from the system store "
+            f"{SYSTEM_BUNDLE})",
+        ),
+        # The system store bears the root's own file name: it is the file, not something to export it from.
+        (
+            "/srv/ca/acme-internal-root-ca.pem",
+            "/srv/ca/acme-internal-root-ca.pem",
+            "(/srv/ca/acme-internal-root-ca.pem holds the root 'Acme Internal Root CA'; if it holds other "
+            "certificates too, save 'Acme Internal Root CA' alone as PEM and import that file)",
+        ),
+    ],
+)
+def test_the_java_fix_names_the_root_file_naturally(fleet: Fleet, system_path: str, file: str, source: str) -> None:
+    system = store("system", fleet.trusted, path=system_path, found_by="SSL_CERT_FILE in the agent's environment")
+    java = store("java_home", fleet.mozilla, runtime="java", found_by=JAVA_HOME, kind="java-keystore", path="/j/c")
+    [finding] = _run(observe(judged("app-1", fleet.chain, [system, java])))
+    assert f"-file {file} -keystore /j/c" in finding.fix
+    assert source in finding.fix
+    assert " from root.pem" not in finding.fix and f"from {file}" not in finding.fix
+
+
 def test_a_runtime_store_that_fails_for_time_only_is_not_a_gap(fleet: Fleet) -> None:
     host = fleet.host("app-1", ("java_home", "java", JAVA_HOME))
     assert host.result is not None

@@ -9,6 +9,7 @@ import pytest
 from tests.outcomes import address, observe, outcome, silent
 from tlsfleet.agent.model import AddressResult, TrustStore, Verdict
 from tlsfleet.agent.trust.certinfo import fingerprint
+from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.diagnosis.trust import findings
 from tlsfleet.coordinator.lab.pki import LabPKI
@@ -311,3 +312,19 @@ def test_healthy_observation_yields_nothing(lab: Lab) -> None:
 def test_rows_without_chain_are_ignored() -> None:
     empty: AddressResult = address("10.0.0.1", ())
     assert _run(observe(outcome("a", [empty]), silent("b"))) == []
+
+
+def test_hosts_served_different_leaves_of_one_ca_share_one_trust_question() -> None:
+    """A leaf per backend (or per region): the host lacking the root is named, and no chain is called
+    untrusted everywhere because only that host got its leaf."""
+    pki = LabPKI("Acme Regional")
+    inter, root = fingerprint(pki.intermediate.der), fingerprint(pki.root.der)
+
+    def served(agent: str, verdict: Verdict) -> ProbeOutcome:
+        leaf = pki.issue_leaf(NAME).der
+        path = (fingerprint(leaf), inter, root)
+        return outcome(agent, [address("10.0.0.1", (leaf, pki.intermediate.der), native=verdict, verified_path=path)])
+
+    found = diagnose(observe(served("eu-1", Verdict.OK), served("us-1", Verdict.OK), served("ap-1", UNKNOWN)))
+    assert [(f.cause, f.agents) for f in found] == [(Cause.PRIVATE_CA_NOT_TRUSTED, ("ap-1",))]
+    assert "'CN=Acme Regional Root CA'" in found[0].summary

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from tlsfleet.coordinator.lab.ground_truth import openssl_verify
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 
 
@@ -130,3 +131,18 @@ def test_pkis_are_independent() -> None:
         PolicyBuilder().store(Store([b.root.cert])).build_server_verifier(x509.DNSName("a.lab.test")).verify(
             leaf.cert, [a.intermediate.cert]
         )
+
+
+def test_an_intermediate_signed_with_sha1_keeps_its_identity_and_openssl_refuses_its_digest(tmp_path: Path) -> None:
+    pki = LabPKI("Digest")
+    sha1 = pki.issue_intermediate("Digest SHA-1 CA", digest="sha1")
+    assert sha1.cert.signature_algorithm_oid == SignatureAlgorithmOID.ECDSA_WITH_SHA1
+    assert sha1.cert.subject.rfc4514_string() == "CN=Digest SHA-1 CA" and sha1.cert.issuer == pki.root.cert.subject
+    aki = sha1.cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = pki.root.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    assert sha1.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    leaf = write_pem(tmp_path / "leaf.pem", pki.issue_leaf("sha1.example.test", issuer=sha1).cert_pem)
+    untrusted = write_pem(tmp_path / "sha1.pem", sha1.cert_pem)
+    root = write_pem(tmp_path / "root.pem", pki.root_pem())
+    assert openssl_verify(leaf, untrusted, cafile=str(root), auth_level=1).code == 68

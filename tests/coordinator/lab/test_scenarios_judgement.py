@@ -3,16 +3,25 @@ three days ahead), the real CLI (once with its own clock 40 days ahead), and the
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.coordinator.lab.lab_runs import checked_run, clean_fleet
+from tlsfleet.agent.trust.libcrypto import security_level
 from tlsfleet.coordinator.lab.fleet import LabFleet
+from tlsfleet.coordinator.lab.ground_truth import openssl_verify
+from tlsfleet.coordinator.lab.pki import write_pem
 from tlsfleet.coordinator.lab.scenarios import Scenario, scenario_address
 from tlsfleet.coordinator.lab.scenarios_judgement import (
     JUDGEMENT_AGENTS,
     JUDGEMENT_SCENARIOS,
+    POLICY_CODES,
     judgement_scenario,
 )
 
@@ -26,7 +35,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("scenario", [pytest.param(s, id=s.name) for s in JUDGEMENT_SCENARIOS])
-def test_judgement_top_finding(fleet: LabFleet, scenario: Scenario) -> None:
+def test_judgement_top_finding(fleet: LabFleet, scenario: Scenario, tmp_path: Path) -> None:
+    if scenario.name == "weak-ca-key" and security_level() < 2:
+        pytest.skip(f"weak-ca-key: this host's OpenSSL security level {security_level()} accepts RSA 1024 keys")
     run = checked_run(fleet, scenario, findings_reported=False)
     assert "Traceback" not in run.probe.stderr, run.probe.stderr
     assert run.symptom_problem is None, f"{scenario.name} ({scenario.story}): {run.symptom_problem}"
@@ -45,6 +56,28 @@ def test_judgement_top_finding(fleet: LabFleet, scenario: Scenario) -> None:
         assert not {"expired", "not_yet_valid"} & set(causes), findings
     if scenario.name == "malformed-key-usage":
         assert "hostname_mismatch" not in causes, findings
+    if scenario.name in POLICY_CODES:
+        _agrees_with_openssl_verify(fleet, scenario, run.probe.vantages(), tmp_path)
+
+
+def _agrees_with_openssl_verify(
+    fleet: LabFleet, scenario: Scenario, vantages: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The served chain, verified by `openssl verify` against the root at this host's security level, gets
+    the code the agents' native clients reported."""
+    root = write_pem(tmp_path / "root.pem", fleet.acme.root_pem())
+    for agent in scenario.agents:
+        for address in vantages[agent]["result"]["addresses"]:
+            chain = [base64.b64decode(c) for c in address["chain"]]
+            leaf, untrusted = tmp_path / "leaf.pem", tmp_path / "untrusted.pem"
+            leaf.write_bytes(_pem(chain[0]))
+            untrusted.write_bytes(b"".join(_pem(der) for der in chain[1:]))
+            truth = openssl_verify(leaf, untrusted, cafile=str(root), name=scenario.host, auth_level=security_level())
+            assert truth.code == POLICY_CODES[scenario.name] == address["native"]["verify_code"], truth.output
+
+
+def _pem(der: bytes) -> bytes:
+    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
 
 
 def test_catalogue_is_consistent() -> None:

@@ -9,9 +9,10 @@ from tests.coordinator.diagnosis.handshakes import IP1, broken
 from tests.outcomes import address, observe, outcome, request
 from tlsfleet.agent.model import Failure
 from tlsfleet.coordinator.diagnosis.engine import diagnose
+from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.service.report_model import ReportRun, TargetRun
-from tlsfleet.coordinator.service.reports import render_html
+from tlsfleet.coordinator.service.reports import render_html, render_markdown
 from tlsfleet.coordinator.service.reports.json_report import failed_handshakes, summarize_run
 
 STARTED = datetime(2025, 3, 14, 9, 30, 0, tzinfo=UTC)
@@ -59,3 +60,24 @@ def test_a_healthy_target_stays_green() -> None:
     page = render_html(_run(target), [])
     assert '<span class="badge ok">no findings</span>' in page and '<span class="badge ok">none</span>' in page
     assert re.search(r'<div class="card ok"><div class="num">0</div><div class="lbl">failed handshakes', page)
+
+
+def _overview_status(markdown: str) -> str:
+    [row] = [line for line in markdown.splitlines() if line.startswith("| api.example.test:443 |")]
+    return row.split("|")[2].strip()
+
+
+def test_markdown_says_none_only_for_a_target_without_failures() -> None:
+    stalled = render_markdown(_run(_stalled_target(with_findings=False)), [])
+    assert _overview_status(stalled) == "2 failed handshakes"
+    assert "- Failed handshakes: 2" in stalled
+    assert f"No findings, but 2 handshakes failed: a@{IP1}, b@{IP1}." in stalled
+    assert _overview_status(render_markdown(_run(_stalled_target(with_findings=True)), [])) == "CRITICAL"
+    pki = LabPKI("Status")
+    chain = (pki.issue_leaf("api.example.test").der, pki.intermediate.der)
+    healthy = observe(outcome("a", [address(IP1, chain)]), req=request("api.example.test"))
+    page = render_markdown(_run(TargetRun("api.example.test:443", healthy, (), duration_ms=10.0)), [])
+    assert _overview_status(page) == "none" and "Failed handshakes" not in page
+    info = Finding(Cause.UNRELATED_CERTIFICATE, Severity.INFO, "a stale certificate is served too", ("a",))
+    page = render_markdown(_run(TargetRun("api.example.test:443", healthy, (info,), duration_ms=10.0)), [])
+    assert _overview_status(page) == "INFO"
