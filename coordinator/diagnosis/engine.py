@@ -13,6 +13,7 @@ from . import (
     handshake,
     interception,
     names,
+    policy_denied,
     protocol,
     reachability,
     sni,
@@ -39,6 +40,7 @@ RULES: tuple[Rule, ...] = (
     handshake.findings,
     client_views.findings,
     reachability.findings,
+    policy_denied.findings,
 )
 
 

@@ -48,6 +48,7 @@ class Cause(StrEnum):
     WEAK_KEY_EXCHANGE = "weak_key_exchange"  # clients refuse the server's DH/EC group or key as too weak
     CLIENT_VIEWS_DIFFER = "client_views_differ"  # OpenSSL clients and Python's default context disagree on a host
     UNREACHABLE = "unreachable"
+    POLICY_DENIED = "policy_denied"  # an agent's probe policy refused the address: nothing was probed there
     VANTAGE_UNAVAILABLE = "vantage_unavailable"  # an agent did not answer: what it could not confirm
 
 
@@ -75,6 +76,7 @@ CAUSE_TITLES: dict[Cause, str] = {
     Cause.WEAK_KEY_EXCHANGE: "Server key exchange too weak for clients",
     Cause.CLIENT_VIEWS_DIFFER: "Clients on one host disagree",
     Cause.UNREACHABLE: "Target unreachable",
+    Cause.POLICY_DENIED: "Agent policy refused the probe",
     Cause.VANTAGE_UNAVAILABLE: "Agent did not answer",
 }
 

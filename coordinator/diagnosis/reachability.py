@@ -42,6 +42,7 @@ from .handshake import (
     views_evidence,
 )
 from .model import Cause, Evidence, Finding, Severity
+from .policy_denied import is_denied
 from .reproduce import s_client
 from .wording import agree, count, name_list
 
@@ -82,7 +83,8 @@ def _dns_failures(observation: Observation) -> Iterator[Finding]:
 
 
 def _connect_failures(observation: Observation) -> Iterator[Finding]:
-    failed = [r for r in observation.rows if not r.connected]
+    # An address the agent's policy refused was never tried: policy_denied's, not a network fact.
+    failed = [r for r in observation.rows if not r.connected and not is_denied(r)]
     if not failed:
         return
     reached = [r for r in observation.rows if r.connected]

@@ -1,8 +1,10 @@
-"""A tiny HTTP/1.1 server for AIA caIssuers URLs: it serves fixed bytes (a CA certificate's DER) at fixed paths.
+"""A tiny HTTP/1.1 server for AIA caIssuers URLs: it serves fixed bytes (a CA certificate's DER) at fixed paths,
+and, for the agent's limits, paths that misbehave: a redirect (`redirect`) and a body sent a byte at a time
+(`trickle`).
 
 Threaded, with a bound on connections served at once (the rest are closed unanswered), a read timeout per
-connection, loopback by default, and `stop()` that ends the thread. GET and HEAD only; anything else 405,
-unknown paths 404.
+connection, loopback by default, and `stop()` that ends the thread (a trickle stops with it). GET and HEAD
+only; anything else 405, unknown paths 404.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
@@ -26,14 +29,24 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 _Request = socket.socket | tuple[bytes, socket.socket]
 
 
+@dataclass(frozen=True)
+class _Document:
+    data: bytes
+    content_type: str = DER_CERT_TYPE
+    location: str = ""  # a redirect to this URL instead of the data
+    status: int = 200
+    byte_interval_s: float = 0.0  # > 0: the body goes out one byte per interval
+
+
 class _Server(ThreadingHTTPServer):
     # server_close() joins every handler thread; each is bounded by the read timeout.
     daemon_threads = False
     block_on_close = True
     request_queue_size = 64  # the listen backlog; a burst beyond it waits a SYN retransmit (a second)
 
-    def __init__(self, address: tuple[str, int], documents: Mapping[str, tuple[bytes, str]]) -> None:
+    def __init__(self, address: tuple[str, int], documents: Mapping[str, _Document]) -> None:
         self.documents = dict(documents)
+        self.stopping = threading.Event()  # ends a trickle at once
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.requests_served = 0
         self.counter_lock = threading.Lock()
@@ -77,15 +90,28 @@ class _Handler(BaseHTTPRequestHandler):
         if document is None:
             self._plain(404, b"not found\n", body)
             return
-        data, content_type = document
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_response(document.status)
+        if document.location:
+            self.send_header("Location", document.location)
+        self.send_header("Content-Type", document.content_type)
+        self.send_header("Content-Length", str(len(document.data)))
         self.send_header("Connection", "close")
         self.end_headers()
-        if body:
-            self.wfile.write(data)
+        if body and document.byte_interval_s > 0:
+            self._trickle(document)
+        elif body:
+            self.wfile.write(document.data)
         self.close_connection = True
+
+    def _trickle(self, document: _Document) -> None:
+        for index in range(len(document.data)):
+            try:
+                self.wfile.write(document.data[index : index + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            if self.server.stopping.wait(document.byte_interval_s):
+                return
 
     def _refuse(self) -> None:
         self._count()
@@ -119,9 +145,9 @@ class AiaServer:
             raise ValueError(f"port {port} is out of range; accepted: 0-65535 (0 picks a free port)")
         self.host = host
         self.port = port
-        self._documents: dict[str, tuple[bytes, str]] = {}
+        self._documents: dict[str, _Document] = {}
         for path, data in (documents or {}).items():
-            self._documents[_check_path(path)] = (_check_size(path, data), DER_CERT_TYPE)
+            self._documents[_check_path(path)] = _Document(_check_size(path, data))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -135,10 +161,26 @@ class AiaServer:
 
     def add(self, path: str, data: bytes, content_type: str = DER_CERT_TYPE) -> str:
         """Serve `data` at `path` from now on; returns its URL (after start) or path."""
+        return self._put(path, _Document(_check_size(path, data), content_type))
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer `path` with a redirect to `location` (any URL: another port, another host)."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"status {status} is not a redirect; accepted: 301, 302, 303, 307, 308")
+        return self._put(path, _Document(b"", "text/plain", location=location, status=status))
+
+    def trickle(self, path: str, data: bytes, byte_interval_s: float = 1.0) -> str:
+        """Serve `data` at `path` with its full Content-Length, but one byte per `byte_interval_s` seconds."""
+        if not 0 < byte_interval_s <= 60:
+            raise ValueError(f"byte interval {byte_interval_s} s is not accepted; above 0, at most 60")
+        return self._put(path, _Document(_check_size(path, data), byte_interval_s=byte_interval_s))
+
+    def _put(self, path: str, document: _Document) -> str:
+        """Serve `document` at `path` from now on; returns its URL (after start) or path."""
         path = _check_path(path)
-        self._documents[path] = (_check_size(path, data), content_type)
+        self._documents[path] = document
         if self._server is not None:
-            self._server.documents[path] = self._documents[path]
+            self._server.documents[path] = document
             return self.url(path)
         return path
 
@@ -168,6 +210,7 @@ class AiaServer:
         server, thread = self._server, self._thread
         if server is None:
             return
+        server.stopping.set()
         server.shutdown()
         if thread is not None:
             thread.join(STOP_TIMEOUT_S)

@@ -598,6 +598,17 @@ def _catalogue() -> tuple[Scenario, ...]:
             handshake(dict.fromkeys(_PAIR, lambda a: a["connect_failure"] == "refused"), "expected refused"),
         ),
         Scenario(
+            "metadata-denied",
+            "The probe names a cloud metadata address: every agent's built-in policy refuses it, so nothing is probed.",
+            _PAIR,
+            Expect(Cause.POLICY_DENIED, _PAIR, Severity.WARNING, mentions="169.254.0.0/16"),
+            _build_healthy,
+            handshake(
+                dict.fromkeys(_PAIR, lambda a: a["connect_failure"] == "denied_by_policy"), "expected denied_by_policy"
+            ),
+            probe_args=("--address", "169.254.169.254"),
+        ),
+        Scenario(
             "malformed-key-usage",
             "The leaf's keyUsage is not DER: OpenSSL verifies it, stricter parsers refuse it; its names are fine.",
             _PAIR,
