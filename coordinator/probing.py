@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..agent.errors import UsageError
-from ..agent.model import ProbeOptions, ProbeRequest, TlsVersion
+from ..agent.model import ProbeOptions, ProbeRequest, Starttls, TlsVersion
 from ..agent.probe.request_limits import RequestError, validate_request
+from ..agent.probe.starttls import infer_starttls
 from ..agent.probe.targets import parse_target
 from .diagnosis import sni
 from .fleet.fanout import probe_all
@@ -43,9 +44,12 @@ def build_request(
     address: str | None = None,
     max_addresses: int = 8,
     client_cert: str | None = None,
+    starttls: str | None = None,
+    via_proxy: bool = False,
 ) -> ProbeRequest:
     """Validate what a person asked for into a request; `now_ns` (the coordinator's clock) is the reference
-    time. Raises ProbeArgumentError or TargetError naming the option and what is accepted."""
+    time. `starttls` None infers the protocol from the port (5432 postgres, 25 smtp, ...); "none" asks for
+    TLS at once. Raises ProbeArgumentError or TargetError naming the option and what is accepted."""
     if sni is not None and no_sni:
         raise ProbeArgumentError("--sni and --no-sni contradict each other; give one of them")
     if not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
@@ -73,6 +77,8 @@ def build_request(
         handshake_timeout=handshake_s,
         reference_time_ns=now_ns,
         client_cert=client_cert,
+        starttls=_starttls(starttls, parsed.port),
+        via_proxy=via_proxy,
     )
     try:
         return validate_request(ProbeRequest(target=parsed, options=options, request_id=uuid.uuid4().hex[:16]))
@@ -87,6 +93,16 @@ def _version(text: str | None, flag: str) -> TlsVersion | None:
     if version is None:
         raise ProbeArgumentError(f"{flag} {text!r} is not a TLS version; accepted: 1.0, 1.1, 1.2, 1.3")
     return version
+
+
+def _starttls(text: str | None, port: int) -> Starttls:
+    if text is None:
+        return infer_starttls(port)
+    try:
+        return Starttls(text.strip().lower())
+    except ValueError:
+        accepted = ", ".join(p.value for p in Starttls)
+        raise ProbeArgumentError(f"--starttls {text!r} is not a known protocol; accepted: {accepted}") from None
 
 
 async def observe(

@@ -43,11 +43,22 @@ class ClientTruth:
 
 
 def s_client(
-    host: str, port: int, *, servername: str | None, env: Mapping[str, str], extra: tuple[str, ...] = ()
+    host: str,
+    port: int,
+    *,
+    servername: str | None,
+    env: Mapping[str, str],
+    extra: tuple[str, ...] = (),
+    starttls: str | None = None,
+    linger: float = _LINGER_S,
 ) -> ClientTruth:
     """Connect as an OpenSSL client with the host's defaults (the trust store `env` names), checking the
-    name as curl does, and failing on any verify error."""
+    name as curl does, and failing on any verify error; with `starttls` (smtp, postgres, ldap, ...) TLS
+    starts inside that protocol, as `-starttls` speaks it. `linger`: how long s_client reads after the
+    handshake (shorter where the server sends no post-handshake alert)."""
     command = [OPENSSL, "s_client", "-connect", f"{host}:{port}", "-verify_return_error", "-brief", *extra]
+    if starttls is not None:
+        command += ["-starttls", starttls]
     if servername is not None:
         try:
             ipaddress.ip_address(servername)
@@ -58,7 +69,7 @@ def s_client(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env)
     )
     try:
-        time.sleep(_LINGER_S)
+        time.sleep(linger)
         out, _ = process.communicate(input=b"", timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()

@@ -5,6 +5,13 @@ own "Corp Proxy CA", and completes the handshake with it; an HTTP request that f
 ``200 ok``. Nothing is relayed upstream: what a probe learns from a middlebox is its chain, and the
 chain is the proxy's, not the server's. A ClientHello without SNI gets a leaf for `fallback_name`.
 
+With `connect=True` it is an explicit HTTPS proxy instead (an egress proxy applications reach through
+HTTPS_PROXY): each connection starts with a plaintext ``CONNECT host:port HTTP/1.1``, answered with
+`connect_status` (200 opens the tunnel, anything else ends the connection), and then intercepts the TLS
+inside the tunnel as above. With `credentials` ("user:password") it wants them as Basic
+Proxy-Authorization and answers 407 without them. `connects` keeps the authorities asked for (the
+latest `MAX_CACHED_NAMES`).
+
 In-process (a thread with its own event loop, like `TlsServer`) or as a process, e.g. inside a network
 namespace::
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import os
@@ -29,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +58,8 @@ REQUEST_TIMEOUT = 2.0
 MAX_CACHED_NAMES = 1024
 MAX_NAME = 253
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+MAX_CONNECT_REQUEST = 16 * 1024
+_REASONS = {200: "Connection established", 403: "Forbidden", 407: "Proxy Authentication Required"}
 _LEAF_LIFETIME = timedelta(days=180)  # well clear of any expiry warning
 _BACKDATE = timedelta(hours=1)
 
@@ -131,10 +141,19 @@ class InterceptingProxy(BackgroundServer):
         host: str = "127.0.0.1",
         port: int = 0,
         fallback_name: str = "corp-proxy.invalid",
+        connect: bool = False,
+        connect_status: int = 200,
+        credentials: str | None = None,
     ) -> None:
         super().__init__(host, port)
         self.authority = authority
         self.fallback_name = fallback_name
+        self.connect = connect
+        self.connect_status = connect_status
+        self._expected_authorization = (
+            "Basic " + base64.b64encode(credentials.encode()).decode("ascii") if credentials is not None else None
+        )
+        self.connects: deque[str] = deque(maxlen=MAX_CACHED_NAMES)
         self.minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         self.handshakes = 0
         self._base = self._context(fallback_name)
@@ -166,6 +185,9 @@ class InterceptingProxy(BackgroundServer):
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.create_server((self.host, self.port), family=family, backlog=256)
         self.port = listener.getsockname()[1]
+        if self.connect:  # plaintext CONNECT first; TLS starts inside the tunnel
+            self._server = await asyncio.start_server(self._handle, sock=listener)
+            return
         self._server = await asyncio.start_server(
             self._handle, sock=listener, ssl=self._base, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
         )
@@ -181,9 +203,11 @@ class InterceptingProxy(BackgroundServer):
                 await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.handshakes += 1
         self._writers.add(writer)
         try:
+            if self.connect and not await self._tunnel(reader, writer):
+                return
+            self.handshakes += 1
             request = b""
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 while b"\r\n\r\n" not in request and len(request) < 16 * 1024:
@@ -198,6 +222,31 @@ class InterceptingProxy(BackgroundServer):
         finally:
             self._writers.discard(writer)
             writer.transport.abort()
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Read the CONNECT request and answer it; True when the tunnel opened and TLS runs inside it."""
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            head = await reader.readuntil(b"\r\n\r\n")
+        if len(head) > MAX_CONNECT_REQUEST:
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        method, _, rest = lines[0].partition(" ")
+        authority = rest.partition(" ")[0]
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        status = self.connect_status
+        if method != "CONNECT" or not authority:
+            status = 405
+        elif self._expected_authorization is not None and headers.get("proxy-authorization") != (
+            self._expected_authorization
+        ):
+            status = 407
+        self.connects.append(authority)
+        writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Refused')}\r\nContent-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        if not 200 <= status < 300:
+            return False
+        await writer.start_tls(self._base, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        return True
 
 
 @dataclass
@@ -316,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chain", type=Path, help="PEM: certificates sent after each leaf (default: none)")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default 127.0.0.1:0, a free port)")
     parser.add_argument("--fallback-name", default="corp-proxy.invalid", help="name minted when no SNI is sent")
+    parser.add_argument("--connect", action="store_true", help="be an explicit HTTPS proxy: CONNECT, then TLS")
     args = parser.parse_args(argv)
     try:
         host, port = _parse_listen(args.listen)
@@ -323,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         parser.error(str(error))
     try:
-        proxy = InterceptingProxy(authority, host=host, port=port, fallback_name=args.fallback_name).start()
+        proxy = InterceptingProxy(
+            authority, host=host, port=port, fallback_name=args.fallback_name, connect=args.connect
+        ).start()
     except (OSError, ssl.SSLError, ValueError) as error:
         print(f"intercepting_proxy: cannot serve on {args.listen}: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,422 @@
+"""What happens on a connection before the ClientHello: an HTTPS proxy's CONNECT, then a STARTTLS exchange.
+
+Each protocol is spoken as `openssl s_client -starttls PROTO` speaks it, one small function each, so the
+agent's handshake starts at the point where s_client's does and the verdicts compare one to one. Where
+s_client "tries anyway" (an SMTP server whose EHLO reply lists no STARTTLS), the probe says instead that the
+server does not offer STARTTLS: that is what every mail client configured to require TLS concludes.
+
+Every exchange is bounded: one deadline for the whole of it (the caller's connect budget), at most
+`MAX_LINE_BYTES` per reply line (or reply message) and `MAX_REPLY_LINES` lines per reply. What the server
+sends past its STARTTLS answer stays in the stream reader, where the TLS handshake reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from ..model import Failure, ProbeRequest, Starttls
+from .proxy import Proxy, ProxyFailed, connect_through, proxy_for
+
+__all__ = [
+    "DIRECT",
+    "MAX_LINE_BYTES",
+    "MAX_REPLY_LINES",
+    "WELL_KNOWN_PORTS",
+    "Route",
+    "StarttlsFailed",
+    "before_tls",
+    "infer_starttls",
+    "negotiate",
+    "route_for",
+]
+
+MAX_LINE_BYTES = 4096  # RFC 5321 allows 512 per SMTP reply line; servers' EHLO lines are far shorter
+MAX_REPLY_LINES = 64
+EHLO_NAME = "mail.example.com"  # the name s_client sends in EHLO (its -name default)
+LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
+POSTGRES_SSL_REQUEST = bytes((0x00, 0x00, 0x00, 0x08, 0x04, 0xD2, 0x16, 0x2F))  # length 8, code 80877103
+# s_client's MySQL SSLRequest: payload length 32, sequence 1, capabilities with CLIENT_SSL, max packet
+# 16 MiB, character set utf8 (33), 23 reserved zero bytes.
+MYSQL_SSL_REQUEST = bytes((0x20, 0x00, 0x00, 0x01, 0x85, 0xAE, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x01, 0x21)) + bytes(23)
+_MYSQL_CLIENT_SSL = 0x0800
+
+WELL_KNOWN_PORTS: dict[int, Starttls] = {
+    21: Starttls.FTP,
+    25: Starttls.SMTP,
+    110: Starttls.POP3,
+    143: Starttls.IMAP,
+    389: Starttls.LDAP,
+    587: Starttls.SMTP,
+    3306: Starttls.MYSQL,
+    5222: Starttls.XMPP,
+    5432: Starttls.POSTGRES,
+}
+
+
+def infer_starttls(port: int) -> Starttls:
+    """The STARTTLS protocol a well-known port speaks; NONE for any other port, SMTPS (465), IMAPS (993),
+    POP3S (995) and LDAPS (636) among them: TLS from the first byte."""
+    return WELL_KNOWN_PORTS.get(port, Starttls.NONE)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a probe's connection reaches the point where TLS starts: directly or through `proxy` (asking it
+    for `connect_host`, the target's name, as applications do), then `starttls` when it is not NONE."""
+
+    proxy: Proxy | None = None
+    connect_host: str = ""
+    starttls: Starttls = Starttls.NONE
+
+    @property
+    def direct(self) -> bool:
+        return self.proxy is None and self.starttls is Starttls.NONE
+
+    def dial(self, address: str, port: int) -> tuple[str, int]:
+        """Where the TCP connection goes: the proxy when there is one, else the address itself."""
+        if self.proxy is not None:
+            return self.proxy.host, self.proxy.port
+        return address, port
+
+
+DIRECT = Route()
+
+
+class StarttlsFailed(Exception):
+    """The STARTTLS exchange did not end in a server ready for TLS; `failure` says how."""
+
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+
+
+async def before_tls(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    route: Route,
+    address: str,
+    port: int,
+    deadline: float,
+) -> None:
+    """Run the proxy's CONNECT (for `route.connect_host` or `address`) and the STARTTLS exchange, both by
+    `deadline` (a `time.perf_counter()` value). Raises StarttlsFailed, with the proxy's failures as they are."""
+    if route.proxy is not None:
+        try:
+            await connect_through(reader, writer, route.proxy, route.connect_host or address, port, deadline)
+        except ProxyFailed as failed:
+            raise StarttlsFailed(failed.failure, failed.message) from None
+    if route.starttls is not Starttls.NONE:
+        await negotiate(reader, writer, route.starttls, route.connect_host or address, deadline)
+
+
+async def negotiate(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: Starttls, host: str, deadline: float
+) -> None:
+    """Speak `protocol` until the server is ready for the ClientHello; raises StarttlsFailed otherwise."""
+    speak = _PROTOCOLS[protocol]
+    left = deadline - time.perf_counter()
+    try:
+        async with asyncio.timeout(max(left, 0.0)):
+            await speak(_Conversation(reader, writer), host)
+    except TimeoutError:
+        raise StarttlsFailed(
+            Failure.STARTTLS_TIMEOUT, f"{protocol} STARTTLS did not finish within {max(left, 0.0):.3g} s"
+        ) from None
+    except asyncio.IncompleteReadError:
+        raise StarttlsFailed(
+            Failure.STARTTLS_BAD_REPLY, f"the server closed the connection during {protocol} STARTTLS"
+        ) from None
+    except (ConnectionError, OSError) as error:
+        raise StarttlsFailed(
+            Failure.STARTTLS_BAD_REPLY, f"the connection broke during {protocol} STARTTLS: {error}"
+        ) from None
+
+
+class _Conversation:
+    """Bounded reads and writes over one stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def line(self) -> bytes:
+        """One reply line, CRLF stripped; longer than MAX_LINE_BYTES is a reply not understood."""
+        try:
+            line = await self.reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise _not_understood(f"a reply line longer than {MAX_LINE_BYTES} bytes") from None
+        if len(line) > MAX_LINE_BYTES:
+            raise _not_understood(f"a reply line longer than {MAX_LINE_BYTES} bytes")
+        return line.rstrip(b"\r\n")
+
+    async def reply(self, done: Callable[[bytes], bool]) -> list[bytes]:
+        """Lines until `done(line)` holds for one, at most MAX_REPLY_LINES."""
+        lines: list[bytes] = []
+        while len(lines) < MAX_REPLY_LINES:
+            line = await self.line()
+            lines.append(line)
+            if done(line):
+                return lines
+        raise _not_understood(f"a reply of more than {MAX_REPLY_LINES} lines")
+
+    async def some(self) -> bytes:
+        """What the server sends next, at most MAX_LINE_BYTES (s_client's single BIO_read)."""
+        data = await self.reader.read(MAX_LINE_BYTES)
+        if not data:
+            raise asyncio.IncompleteReadError(b"", None)
+        return data
+
+    async def exactly(self, count: int) -> bytes:
+        return await self.reader.readexactly(count)
+
+
+def _not_understood(what: str) -> StarttlsFailed:
+    return StarttlsFailed(Failure.STARTTLS_BAD_REPLY, f"the server's STARTTLS reply was not understood: {what}")
+
+
+def _unsupported(what: str) -> StarttlsFailed:
+    return StarttlsFailed(Failure.STARTTLS_UNSUPPORTED, f"the server does not offer STARTTLS: {what}")
+
+
+def _shown(data: bytes) -> str:
+    """A reply quoted in a message: printable, short."""
+    text = data[:80].decode("ascii", "replace")
+    return repr("".join(c if c.isprintable() else "?" for c in text))
+
+
+def _smtp_last(line: bytes) -> bool:
+    # A multi-line reply continues while the fourth character is '-' ("250-STARTTLS", then "250 OK").
+    return len(line) < 4 or line[3:4] != b"-"
+
+
+def _code(line: bytes) -> bytes:
+    return line[:3]
+
+
+async def _smtp(talk: _Conversation, host: str) -> None:
+    greeting = await talk.reply(_smtp_last)
+    if _code(greeting[-1]) != b"220":
+        raise _refused_or_garbage(greeting[-1], "the greeting", b"220")
+    await talk.send(f"EHLO {EHLO_NAME}\r\n".encode())
+    ehlo = await talk.reply(_smtp_last)
+    if not all(line[:3].isdigit() for line in ehlo):
+        raise _not_understood(f"EHLO answered {_shown(ehlo[0])}")
+    if _code(ehlo[-1]) != b"250":
+        raise _unsupported(f"EHLO answered {_shown(ehlo[-1])}")
+    if not any(line[4:].upper().split(b" ")[0] == b"STARTTLS" for line in ehlo):
+        raise _unsupported("STARTTLS is not among the extensions its EHLO reply lists")
+    await talk.send(b"STARTTLS\r\n")
+    ready = await talk.reply(_smtp_last)
+    if _code(ready[-1]) != b"220":
+        raise _refused_or_garbage(ready[-1], "STARTTLS", b"220")
+
+
+def _refused_or_garbage(line: bytes, command: str, expected: bytes) -> StarttlsFailed:
+    """A reply with a code is a refusal; one without is not the protocol at all."""
+    if line[:3].isdigit() and line[3:4] in (b" ", b"-", b""):
+        return _unsupported(f"{command} answered {_shown(line)}, not {expected.decode()}")
+    return _not_understood(f"{command} answered {_shown(line)}")
+
+
+async def _imap(talk: _Conversation, host: str) -> None:
+    greeting = await talk.line()
+    if not greeting.startswith(b"* "):
+        raise _not_understood(f"the greeting is {_shown(greeting)}")
+    await talk.send(b". CAPABILITY\r\n")
+    lines = await talk.reply(lambda line: line.startswith(b". "))
+    capabilities = b" ".join(line for line in lines if line.upper().startswith(b"* CAPABILITY"))
+    if not lines[-1].upper().startswith(b". OK"):
+        raise _not_understood(f"CAPABILITY answered {_shown(lines[-1])}")
+    if b"STARTTLS" not in capabilities.upper().split():
+        raise _unsupported("STARTTLS is not among its capabilities")
+    await talk.send(b". STARTTLS\r\n")
+    ready = await talk.reply(lambda line: line.startswith(b". "))
+    answer = ready[-1].upper()
+    if answer.startswith((b". NO", b". BAD")):
+        raise _unsupported(f"STARTTLS answered {_shown(ready[-1])}")
+    if not answer.startswith(b". OK"):
+        raise _not_understood(f"STARTTLS answered {_shown(ready[-1])}")
+
+
+async def _pop3(talk: _Conversation, host: str) -> None:
+    greeting = await talk.line()
+    if not greeting.startswith(b"+OK"):
+        raise _not_understood(f"the greeting is {_shown(greeting)}")
+    await talk.send(b"STLS\r\n")
+    answer = await talk.line()
+    if answer.startswith(b"-ERR"):
+        raise _unsupported(f"STLS answered {_shown(answer)}")
+    if not answer.startswith(b"+OK"):
+        raise _not_understood(f"STLS answered {_shown(answer)}")
+
+
+def _ftp_last(line: bytes) -> bool:
+    return len(line) >= 4 and line[:3].isdigit() and line[3:4] == b" "
+
+
+async def _ftp(talk: _Conversation, host: str) -> None:
+    greeting = await talk.reply(_ftp_last)
+    if _code(greeting[-1]) != b"220":
+        raise _not_understood(f"the greeting is {_shown(greeting[-1])}")
+    await talk.send(b"AUTH TLS\r\n")
+    answer = await talk.reply(_ftp_last)
+    if _code(answer[-1]) != b"234":
+        raise _refused_or_garbage(answer[-1], "AUTH TLS", b"234")
+
+
+_XMPP_STARTTLS = (
+    b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'",
+    b'<starttls xmlns="urn:ietf:params:xml:ns:xmpp-tls"',
+)
+
+
+async def _xmpp(talk: _Conversation, host: str) -> None:
+    await talk.send(
+        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "
+        f"to='{host}' version='1.0'>".encode()
+    )
+    seen = b""
+    while not any(marker in seen for marker in _XMPP_STARTTLS):
+        if b"</stream:features>" in seen:
+            raise _unsupported("its stream features list no starttls")
+        if b"</stream:stream>" in seen or b"<stream:error" in seen:
+            raise _not_understood(f"the server ended the stream: {_shown(seen[-80:])}")
+        if len(seen) > MAX_LINE_BYTES * MAX_REPLY_LINES:
+            raise _not_understood(f"{len(seen)} bytes without stream features")
+        seen += await talk.some()
+    await talk.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    answer = await talk.some()
+    if b"<failure" in answer:
+        raise _unsupported(f"starttls answered {_shown(answer)}")
+    if b"<proceed" not in answer:
+        raise _not_understood(f"starttls answered {_shown(answer)}")
+
+
+async def _postgres(talk: _Conversation, host: str) -> None:
+    await talk.send(POSTGRES_SSL_REQUEST)
+    # One byte only: whatever follows it is the server's TLS (or, if it cheats, data injected before TLS).
+    answer = await talk.exactly(1)
+    if answer == b"N":
+        raise _unsupported("it answered the SSLRequest with 'N' (ssl is off)")
+    if answer == b"E":
+        raise _unsupported("it answered the SSLRequest with an error (a server too old for SSL, or no SSL)")
+    if answer != b"S":
+        raise _not_understood(f"it answered the SSLRequest with {_shown(answer)}")
+
+
+async def _mysql(talk: _Conversation, host: str) -> None:
+    header = await talk.exactly(4)
+    length = int.from_bytes(header[:3], "little")
+    if length < 17 or length > MAX_LINE_BYTES:
+        raise _not_understood(f"a greeting packet of {length} bytes")
+    packet = await talk.exactly(length)
+    if packet[0] == 0xFF:
+        raise _unsupported(f"the server greets with an error: {_shown(packet[3:])}")
+    if packet[0] != 10:
+        raise _not_understood(f"protocol version {packet[0]}, not 10")
+    end = packet.find(b"\0", 1)
+    if end < 0 or end + 16 > len(packet):
+        raise _not_understood("a greeting packet too short for its capabilities")
+    position = end + 1 + 4 + 8  # the connection id, the first 8 bytes of the scramble
+    if packet[position] != 0:
+        raise _not_understood("a greeting packet whose filler is not zero")
+    capabilities = int.from_bytes(packet[position + 1 : position + 3], "little")
+    if not capabilities & _MYSQL_CLIENT_SSL:
+        raise _unsupported("its greeting does not set CLIENT_SSL")
+    await talk.send(MYSQL_SSL_REQUEST)
+
+
+def _ldap_request() -> bytes:
+    """LDAPMessage { messageID 1, extendedReq [APPLICATION 23] { requestName [0] StartTLS OID } }."""
+    name = b"\x80" + bytes((len(LDAP_STARTTLS_OID),)) + LDAP_STARTTLS_OID
+    extended = b"\x77" + bytes((len(name),)) + name
+    body = b"\x02\x01\x01" + extended
+    return b"\x30" + bytes((len(body),)) + body
+
+
+LDAP_STARTTLS_REQUEST = _ldap_request()
+# RFC 4511 result codes a server gives when it will not start TLS.
+_LDAP_RESULTS = {1: "operationsError", 2: "protocolError", 52: "unavailable", 53: "unwillingToPerform"}
+
+
+async def _ldap(talk: _Conversation, host: str) -> None:
+    await talk.send(LDAP_STARTTLS_REQUEST)
+    head = await talk.exactly(2)
+    if head[0] != 0x30:
+        raise _not_understood(f"a reply that is no LDAPMessage (tag 0x{head[0]:02x})")
+    length = head[1]
+    if length & 0x80:
+        octets = length & 0x7F
+        if not 1 <= octets <= 2:
+            raise _not_understood(f"a length of {octets} octets")
+        length = int.from_bytes(await talk.exactly(octets), "big")
+    if length > MAX_LINE_BYTES:
+        raise _not_understood(f"a reply of {length} bytes")
+    message = _Ber(await talk.exactly(length))
+    tag, message_id = message.next()
+    if tag != 0x02 or int.from_bytes(message_id, "big") != 1:
+        raise _not_understood("a reply to another message than the StartTLS request")
+    tag, response = message.next()
+    if tag != 0x78:
+        raise _not_understood(f"a reply that is no ExtendedResponse (tag 0x{tag:02x})")
+    tag, code = _Ber(response).next()
+    if tag != 0x0A or not code:
+        raise _not_understood("an ExtendedResponse without a resultCode")
+    result = int.from_bytes(code, "big")
+    if result != 0:
+        name = _LDAP_RESULTS.get(result, "")
+        raise _unsupported(f"StartTLS answered resultCode {result}{f' ({name})' if name else ''}")
+
+
+class _Ber:
+    """Definite-length BER elements one after another (enough for an LDAP ExtendedResponse)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0
+
+    def next(self) -> tuple[int, bytes]:
+        data, at = self.data, self.position
+        if at + 2 > len(data):
+            raise _not_understood("a truncated LDAP message")
+        tag, length = data[at], data[at + 1]
+        at += 2
+        if length & 0x80:
+            octets = length & 0x7F
+            if not 1 <= octets <= 2 or at + octets > len(data):
+                raise _not_understood("an LDAP length that does not parse")
+            length = int.from_bytes(data[at : at + octets], "big")
+            at += octets
+        if at + length > len(data):
+            raise _not_understood("a truncated LDAP message")
+        self.position = at + length
+        return tag, data[at : at + length]
+
+
+_PROTOCOLS: dict[Starttls, Callable[[_Conversation, str], Awaitable[None]]] = {
+    Starttls.SMTP: _smtp,
+    Starttls.IMAP: _imap,
+    Starttls.POP3: _pop3,
+    Starttls.FTP: _ftp,
+    Starttls.XMPP: _xmpp,
+    Starttls.POSTGRES: _postgres,
+    Starttls.MYSQL: _mysql,
+    Starttls.LDAP: _ldap,
+}
+
+
+def route_for(request: ProbeRequest, environ: Mapping[str, str]) -> Route:
+    """The route a request asks for on this host: its STARTTLS protocol, and with `via_proxy` the proxy
+    HTTPS_PROXY names unless NO_PROXY bypasses it for the target (then the route is direct, as for curl).
+    RequestError when the proxy variable does not name a proxy this agent can use."""
+    options = request.options
+    proxy = proxy_for(request.target.host, environ) if options.via_proxy else None
+    return Route(proxy=proxy, connect_host=options.pin_address or request.target.host, starttls=options.starttls)

@@ -1,0 +1,107 @@
+"""`tlsfleet probe --starttls smtp` and `--via-proxy` end to end: the real CLI, real agent processes over
+gRPC, a real SMTP server with STARTTLS, and the lab's intercepting egress proxy as the HTTPS_PROXY of one
+agent's host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
+from tlsfleet.coordinator.lab.intercepting_proxy import InterceptingProxy, ProxyAuthority
+from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
+from tlsfleet.coordinator.lab.starttls_servers import SmtpServer
+from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
+
+pytestmark = pytest.mark.e2e
+
+NAME = "mail.e2e.test"
+
+
+@pytest.fixture
+def roots(pki: LabPKI, tmp_path: Path) -> Path:
+    return write_pem(tmp_path / "roots.pem", pki.root.cert_pem)
+
+
+def _probe(tmp_path: Path, agents: list[AgentProcess], *args: str) -> tuple[int, dict]:
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text("".join(a.inventory_entry() for a in agents))
+    done = subprocess.run(
+        [*tlsfleet_command(), "probe", *args, "--inventory", str(inventory), "--no-local", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture
+def agent(tmp_path: Path, roots: Path) -> Iterator[AgentProcess]:
+    started = start_agent("mail-1", tmp_path / "agent", env=trust_env(tmp_path, roots))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _addresses(report: dict) -> list[dict]:
+    return [a for outcome in report["vantages"] for a in (outcome.get("result") or {}).get("addresses", [])]
+
+
+def test_probe_starttls_smtp_through_a_real_agent(pki: LabPKI, tmp_path: Path, agent: AgentProcess) -> None:
+    leaf = pki.issue_leaf(NAME)
+    with SmtpServer(ServedIdentity.of(leaf, pki.intermediate)) as smtp:
+        target = f"{NAME}:{smtp.port}"
+        code, report = _probe(tmp_path, [agent], target, "--address", "127.0.0.1", "--starttls", "smtp")
+        plain_code, plain = _probe(tmp_path, [agent], target, "--address", "127.0.0.1")
+    assert code == 0, report["findings"]
+    (address,) = _addresses(report)
+    assert address["connect_failure"] == "none"
+    assert address["handshake"]["failure"] == "none" and address["native"]["verdict"] == "ok"
+    assert len(address["chain"]) == 2
+    # Without --starttls (a port with nothing to infer from), TLS at once meets an SMTP banner.
+    (refused,) = _addresses(plain)
+    assert plain_code == 1 and refused["handshake"]["failure"] == "not_tls"
+
+
+def test_probe_starttls_to_a_server_without_it_is_named(tmp_path: Path, agent: AgentProcess) -> None:
+    with SmtpServer(None) as smtp:
+        code, report = _probe(tmp_path, [agent], f"{NAME}:{smtp.port}", "--address", "127.0.0.1", "--starttls", "smtp")
+    (address,) = _addresses(report)
+    assert code == 1
+    assert address["connect_failure"] == "starttls_unsupported"
+    assert address["connect_error"].startswith("the server does not offer STARTTLS")
+
+
+def test_via_proxy_shows_the_egress_proxy_from_the_hosts_that_use_it(pki: LabPKI, tmp_path: Path, roots: Path) -> None:
+    authority = ProxyAuthority.create("Corp Egress")
+    both = write_pem(tmp_path / "both.pem", pki.root.cert_pem + authority.root_pem())
+    leaf = pki.issue_leaf(NAME)
+    with (
+        TlsServer(ServedIdentity.of(leaf, pki.intermediate)) as server,
+        InterceptingProxy(authority, connect=True) as egress,
+    ):
+        direct = start_agent("direct-1", tmp_path / "direct", env=trust_env(tmp_path / "d", roots))
+        proxied_env = trust_env(tmp_path / "p", both)
+        proxied_env.update(HTTPS_PROXY=f"http://probe:secret@{egress.host}:{egress.port}", NO_PROXY="localhost")
+        proxied = start_agent("egress-1", tmp_path / "egress", env=proxied_env)
+        try:
+            code, report = _probe(
+                tmp_path, [direct, proxied], f"{NAME}:{server.port}", "--address", "127.0.0.1", "--via-proxy"
+            )
+        finally:
+            direct.stop()
+            proxied.stop()
+        assert list(egress.connects) == [f"127.0.0.1:{server.port}"]
+    rows = {o["agent"]: o["result"]["addresses"][0] for o in report["vantages"]}
+    assert rows["direct-1"]["address"] == "127.0.0.1"
+    assert rows["egress-1"]["address"] == egress.host  # what that agent connected to: its proxy
+    assert rows["direct-1"]["chain"][0] != rows["egress-1"]["chain"][0]
+    causes = [f["cause"] for f in report["findings"]]
+    assert "tls_interception" in causes, report["findings"]
+    assert code == 1
