@@ -1,45 +1,86 @@
-"""Logging set-up: services write structlog JSON lines, the CLI writes short lines for humans."""
+"""Logging set-up: services write structlog JSON lines (or console lines when asked), the CLI writes short
+lines for humans. The standard library's loggers (gRPC's Python side, asyncio) go through the same
+renderer; with gRPC's C core kept quiet (`command.quiet_grpc_core`), a service's stderr holds nothing but
+its own lines."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
+from .errors import UsageError
 
-def configure_service_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on stderr (or `stream`), one event per line, with an ISO timestamp and level."""
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class LogOptionError(UsageError):
+    """A --log-level or --log-format value that is not accepted."""
+
+
+def configure_service_logging(level: str = "info", stream: TextIO | None = None, log_format: str = "json") -> None:
+    """One event per line on stderr (or `stream`), with an ISO timestamp and level: JSON, or `console`
+    lines for a person at a terminal."""
+    renderer = _renderer(log_format, colors=False)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    out = stream or sys.stderr
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level_number(level)),
+        # One write(2) per line (PrintLogger makes two): an agent logs a line per probe.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib(out, level, shared, renderer)
 
 
 def configure_cli_logging(level: str = "warning") -> None:
     """Short human-readable lines on stderr; the CLI's real output goes to stdout."""
+    renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    shared: list[Any] = [structlog.processors.add_log_level]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level_number(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib(sys.stderr, level, shared, renderer)
 
 
-def _level_number(level: str) -> int:
-    number = logging.getLevelNamesMapping().get(level.upper())
-    if number is None:
-        raise ValueError(f"unknown log level {level!r}; accepted: debug, info, warning, error")
-    return number
+def level_number(level: str) -> int:
+    if level.lower() not in LOG_LEVELS:
+        raise LogOptionError(f"unknown log level {level!r}; accepted: {', '.join(LOG_LEVELS)}")
+    return logging.getLevelNamesMapping()[level.upper()]
+
+
+def check_log_format(log_format: str) -> str:
+    if log_format not in LOG_FORMATS:
+        raise LogOptionError(f"unknown log format {log_format!r}; accepted: {', '.join(LOG_FORMATS)}")
+    return log_format
+
+
+def _renderer(log_format: str, *, colors: bool) -> Any:
+    if check_log_format(log_format) == "console":
+        return structlog.dev.ConsoleRenderer(colors=colors)
+    return structlog.processors.JSONRenderer()
+
+
+def _route_stdlib(stream: TextIO, level: str, shared: list[Any], renderer: Any) -> None:
+    """Records of the standard library's loggers become lines of the same shape as structlog's own."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level_number(level))

@@ -226,6 +226,14 @@ def main() -> int:
     report.figure("agent_throughput_stores", len(stores), "stores")
     report.figure("raw_handshakes", raw_rate, "handshakes/s")
     report.target("agent_vs_raw_handshakes", rate / raw_rate, ">=", TARGET_RATIO_TO_RAW, "x")
+    # The three processes share the cores: their CPU per probe bounds the rate whatever the agent does.
+    per_probe_ms = sum(cpu.values()) / probes * 1000
+    bound = (os.cpu_count() or 1) * 1000 / per_probe_ms
+    report.say(
+        f"CPU per probe: {' + '.join(f'{role} {s / probes * 1000:.2f}' for role, s in cpu.items())} = "
+        f"{per_probe_ms:.2f} ms; {os.cpu_count()} cores allow at most {bound:.0f} probes/s at that cost, "
+        f"{bound / raw_rate:.2f}x the raw handshakes"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import structlog
@@ -39,8 +40,10 @@ from ..trust.verify import judge_against_stores
 from .aia import MISSING_ISSUER, fetch_and_judge
 from .client_certs import ClientCertificate
 from .handshake import ContextCache, handshake
+from .policy import ProbePolicy
 from .request_limits import RequestError, validate_request
 from .resolve import Resolver, resolve
+from .starttls import Route, route_for
 from .targets import TargetError, is_ip_literal, normalize_host
 
 __all__ = ["STORE_CHECK_INTERVAL_S", "ProbeEngine", "Resolver"]
@@ -57,6 +60,8 @@ class ProbeEngine:
     `native_cafile` makes the native client trust that bundle instead of the system store (lab setups
     and agents configured that way); `resolver` replaces the host's resolver (a fixed table in tests).
     `runtimes` says which runtimes' stores count (named with --runtime, and whether to search the host).
+    `policy` (agent.probe.policy) is checked on every address before it is dialled, AIA fetches included;
+    None checks nothing (the machine the CLI runs on).
 
     Stores are read on first use and again when they change: before a probe or a describe, at most every
     `store_check_interval` seconds, a stat of everything discovery read (files, directories and their
@@ -77,6 +82,7 @@ class ProbeEngine:
         store_check_interval: float = STORE_CHECK_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         client_certs: Mapping[str, ClientCertificate] | None = None,
+        policy: ProbePolicy | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency {max_concurrency} is not accepted; at least 1")
@@ -87,6 +93,7 @@ class ProbeEngine:
         self._client_certs = dict(client_certs or {})
         self._resolver: Resolver = resolver or resolve
         self._fetch_aia = fetch_aia
+        self.policy = policy  # None: every address may be probed (the machine the CLI runs on)
         self._runtime_options = runtimes or RuntimeOptions()
         self._store_check_interval = store_check_interval
         self._clock = clock
@@ -174,17 +181,22 @@ class ProbeEngine:
         received_ns = time.time_ns()
         validate_request(request)
         target, options = request.target, request.options
+        # The probe's own budget, which fit_to_deadline keeps inside the caller's deadline.
+        deadline = time.monotonic() + options.resolve_timeout + options.connect_timeout + options.handshake_timeout
         self._client_cert(options.client_cert)  # an unknown name is refused before anything runs
         expected_name = _expected_name(options.sni or target.host)
         sni = expected_name if options.send_sni and not is_ip_literal(expected_name) else None
         stores = self._loaded_stores()
-        if options.pin_address is not None:
+        route = route_for(request, self._environ)
+        if route.proxy is not None:  # the proxy resolves the target's name; the agent connects to the proxy
+            resolution = Resolution(addresses=(route.proxy.host,), duration_ms=0.0)
+        elif options.pin_address is not None:
             resolution = Resolution(addresses=(normalize_host(options.pin_address),), duration_ms=0.0)
         else:
             resolution = await self._resolver(target.host, target.port, options.resolve_timeout, options.max_addresses)
-        addresses = await asyncio.gather(
-            *(self._probe_address(address, request, sni, expected_name) for address in resolution.addresses)
-        )
+        probes = [self._probe_address(address, request, sni, expected_name, route) for address in resolution.addresses]
+        # One address, the usual case, needs no task of its own.
+        addresses = [await probes[0]] if len(probes) == 1 else await asyncio.gather(*probes)
         agent_time = datetime.now(UTC)
         reference_time = (
             datetime.fromtimestamp(options.reference_time_ns / 1e9, UTC)
@@ -194,7 +206,7 @@ class ProbeEngine:
         judged = tuple(_judged(r, stores, expected_name, agent_time, reference_time) for r in addresses)
         if self._fetch_aia:
             judged = tuple(
-                await asyncio.gather(*(self._with_aia(r, stores, expected_name, agent_time) for r in judged))
+                await asyncio.gather(*(self._with_aia(r, stores, expected_name, agent_time, deadline) for r in judged))
             )
         return ProbeResult(
             target=target,
@@ -202,21 +214,37 @@ class ProbeEngine:
             expected_name=expected_name,
             resolution=resolution,
             addresses=judged,
-            trust_stores=tuple(store.info for store in stores),
+            trust_stores=_store_infos(stores),
             agent_received_ns=received_ns,
             agent_replied_ns=time.time_ns(),
             reference_time_ns=options.reference_time_ns,
             request_id=request.request_id,
+            starttls=options.starttls,
+            proxy=route.proxy.label if route.proxy is not None else "",
         )
 
     async def _with_aia(
-        self, result: AddressResult, stores: tuple[LoadedStore, ...], expected_name: str, at: datetime
+        self,
+        result: AddressResult,
+        stores: tuple[LoadedStore, ...],
+        expected_name: str,
+        at: datetime,
+        deadline: float,
     ) -> AddressResult:
-        """Where the issuer is missing, fetch it from the AIA URL and say whether that completes the chain."""
+        """Where the issuer is missing, fetch it from the AIA URL and say whether that completes the chain:
+        within the probe's deadline, to an address the policy allows."""
         if not result.chain or result.native.verdict not in MISSING_ISSUER or not stores:
             return result
         try:
-            fetched = await fetch_and_judge(result.chain, _native_store(stores), expected_name, at)
+            fetched = await fetch_and_judge(
+                result.chain,
+                _native_store(stores),
+                expected_name,
+                at,
+                resolver=self._resolver,
+                policy=self.policy,
+                seconds_left=deadline - time.monotonic(),
+            )
         except Exception as error:  # the probe's own result stands whatever the fetch does
             fetched = AiaFetch(url="", fetched=False, error=f"AIA fetch failed: {_describe(error)}")
         return replace(result, aia=fetched) if fetched is not None else result
@@ -238,9 +266,18 @@ class ProbeEngine:
         return certificate
 
     async def _probe_address(
-        self, address: str, request: ProbeRequest, sni: str | None, expected_name: str
+        self, address: str, request: ProbeRequest, sni: str | None, expected_name: str, route: Route
     ) -> AddressResult:
         options = request.options
+        # Checked on the address about to be dialled (through a proxy: the target, when it is an address).
+        checked = address if route.proxy is None else route.connect_host
+        if self.policy is not None and (route.proxy is None or is_ip_literal(checked)):
+            decision = self.policy.decide(checked, request.target.port, request.target.host)
+            if not decision.allowed:
+                log.info("probe_denied", address=checked, port=request.target.port, rule=decision.rule)
+                return AddressResult(
+                    address=address, connect_failure=Failure.DENIED_BY_POLICY, connect_error=decision.message
+                )
         client_cert = self._client_cert(options.client_cert)
         async with self._semaphore():
             try:
@@ -256,6 +293,7 @@ class ProbeEngine:
                     handshake_timeout=options.handshake_timeout,
                     context_cache=self._contexts,
                     client_cert=client_cert,
+                    route=route,
                 )
             except Exception as error:  # one address must not sink the others
                 return AddressResult(
@@ -264,7 +302,22 @@ class ProbeEngine:
                 )
 
 
+_last_infos: tuple[tuple[LoadedStore, ...], tuple[TrustStore, ...]] = ((), ())
+
+
+def _store_infos(stores: tuple[LoadedStore, ...]) -> tuple[TrustStore, ...]:
+    """The stores' records, as one tuple for as long as the stores stay the same: the wire converts a tuple it
+    has seen before only once."""
+    global _last_infos
+    last = _last_infos
+    if last[0] is not stores:
+        last = _last_infos = (stores, tuple(store.info for store in stores))
+    return last[1]
+
+
+@lru_cache(maxsize=1024)
 def _expected_name(name: str) -> str:
+    """The normalized name a probe checks; a refused name raises (and is not cached)."""
     try:
         normalized = normalize_host(name)
         parse_expected_name(normalized)

@@ -16,6 +16,11 @@ Two clients matter on a host (`Client`):
   security level is not stricter, and the verify outcome does not hang on the level). Otherwise, with
   what is left of the deadline, a second connection runs Python's context.
 
+The openssl view's chain is not verified inside its handshake, which runs on a twin of its context that
+loads no trust store and verifies nothing; the verification that context would have run there runs
+offline instead (`ContextCache.verify_once`: the same store, flags, name check and security level,
+acceptances cached per chain and hour). A refused chain is reported as the classic client reports it.
+
 What the server chose is read from OpenSSL's message callback (`tls_messages`): the ServerHello gives the
 version and cipher even when verification then fails (Python's `version()` answers only once the
 handshake completed), and a CertificateRequest says that a client certificate was asked for, from which
@@ -36,7 +41,9 @@ import _ssl
 import asyncio
 import contextlib
 import errno
+import os
 import ssl
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -45,13 +52,15 @@ from functools import cache
 from typing import Any
 
 from ..model import AddressResult, Client, ClientView, Failure, Handshake, NativeVerdict, Party, TlsVersion, Verdict
-from ..trust.verify import verdict_from_openssl_code
+from ..trust import libcrypto
+from ..trust.verify import NativeCheck, NativeVerifier, verdict_from_openssl_code
 from .client_certs import ClientCertificate
 from .openssl_policy import OpenSSLPolicy, host_policy
+from .starttls import DIRECT, Route, StarttlsFailed, before_tls
 from .targets import is_ip_literal
-from .tls_messages import CERTIFICATE, Transcript, version_name
+from .tls_messages import CERTIFICATE, ServerHello, Transcript, version_name
 
-__all__ = ["MAX_HANDSHAKE_BYTES", "POST_HANDSHAKE_READ_S", "ContextCache", "handshake"]
+__all__ = ["MAX_HANDSHAKE_BYTES", "POST_HANDSHAKE_READ_S", "ContextCache", "VerifyOnce", "handshake"]
 
 MAX_HANDSHAKE_BYTES = 1024 * 1024
 CONTEXT_CACHE_SIZE = 64
@@ -163,6 +172,8 @@ _CLIENT_CERTIFICATE_ALERTS = _NO_CERTIFICATE_ALERTS | frozenset(
 _NAME_ALERTS = frozenset({"unrecognized_name", "no_application_protocol"})
 # Failures that happen whatever the client's policy: the other client would see the same.
 _POLICY_BLIND_FAILURES = frozenset({Failure.NOT_TLS, Failure.HANDSHAKE_TIMEOUT, Failure.TOO_LARGE, Failure.INTERNAL})
+_HOSTNAME_MISMATCH = 62
+_IP_MISMATCH = 64
 # Verify codes that depend on the security level: 66 EE key too small, 67 CA key too small, 68 CA md too weak.
 _LEVEL_VERIFY_CODES = frozenset({66, 67, 68})
 # TLS 1.3 suites by IANA code; the TLS <= 1.2 names come from OpenSSL itself.
@@ -209,6 +220,7 @@ class _ContextKey:
     min_version: ssl.TLSVersion | None
     max_version: ssl.TLSVersion | None
     client_cert: ClientCertificate | None
+    deferred: bool = False  # no trust store and no verification: `ContextCache.verify_once`
 
 
 @dataclass(frozen=True)
@@ -264,6 +276,8 @@ class ContextCache:
         self._maxsize = maxsize
         self._policy = policy
         self._contexts: OrderedDict[_ContextKey, tuple[ssl.SSLContext, ContextProfile]] = OrderedDict()
+        self._verifier = NativeVerifier(cafile)
+        self._once_refused: str | None = None  # why verify_once never applies here; None: not decided yet
 
     @property
     def cafile(self) -> str | None:
@@ -280,6 +294,7 @@ class ContextCache:
 
     def clear(self) -> None:
         self._contexts.clear()
+        self._verifier = NativeVerifier(self._cafile)  # the stores are read anew, as new contexts read them
 
     def get(
         self,
@@ -314,17 +329,56 @@ class ContextCache:
         client_cert: ClientCertificate | None = None,
     ) -> tuple[ssl.SSLContext, ContextProfile]:
         """The context and what it offers (ciphers, security level, version bounds)."""
-        return self._entry(
-            _ContextKey(
-                client=client,
-                verify=verify,
-                check_hostname=check_hostname and verify,
-                alpn=tuple(alpn),
-                min_version=_tls_version(min_version),
-                max_version=_tls_version(max_version),
-                client_cert=client_cert,
-            )
+        return self._entry(_key(client, verify, check_hostname, alpn, min_version, max_version, client_cert))
+
+    def verify_once(
+        self,
+        classic: ssl.SSLContext,
+        server_hostname: str | None,
+        *,
+        verify: bool,
+        check_hostname: bool,
+        alpn: tuple[str, ...] = (),
+        min_version: TlsVersion | str | None = None,
+        max_version: TlsVersion | str | None = None,
+        client_cert: ClientCertificate | None = None,
+    ) -> VerifyOnce | None:
+        """The openssl view's handshake with its chain verification taken out, for `classic` (that view's
+        context for these bounds) and the name the connection sends; None where it does not apply.
+
+        The twin context is built like `classic` but loads no trust store and verifies nothing, so
+        OpenSSL's in-handshake verification (which runs even then) stops at the leaf's issuer at once.
+        Its handshake sends what the classic one sends up to the server's Certificate, and on to the end
+        when the classic client accepts the chain. `VerifyOnce.verify_code` runs the classic context's
+        verification offline, with its own store and parameters, and caches acceptances; a chain it refuses
+        reads as the classic client reports it, which stops at the Certificate (`_refused_chain`). The
+        server then sees the handshake completed and closed rather than refused with an alert. Not with a
+        client certificate (OpenSSL builds the chain it sends from the trust store), nor where the OpenSSL
+        configuration gives contexts a verify store of their own or Suite B rules."""
+        if not verify or client_cert is not None or self._verify_once_refused():
+            return None
+        key = _key(Client.OPENSSL, verify, check_hostname, alpn, min_version, max_version, client_cert)
+        twin = self._entry(replace(key, deferred=True))[0]
+        if twin.security_level != classic.security_level:
+            return None
+        host = None
+        if classic.check_hostname and server_hostname:
+            try:
+                host = server_hostname.encode("idna").decode("ascii")  # as ssl.SSLContext.wrap_bio sends it
+            except UnicodeError:
+                return None
+        check = NativeCheck(
+            host=host,
+            security_level=classic.security_level,
+            verify_flags=int(classic.verify_flags),
+            checks_common_name=classic.hostname_checks_common_name,
         )
+        return VerifyOnce(context=twin, verifier=self._verifier, check=check)
+
+    def _verify_once_refused(self) -> str:
+        if self._once_refused is None:
+            self._once_refused = libcrypto.unavailable_reason() or _config_refuses_verify_once(self.policy)
+        return self._once_refused
 
     def _entry(self, key: _ContextKey) -> tuple[ssl.SSLContext, ContextProfile]:
         entry = self._contexts.get(key)
@@ -339,14 +393,20 @@ class ContextCache:
         return entry
 
     def _build(self, key: _ContextKey) -> ssl.SSLContext:
-        if self._cafile is not None:
+        if key.deferred:
+            # ssl.create_default_context() without the trust store it loads.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            keylog = os.environ.get("SSLKEYLOGFILE")
+            if keylog and not sys.flags.ignore_environment:
+                context.keylog_filename = keylog
+        elif self._cafile is not None:
             context = ssl.create_default_context(cafile=self._cafile)
         else:
             context = ssl.create_default_context()
         if key.client is Client.OPENSSL:
             self.policy.apply(context)
-        context.check_hostname = key.check_hostname
-        if not key.verify:
+        context.check_hostname = key.check_hostname and not key.deferred
+        if not key.verify or key.deferred:
             context.verify_mode = ssl.CERT_NONE
         if key.alpn:
             context.set_alpn_protocols(list(key.alpn))
@@ -360,9 +420,93 @@ class ContextCache:
         return context
 
 
+def _key(
+    client: Client,
+    verify: bool,
+    check_hostname: bool,
+    alpn: tuple[str, ...],
+    min_version: TlsVersion | str | None,
+    max_version: TlsVersion | str | None,
+    client_cert: ClientCertificate | None,
+) -> _ContextKey:
+    return _ContextKey(
+        client=client,
+        verify=verify,
+        check_hostname=check_hostname and verify,
+        alpn=tuple(alpn),
+        min_version=_tls_version(min_version),
+        max_version=_tls_version(max_version),
+        client_cert=client_cert,
+    )
+
+
+# system_default directives after which a context's verification differs from X509_verify_cert on its
+# trust store: a verify store of its own (VerifyCAFile, VerifyCAPath, VerifyCAStore), a chain store
+# (ChainCA*), or Suite B flags from the cipher string.
+_OWN_STORE_DIRECTIVES = ("verifyca", "chainca")
+
+
+def _config_refuses_verify_once(policy: OpenSSLPolicy) -> str:
+    for name, value in policy.directives:
+        if name.lower().startswith(_OWN_STORE_DIRECTIVES):
+            return f"the OpenSSL configuration sets {name}"
+        if "SUITEB" in value.upper():
+            return f"the OpenSSL configuration's {name} asks for Suite B"
+    return ""
+
+
+def _refused_chain(attempt: _Attempt, code: int, server_hostname: str | None) -> _Attempt:
+    """What the classic client reports when its verification refuses the chain with `code`: it stops at the
+    server's Certificate, so what it saw is the transcript up to there; the error is the one CPython makes
+    of SSL_get_verify_result (Modules/_ssl.c), with the name as sent (`server_hostname`, IDNA-encoded)."""
+    seen = attempt.at_certificate or Transcript()
+    if code == _HOSTNAME_MISMATCH:
+        message = f"Hostname mismatch, certificate is not valid for '{server_hostname}'."
+    elif code == _IP_MISMATCH:
+        message = f"IP address mismatch, certificate is not valid for '{server_hostname}'."
+    else:
+        message = libcrypto.error_string(code)
+    hello = seen.hello
+    version, cipher = ("", attempt.cipher) if hello is None or hello.retry else _negotiated_by(hello)
+    return replace(
+        attempt,
+        failure=Failure.CERT_VERIFY,
+        error=f"certificate verify failed: {message} (code {code})",
+        alert="",
+        refused_by=Party.CLIENT,
+        verify_code=code,
+        verify_message=message,
+        verified=False,
+        version=version,
+        cipher=cipher,
+        alpn=seen.alpn,
+        certificate_requested=seen.certificate_requested,
+        ca_names=seen.ca_names,
+        at_certificate=None,
+    )
+
+
+@dataclass(frozen=True)
+class VerifyOnce:
+    """A handshake context that verifies nothing, and the offline judgement of the classic one it stands for."""
+
+    context: ssl.SSLContext
+    verifier: NativeVerifier
+    check: NativeCheck
+
+    def verify_code(self, chain: tuple[bytes, ...]) -> int:
+        """The X509_V_ERR code the classic context's in-handshake verification gives `chain` now (0: ok)."""
+        return self.verifier.verify(chain, self.check, int(time.time()))
+
+
 def _watch_messages(context: ssl.SSLContext) -> None:
     """Route OpenSSL's message callback to the Transcript of the connection it concerns."""
-    if hasattr(context, "_msg_callback"):
+    # The C-level setter: OpenSSL's numbers reach `_on_message` as they are. `ssl.SSLContext`'s own setter
+    # wraps the callback in a function that makes three enums of every record and message a handshake has.
+    raw = getattr(getattr(_ssl, "_SSLContext", None), "_msg_callback", None)
+    if raw is not None and hasattr(raw, "__set__"):
+        raw.__set__(context, _on_message)
+    elif hasattr(context, "_msg_callback"):
         context._msg_callback = _on_message  # private in CPython 3.8+, typed in typeshed
 
 
@@ -397,6 +541,7 @@ class _Attempt:
     duration_ms: float = 0.0
     certificate_requested: bool = False
     ca_names: tuple[str, ...] = ()
+    at_certificate: Transcript | None = None  # what had arrived when the server's Certificate did
 
 
 class _ConnectFailed(Exception):
@@ -428,6 +573,7 @@ async def handshake(
     context_cache: ContextCache,
     max_handshake_bytes: int = MAX_HANDSHAKE_BYTES,
     client_cert: ClientCertificate | None = None,
+    route: Route = DIRECT,
 ) -> AddressResult:
     """Connect to `address`:`port` and run the openssl view's CERT_REQUIRED handshake (and Python's, where
     it may differ); failures are results, not raises.
@@ -454,7 +600,7 @@ async def handshake(
     ours, ours_profile = context_cache.get_with_profile(client=Client.OPENSSL, **bounds)
     deadline = time.perf_counter() + connect_timeout + handshake_timeout
     try:
-        reader, writer, connect_ms = await _connect(address, port, connect_timeout)
+        reader, writer, connect_ms = await _connect(address, port, connect_timeout, route)
     except _ConnectFailed as failed:
         return AddressResult(
             address=address,
@@ -463,19 +609,32 @@ async def handshake(
             native=NativeVerdict(Verdict.NO_CHAIN, hostname_checked=check_hostname),
         )
     presented = client_cert is not None
+    once = context_cache.verify_once(ours, server_hostname, **bounds)
     try:
         first = await _handshake_over(
-            reader, writer, ours, server_hostname, handshake_timeout, max_handshake_bytes, presented
+            reader,
+            writer,
+            once.context if once is not None else ours,
+            server_hostname,
+            handshake_timeout,
+            max_handshake_bytes,
+            presented,
         )
     finally:
         await _close(writer)
+    if once is not None and first.chain:
+        code = once.verify_code(first.chain)
+        if code != 0:
+            first = _refused_chain(first, code, once.check.host)
     native = _native_verdict(first, check_hostname)
     views = [_view(Client.OPENSSL, first, native, _policy_note(context_cache.policy))]
     chain = first.chain
     python, python_profile = context_cache.get_with_profile(client=Client.PYTHON, **bounds)
     reason = _python_may_differ(first, ours_profile, python_profile)
     if reason:
-        second = await _second_attempt(address, port, python, server_hostname, deadline, max_handshake_bytes, presented)
+        second = await _second_attempt(
+            address, port, python, server_hostname, deadline, max_handshake_bytes, presented, route
+        )
         if second is not None:
             python_view = _view(Client.PYTHON, second, _native_verdict(second, check_hostname), "")
             if _differs(views[0], python_view):
@@ -624,6 +783,7 @@ async def _second_attempt(
     deadline: float,
     max_bytes: int,
     presented: bool,
+    route: Route = DIRECT,
 ) -> _Attempt | None:
     """Another client's handshake in what is left until `deadline` (a `time.perf_counter()` value); None
     when there is no time or no connection (then that client's view is unknown, and not reported)."""
@@ -631,7 +791,7 @@ async def _second_attempt(
     if left < _MIN_SECOND_ATTEMPT:
         return None
     try:
-        reader, writer, _ = await _connect(address, port, left)
+        reader, writer, _ = await _connect(address, port, left, route)
     except _ConnectFailed:
         return None
     try:
@@ -644,21 +804,34 @@ async def _second_attempt(
     return None if attempt.failure is Failure.HANDSHAKE_TIMEOUT else attempt
 
 
-async def _connect(address: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+async def _connect(
+    address: str, port: int, timeout: float, route: Route = DIRECT
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+    """TCP to `address` (or to the route's proxy), then the route's CONNECT and STARTTLS, all within
+    `timeout`; the milliseconds returned are the TCP connect's alone."""
     started = time.perf_counter()
+    host, tcp_port = route.dial(address, port)
+    via = f"proxy {route.proxy}: " if route.proxy is not None else ""
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(address, port)
+            reader, writer = await asyncio.open_connection(host, tcp_port)
     except TimeoutError as error:
         # Our deadline, or the kernel's own ETIMEDOUT (also a TimeoutError).
         detail = _errno_text(error) if error.errno else f"no TCP answer within {timeout:g} s"
-        raise _ConnectFailed(Failure.CONNECT_TIMEOUT, detail) from None
+        raise _ConnectFailed(Failure.CONNECT_TIMEOUT, via + detail) from None
     except ConnectionRefusedError as error:
-        raise _ConnectFailed(Failure.REFUSED, _errno_text(error)) from None
+        raise _ConnectFailed(Failure.REFUSED, via + _errno_text(error)) from None
     except OSError as error:
         failure = Failure.UNREACHABLE if error.errno in _UNREACHABLE_ERRNOS else Failure.CONNECT_ERROR
-        raise _ConnectFailed(failure, _errno_text(error)) from None
-    return reader, writer, (time.perf_counter() - started) * 1000.0
+        raise _ConnectFailed(failure, via + _errno_text(error)) from None
+    connect_ms = (time.perf_counter() - started) * 1000.0
+    if not route.direct:
+        try:
+            await before_tls(reader, writer, route, address, port, started + timeout)
+        except StarttlsFailed as failed:
+            writer.transport.abort()
+            raise _ConnectFailed(failed.failure, failed.message) from None
+    return reader, writer, connect_ms
 
 
 def _errno_text(error: OSError) -> str:
@@ -738,6 +911,7 @@ async def _handshake_over(
         duration_ms=duration_ms,
         certificate_requested=transcript.certificate_requested,
         ca_names=transcript.ca_names,
+        at_certificate=transcript.at_certificate,
     )
     if failure is Failure.NONE:
         _say_goodbye(sslobj)
@@ -757,10 +931,14 @@ def _negotiated(sslobj: ssl.SSLObject, transcript: Transcript, done: bool) -> tu
     """(version, cipher) the server chose: from its ServerHello, or from OpenSSL once the handshake is done."""
     hello = transcript.hello
     if hello is not None and not hello.retry:
-        return version_name(hello.version), _cipher_name(hello.cipher)
+        return _negotiated_by(hello)
     version = (sslobj.version() or "") if done else ""
     cipher = sslobj.cipher()
     return version, cipher[0] if cipher else ""
+
+
+def _negotiated_by(hello: ServerHello) -> tuple[str, str]:
+    return version_name(hello.version), _cipher_name(hello.cipher)
 
 
 def _classify(error: ssl.SSLError, transcript: Transcript) -> tuple[Failure, str, Party]:
@@ -810,13 +988,14 @@ async def _drive(
     max_bytes: int,
     counter: _Counter,
 ) -> None:
+    """Run the handshake to its end; the client's last flight stays in `outgoing` for the caller to send,
+    so that it leaves with the close_notify in one write."""
     while True:
         try:
             sslobj.do_handshake()
         except ssl.SSLWantReadError:
             pass
         else:
-            _flush(outgoing, writer)
             return
         _flush(outgoing, writer)
         await writer.drain()
@@ -887,6 +1066,12 @@ def _flush(outgoing: ssl.MemoryBIO, writer: asyncio.StreamWriter) -> None:
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     """Close with a FIN when the peer lets us, reset otherwise; never leave the socket open."""
+    if not writer.transport.get_write_buffer_size():
+        # Nothing left to send: the transport closes the socket on the next loop iteration, no wait needed.
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
     try:
         writer.close()
         async with asyncio.timeout(_CLOSE_TIMEOUT):

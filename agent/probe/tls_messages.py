@@ -71,6 +71,7 @@ class Transcript:
     ca_names: tuple[str, ...] = ()
     after_handshake: int = 0  # records read once the handshake was complete (tickets, alerts, data)
     handshake_done: bool = False
+    at_certificate: Transcript | None = None  # a copy as it stood once the server's Certificate was read
 
     def saw(self, message_type: int) -> bool:
         return message_type in self.received
@@ -96,6 +97,11 @@ class Transcript:
         if self.handshake_done:
             self.after_handshake += 1
         self.received.append(message_type)
+        if message_type == CERTIFICATE and self.at_certificate is None and not self.handshake_done:
+            # A client that refuses the chain stops here; `handshake` reports what it had seen by then.
+            self.at_certificate = Transcript(
+                list(self.received), self.hello, self.alpn, self.certificate_requested, self.ca_names
+            )
         if message_type == SERVER_HELLO:
             hello = server_hello(body)
             if hello is not None:

@@ -21,15 +21,23 @@ without -partial_chain): a store holding an intermediate alone gives 2 (unable t
 Where OpenSSL accepts and the CA/Browser Forum profile (`cryptography.x509.verification`: browsers,
 Go) refuses, `strict_note` says why (`strict_profile`); the verdict stays OpenSSL's.
 
+`NativeVerifier` is the other road: the verification a client context runs inside its handshake, run
+offline with that context's own store (its cafile, or OpenSSL's default verify paths with their directory
+lookups) and parameters, so that the handshake itself need not verify (`probe.handshake`).
+
 Cost: judgements are cached by (served chain, store content fingerprint, expected name, time bucket);
 a bucket is an hour, or the exact second when a validity edge of a served or store certificate falls
-inside it, so expiry at the edge is never misjudged. A changed store has another fingerprint and never
-meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
+inside it, so expiry at the edge is never misjudged. A probe's whole set of store verdicts is cached the
+same way, by the buckets of both times across all its stores. A changed store has another fingerprint and
+never meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
+import os
 import ssl
 import threading
 from bisect import bisect_left
@@ -37,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -55,6 +63,8 @@ __all__ = [
     "MAX_CHAIN_CERTS",
     "TIME_BUCKET_S",
     "ChainJudgement",
+    "NativeCheck",
+    "NativeVerifier",
     "clear_caches",
     "judge_against_stores",
     "verdict_from_openssl_code",
@@ -162,12 +172,22 @@ class _LRU(Generic[K, V]):
                 self._data.move_to_end(key)
                 return self._data[key]
         value = make()
+        self.put(key, value)
+        return value
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self._maxsize:
                 self._data.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         with self._lock:
@@ -265,11 +285,16 @@ def _make_served(chain: tuple[bytes, ...]) -> _Served:
 _trust_cache: _LRU[str, _Trust] = _LRU(_TRUST_CACHE_SIZE)
 _chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
 _judgement_cache: _LRU[tuple[str, str, str, int, bool], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+_VerdictsKey = tuple[str, tuple[tuple[str, str], ...], str, tuple[int, bool], tuple[int, bool]]
+_verdicts_cache: _LRU[_VerdictsKey, tuple[StoreVerdict, ...]] = _LRU(_JUDGEMENT_CACHE_SIZE)
 
 
 def clear_caches() -> None:
     """Drop every cached judgement, served chain and store. Never needed for correctness (a changed
     store has a new fingerprint, so it never meets an old entry); it frees memory at once."""
+    global _last_stores
+    _last_stores = None
+    _verdicts_cache.clear()
     _judgement_cache.clear()
     _chain_cache.clear()
     _trust_cache.clear()
@@ -290,11 +315,12 @@ def _edge_within(edges: tuple[int, ...], start: int, end: int) -> bool:
     return i < len(edges) and edges[i] < end
 
 
-def _time_key(at: int, served: _Served, trust: _Trust) -> tuple[int, bool]:
-    """(time, exact): the hour bucket when no validity edge falls inside it, else the exact second."""
+def _time_key(at: int, served: _Served, store_edges: tuple[int, ...]) -> tuple[int, bool]:
+    """(time, exact): the hour bucket when no validity edge of the served chain or of the store certificates
+    (sorted `store_edges`) falls inside it, else the exact second."""
     start = at - at % TIME_BUCKET_S
     end = start + TIME_BUCKET_S
-    if served.edges is None or _edge_within(served.edges, start, end) or _edge_within(trust.edges, start, end):
+    if served.edges is None or _edge_within(served.edges, start, end) or _edge_within(store_edges, start, end):
         return at, True
     return start, False
 
@@ -568,7 +594,7 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
     trust = _trust_for(store)
     seconds = int(at_s.timestamp())
-    when, exact = _time_key(seconds, served, trust)
+    when, exact = _time_key(seconds, served, trust.edges)
     key = (chain_key, _store_key(store), str(expected), when, exact)
     judgement = _judgement_cache.get_or_make(key, lambda: _judge(served, trust, store, expected, seconds))
     return _with_notes(judgement, [*served.notes, note] if note else served.notes)
@@ -601,6 +627,60 @@ def judge_against_stores(
     """
     agent_s = _second(agent_time)
     ref_s = _second(reference_time) if reference_time is not None else agent_s
+    key = _verdicts_key(chain, stores, expected_name, agent_s, ref_s)
+    if key is None:
+        return _judge_against_stores(chain, stores, expected_name, agent_s, ref_s)
+    cached = _verdicts_cache.get(key)
+    if cached is not None:
+        return cached
+    verdicts = _judge_against_stores(chain, stores, expected_name, agent_s, ref_s)
+    # Where the two times disagree the detail names both seconds: such an answer holds for them alone.
+    if all(v.at_agent_time == v.at_reference_time for v in verdicts):
+        _verdicts_cache.put(key, verdicts)
+    return verdicts
+
+
+def _verdicts_key(
+    chain: Sequence[bytes], stores: Sequence[LoadedStore], expected_name: str, agent_s: datetime, ref_s: datetime
+) -> _VerdictsKey | None:
+    """What a probe's store verdicts depend on: the served chain, each store's content and name, the name,
+    and both times as buckets in which no certificate of the chain or of any store changes validity. None
+    when the input is not plain DER bytes (the uncached road raises the error)."""
+    if isinstance(chain, bytes | bytearray | str) or not chain or not all(isinstance(d, bytes) for d in chain):
+        return None
+    bounded, _ = _bound(chain)
+    chain_key = _chain_key(bounded)
+    served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
+    names, edges = _stores_identity(stores)
+    return (
+        chain_key,
+        names,
+        expected_name,
+        _time_key(int(agent_s.timestamp()), served, edges),
+        _time_key(int(ref_s.timestamp()), served, edges),
+    )
+
+
+_last_stores: tuple[Sequence[LoadedStore], tuple[tuple[str, str], ...], tuple[int, ...]] | None = None
+
+
+def _stores_identity(stores: Sequence[LoadedStore]) -> tuple[tuple[tuple[str, str], ...], tuple[int, ...]]:
+    """(content key and name of each store, the sorted validity edges of all their certificates), kept for
+    the stores a probe engine hands over again and again (the same tuple until they change)."""
+    global _last_stores
+    last = _last_stores
+    if last is not None and last[0] is stores:
+        return last[1], last[2]
+    names = tuple((_store_key(store), store.info.name) for store in stores)
+    edges = tuple(sorted({edge for store in stores for edge in _trust_for(store).edges}))
+    if isinstance(stores, tuple):  # immutable: the same object has the same content
+        _last_stores = (stores, names, edges)
+    return names, edges
+
+
+def _judge_against_stores(
+    chain: Sequence[bytes], stores: Sequence[LoadedStore], expected_name: str, agent_s: datetime, ref_s: datetime
+) -> tuple[StoreVerdict, ...]:
     groups: dict[str, list[LoadedStore]] = {}
     for store in stores:
         groups.setdefault(_store_key(store), []).append(store)
@@ -622,3 +702,171 @@ def judge_against_stores(
             )
         )
     return tuple(out)
+
+
+# --- the native client's own verification, offline --------------------------------------------------
+
+# X509_CHECK_FLAG_* that CPython's contexts set on their verify parameters (Modules/_ssl.c).
+X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS = 0x4
+X509_CHECK_FLAG_NEVER_CHECK_SUBJECT = 0x20
+_NATIVE_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class NativeCheck:
+    """The verification parameters of one client context, as its handshake hands them to OpenSSL."""
+
+    host: str | None  # the name (or IP literal) checked; None: no name check
+    security_level: int  # SSL_get_security_level: the verification's auth level
+    verify_flags: int  # X509_V_FLAG_* of the context (X509_VERIFY_PARAM_get_flags)
+    checks_common_name: bool  # False: X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+
+
+class NativeVerifier:
+    """The chain verification an OpenSSL client context runs inside its handshake (ssl_verify_cert_chain),
+    run offline: X509_verify_cert with the store that context loads (`cafile` alone, as
+    `load_verify_locations(cafile)`; else OpenSSL's default verify paths: SSL_CERT_FILE, SSL_CERT_DIR and their
+    built-in defaults, as `set_default_verify_paths`), the whole served chain as untrusted certificates,
+    the "ssl_server" defaults, the context's X509_V_FLAG_* flags, CPython's host flags, its name or IP check
+    and its security level as the auth level.
+
+    `verify` gives that verification's X509_V_ERR code. Acceptances are cached by served chain, parameters
+    and hour bucket (never across a validity edge of a served or path certificate); refusals are verified
+    again each time. A new verifier reads the stores anew (the environment as it is then); drop it when
+    they change.
+    """
+
+    def __init__(self, cafile: str | None) -> None:
+        self._cafile = cafile
+        self._store: int | None = None
+        self._lock = threading.Lock()
+        self._accepted: _LRU[tuple[str, NativeCheck, int], bool] = _LRU(_NATIVE_CACHE_SIZE)
+
+    def verify(self, chain: tuple[bytes, ...], check: NativeCheck, at: int) -> int:
+        """The X509_V_ERR code of OpenSSL's in-handshake verification of `chain` (DER, leaf first, as served:
+        a handshake bounds its size) at Unix time `at`; 0 when it succeeds. Raises OpenSSLUnavailable when
+        libcrypto cannot be used here."""
+        if not chain:
+            return X509_V_ERR_UNSPECIFIED
+        chain_key = _chain_key(chain)
+        start = at - at % TIME_BUCKET_S
+        key = (chain_key, check, start)
+        if self._accepted.get(key):
+            return X509_V_OK
+        code, path = _verify_as_client(self._native_store(), chain, check, at)
+        if code == X509_V_OK:
+            edges = [_path_edges(chain), _path_edges(path)]
+            end = start + TIME_BUCKET_S
+            if all(e is not None and not _edge_within(e, start, end) for e in edges):
+                self._accepted.put(key, True)
+        return code
+
+    def _native_store(self) -> int:
+        with self._lock:
+            if self._store is None:
+                self._store = _client_store(self._cafile)
+            return self._store
+
+    def __del__(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(Exception):  # interpreter shutdown: the library may be gone
+                _crypto_function("X509_STORE_free", None, [ctypes.c_void_p])(store)
+
+
+def _crypto_function(name: str, restype: Any, argtypes: list[Any]) -> Any:
+    """A function of the libcrypto `libcrypto` loaded, with a prototype of its own (indexing makes a new
+    function object, so the module's own prototypes stay as they are)."""
+    function = libcrypto._library().crypto[name]
+    function.restype = restype
+    function.argtypes = argtypes
+    return function
+
+
+def _client_store(cafile: str | None) -> int:
+    """An X509_STORE loaded as a client context loads its own."""
+    vp = ctypes.c_void_p
+    store = _crypto_function("X509_STORE_new", vp, [])()
+    if not store:
+        raise MemoryError("X509_STORE_new failed")
+    if cafile is not None:
+        _crypto_function("X509_STORE_load_locations", ctypes.c_int, [vp, ctypes.c_char_p, ctypes.c_char_p])(
+            store, os.fsencode(cafile), None
+        )
+    else:
+        _crypto_function("X509_STORE_set_default_paths", ctypes.c_int, [vp])(store)
+    _crypto_function("ERR_clear_error", None, [])()
+    return int(store)
+
+
+def _verify_as_client(
+    store: int, chain: tuple[bytes, ...], check: NativeCheck, at: int
+) -> tuple[int, tuple[bytes, ...]]:
+    """(X509_V_ERR code, DER of the path OpenSSL built) of ssl_verify_cert_chain's X509_verify_cert."""
+    vp = ctypes.c_void_p
+    crypto = libcrypto._library().crypto
+    set_flags = _crypto_function("X509_VERIFY_PARAM_set_flags", ctypes.c_int, [vp, ctypes.c_ulong])
+    set_hostflags = _crypto_function("X509_VERIFY_PARAM_set_hostflags", None, [vp, ctypes.c_uint])
+    certs = [libcrypto._d2i(crypto, der) for der in chain]
+    stack = ctx = built = None
+    try:
+        if certs[0] is None:
+            return X509_V_ERR_UNSPECIFIED, ()
+        stack = crypto.OPENSSL_sk_new_null()
+        if not stack:
+            raise MemoryError("OPENSSL_sk_new_null failed")
+        for x in certs:
+            # The handshake hands OpenSSL the whole peer chain, leaf included, as untrusted certificates.
+            if x is not None and crypto.OPENSSL_sk_push(stack, x) <= 0:
+                raise MemoryError("OPENSSL_sk_push failed")
+        ctx = crypto.X509_STORE_CTX_new()
+        if not ctx or crypto.X509_STORE_CTX_init(ctx, store, certs[0], stack) != 1:
+            raise MemoryError("X509_STORE_CTX_init failed")
+        crypto.X509_STORE_CTX_set_default(ctx, b"ssl_server")
+        param = crypto.X509_STORE_CTX_get0_param(ctx)
+        set_flags(param, check.verify_flags)
+        hostflags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+        if not check.checks_common_name:
+            hostflags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+        set_hostflags(param, hostflags)
+        if check.host:
+            encoded = check.host.encode("ascii")
+            # As CPython: an IP literal (a2i_IPADDRESS) is checked as an address, anything else as a name.
+            if crypto.X509_VERIFY_PARAM_set1_ip_asc(param, encoded) != 1:
+                crypto.ERR_clear_error()
+                if crypto.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded)) != 1:
+                    return X509_V_ERR_UNSPECIFIED, ()
+        crypto.X509_VERIFY_PARAM_set_auth_level(param, check.security_level)
+        crypto.X509_VERIFY_PARAM_set_time(param, at)
+        if crypto.X509_verify_cert(ctx) != 1:
+            return int(crypto.X509_STORE_CTX_get_error(ctx)) or X509_V_ERR_UNSPECIFIED, ()
+        built = crypto.X509_STORE_CTX_get1_chain(ctx)
+        path: list[bytes] = []
+        if built:
+            for i in range(crypto.OPENSSL_sk_num(built)):
+                path.append(libcrypto._i2d(crypto, crypto.OPENSSL_sk_value(built, i)))
+        return X509_V_OK, tuple(path)
+    finally:
+        if built:
+            for i in range(crypto.OPENSSL_sk_num(built)):
+                crypto.X509_free(crypto.OPENSSL_sk_value(built, i))
+            crypto.OPENSSL_sk_free(built)
+        if ctx:
+            crypto.X509_STORE_CTX_free(ctx)
+        if stack:
+            crypto.OPENSSL_sk_free(stack)
+        for x in certs:
+            if x is not None:
+                crypto.X509_free(x)
+        crypto.ERR_clear_error()
+
+
+def _path_edges(path: tuple[bytes, ...]) -> tuple[int, ...] | None:
+    """Sorted validity edges of every certificate of a verified path; None when one cannot be read."""
+    edges: set[int] = set()
+    for der in path:
+        try:
+            edges.update(_edges(parse_der(der)))
+        except CertificateParseError:
+            return None
+    return tuple(sorted(edges))
