@@ -16,15 +16,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import __version__
 from ..v1 import agent_pb2_grpc
+from .dialout import AgentLink, LinkEndpoint
 from .endpoints import is_loopback_host, split_host_port
 from .errors import UsageError
 from .grpc_service import AgentService
 from .hostfacts import HostFactsCache
 from .model import AgentIdentity
-from .pki.credentials import AllowedPeersInterceptor, load_credentials, server_credentials
+from .pki.credentials import AllowedPeersInterceptor, FleetCredentials, load_credentials, server_credentials
 from .probe.client_certs import ClientCertificate
 from .probe.engine import ProbeEngine
 from .probe.hosts_override import load_hosts_file, with_overrides
+from .probe.policy import ProbePolicy
 from .probe.resolve import resolve
 from .trust.runtimes import RuntimeOptions
 
@@ -41,7 +43,7 @@ class AgentConfigError(UsageError):
 @dataclass(frozen=True)
 class AgentConfig:
     name: str
-    listen: str
+    listen: str | None  # None: no listener, only the streams to --connect coordinators
     labels: tuple[tuple[str, str], ...] = ()
     insecure: bool = False
     ca: Path | None = None
@@ -56,11 +58,19 @@ class AgentConfig:
     runtimes: tuple[tuple[str, str], ...] = ()  # (python|java|node, PATH) from --runtime
     runtime_search: bool = True  # also find runtimes on the host (False: --no-runtime-search)
     client_certs: Mapping[str, ClientCertificate] = field(default_factory=dict)  # --client-cert, checked
+    policy: ProbePolicy = field(default_factory=ProbePolicy)  # --allow, --deny, --policy; listeners added here
+    connect: tuple[LinkEndpoint, ...] = ()  # coordinators this agent dials out to (--connect)
 
 
 def _check_config(config: AgentConfig) -> None:
-    host, _port = split_host_port(config.listen, allow_port_zero=True)
+    if config.listen is None and not config.connect:
+        raise AgentConfigError("nothing to serve: give --listen HOST:PORT, --connect HOST:PORT, or both")
+    host = split_host_port(config.listen, allow_port_zero=True)[0] if config.listen is not None else ""
     if config.insecure:
+        if config.connect:
+            raise AgentConfigError(
+                "--insecure is refused with --connect: an agent dials coordinators with its fleet certificate only"
+            )
         if not is_loopback_host(host):
             raise AgentConfigError(
                 f"--insecure is refused on {config.listen}: plaintext is accepted on loopback only "
@@ -79,6 +89,7 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
     """Serve until SIGTERM/SIGINT (or `stop` is set), then drain in-flight probes and exit."""
     _check_config(config)
     credentials = None
+    fleet: FleetCredentials | None = None
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if not config.insecure:
         assert config.ca and config.cert and config.key
@@ -103,7 +114,11 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
             )
         credentials = server_credentials(fleet)
         # Every service, health included, answers only the coordinators this agent was told to trust.
-        interceptors.append(AllowedPeersInterceptor(role="coordinator", allowed_names=config.allowed_coordinators))
+        interceptors.append(
+            AllowedPeersInterceptor(
+                role="coordinator", allowed_names=config.allowed_coordinators, health_for=("agent", config.name)
+            )
+        )
 
     resolver = with_overrides(load_hosts_file(config.hosts_file), resolve) if config.hosts_file else None
     engine = ProbeEngine(
@@ -113,6 +128,7 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
         fetch_aia=config.fetch_aia,
         runtimes=RuntimeOptions(named=config.runtimes, search=config.runtime_search),
         client_certs=config.client_certs,
+        policy=config.policy,
     )
     identity = AgentIdentity(name=config.name, version=__version__, labels=config.labels)
     service = AgentService(
@@ -135,15 +151,21 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(config.listen)
-        else:
-            port = server.add_secure_port(config.listen, credentials)
-    except RuntimeError as error:
-        raise AgentConfigError(f"cannot listen on {config.listen}: {error}") from None
-    if port == 0:
-        raise AgentConfigError(f"cannot listen on {config.listen}: the address is in use or not local")
+    port = 0
+    if config.listen is not None:  # without one, the server holds no port: the agent only dials out
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(config.listen)
+            else:
+                port = server.add_secure_port(config.listen, credentials)
+        except RuntimeError as error:
+            raise AgentConfigError(f"cannot listen on {config.listen}: {error}") from None
+        if port == 0:
+            raise AgentConfigError(f"cannot listen on {config.listen}: the address is in use or not local")
+        # Before the first request: a probe must never reach the agent's own listener.
+        engine.policy = config.policy.with_listener(
+            split_host_port(config.listen, allow_port_zero=True)[0], port, "gRPC"
+        )
     # Handlers go in before anyone can learn the port: a SIGTERM right after start-up must still drain.
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,19 +189,44 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("tlsfleet.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
-    host, _ = split_host_port(config.listen, allow_port_zero=True)
-    log.info(
-        "agent_listening",
-        agent=config.name,
-        version=__version__,
-        host=host,
-        port=port,
-        mtls=credentials is not None,
-        trust_stores=[s.name for s in engine.trust_stores()],
-    )
+    if config.listen is not None:
+        host, _ = split_host_port(config.listen, allow_port_zero=True)
+        log.info(
+            "agent_listening",
+            agent=config.name,
+            version=__version__,
+            host=host,
+            port=port,
+            mtls=credentials is not None,
+            trust_stores=[s.name for s in engine.trust_stores()],
+        )
+    links: list[asyncio.Task[None]] = []
+    if config.connect:
+        assert fleet is not None  # _check_config refuses --insecure with --connect
+        for endpoint in config.connect:
+            link = AgentLink(
+                endpoint,
+                credentials=fleet,
+                service=service,
+                max_requests=config.max_concurrent_probes + config.max_waiting_probes,
+                grace_s=SHUTDOWN_GRACE_S,
+            )
+            links.append(asyncio.create_task(link.run(stop)))
+        log.info(
+            "agent_dialling",
+            agent=config.name,
+            version=__version__,
+            coordinators=[e.address for e in config.connect],
+            trust_stores=[s.name for s in engine.trust_stores()],
+        )
 
     try:
         await stop.wait()
+        if links:  # each drains its requests in flight, then ends its stream
+            _done, late = await asyncio.wait(links, timeout=SHUTDOWN_GRACE_S + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*links, return_exceptions=True)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_diagnosis",
     "bench_store_verdicts",
     "bench_report_run",
+    "bench_dialout_swarm",
 )
 TIME_LIMIT_S = 900.0
 KILL_GRACE_S = 15.0

@@ -28,7 +28,7 @@ def load_service_config(path: Path | None):  # -> ServiceConfig
     return load_config(path or Path(os.environ.get(ENV_CONFIG) or "~/.config/tlsfleet/coordinator.toml").expanduser())
 
 
-def open_history(config):  # -> SqliteHistory
-    from ..service.history.sqlite_store import SqliteHistory
+def open_history(config):  # -> HistoryStore
+    from ..service.history import open_history as open_store
 
-    return SqliteHistory(config.storage.path)
+    return open_store(config.storage)

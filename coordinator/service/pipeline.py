@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,6 +21,9 @@ from .report_model import Change, ReportRun
 from .reports.writer import write_reports
 from .runner import run_report
 from .webhooks import DeliveryResult, WebhookTarget, deliver
+
+if TYPE_CHECKING:  # the agent link's gRPC servicers load only where a service runs one
+    from .agent_link import AgentLinkServer
 
 log = structlog.get_logger("tlsfleet.coordinator")
 
@@ -43,30 +47,53 @@ class Pipeline:
         self.abandon = asyncio.Event()  # set on shutdown: runs in flight stop and keep what they have
         self._metrics_server: asyncio.Server | None = None
         self.metrics_address: str | None = None
+        self.agent_link: AgentLinkServer | None = None  # agents that dial in, when [agent_link] is configured
         # Runs of different reports may finish together; history and alert bookkeeping take one at a time.
         self._completing = asyncio.Lock()
 
     async def start_metrics(self) -> None:
+        """The service's listeners: /metrics, and the agent link when configured."""
         from ...agent.endpoints import join_host_port, split_host_port
 
+        if self._config.agent_link is not None:
+            await self._start_agent_link()
         if self._config.metrics_listen is None:
             return
         host, port = split_host_port(self._config.metrics_listen, allow_port_zero=True)
         self._metrics_server, bound = await serve_metrics(self.metrics.registry, host, port)
         self.metrics_address = join_host_port(host, bound)
 
+    async def _start_agent_link(self) -> None:
+        from ...agent.pki.credentials import load_credentials
+        from ...agent.pki.fleet_ca import default_pki_dir
+        from ..fleet.inventory import load_inventory
+        from .agent_link import AgentLinkServer
+
+        assert self._config.agent_link is not None
+        inventory = load_inventory(self._config.inventory, pki_dir=default_pki_dir())
+        paths = inventory.credentials
+        credentials = load_credentials(paths.ca, paths.cert, paths.key, expect_role="coordinator")
+        link = AgentLinkServer(self._config.agent_link, credentials, frozenset(a.name for a in inventory.agents))
+        await link.start()
+        self.agent_link = link
+
     async def close(self) -> None:
+        if self.agent_link is not None:
+            await self.agent_link.stop()
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
 
     async def run(self, report: ReportConfig) -> CompletedRun:
         log.info("report_run_started", report=report.name, targets=len(report.targets))
+        from ..fleet.linked_vantage import linked_candidates
+
         run = await run_report(
             report,
             inventory=self._config.inventory,
             slots=self.probe_slots,
             abandon=self.abandon,
+            linked=linked_candidates(self.agent_link.registry) if self.agent_link is not None else (),
         )
         return await self.complete(report, run)
 

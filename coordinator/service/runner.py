@@ -34,17 +34,18 @@ async def run_report(
     slots: ProbeSlots,
     vantages: Sequence[Vantage] | None = None,
     abandon: asyncio.Event | None = None,
+    linked: Sequence[tuple[Vantage, bool]] = (),
 ) -> ReportRun:
     """Probe every target of `report` from its agents, within its deadline. Targets not probed by the
     deadline, or when `abandon` is set (shutdown), are left out and the run is marked abandoned; what was
-    probed is kept."""
+    probed is kept. `linked` are the agents that dial in (see `select_vantages`)."""
     from ..fleet.choose import select_vantages
 
     started_at = datetime.now(UTC)
     owned = vantages is None
     if vantages is None:
         vantages = select_vantages(
-            inventory_path=inventory, selector_text=report.agents, include_local=report.include_local
+            inventory_path=inventory, selector_text=report.agents, include_local=report.include_local, linked=linked
         ).vantages
     done: list[TargetRun] = []
     abandoned, note = False, ""
@@ -60,6 +61,12 @@ async def run_report(
         try:
             pending: set[asyncio.Future[Any]] = {work, stopper}
             finished, _ = await asyncio.wait(pending, timeout=report.deadline_s, return_when="FIRST_COMPLETED")
+        except BaseException:
+            # Cancelled from outside (Ctrl-C): the targets' probes go too, and their end is read so that
+            # asyncio has no unread exception to complain about as the process exits.
+            work.cancel()
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
         finally:
             stopper.cancel()
         if work not in finished:
@@ -88,7 +95,9 @@ async def run_report(
 
 async def _probe_target(report: ReportConfig, target: str, vantages: Sequence[Vantage], slots: ProbeSlots) -> TargetRun:
     started = time.perf_counter()
-    request: ProbeRequest = build_request(target, timeout=report.probe_timeout_s, now_ns=time.time_ns())
+    request: ProbeRequest = build_request(
+        target, timeout=report.probe_timeout_s, now_ns=time.time_ns(), starttls=report.starttls
+    )
     observation = await observe(vantages, request, report.probe_timeout_s, slots=slots)
     settings = DiagnosisSettings.for_request(
         request,
