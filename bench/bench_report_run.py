@@ -1,26 +1,31 @@
 """One run of a scheduled report of 200 targets across 10 agents on loopback: wall time, coordinator peak
-RSS, and how much the history database grows per run.
+RSS, and how much the history grows per run, with the history in SQLite and then in PostgreSQL.
 
 One lab TLS server (its own process) serves a wildcard certificate for *.bench.test; ten insecure loopback
 agents trust the lab root and resolve t0..t199.bench.test to it through their --hosts-file. The report
 runs with `tlsfleet report run` (the same pipeline the service uses: probe, diagnose, history, changes,
-Markdown/HTML/JSON reports) three times, each a fresh coordinator process measured with wait4().
+Markdown/HTML/JSON reports) three times per backend, each a fresh coordinator process measured with wait4().
+PostgreSQL is a throwaway lab server (fsync off, as the tests run it); without its binaries or psycopg
+that half is skipped with the reason.
 
     .venv/bin/python bench/bench_report_run.py [--quick]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import Lab, Report, install_sigterm_exit, quick_argument_parser, start_target_server, tlsfleet_executable
 
 from tlsfleet.coordinator.lab.agent_process import start_agent, trust_env
-from tlsfleet.coordinator.lab.pki import chain_pem, write_pem
+from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
+from tlsfleet.coordinator.lab.tls_server import ServedIdentity
 
 AGENTS = 10
 TARGETS = 200
@@ -31,6 +36,65 @@ RSS_TARGET_MIB = 200.0
 
 def database_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+@contextlib.contextmanager
+def postgres_history(pki: LabPKI) -> Iterator[tuple[str, Callable[[], int]]]:
+    """A throwaway PostgreSQL server's URL, and what its tables (indexes and TOAST included) take."""
+    import psycopg
+
+    from tlsfleet.coordinator.lab.postgres_server import PostgresCluster
+
+    cluster = PostgresCluster(ServedIdentity.of(pki.issue_leaf("localhost")))
+    try:
+        cluster.start(ssl=False)
+        url = f"postgresql://postgres@{cluster.host}:{cluster.port}/postgres"
+
+        def size() -> int:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+                row = connection.execute(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(oid)), 0) FROM pg_class "
+                    "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        yield url, size
+    finally:
+        cluster.remove()
+
+
+def run_report(report: Report, config: Path, backend: str, size: Callable[[], int]) -> dict[str, float]:
+    """RUNS runs of the report, each a fresh coordinator; the last run's figures."""
+    prefix = "report_run" if backend == "sqlite" else f"report_run_{backend}_"
+    sizes = [size()]
+    last: dict[str, float] = {}
+    for run in range(1, RUNS + 1):
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*tlsfleet_executable(), "report", "run", "bench", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        stdout = process.stdout.read() if process.stdout else b""
+        stderr = process.stderr.read() if process.stderr else b""
+        _pid, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode not in (0, 1):
+            raise SystemExit(f"report run on {backend} failed ({process.returncode}): {stderr.decode()[-2000:]}")
+        report.say(f"{backend}: {stdout.decode().splitlines()[0]}")
+        sizes.append(size())
+        peak = usage.ru_maxrss / 1024
+        growth = (sizes[-1] - sizes[-2]) / 1024
+        report.figure(f"{prefix}{run}_wall_s", wall, "s")
+        report.figure(f"{prefix}{run}_coordinator_peak_rss", peak, "MiB")
+        report.figure(f"{prefix}{run}_database_growth", growth, "KiB")
+        if run == RUNS and backend == "sqlite":
+            report.target("report_run_wall_s", wall, "<=", WALL_TARGET_S, "s")
+            report.target("report_run_coordinator_peak_rss", peak, "<=", RSS_TARGET_MIB, "MiB")
+        last = {"wall": wall, "peak": peak, "growth": growth, "bytes": sizes[-1]}
+    report.figure(f"report_{'' if backend == 'sqlite' else backend + '_'}database_bytes_after_runs", sizes[-1], "bytes")
+    return last
 
 
 def main() -> None:
@@ -55,39 +119,43 @@ def main() -> None:
             ]
             lab.agents.extend(f.result() for f in futures)
         (lab.workdir / "inventory.toml").write_text("".join(a.inventory_entry() for a in lab.agents))
-        config = lab.workdir / "coordinator.toml"
         names = ", ".join(f'"t{i}.bench.test:{lab.server.port}"' for i in range(targets))
-        config.write_text(
-            f'[coordinator]\ninventory = "inventory.toml"\nreports_dir = "reports"\n\n'
-            f'[storage]\npath = "history.sqlite"\n\n'
-            f'[[report]]\nname = "bench"\ntargets = [{names}]\ninterval = "1h"\ndeadline = "120s"\n'
-        )
-        database = lab.workdir / "history.sqlite"
-        report.say(f"{targets} targets x {len(lab.agents)} agents = {targets * len(lab.agents)} probes per run")
-        sizes = [0]
-        for run in range(1, RUNS + 1):
-            started = time.perf_counter()
-            process = subprocess.Popen(
-                [*tlsfleet_executable(), "report", "run", "bench", "--config", str(config)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+
+        def configure(storage: str) -> Path:
+            config = lab.workdir / "coordinator.toml"
+            config.write_text(
+                f'[coordinator]\ninventory = "inventory.toml"\nreports_dir = "reports"\n\n{storage}\n'
+                f'[[report]]\nname = "bench"\ntargets = [{names}]\ninterval = "1h"\ndeadline = "120s"\n'
             )
-            stdout = process.stdout.read() if process.stdout else b""
-            stderr = process.stderr.read() if process.stderr else b""
-            _pid, status, usage = os.wait4(process.pid, 0)
-            wall = time.perf_counter() - started
-            process.returncode = os.waitstatus_to_exitcode(status)
-            if process.returncode not in (0, 1):
-                raise SystemExit(f"report run failed ({process.returncode}): {stderr.decode()[-2000:]}")
-            report.say(stdout.decode().splitlines()[0])
-            sizes.append(database_bytes(database))
-            report.figure(f"report_run{run}_wall_s", wall, "s")
-            report.figure(f"report_run{run}_coordinator_peak_rss", usage.ru_maxrss / 1024, "MiB")
-            report.figure(f"report_run{run}_database_growth", (sizes[-1] - sizes[-2]) / 1024, "KiB")
-            if run == RUNS:
-                report.target("report_run_wall_s", wall, "<=", WALL_TARGET_S, "s")
-                report.target("report_run_coordinator_peak_rss", usage.ru_maxrss / 1024, "<=", RSS_TARGET_MIB, "MiB")
-        report.figure("report_database_bytes_after_runs", sizes[-1], "bytes")
+            return config
+
+        report.say(f"{targets} targets x {len(lab.agents)} agents = {targets * len(lab.agents)} probes per run")
+        database = lab.workdir / "history.sqlite"
+        figures = {
+            "sqlite": run_report(
+                report, configure('[storage]\npath = "history.sqlite"\n'), "sqlite", lambda: database_bytes(database)
+            )
+        }
+        try:
+            import psycopg  # noqa: F401
+
+            from tlsfleet.coordinator.lab.postgres_server import PostgresUnavailable
+        except ImportError as error:
+            report.say(f"postgresql: skipped, psycopg is not installed ({error})")
+        else:
+            try:
+                with postgres_history(lab.pki) as (url, size):
+                    storage = f'[storage]\nurl = "{url}"\n'
+                    figures["postgresql"] = run_report(report, configure(storage), "postgresql", size)
+            except PostgresUnavailable as error:
+                report.say(f"postgresql: skipped ({error})")
+        report.say(f"run {RUNS} of each, side by side:")
+        report.say(f"{'backend':<12}{'wall':>10}{'peak RSS':>12}{'growth':>12}{'history':>12}")
+        for backend, f in figures.items():
+            report.say(
+                f"{backend:<12}{f['wall']:>9.2f}s{f['peak']:>8.1f} MiB{f['growth']:>8.0f} KiB"
+                f"{f['bytes'] / 2**20:>8.1f} MiB"
+            )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,13 @@ Chromium. `make test-fast` runs what has none of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from tests.coordinator.service.history.backends import BACKENDS, HistoryDatabase, history_database
+from tests.postgres import PostgresServer, absent_reason, throwaway_server
 from tlsfleet.coordinator.lab.pki import LabPKI
 
 
@@ -21,3 +26,21 @@ def pki() -> LabPKI:
     other names keeps a fixture of its own.
     """
     return LabPKI("Acme")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (tests/postgres.py), started only when a test asks;
+    where none can start, those tests are skipped with the reason."""
+    reason = absent_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with throwaway_server() as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def history_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HistoryDatabase]:
+    """An empty history database, once SQLite and once PostgreSQL: tests that take it run on both."""
+    with history_database(request.param, tmp_path, request.getfixturevalue) as database:
+        yield database

@@ -8,7 +8,7 @@ max_probes_in_flight = 200          # agents x targets probing at once, across a
 shutdown_grace = "10s"              # on SIGTERM, how long runs in flight may finish before abandoned
 
 [storage]
-backend = "sqlite"
+backend = "sqlite"                  # or "postgresql", with url = "postgresql://user@host:port/db"
 path = "history.sqlite"
 retention_days = 30
 
@@ -25,6 +25,7 @@ formats = ["html", "markdown", "json"]
 expiry_warning_days = 30
 expiry_critical_days = 7
 clock_tolerance = "2s"
+starttls = "none"                   # or smtp, imap, pop3, ftp, ldap, postgres, mysql, xmpp; default: by port
 notify_min_severity = "critical"
 webhooks = ["oncall"]
 
@@ -34,23 +35,36 @@ url = "https://hooks.example.com/..."
 format = "slack"                    # or "json"
 timeout = "5s"
 retries = 3
+
+[agent_link]                        # agents that dial in (`agent serve --connect`); leave out for none
+listen = "0.0.0.0:7443"             # mutual TLS with the inventory's [coordinator] credentials
+allow = ["edge-*"]                  # agents besides the inventory's that may dial in (shell-style)
+min_agent_version = "0.1.0"         # older agents are refused, with the reason in their log
+heartbeat_interval = "5s"           # agents send one this often ...
+stale_after = 3                     # ... and one silent for this many intervals is shown stale
+query_allow = ["coordinator"]       # coordinator identities that may ask (`tlsfleet probe --coordinator`)
+max_agents = 10000
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...agent.bounded_read import FileTooLarge, read_capped_text
 from ...agent.endpoints import EndpointError, split_host_port
 from ...agent.errors import UsageError
+from ...agent.model import Starttls
 from ..diagnosis.model import Severity
 from ..fleet.selector import SelectorError, parse_selector
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
+STORAGE_BACKENDS = ("sqlite", "postgresql")
+POSTGRESQL_URL = "postgresql://USER@HOST:PORT/DATABASE"
 MAX_TARGETS_PER_REPORT = 10_000
 REPORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FORMATS = ("html", "markdown", "json")
@@ -88,13 +102,31 @@ class ReportConfig:
     clock_tolerance_s: float = 2.0
     notify_min_severity: Severity = Severity.CRITICAL
     webhooks: tuple[str, ...] = ()
+    starttls: str | None = None  # smtp, postgres, ..., "none"; None: inferred from each target's port
 
 
 @dataclass(frozen=True)
 class StorageConfig:
-    backend: str
-    path: Path
+    backend: str  # one of STORAGE_BACKENDS
+    path: Path  # the SQLite file
     retention_days: float = 30.0
+    url: str | None = field(default=None, repr=False)  # PostgreSQL's; it may hold a password
+
+    @property
+    def location(self) -> str:
+        """The history as logs and errors name it: the SQLite file, or the URL without its password."""
+        return redact_url(self.url) if self.backend == "postgresql" and self.url else str(self.path)
+
+
+@dataclass(frozen=True)
+class AgentLinkConfig:
+    listen: str
+    allow: tuple[str, ...] = ()
+    min_agent_version: str | None = None
+    heartbeat_interval_s: float = 5.0
+    stale_after: int = 3
+    query_allow: tuple[str, ...] = ("coordinator",)
+    max_agents: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,7 @@ class ServiceConfig:
     reports: tuple[ReportConfig, ...]
     webhooks: tuple[WebhookConfig, ...]
     shutdown_grace_s: float = 10.0
+    agent_link: AgentLinkConfig | None = None
 
     def report(self, name: str) -> ReportConfig:
         for report in self.reports:
@@ -150,7 +183,7 @@ def load_config(path: Path) -> ServiceConfig:
 
 
 def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
-    _only(data, {"coordinator", "storage", "report", "webhook"}, f"config {path}")
+    _only(data, {"coordinator", "storage", "report", "webhook", "agent_link"}, f"config {path}")
     base = path.parent
     coordinator = _table(data, "coordinator", f"config {path}")
     where = f"config {path}: [coordinator]"
@@ -189,18 +222,111 @@ def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
         reports=reports,
         webhooks=webhooks,
         shutdown_grace_s=shutdown_grace,
+        agent_link=_agent_link(data["agent_link"], f"config {path}: [agent_link]") if "agent_link" in data else None,
+    )
+
+
+def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
+    from ...agent.pki.fleet_ca import FleetPkiError, normalize_name
+    from ..fleet.link_registry import parse_version
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    keys = {"listen", "allow", "min_agent_version", "heartbeat_interval", "stale_after", "query_allow", "max_agents"}
+    _only(raw, keys, where)
+    listen = _string(raw, "listen", where)
+    try:
+        split_host_port(listen, allow_port_zero=True)
+    except EndpointError as error:
+        raise ConfigError(f"{where}: listen: {error}") from None
+    lists: dict[str, tuple[str, ...]] = {}
+    for key, default in (("allow", ()), ("query_allow", AgentLinkConfig.query_allow)):
+        value = raw.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > 1000:
+            raise ConfigError(f"{where}: {key} must be a list of at most 1000 names or patterns (strings)")
+        lists[key] = tuple(value)
+    for name in lists["query_allow"]:
+        try:
+            normalize_name(name)
+        except FleetPkiError as error:
+            raise ConfigError(f"{where}: query_allow: {error}") from None
+    version = raw.get("min_agent_version")
+    if version is not None and (not isinstance(version, str) or parse_version(version) is None):
+        raise ConfigError(f"{where}: min_agent_version {version!r} is not accepted; a version such as \"0.1.0\"")
+    interval = parse_duration(
+        raw.get("heartbeat_interval", AgentLinkConfig.heartbeat_interval_s), f"{where}: heartbeat_interval"
+    )
+    if not 0.1 <= interval <= 300:
+        raise ConfigError(f"{where}: heartbeat_interval must be 0.1-300 s")
+    whole: dict[str, int] = {}
+    for key, low, high in (("stale_after", 1, 100), ("max_agents", 1, 100_000)):
+        value = raw.get(key, getattr(AgentLinkConfig, key))
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"{where}: {key} must be a whole number from {low} to {high}")
+        whole[key] = value
+    return AgentLinkConfig(
+        listen=listen,
+        allow=lists["allow"],
+        min_agent_version=version,
+        heartbeat_interval_s=interval,
+        stale_after=whole["stale_after"],
+        query_allow=lists["query_allow"],
+        max_agents=whole["max_agents"],
     )
 
 
 def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
-    _only(raw, {"backend", "path", "retention_days"}, where)
-    backend = raw.get("backend", "sqlite")
-    if backend != "sqlite":
-        raise ConfigError(f"{where}: backend {backend!r} is not available; accepted: sqlite")
+    _only(raw, {"backend", "path", "url", "retention_days"}, where)
+    url = raw.get("url")
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"{where}: url must be a string; accepted: {POSTGRESQL_URL}")
+    backend = raw.get("backend", "postgresql" if url is not None else "sqlite")
+    if backend not in STORAGE_BACKENDS:
+        raise ConfigError(f"{where}: backend {backend!r} is not available; accepted: {', '.join(STORAGE_BACKENDS)}")
+    if backend == "postgresql":
+        if url is None:
+            raise ConfigError(f"{where}: backend postgresql needs url = {POSTGRESQL_URL!r}")
+        if "path" in raw:
+            raise ConfigError(f"{where}: path is the SQLite file; with url (postgresql) leave it out")
+        _check_postgresql_url(url, where)
+    elif url is not None:
+        raise ConfigError(f"{where}: url is for backend postgresql; the sqlite backend takes path")
     retention = raw.get("retention_days", StorageConfig.retention_days)
     if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
         raise ConfigError(f"{where}: retention_days must be a number above 0")
-    return StorageConfig(backend=backend, path=_path(raw.get("path", "history.sqlite"), base), retention_days=retention)
+    return StorageConfig(
+        backend=backend, path=_path(raw.get("path", "history.sqlite"), base), retention_days=retention, url=url
+    )
+
+
+def _check_postgresql_url(url: str, where: str) -> None:
+    shown = redact_url(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (it raises on a port that is not a number)
+    except ValueError as error:
+        raise ConfigError(f"{where}: url {shown!r} is not accepted ({error}); accepted: {POSTGRESQL_URL}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{where}: url {shown!r} is not accepted; accepted: {POSTGRESQL_URL}")
+    query = urllib.parse.parse_qs(parts.query)
+    if not (parts.hostname or "host" in query) or not (parts.path.strip("/") or "dbname" in query):
+        raise ConfigError(f"{where}: url {shown!r} names no host or no database; accepted: {POSTGRESQL_URL}")
+
+
+def redact_url(url: str) -> str:
+    """A libpq URL without its password (in the user part or as ?password=), for logs and errors."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}@{host}"
+        query = urllib.parse.urlencode(
+            [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+        )
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "(a URL that cannot be parsed)"
 
 
 def _webhook(raw: Any, where: str) -> WebhookConfig:
@@ -239,6 +365,7 @@ _REPORT_KEYS = {
     "clock_tolerance",
     "notify_min_severity",
     "webhooks",
+    "starttls",
 }
 
 
@@ -307,6 +434,10 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
     include_local = raw.get("include_local", ReportConfig.include_local)
     if not isinstance(include_local, bool):
         raise ConfigError(f"{where}: include_local must be true or false")
+    starttls = raw.get("starttls")
+    accepted = tuple(p.value for p in Starttls)
+    if starttls is not None and starttls not in accepted:
+        raise ConfigError(f"{where}: starttls {starttls!r} is not accepted; one of {', '.join(accepted)}")
     return ReportConfig(
         name=name,
         targets=tuple(targets),
@@ -329,6 +460,7 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
         ),
         notify_min_severity=severity,
         webhooks=tuple(hooks),
+        starttls=starttls,
     )
 
 

@@ -17,8 +17,9 @@ import structlog
 
 from ...agent.errors import UsageError
 from .config import ReportConfig, ServiceConfig
-from .history.sqlite_store import SqliteHistory
+from .history import HistoryStore, open_history
 from .pipeline import Pipeline
+from .reports.writer import prune_reports
 from .schedule import Schedule
 
 log = structlog.get_logger("tlsfleet.coordinator")
@@ -37,7 +38,7 @@ class CoordinatorService:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        history = SqliteHistory(self._config.storage.path)
+        history = open_history(self._config.storage)
         pipeline = Pipeline(self._config, history)
         try:
             await pipeline.start_metrics()
@@ -45,7 +46,7 @@ class CoordinatorService:
                 "coordinator_started",
                 reports=[r.name for r in self._config.reports],
                 metrics=pipeline.metrics_address,
-                history=str(self._config.storage.path),
+                history=self._config.storage.location,
             )
             loops = [asyncio.create_task(self._schedule(r, pipeline, stop)) for r in self._config.reports]
             loops.append(asyncio.create_task(self._prune(history, stop)))
@@ -97,12 +98,14 @@ class CoordinatorService:
         except Exception:
             log.exception("report_run_failed", report=report.name, reason="internal error")
 
-    async def _prune(self, history: SqliteHistory, stop: asyncio.Event) -> None:
+    async def _prune(self, history: HistoryStore, stop: asyncio.Event) -> None:
         retention = timedelta(days=self._config.storage.retention_days)
         while not stop.is_set():
-            removed = await asyncio.to_thread(history.prune, datetime.now(UTC) - retention)
-            if removed:
-                log.info("history_pruned", runs=removed)
+            cutoff = datetime.now(UTC) - retention
+            removed = await asyncio.to_thread(history.prune, cutoff)
+            files = await asyncio.to_thread(prune_reports, self._config.reports_dir, cutoff)
+            if removed or files:
+                log.info("history_pruned", runs=removed, report_files=files)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=PRUNE_EVERY.total_seconds())
             except TimeoutError:

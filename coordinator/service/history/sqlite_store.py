@@ -7,38 +7,31 @@ One connection serves every thread, behind a lock: callers on asyncio use `async
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import itertools
-import json
 import sqlite3
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from ....agent.model import RootCertificate, TrustStore
-from ...diagnosis.model import Cause, Evidence, Finding, Severity
-from ...observation import Observation
-from ...outcomes import VantageState
-from ...recording import RecordingError, observation_from_dict, observation_to_dict
-from ..report_model import AgentSnapshot, ReportRun, TargetRun
+from ..report_model import ReportRun
 from .migrations import migrate
-from .store import HistoryError, RunSummary, key_of
+from .rows import (
+    DICTIONARY_MAX_AGE,
+    KEYED_TABLES,
+    MAX_LIST_LIMIT,
+    SqlRunRows,
+    decode_run,
+    encode_run,
+    make_dictionary,
+)
+from .store import HistoryError, RunSummary
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteHistory"]
 
 DEFAULT_BUSY_TIMEOUT_S = 5.0
-MAX_LIST_LIMIT = 10_000
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-# A new compression dictionary this often, so that it keeps resembling the fleet.
-DICTIONARY_MAX_AGE = timedelta(days=7)
-DICTIONARY_BYTES = 32 * 1024
-DICTIONARY_SAMPLE = 4  # documents the dictionary is made from
 _IN_CHUNK = 500  # parameters per IN (...) query, well under SQLite's limit
 
 
@@ -83,31 +76,7 @@ class SqliteHistory:
             raise HistoryError("a run needs its report's name; got an empty name")
         started = _time(run.started_at, "started_at")
         finished = _time(run.finished_at, "finished_at")
-        # Encoding (JSON, zlib) happens before taking the lock: other threads' reads need not wait for it.
-        certificates: dict[str, bytes] = {}
-        # Each target's JSON is compressed as soon as it is made: holding a whole fleet's raw JSON at once
-        # would set the coordinator's peak memory. The first few documents make the dictionary.
-        documents = (_observation_json(t, certificates) for t in run.targets)
-        sample = list(itertools.islice(documents, DICTIONARY_SAMPLE))
-        dictionary_id, dictionary = self._dictionary(run.report, sample)
-        compressed = [_compress(document, dictionary) for document in itertools.chain(sample, documents)]
-        targets = [
-            (position, t.target, float(t.duration_ms), blob)
-            for position, (t, blob) in enumerate(zip(run.targets, compressed, strict=True))
-        ]
-        findings = [
-            _finding_row(run.report, position, t.target, index, finding)
-            for position, t in enumerate(run.targets)
-            for index, finding in enumerate(t.findings)
-        ]
-        root_sets: dict[str, bytes] = {}
-        agents = [_agent_row(position, a) for position, a in enumerate(run.agents)]
-        stores = [
-            _store_row(agent_position, position, s, root_sets)
-            for agent_position, a in enumerate(run.agents)
-            for position, s in enumerate(a.stores)
-        ]
-        leaves = _served_leaves(run)
+        encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample))
         with self._write("save a run") as db:
             run_id = db.execute(
                 "INSERT INTO runs (report, started_at, finished_at, abandoned, note) VALUES (?, ?, ?, ?, ?)",
@@ -117,44 +86,42 @@ class SqliteHistory:
             db.executemany(
                 "INSERT INTO certificates (sha256, der, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT (sha256) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                ((sha, der, started) for sha, der in certificates.items()),
+                ((sha, der, started) for sha, der in encoded.certificates.items()),
             )
             db.executemany(
                 "INSERT INTO root_sets (digest, roots, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT (digest) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                ((digest, blob, started) for digest, blob in root_sets.items()),
+                ((digest, blob, started) for digest, blob in encoded.root_sets.items()),
             )
             db.executemany(
                 "INSERT INTO target_runs (run_id, position, report, target, duration_ms, dictionary, observation) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (run_id, p, run.report, target, duration, dictionary_id, blob)
-                    for p, target, duration, blob in targets
+                    (run_id, p, run.report, target, duration, encoded.dictionary_id, blob)
+                    for p, target, duration, blob in encoded.targets
                 ),
             )
             db.executemany(
                 "INSERT INTO findings (run_id, target_position, position, report, target, key, cause, severity, "
-                "agents, addresses, summary, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in findings),
+                "agents, addresses, summary, detail, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((run_id, *row) for row in encoded.findings),
             )
             db.executemany(
                 "INSERT INTO agent_snapshots (run_id, position, name, address, labels, state, error, version, "
                 "clock_offset_ms, clock_error_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in agents),
+                ((run_id, *row) for row in encoded.agents),
             )
             db.executemany(
                 "INSERT INTO agent_stores (run_id, agent_position, position, name, kind, path, root_count, "
                 "fingerprint, error, root_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in stores),
+                ((run_id, *row) for row in encoded.stores),
             )
-            _record_leaves(db, run.report, leaves, started)
+            _record_leaves(db, run.report, encoded.leaves, started)
         return int(run_id)
 
     def _dictionary(self, report: str, documents: list[bytes]) -> tuple[int | None, bytes]:
         """The report's current preset dictionary, made from `documents` when it has none (or only an
         old one: the fleet it describes drifts). Its own transaction, so compressing needs no lock."""
-        if not any(documents):
-            return None, b""
         now = datetime.now(UTC)
         with self._write("save a run") as db:
             row = db.execute(
@@ -164,7 +131,7 @@ class SqliteHistory:
             ).fetchone()
             if row is not None:
                 return int(row[0]), zlib.decompress(row[1])
-            data = _make_dictionary(documents)
+            data = make_dictionary(documents)
             made = db.execute(
                 "INSERT INTO dictionaries (report, created_at, data) VALUES (?, ?, ?)",
                 (report, _time(now, "now"), zlib.compress(data, 9)),
@@ -233,12 +200,10 @@ class SqliteHistory:
             return self._load_run(db, run_id)
 
     def _load_run(self, db: sqlite3.Connection, run_id: int) -> ReportRun | None:
-        try:
-            return self._decode_run(db, run_id)
-        except (ValueError, KeyError, TypeError, zlib.error) as error:
-            raise HistoryError(
-                f"history database {self._path}: run {run_id} cannot be read back: {type(error).__name__}: {error}"
-            ) from error
+        rows = SqlRunRows(
+            db, run_id, mark="?", read_time=_parse_time, by_keys=lambda table, keys: _by_keys(db, table, keys)
+        )
+        return decode_run(rows, run_id, f"history database {self._path}")
 
     def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
         if not 1 <= limit <= MAX_LIST_LIMIT:
@@ -385,142 +350,6 @@ class SqliteHistory:
             return HistoryError(f"{where}: the disk is full; free space or shorten [storage] retention_days")
         return HistoryError(f"{where}: cannot {action}: {error}")
 
-    def _decode_run(self, db: sqlite3.Connection, run_id: int) -> ReportRun | None:
-        head = db.execute(
-            "SELECT report, started_at, finished_at, abandoned, note FROM runs WHERE id = ?", (run_id,)
-        ).fetchone()
-        if head is None:
-            return None
-        report, started, finished, abandoned, note = head
-        blobs = db.execute(
-            "SELECT position, target, duration_ms, dictionary, observation FROM target_runs WHERE run_id = ? "
-            "ORDER BY position",
-            (run_id,),
-        ).fetchall()
-        dictionaries = {
-            int(i): zlib.decompress(data)
-            for i, data in db.execute(
-                "SELECT id, data FROM dictionaries WHERE id IN "
-                "(SELECT DISTINCT dictionary FROM target_runs WHERE run_id = ?)",
-                (run_id,),
-            )
-        }
-        findings: dict[int, list[Finding]] = {}
-        for row in db.execute(
-            "SELECT target_position, cause, severity, agents, addresses, summary, detail FROM findings "
-            "WHERE run_id = ? ORDER BY target_position, position",
-            (run_id,),
-        ):
-            findings.setdefault(row[0], []).append(self._finding(row, run_id))
-        # One target's JSON at a time: a fleet's worth of parsed documents at once would set the peak memory.
-        certificates: dict[str, bytes] = {}
-        stores: dict[str, tuple[TrustStore, ...]] = {}
-        targets = []
-        for position, target, duration, dictionary, blob in blobs:
-            document = self._unpack(blob, dictionaries.get(dictionary, b""), run_id, target)
-            missing = set(_certificate_refs(document)) - certificates.keys()
-            certificates.update(_fetch(db, "SELECT sha256, der FROM certificates WHERE sha256 IN ({})", missing))
-            try:
-                _restore_certificates(document, certificates)
-                observation = _share_trust_stores(observation_from_dict(document), stores)
-            except (RecordingError, KeyError) as error:
-                raise HistoryError(
-                    f"history database {self._path}: run {run_id}, target {target} cannot be read back: {error}"
-                ) from error
-            targets.append(TargetRun(target, observation, tuple(findings.get(position, ())), float(duration)))
-        return ReportRun(
-            report=report,
-            started_at=_parse_time(started),
-            finished_at=_parse_time(finished),
-            targets=tuple(targets),
-            agents=self._agents(db, run_id),
-            run_id=run_id,
-            abandoned=bool(abandoned),
-            note=note,
-        )
-
-    def _agents(self, db: sqlite3.Connection, run_id: int) -> tuple[AgentSnapshot, ...]:
-        stores: dict[int, list[tuple[Any, ...]]] = {}
-        for row in db.execute(
-            "SELECT agent_position, name, kind, path, root_count, fingerprint, error, root_set FROM agent_stores "
-            "WHERE run_id = ? ORDER BY agent_position, position",
-            (run_id,),
-        ):
-            stores.setdefault(row[0], []).append(row[1:])
-        digests = {row[-1] for rows in stores.values() for row in rows if row[-1] is not None}
-        root_sets = _fetch(db, "SELECT digest, roots FROM root_sets WHERE digest IN ({})", digests)
-        agents = []
-        for position, name, address, labels, state, error, version, offset, clock_error in db.execute(
-            "SELECT position, name, address, labels, state, error, version, clock_offset_ms, clock_error_ms "
-            "FROM agent_snapshots WHERE run_id = ? ORDER BY position",
-            (run_id,),
-        ):
-            agents.append(
-                AgentSnapshot(
-                    name=name,
-                    address=address,
-                    labels=tuple((str(k), str(v)) for k, v in json.loads(labels)),
-                    state=VantageState(state),
-                    error=error,
-                    version=version,
-                    clock_offset_ms=offset,
-                    clock_error_ms=clock_error,
-                    stores=tuple(
-                        TrustStore(
-                            name=s_name,
-                            kind=kind,
-                            path=path,
-                            root_count=int(count),
-                            fingerprint=fingerprint,
-                            error=s_error,
-                            roots=self._roots(root_sets, digest, run_id),
-                        )
-                        for s_name, kind, path, count, fingerprint, s_error, digest in stores.get(position, ())
-                    ),
-                )
-            )
-        return tuple(agents)
-
-    def _roots(self, root_sets: dict[str, bytes], digest: str | None, run_id: int) -> tuple[RootCertificate, ...]:
-        if digest is None:
-            return ()
-        if digest not in root_sets:
-            raise HistoryError(f"history database {self._path}: run {run_id} refers to a missing root list {digest}")
-        return tuple(RootCertificate(str(sha), str(subject)) for sha, subject in _unzip_json(root_sets[digest]))
-
-    def _finding(self, row: tuple[Any, ...], run_id: int) -> Finding:
-        _position, cause, severity, agents, addresses, summary, detail = row
-        try:
-            extra = _unzip_json(detail)
-            return Finding(
-                cause=Cause(cause),
-                severity=Severity.parse(severity),
-                summary=summary,
-                agents=tuple(json.loads(agents)),
-                addresses=tuple(json.loads(addresses)),
-                evidence=tuple(
-                    Evidence(str(field), tuple((str(w), str(v)) for w, v in values))
-                    for field, values in extra["evidence"]
-                ),
-                fix=str(extra["fix"]),
-                reproduce=tuple(str(c) for c in extra["reproduce"]),
-            )
-        except (ValueError, KeyError, TypeError, zlib.error) as error:
-            raise HistoryError(
-                f"history database {self._path}: a finding of run {run_id} cannot be read back: {error}"
-            ) from error
-
-    def _unpack(self, blob: bytes, dictionary: bytes, run_id: int, target: str) -> dict[str, Any]:
-        try:
-            document = json.loads(_decompress(blob, dictionary).decode("utf-8"))
-        except (ValueError, zlib.error) as error:
-            raise HistoryError(
-                f"history database {self._path}: run {run_id}, target {target} is damaged: {error}"
-            ) from error
-        if not isinstance(document, dict):
-            raise HistoryError(f"history database {self._path}: run {run_id}, target {target} is damaged")
-        return document
-
 
 def _configure(connection: sqlite3.Connection) -> None:
     # Before the first read, or it is ignored; larger pages waste less around ~1 KiB observation rows.
@@ -551,152 +380,15 @@ def _parse_time(text: str) -> datetime:
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
 
 
-def _zip_json(data: Any) -> bytes:
-    return zlib.compress(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), 9)
-
-
-def _unzip_json(blob: bytes) -> Any:
-    return json.loads(zlib.decompress(blob).decode("utf-8"))
-
-
-def _fetch(db: sqlite3.Connection, sql: str, keys: Iterable[str]) -> dict[str, bytes]:
+def _by_keys(db: sqlite3.Connection, table: str, keys: Iterable[str]) -> dict[str, bytes]:
+    key, data = KEYED_TABLES[table]
+    sql = f"SELECT {key}, {data} FROM {table} WHERE {key} IN ({{}})"
     found: dict[str, bytes] = {}
     keys = sorted(keys)
     for start in range(0, len(keys), _IN_CHUNK):
         chunk = keys[start : start + _IN_CHUNK]
         found.update(db.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall())
     return found
-
-
-# --- observations: certificates out to their own table, and back -----------------------------------------
-
-
-def _outcome_dicts(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield from document.get("outcomes", ())
-    for variant in document.get("variants", ()):
-        yield from variant.get("outcomes", ())
-
-
-def _address_dicts(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for outcome in _outcome_dicts(document):
-        yield from (outcome.get("result") or {}).get("addresses", ())
-
-
-def _keep(certificates: dict[str, bytes], encoded: str) -> str:
-    der = base64.b64decode(encoded)
-    sha = hashlib.sha256(der).hexdigest()
-    certificates[sha] = der
-    return sha
-
-
-def _observation_json(target: TargetRun, certificates: dict[str, bytes]) -> bytes:
-    """The observation as JSON, each certificate (served chains, AIA fetches) replaced by its sha256 and
-    collected into `certificates`."""
-    document = observation_to_dict(target.observation)
-    for address in _address_dicts(document):
-        chain = address.pop("chain", None)
-        if chain:
-            address["chainSha256"] = [_keep(certificates, der) for der in chain]
-        aia = address.get("aia")
-        if aia and aia.get("certificate"):
-            aia["certificateSha256"] = _keep(certificates, aia.pop("certificate"))
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _make_dictionary(documents: list[bytes]) -> bytes:
-    """zlib looks back 32 KiB at most: the tail of the first documents, which repeat in every later run."""
-    return b"".join(documents[:DICTIONARY_SAMPLE])[-DICTIONARY_BYTES:]
-
-
-def _compress(data: bytes, dictionary: bytes) -> bytes:
-    compressor = zlib.compressobj(9, zdict=dictionary) if dictionary else zlib.compressobj(9)
-    return compressor.compress(data) + compressor.flush()
-
-
-def _decompress(blob: bytes, dictionary: bytes) -> bytes:
-    decompressor = zlib.decompressobj(zdict=dictionary) if dictionary else zlib.decompressobj()
-    data = decompressor.decompress(blob) + decompressor.flush()
-    if not decompressor.eof:
-        raise zlib.error("compressed data is truncated")
-    return data
-
-
-def _certificate_refs(document: dict[str, Any]) -> Iterator[str]:
-    for address in _address_dicts(document):
-        yield from address.get("chainSha256", ())
-        aia = address.get("aia") or {}
-        if "certificateSha256" in aia:
-            yield aia["certificateSha256"]
-
-
-def _restore_certificates(document: dict[str, Any], certificates: dict[str, bytes]) -> None:
-    def der(sha: str) -> str:
-        if sha not in certificates:
-            raise KeyError(f"certificate {sha} is missing from the certificates table")
-        return base64.b64encode(certificates[sha]).decode("ascii")
-
-    for address in _address_dicts(document):
-        if "chainSha256" in address:
-            address["chain"] = [der(sha) for sha in address.pop("chainSha256")]
-        aia = address.get("aia") or {}
-        if "certificateSha256" in aia:
-            aia["certificate"] = der(aia.pop("certificateSha256"))
-
-
-# --- rows -------------------------------------------------------------------------------------------------
-
-
-def _finding_row(report: str, target_position: int, target: str, position: int, f: Finding) -> tuple[Any, ...]:
-    detail = {
-        "evidence": [[e.field, [list(pair) for pair in e.values]] for e in f.evidence],
-        "fix": f.fix,
-        "reproduce": list(f.reproduce),
-    }
-    return (
-        target_position,
-        position,
-        report,
-        target,
-        key_of(report, target, f),
-        f.cause.value,
-        str(f.severity),
-        json.dumps(list(f.agents)),
-        json.dumps(list(f.addresses)),
-        f.summary,
-        _zip_json(detail),
-    )
-
-
-def _agent_row(position: int, a: AgentSnapshot) -> tuple[Any, ...]:
-    return (
-        position,
-        a.name,
-        a.address,
-        json.dumps([list(pair) for pair in a.labels]),
-        a.state.value,
-        a.error,
-        a.version,
-        a.clock_offset_ms,
-        a.clock_error_ms,
-    )
-
-
-def _store_row(agent_position: int, position: int, s: TrustStore, root_sets: dict[str, bytes]) -> tuple[Any, ...]:
-    digest = None
-    if s.roots:
-        listed = [[r.sha256, r.subject] for r in s.roots]
-        digest = hashlib.sha256(json.dumps(listed, separators=(",", ":")).encode("utf-8")).hexdigest()
-        root_sets[digest] = _zip_json(listed)
-    return (agent_position, position, s.name, s.kind, s.path, s.root_count, s.fingerprint, s.error, digest)
-
-
-def _served_leaves(run: ReportRun) -> dict[tuple[str, str, str], str]:
-    """(target, agent, address) -> the leaf's sha256, for the main probe of every target."""
-    leaves: dict[tuple[str, str, str], str] = {}
-    for t in run.targets:
-        for row in t.observation.rows_with_chain:
-            leaves[(t.target, row.agent, row.address.address)] = row.leaf_fingerprint
-    return leaves
 
 
 def _record_leaves(db: sqlite3.Connection, report: str, leaves: dict[tuple[str, str, str], str], at: str) -> None:
@@ -715,17 +407,3 @@ def _record_leaves(db: sqlite3.Connection, report: str, leaves: dict[tuple[str, 
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (report, target, agent, address, sha, at, at),
             )
-
-
-def _share_trust_stores(observation: Observation, seen: dict[str, tuple[TrustStore, ...]]) -> Observation:
-    """Every target's result repeats its agent's trust-store list; one shared copy per agent keeps a
-    fleet-wide run small in memory."""
-    outcomes = []
-    for outcome in observation.outcomes:
-        result = outcome.result
-        if result is not None:
-            known = seen.setdefault(outcome.vantage.name, result.trust_stores)
-            if known == result.trust_stores:
-                outcome = replace(outcome, result=replace(result, trust_stores=known))
-        outcomes.append(outcome)
-    return replace(observation, outcomes=tuple(outcomes))

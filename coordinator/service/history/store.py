@@ -1,6 +1,7 @@
 """The history store's interface: what the report runner, the report writers and alerts need from it.
 
-SQLite serves by default (`sqlite_store.SqliteHistory`); another database can serve the same calls.
+SQLite serves by default (`sqlite_store.SqliteHistory`), PostgreSQL when `[storage]` names one
+(`postgres_store.PostgresHistory`); `open_history` opens the one configured.
 Stores are synchronous; asyncio callers go through `asyncio.to_thread`.
 """
 

@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..report_model import Change, ReportRun
@@ -19,12 +19,14 @@ from .html import render_html
 from .json_report import DEFAULT_CRITICAL_DAYS, DEFAULT_WARNING_DAYS, check_thresholds, iter_json
 from .markdown import render_markdown
 
-__all__ = ["EXTENSIONS", "FORMATS", "report_paths", "write_reports"]
+__all__ = ["EXTENSIONS", "FORMATS", "prune_reports", "report_paths", "write_reports"]
 
 FORMATS = ("html", "markdown", "json")
 EXTENSIONS = {"html": "html", "markdown": "md", "json": "json"}
 # The report name becomes a directory: nothing that could climb out of it or hide it.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A per-run file as report_paths names it; `latest.*` and anything else in the folder never matches.
+_RUN_FILE = re.compile(r"^(?:\d+|unsaved)-(\d{8}T\d{6}Z)\.(?:html|md|json)$")
 
 Renderer = Callable[[ReportRun, Sequence[Change], float, float], Iterator[str]]
 
@@ -112,3 +114,24 @@ def _atomic_write(path: Path, chunks: Iterator[str]) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def prune_reports(directory: Path, before: datetime) -> int:
+    """Remove the per-run report files of runs started before `before` (the history's retention), in every
+    report's folder under `directory`; `latest.*` stays. Returns how many files went."""
+    removed = 0
+    root = Path(directory)
+    if not root.is_dir():
+        return 0
+    for folder in root.iterdir():
+        if not folder.is_dir() or not _SAFE_NAME.match(folder.name):
+            continue
+        for path in folder.iterdir():
+            match = _RUN_FILE.match(path.name)
+            if match is None:
+                continue
+            started = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            if started < before:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

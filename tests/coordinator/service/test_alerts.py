@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from tests.coordinator.service.history.backends import HistoryDatabase
 from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import Verdict
 from tlsfleet.agent.trust.certinfo import fingerprint
@@ -16,7 +16,6 @@ from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.outcomes import ProbeOutcome, VantageState
 from tlsfleet.coordinator.service.alerts import Alert, AlertKind, expiry_key, plan_alerts
 from tlsfleet.coordinator.service.changes import changes_between
-from tlsfleet.coordinator.service.history.sqlite_store import SqliteHistory
 from tlsfleet.coordinator.service.history.store import key_of
 from tlsfleet.coordinator.service.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
 
@@ -324,8 +323,8 @@ def test_thresholds_out_of_order_are_refused() -> None:
         plan(report_run(target_run()), Announced(), expiry_warning_days=5, expiry_critical_days=10)
 
 
-def test_the_history_store_and_the_change_diff_keep_the_contract(tmp_path: Path) -> None:
-    """Announcements kept in the real SQLite history; resolutions dated by the real diff."""
+def test_the_history_store_and_the_change_diff_keep_the_contract(history_db: HistoryDatabase) -> None:
+    """Announcements kept in the real history (SQLite, then PostgreSQL); resolutions dated by the real diff."""
     t0 = datetime.now(UTC)
     runs = [
         report_run(target_run([untrusted()]), at=t0),
@@ -334,7 +333,7 @@ def test_the_history_store_and_the_change_diff_keep_the_contract(tmp_path: Path)
         report_run(target_run([]), at=t0 + timedelta(minutes=45)),
         report_run(target_run([untrusted()]), at=t0 + timedelta(minutes=60)),
     ]
-    with SqliteHistory(tmp_path / "history.sqlite") as history:
+    with history_db.open() as history:
         kinds: list[list[str]] = []
         previous: ReportRun | None = None
         for run in runs:

@@ -1,4 +1,5 @@
-"""The SQLite history on real files: round trips, migrations, damage, locks, retention, dedup, "since when"."""
+"""The SQLite history on real files: round trips, migrations, damage, locks, retention, dedup, "since when".
+Tests that take `store` or `history_db` run on PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.coordinator.service.history.backends import HistoryDatabase
 from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import AiaFetch, RootCertificate, TrustStore, Verdict
 from tlsfleet.agent.trust.certinfo import fingerprint, summarize
@@ -32,8 +34,9 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    history = SqliteHistory(tmp_path / "history.sqlite")
+def store(history_db: HistoryDatabase):  # type: ignore[no-untyped-def]
+    """The store on an empty database, SQLite and PostgreSQL in turn (tests/conftest.py)."""
+    history = history_db.open()
     yield history
     history.close()
 
@@ -115,13 +118,20 @@ def rich_run(pki: LabPKI) -> ReportRun:
         fix="Configure the server to send the intermediate.",
         reproduce=("openssl s_client -connect 127.0.0.3:443 -servername api.example.test",),
     )
+    predicted = Finding(
+        cause=Cause.CLOCK_SKEW,
+        severity=Severity.WARNING,
+        summary="web-2's clock is 250 ms behind; no verdict has flipped on it yet.",
+        agents=("web-2",),
+        prediction=True,
+    )
     roots = (root_of(pki.root), root_of(LabPKI("Other").root))
     return ReportRun(
         report="prod-edge",
         started_at=T0,
         finished_at=T0 + timedelta(seconds=42),
         targets=(
-            TargetRun("api.example.test:443", observation, (handmade, *diagnose(observation)), 812.25),
+            TargetRun("api.example.test:443", observation, (handmade, predicted, *diagnose(observation)), 812.25),
             target_run("svc0.example.test", chain),
         ),
         agents=(
@@ -153,14 +163,13 @@ def test_round_trip_keeps_every_field(store: SqliteHistory, pki: LabPKI) -> None
     assert store.latest_run("another-report") is None
 
 
-def test_close_and_reopen_loses_nothing(tmp_path: Path, pki: LabPKI) -> None:
-    path = tmp_path / "history.sqlite"
+def test_close_and_reopen_loses_nothing(history_db: HistoryDatabase, pki: LabPKI) -> None:
     runs = [make_run(pki, T0), rich_run(pki), make_run(pki, T0 + timedelta(minutes=15), report="internal")]
-    with SqliteHistory(path) as first:
+    with history_db.open() as first:
         ids = [first.save_run(r) for r in runs]
         first.mark_announced("k1", T0)
         listed = first.list_runs()
-    with SqliteHistory(path) as second:
+    with history_db.open() as second:
         assert [second.get_run(i) for i in ids] == [replace(r, run_id=i) for r, i in zip(runs, ids, strict=True)]
         assert second.list_runs() == listed
         assert second.announced("k1")
@@ -195,8 +204,8 @@ def test_threads_share_the_store_through_asyncio(store: SqliteHistory, pki: LabP
     assert sorted(len(listing) for listing in read[len(runs) :]) == [4, 4, 4]  # type: ignore[arg-type]
 
 
-def test_closed_store_says_so(tmp_path: Path) -> None:
-    history = SqliteHistory(tmp_path / "h.sqlite")
+def test_closed_store_says_so(history_db: HistoryDatabase) -> None:
+    history = history_db.open()
     history.close()
     history.close()  # twice is harmless
     with pytest.raises(HistoryError, match="is closed"):
@@ -292,16 +301,15 @@ def test_since_comes_from_the_store_when_a_run_between_saw_it_first(store: Sqlit
 # --- alerts bookkeeping -----------------------------------------------------------------------------------
 
 
-def test_each_finding_is_announced_once_and_again_when_resolved(tmp_path: Path) -> None:
-    path = tmp_path / "h.sqlite"
+def test_each_finding_is_announced_once_and_again_when_resolved(history_db: HistoryDatabase) -> None:
     key = finding_key("prod-edge", "api:443", "expired", ["web-2", "web-1"], ["127.0.0.2"])
     assert key == finding_key("prod-edge", "api:443", "expired", ["web-1", "web-2"], ["127.0.0.2"])
     assert key != finding_key("prod-edge", "api:443", "expired", ["web-1"], ["127.0.0.2"])
-    with SqliteHistory(path) as history:
+    with history_db.open() as history:
         assert not history.announced(key)
         history.mark_announced(key, T0)
         assert history.announced(key)
-    with SqliteHistory(path) as history:
+    with history_db.open() as history:
         assert history.announced(key)  # survives a restart
         history.mark_announced(key, T0 + timedelta(hours=1), resolved=True)
         assert not history.announced(key)
@@ -322,21 +330,20 @@ def _count(path: Path, table: str) -> int:
         connection.close()
 
 
-def test_prune_forgets_old_runs_and_what_only_they_referenced(tmp_path: Path, pki: LabPKI) -> None:
-    path = tmp_path / "h.sqlite"
+def test_prune_forgets_old_runs_and_what_only_they_referenced(history_db: HistoryDatabase, pki: LabPKI) -> None:
     now = datetime.now(UTC)
     other = LabPKI("Retired")
     old_run = replace(
         make_run(pki, now - timedelta(days=40), hosts=200), agents=(snapshot("web-1", (root_of(other.root),)),)
     )
-    with SqliteHistory(path) as history:
+    with history_db.open() as history:
         old = history.save_run(old_run)
         middle = history.save_run(make_run(pki, now - timedelta(days=20)))
         recent = history.save_run(make_run(pki, now - timedelta(hours=1)))
         history.mark_announced("resolved-long-ago", now - timedelta(days=35))
         history.mark_announced("resolved-long-ago", now - timedelta(days=34), resolved=True)
         history.mark_announced("still-open", now - timedelta(days=1))
-        certificates_before = _count(path, "certificates")
+        certificates_before = history_db.count("certificates")
         assert history.prune(now - timedelta(days=30)) == 1
         assert history.get_run(old) is None
         assert [r.run_id for r in history.list_runs()] == [recent, middle]
@@ -344,15 +351,12 @@ def test_prune_forgets_old_runs_and_what_only_they_referenced(tmp_path: Path, pk
         assert history.announced("still-open")
         assert history.prune(now - timedelta(days=30)) == 0
     # The old run's own leaf went; the intermediate every run served stayed.
-    assert _count(path, "certificates") == certificates_before - 1
-    assert _count(path, "root_sets") == 1
-    assert _count(path, "announcements") == 1
-    assert _count(path, "target_runs") == 4 and _count(path, "agent_stores") == 8
-    connection = sqlite3.connect(path)
-    try:
-        assert connection.execute("PRAGMA freelist_count").fetchone()[0] == 0  # freed pages went back
-    finally:
-        connection.close()
+    assert history_db.count("certificates") == certificates_before - 1
+    assert history_db.count("root_sets") == 1
+    assert history_db.count("announcements") == 1
+    assert history_db.count("target_runs") == 4 and history_db.count("agent_stores") == 8
+    if history_db.backend == "sqlite":
+        assert history_db.query("PRAGMA freelist_count")[0][0] == 0  # freed pages went back
 
 
 def test_an_unchanged_fleet_adds_little_per_run(tmp_path: Path, pki: LabPKI) -> None:
@@ -394,6 +398,36 @@ def test_migrations_apply_to_an_empty_file_once(tmp_path: Path) -> None:
         assert versions == [v for v, _sql in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    finally:
+        connection.close()
+
+
+def test_a_version_1_database_migrates_and_keeps_its_findings(tmp_path: Path, pki: LabPKI) -> None:
+    """A history written before findings kept `prediction`: its findings read back as failures now, but
+    expiring_soon, which predicts by its nature."""
+    path = tmp_path / "h.sqlite"
+    soon = pki.issue_leaf("svc0.example.test", not_after=datetime.now(UTC) + timedelta(days=10))
+    run = make_run(pki, T0, leaf=soon, hosts=1)
+    assert [f.cause for t in run.targets for f in t.findings] == [Cause.EXPIRING_SOON]
+    clock = Finding(Cause.CLOCK_SKEW, Severity.WARNING, "web-1's clock is off.", ("web-1",), prediction=True)
+    run = replace(run, targets=(replace(run.targets[0], findings=(*run.targets[0].findings, clock)),))
+    with SqliteHistory(path) as history:
+        run_id = history.save_run(run)
+    connection = sqlite3.connect(path)
+    with connection:  # back to version 1: the findings table as it was then
+        connection.execute("ALTER TABLE findings DROP COLUMN prediction")
+        connection.execute("DELETE FROM schema_version WHERE version > 1")
+    connection.close()
+    with SqliteHistory(path) as history:
+        back = history.get_run(run_id)
+        assert back is not None
+        read = [(f.cause, f.prediction) for t in back.targets for f in t.findings]
+        assert read == [(Cause.EXPIRING_SOON, True), (Cause.CLOCK_SKEW, False)], "an old row cannot say it predicted"
+        again = history.save_run(replace(run, started_at=T0 + timedelta(hours=1)))
+        assert history.get_run(again) == replace(run, run_id=again, started_at=T0 + timedelta(hours=1))
+    connection = sqlite3.connect(path)
+    try:
+        assert [v for (v,) in connection.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
     finally:
         connection.close()
 

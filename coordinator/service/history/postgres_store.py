@@ -1,0 +1,451 @@
+"""The history in a PostgreSQL database, for a team whose coordinators share one history.
+
+The same rows as the SQLite history (certificates once by sha256, root lists once per distinct list,
+each target's observation compressed with a per-report dictionary), the same answers from every method.
+One connection serves every thread, behind a lock (callers on asyncio use `asyncio.to_thread`); a
+connection the server dropped is replaced at the next call. Reads see one snapshot (REPEATABLE READ);
+writes commit whole or not at all. Every call has a deadline: connect_timeout and statement_timeout.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
+
+from ..config import redact_url
+from ..report_model import ReportRun
+from .postgres_migrations import LOCK_TIMEOUT_MS, migrate
+from .rows import (
+    DICTIONARY_MAX_AGE,
+    KEYED_TABLES,
+    MAX_LIST_LIMIT,
+    SqlRunRows,
+    decode_run,
+    encode_run,
+    make_dictionary,
+)
+from .store import HistoryError, RunSummary
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_STATEMENT_TIMEOUT_S", "PostgresHistory"]
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_STATEMENT_TIMEOUT_S = 60.0
+# What the server and a DBA's pg_stat_activity call this client.
+APPLICATION_NAME = "tlsfleet-coordinator"
+_AUTH_FAILED = ("28P01", "28000")  # invalid_password, invalid_authorization_specification
+
+
+class PostgresHistory:
+    """`HistoryStore` on a PostgreSQL database named by a libpq URL (postgresql://user@host:port/db);
+    the schema is created or brought up to date when the store opens."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
+    ) -> None:
+        self._where = f"history database {redact_url(url)}"
+        if not 0 < connect_timeout_s <= 600 or not 0 < statement_timeout_s <= 3600:
+            raise HistoryError("connect timeout must be 0-600 s and statement timeout 0-3600 s, both above 0")
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as error:
+            raise HistoryError(
+                f"{self._where}: the URL is not accepted ({error}); postgresql://USER@HOST:PORT/DB"
+            ) from None
+        # The URL's own settings win; these are the defaults that give every call a deadline.
+        self._params: dict[str, Any] = {
+            "connect_timeout": max(1, math.ceil(connect_timeout_s)),
+            "application_name": APPLICATION_NAME,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            **given,
+        }
+        self._connect_timeout_s = connect_timeout_s
+        self._statement_timeout_ms = int(statement_timeout_s * 1000)
+        self._lock = threading.Lock()
+        self._connection: psycopg.Connection[Any] | None = None
+        connection = self._connect()
+        try:
+            with self._guard("create or update its schema"):
+                migrate(connection, self._where)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    # --- writing --------------------------------------------------------------------------------------
+
+    def save_run(self, run: ReportRun) -> int:
+        if run.run_id is not None:
+            raise HistoryError(f"run {run.run_id} of report {run.report!r} is already saved; a run is saved once")
+        if not run.report:
+            raise HistoryError("a run needs its report's name; got an empty name")
+        started = _aware(run.started_at, "started_at")
+        finished = _aware(run.finished_at, "finished_at")
+        encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample))
+        with self._write("save a run") as db:
+            # Coordinators sharing the history save one run of a report at a time, as SQLite's single
+            # writer does: each run's leaf sightings extend the stretches the run before it left.
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('tlsfleet save_run'), hashtext(%s))", (run.report,))
+            row = db.execute(
+                "INSERT INTO runs (report, started_at, finished_at, abandoned, note) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (run.report, started, finished, run.abandoned, run.note),
+            ).fetchone()
+            assert row is not None
+            run_id = int(row[0])
+            cursor = db.cursor()
+            # Shared rows in one order: two coordinators saving at once then wait for each other, never deadlock.
+            cursor.executemany(
+                "INSERT INTO certificates (sha256, der, last_seen) VALUES (%s, %s, %s) ON CONFLICT (sha256) "
+                "DO UPDATE SET last_seen = GREATEST(certificates.last_seen, excluded.last_seen)",
+                [(sha, encoded.certificates[sha], started) for sha in sorted(encoded.certificates)],
+            )
+            cursor.executemany(
+                "INSERT INTO root_sets (digest, roots, last_seen) VALUES (%s, %s, %s) ON CONFLICT (digest) "
+                "DO UPDATE SET last_seen = GREATEST(root_sets.last_seen, excluded.last_seen)",
+                [(digest, encoded.root_sets[digest], started) for digest in sorted(encoded.root_sets)],
+            )
+            cursor.executemany(
+                "INSERT INTO target_runs (run_id, report, position, target, duration_ms, dictionary, observation) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (run_id, run.report, position, target, duration, encoded.dictionary_id, blob)
+                    for position, target, duration, blob in encoded.targets
+                ],
+            )
+            cursor.executemany(
+                "INSERT INTO findings (run_id, target_position, position, report, target, key, cause, severity, "
+                "agents, addresses, summary, detail, prediction) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(run_id, *f) for f in encoded.findings],
+            )
+            cursor.executemany(
+                "INSERT INTO agent_snapshots (run_id, position, name, address, labels, state, error, version, "
+                "clock_offset_ms, clock_error_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(run_id, *a) for a in encoded.agents],
+            )
+            cursor.executemany(
+                "INSERT INTO agent_stores (run_id, agent_position, position, name, kind, path, root_count, "
+                "fingerprint, error, root_set) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(run_id, *s) for s in encoded.stores],
+            )
+            _record_leaves(db, run.report, encoded.leaves, started)
+        return run_id
+
+    def _dictionary(self, report: str, documents: list[bytes]) -> tuple[int | None, bytes]:
+        """The report's current preset dictionary, made from `documents` when it has none (or only an old one)."""
+        now = datetime.now(UTC)
+        with self._write("save a run") as db:
+            row = db.execute(
+                "SELECT id, data FROM dictionaries WHERE report = %s AND created_at >= %s "
+                "ORDER BY created_at DESC, id DESC LIMIT 1",
+                (report, now - DICTIONARY_MAX_AGE),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), zlib.decompress(row[1])
+            data = make_dictionary(documents)
+            made = db.execute(
+                "INSERT INTO dictionaries (report, created_at, data) VALUES (%s, %s, %s) RETURNING id",
+                (report, now, zlib.compress(data, 9)),
+            ).fetchone()
+            assert made is not None
+            return int(made[0]), data
+
+    def mark_announced(self, key: str, at: datetime, resolved: bool = False) -> None:
+        when = _aware(at, "announcement time")
+        with self._write("record an announcement") as db:
+            if resolved:
+                db.execute(
+                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET resolved_at = excluded.resolved_at",
+                    (key, when, when),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (%s, %s, NULL) "
+                    "ON CONFLICT (key) DO UPDATE SET announced_at = excluded.announced_at, resolved_at = NULL",
+                    (key, when),
+                )
+
+    def prune(self, older_than: datetime) -> int:
+        cutoff = _aware(older_than, "older_than")
+        with self._write("prune old runs") as db:
+            removed = db.execute("DELETE FROM runs WHERE started_at < %s", (cutoff,)).rowcount
+            # What only pruned runs referenced: every remaining run started at or after the cutoff, and
+            # each row's last_seen is the latest start among the runs that referenced it.
+            db.execute("DELETE FROM certificates WHERE last_seen < %s", (cutoff,))
+            db.execute("DELETE FROM root_sets WHERE last_seen < %s", (cutoff,))
+            db.execute("DELETE FROM leaf_sightings WHERE last_seen < %s", (cutoff,))
+            # A dictionary made after the cutoff may be about to serve a run being saved: keep those.
+            db.execute(
+                "DELETE FROM dictionaries WHERE created_at < %s "
+                "AND NOT EXISTS (SELECT 1 FROM target_runs t WHERE t.dictionary = dictionaries.id)",
+                (cutoff,),
+            )
+            db.execute(
+                "DELETE FROM announcements WHERE (resolved_at IS NOT NULL AND resolved_at < %(cutoff)s) "
+                "OR (resolved_at IS NULL AND announced_at < %(cutoff)s AND key NOT IN (SELECT key FROM findings))",
+                {"cutoff": cutoff},
+            )
+        return max(removed, 0)
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def latest_run(
+        self, report: str, before_id: int | None = None, *, include_abandoned: bool = True
+    ) -> ReportRun | None:
+        with self._read("find the latest run") as db:
+            row = db.execute(
+                "SELECT id FROM runs WHERE report = %(report)s AND (%(before)s::bigint IS NULL OR id < %(before)s) "
+                "AND (%(all)s OR NOT abandoned) ORDER BY started_at DESC, id DESC LIMIT 1",
+                {"report": report, "before": before_id, "all": include_abandoned},
+            ).fetchone()
+            return None if row is None else self._load_run(db, int(row[0]))
+
+    def get_run(self, run_id: int) -> ReportRun | None:
+        with self._read(f"read run {run_id}") as db:
+            return self._load_run(db, run_id)
+
+    def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise HistoryError(f"limit {limit} is out of range; accepted: 1 to {MAX_LIST_LIMIT}")
+        with self._read("list runs") as db:
+            rows = db.execute(
+                """
+                SELECT r.id, r.report, r.started_at, r.finished_at, r.abandoned, r.note,
+                    (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id),
+                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'critical'),
+                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'warning'),
+                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info')
+                FROM runs r WHERE (%(report)s::text IS NULL OR r.report = %(report)s)
+                ORDER BY r.started_at DESC, r.id DESC LIMIT %(limit)s
+                """,
+                {"report": report, "limit": limit},
+            ).fetchall()
+        return [
+            RunSummary(
+                run_id=int(r[0]),
+                report=r[1],
+                started_at=_utc(r[2]),
+                finished_at=_utc(r[3]),
+                abandoned=bool(r[4]),
+                note=r[5],
+                targets=int(r[6]),
+                critical=int(r[7]),
+                warning=int(r[8]),
+                info=int(r[9]),
+            )
+            for r in rows
+        ]
+
+    def first_seen_finding(self, report: str, key: str) -> datetime | None:
+        with self._read("look up a finding's first sighting") as db:
+            row = db.execute(
+                """
+                WITH last AS (
+                    SELECT run_id, target FROM findings WHERE report = %(report)s AND key = %(key)s
+                    ORDER BY run_id DESC LIMIT 1
+                ), gap AS (
+                    -- the latest run that probed the target without seeing the finding
+                    SELECT MAX(t.run_id) AS run_id FROM target_runs t, last
+                    WHERE t.report = %(report)s AND t.target = last.target AND t.run_id < last.run_id
+                    AND NOT EXISTS (SELECT 1 FROM findings f WHERE f.run_id = t.run_id AND f.key = %(key)s)
+                )
+                SELECT MIN(r.started_at) FROM findings f JOIN runs r ON r.id = f.run_id
+                WHERE f.report = %(report)s AND f.key = %(key)s
+                AND f.run_id > COALESCE((SELECT run_id FROM gap), 0)
+                """,
+                {"report": report, "key": key},
+            ).fetchone()
+        return None if row is None or row[0] is None else _utc(row[0])
+
+    def first_seen_certificate(
+        self, report: str, target: str, agent: str, address: str, sha256: str
+    ) -> datetime | None:
+        with self._read("look up a certificate's first sighting") as db:
+            row = db.execute(
+                "SELECT first_seen FROM leaf_sightings WHERE report = %s AND target = %s AND agent = %s "
+                "AND address = %s AND sha256 = %s ORDER BY last_seen DESC, id DESC LIMIT 1",
+                (report, target, agent, address, sha256.lower()),
+            ).fetchone()
+        return None if row is None else _utc(row[0])
+
+    def announced(self, key: str) -> bool:
+        with self._read("read announcements") as db:
+            row = db.execute("SELECT resolved_at FROM announcements WHERE key = %s", (key,)).fetchone()
+        return row is not None and row[0] is None
+
+    def close(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                with suppress(psycopg.Error):  # closing a connection the server already dropped
+                    connection.close()
+
+    def __enter__(self) -> PostgresHistory:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        with self._guard("connect"):
+            connection = psycopg.connect(autocommit=True, **self._params)
+            try:
+                connection.execute("SET TIME ZONE 'UTC'")
+                connection.execute(f"SET statement_timeout = {self._statement_timeout_ms}")
+            except BaseException:
+                connection.close()
+                raise
+            return connection
+
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._connection is None:
+            raise HistoryError(f"{self._where} is closed")
+        if self._connection.broken:
+            # The server went away (restart, failover, idle cut): start over on a new connection.
+            with suppress(psycopg.Error):
+                self._connection.close()
+            self._connection = self._connect()
+        return self._connection
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as error:
+            raise self._translate(error, action) from error
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock, self._guard(action):
+            db = self._db()
+            with db.transaction():
+                yield db
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock, self._guard(action):
+            db = self._db()
+            with db.transaction():
+                db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot
+                yield db
+
+    def _translate(self, error: psycopg.Error, action: str) -> HistoryError:
+        where = self._where
+        reason = _first_line(error)
+        user = self._params.get("user") or "the connecting user"
+        if isinstance(error, errors.LockNotAvailable):
+            return HistoryError(
+                f"{where}: another coordinator held the migration lock for {LOCK_TIMEOUT_MS // 1000} s; "
+                "wait for it to finish, or stop the one that hangs"
+            )
+        if isinstance(error, errors.QueryCanceled):
+            return HistoryError(
+                f"{where}: the server took longer than {self._statement_timeout_ms / 1000:g} s to {action}; "
+                "check its load and locks (pg_stat_activity)"
+            )
+        if isinstance(error, errors.InsufficientPrivilege):
+            return HistoryError(
+                f"{where}: {user} may not {action} ({reason}); grant it CREATE and USAGE on the schema "
+                "and ownership of tlsfleet's tables"
+            )
+        if isinstance(error, errors.DiskFull):
+            return HistoryError(f"{where}: the server's disk is full; free space or shorten [storage] retention_days")
+        if error.sqlstate in _AUTH_FAILED or "authentication failed" in reason:
+            return HistoryError(
+                f"{where}: authentication failed for {user} ({reason}); check the user and password "
+                "in [storage] url, PGPASSWORD or ~/.pgpass"
+            )
+        if error.sqlstate == "3D000" or ("database" in reason and "does not exist" in reason):
+            return HistoryError(f"{where} does not exist on the server ({reason}); create it first (createdb)")
+        if isinstance(error, psycopg.OperationalError) and action == "connect" and "FATAL" not in reason:
+            # No answer from a server at all (a FATAL would be its answer).
+            return HistoryError(
+                f"{where} is unreachable ({reason}); check that the server runs and that [storage] url "
+                f"names its host and port (waited up to {self._connect_timeout_s:g} s)"
+            )
+        if isinstance(error, psycopg.OperationalError) and self._connection is not None and _lost(self._connection):
+            return HistoryError(
+                f"{where}: the connection was lost while trying to {action} ({reason}); the next attempt reconnects"
+            )
+        return HistoryError(f"{where}: cannot {action}: {reason}")
+
+    def _load_run(self, db: psycopg.Connection[Any], run_id: int) -> ReportRun | None:
+        rows = SqlRunRows(db, run_id, mark="%s", read_time=_utc, by_keys=lambda table, keys: _by_keys(db, table, keys))
+        return decode_run(rows, run_id, self._where)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise HistoryError(f"{what} {value!r} has no time zone; history times must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _first_line(error: psycopg.Error) -> str:
+    text = str(error).strip().removeprefix("connection failed: ")
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _lost(connection: psycopg.Connection[Any]) -> bool:
+    return connection.broken or connection.closed
+
+
+def _by_keys(db: psycopg.Connection[Any], table: str, keys: Iterable[str]) -> dict[str, bytes]:
+    key, data = KEYED_TABLES[table]
+    wanted = sorted(keys)
+    if not wanted:
+        return {}
+    rows = db.execute(f"SELECT {key}, {data} FROM {table} WHERE {key} = ANY(%s)", (wanted,))
+    return {str(k): bytes(v) for k, v in rows}
+
+
+def _record_leaves(
+    db: psycopg.Connection[Any], report: str, leaves: dict[tuple[str, str, str], str], at: datetime
+) -> None:
+    """Extend each place's current stretch when its leaf is unchanged; start a new stretch when it changed."""
+    if not leaves:
+        return
+    latest = {
+        (target, agent, address): (row_id, sha)
+        for row_id, target, agent, address, sha in db.execute(
+            "SELECT DISTINCT ON (target, agent, address) id, target, agent, address, sha256 FROM leaf_sightings "
+            "WHERE report = %s ORDER BY target, agent, address, last_seen DESC, id DESC",
+            (report,),
+        )
+    }
+    extend, start = [], []
+    for place, sha in sorted(leaves.items()):
+        current = latest.get(place)
+        if current is not None and current[1] == sha:
+            extend.append((at, current[0]))
+        else:
+            start.append((report, *place, sha, at, at))
+    cursor = db.cursor()
+    cursor.executemany("UPDATE leaf_sightings SET last_seen = GREATEST(last_seen, %s) WHERE id = %s", extend)
+    cursor.executemany(
+        "INSERT INTO leaf_sightings (report, target, agent, address, sha256, first_seen, last_seen) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        start,
+    )
