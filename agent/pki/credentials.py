@@ -8,7 +8,6 @@ from the fleet CA, and `AllowedPeersInterceptor` then admits only the listed nam
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import structlog
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -46,9 +46,10 @@ __all__ = [
     "server_credentials",
 ]
 
-_log = logging.getLogger(__name__)
+_log = structlog.get_logger()
 _MAX_NAMES_SHOWN = 5
 _SAN_KEY = "x509_subject_alternative_name"
+_HEALTH_METHODS = "/grpc.health.v1.Health/"
 
 
 class CredentialError(UsageError):
@@ -336,7 +337,12 @@ async def require_peer(context: grpc.aio.ServicerContext, role: str, allowed_nam
     identity = peer_identity(context.auth_context())
     reason = check_peer_allowed(identity, role=role, allowed_names=allowed_names)
     if reason is not None:
-        _log.warning("tlsfleet refused a call from %s: %s", context.peer(), reason)
+        _log.warning(
+            "call_refused",
+            peer_address=context.peer(),
+            peer_identity="/".join(identity) if identity else None,
+            reason=reason,
+        )
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
     assert identity is not None  # check_peer_allowed refuses None
     return identity
@@ -355,11 +361,20 @@ class AllowedPeersInterceptor(grpc.aio.ServerInterceptor):
     served unchecked.
     """
 
-    def __init__(self, role: str = "coordinator", allowed_names: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        role: str = "coordinator",
+        allowed_names: Collection[str] = (),
+        *,
+        health_for: tuple[str, str] | None = None,
+    ) -> None:
+        """`health_for` (role, name) is also admitted, to the standard health service only: the agent
+        itself, so that a health check beside it (a container's HEALTHCHECK) can use its own certificate."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}: a role is one of {', '.join(ROLES)}")
         try:
             self._allowed = frozenset(normalize_name(n) for n in allowed_names)
+            self._health_for = (health_for[0], normalize_name(health_for[1])) if health_for else None
         except FleetPkiError as e:
             raise ValueError(f"allowed {role} names: {e}") from e
         self._role = role
@@ -404,10 +419,19 @@ class AllowedPeersInterceptor(grpc.aio.ServerInterceptor):
 
     def _guard(self, behavior: Behavior, method: str) -> Behavior:
         role, allowed = self._role, self._allowed
+        also = self._health_for if method.startswith(_HEALTH_METHODS) else None
+
+        async def admit(context: grpc.aio.ServicerContext) -> None:
+            if also is not None:
+                identity = peer_identity(context.auth_context())
+                if identity is not None and (identity[0], identity[1].casefold()) == also:
+                    return
+            await require_peer(context, role, allowed)
+
         if inspect.isasyncgenfunction(behavior):
 
             async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await require_peer(context, role, allowed)
+                await admit(context)
                 async for response in behavior(request, context):
                     yield response
 
@@ -415,7 +439,7 @@ class AllowedPeersInterceptor(grpc.aio.ServerInterceptor):
         if inspect.iscoroutinefunction(behavior):
 
             async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await require_peer(context, role, allowed)
+                await admit(context)
                 return await behavior(request, context)
 
             return guarded

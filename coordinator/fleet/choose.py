@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...agent.errors import UsageError
 from .inventory import Inventory, load_inventory
-from .selector import parse_selector
+from .selector import check_names_exist, parse_selector
 from .vantage import Vantage
 
 
@@ -21,27 +22,62 @@ class FleetChoice:
     vantages: tuple[Vantage, ...]
 
 
-def select_vantages(*, inventory_path: Path | None, selector_text: str | None, include_local: bool) -> FleetChoice:
+def select_vantages(
+    *,
+    inventory_path: Path | None,
+    selector_text: str | None,
+    include_local: bool,
+    linked: Sequence[tuple[Vantage, bool]] = (),
+    names_must_exist: bool = False,
+) -> FleetChoice:
     """Load the inventory, pick the agents the selector matches, and build a vantage for each.
 
+    `linked` are the agents that dial in, each with whether it holds a stream now: one that does is
+    reached over its stream, also when the inventory lists it; one that does not is left to the
+    inventory's address when there is one.
+
+    With `names_must_exist`, a name in the selector that is no vantage's (a typo) is an error naming the close
+    ones, rather than a vantage quietly left out.
+
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
-    from ...agent.pki.credentials import load_credentials
-    from ...agent.pki.fleet_ca import default_pki_dir
+    from ...agent.pki.credentials import CredentialError, load_credentials
+    from ...agent.pki.fleet_ca import default_pki_dir, from_pki_env, pki_dir_problem
     from .grpc_vantage import GrpcVantage
     from .local_vantage import LOCAL_NAME, LocalVantage
 
     inventory = load_inventory(inventory_path, pki_dir=default_pki_dir())
     selector = parse_selector(selector_text)
-    chosen = [a for a in inventory.agents if selector.matches(a.name, dict(a.labels))]
+    listed = {a.name for a in inventory.agents}
+    if names_must_exist:
+        where = f"inventory {inventory.path}" if inventory.path else "no inventory (only 'local' exists)"
+        check_names_exist(selector, [LOCAL_NAME, *listed, *(v.info.name for v, _ in linked)], where)
+    dialling_in = [
+        v
+        for v, connected in linked
+        if (connected or v.info.name not in listed) and selector.matches(v.info.name, dict(v.info.labels))
+    ]
+    reached_by_stream = {v.info.name for v in dialling_in}
+    chosen = [
+        a for a in inventory.agents if a.name not in reached_by_stream and selector.matches(a.name, dict(a.labels))
+    ]
     vantages: list[Vantage] = []
     if include_local and selector.matches(LOCAL_NAME, {}):
         vantages.append(LocalVantage())
     if any(not a.insecure for a in chosen):
         c = inventory.credentials
-        credentials = load_credentials(c.ca, c.cert, c.key, expect_role="coordinator")
+        if not c.ca.is_file() and (problem := pki_dir_problem(c.ca.parent)):
+            raise CredentialError(problem)
+        try:
+            credentials = load_credentials(c.ca, c.cert, c.key, expect_role="coordinator")
+        except CredentialError as error:
+            if from_pki_env(c.ca):
+                raise CredentialError(f"{error} (PKI directory from $TLSFLEET_PKI_DIR)") from None
+            raise
     else:
         credentials = None
-    vantages.extend(GrpcVantage(a, credentials) for a in chosen)
+    hint = ca_hint(inventory.credentials.ca)
+    vantages.extend(GrpcVantage(a, credentials, ca_hint=hint) for a in chosen)
+    vantages.extend(dialling_in)
     if not vantages:
         where = f"inventory {inventory.path}" if inventory.path else "no inventory (only 'local' exists)"
         raise FleetError(
@@ -49,3 +85,11 @@ def select_vantages(*, inventory_path: Path | None, selector_text: str | None, i
             + ("; --no-local leaves out this machine" if not include_local else "")
         )
     return FleetChoice(inventory=inventory, vantages=tuple(vantages))
+
+
+def ca_hint(ca: Path) -> str:
+    """The fleet CA file, and $TLSFLEET_PKI_DIR when that is where it came from: the first thing to check
+    when an agent's certificate is refused."""
+    from ...agent.pki.fleet_ca import from_pki_env
+
+    return f"{ca}, PKI directory from $TLSFLEET_PKI_DIR" if from_pki_env(ca) else str(ca)

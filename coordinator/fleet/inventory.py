@@ -45,6 +45,33 @@ class AgentEntry:
 
 
 @dataclass(frozen=True)
+class MergedLabels:
+    """An agent's labels: the inventory's, plus those the agent reports (`agent serve --label`) for keys
+    the inventory leaves unset. Where both set a key the inventory wins, and the difference is kept."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    conflicts: tuple[tuple[str, str, str], ...] = ()  # (key, the inventory's value, the agent's value)
+
+    def shown(self) -> tuple[tuple[str, str], ...]:
+        """The labels for a person: a conflicting value says what the agent says, e.g.
+        `env=prod (agent says env=staging)`."""
+        said = {key: reported for key, _, reported in self.conflicts}
+        return tuple(
+            (key, f"{value} (agent says {key}={said[key]})" if key in said else value) for key, value in self.labels
+        )
+
+
+def merge_labels(listed: tuple[tuple[str, str], ...], reported: tuple[tuple[str, str], ...]) -> MergedLabels:
+    inventory = dict(listed)
+    agent = dict(reported)
+    merged = {**agent, **inventory}
+    conflicts = tuple(
+        (key, inventory[key], agent[key]) for key in sorted(inventory) if key in agent and agent[key] != inventory[key]
+    )
+    return MergedLabels(labels=tuple(sorted(merged.items())), conflicts=conflicts)
+
+
+@dataclass(frozen=True)
 class CoordinatorCredentialPaths:
     name: str
     ca: Path

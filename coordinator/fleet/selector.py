@@ -3,19 +3,25 @@
 A selector is a comma-separated list of terms. `key=value` and `key!=value` test labels (all must
 hold); a bare word is an agent name, shell-style wildcards allowed (any one must match). `local` names
 the machine the CLI runs on. Examples: `env=prod`, `web-*`, `env=prod,region!=us-east`, `local,db-1`.
+
+A name term that matches no vantage at all is an error (a typo must not silently shrink the fleet), with
+the close names. Labels are those the inventory lists, merged with those an agent reports.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from ...agent.errors import UsageError
 
 _TERM = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<op>!=|=)(?P<value>[^,=!]*)$")
 _NAME = re.compile(r"^[a-z0-9*?\[\]-]+$")
+MAX_CLOSE_NAMES = 3
+MAX_KNOWN_SHOWN = 5
 
 
 class SelectorError(UsageError):
@@ -34,6 +40,35 @@ class Selector:
         if any(labels.get(key) != value for key, value in self.equal):
             return False
         return all(labels.get(key) != value for key, value in self.not_equal)
+
+    def rules_out(self, name: str, listed: Mapping[str, str]) -> bool:
+        """True when the name or the listed labels fail already, whatever labels the agent reports (the
+        listed ones win): such an agent need not be asked."""
+        if self.names and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names):
+            return True
+        if any(key in listed and listed[key] != value for key, value in self.equal):
+            return True
+        return any(listed.get(key) == value for key, value in self.not_equal)
+
+    def names_text(self) -> str | None:
+        """The name terms alone, as selector text; None when there are none."""
+        return ",".join(self.names) or None
+
+
+def check_names_exist(selector: Selector, known: Collection[str], where: str) -> None:
+    """Refuse a name term that matches none of the `known` vantage names, naming the close ones."""
+    names = sorted(set(known))
+    for pattern in selector.names:
+        if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            continue
+        close = difflib.get_close_matches(pattern, names, n=MAX_CLOSE_NAMES, cutoff=0.6)
+        if close:
+            hint = "close names: " + ", ".join(close)
+        else:
+            shown = names[:MAX_KNOWN_SHOWN]
+            more = len(names) - len(shown)
+            hint = "known: " + ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+        raise SelectorError(f"selector term {pattern!r} matches no vantage in {where}; {hint}")
 
 
 def parse_selector(text: str | None) -> Selector:

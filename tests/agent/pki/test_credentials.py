@@ -196,6 +196,48 @@ def test_agent_certificate_as_client_is_permission_denied(fleet: Fleet) -> None:
     assert servicer.callers == []
 
 
+def test_the_agent_itself_may_ask_its_health_service_and_nothing_else(fleet: Fleet) -> None:
+    """A HEALTHCHECK beside the agent uses the agent's own certificate: health answers it; any other method,
+    and another agent, are refused."""
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    async def scenario() -> tuple[int, grpc.StatusCode | None, grpc.StatusCode | None]:
+        interceptor = AllowedPeersInterceptor(
+            role="coordinator", allowed_names=("ops-1",), health_for=("agent", "web-1")
+        )
+        server = grpc.aio.server(interceptors=[interceptor])
+        health_pb2_grpc.add_HealthServicer_to_server(RecordingHealth(), server)
+        other_service = {"Describe": grpc.unary_unary_rpc_method_handler(echo)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tlsfleet.v1.Agent", other_service),))
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(fleet.creds("agent", "web-1")))
+        await server.start()
+        itself = channel_credentials(fleet.creds("agent", "web-1"))
+        try:
+            status = (await check(port, itself)).status
+            try:
+                await check(port, channel_credentials(fleet.creds("agent", "web-2")))
+                other_agent = None
+            except grpc.aio.AioRpcError as error:
+                other_agent = error.code()
+            options = channel_options_for_peer("agent", "web-1")
+            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", itself, options) as channel:
+                try:
+                    await channel.unary_unary("/tlsfleet.v1.Agent/Describe")(b"x", timeout=DEADLINE_S)
+                    other_method = None
+                except grpc.aio.AioRpcError as error:
+                    other_method = error.code()
+            return status, other_agent, other_method
+        finally:
+            await server.stop(grace=None)
+
+    status, other_agent, other_method = asyncio.run(scenario())
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert other_agent == grpc.StatusCode.PERMISSION_DENIED
+    assert other_method == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_coordinator_not_in_allowed_list_is_permission_denied(fleet: Fleet) -> None:
     error, servicer = run_refused(
         fleet.creds("agent", "web-1"), channel_credentials(fleet.creds("coordinator", "ops-2"))

@@ -1,0 +1,82 @@
+"""A stand-in for a service's sandbox, as root: a mount and a network namespace in which
+/var/lib/tlsfleet is a bind mount of a temporary directory, /etc an overlay the test writes its files
+into, the root file system read-only, /tmp private, only loopback up, and the service run as nobody.
+
+The test passes a shell script; it runs after the set-up with `as_service CMD...` to run a command as the
+service user. A set-up step this machine cannot do exits 97, which the test reports as a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+SERVICE_UID = 65534  # nobody: a user that owns nothing outside the state directory
+SETUP_FAILED = 97
+
+_SETUP = r"""
+set -e
+fail() { echo "sandbox: $1" >&2; exit 97; }
+ip link set lo up || fail "no loopback"
+mount -t tmpfs -o mode=0755 tmpfs /var/lib || fail "cannot mount a tmpfs on /var/lib"
+mkdir /var/lib/tlsfleet
+mount --bind "$SANDBOX_STATE" /var/lib/tlsfleet || fail "cannot bind the state directory"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$SANDBOX_UPPER,workdir=$SANDBOX_WORK" /etc \
+    || fail "no overlayfs for /etc"
+# The test's files for /etc, as an installation would put them.
+cp -a "$SANDBOX_ETC/." /etc/
+mount -o remount,ro /etc || fail "cannot make /etc read-only"
+mount -o remount,bind,ro / || fail "cannot make / read-only"
+mount -t tmpfs tmpfs /tmp || fail "cannot give a private /tmp"
+cd /var/lib/tlsfleet
+as_service() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
+export HOME=/nonexistent PYTHONDONTWRITEBYTECODE=1
+"""
+
+
+def require_sandbox(*tools: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a mount and network namespace stand in for the service's sandbox")
+    missing = [tool for tool in ("unshare", "setpriv", "ip", *tools) if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} to build the service's sandbox")
+
+
+def prepare(root: Path) -> tuple[Path, Path]:
+    """The state directory (owned by the service user, mode 0700) and the tree copied onto /etc."""
+    state, etc = root / "state", root / "etc"
+    for d in (state, etc, root / "upper", root / "work"):
+        d.mkdir()
+    os.chown(state, SERVICE_UID, SERVICE_UID)
+    state.chmod(0o700)
+    root.chmod(0o755)
+    return state, etc
+
+
+def start(root: Path, script: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """Run `script` in the sandbox built under `root` (see prepare); its stderr is piped."""
+    full_env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "SANDBOX_STATE": str(root / "state"),
+        "SANDBOX_ETC": str(root / "etc"),
+        "SANDBOX_UPPER": str(root / "upper"),
+        "SANDBOX_WORK": str(root / "work"),
+        **env,
+    }
+    return subprocess.Popen(
+        ["unshare", "--mount", "--net", "--propagation", "private", "/bin/sh", "-c", _SETUP + script],
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def skip_if_unbuildable(process: subprocess.Popen[str], lines: list[str]) -> None:
+    if process.poll() == SETUP_FAILED:
+        pytest.skip("cannot build the service's sandbox here: " + "".join(lines[-3:]).strip())
