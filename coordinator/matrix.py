@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -39,10 +40,23 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 _NOT_COMPARED = frozenset({"agent", "labels", "address"})
 
 
+class Health(StrEnum):
+    """How a verdict cell reads for the host it comes from, whatever the other rows say."""
+
+    NONE = "none"  # not a verdict (or nothing to judge)
+    GOOD = "good"
+    WARN = "warn"  # some client or store on the host fails, the native client does not; or not probed by policy
+    BAD = "bad"
+
+
 @dataclass(frozen=True)
 class MatrixRow:
     cells: tuple[str, ...]  # in COLUMNS order
     ok: bool  # the vantage answered and this address verified natively
+    native_health: Health = Health.NONE
+    stores_health: Health = Health.NONE
+    # The trust-store cell told briefly for a terminal: the largest verdict group counted, the others named.
+    stores_brief: str = ""
 
     def cell(self, column: str) -> str:
         return self.cells[_INDEX[column]]
@@ -52,6 +66,8 @@ class MatrixRow:
 class Matrix:
     rows: tuple[MatrixRow, ...]
     differing: frozenset[tuple[int, str]]  # (row index, column key)
+    # Columns whose values differ with no value held by most rows (two rows, a tie): no row is the odd one.
+    split: frozenset[str] = frozenset()
 
 
 _INDEX = {key: index for index, (key, _title) in enumerate(COLUMNS)}
@@ -66,6 +82,7 @@ def build_matrix(outcomes: Sequence[ProbeOutcome]) -> Matrix:
                 clock_flags.add(len(rows))
             rows.append(row)
     differing = {(i, "clock") for i in clock_flags}
+    split: set[str] = set()
     for key, _title in COLUMNS:
         if key in _NOT_COMPARED or key == "clock":
             continue
@@ -77,9 +94,10 @@ def build_matrix(outcomes: Sequence[ProbeOutcome]) -> Matrix:
         if top_count == second_count:
             # No majority: every value differs from another, and marking one side would depend on row order.
             differing.update((i, key) for i in range(len(values)))
+            split.add(key)
         else:
             differing.update((i, key) for i, value in enumerate(values) if value != top)
-    return Matrix(rows=tuple(rows), differing=frozenset(differing))
+    return Matrix(rows=tuple(rows), differing=frozenset(differing), split=frozenset(split))
 
 
 def _rows_for(outcome: ProbeOutcome) -> list[tuple[MatrixRow, bool]]:
@@ -101,15 +119,18 @@ def _rows_for(outcome: ProbeOutcome) -> list[tuple[MatrixRow, bool]]:
 def _row(name: str, labels: str, address: str, *, note: str, clock: str) -> MatrixRow:
     cells = {key: "" for key, _ in COLUMNS}
     cells.update(agent=name, labels=labels, address=address, native=note, clock=clock)
-    return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False)
+    return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False, native_health=Health.BAD)
 
 
 def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, clock: str) -> MatrixRow:
     cells = {key: "" for key, _ in COLUMNS}
     cells.update(agent=name, labels=labels, address=a.address, clock=clock)
+    if a.connect_failure is Failure.DENIED_BY_POLICY:  # its error names the rule: "denied by policy: ..."
+        cells["native"] = a.connect_error or "denied by policy"
+        return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False, native_health=Health.WARN)
     if a.connect_failure is not Failure.NONE:
         cells["native"] = f"{a.connect_failure}: {a.connect_error}" if a.connect_error else str(a.connect_failure)
-        return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False)
+        return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False, native_health=Health.BAD)
     cells["tls"] = a.handshake.tls_version or "-"
     if a.chain:
         try:
@@ -122,9 +143,16 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
             cells["leaf"] = "unparseable certificate"
         cells["chain"] = str(len(a.chain))
     cells["native"] = _native_cell(a)
-    cells["stores"] = _stores_cell(per_store(a.stores))
+    stores = per_store(a.stores)
+    cells["stores"] = _stores_cell(stores)
     ok = row_is_fine(a)
-    return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=ok)
+    return MatrixRow(
+        cells=tuple(cells[key] for key, _ in COLUMNS),
+        ok=ok,
+        native_health=_native_health(a, ok),
+        stores_health=_stores_health(stores),
+        stores_brief=_stores_brief(stores),
+    )
 
 
 def row_is_fine(a: AddressResult) -> bool:
@@ -135,6 +163,13 @@ def row_is_fine(a: AddressResult) -> bool:
     if a.native.verdict is not Verdict.OK:
         return False
     return all(v.failure is Failure.NONE and v.verdict is Verdict.OK for v in a.views)
+
+
+def _native_health(a: AddressResult, ok: bool) -> Health:
+    if ok:
+        return Health.GOOD
+    native_fine = a.handshake.failure is Failure.NONE and a.native.verdict is Verdict.OK
+    return Health.WARN if native_fine else Health.BAD  # native fine: another client view on the host fails
 
 
 def _leaf_names(common_name: str, sans: tuple[str, ...]) -> str:
@@ -174,13 +209,38 @@ def _stores_cell(stores: Sequence[StoreVerdict]) -> str:
     if not stores:
         return "-"
     # Grouped by verdict: a host has half a dozen stores and a reader wants the odd one out.
+    return "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in _store_groups(stores).items())
+
+
+def _store_groups(stores: Sequence[StoreVerdict]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for s in stores:
         verdict = str(s.at_agent_time)
         if s.at_reference_time is not s.at_agent_time:
             verdict += f" ({s.at_reference_time} at reference time)"
         groups.setdefault(verdict, []).append(s.store)
-    return "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in groups.items())
+    return groups
+
+
+def _stores_brief(stores: Sequence[StoreVerdict]) -> str:
+    """ "ok: 4 · unknown_issuer: java, certifi": the largest group counted (ok first among equals), the rest named."""
+    if not stores:
+        return "-"
+    groups = _store_groups(stores)
+    largest = max(groups, key=lambda verdict: (len(groups[verdict]), verdict == str(Verdict.OK)))
+    if len(groups) == 1:
+        names = groups[largest]
+        return f"{largest}: {names[0]}" if len(names) == 1 else f"{largest}: all {len(names)}"
+    parts = [f"{largest}: {len(groups[largest])}"]
+    parts += [f"{verdict}: {', '.join(names)}" for verdict, names in groups.items() if verdict != largest]
+    return " · ".join(parts)
+
+
+def _stores_health(stores: Sequence[StoreVerdict]) -> Health:
+    if not stores:
+        return Health.NONE
+    fine = sum(1 for s in stores if s.at_agent_time is Verdict.OK and s.at_reference_time is Verdict.OK)
+    return Health.GOOD if fine == len(stores) else Health.WARN if fine else Health.BAD
 
 
 def _clock_cell(clock: ClockEstimate | None) -> str:

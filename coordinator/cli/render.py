@@ -5,46 +5,112 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ...agent.model import ProbeRequest, TrustStore
 from ..diagnosis.model import Finding, Severity
-from ..matrix import COLUMNS, Matrix
+from ..matrix import COLUMNS, Health, Matrix, MatrixRow
+from ..matrix_agreement import IDENTITY, Agreement, Shared, Standing, agreement, brief_cell, health
 from ..outcomes import DescribeOutcome, ProbeOutcome, VantageState
 
-DIFF_STYLE = "bold red"
+# Below this width the rows become one block per vantage: a table of many columns cannot be read at 80.
+BLOCKS_BELOW = 100
+WIDTH_WHEN_PIPED = 200
 # Without colour a reader still needs to see which cells differ.
 DIFF_MARK = " *"
-WIDTH_WHEN_PIPED = 200
+_HEALTH_STYLE = {Health.GOOD: "green", Health.WARN: "yellow", Health.BAD: "red"}
+# A value that is not a verdict: the odd one out stands out, a split is marked without picking a side.
+_STANDING_STYLE = {Standing.ODD: "bold yellow", Standing.SPLIT: "yellow"}
 
 
 def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[ProbeOutcome], matrix: Matrix) -> None:
+    """The caption, what every row shares (said once), then only what differs: as a table when it fits the
+    terminal, else as one block per row."""
     plain = console.no_color or not console.is_terminal
-    table = Table(title=_caption(request, outcomes), title_justify="left", show_lines=False, expand=False)
-    # A column nobody has a value for (no labels, no chain anywhere) only takes room.
-    shown = [(key, title) for key, title in COLUMNS if any(row.cell(key) for row in matrix.rows)]
-    for _key, title in shown:
-        table.add_column(title, overflow="fold")
-    for index, row in enumerate(matrix.rows):
-        cells = []
-        for key, _title in shown:
-            value = row.cell(key)
-            if (index, key) in matrix.differing:
-                cells.append(Text(value + (DIFF_MARK if plain else ""), style=DIFF_STYLE))
-            else:
-                cells.append(Text(value, style="green" if key == "native" and row.ok else ""))
-        table.add_row(*cells)
-    console.print(table)
-    if matrix.differing and plain:
-        console.print("* differs from most rows")
+    view = agreement(matrix)
+    console.print(Text(_caption(request, outcomes), style="bold"), overflow="fold")
+    for shared in view.shared:
+        _print_shared(console, shared)
+    if matrix.rows:
+        table = _table(matrix, view, plain)
+        if console.width >= BLOCKS_BELOW and console.measure(table).maximum <= console.width:
+            console.print(table)
+        else:
+            _print_blocks(console, matrix, view, plain)
+    if plain and view.any_odd:
+        console.print(f"{DIFF_MARK.strip()} differs from most rows")
+    if plain and view.any_split:
+        console.print(f"{DIFF_MARK.strip()} differs between the rows, with no majority")
     answered = sum(1 for o in outcomes if o.state is VantageState.OK)
     missing = [o for o in outcomes if o.state is not VantageState.OK]
     summary = f"{answered} of {len(outcomes)} vantage{'s' if len(outcomes) != 1 else ''} answered"
     if missing:
         summary += "; not seen from: " + ", ".join(f"{o.vantage.name} ({o.state})" for o in missing)
-    console.print(summary)
+    console.print(summary, highlight=False)
+
+
+def _print_shared(console: Console, shared: Shared) -> None:
+    """Told as "all 3 vantages: TLSv1.3 · chain 2 · ...", wrapped between facts rather than inside one."""
+    lines = [Text()]
+    lines[0].append(f"{shared.label}:", style="bold")
+    for number, fact in enumerate(shared.facts):
+        line = lines[-1]
+        joined = f" {fact}" if number == 0 else f" · {fact}"
+        if number and line.cell_len + cell_len(joined) > console.width:
+            lines.append(Text(f"  · {fact}"))
+        else:
+            line.append(joined)
+    for line in lines:
+        console.print(line, overflow="fold")
+
+
+def _styled(value: str, row: MatrixRow, key: str, standing: Standing, plain: bool) -> Text:
+    mark = DIFF_MARK if plain and standing is not Standing.AGREES else ""
+    verdict = health(row, key)
+    if verdict is not Health.NONE:
+        # A verdict is coloured by what it says, never by how many rows say it: a healthy minority is green.
+        style = _HEALTH_STYLE[verdict] + (" bold" if standing is Standing.ODD else "")
+    else:
+        style = _STANDING_STYLE.get(standing, "")
+    return Text(value + mark, style=style)
+
+
+def _table(matrix: Matrix, view: Agreement, plain: bool) -> Table:
+    table = Table(show_lines=False, expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for key in view.columns:
+        table.add_column(_TITLES[key], overflow="fold")
+    for index, row in enumerate(matrix.rows):
+        cells = [_styled(brief_cell(row, key), row, key, view.standing(index, key), plain) for key in view.columns]
+        table.add_row(*cells)
+    return table
+
+
+def _print_blocks(console: Console, matrix: Matrix, view: Agreement, plain: bool) -> None:
+    """One block per row: its name (and labels, address), then a "key: value" line per column left."""
+    heading = [key for key in view.columns if key in IDENTITY]
+    for index, row in enumerate(matrix.rows):
+        head = Text(row.cell("agent"), style="bold")
+        for key in heading[1:]:
+            if row.cell(key):
+                head.append(f"  {row.cell(key)}", style="dim")
+        console.print(head, overflow="fold")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for key in view.columns:
+            value = brief_cell(row, key)
+            if key in IDENTITY or not value:
+                continue
+            grid.add_row(f"  {_TITLES[key]}:", _styled(value, row, key, view.standing(index, key), plain))
+        if grid.row_count:
+            console.print(grid)
+
+
+_TITLES = dict(COLUMNS)
 
 
 def _caption(request: ProbeRequest, outcomes: Sequence[ProbeOutcome]) -> str:
@@ -64,14 +130,25 @@ def make_console() -> Console:
 
 def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
     table = Table(title="agents", title_justify="left")
-    titles = ("agent", "state", "address", "version", "labels", "clock offset", "host", "trust stores", "runtimes")
+    titles = (
+        "agent",
+        "state",
+        "address",
+        "version",
+        "labels",
+        "clock offset",
+        "host",
+        "trust stores",
+        "runtimes",
+        "probe policy",
+    )
     for title in titles:
         table.add_column(title, overflow="fold")
     for o in outcomes:
         labels = ",".join(f"{k}={v}" for k, v in o.vantage.labels)
         state = Text(str(o.state), style="green" if o.state is VantageState.OK else "bold red")
         if o.description is None:
-            table.add_row(o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error, "")
+            table.add_row(o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error, "", "")
             continue
         d = o.description
         facts = d.facts
@@ -79,7 +156,7 @@ def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
         stores = _stores_by_content(d.trust_stores)
         clock = f"{o.clock.offset_ms:+.0f} ms ±{o.clock.error_ms:.0f}" if o.clock else "?"
         row = (o.vantage.name, state, o.vantage.address, d.identity.version, labels, clock, host, stores)
-        table.add_row(*row, _runtimes(facts.runtimes))
+        table.add_row(*row, _runtimes(facts.runtimes), "\n".join(d.probe_policy) or "-")
     console.print(table)
 
 
@@ -117,18 +194,28 @@ def print_findings(console: Console, findings: Sequence[Finding]) -> None:
         return
     console.print(Text(f"Findings ({len(findings)}), most severe first:", style="bold"))
     for number, finding in enumerate(findings, start=1):
-        head = Text(f"{number}. ")
+        head = Text()
         head.append(f" {str(finding.severity).upper()} ", style=_SEVERITY_STYLE[finding.severity])
         head.append(f" {finding.cause}: ", style="bold")
         head.append(finding.summary)
-        console.print(head)
+        console.print(_hanging(f"{number}. ", head))
         for evidence in finding.evidence:
             shown = [f"{where}={value}" for where, value in evidence.values[:MAX_EVIDENCE_VALUES]]
             more = len(evidence.values) - MAX_EVIDENCE_VALUES
             if more > 0:
                 shown.append(f"... {more} more")
-            console.print(Text(f"     {evidence.field}: " + "; ".join(shown), style="dim"))
+            console.print(_hanging(" " * 5, Text(f"{evidence.field}: " + "; ".join(shown), style="dim")))
         if finding.fix:
-            console.print(Text(f"     fix: {finding.fix}"))
+            console.print(_hanging(" " * 5, Text(f"fix: {finding.fix}")))
         for command in finding.reproduce:
-            console.print(Text(f"     $ {command}", style="cyan"))
+            # Whole, on a line of its own: a line break rich put inside it would break it when copied.
+            console.print(Text(f"     $ {command}", style="cyan"), soft_wrap=True)
+
+
+def _hanging(prefix: str, text: Text) -> Table:
+    """`prefix` then `text`, the lines `text` wraps into indented under its first: a finding reads as a block."""
+    grid = Table.grid()
+    grid.add_column(width=cell_len(prefix), no_wrap=True)
+    grid.add_column()
+    grid.add_row(prefix, text)
+    return grid
