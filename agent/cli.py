@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from . import exit_codes
-from .command import CommandGroup, run_main
+from .command import CONTEXT_SETTINGS, CommandGroup, epilog, run_main
 from .errors import UsageError
 from .naming import LABEL_KEY_PATTERN, NAME_PATTERN, RESERVED_NAMES
 
@@ -22,6 +22,7 @@ app = typer.Typer(
     help="Run a tlsfleet agent on this host.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings=CONTEXT_SETTINGS,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     cls=CommandGroup,
@@ -33,12 +34,31 @@ def _root() -> None:
     """Run a tlsfleet agent on this host."""
 
 
-@app.command("serve")
+@app.command(
+    "serve",
+    epilog=epilog(
+        "tlsfleet-agent serve --name web-1 --listen 0.0.0.0:7443 --label env=prod --pki-dir /etc/tlsfleet/pki",
+        "tlsfleet-agent serve --name dev-1 --listen 127.0.0.1:7443 --insecure",
+        exits="0 stopped by SIGTERM after draining its probes",
+    ),
+)
 def agent_serve(
     name: Annotated[str, typer.Option("--name", help="This agent's name, as in the inventory and its certificate.")],
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")] = (
-        "0.0.0.0:7443"
-    ),
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="HOST:PORT to listen on (port 0: any free port); default 0.0.0.0:7443, none with --connect alone.",
+        ),
+    ] = None,
+    connect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--connect",
+            help="[NAME@]HOST:PORT[,...] of coordinators to dial out to and hold a stream with (repeatable; "
+            "NAME: the coordinator identity expected, default the first --allow-coordinator).",
+        ),
+    ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE label (repeatable).")] = None,
     pki_dir: Annotated[
         Path | None,
@@ -75,6 +95,24 @@ def agent_serve(
             "--fetch-aia", help="When a server omits its intermediate, fetch it from the AIA URL (as browsers do)."
         ),
     ] = False,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help=(
+                "Probe only addresses matching a rule (repeatable): CIDR or address, port:N[-M], name:PATTERN, "
+                "or a combination such as '10.0.0.0/8 port:443'."
+            ),
+        ),
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", help="Never probe addresses matching this rule (repeatable; same forms as --allow)."),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="TOML file of probe rules: allow = [...], deny = [...]."),
+    ] = None,
     runtime: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,6 +138,9 @@ def agent_serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="json (one JSON object per line) or console (for a terminal).")
+    ] = "json",
 ) -> None:
     """Serve probes to the coordinator until SIGTERM."""
     raise typer.Exit(
@@ -107,6 +148,7 @@ def agent_serve(
             AgentServeArguments(
                 name=name,
                 listen=listen,
+                connect=tuple(connect or ()),
                 labels=tuple(label or ()),
                 pki_dir=pki_dir,
                 ca=ca,
@@ -118,10 +160,14 @@ def agent_serve(
                 extra_stores=tuple(extra_store or ()),
                 hosts_file=hosts_file,
                 fetch_aia=fetch_aia,
+                allow=tuple(allow or ()),
+                deny=tuple(deny or ()),
+                policy_file=policy,
                 runtimes=tuple(runtime or ()),
                 runtime_search=runtime_search,
                 client_certs=tuple(client_cert or ()),
                 log_level=log_level,
+                log_format=log_format,
             )
         )
     )
@@ -130,7 +176,8 @@ def agent_serve(
 @dataclass(frozen=True)
 class AgentServeArguments:
     name: str
-    listen: str
+    listen: str | None = None  # None: 0.0.0.0:7443, or no listener when connect is given
+    connect: tuple[str, ...] = ()  # [NAME@]HOST:PORT[,...] of coordinators to dial out to
     labels: tuple[str, ...] = ()
     pki_dir: Path | None = None
     ca: Path | None = None
@@ -142,10 +189,17 @@ class AgentServeArguments:
     extra_stores: tuple[str, ...] = ()
     hosts_file: Path | None = None
     fetch_aia: bool = False
+    allow: tuple[str, ...] = ()  # probe policy rules (agent.probe.policy)
+    deny: tuple[str, ...] = ()
+    policy_file: Path | None = None
     runtimes: tuple[str, ...] = ()
     runtime_search: bool = True
     client_certs: tuple[str, ...] = ()  # NAME=CERT,KEY
     log_level: str = "info"
+    log_format: str = "json"
+
+
+DEFAULT_LISTEN = "0.0.0.0:7443"
 
 
 class AgentArgumentError(UsageError):
@@ -164,8 +218,9 @@ def _pairs(items: tuple[str, ...], flag: str, what: str) -> tuple[tuple[str, str
 
 def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
     from .daemon import AgentConfig
-    from .pki.fleet_ca import default_pki_dir
+    from .pki.fleet_ca import default_pki_dir, pki_dir_problem
     from .probe.client_certs import load_client_certs
+    from .probe.policy import load_policy
 
     if not NAME_PATTERN.match(args.name) or args.name in RESERVED_NAMES:
         raise AgentArgumentError(
@@ -178,9 +233,16 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
     extra = {label: Path(path).expanduser() for label, path in _pairs(args.extra_stores, "--extra-store", "LABEL=PATH")}
     runtimes = _runtimes(args.runtimes)
     pki = (args.pki_dir or default_pki_dir()).expanduser()
+    if not args.insecure and args.ca is None and (problem := pki_dir_problem(pki)):
+        raise AgentArgumentError(problem)
+    from .dialout import parse_connect
+
+    allowed = args.allowed_coordinators or ("coordinator",)
+    connect = parse_connect(args.connect, allowed[0])
     return AgentConfig(
         name=args.name,
-        listen=args.listen,
+        listen=args.listen if args.listen is not None or connect else DEFAULT_LISTEN,
+        connect=connect,
         labels=tuple(sorted(labels)),
         insecure=args.insecure,
         ca=None if args.insecure else (args.ca or pki / "ca.pem"),
@@ -194,6 +256,7 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
         runtimes=runtimes,
         runtime_search=args.runtime_search,
         client_certs=load_client_certs(args.client_certs),
+        policy=load_policy(args.allow, args.deny, args.policy_file.expanduser() if args.policy_file else None),
     )
 
 
@@ -220,8 +283,81 @@ def run_agent_serve(args: AgentServeArguments) -> int:
     from .daemon import run_agent
     from .logs import configure_service_logging
 
-    configure_service_logging(args.log_level)
+    configure_service_logging(args.log_level, log_format=args.log_format)
     asyncio.run(run_agent(build_config(args)))
+    return exit_codes.OK
+
+
+HEALTH_SERVICE = "tlsfleet.v1.Agent"
+
+
+@app.command(
+    "health",
+    epilog=epilog(
+        "tlsfleet-agent health --address 127.0.0.1:7443 --name web-1",
+        exits="0 the agent serves; 1 it does not answer or is not serving",
+    ),
+)
+def agent_health(
+    address: Annotated[str, typer.Option("--address", help="HOST:PORT of the agent.")] = "127.0.0.1:7443",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", envvar="TLSFLEET_AGENT_NAME", help="The agent's name (mutual TLS: its certificate)."),
+    ] = None,
+    pki_dir: Annotated[
+        Path | None,
+        typer.Option("--pki-dir", help="Fleet PKI directory; default $TLSFLEET_PKI_DIR or ~/.config/tlsfleet/pki."),
+    ] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plaintext; loopback addresses only.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Deadline in seconds (0.1-60).")] = 3.0,
+) -> None:
+    """Ask an agent's gRPC health service whether it serves: exit 0 if so, 1 if not (a HEALTHCHECK)."""
+    raise typer.Exit(asyncio.run(_check_health(address, name, pki_dir, insecure, timeout)))
+
+
+async def _check_health(address: str, name: str | None, pki_dir: Path | None, insecure: bool, timeout: float) -> int:
+    from typing import Any
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from .endpoints import EndpointError, is_loopback_host, split_host_port
+    from .pki.credentials import channel_credentials, channel_options_for_peer, load_credentials
+    from .pki.fleet_ca import default_pki_dir
+
+    if not 0.1 <= timeout <= 60:
+        raise AgentArgumentError(f"--timeout {timeout:g} is out of range; accepted: 0.1-60 seconds")
+    try:
+        host, _ = split_host_port(address)
+    except EndpointError as error:
+        raise AgentArgumentError(f"--address: {error}") from None
+    if insecure:
+        if not is_loopback_host(host):
+            raise AgentArgumentError(f"--insecure is refused for {address}; accepted for loopback addresses only")
+        channel = grpc.aio.insecure_channel(address)
+    else:
+        if not name or not NAME_PATTERN.match(name):
+            raise AgentArgumentError("--name (or $TLSFLEET_AGENT_NAME) must name the agent; its certificate is used")
+        pki = (pki_dir or default_pki_dir()).expanduser()
+        # The agent's own identity: the check runs beside the agent, where no coordinator key belongs.
+        creds = load_credentials(
+            pki / "ca.pem", pki / "agents" / f"{name}.pem", pki / "agents" / f"{name}.key", expect_role="agent"
+        )
+        options = channel_options_for_peer("agent", name)
+        channel = grpc.aio.secure_channel(address, channel_credentials(creds), options)
+    async with channel:
+        try:
+            # Typed as Any: the stubs' HealthStub declares none of its methods.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_SERVICE), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            typer.echo(f"unhealthy: agent at {address}: {error.code().name}: {error.details()}", err=True)
+            return exit_codes.PROBLEM
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        typer.echo(f"unhealthy: agent at {address}: {status}", err=True)
+        return exit_codes.PROBLEM
+    typer.echo(f"serving: agent at {address}")
     return exit_codes.OK
 
 

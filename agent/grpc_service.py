@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import replace
 
 import grpc
@@ -15,7 +14,7 @@ from . import wire
 from .hostfacts import HostFactsCache
 from .model import AgentDescription, AgentIdentity, ProbeOptions
 from .probe.engine import ProbeEngine
-from .probe.request_limits import RequestError, fit_to_deadline, validate_request
+from .probe.request_limits import RequestError, fit_to_deadline, request_id_of, validate_request
 
 log = structlog.get_logger("tlsfleet.agent")
 
@@ -60,7 +59,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._defaults = defaults or ProbeOptions()
 
     async def Probe(self, request: probe_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> probe_pb2.ProbeResult:
-        request_id = request.request_id or uuid.uuid4().hex[:16]
+        request_id = request_id_of(request.request_id)
         bound = log.bind(request_id=request_id, target=f"{request.target.host}:{request.target.port}")
         try:
             probe_request = validate_request(wire.request_from_wire(request, self._defaults))
@@ -102,6 +101,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             facts=await asyncio.to_thread(self._facts.get, request.target_host or None),
             trust_stores=self._engine.trust_stores(include_roots=request.include_roots),
             agent_time_ns=time.time_ns(),
+            probe_policy=self._engine.policy.describe() if self._engine.policy is not None else (),
         )
         log.info("describe_done")
         return wire.description_to_wire(description)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ..agent.documents import document
 from ..agent.model import (
     AddressResult,
     AgentDescription,
@@ -31,8 +32,6 @@ from ..agent.trust.certinfo import CertificateParseError, summarize
 from .diagnosis.model import Finding
 from .observation import Observation
 from .outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome
-
-SCHEMA_VERSION = 1
 
 
 def iso_from_ns(ns: int | None) -> str | None:
@@ -78,23 +77,25 @@ def probe_outcome_json(outcome: ProbeOutcome) -> dict[str, Any]:
 
 def probe_report_json(observation: Observation, findings: Sequence[Finding], *, exit_code: int) -> dict[str, Any]:
     request = observation.request
-    return {
-        "schema": SCHEMA_VERSION,
-        "target": str(request.target),
-        "request": _request_json(request),
-        "reference_time": iso_from_ns(request.options.reference_time_ns),
-        "exit_code": exit_code,
-        "findings": [finding_json(f) for f in findings],
-        "vantages": [probe_outcome_json(o) for o in observation.outcomes],
-        "variants": [
-            {
-                "label": v.label,
-                "request": _request_json(v.request),
-                "vantages": [probe_outcome_json(o) for o in v.outcomes],
-            }
-            for v in observation.variants
-        ],
-    }
+    return document(
+        "probe",
+        {
+            "target": str(request.target),
+            "request": _request_json(request),
+            "reference_time": iso_from_ns(request.options.reference_time_ns),
+            "exit_code": exit_code,
+            "findings": [finding_json(f) for f in findings],
+            "vantages": [probe_outcome_json(o) for o in observation.outcomes],
+            "variants": [
+                {
+                    "label": v.label,
+                    "request": _request_json(v.request),
+                    "vantages": [probe_outcome_json(o) for o in v.outcomes],
+                }
+                for v in observation.variants
+            ],
+        },
+    )
 
 
 def describe_outcome_json(outcome: DescribeOutcome) -> dict[str, Any]:
@@ -143,6 +144,7 @@ def trust_store_json(store: TrustStore) -> dict[str, Any]:
         "roots": [{"sha256": r.sha256, "subject": r.subject} for r in store.roots],
         "runtime": store.runtime,
         "found_by": store.found_by,
+        "declared": store.declared,
     }
 
 
@@ -164,6 +166,8 @@ def _options_json(o: ProbeOptions) -> dict[str, Any]:
         "handshake_timeout": o.handshake_timeout,
         "reference_time_ns": o.reference_time_ns,
         "client_cert": o.client_cert,
+        "starttls": o.starttls.value,
+        "via_proxy": o.via_proxy,
     }
 
 
@@ -187,6 +191,8 @@ def _result_json(r: ProbeResult) -> dict[str, Any]:
         "request_id": r.request_id,
         "agent_received": iso_from_ns(r.agent_received_ns),
         "agent_replied": iso_from_ns(r.agent_replied_ns),
+        "starttls": r.starttls.value,
+        "proxy": r.proxy,
     }
 
 
@@ -289,6 +295,7 @@ def _description_json(d: AgentDescription) -> dict[str, Any]:
         "facts": _facts_json(d.facts),
         "trust_stores": [trust_store_json(s) for s in d.trust_stores],
         "agent_time_ns": d.agent_time_ns,
+        "probe_policy": list(d.probe_policy),
     }
 
 

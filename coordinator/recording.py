@@ -18,14 +18,13 @@ from google.protobuf import json_format
 from .. import __version__
 from ..agent import wire
 from ..agent.bounded_read import FileTooLarge, read_capped_text
+from ..agent.documents import SCHEMA_VERSION, document
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest
 from ..v1 import probe_pb2
 from .observation import Observation, Variant
 from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageKind, VantageState
 
-KIND = "tlsfleet-recording"
-SCHEMA = 1
 MAX_RECORDING_BYTES = 256 * 1024 * 1024
 
 
@@ -59,17 +58,12 @@ def observation_from_dict(data: dict[str, Any]) -> Observation:
 
 def save(path: Path, observation: Observation) -> None:
     """Write atomically: a crash mid-write leaves the old file or none, never half a recording."""
-    document = {
-        "kind": KIND,
-        "schema": SCHEMA,
-        "tlsfleet_version": __version__,
-        **observation_to_dict(observation),
-    }
+    saved = document("recording", {"tlsfleet_version": __version__, **observation_to_dict(observation)})
     path = path.expanduser()
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=1)
+            json.dump(saved, out, indent=1)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -79,7 +73,7 @@ def save(path: Path, observation: Observation) -> None:
 def load(path: Path) -> Observation:
     path = path.expanduser()
     try:
-        document = json.loads(read_capped_text(path, MAX_RECORDING_BYTES))
+        loaded = json.loads(read_capped_text(path, MAX_RECORDING_BYTES))
     except FileNotFoundError:
         raise RecordingError(f"recording {path} does not exist") from None
     except FileTooLarge:
@@ -88,14 +82,14 @@ def load(path: Path) -> Observation:
         raise RecordingError(f"recording {path} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
         raise RecordingError(f"recording {path} is not JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("kind") != KIND:
+    if not isinstance(loaded, dict) or loaded.get("kind") != "tlsfleet-recording":
         raise RecordingError(f"{path} is not a tlsfleet recording (made by `tlsfleet probe --save FILE`)")
-    if document.get("schema") != SCHEMA:
+    if loaded.get("schema") != SCHEMA_VERSION:
         raise RecordingError(
-            f"recording {path} has schema {document.get('schema')!r}; this tlsfleet reads schema {SCHEMA}"
+            f"recording {path} has schema {loaded.get('schema')!r}; this tlsfleet reads schema {SCHEMA_VERSION}"
         )
     try:
-        return _observation_from(document)
+        return _observation_from(loaded)
     except (KeyError, TypeError, ValueError, json_format.ParseError) as error:
         raise RecordingError(f"recording {path} is damaged: {type(error).__name__}: {error}") from None
 

@@ -241,6 +241,13 @@ def test_the_wheel_carries_the_license(wheel_tree: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_the_wheel_carries_the_json_schemas(wheel_tree: Path) -> None:
+    shipped = {p.name for p in (wheel_tree / "tlsfleet" / "coordinator" / "schemas").glob("*.schema.json")}
+    assert shipped == {p.name for p in (ROOT / "coordinator" / "schemas").glob("*.schema.json")}
+    assert "probe.schema.json" in shipped
+
+
+@pytest.mark.e2e
 def test_every_module_imports_from_the_wheel(wheel_tree: Path) -> None:
     names = sorted(n for n in MODULES if not n.endswith("__main__"))
     code = (

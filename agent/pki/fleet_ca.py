@@ -114,6 +114,31 @@ def default_pki_dir() -> Path:
     return Path.home() / ".config" / "tlsfleet" / "pki"
 
 
+def from_pki_env(path: Path) -> bool:
+    """Whether `path` lies in the PKI directory that $TLSFLEET_PKI_DIR chose (worth saying in an error:
+    a variable set long ago in a shell profile is easy to forget)."""
+    env = os.environ.get("TLSFLEET_PKI_DIR")
+    if not env:
+        return False
+    return path.expanduser().is_relative_to(Path(env).expanduser())
+
+
+def pki_dir_problem(pki: Path) -> str | None:
+    """Why `pki` is not a fleet PKI directory (one holding ca.pem), or None when it is one."""
+    if (pki / "ca.pem").is_file():
+        return None
+    if pki.name in ("agents", "coordinators") and (pki.parent / "ca.pem").is_file():
+        return (
+            f"PKI directory {pki} is the {pki.name}/ sub-folder; give the PKI directory itself, {pki.parent} "
+            f"(the one that holds ca.pem)"
+        )
+    origin = " (from $TLSFLEET_PKI_DIR)" if from_pki_env(pki) else ""
+    return (
+        f"PKI directory {pki}{origin} holds no fleet CA (ca.pem); create one with `tlsfleet pki init --dir {pki}` "
+        f"or give the directory that holds it"
+    )
+
+
 def normalize_name(name: str) -> str:
     """The case-folded name, or FleetPkiError when it is not a valid identity name."""
     # The ASCII check comes first: casefold() maps e.g. the Kelvin sign to "k".

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from dataclasses import replace
 
 from ..errors import UsageError
@@ -12,10 +13,19 @@ MAX_ADDRESSES = 64
 MAX_PHASE_TIMEOUT_S = 60.0
 MAX_ALPN_PROTOCOLS = 16
 MAX_HOST_LENGTH = 253
+MAX_REQUEST_ID_CHARS = 64
 
 
 class RequestError(UsageError):
     """A probe request that the agent will not run; the message names the field and what is accepted."""
+
+
+def request_id_of(given: str) -> str:
+    """The caller's request id as logged and returned: printable ASCII, at most MAX_REQUEST_ID_CHARS, or a
+    fresh one when it is empty."""
+    # A caller's id lands in every log line of its probe: no control characters, no unbounded lines.
+    kept = "".join(c for c in given[: MAX_REQUEST_ID_CHARS * 4] if c.isascii() and c.isprintable())
+    return kept[:MAX_REQUEST_ID_CHARS] or uuid.uuid4().hex[:16]
 
 
 def validate_request(request: ProbeRequest) -> ProbeRequest:

@@ -12,15 +12,14 @@ import typer
 
 from ... import __version__
 from ...agent.cli import app as agent_app
-from ...agent.command import CommandGroup, run_main
+from ...agent.command import CONTEXT_SETTINGS, CommandGroup, epilog, fail, run_main
 from .coordinator import coordinator_app
 from .pki import app as pki_app
 from .report import report_app
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 no finding at or above --fail-on and every vantage answered; 1 a finding at or above "
-    "--fail-on (default warning); 2 bad input or configuration (target, option, inventory, selector, "
-    "credentials, recording); 3 no such finding, but some vantages did not answer; 70 an internal error."
+FINDING_EXITS = (
+    "0 no finding at or above --fail-on and every vantage answered; 1 a finding at or above --fail-on "
+    "(default warning); 3 no such finding, but some vantages did not answer"
 )
 FailOnOption = Annotated[
     str,
@@ -34,7 +33,7 @@ app = typer.Typer(
     name="tlsfleet",
     help="One TLS handshake, seen from every host at once.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings=CONTEXT_SETTINGS,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     cls=CommandGroup,
@@ -83,11 +82,35 @@ TimeoutOption = Annotated[
     float, typer.Option("--timeout", "-t", help="Deadline for the whole fan-out, seconds (0.1-300).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")]
+CoordinatorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator",
+        envvar="TLSFLEET_COORDINATOR",
+        help="[NAME@]HOST:PORT of a coordinator service: its dial-out agents are asked through it too.",
+    ),
+]
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    epilog=epilog(
+        "tlsfleet probe api.internal:443",
+        "tlsfleet probe https://api.internal/ --agents env=prod --no-local",
+        "tlsfleet probe db.internal:5432 --json > result.json",
+        "tlsfleet probe api.internal login.internal --targets-file more-targets.txt",
+        "tlsfleet probe api.internal --sni-variants none,www.api.internal --save api.tlsfleet.json",
+        exits=FINDING_EXITS,
+    )
+)
 def probe(
-    target: Annotated[str, typer.Argument(help="HOST, HOST:PORT, [IPv6]:PORT or https://HOST[:PORT]/")],
+    target: Annotated[
+        list[str] | None,
+        typer.Argument(help="HOST, HOST:PORT, [IPv6]:PORT or https://HOST[:PORT]/; several for several targets."),
+    ] = None,
+    targets_file: Annotated[
+        Path | None,
+        typer.Option("--targets-file", help="Also probe the targets in FILE: one per line, # comments allowed."),
+    ] = None,
     sni: Annotated[str | None, typer.Option("--sni", help="Send this name in SNI (and verify against it).")] = None,
     no_sni: Annotated[bool, typer.Option("--no-sni", help="Send no SNI at all.")] = False,
     alpn: Annotated[list[str] | None, typer.Option("--alpn", help="Offer this ALPN protocol (repeatable).")] = None,
@@ -103,6 +126,21 @@ def probe(
             "--client-cert", help="Present the agents' client certificate of this name (agent --client-cert)."
         ),
     ] = None,
+    starttls: Annotated[
+        str | None,
+        typer.Option(
+            "--starttls",
+            help="Negotiate TLS inside smtp, imap, pop3, ftp, ldap, postgres, mysql or xmpp first; "
+            "by default inferred from the port (25/587 smtp, 5432 postgres, ...); 'none' for TLS at once.",
+        ),
+    ] = None,
+    via_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--via-proxy", help="Connect through each host's HTTPS_PROXY (honouring NO_PROXY), as its applications do."
+        ),
+    ] = False,
+    coordinator: CoordinatorOption = None,
     agents: AgentsOption = None,
     inventory: InventoryOption = None,
     no_local: NoLocalOption = False,
@@ -121,13 +159,19 @@ def probe(
         Path | None, typer.Option("--save", help="Keep the raw results in FILE for `tlsfleet diagnose FILE`.")
     ] = None,
 ) -> None:
-    """Probe TARGET from every selected vantage, compare what each one sees, and name the cause."""
+    """Probe each TARGET from every selected vantage, compare what each one sees, and name the cause."""
     from .probe import ProbeArguments, parse_sni_variants, run_probe
+    from .probe_many import read_targets_file, run_probe_many
 
     variants = parse_sni_variants(sni_variants)
-    code = run_probe(
+    targets = (*(target or ()), *(read_targets_file(targets_file) if targets_file else ()))
+    if not targets:
+        raise fail("no target given: name one or more, or --targets-file FILE")
+    run = run_probe if len(targets) == 1 else run_probe_many
+    code = run(
         ProbeArguments(
-            target=target,
+            targets=targets,
+            coordinator=coordinator,
             sni=sni,
             no_sni=no_sni,
             alpn=tuple(alpn or ()),
@@ -136,6 +180,8 @@ def probe(
             address=address,
             max_addresses=max_addresses,
             client_cert=client_cert,
+            starttls=starttls,
+            via_proxy=via_proxy,
             agents=agents,
             inventory=inventory,
             no_local=no_local,
@@ -150,7 +196,11 @@ def probe(
     raise typer.Exit(code)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
+@app.command(
+    epilog=epilog(
+        "tlsfleet diagnose api.tlsfleet.json", "tlsfleet diagnose api.tlsfleet.json --json", exits=FINDING_EXITS
+    )
+)
 def diagnose(
     recording: Annotated[Path, typer.Argument(help="A file written by `tlsfleet probe --save FILE`.")],
     fail_on: FailOnOption = "warning",
@@ -163,23 +213,84 @@ def diagnose(
     raise typer.Exit(run_diagnose(recording, fail_on=fail_on, clock_tolerance=clock_tolerance, json_output=json_output))
 
 
-@app.command(epilog="Exit codes: 0 every agent answered; 2 bad input or configuration; 3 some agents did not answer.")
+@app.command(
+    epilog=epilog(
+        "tlsfleet agents",
+        "tlsfleet agents --agents env=prod --json",
+        exits="0 every agent answered; 3 some agents did not answer",
+    )
+)
 def agents(
     agents: AgentsOption = None,
     inventory: InventoryOption = None,
     no_local: NoLocalOption = False,
     timeout: TimeoutOption = 5.0,
+    coordinator: CoordinatorOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show each agent's state, version, labels, clock offset and trust stores."""
     from .agents import run_agents
 
     raise typer.Exit(
-        run_agents(agents=agents, inventory=inventory, no_local=no_local, timeout=timeout, json_output=json_output)
+        run_agents(
+            agents=agents,
+            inventory=inventory,
+            no_local=no_local,
+            timeout=timeout,
+            json_output=json_output,
+            coordinator=coordinator,
+        )
     )
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        "tlsfleet chain api.internal:443",
+        "tlsfleet chain api.internal:443 --agents edge-2 --pem > served.pem",
+        "tlsfleet chain ldap.internal:389 --text",
+        exits="0 every vantage was served a chain; 1 some vantage or address got none; 3 some vantages did not answer",
+    )
+)
+def chain(
+    target: Annotated[str, typer.Argument(help="HOST, HOST:PORT, [IPv6]:PORT or https://HOST[:PORT]/")],
+    pem: Annotated[bool, typer.Option("--pem", help="Each certificate as PEM, for openssl.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="Each certificate's fields: key, signature, SAN, AIA.")] = False,
+    sni: Annotated[str | None, typer.Option("--sni", help="Send this name in SNI.")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Probe this IP address only, skipping DNS (address pin).")
+    ] = None,
+    starttls: Annotated[
+        str | None, typer.Option("--starttls", help="As `tlsfleet probe --starttls` (inferred from the port).")
+    ] = None,
+    agents: AgentsOption = None,
+    inventory: InventoryOption = None,
+    no_local: NoLocalOption = False,
+    timeout: TimeoutOption = 10.0,
+) -> None:
+    """The served chain as each vantage saw it, grouped where it is the same, to paste into a ticket."""
+    from .chain import ChainArguments, run_chain
+
+    if pem and text:
+        raise fail("--pem and --text contradict each other; give one of them")
+    output = "pem" if pem else "text" if text else "summary"
+    raise typer.Exit(
+        run_chain(
+            ChainArguments(
+                target=target,
+                output=output,
+                sni=sni,
+                address=address,
+                starttls=starttls,
+                agents=agents,
+                inventory=inventory,
+                no_local=no_local,
+                timeout=timeout,
+            )
+        )
+    )
+
+
+@app.command(epilog=epilog("tlsfleet demo", exits="0 the demonstration ran"))
 def demo() -> None:
     """A throwaway lab of real hosts with real faults on loopback, probed and diagnosed."""
     from .demo import run_demo

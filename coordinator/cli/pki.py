@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ...agent.command import CommandGroup
+from ...agent.command import CommandGroup, epilog
 
 if TYPE_CHECKING:
     from ...agent.pki.fleet_ca import CertificateInfo
@@ -53,7 +53,9 @@ def _date(t: datetime) -> str:
     return f"{t:%Y-%m-%d %H:%M} UTC"
 
 
-@app.command()
+@app.command(
+    epilog=epilog("tlsfleet pki init", "tlsfleet pki init --dir /etc/tlsfleet/pki", exits="0 the CA was written")
+)
 def init(
     directory: DirOption = None,
     force: Annotated[
@@ -72,7 +74,13 @@ def init(
     typer.echo(f"wrote {paths.key} (CA private key, mode 0600; keep it on this machine only)")
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        "tlsfleet pki issue agent web-1",
+        "tlsfleet pki issue coordinator coordinator --dir /etc/tlsfleet/pki --days 365",
+        exits="0 the certificate and key were written",
+    )
+)
 def issue(
     role: Annotated[IssueRole, typer.Argument(help="Who the certificate is for.", show_default=False)],
     name: Annotated[
@@ -121,7 +129,7 @@ def _as_json(info: CertificateInfo, now: datetime) -> dict[str, object]:
     }
 
 
-@app.command()
+@app.command(epilog=epilog("tlsfleet pki show", "tlsfleet pki show --json", exits="0 listed"))
 def show(
     directory: DirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
@@ -133,13 +141,15 @@ def show(
     inv = inventory(pki_dir)
     now = datetime.now(UTC)
     if as_json:
+        from ...agent.documents import document
+
         doc = {
             "directory": str(pki_dir),
             "ca": _as_json(inv.ca, now),
             "issued": [_as_json(i, now) for i in inv.issued],
             "unreadable": [{"path": str(p), "error": err} for p, err in inv.unreadable],
         }
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(document("pki", doc), indent=2))
         return
     typer.echo(
         f"CA           {inv.ca.subject}  until {_date(inv.ca.not_after)}  ({_status(inv.ca, now)})  {inv.ca.path}"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,12 +17,18 @@ from ...agent.command import fail
 from ...agent.model import ProbeRequest
 from ..diagnosis.model import Finding, Severity
 from ..observation import DiagnosisSettings, Observation
+from ..outcomes import ProbeOutcome
 from ..probing import ProbeArgumentError, build_request
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .progress import VantageProgress
 
 
 @dataclass(frozen=True)
 class ProbeArguments:
-    target: str
+    targets: tuple[str, ...]  # one or more; `tlsfleet probe A B C` and --targets-file
     sni: str | None = None
     no_sni: bool = False
     alpn: tuple[str, ...] = ()
@@ -30,6 +37,9 @@ class ProbeArguments:
     address: str | None = None
     max_addresses: int = 8
     client_cert: str | None = None
+    coordinator: str | None = None  # [NAME@]HOST:PORT of a coordinator service its dial-in agents are asked through
+    starttls: str | None = None  # None: inferred from the port
+    via_proxy: bool = False
     agents: str | None = None
     inventory: Path | None = None
     no_local: bool = False
@@ -61,25 +71,91 @@ def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
     return tuple(dict.fromkeys(variants))
 
 
-async def _probe_fleet(args: ProbeArguments, request: ProbeRequest) -> Observation:
+# Targets probed at once by `tlsfleet probe A B C`: each fans out to every vantage, so this bounds the
+# connections an agent sees from one command.
+TARGETS_AT_ONCE = 8
+
+
+async def probe_fleet(args: ProbeArguments, request: ProbeRequest) -> Observation:
+    """Fan `request` out to the vantages `args` selects (through a coordinator's relay when asked)."""
+    [observation] = await probe_fleet_many(args, [request])
+    return observation
+
+
+async def probe_fleet_many(args: ProbeArguments, requests: Sequence[ProbeRequest]) -> list[Observation]:
+    """Each request fanned out to the same vantages, built once, at most TARGETS_AT_ONCE at a time; the
+    observations in the order of `requests`."""
     from ..fleet.choose import select_vantages
+    from ..fleet.relay import relay_for
     from ..probing import observe
 
     # Channels belong to the event loop that uses them, so the vantages are built inside it.
-    fleet = select_vantages(inventory_path=args.inventory, selector_text=args.agents, include_local=not args.no_local)
+    relay = await relay_for(args.coordinator, args.inventory)
     try:
-        return await observe(fleet.vantages, request, args.timeout, args.sni_variants)
+        fleet = select_vantages(
+            inventory_path=args.inventory,
+            selector_text=args.agents,
+            include_local=not args.no_local,
+            linked=relay.candidates if relay is not None else (),
+            names_must_exist=True,
+        )
+        bound = asyncio.Semaphore(TARGETS_AT_ONCE)
+
+        async def one(request: ProbeRequest) -> Observation:
+            async with bound:
+                return await observe(fleet.vantages, request, args.timeout, args.sni_variants)
+
+        try:
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+        finally:
+            await asyncio.gather(*(v.close() for v in fleet.vantages), return_exceptions=True)
     finally:
-        await asyncio.gather(*(v.close() for v in fleet.vantages), return_exceptions=True)
+        if relay is not None:
+            await relay.close()
 
 
 def run_probe(args: ProbeArguments) -> int:
     from ...agent.logs import configure_cli_logging
 
     configure_cli_logging()
-    request = build_request(
-        args.target,
-        now_ns=time.time_ns(),
+    [target] = args.targets  # several: probe_many.run_probe_many
+    request = request_for(args, target, time.time_ns())
+    fail_on, settings = diagnosis_options(request, args.fail_on, args.clock_tolerance)
+    from .progress import VantageProgress, showing
+
+    answered = VantageProgress(request)
+    try:
+        with showing(answered, enabled=not args.json_output):
+            observation = asyncio.run(probe_fleet(args, request))
+    except KeyboardInterrupt:
+        return show_interrupted(request, answered, json_output=args.json_output)
+    if args.save is not None:
+        from ..recording import save
+
+        try:
+            save(args.save, observation)
+        except OSError as error:
+            raise fail(f"cannot save the recording to {args.save}: {error.strerror or error}") from None
+    return show_observation(observation, settings, fail_on=fail_on, json_output=args.json_output)
+
+
+def show_interrupted(request: ProbeRequest, answered: VantageProgress, *, json_output: bool) -> int:
+    """Ctrl-C: the matrix of the vantages that answered so far, and how many that is."""
+    if not json_output and answered.outcomes:
+        from ..matrix import build_matrix
+        from .render import make_console, print_matrix
+
+        outcomes = [o for o in answered.outcomes if isinstance(o, ProbeOutcome)]
+        print_matrix(make_console(), request, outcomes, build_matrix(outcomes))
+    typer.echo(answered.interrupted(), err=True)
+    return exit_codes.INTERRUPTED
+
+
+def request_for(args: ProbeArguments, target: str, now_ns: int) -> ProbeRequest:
+    """The request for one target with the options of `args`; ProbeArgumentError or TargetError."""
+    return build_request(
+        target,
+        now_ns=now_ns,
         timeout=args.timeout,
         sni=args.sni,
         no_sni=args.no_sni,
@@ -89,17 +165,9 @@ def run_probe(args: ProbeArguments) -> int:
         address=args.address,
         max_addresses=args.max_addresses,
         client_cert=args.client_cert,
+        starttls=args.starttls,
+        via_proxy=args.via_proxy,
     )
-    fail_on, settings = diagnosis_options(request, args.fail_on, args.clock_tolerance)
-    observation = asyncio.run(_probe_fleet(args, request))
-    if args.save is not None:
-        from ..recording import save
-
-        try:
-            save(args.save, observation)
-        except OSError as error:
-            raise fail(f"cannot save the recording to {args.save}: {error.strerror or error}") from None
-    return show_observation(observation, settings, fail_on=fail_on, json_output=args.json_output)
 
 
 def diagnosis_options(
@@ -128,17 +196,23 @@ def show_observation(
 
         typer.echo(json.dumps(probe_report_json(observation, findings, exit_code=code), indent=2))
         return code
-    from ..matrix import build_matrix
-    from .render import make_console, print_findings, print_matrix
+    from .render import make_console
 
-    console = make_console()
+    print_observation(make_console(), observation, findings)
+    return code
+
+
+def print_observation(console: Console, observation: Observation, findings: Sequence[Finding]) -> None:
+    """The matrix (and one per SNI variant), then the findings."""
+    from ..matrix import build_matrix
+    from .render import print_findings, print_matrix
+
     print_matrix(console, observation.request, observation.outcomes, build_matrix(observation.outcomes))
     for variant in observation.variants:
         console.print()
         print_matrix(console, variant.request, variant.outcomes, build_matrix(variant.outcomes))
     console.print()
     print_findings(console, findings)
-    return code
 
 
 def exit_code_for(observation: Observation, findings: Sequence[Finding], fail_on: Severity) -> int:

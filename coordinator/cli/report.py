@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ...agent import exit_codes
-from ...agent.command import CommandGroup, fail
+from ...agent.command import CommandGroup, epilog, fail
 from ..diagnosis.model import Severity
 from .service_options import ConfigOption, load_service_config, open_history
 
@@ -18,7 +18,14 @@ report_app = typer.Typer(
 )
 
 
-@report_app.command("list")
+@report_app.command(
+    "list",
+    epilog=epilog(
+        "tlsfleet report list --config /etc/tlsfleet/coordinator.toml",
+        "tlsfleet report list --report prod-edge --limit 5 --json",
+        exits="0 listed",
+    ),
+)
 def report_list(
     config: ConfigOption = None,
     report: Annotated[str | None, typer.Option("--report", help="Only this report's runs.")] = None,
@@ -35,22 +42,39 @@ def report_list(
     finally:
         history.close()
     if json_output:
-        typer.echo(json.dumps([_summary_json(r) for r in runs], indent=2))
+        from ...agent.documents import document
+
+        typer.echo(json.dumps(document("runs", {"runs": [_summary_json(r) for r in runs]}), indent=2))
         return
     if not runs:
         typer.echo("no runs yet")
         return
+    typer.echo(f"{'run':>6}  {'report':20}  {'started (UTC)':19}  {'critical':>8}  {'warning':>7}  {'info':>4}")
     for r in runs:
-        flag = " (abandoned)" if r.abandoned else ""
+        flag = "  (abandoned)" if r.abandoned else ""
         typer.echo(
-            f"{r.run_id:>6}  {r.report:20}  {r.started_at:%Y-%m-%d %H:%M:%S}Z  "
-            f"critical {r.critical}  warning {r.warning}  info {r.info}{flag}"
+            f"{r.run_id:>6}  {r.report:20}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
+            f"{r.critical:>8}  {r.warning:>7}  {r.info:>4}{flag}"
         )
 
 
-@report_app.command("show")
+@report_app.command(
+    "show",
+    epilog=epilog(
+        "tlsfleet report show latest --config /etc/tlsfleet/coordinator.toml",
+        "tlsfleet report show prod-edge --format json",
+        "tlsfleet report show 42",
+        exits="0 shown",
+    ),
+)
 def report_show(
-    run_id: Annotated[int, typer.Argument(help="A run id from `tlsfleet report list`.")],
+    which: Annotated[
+        str,
+        typer.Argument(
+            help="A run id from `tlsfleet report list`, a report's name (its latest run) or 'latest' (the newest run).",
+            show_default=False,
+        ),
+    ],
     config: ConfigOption = None,
     output_format: Annotated[str, typer.Option("--format", help="markdown or json.")] = "markdown",
 ) -> None:
@@ -65,10 +89,8 @@ def report_show(
     loaded = load_service_config(config)
     history = open_history(loaded)
     try:
-        run = history.get_run(run_id)
-        if run is None:
-            raise fail(f"run {run_id} is not in the history {loaded.storage.path}; see `tlsfleet report list`")
-        previous = history.latest_run(run.report, run_id)
+        run = _chosen_run(history, which, loaded)
+        previous = history.latest_run(run.report, run.run_id)
         changes = changes_between(previous, run, first_seen_lookup(history))
     finally:
         history.close()
@@ -78,7 +100,13 @@ def report_show(
         typer.echo(render_markdown(run, changes))
 
 
-@report_app.command("run")
+@report_app.command(
+    "run",
+    epilog=epilog(
+        "tlsfleet report run prod-edge --config /etc/tlsfleet/coordinator.toml",
+        exits="0 the run finished with no critical finding; 1 a critical finding",
+    ),
+)
 def report_run(
     name: Annotated[str, typer.Argument(help="A report defined in the config.")],
     config: ConfigOption = None,
@@ -99,8 +127,15 @@ def report_run(
         finally:
             await pipeline.close()
 
+    from .progress import TargetProgress, showing
+
+    probed = TargetProgress(len(report.targets))
     try:
-        done = asyncio.run(once())
+        with showing(probed):
+            done = asyncio.run(once())
+    except KeyboardInterrupt:
+        typer.echo(probed.interrupted(), err=True)  # nothing is saved: a run is kept whole or not at all
+        raise typer.Exit(exit_codes.INTERRUPTED) from None
     finally:
         history.close()
     run = done.run
@@ -130,3 +165,27 @@ def _summary_json(r) -> dict:  # RunSummary
         "abandoned": r.abandoned,
         "findings": {"critical": r.critical, "warning": r.warning, "info": r.info},
     }
+
+
+def _chosen_run(history, which: str, loaded):  # (HistoryStore, str, ServiceConfig) -> ReportRun
+    """The run `report show WHICH` means: a run id, a report's latest run, or the newest run of all."""
+    where = f"the history {loaded.storage.location}"
+    if which.isdigit():
+        run = history.get_run(int(which))
+        if run is None:
+            raise fail(f"run {which} is not in {where}; see `tlsfleet report list`")
+        return run
+    if which == "latest":
+        newest = history.list_runs(None, limit=1)
+        if not newest:
+            raise fail(f"{where} holds no run yet; `tlsfleet report run NAME` makes one")
+        return history.get_run(newest[0].run_id)
+    run = history.latest_run(which)
+    if run is None:
+        import difflib
+
+        names = [r.name for r in loaded.reports]
+        close = difflib.get_close_matches(which, names, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"reports: {', '.join(names) or 'none'}"
+        raise fail(f"{which!r} is neither a run id nor 'latest' nor a report with runs in {where}; {hint}")
+    return run

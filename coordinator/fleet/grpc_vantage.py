@@ -14,10 +14,12 @@ from ...v1 import agent_pb2, agent_pb2_grpc
 from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
 from .clock_offset import estimate_offset
 from .inventory import AgentEntry
+from .rpc_failures import CallContext, explain_rpc_failure
 
 MAX_REPLY_BYTES = 32 * 1024 * 1024
 
-_STATE_BY_CODE = {
+# How a failed call to an agent (dialled, or through a coordinator's relay) reads as the vantage's state.
+STATE_BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: VantageState.OFFLINE,
     grpc.StatusCode.DEADLINE_EXCEEDED: VantageState.TIMEOUT,
     grpc.StatusCode.PERMISSION_DENIED: VantageState.REFUSED,
@@ -28,8 +30,9 @@ _STATE_BY_CODE = {
 
 
 class GrpcVantage:
-    def __init__(self, entry: AgentEntry, credentials: FleetCredentials | None) -> None:
+    def __init__(self, entry: AgentEntry, credentials: FleetCredentials | None, *, ca_hint: str = "") -> None:
         self.info = VantageInfo(name=entry.name, address=entry.address, labels=entry.labels, kind=VantageKind.GRPC)
+        self._call = CallContext(agent=entry.name, address=entry.address, ca="" if entry.insecure else ca_hint)
         options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
             # An agent that vanished should be noticed within the deadline, not after minutes of backoff.
@@ -55,8 +58,8 @@ class GrpcVantage:
         except grpc.aio.AioRpcError as error:
             return ProbeOutcome(
                 vantage=self.info,
-                state=_STATE_BY_CODE.get(error.code(), VantageState.ERROR),
-                error=_rpc_error_text(error),
+                state=STATE_BY_CODE.get(error.code(), VantageState.ERROR),
+                error=explain_rpc_failure(error.code().name.lower(), error.details() or "", self._call),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         received_ns = time.time_ns()
@@ -99,8 +102,8 @@ class GrpcVantage:
         except grpc.aio.AioRpcError as error:
             return DescribeOutcome(
                 vantage=self.info,
-                state=_STATE_BY_CODE.get(error.code(), VantageState.ERROR),
-                error=_rpc_error_text(error),
+                state=STATE_BY_CODE.get(error.code(), VantageState.ERROR),
+                error=explain_rpc_failure(error.code().name.lower(), error.details() or "", self._call),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         received_ns = time.time_ns()
@@ -126,8 +129,3 @@ class GrpcVantage:
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
-
-
-def _rpc_error_text(error: grpc.aio.AioRpcError) -> str:
-    details = (error.details() or "").strip()
-    return f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from ... import __version__
+from ...agent.documents import document
 from .alerts import Alert, AlertKind
 
 log = structlog.get_logger("tlsfleet.coordinator")
@@ -106,19 +107,22 @@ class DeliveryResult:
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
-    """The JSON body of one alert."""
-    return {
-        "key": alert.key,
-        "kind": alert.kind.value,
-        "severity": str(alert.severity),
-        "title": alert.title,
-        "text": alert.text,
-        "report": alert.report,
-        "target": alert.target,
-        "agents": list(alert.agents),
-        "cause": alert.cause,
-        "observed_at": alert.observed_at.isoformat(),
-    }
+    """The JSON body of one alert (`alert`: a finding announced, or its resolution)."""
+    return document(
+        "alert",
+        {
+            "key": alert.key,
+            "alert": alert.kind.value,
+            "severity": str(alert.severity),
+            "title": alert.title,
+            "text": alert.text,
+            "report": alert.report,
+            "target": alert.target,
+            "agents": list(alert.agents),
+            "cause": alert.cause,
+            "observed_at": alert.observed_at.isoformat(),
+        },
+    )
 
 
 def _slack_escape(text: str) -> str:

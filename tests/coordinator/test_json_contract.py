@@ -49,6 +49,7 @@ _STORE_KEYS = {
     "roots[].subject",
     "runtime",
     "found_by",
+    "declared",
 }
 _VANTAGE_KEYS = {"agent", "address", "kind", "labels", "state", "error", "clock", "clock.offset_ms", "clock.error_ms"}
 _PROBE_VANTAGE_KEYS = (
@@ -133,6 +134,8 @@ _PROBE_VANTAGE_KEYS = (
             "request_id",
             "agent_received",
             "agent_replied",
+            "starttls",
+            "proxy",
         }
     }
 )
@@ -156,12 +159,15 @@ _REQUEST_KEYS = {
             "handshake_timeout",
             "reference_time_ns",
             "client_cert",
+            "starttls",
+            "via_proxy",
         )
     ),
     "request_id",
 }
 PROBE_REPORT_KEYS = {
     "schema",
+    "kind",
     "target",
     "request",
     *(f"request.{k}" for k in _REQUEST_KEYS),
@@ -222,6 +228,7 @@ DESCRIBE_KEYS = _VANTAGE_KEYS | {
     "description.trust_stores",
     *(f"description.trust_stores[].{k}" for k in _STORE_KEYS),
     "description.agent_time_ns",
+    "description.probe_policy",
 }
 
 

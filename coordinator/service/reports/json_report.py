@@ -14,6 +14,7 @@ from typing import Any
 
 from cryptography.x509.oid import NameOID
 
+from ....agent.documents import document
 from ....agent.model import ProbeRequest
 from ....agent.trust.certinfo import CertificateParseError, CertSummary, parse_der, summarize
 from ...diagnosis.model import Severity
@@ -25,7 +26,6 @@ from ..report_model import AgentSnapshot, Change, ReportRun, TargetRun
 __all__ = [
     "DEFAULT_CRITICAL_DAYS",
     "DEFAULT_WARNING_DAYS",
-    "SCHEMA_VERSION",
     "ExpiryEntry",
     "RunSummary",
     "change_json",
@@ -39,7 +39,6 @@ __all__ = [
     "utc_text",
 ]
 
-SCHEMA_VERSION = 1
 DEFAULT_WARNING_DAYS = 30.0
 DEFAULT_CRITICAL_DAYS = 7.0
 _ROLE_ORDER = {"leaf": 0, "intermediate": 1, "root": 2}
@@ -252,28 +251,29 @@ def _head(run: ReportRun, changes: Sequence[Change], expiry_warning_days: float,
     """Everything but the targets."""
     check_thresholds(expiry_warning_days, expiry_critical_days)
     summary = summarize_run(run, changes)
-    return {
-        "schema": SCHEMA_VERSION,
-        "kind": "tlsfleet-report",
-        "report": run.report,
-        "run_id": run.run_id,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "duration_s": round(run.duration_s, 3),
-        "abandoned": run.abandoned,
-        "note": run.note,
-        "expiry_thresholds_days": {"warning": expiry_warning_days, "critical": expiry_critical_days},
-        "summary": {
-            "targets": summary.targets,
-            "agents_answered": list(summary.answered),
-            "agents_silent": [{"agent": n, "state": s, "error": e} for n, s, e in summary.silent],
-            "findings": {str(severity): n for severity, n in summary.findings},
-            "worst": str(summary.worst) if summary.worst is not None else None,
-            "changes": summary.changes,
+    return document(
+        "report",
+        {
+            "report": run.report,
+            "run_id": run.run_id,
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "duration_s": round(run.duration_s, 3),
+            "abandoned": run.abandoned,
+            "note": run.note,
+            "expiry_thresholds_days": {"warning": expiry_warning_days, "critical": expiry_critical_days},
+            "summary": {
+                "targets": summary.targets,
+                "agents_answered": list(summary.answered),
+                "agents_silent": [{"agent": n, "state": s, "error": e} for n, s, e in summary.silent],
+                "findings": {str(severity): n for severity, n in summary.findings},
+                "worst": str(summary.worst) if summary.worst is not None else None,
+                "changes": summary.changes,
+            },
+            "agents": [_agent_json(a) for a in run.agents],
+            "changes": [change_json(c) for c in changes],
         },
-        "agents": [_agent_json(a) for a in run.agents],
-        "changes": [change_json(c) for c in changes],
-    }
+    )
 
 
 def _target_json(target: TargetRun, now: datetime, warning: float, critical: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.browser import chromium, needs_chromium
+from tests.coordinator.service.history.backends import BACKENDS, HistoryDatabase, history_database
 from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
@@ -59,7 +60,7 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 def runs(config: Path) -> list[dict]:
     done = cli("report", "list", "--config", str(config), "--json")
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(done.stdout)["runs"]
 
 
 def wait_for_runs(config: Path, count: int) -> list[dict]:
@@ -72,8 +73,17 @@ def wait_for_runs(config: Path, count: int) -> list[dict]:
     raise AssertionError(f"fewer than {count} runs after {RUN_WAIT_S} s: {runs(config)}")
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def service_history(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HistoryDatabase]:
+    """The service's history: the module's tests run once on SQLite and once on PostgreSQL."""
+    with history_database(request.param, tmp_path_factory.mktemp("history"), request.getfixturevalue) as database:
+        yield database
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(tmp_path_factory: pytest.TempPathFactory, service_history: HistoryDatabase) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("service")
     pki = LabPKI("Acme Internal")
     bundle = write_pem(workdir / "bundle.pem", pki.root_pem())
@@ -97,9 +107,7 @@ inventory = "inventory.toml"
 reports_dir = "reports"
 metrics_listen = "127.0.0.1:0"
 
-[storage]
-path = "history.sqlite"
-
+{service_history.storage_toml()}
 [[report]]
 name = "edge"
 targets = ["localhost:{port}"]
@@ -190,7 +198,7 @@ def test_two_runs_a_rotation_one_alert_and_the_change(service: Service) -> None:
     ]
 
     # Exactly one notification: the new critical finding, announced once.
-    notifications = [b for b in service.hook_bodies if b.get("kind") == "finding"]
+    notifications = [b for b in service.hook_bodies if b.get("alert") == "finding"]
     assert len(notifications) == 1, service.hook_bodies
     assert "incomplete_chain" in json.dumps(notifications[0])
 

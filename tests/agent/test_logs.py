@@ -1,0 +1,61 @@
+"""Service logs are JSON lines (or console lines when asked), the standard library's loggers included;
+a bad --log-level or --log-format is one clear error."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from tlsfleet.agent.logs import LogOptionError, configure_cli_logging, configure_service_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def test_stdlib_records_become_json_lines_like_structlogs_own() -> None:
+    out = io.StringIO()
+    configure_service_logging("info", stream=out)
+    structlog.get_logger().info("agent_listening", port=7443)
+    logging.getLogger("grpc._cython.cygrpc").warning("Unexpected error in %s", "poller")
+    logging.getLogger("asyncio").debug("below the level, dropped")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["agent_listening", "Unexpected error in poller"]
+    assert lines[1]["level"] == "warning" and lines[1]["logger"] == "grpc._cython.cygrpc"
+    assert all("timestamp" in line for line in lines)
+
+
+def test_console_format_is_for_people() -> None:
+    out = io.StringIO()
+    configure_service_logging("info", stream=out, log_format="console")
+    structlog.get_logger().info("agent_listening", port=7443)
+    text = out.getvalue()
+    assert "agent_listening" in text and "port=7443" in text
+    with pytest.raises(ValueError):
+        json.loads(text.splitlines()[0])
+
+
+def test_cli_logging_routes_stdlib_records_too(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_cli_logging("warning")
+    logging.getLogger("asyncio").warning("Task was destroyed but it is pending!")
+    assert "Task was destroyed but it is pending!" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("level", "log_format", "named"),
+    [("loud", "json", "log level 'loud'"), ("info", "xml", "log format 'xml'")],
+)
+def test_bad_options_name_what_is_accepted(level: str, log_format: str, named: str) -> None:
+    with pytest.raises(LogOptionError, match=named) as error:
+        configure_service_logging(level, stream=io.StringIO(), log_format=log_format)
+    assert "accepted:" in str(error.value)
