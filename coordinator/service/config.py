@@ -252,7 +252,7 @@ def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
             raise ConfigError(f"{where}: query_allow: {error}") from None
     version = raw.get("min_agent_version")
     if version is not None and (not isinstance(version, str) or parse_version(version) is None):
-        raise ConfigError(f"{where}: min_agent_version {version!r} is not accepted; a version such as \"0.1.0\"")
+        raise ConfigError(f'{where}: min_agent_version {version!r} is not accepted; a version such as "0.1.0"')
     interval = parse_duration(
         raw.get("heartbeat_interval", AgentLinkConfig.heartbeat_interval_s), f"{where}: heartbeat_interval"
     )

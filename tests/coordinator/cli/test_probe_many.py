@@ -25,7 +25,7 @@ def test_targets_file_lines_and_comments(tmp_path: Path) -> None:
     path.write_text("# the edge\napi.example.test:443   # public\n\n  https://login.example.test/  \r\n")
     assert read_targets_file(path) == ("api.example.test:443", "https://login.example.test/")
     path.write_text("api.example.test other.example.test\n")
-    with pytest.raises(TargetsFileError, match="line 1: 'api.example.test other.example.test' is not one target"):
+    with pytest.raises(TargetsFileError, match=r"line 1: 'api\.example\.test other\.example\.test' is not one target"):
         read_targets_file(path)
     with pytest.raises(TargetsFileError, match="does not exist"):
         read_targets_file(tmp_path / "missing.txt")

@@ -27,7 +27,7 @@ def test_a_typo_in_a_name_is_refused_with_the_close_names(tmp_path: Path) -> Non
     inventory = tmp_path / "inventory.toml"
     inventory.write_text('[[agent]]\nname = "edge-1"\naddress = "127.0.0.1:7441"\ninsecure = true\n')
     with pytest.raises(
-        SelectorError, match="selector term 'edge-l' matches no vantage in inventory .*close names: edge-1"
+        SelectorError, match=r"selector term 'edge-l' matches no vantage in inventory .*close names: edge-1"
     ):
         _names(inventory, "edge-l", local=False, must_exist=True)
     assert _names(inventory, "edge-*,local", local=True, must_exist=True) == ["local", "edge-1"]
