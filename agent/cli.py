@@ -357,7 +357,7 @@ async def _check_health(address: str, name: str | None, pki_dir: Path | None, in
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
         typer.echo(f"unhealthy: agent at {address}: {status}", err=True)
         return exit_codes.PROBLEM
-    typer.echo(f"serving: agent at {address}")
+    typer.echo(f"serving: agent {name} at {address}" if name else f"serving: agent at {address}")
     return exit_codes.OK
 
 

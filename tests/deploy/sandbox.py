@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 SERVICE_UID = 65534  # nobody: a user that owns nothing outside the state directory
 SETUP_FAILED = 97
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 _SETUP = r"""
 set -e
@@ -30,8 +32,15 @@ mount -t overlay overlay -o "lowerdir=/etc,upperdir=$SANDBOX_UPPER,workdir=$SAND
 # The test's files for /etc, as an installation would put them.
 cp -a "$SANDBOX_ETC/." /etc/
 mount -o remount,ro /etc || fail "cannot make /etc read-only"
+# A checkout under /tmp would vanish under the private /tmp: hold it aside and put it back in place.
+case "$SANDBOX_CODE" in /tmp/*)
+    mkdir /var/lib/.checkout && mount --bind "$SANDBOX_CODE" /var/lib/.checkout || fail "cannot hold the checkout";;
+esac
 mount -o remount,bind,ro / || fail "cannot make / read-only"
 mount -t tmpfs tmpfs /tmp || fail "cannot give a private /tmp"
+case "$SANDBOX_CODE" in /tmp/*)
+    mkdir -p "$SANDBOX_CODE" && mount --bind /var/lib/.checkout "$SANDBOX_CODE" || fail "cannot restore the checkout";;
+esac
 cd /var/lib/tlsfleet
 as_service() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
 export HOME=/nonexistent PYTHONDONTWRITEBYTECODE=1
@@ -44,6 +53,22 @@ def require_sandbox(*tools: str) -> None:
     missing = [tool for tool in ("unshare", "setpriv", "ip", *tools) if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} to build the service's sandbox")
+    require_service_user_reaches(Path(sysconfig.get_paths()["purelib"]))
+
+
+def require_service_user_reaches(path: Path) -> None:
+    """Skip unless the service user can read `path` (the test venv's packages, inside this checkout)."""
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={SERVICE_UID}", f"--regid={SERVICE_UID}", "--clear-groups", "test", "-r", str(path)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(
+            f"the service user (uid {SERVICE_UID}) cannot read {path}: a directory above it is closed to others "
+            f"(e.g. a checkout made by mktemp -d, mode 0700); `chmod o+x` it to run this test"
+        )
 
 
 def prepare(root: Path) -> tuple[Path, Path]:
@@ -65,6 +90,7 @@ def start(root: Path, script: str, env: Mapping[str, str]) -> subprocess.Popen[s
         "SANDBOX_ETC": str(root / "etc"),
         "SANDBOX_UPPER": str(root / "upper"),
         "SANDBOX_WORK": str(root / "work"),
+        "SANDBOX_CODE": str(CHECKOUT),
         **env,
     }
     return subprocess.Popen(

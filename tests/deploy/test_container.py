@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy import sandbox
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "deploy" / "container"
 DOCKERFILE = CONTAINER / "Dockerfile"
@@ -196,6 +198,7 @@ def test_the_image_install_steps_give_a_working_agent_and_healthcheck(image_root
         assert done.returncode == 0, done.stderr
     as_user: list[str] = []
     if os.geteuid() == 0 and shutil.which("setpriv"):
+        sandbox.require_service_user_reaches(Path(deps.stdout.strip()))
         # Root writes anywhere; as nobody, the venv and everything but the state directory are read-only.
         for path in [state, *state.rglob("*")]:
             os.chown(path, 65534, 65534)

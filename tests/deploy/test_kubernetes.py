@@ -400,5 +400,5 @@ def test_the_base_runs_a_coordinator_and_a_dial_out_agent_that_registers_with_th
     (listed,) = json.loads((state / "agents.json").read_text())["agents"]
     assert (listed["agent"], listed["kind"], listed["state"]) == (agent_name, "dial-in", "ok")
     assert listed["labels"] == {"node": node, "zone": "zone-a"}  # no region: the wrapper left it out
-    assert "serving: agent at " in (state / "health.out").read_text()
+    assert f"serving: agent {agent_name} at " in (state / "health.out").read_text()
     assert (state / "history.sqlite").is_file()
