@@ -192,7 +192,12 @@ def print_findings(console: Console, findings: Sequence[Finding]) -> None:
     if not findings:
         console.print(Text("No findings: every vantage that answered agrees and verifies.", style="green"))
         return
-    console.print(Text(f"Findings ({len(findings)}), most severe first:", style="bold"))
+    if all(f.severity is Severity.INFO for f in findings):
+        # Healthy is quiet: notes for the record are not findings that anyone fails by.
+        notes = f"{len(findings)} note{'s' if len(findings) != 1 else ''}"
+        console.print(Text(f"No findings at warning or above; {notes} for the record:", style="green"))
+    else:
+        console.print(Text(f"Findings ({len(findings)}), most severe first:", style="bold"))
     for number, finding in enumerate(findings, start=1):
         head = Text()
         head.append(f" {str(finding.severity).upper()} ", style=_SEVERITY_STYLE[finding.severity])

@@ -136,3 +136,14 @@ def test_reproduce_commands_are_printed_whole_on_one_line() -> None:
     lines = ANSI.sub("", out.getvalue()).splitlines()
     assert f"     $ {command}" in lines
     assert "     $ true" in lines
+
+
+def test_notes_alone_read_as_no_findings() -> None:
+    """A healthy fleet with a runtime store nobody uses: an info note, and the words say nothing fails."""
+    note = Finding(cause=Cause.RUNTIME_STORE_DIFFERS, severity=Severity.INFO, summary="java lacks it", agents=("a",))
+    out = io.StringIO()
+    print_findings(Console(file=out, width=80), [note])
+    assert out.getvalue().splitlines()[0] == "No findings at warning or above; 1 note for the record:"
+    out = io.StringIO()
+    print_findings(Console(file=out, width=80), [note, replace(note, severity=Severity.WARNING)])
+    assert out.getvalue().splitlines()[0] == "Findings (2), most severe first:"
