@@ -299,3 +299,21 @@ def test_an_agent_process_loads_no_coordinator_module(tmp_path: Path) -> None:
             process.communicate()
     assert "tlsfleet.agent.daemon" in imported and "grpc" in imported  # the list is real
     assert [m for m in imported if m.startswith("tlsfleet.coordinator")] == []
+
+
+@pytest.mark.e2e
+def test_a_probe_from_this_machine_alone_loads_no_grpc(tmp_path: Path) -> None:
+    """No agent to dial, no coordinator to ask: the wire's library is not worth its start-up time."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tlsfleet.coordinator.cli", "probe", "127.0.0.1:1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("TLSFLEET_INVENTORY", "TLSFLEET_COORDINATOR")}
+        | {"HOME": str(tmp_path)},  # no inventory: this machine is the only vantage
+    )
+    assert '"kind": "tlsfleet-probe"' in done.stdout, done.stderr[-2000:]
+    loaded = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "tlsfleet.coordinator.diagnosis" in loaded
+    assert [name for name in loaded if name == "grpc" or name.startswith("grpc.")] == []

@@ -25,7 +25,6 @@ async def _describe_fleet(
     from ..fleet.fanout import describe_all
     from ..fleet.inventory import load_inventory
     from ..fleet.local_vantage import LOCAL_NAME
-    from ..fleet.relay import relay_for
     from ..fleet.selector import check_names_exist, parse_selector
 
     selector = parse_selector(agents)
@@ -36,7 +35,11 @@ async def _describe_fleet(
         f"no vantage matches {agents!r} in {where}, labels the agents report included"
         + ("; --no-local leaves out this machine" if no_local else "")
     )
-    relay = await relay_for(coordinator, inventory)
+    relay = None
+    if coordinator:  # $TLSFLEET_COORDINATOR arrives here too, through the option
+        from ..fleet.relay import relay_for
+
+        relay = await relay_for(coordinator, inventory)
     try:
         linked = relay.candidates if relay is not None else ()
         check_names_exist(selector, [LOCAL_NAME, *listed, *(v.info.name for v, _ in linked)], where)

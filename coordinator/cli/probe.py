@@ -86,11 +86,14 @@ async def probe_fleet_many(args: ProbeArguments, requests: Sequence[ProbeRequest
     """Each request fanned out to the same vantages, built once, at most TARGETS_AT_ONCE at a time; the
     observations in the order of `requests`."""
     from ..fleet.choose import select_vantages
-    from ..fleet.relay import relay_for
     from ..probing import observe
 
     # Channels belong to the event loop that uses them, so the vantages are built inside it.
-    relay = await relay_for(args.coordinator, args.inventory)
+    relay = None
+    if args.coordinator:  # $TLSFLEET_COORDINATOR arrives here too, through the option
+        from ..fleet.relay import relay_for
+
+        relay = await relay_for(args.coordinator, args.inventory)
     try:
         fleet = select_vantages(
             inventory_path=args.inventory,

@@ -40,9 +40,7 @@ def select_vantages(
     ones, rather than a vantage quietly left out.
 
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
-    from ...agent.pki.credentials import CredentialError, load_credentials
-    from ...agent.pki.fleet_ca import default_pki_dir, from_pki_env, pki_dir_problem
-    from .grpc_vantage import GrpcVantage
+    from ...agent.pki.fleet_ca import default_pki_dir
     from .local_vantage import LOCAL_NAME, LocalVantage
 
     inventory = load_inventory(inventory_path, pki_dir=default_pki_dir())
@@ -63,20 +61,13 @@ def select_vantages(
     vantages: list[Vantage] = []
     if include_local and selector.matches(LOCAL_NAME, {}):
         vantages.append(LocalVantage())
-    if any(not a.insecure for a in chosen):
-        c = inventory.credentials
-        if not c.ca.is_file() and (problem := pki_dir_problem(c.ca.parent)):
-            raise CredentialError(problem)
-        try:
-            credentials = load_credentials(c.ca, c.cert, c.key, expect_role="coordinator")
-        except CredentialError as error:
-            if from_pki_env(c.ca):
-                raise CredentialError(f"{error} (PKI directory from $TLSFLEET_PKI_DIR)") from None
-            raise
-    else:
-        credentials = None
-    hint = ca_hint(inventory.credentials.ca)
-    vantages.extend(GrpcVantage(a, credentials, ca_hint=hint) for a in chosen)
+    if chosen:
+        # gRPC only when an agent is dialled: a probe from this machine alone starts without it.
+        from .grpc_vantage import GrpcVantage
+
+        credentials = _credentials(inventory) if any(not a.insecure for a in chosen) else None
+        hint = ca_hint(inventory.credentials.ca)
+        vantages.extend(GrpcVantage(a, credentials, ca_hint=hint) for a in chosen)
     vantages.extend(dialling_in)
     if not vantages:
         where = f"inventory {inventory.path}" if inventory.path else "no inventory (only 'local' exists)"
@@ -85,6 +76,22 @@ def select_vantages(
             + ("; --no-local leaves out this machine" if not include_local else "")
         )
     return FleetChoice(inventory=inventory, vantages=tuple(vantages))
+
+
+def _credentials(inventory: Inventory):  # -> FleetCredentials
+    """The coordinator identity the inventory names, loaded and checked; CredentialError in words."""
+    from ...agent.pki.credentials import CredentialError, load_credentials
+    from ...agent.pki.fleet_ca import from_pki_env, pki_dir_problem
+
+    c = inventory.credentials
+    if not c.ca.is_file() and (problem := pki_dir_problem(c.ca.parent)):
+        raise CredentialError(problem)
+    try:
+        return load_credentials(c.ca, c.cert, c.key, expect_role="coordinator")
+    except CredentialError as error:
+        if from_pki_env(c.ca):
+            raise CredentialError(f"{error} (PKI directory from $TLSFLEET_PKI_DIR)") from None
+        raise
 
 
 def ca_hint(ca: Path) -> str:
