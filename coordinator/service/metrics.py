@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -111,6 +111,19 @@ class FleetMetrics:
             DROPPED_NAME,
             "Series not exported because their metric reached its cap.",
             ("metric",),
+            registry=self.registry,
+        )
+        # Webhook delivery (delivery.py): webhooks come from the configuration, results from a fixed set.
+        self.outbox_pending = Gauge(
+            "tlsfleet_webhook_outbox_pending",
+            "Alerts queued for the webhook and not yet delivered nor given up.",
+            ("webhook",),
+            registry=self.registry,
+        )
+        self.delivery_attempts = Counter(
+            "tlsfleet_webhook_delivery_attempts",
+            "Webhook delivery attempts by result: delivered, failed (retried later), given_up, deferred.",
+            ("webhook", "result"),
             registry=self.registry,
         )
         self.registry.register(_SnapshotCollector(self))
@@ -229,10 +242,15 @@ def _target_series(snap: Snapshot, report: str, target_run: TargetRun, at: datet
 _MAX_REQUEST_HEAD = 8 * 1024
 _READ_TIMEOUT_S = 5.0
 _MAX_CONNECTIONS = 16
+# Other paths' pages, when the service serves them (the fleet page): path in, (status, HTML) out.
+PageSource = Callable[[str], Awaitable[tuple[int, bytes]]]
 
 
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[asyncio.Server, int]:
-    """Serve `GET /metrics` in the Prometheus text format on host:port (0 picks a free port).
+async def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, *, pages: PageSource | None = None
+) -> tuple[asyncio.Server, int]:
+    """Serve `GET /metrics` in the Prometheus text format on host:port (0 picks a free port), and every
+    other path from `pages` when given.
 
     Returns the server and the port it is bound to; stop it with `server.close()` then
     `await server.wait_closed()`. At most 16 connections are served at once (others get 503), and a client
@@ -248,7 +266,7 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tu
                 await _respond(writer, 503, "text/plain; charset=utf-8", b"busy: too many scrapes at once\n")
                 return
             async with slots:
-                await _serve_one(registry, reader, writer)
+                await _serve_one(registry, reader, writer, pages)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away or was too slow: nothing to answer
         finally:
@@ -270,13 +288,22 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tu
     return server, bound
 
 
-async def _serve_one(registry: CollectorRegistry, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _serve_one(
+    registry: CollectorRegistry,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    pages: PageSource | None = None,
+) -> None:
     async with asyncio.timeout(_READ_TIMEOUT_S):
         head = await reader.readuntil(b"\r\n\r\n")
     method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
     path = rest.partition(" ")[0].partition("?")[0]
     if method not in ("GET", "HEAD"):
         await _respond(writer, 405, "text/plain; charset=utf-8", b"only GET and HEAD are served\n", allow=True)
+        return
+    if path != "/metrics" and pages is not None:
+        status, page = await pages(path)
+        await _respond(writer, status, "text/html; charset=utf-8", page, head_only=method == "HEAD")
         return
     if path != "/metrics":
         await _respond(writer, 404, "text/plain; charset=utf-8", b"not found; metrics are at /metrics\n")
@@ -286,7 +313,13 @@ async def _serve_one(registry: CollectorRegistry, reader: asyncio.StreamReader, 
     await _respond(writer, 200, CONTENT_TYPE_LATEST, body, head_only=method == "HEAD")
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 async def _respond(
