@@ -120,10 +120,21 @@ def report_run(
     report = loaded.report(name)
     history = open_history(loaded)
 
-    async def once():  # -> CompletedRun
+    async def once():  # -> (CompletedRun, outcomes of the one delivery pass)
         pipeline = Pipeline(loaded, history)
         try:
-            return await pipeline.run(report)
+            completed = await pipeline.run(report)
+            if not completed.queued:
+                return completed, []
+            typer.echo(
+                f"delivering {completed.queued} queued alerts once (at most {pipeline.delivery.longest_pass_s:g} s: "
+                "each webhook's timeout per alert); what fails stays queued for the service to retry",
+                err=True,
+            )
+            try:
+                return completed, await pipeline.delivery.deliver_due()
+            finally:
+                await pipeline.delivery.aclose()
         finally:
             await pipeline.close()
 
@@ -132,7 +143,7 @@ def report_run(
     probed = TargetProgress(len(report.targets))
     try:
         with showing(probed):
-            done = asyncio.run(once())
+            done, outcomes = asyncio.run(once())
     except KeyboardInterrupt:
         typer.echo(probed.interrupted(), err=True)  # nothing is saved: a run is kept whole or not at all
         raise typer.Exit(exit_codes.INTERRUPTED) from None
@@ -150,6 +161,13 @@ def report_run(
     )
     for change in done.changes:
         typer.echo(f"  changed: {change.summary}")
+    if done.queued:
+        sent = sum(1 for o in outcomes if o.result == "delivered")
+        given_up = sum(1 for o in outcomes if o.result == "given_up")
+        typer.echo(
+            f"  webhooks: {sent} delivered, {given_up} given up, "
+            f"{len(outcomes) - sent - given_up} left queued for the service to retry"
+        )
     for path in done.written:
         typer.echo(f"  wrote {path}")
     critical = any(f.severity is Severity.CRITICAL for f in findings)

@@ -1,8 +1,8 @@
 """What a report run should announce: new findings, certificates crossing an expiry threshold, and
-findings that went away. Pure: the caller says what was already announced and delivers the result.
+findings that went away. Pure: the caller says what was already announced and queues the result.
 
 The caller keeps the set of open keys: it adds an alert's key when a "finding" or "expiry" alert is
-delivered, and removes it when a "resolved" alert (which carries the finding's own key) is delivered.
+queued for delivery, and removes it when a "resolved" alert (which carries the finding's own key) is.
 `already_announced(key)` answers from that set. So a finding is announced once while it persists, resolved
 once when it goes, and announced again should it come back.
 """
@@ -22,7 +22,7 @@ from ..diagnosis.wording import cert_name, common_name, name_list, span
 from .history.store import key_of
 from .report_model import Change, ChangeKind, ReportRun, TargetRun
 
-__all__ = ["Alert", "AlertKind", "expiry_key", "plan_alerts"]
+__all__ = ["Alert", "AlertKind", "alert_from_payload", "alert_to_payload", "expiry_key", "plan_alerts"]
 
 
 class AlertKind(StrEnum):
@@ -43,6 +43,46 @@ class Alert:
     agents: tuple[str, ...]
     cause: str  # the finding's cause; "expiring_soon" for expiry alerts
     observed_at: datetime  # the run that raised it
+
+
+def alert_to_payload(alert: Alert) -> str:
+    """The alert as the outbox keeps it until delivered: JSON that `alert_from_payload` reads back."""
+    return json.dumps(
+        {
+            "key": alert.key,
+            "kind": alert.kind.value,
+            "severity": str(alert.severity),
+            "title": alert.title,
+            "text": alert.text,
+            "report": alert.report,
+            "target": alert.target,
+            "agents": list(alert.agents),
+            "cause": alert.cause,
+            "observed_at": alert.observed_at.isoformat(),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def alert_from_payload(payload: str) -> Alert:
+    """Raises ValueError when the payload is not one `alert_to_payload` wrote."""
+    try:
+        data = json.loads(payload)
+        return Alert(
+            key=str(data["key"]),
+            kind=AlertKind(data["kind"]),
+            severity=Severity[str(data["severity"]).upper()],
+            title=str(data["title"]),
+            text=str(data["text"]),
+            report=str(data["report"]),
+            target=str(data["target"]),
+            agents=tuple(str(a) for a in data["agents"]),
+            cause=str(data["cause"]),
+            observed_at=datetime.fromisoformat(data["observed_at"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"not a queued alert ({type(error).__name__}: {error})") from None
 
 
 def expiry_key(report: str, target: str, sha256: str, threshold_days: float) -> str:

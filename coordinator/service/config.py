@@ -33,8 +33,7 @@ webhooks = ["oncall"]
 name = "oncall"
 url = "https://hooks.example.com/..."
 format = "slack"                    # or "json"
-timeout = "5s"
-retries = 3
+timeout = "5s"                      # per attempt; the service retries until delivered or a day old
 
 [agent_link]                        # agents that dial in (`agent serve --connect`); leave out for none
 listen = "0.0.0.0:7443"             # mutual TLS with the inventory's [coordinator] credentials
@@ -82,7 +81,6 @@ class WebhookConfig:
     url: str
     format: str = "json"  # "json" or "slack"
     timeout_s: float = 5.0
-    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -332,7 +330,12 @@ def redact_url(url: str) -> str:
 def _webhook(raw: Any, where: str) -> WebhookConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    _only(raw, {"name", "url", "format", "timeout", "retries"}, where)
+    if "retries" in raw:
+        raise ConfigError(
+            f"{where} ({raw.get('name', '?')}): retries is no longer read: alerts wait in the history's outbox and "
+            "the service retries each until it is delivered or a day old; remove the line"
+        )
+    _only(raw, {"name", "url", "format", "timeout"}, where)
     name = _string(raw, "name", where)
     url = _string(raw, "url", where)
     if not url.startswith(("http://", "https://")):
@@ -340,13 +343,10 @@ def _webhook(raw: Any, where: str) -> WebhookConfig:
     fmt = raw.get("format", WebhookConfig.format)
     if fmt not in ("json", "slack"):
         raise ConfigError(f"{where} ({name}): format {fmt!r} is not accepted; json or slack")
-    retries = raw.get("retries", WebhookConfig.retries)
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
-        raise ConfigError(f"{where} ({name}): retries must be a whole number from 0 to 10")
     timeout = parse_duration(raw.get("timeout", WebhookConfig.timeout_s), f"{where} ({name}): timeout")
     if not 0 < timeout <= 60:
         raise ConfigError(f"{where} ({name}): timeout must be above 0 and at most 60 s")
-    return WebhookConfig(name=name, url=url, format=fmt, timeout_s=timeout, retries=retries)
+    return WebhookConfig(name=name, url=url, format=fmt, timeout_s=timeout)
 
 
 _REPORT_KEYS = {

@@ -1,5 +1,6 @@
 """What happens to a report run: saved to history, compared with the previous run, written as reports,
-announced to webhooks, and exported as metrics. Used by the service and by `tlsfleet report run`."""
+its alerts queued in the history's outbox for the delivery worker, and exported as metrics. Used by the
+service and by `tlsfleet report run`."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import structlog
 
 from ..diagnosis.model import Severity
 from ..fleet.probe_slots import ProbeSlots
-from .alerts import Alert, AlertKind, plan_alerts
+from .alerts import Alert, AlertKind, alert_to_payload, plan_alerts
 from .changes import changes_between
-from .config import ReportConfig, ServiceConfig
-from .history.store import HistoryStore, first_seen_lookup
+from .config import ConfigError, ReportConfig, ServiceConfig
+from .delivery import DeliveryWorker
+from .history.store import HistoryStore, Queued, first_seen_lookup
+from .http_routes import FleetPages
 from .metrics import FleetMetrics, serve_metrics
 from .report_model import Change, ReportRun
 from .reports.writer import write_reports
 from .runner import run_report
-from .webhooks import DeliveryResult, WebhookTarget, deliver
+from .webhooks import WebhookTarget
 
 if TYPE_CHECKING:  # the agent link's gRPC servicers load only where a service runs one
     from .agent_link import AgentLinkServer
@@ -34,7 +37,7 @@ class CompletedRun:
     changes: tuple[Change, ...]
     written: tuple[Path, ...]
     alerts: tuple[Alert, ...]
-    deliveries: tuple[DeliveryResult, ...]
+    queued: int  # outbox rows the alerts added, one per (alert, webhook)
 
 
 class Pipeline:
@@ -42,6 +45,10 @@ class Pipeline:
         self._config = config
         self._history = history
         self.metrics = FleetMetrics()
+        # Posts the outbox; the service runs it as a loop of its own, `report run` for one pass.
+        self.delivery = DeliveryWorker(
+            history, {w.name: self._webhook(w.name) for w in config.webhooks}, metrics=self.metrics
+        )
         # One bound on probes in flight for every run this pipeline makes, whatever their number.
         self.probe_slots = ProbeSlots(config.max_probes_in_flight)
         self.abandon = asyncio.Event()  # set on shutdown: runs in flight stop and keep what they have
@@ -52,7 +59,7 @@ class Pipeline:
         self._completing = asyncio.Lock()
 
     async def start_metrics(self) -> None:
-        """The service's listeners: /metrics, and the agent link when configured."""
+        """The service's listeners: /metrics and the fleet page, and the agent link when configured."""
         from ...agent.endpoints import join_host_port, split_host_port
 
         if self._config.agent_link is not None:
@@ -60,7 +67,9 @@ class Pipeline:
         if self._config.metrics_listen is None:
             return
         host, port = split_host_port(self._config.metrics_listen, allow_port_zero=True)
-        self._metrics_server, bound = await serve_metrics(self.metrics.registry, host, port)
+        registry = self.agent_link.registry if self.agent_link is not None else None
+        pages = FleetPages(self._config.reports, self._history, registry)
+        self._metrics_server, bound = await serve_metrics(self.metrics.registry, host, port, pages=pages.answer)
         self.metrics_address = join_host_port(host, bound)
 
     async def _start_agent_link(self) -> None:
@@ -125,7 +134,7 @@ class Pipeline:
                 expiry_warning_days=report.expiry_warning_days,
                 expiry_critical_days=report.expiry_critical_days,
             )
-            deliveries = await self._announce(report, run, alerts)
+            queued = await self._enqueue(report, run, alerts)
             self.metrics.observe_run(run, changes)
         severities = [f.severity for t in run.targets for f in t.findings]
         counts = {str(s): severities.count(s) for s in (Severity.CRITICAL, Severity.WARNING)}
@@ -141,24 +150,25 @@ class Pipeline:
             reports=[str(p) for p in written],
             **counts,
         )
-        return CompletedRun(run, tuple(changes), tuple(written), tuple(alerts), deliveries)
+        return CompletedRun(run, tuple(changes), tuple(written), tuple(alerts), queued)
 
-    async def _announce(self, report: ReportConfig, run: ReportRun, alerts: list[Alert]) -> tuple[DeliveryResult, ...]:
-        """Deliver to every webhook of the report; an alert counts as announced once every webhook got it,
-        so one that failed everywhere is tried again with the next run."""
+    async def _enqueue(self, report: ReportConfig, run: ReportRun, alerts: list[Alert]) -> int:
+        """Queue each alert for every webhook of the report and mark it announced, in one transaction: the
+        run never waits for a receiver, and a run planned again after a crash finds its alerts queued."""
         if not alerts:
-            return ()
-        targets = [self._webhook(name) for name in report.webhooks]
-        results = tuple(await asyncio.gather(*(deliver(t, alerts) for t in targets)))
-        for alert in alerts:
-            if all(alert.key in result.delivered for result in results):
-                await asyncio.to_thread(
-                    self._history.mark_announced, alert.key, run.finished_at, alert.kind is AlertKind.RESOLVED
-                )
-        return results
+            return 0
+        items = [
+            Queued(a.key, a.kind.value, a.kind is AlertKind.RESOLVED, alert_to_payload(a), report.webhooks)
+            for a in alerts
+        ]
+        queued = await asyncio.to_thread(self._history.enqueue, items, run.finished_at)
+        if queued:
+            self.delivery.wake()
+        return queued
 
     def _webhook(self, name: str) -> WebhookTarget:
         hook = self._config.webhook(name)
-        return WebhookTarget(
-            name=hook.name, url=hook.url, format=hook.format, timeout_s=hook.timeout_s, retries=hook.retries
-        )
+        try:
+            return WebhookTarget(name=hook.name, url=hook.url, format=hook.format, timeout_s=hook.timeout_s)
+        except ValueError as error:  # what the config's own checks let through (a port out of range)
+            raise ConfigError(f"[[webhook]] {error}") from None

@@ -2,7 +2,8 @@
 
 Each report has its own loop: sleep until the next start (jitter included), then start a run unless
 the previous run of the same report is still going (then that start is skipped and logged). All runs
-share one bound on probes in flight. On SIGTERM no new run starts; runs in flight get a grace period to
+share one bound on probes in flight. Alerts are delivered from the history's outbox by a loop of their
+own (delivery.py). On SIGTERM no new run starts; runs in flight get a grace period to
 finish and are then abandoned (what they probed is kept, marked abandoned).
 """
 
@@ -50,6 +51,8 @@ class CoordinatorService:
             )
             loops = [asyncio.create_task(self._schedule(r, pipeline, stop)) for r in self._config.reports]
             loops.append(asyncio.create_task(self._prune(history, stop)))
+            # Alerts go out from the outbox on their own loop: a slow receiver never holds up a run.
+            loops.append(asyncio.create_task(pipeline.delivery.run(stop), name="webhook-delivery"))
             await stop.wait()
             in_flight = sorted(name for name, task in self._running.items() if not task.done())
             log.info("coordinator_stopping", in_flight=in_flight, grace_s=self._config.shutdown_grace_s)

@@ -1,9 +1,10 @@
-"""Webhook delivery: POST each alert to a receiver, retrying what may succeed later, never raising.
+"""Webhook bodies and one delivery attempt: POST one alert to a receiver with a deadline, never raising.
 
-HTTP/1.1 over asyncio streams (stdlib only): every attempt has a deadline and is cancelled cleanly when the
-service stops, which a blocking client in a worker thread cannot be. Redirects are not followed (a webhook
-that moved should be reconfigured, and following a redirect would turn a POST into a GET) and proxy
-variables are not consulted.
+The client is httpx, opened once per delivery worker (`open_client`): it honours HTTPS_PROXY, HTTP_PROXY,
+NO_PROXY and SSL_CERT_FILE as the host's other clients do. Redirects are not followed (a webhook that moved
+should be reconfigured, and following one would turn a POST into a GET). Retrying is the delivery worker's
+business (delivery.py): an attempt only says whether a later one may succeed. httpx is imported here only
+inside functions, so that nothing but the coordinator's delivery path loads it.
 """
 
 from __future__ import annotations
@@ -12,39 +13,31 @@ import asyncio
 import json
 import math
 import ssl
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import structlog
 
 from ... import __version__
 from ...agent.documents import document
 from .alerts import Alert, AlertKind
 
-log = structlog.get_logger("tlsfleet.coordinator")
+if TYPE_CHECKING:
+    import httpx
 
 FORMATS = ("json", "slack")
-MAX_RETRIES = 10
-MAX_BACKOFF_S = 60.0  # one wait between attempts, Retry-After included
-_MAX_RESPONSE_HEAD = 16 * 1024  # status line and headers
 _MAX_ERROR_BODY = 512  # what of an error response is kept for the log
 _SLACK_TEXT_LIMIT = 600
+_RETRYABLE_STATUSES = frozenset({408, 429})
 
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """A receiver of alerts. `retries` is how many further attempts follow a failed first one."""
+    """A receiver of alerts."""
 
     name: str
     url: str = field(repr=False)  # Slack-style URLs carry their secret in the path: never logged
     format: str = "json"
-    timeout_s: float = 5.0
-    retries: int = 3
-    backoff_s: float = 1.0
-    max_total_s: float = 60.0  # the most one deliver() call spends on this receiver, all alerts included
+    timeout_s: float = 5.0  # one attempt, connection to the end of the answer
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -60,12 +53,6 @@ class WebhookTarget:
             raise ValueError(f"webhook {self.name!r}: format {self.format!r} is not accepted; json or slack")
         if not (0 < self.timeout_s <= 60):
             raise ValueError(f"webhook {self.name!r}: timeout {self.timeout_s} s is not accepted; above 0, at most 60")
-        if not (0 <= self.retries <= MAX_RETRIES):
-            raise ValueError(f"webhook {self.name!r}: retries {self.retries} is not accepted; 0 to {MAX_RETRIES}")
-        if not (0 <= self.backoff_s <= MAX_BACKOFF_S):
-            raise ValueError(f"webhook {self.name!r}: backoff {self.backoff_s} s is not accepted; 0 to {MAX_BACKOFF_S}")
-        if not (0 < self.max_total_s <= 3600):
-            raise ValueError(f"webhook {self.name!r}: max_total_s {self.max_total_s} is not accepted; above 0, ≤ 3600")
 
     @property
     def redacted_url(self) -> str:
@@ -73,37 +60,19 @@ class WebhookTarget:
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
 
-    def backoff(self, attempt: int) -> float:
-        """The wait after failed attempt number `attempt` (1-based): exponential, capped."""
-        return min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-
 
 @dataclass(frozen=True)
-class AlertDelivery:
-    key: str
-    delivered: bool
-    attempts: int
-    status: int | None = None  # the last HTTP status received, None when none was
-    error: str = ""  # why the last attempt failed; "" when delivered
+class Attempt:
+    """What one POST came to. `retryable`: a later attempt may succeed (timeouts, refused, 408, 429, 5xx)."""
 
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    webhook: str
-    deliveries: tuple[AlertDelivery, ...]
-
-    @property
-    def delivered(self) -> tuple[str, ...]:
-        """Keys of the alerts the receiver accepted."""
-        return tuple(d.key for d in self.deliveries if d.delivered)
-
-    @property
-    def failed(self) -> tuple[AlertDelivery, ...]:
-        return tuple(d for d in self.deliveries if not d.delivered)
+    status: int | None  # None when no HTTP answer came
+    error: str  # "" when delivered
+    retryable: bool
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
-        return all(d.delivered for d in self.deliveries)
+        return self.status is not None and 200 <= self.status < 300
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
@@ -143,166 +112,85 @@ def body_of(target: WebhookTarget, alert: Alert) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-@dataclass(frozen=True)
-class _Attempt:
-    status: int | None
-    error: str
-    retryable: bool
-    retry_after_s: float | None = None
+def open_client(max_connections: int) -> httpx.AsyncClient:
+    """The client every attempt of a worker shares: pooled connections, at most `max_connections`."""
+    import httpx
 
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
-async def deliver(target: WebhookTarget, alerts: Sequence[Alert]) -> DeliveryResult:
-    """POST each alert in order; retry 429, 5xx, timeouts and connection failures with exponential backoff.
-
-    Other statuses are final. Never raises: each alert's outcome is in the result. The whole call takes at
-    most `target.max_total_s`; alerts not attempted by then are reported undelivered.
-    """
-    deadline = time.monotonic() + target.max_total_s
-    deliveries: list[AlertDelivery] = []
-    for alert in alerts:
-        try:
-            deliveries.append(await _deliver_one(target, alert, deadline))
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug here must not take the report run down with it
-            log.exception("webhook_failed", webhook=target.name, key=alert.key, error=repr(error))
-            deliveries.append(AlertDelivery(alert.key, delivered=False, attempts=0, error=f"internal error: {error}"))
-    return DeliveryResult(webhook=target.name, deliveries=tuple(deliveries))
-
-
-async def _deliver_one(target: WebhookTarget, alert: Alert, deadline: float) -> AlertDelivery:
-    body = body_of(target, alert)
-    attempts = 0
-    last = _Attempt(status=None, error="", retryable=True)
-    while attempts <= target.retries:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            if attempts == 0:
-                last = _Attempt(None, f"not attempted: the {target.max_total_s:g} s delivery budget was spent", False)
-            break
-        attempts += 1
-        last = await _post(target, body, min(target.timeout_s, remaining))
-        if last.ok:
-            log.info(
-                "webhook_delivered",
-                webhook=target.name,
-                key=alert.key,
-                kind=alert.kind.value,
-                status=last.status,
-                attempts=attempts,
-            )
-            return AlertDelivery(alert.key, delivered=True, attempts=attempts, status=last.status)
-        if not last.retryable or attempts > target.retries:
-            break
-        wait = target.backoff(attempts)
-        if last.retry_after_s is not None:
-            wait = min(max(wait, last.retry_after_s), MAX_BACKOFF_S)
-        if time.monotonic() + wait >= deadline:
-            last = _Attempt(last.status, f"{last.error}; no time left to retry within {target.max_total_s:g} s", False)
-            break
-        log.warning(
-            "webhook_retry", webhook=target.name, key=alert.key, attempt=attempts, error=last.error, wait_s=wait
-        )
-        await asyncio.sleep(wait)
-    log.error(
-        "webhook_failed",
-        webhook=target.name,
-        url=target.redacted_url,
-        key=alert.key,
-        kind=alert.kind.value,
-        status=last.status,
-        attempts=attempts,
-        error=last.error,
+    return httpx.AsyncClient(
+        trust_env=True,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers={"User-Agent": f"tlsfleet/{__version__}"},
     )
-    return AlertDelivery(alert.key, delivered=False, attempts=attempts, status=last.status, error=last.error)
 
 
-async def _post(target: WebhookTarget, body: bytes, timeout_s: float) -> _Attempt:
-    parts = urlsplit(target.url)
-    host = parts.hostname or ""
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    host_header = parts.netloc.rpartition("@")[2]
-    head = (
-        f"POST {path} HTTP/1.1\r\n"
-        f"Host: {host_header}\r\n"
-        f"User-Agent: tlsfleet/{__version__}\r\n"
-        "Content-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("latin-1")
-    writer: asyncio.StreamWriter | None = None
+async def post_alert(client: httpx.AsyncClient, target: WebhookTarget, alert: Alert) -> Attempt:
+    """One POST of the alert's body, within `target.timeout_s` from connecting to the end of the answer."""
+    import httpx
+
+    body = body_of(target, alert)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
     try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(
-                host,
-                port,
-                ssl=ssl.create_default_context() if https else None,
-                server_hostname=host if https else None,
-                limit=_MAX_RESPONSE_HEAD,
-            )
-            writer.write(head + body)
-            await writer.drain()
-            return await _read_response(reader)
-    except TimeoutError:
-        return _Attempt(None, f"no answer within {timeout_s:g} s", retryable=True)
-    except ssl.SSLError as error:
-        # A certificate the coordinator does not trust will not be trusted on the next attempt either.
-        return _Attempt(None, f"TLS to the receiver failed: {error.reason or error}", retryable=False)
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as error:
-        return _Attempt(None, f"{type(error).__name__}: {error}", retryable=True)
-    finally:
-        if writer is not None:
-            writer.close()
-            try:
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+        async with asyncio.timeout(target.timeout_s):
+            async with client.stream(
+                "POST", target.url, content=body, headers=headers, timeout=target.timeout_s
+            ) as response:
+                if response.is_success:
+                    return Attempt(response.status_code, "", retryable=False)
+                return await _failed(response)
+    except (TimeoutError, httpx.TimeoutException):
+        return Attempt(None, f"no answer within {target.timeout_s:g} s", retryable=True)
+    except httpx.HTTPError as error:
+        tls = _tls_error(error)
+        if tls is not None:
+            # A certificate the coordinator does not trust will not be trusted on the next attempt either.
+            return Attempt(None, f"TLS to the receiver failed: {tls}", retryable=False)
+        return Attempt(None, f"{type(error).__name__}: {_reason(error)}", retryable=True)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> _Attempt:
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    status_parts = lines[0].split(" ", 2)
-    if len(status_parts) < 2 or not status_parts[0].startswith("HTTP/") or not status_parts[1].isdigit():
-        return _Attempt(None, f"not an HTTP response: {lines[0][:80]!r}", retryable=False)
-    status = int(status_parts[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    if 200 <= status < 300:
-        return _Attempt(status, "", retryable=False)
-    detail = await _error_body(reader, headers)
+async def _failed(response: httpx.Response) -> Attempt:
+    status = response.status_code
+    detail = await _error_body(response)
     error = f"HTTP {status}" + (f": {detail}" if detail else "")
-    if status == 429 or 500 <= status <= 599 or status == 408:
-        return _Attempt(status, error, retryable=True, retry_after_s=_retry_after(headers.get("retry-after")))
+    if status in _RETRYABLE_STATUSES or 500 <= status <= 599:
+        return Attempt(status, error, retryable=True, retry_after_s=_retry_after(response.headers.get("retry-after")))
     if 300 <= status < 400:
         error += " (redirects are not followed; configure the final URL)"
-    return _Attempt(status, error, retryable=False)
+    return Attempt(status, error, retryable=False)
 
 
-async def _error_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> str:
-    """The start of an error response's body, for the log; best effort, short wait."""
-    length = headers.get("content-length", "")
-    want = min(int(length), _MAX_ERROR_BODY) if length.isdigit() else _MAX_ERROR_BODY
-    if want == 0:
-        return ""
+async def _error_body(response: httpx.Response) -> str:
+    """The start of an error response's body, for the log; never more than _MAX_ERROR_BODY bytes read."""
+    import httpx
+
+    data = b""
     try:
-        async with asyncio.timeout(1.0):
-            data = await reader.read(want)
-    except (TimeoutError, OSError):
-        return ""
-    return " ".join(data.decode("utf-8", "replace").split())[:200]
+        async for chunk in response.aiter_raw():
+            data += chunk
+            if len(data) >= _MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass
+    return " ".join(data[:_MAX_ERROR_BODY].decode("utf-8", "replace").split())[:200]
+
+
+def _tls_error(error: BaseException) -> str | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause's words: httpx wraps the OS error that says what happened."""
+    inner: BaseException = error
+    while (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+    if isinstance(inner, OSError) and inner is not error:
+        return f"{type(inner).__name__}: {inner}"
+    return str(error) or type(error).__name__
 
 
 def _retry_after(value: str | None) -> float | None:

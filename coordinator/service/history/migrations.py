@@ -146,7 +146,30 @@ ALTER TABLE findings ADD COLUMN prediction INTEGER NOT NULL DEFAULT 0 CHECK (pre
 UPDATE findings SET prediction = 1 WHERE cause = 'expiring_soon';
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+# The outbox: each alert waits here for each of its webhooks until delivered or given up, so a run only
+# writes rows and the service's delivery worker posts them. Leases keep two coordinators off one row.
+_V3 = """
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    payload TEXT NOT NULL,  -- the alert as JSON
+    created_at TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until TEXT,
+    done_at TEXT,  -- delivered or given up; NULL while pending
+    delivered INTEGER NOT NULL DEFAULT 0 CHECK (delivered IN (0, 1)),
+    last_status INTEGER,
+    last_error TEXT NOT NULL DEFAULT '',
+    UNIQUE (key, webhook, kind)
+);
+CREATE INDEX outbox_due ON outbox (done_at, webhook, next_attempt_at);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

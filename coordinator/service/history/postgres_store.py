@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -28,12 +28,16 @@ from .rows import (
     DICTIONARY_MAX_AGE,
     KEYED_TABLES,
     MAX_LIST_LIMIT,
+    OUTBOX_COLUMNS,
+    OUTBOX_ERROR_CHARS,
     SqlRunRows,
+    check_claim,
     decode_run,
     encode_run,
     make_dictionary,
+    outbox_row,
 )
-from .store import HistoryError, RunSummary
+from .store import HistoryError, OutboxRow, Queued, RunSummary
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_STATEMENT_TIMEOUT_S", "PostgresHistory"]
 
@@ -169,23 +173,101 @@ class PostgresHistory:
     def mark_announced(self, key: str, at: datetime, resolved: bool = False) -> None:
         when = _aware(at, "announcement time")
         with self._write("record an announcement") as db:
-            if resolved:
-                db.execute(
-                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (key) DO UPDATE SET resolved_at = excluded.resolved_at",
-                    (key, when, when),
+            _announce(db, key, when, resolved)
+
+    def enqueue(self, items: Sequence[Queued], at: datetime) -> int:
+        when = _aware(at, "enqueue time")
+        added = 0
+        with self._write("queue alerts") as db:
+            for item in items:
+                for webhook in item.webhooks:
+                    added += db.execute(
+                        "INSERT INTO outbox (key, kind, webhook, payload, created_at, next_attempt_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key, webhook, kind) DO UPDATE SET "
+                        "payload = excluded.payload, created_at = excluded.created_at, "
+                        "next_attempt_at = excluded.next_attempt_at, attempts = 0, lease_owner = NULL, "
+                        "lease_until = NULL, done_at = NULL, delivered = FALSE, last_status = NULL, last_error = '' "
+                        "WHERE outbox.done_at IS NOT NULL",
+                        (item.key, item.kind, webhook, item.payload, when, when),
+                    ).rowcount
+                _announce(db, item.key, when, item.resolved)
+        return added
+
+    def claim_outbox(self, owner: str, now: datetime, lease_until: datetime, per_webhook: int) -> list[OutboxRow]:
+        check_claim(per_webhook)
+        at, until = _aware(now, "claim time"), _aware(lease_until, "lease end")
+        with self._write("claim outbox rows") as db:
+            # Claims take turns across coordinators: the second sees the first's leases once it commits.
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('tlsfleet outbox claim'))")
+            rows = db.execute(
+                f"""
+                WITH due AS (
+                    SELECT id, ROW_NUMBER() OVER (PARTITION BY webhook ORDER BY id) AS n FROM outbox
+                    WHERE done_at IS NULL AND next_attempt_at <= %(at)s
+                    AND (lease_until IS NULL OR lease_until < %(at)s)
                 )
-            else:
-                db.execute(
-                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (%s, %s, NULL) "
-                    "ON CONFLICT (key) DO UPDATE SET announced_at = excluded.announced_at, resolved_at = NULL",
-                    (key, when),
-                )
+                UPDATE outbox SET lease_owner = %(owner)s, lease_until = %(until)s
+                WHERE id IN (SELECT id FROM due WHERE n <= %(per_webhook)s)
+                RETURNING {OUTBOX_COLUMNS}
+                """,
+                {"at": at, "until": until, "owner": owner, "per_webhook": per_webhook},
+            ).fetchall()
+        return sorted((outbox_row(r, _utc) for r in rows), key=lambda r: r.row_id)
+
+    def outbox_delivered(self, row_id: int, at: datetime, status: int) -> None:
+        with self._write("record a delivery") as db:
+            db.execute(
+                "UPDATE outbox SET done_at = %s, delivered = TRUE, attempts = attempts + 1, last_status = %s, "
+                "last_error = '', lease_owner = NULL, lease_until = NULL WHERE id = %s",
+                (_aware(at, "delivery time"), status, row_id),
+            )
+
+    def outbox_failed(
+        self, row_id: int, at: datetime, status: int | None, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        when = _aware(at, "attempt time")
+        later = None if next_attempt_at is None else _aware(next_attempt_at, "next attempt")
+        with self._write("record a failed delivery") as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_status = %(status)s, last_error = %(error)s, "
+                "lease_owner = NULL, lease_until = NULL, "
+                "next_attempt_at = COALESCE(%(later)s::timestamptz, next_attempt_at), "
+                "done_at = CASE WHEN %(later)s::timestamptz IS NULL THEN %(at)s::timestamptz ELSE NULL END "
+                "WHERE id = %(id)s",
+                {"status": status, "error": error[:OUTBOX_ERROR_CHARS], "later": later, "at": when, "id": row_id},
+            )
+
+    def outbox_release(self, row_ids: Sequence[int], next_attempt_at: datetime | None = None) -> None:
+        later = None if next_attempt_at is None else _aware(next_attempt_at, "next attempt")
+        with self._write("release outbox rows") as db:
+            db.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, "
+                "next_attempt_at = COALESCE(%s::timestamptz, next_attempt_at) "
+                "WHERE id = ANY(%s) AND done_at IS NULL",
+                (later, list(row_ids)),
+            )
+
+    def outbox_pending(self, webhook: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise HistoryError(f"limit {limit} is out of range; accepted: 1 to {MAX_LIST_LIMIT}")
+        with self._read("list the outbox") as db:
+            rows = db.execute(
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE done_at IS NULL "
+                "AND (%(webhook)s::text IS NULL OR webhook = %(webhook)s) ORDER BY id LIMIT %(limit)s",
+                {"webhook": webhook, "limit": limit},
+            ).fetchall()
+        return [outbox_row(r, _utc) for r in rows]
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self._read("count the outbox") as db:
+            rows = db.execute("SELECT webhook, COUNT(*) FROM outbox WHERE done_at IS NULL GROUP BY webhook").fetchall()
+        return {webhook: int(count) for webhook, count in rows}
 
     def prune(self, older_than: datetime) -> int:
         cutoff = _aware(older_than, "older_than")
         with self._write("prune old runs") as db:
             removed = db.execute("DELETE FROM runs WHERE started_at < %s", (cutoff,)).rowcount
+            db.execute("DELETE FROM outbox WHERE done_at IS NOT NULL AND done_at < %s", (cutoff,))
             # What only pruned runs referenced: every remaining run started at or after the cutoff, and
             # each row's last_seen is the latest start among the runs that referenced it.
             db.execute("DELETE FROM certificates WHERE last_seen < %s", (cutoff,))
@@ -391,6 +473,21 @@ class PostgresHistory:
     def _load_run(self, db: psycopg.Connection[Any], run_id: int) -> ReportRun | None:
         rows = SqlRunRows(db, run_id, mark="%s", read_time=_utc, by_keys=lambda table, keys: _by_keys(db, table, keys))
         return decode_run(rows, run_id, self._where)
+
+
+def _announce(db: psycopg.Connection[Any], key: str, when: datetime, resolved: bool) -> None:
+    if resolved:
+        db.execute(
+            "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET resolved_at = excluded.resolved_at",
+            (key, when, when),
+        )
+    else:
+        db.execute(
+            "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (%s, %s, NULL) "
+            "ON CONFLICT (key) DO UPDATE SET announced_at = excluded.announced_at, resolved_at = NULL",
+            (key, when),
+        )
 
 
 def _aware(value: datetime, what: str) -> datetime:

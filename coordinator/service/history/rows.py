@@ -22,13 +22,18 @@ from ...observation import Observation
 from ...outcomes import VantageState
 from ...recording import RecordingError, observation_from_dict, observation_to_dict
 from ..report_model import AgentSnapshot, ReportRun, TargetRun
-from .store import HistoryError, key_of
+from .store import OUTBOX_MAX_CLAIM, HistoryError, OutboxRow, key_of
 
 MAX_LIST_LIMIT = 10_000
 # A new compression dictionary this often, so that it keeps resembling the fleet.
 DICTIONARY_MAX_AGE = timedelta(days=7)
 DICTIONARY_BYTES = 32 * 1024
 DICTIONARY_SAMPLE = 4  # documents the dictionary is made from
+
+# The outbox's columns as `outbox_row` reads them.
+OUTBOX_COLUMNS = "id, key, kind, webhook, payload, attempts, created_at, next_attempt_at, last_error"
+# What of a failed attempt's error is kept in the row.
+OUTBOX_ERROR_CHARS = 500
 
 # The report's current dictionary (its id and bytes), made from the sample documents when it has none.
 DictionaryFor = Callable[[list[bytes]], tuple[int | None, bytes]]
@@ -450,3 +455,23 @@ def share_trust_stores(observation: Observation, seen: dict[str, tuple[TrustStor
                 outcome = replace(outcome, result=replace(result, trust_stores=known))
         outcomes.append(outcome)
     return replace(observation, outcomes=tuple(outcomes))
+
+
+def outbox_row(row: tuple[Any, ...], read_time: Callable[[Any], datetime]) -> OutboxRow:
+    """A row selected with OUTBOX_COLUMNS."""
+    return OutboxRow(
+        row_id=int(row[0]),
+        key=row[1],
+        kind=row[2],
+        webhook=row[3],
+        payload=row[4],
+        attempts=int(row[5]),
+        created_at=read_time(row[6]),
+        next_attempt_at=read_time(row[7]),
+        last_error=row[8],
+    )
+
+
+def check_claim(per_webhook: int) -> None:
+    if not 1 <= per_webhook <= OUTBOX_MAX_CLAIM:
+        raise HistoryError(f"per_webhook {per_webhook} is out of range; accepted: 1 to {OUTBOX_MAX_CLAIM}")

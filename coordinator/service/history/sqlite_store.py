@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,12 +21,16 @@ from .rows import (
     DICTIONARY_MAX_AGE,
     KEYED_TABLES,
     MAX_LIST_LIMIT,
+    OUTBOX_COLUMNS,
+    OUTBOX_ERROR_CHARS,
     SqlRunRows,
+    check_claim,
     decode_run,
     encode_run,
     make_dictionary,
+    outbox_row,
 )
-from .store import HistoryError, RunSummary
+from .store import HistoryError, OutboxRow, Queued, RunSummary
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteHistory"]
 
@@ -142,23 +146,95 @@ class SqliteHistory:
     def mark_announced(self, key: str, at: datetime, resolved: bool = False) -> None:
         when = _time(at, "announcement time")
         with self._write("record an announcement") as db:
-            if resolved:
-                db.execute(
-                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET resolved_at = excluded.resolved_at",
-                    (key, when, when),
+            _announce(db, key, when, resolved)
+
+    def enqueue(self, items: Sequence[Queued], at: datetime) -> int:
+        when = _time(at, "enqueue time")
+        added = 0
+        with self._write("queue alerts") as db:
+            for item in items:
+                for webhook in item.webhooks:
+                    added += db.execute(
+                        "INSERT INTO outbox (key, kind, webhook, payload, created_at, next_attempt_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, webhook, kind) DO UPDATE SET "
+                        "payload = excluded.payload, created_at = excluded.created_at, "
+                        "next_attempt_at = excluded.next_attempt_at, attempts = 0, lease_owner = NULL, "
+                        "lease_until = NULL, done_at = NULL, delivered = 0, last_status = NULL, last_error = '' "
+                        "WHERE outbox.done_at IS NOT NULL",
+                        (item.key, item.kind, webhook, item.payload, when, when),
+                    ).rowcount
+                _announce(db, item.key, when, item.resolved)
+        return added
+
+    def claim_outbox(self, owner: str, now: datetime, lease_until: datetime, per_webhook: int) -> list[OutboxRow]:
+        check_claim(per_webhook)
+        at, until = _time(now, "claim time"), _time(lease_until, "lease end")
+        with self._write("claim outbox rows") as db:
+            rows = db.execute(
+                f"""
+                WITH due AS (
+                    SELECT id, ROW_NUMBER() OVER (PARTITION BY webhook ORDER BY id) AS n FROM outbox
+                    WHERE done_at IS NULL AND next_attempt_at <= :at AND (lease_until IS NULL OR lease_until < :at)
                 )
-            else:
-                db.execute(
-                    "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (?, ?, NULL) "
-                    "ON CONFLICT (key) DO UPDATE SET announced_at = excluded.announced_at, resolved_at = NULL",
-                    (key, when),
-                )
+                UPDATE outbox SET lease_owner = :owner, lease_until = :until
+                WHERE id IN (SELECT id FROM due WHERE n <= :per_webhook)
+                RETURNING {OUTBOX_COLUMNS}
+                """,
+                {"at": at, "until": until, "owner": owner, "per_webhook": per_webhook},
+            ).fetchall()
+        return sorted((outbox_row(r, _parse_time) for r in rows), key=lambda r: r.row_id)
+
+    def outbox_delivered(self, row_id: int, at: datetime, status: int) -> None:
+        with self._write("record a delivery") as db:
+            db.execute(
+                "UPDATE outbox SET done_at = ?, delivered = 1, attempts = attempts + 1, last_status = ?, "
+                "last_error = '', lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                (_time(at, "delivery time"), status, row_id),
+            )
+
+    def outbox_failed(
+        self, row_id: int, at: datetime, status: int | None, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        when = _time(at, "attempt time")
+        later = None if next_attempt_at is None else _time(next_attempt_at, "next attempt")
+        with self._write("record a failed delivery") as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_status = ?, last_error = ?, lease_owner = NULL, "
+                "lease_until = NULL, next_attempt_at = COALESCE(?, next_attempt_at), "
+                "done_at = CASE WHEN ? IS NULL THEN ? ELSE NULL END WHERE id = ?",
+                (status, error[:OUTBOX_ERROR_CHARS], later, later, when, row_id),
+            )
+
+    def outbox_release(self, row_ids: Sequence[int], next_attempt_at: datetime | None = None) -> None:
+        later = None if next_attempt_at is None else _time(next_attempt_at, "next attempt")
+        with self._write("release outbox rows") as db:
+            db.executemany(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, "
+                "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ? AND done_at IS NULL",
+                ((later, row_id) for row_id in row_ids),
+            )
+
+    def outbox_pending(self, webhook: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise HistoryError(f"limit {limit} is out of range; accepted: 1 to {MAX_LIST_LIMIT}")
+        with self._read("list the outbox") as db:
+            rows = db.execute(
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE done_at IS NULL "
+                "AND (:webhook IS NULL OR webhook = :webhook) ORDER BY id LIMIT :limit",
+                {"webhook": webhook, "limit": limit},
+            ).fetchall()
+        return [outbox_row(r, _parse_time) for r in rows]
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self._read("count the outbox") as db:
+            rows = db.execute("SELECT webhook, COUNT(*) FROM outbox WHERE done_at IS NULL GROUP BY webhook").fetchall()
+        return {webhook: int(count) for webhook, count in rows}
 
     def prune(self, older_than: datetime) -> int:
         cutoff = _time(older_than, "older_than")
         with self._write("prune old runs") as db:
             removed = db.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM outbox WHERE done_at IS NOT NULL AND done_at < ?", (cutoff,))
             # What only pruned runs referenced: every remaining run started at or after the cutoff, and
             # each row's last_seen is the latest start among the runs that referenced it.
             db.execute("DELETE FROM certificates WHERE last_seen < ?", (cutoff,))
@@ -362,6 +438,21 @@ def _configure(connection: sqlite3.Connection) -> None:
     # WAL: readers never wait for the writer. NORMAL sync is durable across process crashes in WAL mode.
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def _announce(db: sqlite3.Connection, key: str, when: str, resolved: bool) -> None:
+    if resolved:
+        db.execute(
+            "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET resolved_at = excluded.resolved_at",
+            (key, when, when),
+        )
+    else:
+        db.execute(
+            "INSERT INTO announcements (key, announced_at, resolved_at) VALUES (?, ?, NULL) "
+            "ON CONFLICT (key) DO UPDATE SET announced_at = excluded.announced_at, resolved_at = NULL",
+            (key, when),
+        )
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -22,6 +22,8 @@ __all__ = [
     "FirstSeen",
     "HistoryError",
     "HistoryStore",
+    "OutboxRow",
+    "Queued",
     "RunSummary",
     "SeenQuery",
     "finding_key",
@@ -84,6 +86,34 @@ class SeenQuery:
 
 FirstSeen = Callable[[SeenQuery], datetime | None]
 
+OUTBOX_MAX_CLAIM = 1_000  # rows one claim may take
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One alert to announce: its outbox rows (one per webhook) and its announcement, written together."""
+
+    key: str
+    kind: str  # AlertKind's value
+    resolved: bool  # a resolution closes the announcement; anything else opens it
+    payload: str  # the alert as JSON (alerts.alert_to_payload)
+    webhooks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """An alert waiting for (or being given to) one webhook."""
+
+    row_id: int
+    key: str
+    kind: str
+    webhook: str
+    payload: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str = ""
+
 
 class HistoryStore(Protocol):
     """Runs of scheduled reports, kept for a retention period. Times are aware datetimes. Every method
@@ -127,7 +157,41 @@ class HistoryStore(Protocol):
         ...
 
     def prune(self, older_than: datetime) -> int:
-        """Forget runs that started before `older_than`, and what only they referenced; returns how many runs."""
+        """Forget runs that started before `older_than`, what only they referenced, and outbox rows delivered
+        or given up before it; returns how many runs."""
+        ...
+
+    def enqueue(self, items: Sequence[Queued], at: datetime) -> int:
+        """Queue each item for its webhooks and mark it announced (or resolved), in one transaction; returns
+        the rows added. A row already pending for the same (key, webhook, kind) is not added again; a
+        finished one (delivered or given up) is queued anew, as when a resolved finding comes back."""
+        ...
+
+    def claim_outbox(self, owner: str, now: datetime, lease_until: datetime, per_webhook: int) -> list[OutboxRow]:
+        """Pending rows due by `now` and not leased to another owner, the oldest `per_webhook` of each webhook,
+        leased to `owner` until `lease_until`: coordinators sharing the history never claim the same row at
+        once. Oldest first."""
+        ...
+
+    def outbox_delivered(self, row_id: int, at: datetime, status: int) -> None: ...
+
+    def outbox_failed(
+        self, row_id: int, at: datetime, status: int | None, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        """Count a failed attempt; retry at `next_attempt_at`, or give the row up when it is None."""
+        ...
+
+    def outbox_release(self, row_ids: Sequence[int], next_attempt_at: datetime | None = None) -> None:
+        """Hand rows back unattempted (shutdown, or an earlier row of their webhook failed): lease cleared,
+        next attempt moved to `next_attempt_at` when given."""
+        ...
+
+    def outbox_pending(self, webhook: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        """Rows not yet delivered nor given up, oldest first."""
+        ...
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Pending rows per webhook (webhooks with none are absent)."""
         ...
 
     def close(self) -> None: ...

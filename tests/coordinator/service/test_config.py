@@ -41,7 +41,7 @@ interval = "1h"
 name = "oncall"
 url = "http://127.0.0.1:9999/hook"
 format = "slack"
-retries = 2
+timeout = "3s"
 """
 
 
@@ -66,7 +66,7 @@ def test_full_example_reads_back(tmp_path: Path) -> None:
     nightly = config.report("nightly")
     assert nightly.interval_s == 3600 and nightly.schedule is None
     assert nightly.formats == ("html", "markdown", "json")
-    assert config.webhook("oncall").format == "slack" and config.webhook("oncall").retries == 2
+    assert config.webhook("oncall").format == "slack" and config.webhook("oncall").timeout_s == 3
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,7 @@ def test_full_example_reads_back(tmp_path: Path) -> None:
         ('notify_min_severity = "warning"', 'notify_min_severity = "loud"', "info, warning, critical"),
         ('probe_timeout = "8s"', 'probe_timeout = "10m"', "probe_timeout"),
         ("[storage]", "[storage]\ncolour = 1", "unknown key"),
+        ('timeout = "3s"', 'timeout = "3s"\nretries = 2', "retries is no longer read"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, old: str, new: str, fragment: str) -> None:

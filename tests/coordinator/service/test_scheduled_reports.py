@@ -120,7 +120,6 @@ webhooks = ["oncall"]
 name = "oncall"
 url = "http://127.0.0.1:{receiver.server_port}/hook"
 format = "json"
-retries = 1
 """
         )
         yield Service(workdir, config, port, pki, agents, receiver_handler.bodies)
