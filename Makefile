@@ -22,9 +22,9 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest
 
-# The unit tests alone: no lab, no agent processes, no browser (well under 30 s).
+# The unit tests alone: no lab, no agent processes, no browser; two workers keep them under 30 s.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e and not root and not browser and not slow" -q
+	$(BIN)/python -m pytest -m "not e2e and not root and not browser and not slow" -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -41,10 +41,11 @@ def test_a_healthy_fleet_is_all_clear(chain: tuple[bytes, bytes]) -> None:
     assert _printed(diagnose(_both(address(IP1, chain)))).startswith(ALL_CLEAR)
 
 
-def test_an_info_note_alone_is_listed_and_not_called_no_findings() -> None:
+def test_an_info_note_alone_is_listed_under_no_findings_at_warning_or_above() -> None:
     note = Finding(Cause.UNRELATED_CERTIFICATE, Severity.INFO, "a stale certificate is served too", ("a",))
     text = _printed([note])
-    assert ALL_CLEAR not in text and "a stale certificate is served too" in text
+    assert text.startswith("No findings at warning or above; 1 note") and "a stale certificate is served too" in text
+    assert "every vantage that answered agrees and verifies" not in text
 
 
 @pytest.mark.parametrize(
