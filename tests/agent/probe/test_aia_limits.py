@@ -159,11 +159,25 @@ def test_at_most_a_few_fetches_run_at_once(pki: LabPKI, root: Path, http: AiaSer
 
         from tlsfleet.agent.probe.resolve import resolve
 
-        fetches = [
-            aia.fetch_and_judge(chain, store, NAME, datetime.now(UTC), resolver=resolve, policy=ProbePolicy())
-            for _ in range(aia.MAX_CONCURRENT_FETCHES * 2)
-        ]
-        return list(await asyncio.gather(*fetches))
+        def fetch(seconds_left: float | None) -> asyncio.Task[object]:
+            return asyncio.ensure_future(
+                aia.fetch_and_judge(
+                    chain,
+                    store,
+                    NAME,
+                    datetime.now(UTC),
+                    resolver=resolve,
+                    policy=ProbePolicy(),
+                    seconds_left=seconds_left,
+                )
+            )
+
+        # The first ones hold every slot for the whole cap; the later ones give up well before a slot frees
+        # (with equal deadlines, which side of the release a waiter lands on would be a race).
+        holders = [fetch(None) for _ in range(aia.MAX_CONCURRENT_FETCHES)]
+        await asyncio.sleep(0.2)
+        waiters = [fetch(1.0) for _ in range(aia.MAX_CONCURRENT_FETCHES)]
+        return list(await asyncio.gather(*holders, *waiters))
 
     results = asyncio.run(many())
     assert http.requests_served == aia.MAX_CONCURRENT_FETCHES, "the others never got a slot"
