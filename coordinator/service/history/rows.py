@@ -177,6 +177,31 @@ class SqlRunRows:
         return self._by_keys("root_sets", digests)
 
 
+def prune_rows(db: Any, cutoff: Any, *, mark: str) -> int:
+    """Delete what retention drops, in either store's connection (`mark`: its parameter marker), inside the
+    caller's write transaction; returns how many runs went."""
+
+    def run(sql: str) -> Any:
+        return db.execute(sql.replace("?", mark), (cutoff,) * sql.count("?"))
+
+    removed = run("DELETE FROM runs WHERE started_at < ?").rowcount
+    run("DELETE FROM outbox WHERE done_at IS NOT NULL AND done_at < ?")
+    # What only pruned runs referenced: every remaining run started at or after the cutoff, and each row's
+    # last_seen is the latest start among the runs that referenced it.
+    for table in ("certificates", "root_sets", "leaf_sightings"):
+        run(f"DELETE FROM {table} WHERE last_seen < ?")
+    # A dictionary made after the cutoff may be about to serve a run being saved: keep those.
+    run(
+        "DELETE FROM dictionaries WHERE created_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM target_runs t WHERE t.dictionary = dictionaries.id)"
+    )
+    run(
+        "DELETE FROM announcements WHERE (resolved_at IS NOT NULL AND resolved_at < ?) "
+        "OR (resolved_at IS NULL AND announced_at < ? AND key NOT IN (SELECT key FROM findings))"
+    )
+    return max(removed, 0)
+
+
 # What SqlRunRows.by_keys reads: the key column and the data column of each table fetched by many keys.
 KEYED_TABLES = {"certificates": ("sha256", "der"), "root_sets": ("digest", "roots")}
 

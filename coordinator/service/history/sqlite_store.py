@@ -29,6 +29,7 @@ from .rows import (
     encode_run,
     make_dictionary,
     outbox_row,
+    prune_rows,
 )
 from .store import HistoryError, OutboxRow, Queued, RunSummary
 
@@ -233,24 +234,7 @@ class SqliteHistory:
     def prune(self, older_than: datetime) -> int:
         cutoff = _time(older_than, "older_than")
         with self._write("prune old runs") as db:
-            removed = db.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
-            db.execute("DELETE FROM outbox WHERE done_at IS NOT NULL AND done_at < ?", (cutoff,))
-            # What only pruned runs referenced: every remaining run started at or after the cutoff, and
-            # each row's last_seen is the latest start among the runs that referenced it.
-            db.execute("DELETE FROM certificates WHERE last_seen < ?", (cutoff,))
-            db.execute("DELETE FROM root_sets WHERE last_seen < ?", (cutoff,))
-            db.execute("DELETE FROM leaf_sightings WHERE last_seen < ?", (cutoff,))
-            # A dictionary made after the cutoff may be about to serve a run being saved: keep those.
-            db.execute(
-                "DELETE FROM dictionaries WHERE created_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM target_runs t WHERE t.dictionary = dictionaries.id)",
-                (cutoff,),
-            )
-            db.execute(
-                "DELETE FROM announcements WHERE (resolved_at IS NOT NULL AND resolved_at < :cutoff) "
-                "OR (resolved_at IS NULL AND announced_at < :cutoff AND key NOT IN (SELECT key FROM findings))",
-                {"cutoff": cutoff},
-            )
+            removed = prune_rows(db, cutoff, mark="?")
         if removed:
             with self._lock, self._guard("return freed space"):
                 # Hands freed pages back to the file system (the schema is created with incremental auto-vacuum).
