@@ -1,5 +1,8 @@
 """One run of a scheduled report of 200 targets across 10 agents on loopback: wall time, coordinator peak
-RSS, and how much the history grows per run, with the history in SQLite and then in PostgreSQL.
+RSS, and how much the history grows per run, with the history in SQLite and then in PostgreSQL. Growth is
+the SQLite file plus its WAL after a checkpoint has moved the WAL's pages into the file, or the sum of the
+PostgreSQL tables' pg_total_relation_size (indexes and TOAST included, WAL not); each run also prints
+which tables grew and by how much.
 
 One lab TLS server (its own process) serves a wildcard certificate for *.bench.test; ten insecure loopback
 agents trust the lab root and resolve t0..t199.bench.test to it through their --hosts-file. The report
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -34,12 +38,31 @@ WALL_TARGET_S = 15.0
 RSS_TARGET_MIB = 200.0
 
 
-def database_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+# What a size function returns: the history's bytes in all, and per table (its indexes and TOAST included).
+Sizes = tuple[int, dict[str, int]]
+
+
+def sqlite_sizes(path: Path) -> Sizes:
+    """The file plus its WAL after a checkpoint has moved the WAL's pages into the file, and each table's
+    pages (dbstat) with its indexes'."""
+    if not path.exists():
+        return 0, {}
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        tables = dict(connection.execute("SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"))
+        pages = connection.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+    finally:
+        connection.close()
+    per_table: dict[str, int] = {}
+    for name, size in pages:
+        table = tables.get(name, name)
+        per_table[table] = per_table.get(table, 0) + int(size)
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists()), per_table
 
 
 @contextlib.contextmanager
-def postgres_history(pki: LabPKI) -> Iterator[tuple[str, Callable[[], int]]]:
+def postgres_history(pki: LabPKI) -> Iterator[tuple[str, Callable[[], Sizes]]]:
     """A throwaway PostgreSQL server's URL, and what its tables (indexes and TOAST included) take."""
     import psycopg
 
@@ -50,23 +73,25 @@ def postgres_history(pki: LabPKI) -> Iterator[tuple[str, Callable[[], int]]]:
         cluster.start(ssl=False)
         url = f"postgresql://postgres@{cluster.host}:{cluster.port}/postgres"
 
-        def size() -> int:
+        def size() -> Sizes:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
-                row = connection.execute(
-                    "SELECT COALESCE(SUM(pg_total_relation_size(oid)), 0) FROM pg_class "
+                rows = connection.execute(
+                    "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
                     "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
-                ).fetchone()
-            return int(row[0]) if row else 0
+                ).fetchall()
+            per_table = {str(name): int(size) for name, size in rows}
+            return sum(per_table.values()), per_table
 
         yield url, size
     finally:
         cluster.remove()
 
 
-def run_report(report: Report, config: Path, backend: str, size: Callable[[], int]) -> dict[str, float]:
+def run_report(report: Report, config: Path, backend: str, size: Callable[[], Sizes]) -> dict[str, float]:
     """RUNS runs of the report, each a fresh coordinator; the last run's figures."""
     prefix = "report_run" if backend == "sqlite" else f"report_run_{backend}_"
-    sizes = [size()]
+    total, tables = size()
+    sizes = [total]
     last: dict[str, float] = {}
     for run in range(1, RUNS + 1):
         started = time.perf_counter()
@@ -83,9 +108,13 @@ def run_report(report: Report, config: Path, backend: str, size: Callable[[], in
         if process.returncode not in (0, 1):
             raise SystemExit(f"report run on {backend} failed ({process.returncode}): {stderr.decode()[-2000:]}")
         report.say(f"{backend}: {stdout.decode().splitlines()[0]}")
-        sizes.append(size())
+        before = tables
+        total, tables = size()
+        sizes.append(total)
         peak = usage.ru_maxrss / 1024
         growth = (sizes[-1] - sizes[-2]) / 1024
+        grown = sorted(((n, b - before.get(n, 0)) for n, b in tables.items()), key=lambda item: -item[1])
+        report.say(f"{backend}: grown: {', '.join(f'{n} +{b / 1024:.0f} KiB' for n, b in grown if b > 0) or 'nothing'}")
         report.figure(f"{prefix}{run}_wall_s", wall, "s")
         report.figure(f"{prefix}{run}_coordinator_peak_rss", peak, "MiB")
         report.figure(f"{prefix}{run}_database_growth", growth, "KiB")
@@ -133,7 +162,7 @@ def main() -> None:
         database = lab.workdir / "history.sqlite"
         figures = {
             "sqlite": run_report(
-                report, configure('[storage]\npath = "history.sqlite"\n'), "sqlite", lambda: database_bytes(database)
+                report, configure('[storage]\npath = "history.sqlite"\n'), "sqlite", lambda: sqlite_sizes(database)
             )
         }
         try:

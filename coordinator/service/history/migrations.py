@@ -169,7 +169,77 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (done_at, webhook, next_attempt_at);
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+# What an unchanged fleet repeats run after run is kept once (rows.py, observation_parts.py). A shared part
+# is a target's observation without its timings, with its findings, or a run's agents without their clock
+# estimates. A run keeps its targets' parts and all their timings in one `run_parts` row; which part each
+# target had is also kept by stretches of runs in `target_sightings`, for "since when". Runs written before
+# keep their target_runs, findings, agent_snapshots and agent_stores rows, and read as they were
+# (runs.agents_part NULL).
+_V4 = """
+CREATE TABLE shared_parts (
+    id INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,  -- sha256 of the JSON, before compression
+    dictionary INTEGER REFERENCES dictionaries (id),  -- NULL: compressed without one
+    data BLOB NOT NULL,  -- zlib-compressed JSON, certificates by sha256, timings left out
+    last_seen TEXT NOT NULL  -- moved on at most once a day (rows.LAST_SEEN_STEP)
+);
+CREATE INDEX shared_parts_by_last_seen ON shared_parts (last_seen);
+
+-- The findings of each target's part, by key: for "since when" and for announcements.
+CREATE TABLE part_findings (
+    key TEXT NOT NULL,
+    part INTEGER NOT NULL REFERENCES shared_parts (id) ON DELETE CASCADE,
+    report TEXT NOT NULL,
+    target TEXT NOT NULL,
+    PRIMARY KEY (key, part)
+) WITHOUT ROWID;
+CREATE INDEX part_findings_by_part ON part_findings (part);
+
+-- Which part each target had, one row per uninterrupted stretch of the runs that probed it.
+CREATE TABLE target_sightings (
+    id INTEGER PRIMARY KEY,
+    report TEXT NOT NULL,
+    target TEXT NOT NULL,
+    part INTEGER NOT NULL REFERENCES shared_parts (id),
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL  -- moved on at most once a day
+);
+CREATE INDEX target_sightings_by_target ON target_sightings (report, target, first_seen);
+CREATE INDEX target_sightings_by_part ON target_sightings (part);
+
+ALTER TABLE runs ADD COLUMN agents_part INTEGER REFERENCES shared_parts (id);
+-- The run's targets and findings of each severity; NULL: count its target_runs and findings rows.
+ALTER TABLE runs ADD COLUMN targets INTEGER;
+ALTER TABLE runs ADD COLUMN critical INTEGER;
+ALTER TABLE runs ADD COLUMN warning INTEGER;
+ALTER TABLE runs ADD COLUMN info INTEGER;
+CREATE INDEX runs_by_agents_part ON runs (agents_part) WHERE agents_part IS NOT NULL;
+
+CREATE TABLE run_parts (
+    run_id INTEGER PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    parts BLOB NOT NULL,  -- each target's part id, in order (observation_parts.pack_ids)
+    timings BLOB NOT NULL  -- zlib-compressed, observation_parts.VolatileWriter
+);
+"""
+
+# Leases of report slots: coordinators sharing the history run each slot once (history/leases.py).
+_V5 = """
+CREATE TABLE report_leases (
+    report TEXT NOT NULL,
+    slot TEXT NOT NULL,  -- the slot's scheduled start
+    owner TEXT NOT NULL,  -- the coordinator holding it: host:pid:suffix
+    claimed_at TEXT NOT NULL,
+    renewed_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    done_at TEXT,  -- finished, or recorded as interrupted; NULL while held
+    run_id INTEGER,  -- the run saved for the slot (the interrupted run's record when interrupted)
+    interrupted INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1)),
+    PRIMARY KEY (report, slot)
+);
+CREATE INDEX report_leases_open ON report_leases (expires_at) WHERE done_at IS NULL;
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -1,7 +1,7 @@
 """The history in a PostgreSQL database, for a team whose coordinators share one history.
 
-The same rows as the SQLite history (certificates once by sha256, root lists once per distinct list,
-each target's observation compressed with a per-report dictionary), the same answers from every method.
+The same rows as the SQLite history (what repeats from run to run kept once, rows.py), the same answers
+from every method.
 One connection serves every thread, behind a lock (callers on asyncio use `asyncio.to_thread`); a
 connection the server dropped is replaced at the next call. Reads see one snapshot (REPEATABLE READ);
 writes commit whole or not at all. Every call has a deadline: connect_timeout and statement_timeout.
@@ -23,22 +23,27 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..config import redact_url
 from ..report_model import ReportRun
+from .leases import LeaseSql
+from .observation_parts import pack_ids
 from .postgres_migrations import LOCK_TIMEOUT_MS, migrate
 from .rows import (
     DICTIONARY_MAX_AGE,
     KEYED_TABLES,
+    LAST_SEEN_STEP,
     MAX_LIST_LIMIT,
     OUTBOX_COLUMNS,
     OUTBOX_ERROR_CHARS,
+    EncodedRun,
     SqlRunRows,
     check_claim,
     decode_run,
     encode_run,
+    first_seen_finding,
     make_dictionary,
     outbox_row,
     prune_rows,
 )
-from .store import HistoryError, OutboxRow, Queued, RunSummary
+from .store import HistoryError, OutboxRow, Queued, RunSummary, SlotLease
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_STATEMENT_TIMEOUT_S", "PostgresHistory"]
 
@@ -101,55 +106,41 @@ class PostgresHistory:
             raise HistoryError("a run needs its report's name; got an empty name")
         started = _aware(run.started_at, "started_at")
         finished = _aware(run.finished_at, "finished_at")
+        stale = started - LAST_SEEN_STEP
         encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample))
         with self._write("save a run") as db:
             # Coordinators sharing the history save one run of a report at a time, as SQLite's single
             # writer does: each run's leaf sightings extend the stretches the run before it left.
             db.execute("SELECT pg_advisory_xact_lock(hashtext('tlsfleet save_run'), hashtext(%s))", (run.report,))
-            row = db.execute(
-                "INSERT INTO runs (report, started_at, finished_at, abandoned, note) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (run.report, started, finished, run.abandoned, run.note),
-            ).fetchone()
-            assert row is not None
-            run_id = int(row[0])
             cursor = db.cursor()
             # Shared rows in one order: two coordinators saving at once then wait for each other, never deadlock.
+            # Each is inserted when new and its last_seen moved on only when stale (LAST_SEEN_STEP): an update
+            # writes a new row version in PostgreSQL, and an unchanged fleet should write none.
             cursor.executemany(
                 "INSERT INTO certificates (sha256, der, last_seen) VALUES (%s, %s, %s) ON CONFLICT (sha256) "
-                "DO UPDATE SET last_seen = GREATEST(certificates.last_seen, excluded.last_seen)",
-                [(sha, encoded.certificates[sha], started) for sha in sorted(encoded.certificates)],
+                "DO UPDATE SET last_seen = excluded.last_seen WHERE certificates.last_seen < %s",
+                [(sha, encoded.certificates[sha], started, stale) for sha in sorted(encoded.certificates)],
             )
             cursor.executemany(
                 "INSERT INTO root_sets (digest, roots, last_seen) VALUES (%s, %s, %s) ON CONFLICT (digest) "
-                "DO UPDATE SET last_seen = GREATEST(root_sets.last_seen, excluded.last_seen)",
-                [(digest, encoded.root_sets[digest], started) for digest in sorted(encoded.root_sets)],
+                "DO UPDATE SET last_seen = excluded.last_seen WHERE root_sets.last_seen < %s",
+                [(digest, encoded.root_sets[digest], started, stale) for digest in sorted(encoded.root_sets)],
             )
-            cursor.executemany(
-                "INSERT INTO target_runs (run_id, report, position, target, duration_ms, dictionary, observation) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (run_id, run.report, position, target, duration, encoded.dictionary_id, blob)
-                    for position, target, duration, blob in encoded.targets
-                ],
+            parts = _part_ids(db, run.report, encoded, started, stale)
+            head = (run.report, started, finished, run.abandoned, run.note, parts[encoded.agents_part])
+            row = db.execute(
+                "INSERT INTO runs (report, started_at, finished_at, abandoned, note, agents_part, targets, critical, "
+                "warning, info) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (*head, len(encoded.targets), *encoded.counts),
+            ).fetchone()
+            assert row is not None
+            run_id = int(row[0])
+            db.execute(
+                "INSERT INTO run_parts (run_id, parts, timings) VALUES (%s, %s, %s)",
+                (run_id, pack_ids(parts[digest] for _target, digest in encoded.targets), encoded.timings),
             )
-            cursor.executemany(
-                "INSERT INTO findings (run_id, target_position, position, report, target, key, cause, severity, "
-                "agents, addresses, summary, detail, prediction) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(run_id, *f) for f in encoded.findings],
-            )
-            cursor.executemany(
-                "INSERT INTO agent_snapshots (run_id, position, name, address, labels, state, error, version, "
-                "clock_offset_ms, clock_error_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(run_id, *a) for a in encoded.agents],
-            )
-            cursor.executemany(
-                "INSERT INTO agent_stores (run_id, agent_position, position, name, kind, path, root_count, "
-                "fingerprint, error, root_set) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [(run_id, *s) for s in encoded.stores],
-            )
-            _record_leaves(db, run.report, encoded.leaves, started)
+            _record_targets(db, run.report, {t: parts[d] for t, d in encoded.targets}, started, stale)
+            _record_leaves(db, run.report, encoded.leaves, started, stale)
         return run_id
 
     def _dictionary(self, report: str, documents: list[bytes]) -> tuple[int | None, bytes]:
@@ -267,7 +258,7 @@ class PostgresHistory:
     def prune(self, older_than: datetime) -> int:
         cutoff = _aware(older_than, "older_than")
         with self._write("prune old runs") as db:
-            removed = prune_rows(db, cutoff, mark="%s")
+            removed = prune_rows(db, cutoff, cutoff - LAST_SEEN_STEP, mark="%s")
         return removed
 
     # --- reading --------------------------------------------------------------------------------------
@@ -294,10 +285,12 @@ class PostgresHistory:
             rows = db.execute(
                 """
                 SELECT r.id, r.report, r.started_at, r.finished_at, r.abandoned, r.note,
-                    (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id),
-                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'critical'),
-                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'warning'),
-                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info')
+                    COALESCE(r.targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id)),
+                    COALESCE(r.critical, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
+                        AND f.severity = 'critical')),
+                    COALESCE(r.warning, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
+                        AND f.severity = 'warning')),
+                    COALESCE(r.info, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info'))
                 FROM runs r WHERE (%(report)s::text IS NULL OR r.report = %(report)s)
                 ORDER BY r.started_at DESC, r.id DESC LIMIT %(limit)s
                 """,
@@ -321,24 +314,7 @@ class PostgresHistory:
 
     def first_seen_finding(self, report: str, key: str) -> datetime | None:
         with self._read("look up a finding's first sighting") as db:
-            row = db.execute(
-                """
-                WITH last AS (
-                    SELECT run_id, target FROM findings WHERE report = %(report)s AND key = %(key)s
-                    ORDER BY run_id DESC LIMIT 1
-                ), gap AS (
-                    -- the latest run that probed the target without seeing the finding
-                    SELECT MAX(t.run_id) AS run_id FROM target_runs t, last
-                    WHERE t.report = %(report)s AND t.target = last.target AND t.run_id < last.run_id
-                    AND NOT EXISTS (SELECT 1 FROM findings f WHERE f.run_id = t.run_id AND f.key = %(key)s)
-                )
-                SELECT MIN(r.started_at) FROM findings f JOIN runs r ON r.id = f.run_id
-                WHERE f.report = %(report)s AND f.key = %(key)s
-                AND f.run_id > COALESCE((SELECT run_id FROM gap), 0)
-                """,
-                {"report": report, "key": key},
-            ).fetchone()
-        return None if row is None or row[0] is None else _utc(row[0])
+            return first_seen_finding(db, report, key, mark="%s", read_time=_utc)
 
     def first_seen_certificate(
         self, report: str, target: str, agent: str, address: str, sha256: str
@@ -458,6 +434,27 @@ class PostgresHistory:
         rows = SqlRunRows(db, run_id, mark="%s", read_time=_utc, by_keys=lambda table, keys: _by_keys(db, table, keys))
         return decode_run(rows, run_id, self._where)
 
+    # --- slot leases (history/leases.py) ----------------------------------------------------------------
+
+    def _leases(self, db: psycopg.Connection[Any]) -> LeaseSql:
+        return LeaseSql(db, mark="%s", write_time=_aware, read_time=_utc)
+
+    def claim_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> SlotLease:
+        with self._write("claim a report slot") as db:
+            return self._leases(db).claim(report, slot, owner, now, expires_at)
+
+    def renew_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> bool:
+        with self._write("renew a report slot's lease") as db:
+            return self._leases(db).renew(report, slot, owner, now, expires_at)
+
+    def finish_slot(self, report: str, slot: datetime, owner: str, at: datetime, run_id: int | None) -> bool:
+        with self._write("finish a report slot") as db:
+            return self._leases(db).finish(report, slot, owner, at, run_id)
+
+    def interrupt_expired(self, now: datetime) -> list[SlotLease]:
+        with self._write("record interrupted runs") as db:
+            return self._leases(db).interrupt_expired(now)
+
 
 def _announce(db: psycopg.Connection[Any], key: str, when: datetime, resolved: bool) -> None:
     if resolved:
@@ -502,17 +499,84 @@ def _by_keys(db: psycopg.Connection[Any], table: str, keys: Iterable[str]) -> di
     return {str(k): bytes(v) for k, v in rows}
 
 
-def _record_leaves(
-    db: psycopg.Connection[Any], report: str, leaves: dict[tuple[str, str, str], str], at: datetime
+def _part_ids(
+    db: psycopg.Connection[Any], report: str, encoded: EncodedRun, at: datetime, stale: datetime
+) -> dict[str, int]:
+    """The row id of each shared part (by digest), inserted with its finding keys when new, in digest order
+    (as the other shared rows)."""
+    digests = sorted(encoded.parts)
+    known = {
+        str(digest): (int(row_id), seen)
+        for digest, row_id, seen in db.execute(
+            "SELECT digest, id, last_seen FROM shared_parts WHERE digest = ANY(%s)", (digests,)
+        )
+    }
+    targets = {digest: target for target, digest in encoded.targets}
+    ids: dict[str, int] = {}
+    for digest in digests:
+        if digest in known:
+            ids[digest] = known[digest][0]
+            continue
+        # A part names its report, whose saves take turns (save_run's lock): nobody else inserts it now.
+        row = db.execute(
+            "INSERT INTO shared_parts (digest, dictionary, data, last_seen) VALUES (%s, %s, %s, %s) RETURNING id",
+            (digest, encoded.dictionary_id, encoded.parts[digest], at),
+        ).fetchone()
+        assert row is not None
+        ids[digest] = int(row[0])
+        db.cursor().executemany(
+            "INSERT INTO part_findings (key, part, report, target) VALUES (%s, %s, %s, %s)",
+            [(key, ids[digest], report, targets[digest]) for key in sorted(encoded.part_keys.get(digest, ()))],
+        )
+    old = sorted(row_id for row_id, seen in known.values() if seen < stale)
+    if old:
+        db.execute("UPDATE shared_parts SET last_seen = %s WHERE id = ANY(%s)", (at, old))
+    return ids
+
+
+def _record_targets(
+    db: psycopg.Connection[Any], report: str, parts: dict[str, int], at: datetime, stale: datetime
 ) -> None:
-    """Extend each place's current stretch when its leaf is unchanged; start a new stretch when it changed."""
+    """Extend each target's current stretch when its part is unchanged (once its last_seen is stale); start a
+    new stretch when it changed."""
+    if not parts:
+        return
+    latest = {
+        target: (row_id, part, seen)
+        for row_id, target, part, seen in db.execute(
+            "SELECT DISTINCT ON (target) id, target, part, last_seen FROM target_sightings WHERE report = %s "
+            "ORDER BY target, first_seen DESC, id DESC",
+            (report,),
+        )
+    }
+    extend, start = [], []
+    for target, part in sorted(parts.items()):
+        current = latest.get(target)
+        if current is not None and current[1] == part:
+            if current[2] < stale:
+                extend.append(current[0])
+        else:
+            start.append((report, target, part, at, at))
+    if extend:
+        db.execute("UPDATE target_sightings SET last_seen = %s WHERE id = ANY(%s)", (at, extend))
+    db.cursor().executemany(
+        "INSERT INTO target_sightings (report, target, part, first_seen, last_seen) VALUES (%s, %s, %s, %s, %s)",
+        start,
+    )
+
+
+def _record_leaves(
+    db: psycopg.Connection[Any], report: str, leaves: dict[tuple[str, str, str], str], at: datetime, stale: datetime
+) -> None:
+    """Extend each place's current stretch when its leaf is unchanged (once its last_seen is stale); start a
+    new stretch when it changed."""
     if not leaves:
         return
     latest = {
-        (target, agent, address): (row_id, sha)
-        for row_id, target, agent, address, sha in db.execute(
-            "SELECT DISTINCT ON (target, agent, address) id, target, agent, address, sha256 FROM leaf_sightings "
-            "WHERE report = %s ORDER BY target, agent, address, last_seen DESC, id DESC",
+        (target, agent, address): (row_id, sha, seen)
+        for row_id, target, agent, address, sha, seen in db.execute(
+            "SELECT DISTINCT ON (target, agent, address) id, target, agent, address, sha256, last_seen "
+            "FROM leaf_sightings WHERE report = %s ORDER BY target, agent, address, last_seen DESC, id DESC",
             (report,),
         )
     }
@@ -520,11 +584,13 @@ def _record_leaves(
     for place, sha in sorted(leaves.items()):
         current = latest.get(place)
         if current is not None and current[1] == sha:
-            extend.append((at, current[0]))
+            if current[2] < stale:
+                extend.append(current[0])
         else:
             start.append((report, *place, sha, at, at))
     cursor = db.cursor()
-    cursor.executemany("UPDATE leaf_sightings SET last_seen = GREATEST(last_seen, %s) WHERE id = %s", extend)
+    if extend:
+        db.execute("UPDATE leaf_sightings SET last_seen = %s WHERE id = ANY(%s)", (at, extend))
     cursor.executemany(
         "INSERT INTO leaf_sightings (report, target, agent, address, sha256, first_seen, last_seen) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s)",

@@ -1,7 +1,8 @@
 """The history in one SQLite file: WAL, a busy timeout, foreign keys, migrations at open.
 
-Certificates are kept once (by sha256) however many runs saw them, and trust-store root lists once per
-distinct list, so a run of an unchanged fleet adds little more than its compressed timings and verdicts.
+What repeats from run to run is kept once (rows.py): certificates by sha256, trust-store root lists, each
+target's observation and findings and the run's agents as shared parts. A run of an unchanged fleet adds
+its row and one blob of its targets' parts and timings, and rewrites no shared row.
 One connection serves every thread, behind a lock: callers on asyncio use `asyncio.to_thread`.
 """
 
@@ -16,22 +17,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..report_model import ReportRun
+from .leases import LeaseSql
 from .migrations import migrate
+from .observation_parts import pack_ids
 from .rows import (
     DICTIONARY_MAX_AGE,
     KEYED_TABLES,
+    LAST_SEEN_STEP,
     MAX_LIST_LIMIT,
     OUTBOX_COLUMNS,
     OUTBOX_ERROR_CHARS,
+    EncodedRun,
     SqlRunRows,
     check_claim,
     decode_run,
     encode_run,
+    first_seen_finding,
     make_dictionary,
     outbox_row,
     prune_rows,
 )
-from .store import HistoryError, OutboxRow, Queued, RunSummary
+from .store import HistoryError, OutboxRow, Queued, RunSummary, SlotLease
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteHistory"]
 
@@ -81,47 +87,34 @@ class SqliteHistory:
             raise HistoryError("a run needs its report's name; got an empty name")
         started = _time(run.started_at, "started_at")
         finished = _time(run.finished_at, "finished_at")
+        stale = _time(run.started_at - LAST_SEEN_STEP, "started_at")
         encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample))
         with self._write("save a run") as db:
+            # Shared rows: inserted when new, last_seen moved on only when stale (LAST_SEEN_STEP).
+            db.executemany(
+                "INSERT INTO certificates (sha256, der, last_seen) VALUES (?, ?, ?) ON CONFLICT (sha256) "
+                "DO UPDATE SET last_seen = excluded.last_seen WHERE certificates.last_seen < ?",
+                ((sha, der, started, stale) for sha, der in encoded.certificates.items()),
+            )
+            db.executemany(
+                "INSERT INTO root_sets (digest, roots, last_seen) VALUES (?, ?, ?) ON CONFLICT (digest) "
+                "DO UPDATE SET last_seen = excluded.last_seen WHERE root_sets.last_seen < ?",
+                ((digest, blob, started, stale) for digest, blob in encoded.root_sets.items()),
+            )
+            parts = _part_ids(db, run.report, encoded, started, stale)
+            head = (run.report, started, finished, int(run.abandoned), run.note, parts[encoded.agents_part])
             run_id = db.execute(
-                "INSERT INTO runs (report, started_at, finished_at, abandoned, note) VALUES (?, ?, ?, ?, ?)",
-                (run.report, started, finished, int(run.abandoned), run.note),
+                "INSERT INTO runs (report, started_at, finished_at, abandoned, note, agents_part, targets, critical, "
+                "warning, info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*head, len(encoded.targets), *encoded.counts),
             ).lastrowid
             assert run_id is not None
-            db.executemany(
-                "INSERT INTO certificates (sha256, der, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT (sha256) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                ((sha, der, started) for sha, der in encoded.certificates.items()),
+            db.execute(
+                "INSERT INTO run_parts (run_id, parts, timings) VALUES (?, ?, ?)",
+                (run_id, pack_ids(parts[digest] for _target, digest in encoded.targets), encoded.timings),
             )
-            db.executemany(
-                "INSERT INTO root_sets (digest, roots, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT (digest) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                ((digest, blob, started) for digest, blob in encoded.root_sets.items()),
-            )
-            db.executemany(
-                "INSERT INTO target_runs (run_id, position, report, target, duration_ms, dictionary, observation) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (run_id, p, run.report, target, duration, encoded.dictionary_id, blob)
-                    for p, target, duration, blob in encoded.targets
-                ),
-            )
-            db.executemany(
-                "INSERT INTO findings (run_id, target_position, position, report, target, key, cause, severity, "
-                "agents, addresses, summary, detail, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in encoded.findings),
-            )
-            db.executemany(
-                "INSERT INTO agent_snapshots (run_id, position, name, address, labels, state, error, version, "
-                "clock_offset_ms, clock_error_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in encoded.agents),
-            )
-            db.executemany(
-                "INSERT INTO agent_stores (run_id, agent_position, position, name, kind, path, root_count, "
-                "fingerprint, error, root_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *row) for row in encoded.stores),
-            )
-            _record_leaves(db, run.report, encoded.leaves, started)
+            _record_targets(db, run.report, {t: parts[d] for t, d in encoded.targets}, started, stale)
+            _record_leaves(db, run.report, encoded.leaves, started, stale)
         return int(run_id)
 
     def _dictionary(self, report: str, documents: list[bytes]) -> tuple[int | None, bytes]:
@@ -233,8 +226,9 @@ class SqliteHistory:
 
     def prune(self, older_than: datetime) -> int:
         cutoff = _time(older_than, "older_than")
+        shared_cutoff = _time(older_than - LAST_SEEN_STEP, "older_than")
         with self._write("prune old runs") as db:
-            removed = prune_rows(db, cutoff, mark="?")
+            removed = prune_rows(db, cutoff, shared_cutoff, mark="?")
         if removed:
             with self._lock, self._guard("return freed space"):
                 # Hands freed pages back to the file system (the schema is created with incremental auto-vacuum).
@@ -272,10 +266,12 @@ class SqliteHistory:
             rows = db.execute(
                 """
                 SELECT r.id, r.report, r.started_at, r.finished_at, r.abandoned, r.note,
-                    (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id),
-                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'critical'),
-                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'warning'),
-                    (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info')
+                    COALESCE(r.targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id)),
+                    COALESCE(r.critical, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
+                        AND f.severity = 'critical')),
+                    COALESCE(r.warning, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
+                        AND f.severity = 'warning')),
+                    COALESCE(r.info, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info'))
                 FROM runs r WHERE (:report IS NULL OR r.report = :report)
                 ORDER BY r.started_at DESC, r.id DESC LIMIT :limit
                 """,
@@ -299,23 +295,7 @@ class SqliteHistory:
 
     def first_seen_finding(self, report: str, key: str) -> datetime | None:
         with self._read("look up a finding's first sighting") as db:
-            row = db.execute(
-                """
-                WITH last AS (
-                    SELECT run_id, target FROM findings WHERE report = :report AND key = :key
-                    ORDER BY run_id DESC LIMIT 1
-                ), gap AS (
-                    -- the latest run that probed the target without seeing the finding
-                    SELECT MAX(t.run_id) AS run_id FROM target_runs t, last
-                    WHERE t.report = :report AND t.target = last.target AND t.run_id < last.run_id
-                    AND NOT EXISTS (SELECT 1 FROM findings f WHERE f.run_id = t.run_id AND f.key = :key)
-                )
-                SELECT MIN(r.started_at) FROM findings f JOIN runs r ON r.id = f.run_id
-                WHERE f.report = :report AND f.key = :key AND f.run_id > COALESCE((SELECT run_id FROM gap), 0)
-                """,
-                {"report": report, "key": key},
-            ).fetchone()
-        return None if row is None or row[0] is None else _parse_time(row[0])
+            return first_seen_finding(db, report, key, mark="?", read_time=_parse_time)
 
     def first_seen_certificate(
         self, report: str, target: str, agent: str, address: str, sha256: str
@@ -410,6 +390,27 @@ class SqliteHistory:
             return HistoryError(f"{where}: the disk is full; free space or shorten [storage] retention_days")
         return HistoryError(f"{where}: cannot {action}: {error}")
 
+    # --- slot leases (history/leases.py) ----------------------------------------------------------------
+
+    def _leases(self, db: sqlite3.Connection) -> LeaseSql:
+        return LeaseSql(db, mark="?", write_time=_time, read_time=_parse_time)
+
+    def claim_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> SlotLease:
+        with self._write("claim a report slot") as db:
+            return self._leases(db).claim(report, slot, owner, now, expires_at)
+
+    def renew_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> bool:
+        with self._write("renew a report slot's lease") as db:
+            return self._leases(db).renew(report, slot, owner, now, expires_at)
+
+    def finish_slot(self, report: str, slot: datetime, owner: str, at: datetime, run_id: int | None) -> bool:
+        with self._write("finish a report slot") as db:
+            return self._leases(db).finish(report, slot, owner, at, run_id)
+
+    def interrupt_expired(self, now: datetime) -> list[SlotLease]:
+        with self._write("record interrupted runs") as db:
+            return self._leases(db).interrupt_expired(now)
+
 
 def _configure(connection: sqlite3.Connection) -> None:
     # Before the first read, or it is ignored; larger pages waste less around ~1 KiB observation rows.
@@ -466,8 +467,54 @@ def _by_keys(db: sqlite3.Connection, table: str, keys: Iterable[str]) -> dict[st
     return found
 
 
-def _record_leaves(db: sqlite3.Connection, report: str, leaves: dict[tuple[str, str, str], str], at: str) -> None:
-    """Extend each place's current stretch when its leaf is unchanged; start a new stretch when it changed."""
+def _part_ids(db: sqlite3.Connection, report: str, encoded: EncodedRun, at: str, stale: str) -> dict[str, int]:
+    """The row id of each shared part (by digest), inserted with its finding keys when new."""
+    ids: dict[str, int] = {}
+    targets = {digest: target for target, digest in encoded.targets}
+    for digest, data in encoded.parts.items():
+        row = db.execute("SELECT id, last_seen FROM shared_parts WHERE digest = ?", (digest,)).fetchone()
+        if row is not None:
+            ids[digest] = int(row[0])
+            if row[1] < stale:
+                db.execute("UPDATE shared_parts SET last_seen = ? WHERE id = ?", (at, row[0]))
+            continue
+        made = db.execute(
+            "INSERT INTO shared_parts (digest, dictionary, data, last_seen) VALUES (?, ?, ?, ?)",
+            (digest, encoded.dictionary_id, data, at),
+        ).lastrowid
+        assert made is not None
+        ids[digest] = int(made)
+        db.executemany(
+            "INSERT INTO part_findings (key, part, report, target) VALUES (?, ?, ?, ?)",
+            ((key, made, report, targets[digest]) for key in sorted(encoded.part_keys.get(digest, ()))),
+        )
+    return ids
+
+
+def _record_targets(db: sqlite3.Connection, report: str, parts: dict[str, int], at: str, stale: str) -> None:
+    """Extend each target's current stretch when its part is unchanged (once its last_seen is stale); start a
+    new stretch when it changed."""
+    for target, part in parts.items():
+        latest = db.execute(
+            "SELECT id, part, last_seen FROM target_sightings WHERE report = ? AND target = ? "
+            "ORDER BY first_seen DESC, id DESC LIMIT 1",
+            (report, target),
+        ).fetchone()
+        if latest is not None and latest[1] == part:
+            if latest[2] < stale:
+                db.execute("UPDATE target_sightings SET last_seen = ? WHERE id = ?", (at, latest[0]))
+        else:
+            db.execute(
+                "INSERT INTO target_sightings (report, target, part, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)",
+                (report, target, part, at, at),
+            )
+
+
+def _record_leaves(
+    db: sqlite3.Connection, report: str, leaves: dict[tuple[str, str, str], str], at: str, stale: str
+) -> None:
+    """Extend each place's current stretch when its leaf is unchanged (once its last_seen is stale); start a
+    new stretch when it changed."""
     for (target, agent, address), sha in leaves.items():
         latest = db.execute(
             "SELECT id, sha256 FROM leaf_sightings WHERE report = ? AND target = ? AND agent = ? AND address = ? "
@@ -475,7 +522,7 @@ def _record_leaves(db: sqlite3.Connection, report: str, leaves: dict[tuple[str, 
             (report, target, agent, address),
         ).fetchone()
         if latest is not None and latest[1] == sha:
-            db.execute("UPDATE leaf_sightings SET last_seen = max(last_seen, ?) WHERE id = ?", (at, latest[0]))
+            db.execute("UPDATE leaf_sightings SET last_seen = ? WHERE id = ? AND last_seen < ?", (at, latest[0], stale))
         else:
             db.execute(
                 "INSERT INTO leaf_sightings (report, target, agent, address, sha256, first_seen, last_seen) "

@@ -26,6 +26,7 @@ __all__ = [
     "Queued",
     "RunSummary",
     "SeenQuery",
+    "SlotLease",
     "finding_key",
     "first_seen_lookup",
     "key_of",
@@ -115,6 +116,22 @@ class OutboxRow:
     last_error: str = ""
 
 
+@dataclass(frozen=True)
+class SlotLease:
+    """Who runs a report's slot: claimed once by one coordinator, renewed while the run goes, then done
+    with the run's id; a lease that expired unfinished is done as interrupted (run_id: the run recording it)."""
+
+    report: str
+    slot: datetime  # the slot's scheduled start, before jitter
+    owner: str
+    claimed_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+    done_at: datetime | None = None
+    run_id: int | None = None
+    interrupted: bool = False
+
+
 class HistoryStore(Protocol):
     """Runs of scheduled reports, kept for a retention period. Times are aware datetimes. Every method
     raises HistoryError (and nothing else) when the database fails."""
@@ -192,6 +209,27 @@ class HistoryStore(Protocol):
 
     def outbox_counts(self) -> dict[str, int]:
         """Pending rows per webhook (webhooks with none are absent)."""
+        ...
+
+    def claim_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> SlotLease:
+        """Lease the run of `report` for `slot` to `owner` unless the slot has a lease already (a slot runs
+        once: one whose holder went silent is not taken over) or another slot of the report is still
+        running (an unexpired, unfinished lease). Returns the lease that decides: `owner`'s new one when
+        claimed, else the slot's own or the running one."""
+        ...
+
+    def renew_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> bool:
+        """Extend `owner`'s unfinished lease; False when `owner` does not hold it (any more)."""
+        ...
+
+    def finish_slot(self, report: str, slot: datetime, owner: str, at: datetime, run_id: int | None) -> bool:
+        """Mark `owner`'s lease done with the run it saved (None: the run failed before saving anything);
+        False when `owner` does not hold it (any more)."""
+        ...
+
+    def interrupt_expired(self, now: datetime) -> list[SlotLease]:
+        """Record each unfinished lease that expired before `now` as an interrupted run (abandoned, its note
+        naming the holder and when it went silent), once however many coordinators call; returns those."""
         ...
 
     def close(self) -> None: ...

@@ -161,13 +161,16 @@ def test_a_damaged_row_names_the_run_and_what_is_wrong(database: HistoryDatabase
     leaf = pki.issue_leaf("svc0.example.test", "svc1.example.test")
     with PostgresHistory(database.location) as store:
         run_id = store.save_run(make_run(pki, T0, leaf=leaf))
-        database.query("UPDATE target_runs SET observation = '\\x00ff00'::bytea WHERE position = 1")
-        with pytest.raises(HistoryError, match=f"/history[^ ]*: run {run_id}, target svc1.* is damaged: ") as raised:
+        database.query(
+            "UPDATE shared_parts SET data = '\\x00ff00'::bytea "
+            "WHERE id = (SELECT part FROM target_sightings WHERE target LIKE 'svc1.%%')"
+        )
+        with pytest.raises(HistoryError, match=f"/history[^ ]*: run {run_id}, target 2 is damaged: ") as raised:
             store.get_run(run_id)
         assert str(raised.value).count("history database") == 1
-        second = store.save_run(make_run(pki, T0 + timedelta(minutes=15), leaf=leaf))
-        database.query("UPDATE agent_snapshots SET state = 'bogus' WHERE position = 0 AND run_id = ?", second)
-        with pytest.raises(HistoryError, match=f"run {second} cannot be read back: .*bogus"):
+        second = store.save_run(make_run(pki, T0 + timedelta(minutes=15)))  # another leaf: its own observations
+        database.query("DELETE FROM run_parts WHERE run_id = ?", second)
+        with pytest.raises(HistoryError, match=f"run {second} has lost its targets and timings"):
             store.latest_run("prod-edge")
 
 

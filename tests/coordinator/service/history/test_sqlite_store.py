@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.coordinator.service.history import old_layout
 from tests.coordinator.service.history.backends import HistoryDatabase
 from tests.outcomes import address, observe, outcome, request, silent
 from tlsfleet.agent.model import AiaFetch, RootCertificate, TrustStore, Verdict
@@ -344,6 +345,8 @@ def test_prune_forgets_old_runs_and_what_only_they_referenced(history_db: Histor
         history.mark_announced("resolved-long-ago", now - timedelta(days=34), resolved=True)
         history.mark_announced("still-open", now - timedelta(days=1))
         certificates_before = history_db.count("certificates")
+        # 200 targets and the agents of the old run; 2 targets each and the agents they share of the others.
+        assert history_db.count("shared_parts") == 200 + 1 + 2 * 2 + 1
         assert history.prune(now - timedelta(days=30)) == 1
         assert history.get_run(old) is None
         assert [r.run_id for r in history.list_runs()] == [recent, middle]
@@ -354,7 +357,15 @@ def test_prune_forgets_old_runs_and_what_only_they_referenced(history_db: Histor
     assert history_db.count("certificates") == certificates_before - 1
     assert history_db.count("root_sets") == 1
     assert history_db.count("announcements") == 1
-    assert history_db.count("target_runs") == 4 and history_db.count("agent_stores") == 8
+    assert history_db.count("run_parts") == 2 and history_db.count("target_sightings") == 4
+    assert history_db.count("shared_parts") == 2 * 2 + 1
+    unreferenced = (
+        "SELECT COUNT(*) FROM shared_parts WHERE id NOT IN (SELECT part FROM target_sightings) "
+        "AND id NOT IN (SELECT agents_part FROM runs)"
+    )
+    assert history_db.query(unreferenced)[0][0] == 0
+    orphans = "SELECT COUNT(*) FROM part_findings WHERE part NOT IN (SELECT id FROM shared_parts)"
+    assert history_db.query(orphans)[0][0] == 0
     if history_db.backend == "sqlite":
         assert history_db.query("PRAGMA freelist_count")[0][0] == 0  # freed pages went back
 
@@ -411,14 +422,7 @@ def test_a_version_1_database_migrates_and_keeps_its_findings(tmp_path: Path, pk
     assert [f.cause for t in run.targets for f in t.findings] == [Cause.EXPIRING_SOON]
     clock = Finding(Cause.CLOCK_SKEW, Severity.WARNING, "web-1's clock is off.", ("web-1",), prediction=True)
     run = replace(run, targets=(replace(run.targets[0], findings=(*run.targets[0].findings, clock)),))
-    with SqliteHistory(path) as history:
-        run_id = history.save_run(run)
-    connection = sqlite3.connect(path)
-    with connection:  # back to version 1: the findings table as it was then
-        connection.execute("ALTER TABLE findings DROP COLUMN prediction")
-        connection.execute("DROP TABLE outbox")  # version 3's
-        connection.execute("DELETE FROM schema_version WHERE version > 1")
-    connection.close()
+    (run_id,) = old_layout.write_sqlite(str(path), [run], version=1)  # the findings table as it was then
     with SqliteHistory(path) as history:
         back = history.get_run(run_id)
         assert back is not None
@@ -428,7 +432,8 @@ def test_a_version_1_database_migrates_and_keeps_its_findings(tmp_path: Path, pk
         assert history.get_run(again) == replace(run, run_id=again, started_at=T0 + timedelta(hours=1))
     connection = sqlite3.connect(path)
     try:
-        assert [v for (v,) in connection.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        versions = [v for (v,) in connection.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == list(range(1, LATEST_VERSION + 1))
     finally:
         connection.close()
 
@@ -482,9 +487,18 @@ def test_a_missing_directory_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("UPDATE target_runs SET observation = x'00ff00' WHERE position = 1", "run {id}, target svc1.* is damaged"),
+        (
+            "UPDATE shared_parts SET data = x'00ff00' "
+            "WHERE id = (SELECT part FROM target_sightings WHERE target LIKE 'svc1.%')",
+            "run {id}, target 2 is damaged",
+        ),
+        (
+            "UPDATE shared_parts SET data = x'00ff00' WHERE id = (SELECT agents_part FROM runs)",
+            "run {id}, the agents' part is damaged",
+        ),
+        ("UPDATE run_parts SET timings = x'78da030000000001'", "run {id} cannot be read back: .*timings end early"),
+        ("DELETE FROM run_parts", "run {id} has lost its targets and timings"),
         ("DELETE FROM certificates WHERE sha256 = '{leaf}'", "run {id}, target svc0.*certificate {leaf} is missing"),
-        ("UPDATE agent_snapshots SET state = 'bogus' WHERE position = 0", "run {id} cannot be read back: .*bogus"),
     ],
 )
 def test_a_damaged_row_names_the_run_and_what_is_wrong(tmp_path: Path, pki: LabPKI, damage: str, message: str) -> None:
