@@ -12,8 +12,9 @@ Java runtimes (their cacerts) and Node.js, found where the host's services get t
   never found by searching (no application on the host uses it); name it to judge it.
 - Java: a runtime where one is: JAVA_HOME, `java` on PATH resolved through its symlinks to its home (and
   its lib/security/cacerts), or `--runtime java=PATH` (a JRE home, a `java` executable, a keystore).
-- Node: `node` on PATH or `--runtime node=PATH`. Node trusts its bundled roots plus NODE_EXTRA_CA_CERTS;
-  the variable's bundle is judged (stores.py), marked as Node's.
+- Node: `node` on PATH or `--runtime node=PATH`. Each node is asked for its bundled roots once until it
+  changes (node_roots.py), and the store it really verifies with is judged (stores.py): its bundled roots
+  plus NODE_EXTRA_CA_CERTS, or OpenSSL's default store where NODE_OPTIONS says --use-openssl-ca.
 
 `RuntimeOptions.search` False finds nothing by itself: only named runtimes (and JAVA_HOME, which names
 one) count. A runtime found without a store (a Python without certifi, Node without the variable) is
@@ -32,6 +33,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from . import store_cache
+from .node_roots import ask_node, forget_node_answers, node_trust
+from .node_roots import sources as node_sources
 
 __all__ = [
     "INTERPRETER_TIMEOUT_S",
@@ -145,6 +150,7 @@ def forget_answers() -> None:
     """Ask every interpreter again next time (a forced re-read)."""
     with _answers_lock:
         _answers.clear()
+    forget_node_answers()
 
 
 def _mtime(path: str) -> int | None:
@@ -202,10 +208,51 @@ def _ask(argv: tuple[str, ...], stamped: str, environ: Mapping[str, str]) -> _An
         answer = cached.answer
         if cached.stamp == (_file_stamp(stamped), *(_mtime(p) for p in answer.site)):
             return answer
-    answer = _run(argv, environ)
+    answer = _remembered(argv, stamped) or _run(argv, environ)
     with _answers_lock:
         _answers[key] = _Cached((_file_stamp(stamped), *(_mtime(p) for p in answer.site)), answer)
+    if not answer.failed:  # a timeout on a busy host is not kept for the next process
+        store_cache.store_answer((*argv, stamped), _disk_stamp(stamped, answer.site), _answer_fields(answer))
     return answer
+
+
+# The same answers across processes (store_cache), checked against the same stamp as in process.
+def _disk_stamp(stamped: str, site: Sequence[str]) -> list[object]:
+    stamp = _file_stamp(stamped)
+    return [list(stamp) if stamp is not None else None, *(_mtime(p) for p in site)]
+
+
+def _answer_fields(answer: _Answer) -> dict[str, object]:
+    return {
+        "prefix": answer.prefix,
+        "version": answer.version,
+        "site": list(answer.site),
+        "where": answer.where,
+        "package": answer.package,
+        "error": answer.error,
+    }
+
+
+def _remembered(argv: tuple[str, ...], stamped: str) -> _Answer | None:
+    found = store_cache.load_answer((*argv, stamped))
+    if found is None:
+        return None
+    stamp, raw = found
+    try:
+        site = raw["site"]
+        if not isinstance(site, list):
+            return None
+        answer = _Answer(
+            prefix=str(raw["prefix"]),
+            version=str(raw["version"]),
+            site=tuple(str(p) for p in site)[:32],
+            where=str(raw["where"]),
+            package=str(raw["package"]),
+            error=str(raw["error"]),
+        )
+    except KeyError:
+        return None
+    return answer if stamp == _disk_stamp(stamped, answer.site) else None
 
 
 def _is_executable_file(path: Path) -> bool:
@@ -437,17 +484,37 @@ def _javas(environ: Mapping[str, str], options: RuntimeOptions) -> list[Runtime]
 
 
 def _node(location: str, found_by: str, environ: Mapping[str, str]) -> Runtime:
-    extra = environ.get("NODE_EXTRA_CA_CERTS", "")
-    detail = "trusts its bundled roots" + (
-        f" plus NODE_EXTRA_CA_CERTS={extra}" if extra else " (NODE_EXTRA_CA_CERTS is not set)"
-    )
+    """A node executable, asked for its bundled roots (node_roots); its store is built by stores.py."""
+    real = os.path.realpath(location)
+    identity = f"path:{real}"
+    watches: tuple[Watch, ...] = (("file", real),)
+    answer = ask_node(location)
+    if answer.failed:
+        return Runtime(
+            "node", location, found_by, f"{answer.failed}; its roots are not judged", identity=identity, watches=watches
+        )
+    trust = node_trust(answer, environ)
+    if trust.error:
+        detail = f"node {answer.version}; {trust.error}"
+        return Runtime("node", location, found_by, detail, store_error=trust.error, identity=identity, watches=watches)
+    used = node_sources(answer, trust, environ)
+    what = " + ".join(f"{s.label} ({len(answer.roots)})" if s.kind == "bundled" else s.label for s in used)
+    for source in used:  # the files and directories it reads at start: a change there changes its store
+        if source.kind == "file":
+            watches += (("file", source.path),)
+        elif source.kind == "dirs":
+            watches += tuple(("dir", d) for d in source.path.split(os.pathsep) if d)
+    if trust.why:
+        what += f" ({trust.why}{'' if trust.bundled else ', not its bundled roots'})"
     return Runtime(
         "node",
         location,
         found_by,
-        detail,
-        identity=f"path:{os.path.realpath(location)}",
-        watches=(("file", os.path.realpath(location)),),
+        f"node {answer.version}; trusts {what}",
+        store_path=location,
+        store_label=location,
+        identity=identity,
+        watches=watches,
     )
 
 

@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import TypedDict
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..bounded_read import FileTooLarge, read_capped
 from ..model import TrustStore
+from . import store_cache
+from .node_roots import Source, ask_node, node_trust, sources
 from .runtimes import Runtime, RuntimeOptions, Watch, find_runtimes, forget_answers, search_watches
 
 __all__ = [
@@ -75,6 +77,7 @@ _PEM_RE = re.compile(
     rb"-----BEGIN (TRUSTED )?CERTIFICATE-----\s*(.*?)\s*-----END (?:TRUSTED )?CERTIFICATE-----",
     re.DOTALL,
 )
+_DER_ENCODING = Encoding.DER
 _JKS_MAGIC = 0xFEEDFEED
 _JCEKS_MAGIC = 0xCECECECE
 _MAX_KEYSTORE_ENTRIES = 100_000
@@ -161,6 +164,22 @@ def _parse_certificates(data: bytes) -> tuple[list[tuple[str, x509.Certificate]]
     return out, len(blocks), bad
 
 
+def _parse_remembered(key: store_cache.FileKey, data: bytes) -> tuple[list[tuple[str, x509.Certificate]], int, int]:
+    """`_parse_certificates(data)`, with the PEM decoding skipped when a process before this one parsed
+    these very bytes (store_cache checks them); the certificates are loaded from their DER either way."""
+    remembered = store_cache.load_parsed(key, data)
+    if remembered is not None:
+        certs, blocks, bad = remembered
+        try:
+            return [(fp, _load_der(der)) for fp, der in certs], blocks, bad
+        except ValueError:
+            pass  # refused by this cryptography: parse afresh
+    parsed, blocks, bad = _parse_certificates(data)
+    ders = tuple((fp, cert.public_bytes(_DER_ENCODING)) for fp, cert in parsed)
+    store_cache.store_parsed(key, data, ders, blocks, bad)
+    return parsed, blocks, bad
+
+
 def _too_large(error: FileTooLarge) -> _Read:
     if error.size is None:
         return _Read(error=f"{error.filename} grew past the {error.limit}-byte cap while being read")
@@ -181,7 +200,7 @@ def _read_pem_file_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, _
         return _too_large(exc)
     except OSError as exc:
         return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
-    certs, blocks, bad = _parse_certificates(data)
+    certs, blocks, bad = _parse_remembered((path_str, _dev, _ino, _mtime_ns, _size), data)
     roots, fps = _merge(certs)
     if not roots:
         if blocks:
@@ -584,7 +603,10 @@ def _java_stores(runtimes: tuple[Runtime, ...]) -> list[LoadedStore]:
     return out
 
 
-_NODE_DETAIL = "Node trusts its built-in roots plus this file; the built-in roots are not included here"
+_NODE_DETAIL = (
+    "Node trusts its built-in roots plus this file; the built-in roots are not included here (the node store "
+    "judges both where node answered)"
+)
 
 
 def _node_why(runtimes: tuple[Runtime, ...]) -> str:
@@ -592,6 +614,70 @@ def _node_why(runtimes: tuple[Runtime, ...]) -> str:
     if not nodes:
         return f"NODE_EXTRA_CA_CERTS {_IN_ENV}; no node executable found (the variable alone is judged)"
     return f"NODE_EXTRA_CA_CERTS {_IN_ENV}; node " + "; ".join(f"{r.location} ({r.found_by})" for r in nodes)
+
+
+KIND_NODE = "node"  # a node executable's store: its bundled roots and the files it reads at start
+_IN_ENV_NODE = ("NODE_EXTRA_CA_CERTS", "NODE_OPTIONS", "NODE_USE_SYSTEM_CA")
+
+
+@lru_cache(maxsize=8)
+def _read_bundled(pems: tuple[str, ...]) -> _Read:
+    certs, blocks, bad = _parse_certificates("\n".join(pems).encode())
+    roots, fps = _merge(certs)
+    if not roots:
+        return _Read(error="node listed no parseable bundled roots")
+    return _Read(roots, fps, f"{bad} of {blocks} bundled roots unparseable, skipped" if bad else "")
+
+
+def _read_source(source: Source, pems: tuple[str, ...]) -> _Read:
+    if source.kind == "bundled":
+        return _read_bundled(pems)
+    # OpenSSL skips a default file or directory that is absent: nothing to load, nothing wrong.
+    if source.kind == "dirs":
+        present = [d for d in source.path.split(os.pathsep) if d and os.path.isdir(d)]
+        return _read_dirs(os.pathsep.join(present)) if present else _Read()
+    path = Path(source.path)
+    if not source.required and not path.exists():
+        return _Read()
+    return _read_pem_file(path)
+
+
+def _node_stores(runtimes: tuple[Runtime, ...], environ: Mapping[str, str]) -> list[LoadedStore]:
+    """The store each node that answered verifies with (node_roots): "node" for the first, "node:<executable>"
+    for the others. A variable that changes it (NODE_EXTRA_CA_CERTS, NODE_OPTIONS) declares it in use."""
+    out: list[LoadedStore] = []
+    taken: set[str] = set()
+    for r in runtimes:
+        if r.kind != "node" or not (r.store_path or r.store_error):
+            continue
+        name = _numbered("node", r.location, taken)
+        where = f"{r.location} ({r.found_by})"
+        answer = ask_node(r.location)
+        trust = node_trust(answer, environ)
+        why = [trust.why] if trust.why else []
+        why += [f"{v} in the agent's environment" for v in _IN_ENV_NODE if environ.get(v) and v not in trust.why]
+        declared = r.declared or any("in the agent's environment" in w for w in why)
+        said = f"; {', '.join(why)}" if why else ""
+        error = r.store_error or answer.failed or trust.error
+        if error:
+            found_by = f"node {answer.version} at {where}{said}" if answer.version else f"{where}{said}"
+            read = _Read(error=error)
+            out.append(_loaded(name, KIND_NODE, r.location, read, runtime="node", found_by=found_by, declared=declared))
+            continue
+        parts: list[str] = []
+        certs: list[tuple[str, x509.Certificate]] = []
+        errors: list[str] = []
+        for source in sources(answer, trust, environ):
+            read = _read_source(source, answer.roots)
+            certs.extend(zip(read.fingerprints, read.roots, strict=True))
+            parts.append(f"{source.label} ({len(read.roots)})")
+            if read.error:
+                errors.append(read.error)
+        roots, fps = _merge(certs)
+        found_by = f"node {answer.version} at {where}: {' + '.join(parts)}{said}"
+        read = _Read(roots, fps, "; ".join(errors))
+        out.append(_loaded(name, KIND_NODE, r.location, read, runtime="node", found_by=found_by, declared=declared))
+    return out
 
 
 @dataclass(frozen=True)
@@ -642,6 +728,7 @@ def discover(
         ),
     ]
     stores.extend(s for s in optional if s is not None)
+    stores.extend(_node_stores(found, environ))
     stores.extend(_java_stores(found))
     for label, path in (extra or {}).items():
         stores.append(load_store(f"extra:{label}", path, found_by=f"--extra-store {label}={path}", declared=True))
@@ -659,6 +746,7 @@ def discover(
     for runtime in found:
         watches.update(dict.fromkeys(runtime.watches))
     watches.update(dict.fromkeys(search_watches(environ, options)))
+    store_cache.save()  # what this discovery parsed or asked, for the next process
     return Discovery(tuple(stores), found, tuple(watches))
 
 
@@ -719,3 +807,4 @@ def forget_cached_reads() -> None:
     _read_pem_file_cached.cache_clear()
     _read_keystore_cached.cache_clear()
     forget_answers()
+    store_cache.forget()

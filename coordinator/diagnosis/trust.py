@@ -31,6 +31,7 @@ fail. Hosts with the very same gaps for the same root share one finding.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ RUNTIMES: dict[str, str] = {
     "requests_ca_bundle": "Python requests (REQUESTS_CA_BUNDLE)",
     "curl_ca_bundle": "curl (CURL_CA_BUNDLE)",
     "node_extra_ca_certs": "Node.js (NODE_EXTRA_CA_CERTS)",
+    "node": "Node.js (its bundled roots)",
     "java": "Java (the system cacerts)",
     "java_home": "Java under JAVA_HOME (its cacerts)",
 }
@@ -80,6 +82,8 @@ def runtime_label(store: str) -> str:
         return f"Java under {where} (its cacerts)"
     if base == "extra":
         return f"clients configured with the bundle '{where}'"
+    if base == "node" and where:
+        return f"Node.js at {where} (its bundled roots)"
     return f"clients using the '{store}' store"
 
 
@@ -301,7 +305,9 @@ class _Gap:
 
     @property
     def place(self) -> str:
-        return self.info.path if self.info is not None and self.info.path else f"the {self.store} store"
+        if self.info is not None and self.info.path:
+            return f"{self.info.path} (its bundled roots)" if self.info.kind == "node" else self.info.path
+        return f"the {self.store} store"
 
     @property
     def broken(self) -> str:
@@ -357,11 +363,17 @@ def _runtime_differs(
 def _gap(row: Row, verdict: StoreVerdict, public: bool | None) -> _Gap | None:
     if is_system_store(verdict.store) or verdict.at_reference_time not in TRUST_FAILURES:
         return None
-    if verdict.store == "node_extra_ca_certs" and public is not False:
-        return None  # Node's built-in roots may hold it: only a non-Mozilla root fails Node
+    if verdict.store == "node_extra_ca_certs" and (public is not False or _judged_as_node(row)):
+        # Node's bundled roots may hold it: only a non-Mozilla root fails Node, and where the agent asked
+        # node itself for its roots, that store (bundled roots and this file together) answers for Node.
+        return None
     info = _trust_store(row, verdict.store)
     direct = verdict.store.partition(":")[0] == "certifi" and _requests_overridden(row)
     return _Gap(row, verdict, info, store_use(verdict.store, info), direct)
+
+
+def _judged_as_node(row: Row) -> bool:
+    return any(s.store.partition(":")[0] == "node" for s in row.address.stores)
 
 
 def _requests_overridden(row: Row) -> bool:
@@ -412,10 +424,17 @@ def _runtime_fix(runtime: str, gaps: Sequence[_Gap], root: str, system_path: str
             "Debian/Ubuntu, ca-certificates-java keeps the system cacerts in step with update-ca-certificates."
         )
     if runtime == "node":
-        return (
-            f"Node.js: add '{root}' to {places} (NODE_EXTRA_CA_CERTS), or start Node with --use-openssl-ca so that "
-            f"it uses {system_path}."
+        named = (_trust_store(g.row, "node_extra_ca_certs") for g in gaps)
+        extra = list(dict.fromkeys(t.path for t in named if t is not None and t.path))
+        added = (
+            f"add '{root}' to {name_list(extra)} (NODE_EXTRA_CA_CERTS)"
+            if extra
+            else (
+                f"save '{root}' as PEM and name that file in NODE_EXTRA_CA_CERTS in the service's environment (node "
+                "reads it when it starts)"
+            )
         )
+        return f"Node.js: {added}, or start Node with --use-openssl-ca so that it uses {system_path}."
     if runtime == "curl":
         return f"CURL_CA_BUNDLE names {places}, which lacks the root: point it at {system_path} or add the root to it."
     them = "it" if len(gaps) == 1 else "them"
@@ -434,6 +453,19 @@ def _root_file(cn: str, system_path: str) -> tuple[str, str]:
             "and import that file",
         )
     return file, f"{file}: the root '{cn}' saved as PEM from the system store {system_path}"
+
+
+def _node_check(node: str, address: str, port: int, sni: str | None) -> str:
+    """What that node itself concludes of the server; run it with the service's environment (NODE_EXTRA_CA_CERTS,
+    NODE_OPTIONS), which decides the roots it trusts."""
+    options: dict[str, str | int] = {"host": address, "port": port}
+    if sni:
+        options["servername"] = sni
+    script = (
+        f"const s=require('tls').connect({json.dumps(options)},()=>{{console.log('trusted');s.end()}});"
+        "s.on('error',e=>{console.log(e.code||e.message);process.exitCode=1})"
+    )
+    return f"{shlex.quote(node)} -e {shlex.quote(script)}"
 
 
 def _keystore(gap: _Gap) -> str:
@@ -459,7 +491,7 @@ def _runtime_finding(
     one = len(ordered) == 1
     if one:
         gap = ordered[0]
-        path = gap.info.path if gap.info is not None and gap.info.path else ""
+        path = gap.place if gap.info is not None and gap.info.path else ""
         stores = f"its store{' ' + path if path else ''}{gap.broken} lacks"
     else:
         stores = f"their stores ({', '.join(g.place + g.broken for g in ordered)}) lack"
@@ -534,6 +566,8 @@ def _runtime_finding(
                 f"keytool -list -v -keystore {shlex.quote(path)} -storepass changeit | grep -F 'Owner:' | grep -F "
                 f"{shlex.quote(_cn(root))}"
             )
+        elif gap.info is not None and gap.info.kind == "node" and path:
+            checks.append(_node_check(path, gap.row.address.address, port, gap.row.result.sni))
         elif path:
             checks.append(verify_at(settings.reference_time, path))
         elif gap.store == "certifi":

@@ -324,3 +324,37 @@ def test_a_runtime_store_that_fails_for_time_only_is_not_a_gap(fleet: Fleet) -> 
     )
     changed = replace(host, result=replace(host.result, addresses=(replace(address, stores=stores),)))
     assert _run(observe(changed)) == []
+
+
+NODE_ASKED = "node v20.20.2 at /usr/bin/node (--runtime node=/usr/bin/node): bundled roots (144)"
+
+
+def _node_host(fleet: Fleet, *, extra: bool) -> ProbeOutcome:
+    """A host whose node was asked for its roots (the `node` store), with or without NODE_EXTRA_CA_CERTS set."""
+    node = store("node", fleet.mozilla, runtime="node", found_by=NODE_ASKED, kind="node", path="/usr/bin/node")
+    stores = [*fleet.system(), node]
+    if extra:
+        stores.append(
+            store("node_extra_ca_certs", fleet.mozilla, runtime="node", found_by=NODE_VAR, path="/etc/app.pem")
+        )
+    return judged("app-1", fleet.chain, stores)
+
+
+def test_a_node_asked_for_its_roots_speaks_for_node_once(fleet: Fleet) -> None:
+    [finding] = _run(observe(_node_host(fleet, extra=True)))
+    assert finding.severity is Severity.WARNING
+    assert finding.summary.startswith(
+        "On app-1, Node.js (its bundled roots) rejects api.example.test:443: its store /usr/bin/node (its bundled "
+        "roots) lacks the root"
+    ), "one Node label: the NODE_EXTRA_CA_CERTS file is part of what node trusts, not a client of its own"
+    assert "add 'CN=Acme Internal Root CA' to /etc/app.pem (NODE_EXTRA_CA_CERTS)" in finding.fix
+    assert "--use-openssl-ca" in finding.fix
+    [check] = [c for c in finding.reproduce if c.startswith("/usr/bin/node -e ")]
+    assert '"host": "10.0.0.1"' in check and '"servername": "api.example.test"' in check
+    assert not any("-CAfile /usr/bin/node" in c for c in finding.reproduce), "node is not a PEM file"
+
+
+def test_without_the_variable_the_node_fix_says_to_set_it(fleet: Fleet) -> None:
+    [finding] = _run(observe(_node_host(fleet, extra=False)))
+    assert "name that file in NODE_EXTRA_CA_CERTS in the service's environment" in finding.fix
+    assert runtime_label("node:/opt/node/bin/node") == "Node.js at /opt/node/bin/node (its bundled roots)"

@@ -1,0 +1,351 @@
+"""What a Node.js executable trusts: its bundled roots, asked of it once until it changes, and which store a
+node process started with a given environment verifies with.
+
+Node's bundled roots are compiled into the binary (`tls.rootCertificates`); nothing on disk holds them, so
+the executable is run, with an empty environment (the bundled list depends on the binary alone), stdin
+closed, a short timeout and a cap on what it may print. The answer is kept until the executable (its real
+path's inode, mtime or size) changes: in process, and on disk where the CLI enables store_cache. A node that
+hangs, exits non-zero, prints garbage or too much gives an answer with `failed` set, never an exception.
+
+Which store a node process uses (`node_trust`) is Node's rule, read from the environment it starts with:
+- by default its bundled roots (or OpenSSL's default store, for a build made to use it);
+- `--use-openssl-ca` in NODE_OPTIONS: OpenSSL's default store instead (its default file and directory, or
+  SSL_CERT_FILE / SSL_CERT_DIR), `--use-bundled-ca` the bundled roots;
+- `--use-system-ca` (or NODE_USE_SYSTEM_CA=1) on versions that know it: the system store as well as the
+  bundled roots (on Linux, OpenSSL's default file and directory);
+- NODE_EXTRA_CA_CERTS, read at start, adds its file in every case.
+OpenSSL's defaults are those of the OpenSSL node carries: its OPENSSLDIR, read from the binary when node
+bundles OpenSSL, else those of the OpenSSL the agent is linked against (the host's).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import selectors
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from . import store_cache
+
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_BUNDLED_ROOTS",
+    "NODE_TIMEOUT_S",
+    "NodeAnswer",
+    "NodeTrust",
+    "Source",
+    "ask_node",
+    "forget_node_answers",
+    "node_trust",
+    "openssl_defaults",
+    "sources",
+]
+
+NODE_TIMEOUT_S = 3.0
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # Node 20's 144 roots print as about 200 KiB
+MAX_BUNDLED_ROOTS = 1024
+_MAX_BINARY_BYTES = 1024 * 1024 * 1024
+_STDERR_TAIL = 4096
+_VERSION = re.compile(r"^v\d+\.\d+\.\d+[\w.+-]*$")
+_OPENSSLDIR_MARK = b'OPENSSLDIR: "'
+_OPENSSLDIR = re.compile(rb'OPENSSLDIR: "([^"\x00]{1,255})"')
+_CA_FLAGS = ("--use-openssl-ca", "--use-bundled-ca", "--use-system-ca")
+_NO_ANSWER = "printed no answer (expected its version and bundled roots as JSON)"
+
+# Node 12.3+ syntax (tls.rootCertificates), no modules but tls. The build's configuration says whether it was
+# made to use OpenSSL's store by default (configure --openssl-use-def-ca-store) or to load a system CA file
+# first (--openssl-system-ca-path).
+_ASK = r"""
+const c = process.config || {};
+const v = c.variables || {};
+process.stdout.write(JSON.stringify({
+  version: process.version,
+  roots: require("tls").rootCertificates,
+  openssl_store_default: ((c.target_defaults || {}).defines || []).includes("NODE_OPENSSL_CERT_STORE"),
+  system_cert_path: v.openssl_system_ca_path || "",
+  shared_openssl: !!v.node_shared_openssl,
+  flags: [...process.allowedNodeEnvironmentFlags].filter((f) => /^--use-[a-z]+-ca$/.test(f)),
+}));
+"""
+
+
+@dataclass(frozen=True)
+class NodeAnswer:
+    """What one node executable said about itself; `failed` says why there is no answer."""
+
+    version: str = ""
+    roots: tuple[str, ...] = ()  # the bundled roots, PEM
+    openssl_store_default: bool = False  # built to use OpenSSL's default store unless --use-bundled-ca
+    system_cert_path: str = ""  # a CA file the build loads first (--openssl-system-ca-path)
+    flags: frozenset[str] = frozenset()  # the CA-store options this version accepts
+    shared_openssl: bool = True  # linked against the host's libcrypto rather than carrying its own
+    executable: str = ""  # the real path asked
+    failed: str = ""
+    printed: dict[str, object] = field(default_factory=dict, compare=False, hash=False, repr=False)  # as node said
+
+
+@dataclass(frozen=True)
+class _Cached:
+    stamp: tuple[int, int, int, int] | None
+    answer: NodeAnswer
+
+
+_answers: dict[str, _Cached] = {}
+_answers_lock = threading.Lock()
+
+
+def forget_node_answers() -> None:
+    """Ask every node again next time (a forced re-read)."""
+    with _answers_lock:
+        _answers.clear()
+
+
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def ask_node(executable: str, timeout: float | None = None) -> NodeAnswer:
+    """The answer of the node at `executable`, asked again only when its real file changes."""
+    real = os.path.realpath(executable)
+    stamp = _stamp(real)
+    with _answers_lock:
+        cached = _answers.get(real)
+    if cached is not None and cached.stamp == stamp:
+        return cached.answer
+    key = (real, "-e", _ASK)
+    answer = _remembered(key, stamp) or _ask(real, NODE_TIMEOUT_S if timeout is None else timeout)
+    with _answers_lock:
+        _answers[real] = _Cached(stamp, answer)
+    if not answer.failed:  # a timeout on a busy host is not kept for the next process
+        store_cache.store_answer(key, list(stamp) if stamp else None, answer.printed)
+    return answer
+
+
+def _remembered(key: tuple[str, ...], stamp: tuple[int, int, int, int] | None) -> NodeAnswer | None:
+    """What an earlier process was told by this very executable (store_cache), checked as node's own output is."""
+    found = store_cache.load_answer(key)
+    if found is None or stamp is None or found[0] != list(stamp):
+        return None
+    answer = _answer_of(found[1], key[0])
+    return None if answer.failed else answer
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    # Its own session: a script standing in for node may have children that hold the pipes open.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        process.kill()
+    process.wait()
+
+
+def _bounded_run(argv: list[str], timeout: float) -> tuple[int, bytes, bytes] | str:
+    """(exit status, stdout, stderr's tail), or why there is none: not run, timed out, printed too much."""
+    try:
+        process = subprocess.Popen(
+            argv,
+            env={},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return f"cannot be run: {exc.strerror or exc}"
+    assert process.stdout is not None and process.stderr is not None
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ, out)
+        selector.register(process.stderr, selectors.EVENT_READ, err)
+        try:
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    _kill(process)
+                    return f"did not answer within {timeout:g} s"
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 64 * 1024)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                        continue
+                    key.data.extend(chunk)
+                    if len(out) > MAX_ANSWER_BYTES:
+                        _kill(process)
+                        return f"printed more than {MAX_ANSWER_BYTES} bytes"
+                    del err[:-_STDERR_TAIL]
+            try:
+                status = process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _kill(process)
+                return f"did not exit within {timeout:g} s"
+        finally:
+            process.stdout.close()
+            process.stderr.close()
+    return status, bytes(out), bytes(err)
+
+
+def _openssl_dir_in(executable: str) -> str:
+    """The OPENSSLDIR compiled into a node that bundles OpenSSL (OpenSSL_version(OPENSSL_DIR)), or ""."""
+    try:
+        with open(executable, "rb") as f:
+            if os.fstat(f.fileno()).st_size > _MAX_BINARY_BYTES:
+                return ""
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                at = data.find(_OPENSSLDIR_MARK)
+                found = _OPENSSLDIR.match(data[at : at + 300]) if at >= 0 else None
+    except (OSError, ValueError):
+        return ""
+    return found.group(1).decode(errors="replace") if found else ""
+
+
+def _ask(executable: str, timeout: float) -> NodeAnswer:
+    ran = _bounded_run([executable, "-e", _ASK], timeout)
+    if isinstance(ran, str):
+        return NodeAnswer(failed=ran)
+    status, out, err = ran
+    if status != 0:
+        tail = (err.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+        return NodeAnswer(failed=f"exited {status}" + (f": {tail}" if tail else ""))
+    try:
+        raw = json.loads(out.decode())
+    except (ValueError, UnicodeDecodeError):
+        raw = None
+    return _answer_of(raw, executable)
+
+
+def _answer_of(raw: object, executable: str) -> NodeAnswer:
+    """The answer in what node printed (parsed JSON), checked field by field."""
+    if not isinstance(raw, dict):
+        return NodeAnswer(failed=_NO_ANSWER)
+    try:
+        version, roots, flags = raw["version"], raw["roots"], raw["flags"]
+        if not (isinstance(version, str) and _VERSION.match(version)):
+            raise ValueError("version")
+        if not (isinstance(roots, list) and all(isinstance(r, str) for r in roots)):
+            raise ValueError("roots")
+        if not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
+            raise ValueError("flags")
+        cert_path = raw.get("system_cert_path", "")
+        shared = bool(raw.get("shared_openssl", False))
+        openssl_store_default = bool(raw.get("openssl_store_default", False))
+    except (ValueError, KeyError, TypeError):
+        return NodeAnswer(failed=_NO_ANSWER)
+    if len(roots) > MAX_BUNDLED_ROOTS:
+        return NodeAnswer(failed=f"listed {len(roots)} bundled roots, over the cap of {MAX_BUNDLED_ROOTS}")
+    return NodeAnswer(
+        version=version,
+        roots=tuple(roots),
+        openssl_store_default=openssl_store_default,
+        system_cert_path=cert_path if isinstance(cert_path, str) else "",
+        flags=frozenset(f for f in flags if f in _CA_FLAGS),
+        shared_openssl=shared,
+        executable=executable,
+        printed=raw,
+    )
+
+
+@lru_cache(maxsize=16)
+def _openssl_home(executable: str, _stamp: tuple[int, int, int, int] | None) -> str:
+    return _openssl_dir_in(executable)
+
+
+def openssl_defaults(answer: NodeAnswer) -> tuple[str, str]:
+    """OpenSSL's default CA file and directory for this node. A node linked against the host's libcrypto has
+    that library's defaults, which are the agent's own; one that carries OpenSSL has its own OPENSSLDIR
+    (read from the binary only when a store needs it, once per executable)."""
+    home = "" if answer.shared_openssl else _openssl_home(answer.executable, _stamp(answer.executable))
+    if home:
+        return os.path.join(home, "cert.pem"), os.path.join(home, "certs")
+    paths = ssl.get_default_verify_paths()
+    return paths.openssl_cafile, paths.openssl_capath
+
+
+@dataclass(frozen=True)
+class NodeTrust:
+    """The store a node process started with one environment verifies with, by where its roots come from."""
+
+    bundled: bool  # its bundled roots
+    openssl: bool  # OpenSSL's default file and directory (or SSL_CERT_FILE / SSL_CERT_DIR)
+    extra: str  # NODE_EXTRA_CA_CERTS, "" when unset
+    why: str  # what chose the store, "" for Node's default
+    error: str = ""  # node refuses to start with this environment
+
+
+def _options(environ: Mapping[str, str]) -> list[str]:
+    return environ.get("NODE_OPTIONS", "").split()
+
+
+def node_trust(answer: NodeAnswer, environ: Mapping[str, str]) -> NodeTrust:
+    """Node's rule for its CA store (see the module), applied to `environ` (the agent's, as a node started
+    like the agent gets it)."""
+    extra = environ.get("NODE_EXTRA_CA_CERTS", "")
+    given = [o for o in _options(environ) if o in _CA_FLAGS]
+    unknown = [o for o in dict.fromkeys(given) if o not in answer.flags]
+    if unknown:
+        return NodeTrust(
+            False, False, extra, "", f"NODE_OPTIONS has {', '.join(unknown)}, which node {answer.version} refuses"
+        )
+    if "--use-openssl-ca" in given and "--use-bundled-ca" in given:
+        return NodeTrust(
+            False, False, extra, "", "NODE_OPTIONS has both --use-openssl-ca and --use-bundled-ca, which node refuses"
+        )
+    in_env = "from NODE_OPTIONS in the agent's environment"
+    if "--use-openssl-ca" in given:
+        return NodeTrust(False, True, extra, f"--use-openssl-ca {in_env}")
+    system = "--use-system-ca" in given or (
+        "--use-system-ca" in answer.flags and environ.get("NODE_USE_SYSTEM_CA", "") == "1"
+    )
+    if system:
+        why = (
+            f"--use-system-ca {in_env}"
+            if "--use-system-ca" in given
+            else "NODE_USE_SYSTEM_CA in the agent's environment"
+        )
+        return NodeTrust(True, True, extra, why)
+    if answer.openssl_store_default and "--use-bundled-ca" not in given:
+        return NodeTrust(False, True, extra, "built to use OpenSSL's store (--openssl-use-def-ca-store)")
+    return NodeTrust(True, False, extra, f"--use-bundled-ca {in_env}" if given else "")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a node process takes roots from: its bundled list, a file, or OpenSSL directories."""
+
+    label: str  # as the store's description names it: "bundled roots", "NODE_EXTRA_CA_CERTS=/etc/x.pem"
+    kind: str  # "bundled", "file", "dirs" (os.pathsep-separated, as SSL_CERT_DIR)
+    path: str = ""
+    required: bool = False  # missing or unreadable is worth saying (node warns); OpenSSL's defaults may be absent
+
+
+def sources(answer: NodeAnswer, trust: NodeTrust, environ: Mapping[str, str]) -> tuple[Source, ...]:
+    """Where the roots of `trust` come from, in the order node loads them."""
+    out: list[Source] = []
+    if answer.system_cert_path:
+        out.append(Source(f"the build's CA file {answer.system_cert_path}", "file", answer.system_cert_path))
+    if trust.bundled:
+        out.append(Source("bundled roots", "bundled"))
+    if trust.openssl:
+        cafile, cadir = environ.get("SSL_CERT_FILE", ""), environ.get("SSL_CERT_DIR", "")
+        default_file, default_dir = openssl_defaults(answer) if not (cafile and cadir) else ("", "")
+        file_label = f"SSL_CERT_FILE={cafile}" if cafile else f"OpenSSL's default file {default_file}"
+        dir_label = f"SSL_CERT_DIR={cadir}" if cadir else f"OpenSSL's default directory {default_dir}"
+        out.append(Source(file_label, "file", cafile or default_file))
+        out.append(Source(dir_label, "dirs", cadir or default_dir))
+    if trust.extra:
+        out.append(Source(f"NODE_EXTRA_CA_CERTS={trust.extra}", "file", trust.extra, required=True))
+    return tuple(out)

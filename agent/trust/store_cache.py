@@ -1,0 +1,291 @@
+"""What trust-store discovery learnt in earlier processes, kept on disk so that a fresh CLI process need not
+learn it again: the certificates a store file parses into, and what an interpreter answered about its certifi.
+
+A store file's entry is found by the file's identity (path, device, inode, mtime, size) and used only when
+the sha256 of the bytes read now equals the one recorded: the file is still read every time, only its
+parsing is saved. Each certificate's DER comes back with its sha256, which is checked again, and is then
+parsed as usual, so a verdict always rests on the bytes of the store itself. An interpreter's answer is
+found by its command line and used only when its stamp (the interpreter's identity and its site-packages
+directories' mtimes, as runtimes.py checks in process) is unchanged; answers that failed are not kept.
+
+It is used only by a process that enables it: the CLI, whose every run discovers the stores afresh (a
+long-running agent discovers once and keeps what it read). The files live in $XDG_CACHE_HOME/tlsfleet
+(else ~/.cache/tlsfleet), are written whole to a temporary file and renamed into place, and are read
+defensively: a file that is not this format and version, not owned by this user, writable by others,
+larger than its cap or malformed anywhere is ignored whole (and replaced at the next save). Entries of
+files that changed or went away are dropped at each save. Failing to read or write the cache never fails
+discovery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import struct
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "FileKey",
+    "ParsedFile",
+    "cache_dir",
+    "enable",
+    "forget",
+    "load_answer",
+    "load_parsed",
+    "save",
+    "store_answer",
+    "store_parsed",
+]
+
+MAX_CACHE_BYTES = 64 * 1024 * 1024
+MAX_ENTRIES = 8192
+MAX_ANSWERS = 256
+_STORES_FILE = "store-files.v1"
+_ANSWERS_FILE = "interpreter-answers.v1.json"
+_MAGIC = b"tlsfleet store-file cache 1\n"
+_U32 = struct.Struct(">I")
+
+FileKey = tuple[str, int, int, int, int]  # path, st_dev, st_ino, st_mtime_ns, st_size
+# (sha256 hex of the file's bytes, (sha256 hex, DER) of each certificate in order, blocks seen, unreadable)
+ParsedFile = tuple[str, tuple[tuple[str, bytes], ...], int, int]
+
+_lock = threading.Lock()
+_enabled = False
+_parsed: dict[FileKey, ParsedFile] | None = None  # None: not read from disk yet
+_answers: dict[str, dict[str, object]] | None = None
+_dirty = False
+_touched: set[FileKey] = set()  # entries this process looked up or parsed: kept at the next save
+
+
+def enable() -> None:
+    """Use the cache in this process from now on."""
+    global _enabled
+    _enabled = True
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """$XDG_CACHE_HOME/tlsfleet, else ~/.cache/tlsfleet; None when neither can be named."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME", "")
+    if base and os.path.isabs(base):
+        return Path(base) / "tlsfleet"
+    home = env.get("HOME", "")
+    return Path(home) / ".cache" / "tlsfleet" if home and os.path.isabs(home) else None
+
+
+def _trusted_bytes(path: Path) -> bytes | None:
+    """The file's bytes when it is ours to trust: a regular file of this user, not writable by others."""
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if (
+                not stat.S_ISREG(st.st_mode)
+                or st.st_uid != os.getuid()
+                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+                or st.st_size > MAX_CACHE_BYTES
+            ):
+                return None
+            data = f.read(MAX_CACHE_BYTES + 1)
+    except OSError:
+        return None
+    return data if len(data) <= MAX_CACHE_BYTES else None
+
+
+def _decode_parsed(data: bytes) -> dict[FileKey, ParsedFile]:
+    """Records after the magic: a u32-prefixed JSON header, then its certificates, each u32-prefixed DER.
+    Raises ValueError (or struct.error, KeyError, TypeError) on anything malformed."""
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a store-file cache of this version")
+    view = memoryview(data)
+    pos = len(_MAGIC)
+    out: dict[FileKey, ParsedFile] = {}
+
+    def take() -> bytes:
+        nonlocal pos
+        (size,) = _U32.unpack_from(view, pos)
+        end = pos + 4 + size
+        if end > len(view):
+            raise ValueError("truncated record")
+        chunk = bytes(view[pos + 4 : end])
+        pos = end
+        return chunk
+
+    while pos < len(view):
+        if len(out) >= MAX_ENTRIES:
+            raise ValueError("more entries than the cap")
+        head = json.loads(take())
+        path, dev, ino, mtime, size = head["key"]
+        key: FileKey = (str(path), int(dev), int(ino), int(mtime), int(size))
+        fingerprints = head["certs"]
+        if not isinstance(fingerprints, list) or len(fingerprints) > MAX_ENTRIES:
+            raise ValueError("bad certificate list")
+        certs = tuple((str(fp), take()) for fp in fingerprints)
+        out[key] = (str(head["sha256"]), certs, int(head["blocks"]), int(head["bad"]))
+    return out
+
+
+def _encode_parsed(entries: Mapping[FileKey, ParsedFile]) -> bytes:
+    parts = [_MAGIC]
+    for key, (digest, certs, blocks, bad) in entries.items():
+        head = json.dumps(
+            {"key": list(key), "sha256": digest, "certs": [fp for fp, _ in certs], "blocks": blocks, "bad": bad}
+        )
+        for chunk in (head.encode(), *(der for _, der in certs)):
+            parts += (_U32.pack(len(chunk)), chunk)
+    return b"".join(parts)
+
+
+def _loaded_parsed() -> dict[FileKey, ParsedFile]:
+    global _parsed
+    if _parsed is None:
+        _parsed = {}
+        where = cache_dir()
+        data = _trusted_bytes(where / _STORES_FILE) if where is not None else None
+        if data is not None:
+            try:
+                _parsed = _decode_parsed(data)
+            except (ValueError, struct.error, KeyError, TypeError, RecursionError):
+                _parsed = {}  # corrupt or foreign: parse everything, and replace it at the next save
+    return _parsed
+
+
+def load_parsed(key: FileKey, data: bytes) -> tuple[tuple[tuple[str, bytes], ...], int, int] | None:
+    """(certificates as (sha256, DER), blocks, unreadable) recorded for the file `key` whose bytes are `data`;
+    None unless the bytes are the ones recorded and every DER still has its recorded sha256."""
+    if not _enabled:
+        return None
+    with _lock:
+        entry = _loaded_parsed().get(key)
+        _touched.add(key)
+    if entry is None:
+        return None
+    digest, certs, blocks, bad = entry
+    if hashlib.sha256(data).hexdigest() != digest:
+        return None
+    if any(hashlib.sha256(der).hexdigest() != fp for fp, der in certs):
+        return None
+    return certs, blocks, bad
+
+
+def store_parsed(key: FileKey, data: bytes, certs: tuple[tuple[str, bytes], ...], blocks: int, bad: int) -> None:
+    """Record what the file `key` with bytes `data` parsed into, for `save` to write."""
+    global _dirty
+    if not _enabled:
+        return
+    entry: ParsedFile = (hashlib.sha256(data).hexdigest(), certs, blocks, bad)
+    with _lock:
+        _touched.add(key)
+        parsed = _loaded_parsed()
+        if parsed.get(key) != entry:
+            parsed.pop(key, None)
+            parsed[key] = entry  # newest last: the oldest are dropped first at the cap
+            while len(parsed) > MAX_ENTRIES:
+                del parsed[next(iter(parsed))]
+            _dirty = True
+
+
+def _answer_key(argv: tuple[str, ...]) -> str:
+    return hashlib.sha256(json.dumps(argv).encode()).hexdigest()
+
+
+def _loaded_answers() -> dict[str, dict[str, object]]:
+    global _answers
+    if _answers is None:
+        _answers = {}
+        where = cache_dir()
+        data = _trusted_bytes(where / _ANSWERS_FILE) if where is not None else None
+        if data is not None:
+            try:
+                raw = json.loads(data)
+                if isinstance(raw, dict) and raw.get("version") == 1 and isinstance(raw.get("answers"), dict):
+                    _answers = {str(k): v for k, v in raw["answers"].items() if isinstance(v, dict)}
+            except (ValueError, RecursionError):
+                _answers = {}
+    return _answers
+
+
+def load_answer(argv: tuple[str, ...]) -> tuple[object, dict[str, object]] | None:
+    """(stamp, answer) recorded for `argv`, JSON-shaped; the caller compares the stamp with today's."""
+    if not _enabled:
+        return None
+    with _lock:
+        entry = _loaded_answers().get(_answer_key(argv))
+    if entry is None or not isinstance(entry.get("answer"), dict):
+        return None
+    answer = entry["answer"]
+    assert isinstance(answer, dict)
+    return entry.get("stamp"), answer
+
+
+def store_answer(argv: tuple[str, ...], stamp: object, answer: dict[str, object]) -> None:
+    """Record the answer of `argv` under `stamp` (JSON-shaped), for `save` to write."""
+    global _dirty
+    if not _enabled:
+        return
+    entry = {"stamp": stamp, "answer": answer}
+    with _lock:
+        answers = _loaded_answers()
+        key = _answer_key(argv)
+        if answers.get(key) != entry:
+            answers.pop(key, None)
+            answers[key] = entry
+            while len(answers) > MAX_ANSWERS:
+                del answers[next(iter(answers))]
+            _dirty = True
+
+
+def save() -> None:
+    """Write what changed since the cache was read, atomically; any failure leaves the cache as it was."""
+    global _dirty
+    where = cache_dir()
+    with _lock:
+        if not _dirty or where is None:
+            return
+        _dirty = False
+        parsed = {k: v for k, v in _loaded_parsed().items() if _current(k)}
+        files = [
+            (_STORES_FILE, _encode_parsed(parsed)),
+            (_ANSWERS_FILE, json.dumps({"version": 1, "answers": _loaded_answers()}).encode()),
+        ]
+    import tempfile  # only when there is something to write
+
+    try:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name, data in files:
+            if len(data) > MAX_CACHE_BYTES:
+                continue
+            fd, temp = tempfile.mkstemp(dir=where, prefix=f".{name}.")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(temp, where / name)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+    except OSError:
+        return  # a read-only or full home: discovery works the same, only slower next time
+
+
+def _current(key: FileKey) -> bool:
+    """Whether an entry is worth keeping: used by this process, or its file is still the one recorded
+    (entries of files that changed or went away are dropped, so the cache holds what the host has)."""
+    if key in _touched:
+        return True
+    try:
+        st = os.stat(key[0])
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == key[1:]
+
+
+def forget() -> None:
+    """Drop what this process holds and read the disk again when next asked (after a forced re-read, or a
+    test that changed $XDG_CACHE_HOME)."""
+    global _parsed, _answers, _dirty
+    with _lock:
+        _parsed, _answers, _dirty = None, None, False
+        _touched.clear()
