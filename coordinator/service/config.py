@@ -11,6 +11,7 @@ shutdown_grace = "10s"              # on SIGTERM, how long runs in flight may fi
 backend = "sqlite"                  # or "postgresql", with url = "postgresql://user@host:port/db"
 path = "history.sqlite"
 retention_days = 30
+lease_expiry = "30s"                # a report slot's lease: coordinators sharing the history run it once
 
 [[report]]
 name = "prod-edge"
@@ -43,6 +44,10 @@ heartbeat_interval = "5s"           # agents send one this often ...
 stale_after = 3                     # ... and one silent for this many intervals is shown stale
 query_allow = ["coordinator"]       # coordinator identities that may ask (`tlsfleet probe --coordinator`)
 max_agents = 10000
+
+[probe_endpoint]                    # GET /probe?target=HOST:PORT&agents=SELECTOR at metrics_listen; leave out for none
+max_concurrent = 4                  # /probe requests at once; more are answered 503 at once
+max_timeout = "10s"                 # a probe's deadline: Prometheus's scrape timeout less 0.5 s, at most this
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 STORAGE_BACKENDS = ("sqlite", "postgresql")
 POSTGRESQL_URL = "postgresql://USER@HOST:PORT/DATABASE"
 MAX_TARGETS_PER_REPORT = 10_000
+# A lease is renewed a few times within its expiry; below a second, a busy database could miss it.
+MIN_LEASE_EXPIRY_S = 1.0
+MAX_LEASE_EXPIRY_S = 3600.0
 REPORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FORMATS = ("html", "markdown", "json")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -109,6 +117,7 @@ class StorageConfig:
     path: Path  # the SQLite file
     retention_days: float = 30.0
     url: str | None = field(default=None, repr=False)  # PostgreSQL's; it may hold a password
+    lease_expiry_s: float = 30.0  # a slot lease not renewed for this long marks its run interrupted
 
     @property
     def location(self) -> str:
@@ -128,6 +137,15 @@ class AgentLinkConfig:
 
 
 @dataclass(frozen=True)
+class ProbeEndpointConfig:
+    """`/probe` on the metrics address. Off unless configured: the HTTP listener has no authentication, so
+    anyone who reaches it could make the agents dial any target their policy allows."""
+
+    max_concurrent: int = 4
+    max_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     path: Path
     inventory: Path | None
@@ -139,6 +157,7 @@ class ServiceConfig:
     webhooks: tuple[WebhookConfig, ...]
     shutdown_grace_s: float = 10.0
     agent_link: AgentLinkConfig | None = None
+    probe_endpoint: ProbeEndpointConfig | None = None
 
     def report(self, name: str) -> ReportConfig:
         for report in self.reports:
@@ -181,7 +200,7 @@ def load_config(path: Path) -> ServiceConfig:
 
 
 def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
-    _only(data, {"coordinator", "storage", "report", "webhook", "agent_link"}, f"config {path}")
+    _only(data, {"coordinator", "storage", "report", "webhook", "agent_link", "probe_endpoint"}, f"config {path}")
     base = path.parent
     coordinator = _table(data, "coordinator", f"config {path}")
     where = f"config {path}: [coordinator]"
@@ -210,6 +229,13 @@ def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
         for i, raw in enumerate(_list(data, "report"), 1)
     )
     _unique([r.name for r in reports], f"config {path}: report")
+    probe_endpoint = None
+    if "probe_endpoint" in data:
+        probe_endpoint = _probe_endpoint(data["probe_endpoint"], f"config {path}: [probe_endpoint]")
+        if metrics_listen is None:
+            raise ConfigError(
+                f"config {path}: [probe_endpoint] serves /probe at [coordinator] metrics_listen, which is not set"
+            )
     return ServiceConfig(
         path=path,
         inventory=_path(inventory, base) if inventory is not None else None,
@@ -221,7 +247,21 @@ def parse_config(data: dict[str, Any], path: Path) -> ServiceConfig:
         webhooks=webhooks,
         shutdown_grace_s=shutdown_grace,
         agent_link=_agent_link(data["agent_link"], f"config {path}: [agent_link]") if "agent_link" in data else None,
+        probe_endpoint=probe_endpoint,
     )
+
+
+def _probe_endpoint(raw: Any, where: str) -> ProbeEndpointConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    _only(raw, {"max_concurrent", "max_timeout"}, where)
+    concurrent = raw.get("max_concurrent", ProbeEndpointConfig.max_concurrent)
+    if not isinstance(concurrent, int) or isinstance(concurrent, bool) or not 1 <= concurrent <= 64:
+        raise ConfigError(f"{where}: max_concurrent must be a whole number from 1 to 64")
+    timeout = parse_duration(raw.get("max_timeout", ProbeEndpointConfig.max_timeout_s), f"{where}: max_timeout")
+    if not 1 <= timeout <= 120:
+        raise ConfigError(f"{where}: max_timeout must be 1-120 s")
+    return ProbeEndpointConfig(max_concurrent=concurrent, max_timeout_s=timeout)
 
 
 def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
@@ -274,7 +314,7 @@ def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
 
 
 def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
-    _only(raw, {"backend", "path", "url", "retention_days"}, where)
+    _only(raw, {"backend", "path", "url", "retention_days", "lease_expiry"}, where)
     url = raw.get("url")
     if url is not None and not isinstance(url, str):
         raise ConfigError(f"{where}: url must be a string; accepted: {POSTGRESQL_URL}")
@@ -292,8 +332,18 @@ def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
     retention = raw.get("retention_days", StorageConfig.retention_days)
     if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
         raise ConfigError(f"{where}: retention_days must be a number above 0")
+    lease_expiry = parse_duration(raw.get("lease_expiry", StorageConfig.lease_expiry_s), f"{where}: lease_expiry")
+    if not MIN_LEASE_EXPIRY_S <= lease_expiry <= MAX_LEASE_EXPIRY_S:
+        raise ConfigError(
+            f"{where}: lease_expiry {lease_expiry:g} s is out of range; accepted: "
+            f'{MIN_LEASE_EXPIRY_S:g} s to {MAX_LEASE_EXPIRY_S // 60:g} m (e.g. "30s")'
+        )
     return StorageConfig(
-        backend=backend, path=_path(raw.get("path", "history.sqlite"), base), retention_days=retention, url=url
+        backend=backend,
+        path=_path(raw.get("path", "history.sqlite"), base),
+        retention_days=retention,
+        url=url,
+        lease_expiry_s=lease_expiry,
     )
 
 

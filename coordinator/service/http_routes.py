@@ -1,4 +1,5 @@
-"""The fleet page's routes on the metrics address: `/`, `/reports/NAME`, `/runs/ID`, `/targets/NAME/TARGET`.
+"""The fleet page's routes on the metrics address: `/`, `/reports/NAME`, `/runs/ID`, `/targets/NAME/TARGET`;
+and `/healthz`.
 
 History reads are synchronous store calls and rendering takes milliseconds to seconds for a large run:
 both run in a worker thread, at most `MAX_RENDERS` at once, so pages never hold up the probes on the event
@@ -34,7 +35,8 @@ from .fleet_page import (
     target_history,
     target_href,
 )
-from .history.store import HistoryError, HistoryStore, first_seen_lookup
+from .history.store import HistoryError, HistoryStore, RunSummary, first_seen_lookup
+from .metrics import TEXT, HttpReply, HttpRequest
 from .report_model import Change, ReportRun
 
 if TYPE_CHECKING:  # the link registry's wire code loads only where a service runs an agent link
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # the link registry's wire code loads only where a service ru
 log = structlog.get_logger("tlsfleet.coordinator")
 
 MAX_RENDERS = 2
+HEALTH_TIMEOUT_S = 3.0
 _MAX_RUN_ID_DIGITS = 18
 Page = tuple[int, bytes]  # HTTP status, HTML body
 
@@ -180,3 +183,38 @@ class FleetPages:
             expiry_warning_days=config.expiry_warning_days,
             expiry_critical_days=config.expiry_critical_days,
         )
+
+
+class ServiceHealth:
+    """`/healthz`: 200 "ok" when the service is running and its history answers a read within
+    HEALTH_TIMEOUT_S; 503 with the reason otherwise. It is answered on the event loop that runs the schedules
+    and probes, so an answer at all says that loop is alive. One history read at a time: checks that arrive
+    while one is pending wait for it rather than pile up threads behind a hung database."""
+
+    def __init__(self, history: HistoryStore, *, stopping: Callable[[], bool] = lambda: False) -> None:
+        self._history = history
+        self._stopping = stopping
+        self._pending: asyncio.Future[list[RunSummary]] | None = None
+
+    async def answer(self, _request: HttpRequest) -> HttpReply:
+        if self._stopping():
+            return _unhealthy("stopping: the service is shutting down and abandoning its runs in flight")
+        pending = self._pending
+        if pending is None or pending.done():
+            pending = self._pending = asyncio.ensure_future(asyncio.to_thread(self._history.list_runs, None, 1))
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, also when late
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                await asyncio.shield(pending)
+        except TimeoutError:
+            return _unhealthy(f"the history did not answer a read within {HEALTH_TIMEOUT_S:g} s")
+        except Exception as error:
+            return _unhealthy(
+                f"the history cannot be read: {' '.join(str(error).split())[:500] or type(error).__name__}"
+            )
+        return HttpReply(200, TEXT, b"ok\n")
+
+
+def _unhealthy(reason: str) -> HttpReply:
+    log.warning("healthz_unhealthy", reason=reason)
+    return HttpReply(503, TEXT, (reason + "\n").encode())

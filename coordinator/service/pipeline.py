@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,9 @@ from .changes import changes_between
 from .config import ConfigError, ReportConfig, ServiceConfig
 from .delivery import DeliveryWorker
 from .history.store import HistoryStore, Queued, first_seen_lookup
-from .http_routes import FleetPages
-from .metrics import FleetMetrics, serve_metrics
+from .http_routes import FleetPages, ServiceHealth
+from .metrics import FleetMetrics, Route, serve_metrics
+from .probe_endpoint import ProbeEndpoint, probe_disabled
 from .report_model import Change, ReportRun
 from .reports.writer import write_reports
 from .runner import run_report
@@ -29,6 +31,8 @@ if TYPE_CHECKING:  # the agent link's gRPC servicers load only where a service r
     from .agent_link import AgentLinkServer
 
 log = structlog.get_logger("tlsfleet.coordinator")
+# Empty runs (interrupted, abandoned early) passed over to find the previous run; past them, an empty one is it.
+MAX_EMPTY_RUNS_PASSED = 100
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,11 @@ class Pipeline:
         self._metrics_server: asyncio.Server | None = None
         self.metrics_address: str | None = None
         self.agent_link: AgentLinkServer | None = None  # agents that dial in, when [agent_link] is configured
+        self.probe_endpoint: ProbeEndpoint | None = None  # /probe, when [probe_endpoint] is configured
         # Runs of different reports may finish together; history and alert bookkeeping take one at a time.
         self._completing = asyncio.Lock()
+        # The run each report's metrics show, as (started_at, run id): its own, or one `follow` found.
+        self._shown: dict[str, tuple[datetime, int]] = {}
 
     async def start_metrics(self) -> None:
         """The service's listeners: /metrics and the fleet page, and the agent link when configured."""
@@ -69,7 +76,19 @@ class Pipeline:
         host, port = split_host_port(self._config.metrics_listen, allow_port_zero=True)
         registry = self.agent_link.registry if self.agent_link is not None else None
         pages = FleetPages(self._config.reports, self._history, registry)
-        self._metrics_server, bound = await serve_metrics(self.metrics.registry, host, port, pages=pages.answer)
+        health = ServiceHealth(self._history, stopping=self.abandon.is_set)
+        routes: dict[str, Route] = {"/healthz": health.answer, "/probe": probe_disabled}
+        if self._config.probe_endpoint is not None:
+            self.probe_endpoint = ProbeEndpoint(
+                self._config.probe_endpoint,
+                inventory=self._config.inventory,
+                slots=self.probe_slots,
+                link_registry=registry,
+            )
+            routes["/probe"] = self.probe_endpoint.answer
+        self._metrics_server, bound = await serve_metrics(
+            self.metrics.registry, host, port, pages=pages.answer, routes=routes
+        )
         self.metrics_address = join_host_port(host, bound)
 
     async def _start_agent_link(self) -> None:
@@ -97,20 +116,31 @@ class Pipeline:
         log.info("report_run_started", report=report.name, targets=len(report.targets))
         from ..fleet.linked_vantage import linked_candidates
 
-        run = await run_report(
-            report,
-            inventory=self._config.inventory,
-            slots=self.probe_slots,
-            abandon=self.abandon,
-            linked=linked_candidates(self.agent_link.registry) if self.agent_link is not None else (),
-        )
-        return await self.complete(report, run)
+        # The run to compare with is read while the agents probe: decoding a fleet-sized run costs about
+        # what writing its reports does, and a probing coordinator mostly waits.
+        read_early = asyncio.ensure_future(asyncio.to_thread(self._previous, report.name, None))
+        try:
+            run = await run_report(
+                report,
+                inventory=self._config.inventory,
+                slots=self.probe_slots,
+                abandon=self.abandon,
+                linked=linked_candidates(self.agent_link.registry) if self.agent_link is not None else (),
+            )
+        except BaseException:
+            read_early.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
+        return await self.complete(report, run, read_early=read_early)
 
-    async def complete(self, report: ReportConfig, run: ReportRun) -> CompletedRun:
+    async def complete(
+        self, report: ReportConfig, run: ReportRun, *, read_early: asyncio.Future[ReportRun | None] | None = None
+    ) -> CompletedRun:
+        """Save `run`, compare it with the previous run, write its reports, queue its alerts. `read_early`:
+        the previous run as read before `run` was saved, used if it is still the one to compare with."""
         async with self._completing:
             run_id = await asyncio.to_thread(self._history.save_run, run)
             run = replace(run, run_id=run_id)
-            previous = await asyncio.to_thread(self._history.latest_run, run.report, run_id)
+            previous = await self._previous_of(run, read_early)
             changes = await asyncio.to_thread(changes_between, previous, run, first_seen_lookup(self._history))
             # plan_alerts asks the history what was announced: a database read, so off the event loop.
             alerts = await asyncio.to_thread(
@@ -136,6 +166,7 @@ class Pipeline:
             )
             queued = await self._enqueue(report, run, alerts)
             self.metrics.observe_run(run, changes)
+            self._shown[run.report] = (run.started_at, run_id)
         severities = [f.severity for t in run.targets for f in t.findings]
         counts = {str(s): severities.count(s) for s in (Severity.CRITICAL, Severity.WARNING)}
         log.info(
@@ -151,6 +182,59 @@ class Pipeline:
             **counts,
         )
         return CompletedRun(run, tuple(changes), tuple(written), tuple(alerts), queued)
+
+    async def follow(self) -> list[str]:
+        """Show in the metrics each report's latest run in the history when it is newer than the run shown:
+        runs that other coordinators sharing the history made, and at start the runs made before it. Every
+        coordinator scraped then tells the same; returns the reports refreshed."""
+        refreshed = []
+        for report in self._config.reports:
+            newest = await asyncio.to_thread(self._history.list_runs, report.name, 1)
+            if not newest or not self._newer(report.name, newest[0].started_at, newest[0].run_id):
+                continue
+            async with self._completing:  # never beside a run of this coordinator's being completed
+                summary = newest[0]
+                if not self._newer(report.name, summary.started_at, summary.run_id):
+                    continue
+                run = await asyncio.to_thread(self._history.get_run, summary.run_id)
+                if run is None:  # pruned meanwhile
+                    continue
+                previous = await asyncio.to_thread(self._previous, report.name, summary.run_id)
+                changes = await asyncio.to_thread(changes_between, previous, run, first_seen_lookup(self._history))
+                del previous
+                self.metrics.observe_run(run, changes)
+                self._shown[report.name] = (summary.started_at, summary.run_id)
+            refreshed.append(report.name)
+        return refreshed
+
+    def _newer(self, report: str, started_at: datetime, run_id: int) -> bool:
+        shown = self._shown.get(report)
+        return shown is None or (started_at, run_id) > shown
+
+    async def _previous_of(
+        self, run: ReportRun, read_early: asyncio.Future[ReportRun | None] | None
+    ) -> ReportRun | None:
+        """`_previous` of the run just saved: the one read early when the history's list of runs says it is
+        still the latest run before this one that probed something (another coordinator on the same history
+        may have saved one since), else read again."""
+        assert run.run_id is not None
+        early = await read_early if read_early is not None else None
+        if early is not None:
+            listed = await asyncio.to_thread(self._history.list_runs, run.report, 5)
+            wanted = next((s.run_id for s in listed if s.run_id < run.run_id and s.targets), None)
+            if wanted == early.run_id:
+                return early
+        return await asyncio.to_thread(self._previous, run.report, run.run_id)
+
+    def _previous(self, report: str, run_id: int | None) -> ReportRun | None:
+        """The run to compare with: the latest (before `run_id` when given) that probed something. A run
+        interrupted with its coordinator, or abandoned before its first target, knows nothing to compare."""
+        previous = self._history.latest_run(report, run_id)
+        for _ in range(MAX_EMPTY_RUNS_PASSED):
+            if previous is None or previous.targets or previous.run_id is None:
+                break
+            previous = self._history.latest_run(report, previous.run_id)
+        return previous
 
     async def _enqueue(self, report: ReportConfig, run: ReportRun, alerts: list[Alert]) -> int:
         """Queue each alert for every webhook of the report and mark it announced, in one transaction: the
