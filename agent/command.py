@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from contextvars import ContextVar
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from typer._click.exceptions import UsageError as ParserError
@@ -20,6 +21,8 @@ from .errors import UsageError
 
 # Whether the command being run was asked for --json: then its errors are JSON on stdout as well.
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+
+T = TypeVar("T")
 
 # Every tlsfleet command answers -h as well as --help.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -64,6 +67,21 @@ class CommandGroup(TyperGroup):
             raise fail(error.format_message()) from None
         finally:
             _json_errors.reset(token)
+
+
+def run_coroutine(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run(main), its result kept out of the main task. At exit asyncio.Runner puts SIGINT's
+    handler back, and signal.signal builds an error message with repr() of the handler it replaces, which
+    holds the main task and with it the result: a report run's whole ReportRun, 0.4 s of repr()."""
+    import asyncio  # not at the top: --help needs no event loop
+
+    kept: list[T] = []
+
+    async def keeping() -> None:
+        kept.append(await main)
+
+    asyncio.run(keeping())
+    return kept[0]
 
 
 def quiet_grpc_core() -> None:

@@ -23,6 +23,7 @@ BENCHMARKS = (
     "bench_startup",
     "bench_agent_rss",
     "bench_cli_latency",
+    "bench_local_probe",
     "bench_agent_throughput",
     "bench_diagnosis",
     "bench_store_verdicts",

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ...agent import exit_codes
-from ...agent.command import fail
+from ...agent.command import fail, run_coroutine
 from ..fleet.inventory import MergedLabels, merge_labels
 from ..outcomes import DescribeOutcome, VantageState
 
@@ -95,8 +95,8 @@ def run_agents(
     json_output: bool,
     coordinator: str | None = None,
 ) -> int:
-    from ...agent.logs import configure_cli_logging
     from ..probing import MAX_TIMEOUT_S, MIN_TIMEOUT_S
+    from .cli_logging import configure_cli_logging
 
     configure_cli_logging()
     if not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
@@ -106,7 +106,7 @@ def run_agents(
     answered = VantageProgress(None)
     try:
         with showing(answered, enabled=not json_output):
-            chosen = asyncio.run(_describe_fleet(inventory, agents, no_local, timeout, coordinator))
+            chosen = run_coroutine(_describe_fleet(inventory, agents, no_local, timeout, coordinator))
     except KeyboardInterrupt:
         # Ctrl-C: the agents that answered so far, and how many that is.
         if not json_output and answered.outcomes:

@@ -5,6 +5,8 @@ Heavy imports (grpc, cryptography, rich) happen inside commands so that `tlsflee
 
 from __future__ import annotations
 
+import copy
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -161,10 +163,13 @@ def probe(
 ) -> None:
     """Probe each TARGET from every selected vantage, compare what each one sees, and name the cause."""
     from .probe import ProbeArguments, parse_sni_variants, run_probe
-    from .probe_many import read_targets_file, run_probe_many
 
     variants = parse_sni_variants(sni_variants)
-    targets = (*(target or ()), *(read_targets_file(targets_file) if targets_file else ()))
+    targets = tuple(target or ())
+    if targets_file or len(targets) > 1:  # one target, the usual case, needs none of the many-target path
+        from .probe_many import read_targets_file, run_probe_many
+
+        targets += read_targets_file(targets_file) if targets_file else ()
     if not targets:
         raise fail("no target given: name one or more, or --targets-file FILE")
     run = run_probe if len(targets) == 1 else run_probe_many
@@ -300,4 +305,19 @@ def demo() -> None:
 
 def main() -> None:
     """Console entry point `tlsfleet`."""
-    run_main(app)
+    run_main(_only_the_command_asked(app, sys.argv[1:]))
+
+
+def _only_the_command_asked(full: typer.Typer, args: list[str]) -> typer.Typer:
+    """`full` with only the command named first in `args` when that is one of its own commands (`probe`,
+    `chain`, ...), not a group: building every command's parameters takes longer than running `tlsfleet
+    probe` from this machine does without them. The command parses, helps and fails as in `full`; anything
+    else gets `full`."""
+    asked = args[0] if args else ""
+    chosen = [c for c in full.registered_commands if (c.name or getattr(c.callback, "__name__", "")) == asked]
+    if len(chosen) != 1:
+        return full
+    trimmed = copy.copy(full)
+    trimmed.registered_commands = chosen
+    trimmed.registered_groups = []
+    return trimmed

@@ -6,7 +6,6 @@ with `#` lines between them (openssl skips text outside the blocks), `--text` th
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 import typer
 
 from ...agent import exit_codes
-from ...agent.command import fail
+from ...agent.command import fail, run_coroutine
 from ...agent.model import AddressResult, Failure
 from ..observation import Observation
 from ..outcomes import VantageState
@@ -145,7 +144,7 @@ def _sha256(der: bytes) -> str:
 
 
 def run_chain(args: ChainArguments) -> int:
-    from ...agent.logs import configure_cli_logging
+    from .cli_logging import configure_cli_logging
 
     if args.output not in FORMATS:
         raise fail(f"output {args.output!r} is not accepted; accepted: {', '.join(FORMATS)}")
@@ -165,7 +164,7 @@ def run_chain(args: ChainArguments) -> int:
         no_local=args.no_local,
         timeout=args.timeout,
     )
-    observation = asyncio.run(probe_fleet(probe, request))
+    observation = run_coroutine(probe_fleet(probe, request))
     chains, without = served_chains(observation)
     for line in render(chains, without, args.output):
         typer.echo(line)

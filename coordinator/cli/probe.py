@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ...agent import exit_codes
-from ...agent.command import fail
+from ...agent.command import fail, run_coroutine
 from ...agent.model import ProbeRequest
 from ..diagnosis.model import Finding, Severity
 from ..observation import DiagnosisSettings, Observation
@@ -118,7 +118,7 @@ async def probe_fleet_many(args: ProbeArguments, requests: Sequence[ProbeRequest
 
 
 def run_probe(args: ProbeArguments) -> int:
-    from ...agent.logs import configure_cli_logging
+    from .cli_logging import configure_cli_logging
 
     configure_cli_logging()
     [target] = args.targets  # several: probe_many.run_probe_many
@@ -129,7 +129,7 @@ def run_probe(args: ProbeArguments) -> int:
     answered = VantageProgress(request)
     try:
         with showing(answered, enabled=not args.json_output):
-            observation = asyncio.run(probe_fleet(args, request))
+            observation = run_coroutine(probe_fleet(args, request))
     except KeyboardInterrupt:
         return show_interrupted(request, answered, json_output=args.json_output)
     if args.save is not None:

@@ -3,24 +3,25 @@ and their worst finding first, then each target's matrix and findings; the exit 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from ...agent import exit_codes
 from ...agent.bounded_read import FileTooLarge, read_capped_text
-from ...agent.command import fail
+from ...agent.command import fail, run_coroutine
 from ...agent.errors import UsageError
 from ..diagnosis.model import Finding, Severity
 from ..observation import Observation
 from ..probing import ProbeArgumentError
 from .probe import ProbeArguments, diagnosis_options, exit_code_for, print_observation, probe_fleet_many, request_for
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 MAX_TARGETS = 1000
 MAX_TARGETS_FILE_BYTES = 1024 * 1024
@@ -58,7 +59,7 @@ def worst_exit(codes: Sequence[int]) -> int:
 
 
 def run_probe_many(args: ProbeArguments) -> int:
-    from ...agent.logs import configure_cli_logging
+    from .cli_logging import configure_cli_logging
 
     configure_cli_logging()
     targets = tuple(dict.fromkeys(args.targets))
@@ -82,7 +83,7 @@ def run_probe_many(args: ProbeArguments) -> int:
     done = TargetProgress(len(requests))
     try:
         with showing(done, enabled=not args.json_output):
-            observations = asyncio.run(probe_fleet_many(args, requests))
+            observations = run_coroutine(probe_fleet_many(args, requests))
     except KeyboardInterrupt:
         typer.echo(done.interrupted(), err=True)
         return exit_codes.INTERRUPTED
@@ -116,6 +117,9 @@ _WORST_STYLE = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow", Sever
 
 def summary_table(results: Sequence[tuple[Observation, Sequence[Finding], int]]) -> Table:
     """Targets x worst finding, worst first, so the one to look at is on top."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"{len(results)} targets", title_justify="left")
     for title in ("target", "worst", "top finding", "findings", "answered"):
         table.add_column(title, overflow="fold")

@@ -8,14 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from ...agent.model import ProbeRequest
 from ..fleet.fanout import Progress, reporting_progress
 from ..outcomes import DescribeOutcome, ProbeOutcome
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 REFRESH_PER_SECOND = 8
 
@@ -76,6 +76,8 @@ class _Line:
         self._started = time.monotonic()
 
     def __rich__(self) -> Text:
+        from rich.text import Text
+
         return Text(f"{self._words()} · {time.monotonic() - self._started:.1f} s", style="dim")
 
 
@@ -85,8 +87,14 @@ def showing(tracker: VantageProgress | TargetProgress, *, enabled: bool = True) 
     stderr shows its words."""
     with ExitStack() as stack:
         stack.enter_context(reporting_progress(tracker))
-        console = Console(stderr=True)
-        if enabled and console.is_terminal:
-            live = Live(_Line(tracker.words), console=console, transient=True, refresh_per_second=REFRESH_PER_SECOND)
-            stack.enter_context(live)
+        if enabled:  # rich only when there may be a line to show: `--json` never loads it
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(stderr=True)
+            if console.is_terminal:
+                live = Live(
+                    _Line(tracker.words), console=console, transient=True, refresh_per_second=REFRESH_PER_SECOND
+                )
+                stack.enter_context(live)
         yield

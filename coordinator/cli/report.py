@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated
 
 import typer
 
 from ...agent import exit_codes
-from ...agent.command import CommandGroup, epilog, fail
+from ...agent.command import CommandGroup, epilog, fail, run_coroutine
 from ..diagnosis.model import Severity
 from .service_options import ConfigOption, load_service_config, open_history
 
@@ -143,7 +142,7 @@ def report_run(
     probed = TargetProgress(len(report.targets))
     try:
         with showing(probed):
-            done, outcomes = asyncio.run(once())
+            done, outcomes = run_coroutine(once())
     except KeyboardInterrupt:
         typer.echo(probed.interrupted(), err=True)  # nothing is saved: a run is kept whole or not at all
         raise typer.Exit(exit_codes.INTERRUPTED) from None

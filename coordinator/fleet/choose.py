@@ -71,8 +71,9 @@ def select_vantages(
     vantages.extend(dialling_in)
     if not vantages:
         where = f"inventory {inventory.path}" if inventory.path else "no inventory (only 'local' exists)"
+        wanted = f"no vantage matches {selector_text!r}" if selector_text else "no vantage to probe from"
         raise FleetError(
-            f"no vantage matches {selector_text!r} in {where}"
+            f"{wanted} in {where}, nor among the agents that dial in ({len(linked)} known)"
             + ("; --no-local leaves out this machine" if not include_local else "")
         )
     return FleetChoice(inventory=inventory, vantages=tuple(vantages))

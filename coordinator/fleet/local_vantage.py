@@ -11,6 +11,7 @@ from ...agent.hostfacts import HostFactsCache
 from ...agent.model import AgentDescription, AgentIdentity, ProbeRequest
 from ...agent.probe.engine import ProbeEngine
 from ...agent.probe.request_limits import RequestError, fit_to_deadline, validate_request
+from ...agent.trust import store_cache
 from ..outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
 
 LOCAL_NAME = "local"
@@ -19,6 +20,8 @@ _SAME_CLOCK = ClockEstimate(offset_ms=0.0, error_ms=0.0)
 
 class LocalVantage:
     def __init__(self, engine: ProbeEngine | None = None) -> None:
+        # A CLI process discovers the trust stores afresh every run: what earlier runs parsed is kept on disk.
+        store_cache.enable()
         self.info = VantageInfo(name=LOCAL_NAME, address="local", kind=VantageKind.LOCAL)
         self._engine = engine or ProbeEngine()
         self._facts = HostFactsCache(__version__, os.environ)

@@ -63,3 +63,16 @@ def test_an_agent_without_a_stream_is_dialled_when_the_inventory_has_its_address
 def test_nothing_matching_is_still_an_error(inventory: Path) -> None:
     with pytest.raises(FleetError, match="no vantage matches 'db-\\*'"):
         chosen(inventory, "db-*", [(dial_in("k8s-7"), True)])
+
+
+def test_no_vantage_at_all_says_where_it_looked_without_a_selector(tmp_path: Path) -> None:
+    """A report without `agents`, run by a service before any agent dialled in and with an empty inventory."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(FleetError) as raised:
+        select_vantages(inventory_path=empty, selector_text=None, include_local=False)
+    message = str(raised.value)
+    assert message.startswith(
+        f"no vantage to probe from in inventory {empty}, nor among the agents that dial in (0 known)"
+    )
+    assert "None" not in message
