@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Verdict(StrEnum):
@@ -225,6 +226,12 @@ def per_store(verdicts: tuple[StoreVerdict, ...]) -> tuple[StoreVerdict, ...]:
     """One verdict per store: a verdict judged once for a group of identical stores, repeated for each."""
     if not any(v.same_as for v in verdicts):
         return verdicts
+    return _expanded(verdicts)
+
+
+# A fleet's addresses mostly carry equal verdicts (one chain, one set of stores): expand each set once.
+@lru_cache(maxsize=256)
+def _expanded(verdicts: tuple[StoreVerdict, ...]) -> tuple[StoreVerdict, ...]:
     out: list[StoreVerdict] = []
     for v in verdicts:
         out.append(replace(v, same_as=()))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from common import (
     memory_kib,
     percentile,
     quick_argument_parser,
+    raw_handshakes,
 )
 
 from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, Target, Verdict
@@ -65,53 +65,6 @@ class Tally:
             if failure is not Failure.NONE:
                 self.address_failures[failure.value] += 1
             self.verdicts[address.native.verdict.value] += 1
-
-
-# The yardstick, run as its own process so that it uses a core the way the agent does.
-RAW_LOOP = """
-import asyncio, ssl, sys, time
-host, port, cafile, total, in_flight = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-context = ssl.create_default_context(cafile=cafile)
-remaining, chains = total, 0
-
-async def one():
-    global chains
-    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname="localhost")
-    if writer.get_extra_info("ssl_object")._sslobj.get_unverified_chain():
-        chains += 1
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass
-
-async def worker():
-    global remaining
-    while remaining > 0:
-        remaining -= 1
-        await one()
-
-async def main():
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
-    return time.perf_counter() - started
-
-elapsed = asyncio.run(main())
-print(f"{chains} {elapsed} {time.process_time()}")
-"""
-
-
-def raw_handshakes(port: int, cafile: str, total: int, in_flight: int) -> tuple[int, float, float]:
-    """(chains captured, elapsed seconds, CPU seconds) of the raw loop."""
-    done = subprocess.run(
-        [sys.executable, "-c", RAW_LOOP, LOOPBACK, str(port), cafile, str(total), str(in_flight)],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=True,
-    )
-    chains, elapsed, cpu = done.stdout.split()
-    return int(chains), float(elapsed), float(cpu)
 
 
 def probe_request(port: int) -> ProbeRequest:
@@ -178,7 +131,8 @@ def main() -> int:
         result = asyncio.run(measure(agent.address, agent.name, server.port, probes, args.in_flight, pids))
         agent_memory = memory_kib(agent.pid)
         stores = asyncio.run(describe_stores(agent.address, agent.name))
-        raw_chains, raw_elapsed, raw_cpu = raw_handshakes(server.port, str(lab.root_file), probes, args.in_flight)
+        raw = raw_handshakes(server.port, str(lab.root_file), ["localhost"], probes, args.in_flight)
+        raw_chains, raw_elapsed, raw_cpu = raw.chains, raw.elapsed_s, raw.cpu_s
     tally: Tally = result["tally"]
     elapsed: float = result["elapsed"]
     ok = tally.states.get(VantageState.OK.value, 0)

@@ -35,6 +35,7 @@ from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 __all__ = [
     "LOOPBACK",
     "Lab",
+    "RawHandshakes",
     "Report",
     "TargetServer",
     "cpu_seconds",
@@ -43,6 +44,7 @@ __all__ = [
     "memory_kib",
     "percentile",
     "quick_argument_parser",
+    "raw_handshakes",
     "start_target_server",
     "tlsfleet_executable",
 ]
@@ -52,6 +54,7 @@ SERVER_START_TIMEOUT_S = 20.0
 SERVER_STOP_TIMEOUT_S = 10.0
 AGENT_START_PARALLEL = 4
 OTHER_WORK_WARNING_CORES = 0.1
+RAW_TIMEOUT_S = 300.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Op = Literal["<=", ">="]
@@ -105,6 +108,66 @@ def tlsfleet_executable() -> list[str]:
     """The installed `tlsfleet` console script beside our interpreter, as a user runs it."""
     script = Path(sys.executable).parent / "tlsfleet"
     return [str(script)] if script.exists() else tlsfleet_command()
+
+
+# The yardstick for probes: a raw asyncio loop in a process of its own (so that it uses a core the way an
+# agent does), CERT_REQUIRED handshakes with the served chain captured, names taken in turn for SNI and the
+# name check. Prints: chains captured, seconds inside the loop, CPU seconds of the process.
+RAW_LOOP = """
+import asyncio, ssl, sys, time
+host, port, cafile, total, in_flight = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+names = sys.argv[6].split(",")
+context = ssl.create_default_context(cafile=cafile)
+remaining, chains = total, 0
+
+async def one(name):
+    global chains
+    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=name)
+    if writer.get_extra_info("ssl_object")._sslobj.get_unverified_chain():
+        chains += 1
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+async def worker():
+    global remaining
+    while remaining > 0:
+        remaining -= 1
+        await one(names[remaining % len(names)])
+
+async def main():
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
+    return time.perf_counter() - started
+
+elapsed = asyncio.run(main())
+print(f"{chains} {elapsed} {time.process_time()}")
+"""
+
+
+@dataclass(frozen=True)
+class RawHandshakes:
+    chains: int  # handshakes that completed with a chain captured
+    elapsed_s: float  # inside the loop
+    cpu_s: float  # the process's CPU
+    process_s: float  # the whole process, interpreter start-up included
+
+
+def raw_handshakes(port: int, cafile: str, names: Sequence[str], total: int, in_flight: int) -> RawHandshakes:
+    """`total` raw handshakes against 127.0.0.1:`port`, `in_flight` at once, SNI from `names` in turn."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", RAW_LOOP, LOOPBACK, str(port), cafile, str(total), str(in_flight), ",".join(names)],
+        capture_output=True,
+        text=True,
+        timeout=RAW_TIMEOUT_S,
+        check=True,
+    )
+    process_s = time.perf_counter() - started
+    chains, elapsed, cpu = done.stdout.split()
+    return RawHandshakes(int(chains), float(elapsed), float(cpu), process_s)
 
 
 def quick_argument_parser(description: str) -> argparse.ArgumentParser:

@@ -238,13 +238,19 @@ def iter_json(
     expiry_critical_days: float = DEFAULT_CRITICAL_DAYS,
 ) -> Iterator[str]:
     """The same document as `render_json`, as text, one target at a time: a fleet-sized report is tens of
-    megabytes, and building it whole would set the coordinator's peak memory."""
-    head = json.dumps(_head(run, changes, expiry_warning_days, expiry_critical_days), indent=2, ensure_ascii=False)
-    yield head[: head.rindex("}")].rstrip() + ',\n  "targets": ['
+    megabytes, and building it whole would set the coordinator's peak memory. One line per top-level key
+    and per target, each compact: json's C encoder, which `indent` turns off, takes a tenth of the time for
+    200 targets x 10 agents, and `jq` or any reader takes the document the same."""
+    head = _head(run, changes, expiry_warning_days, expiry_critical_days)
+    yield "{\n" + "".join(f"  {_compact(key)}: {_compact(value)},\n" for key, value in head.items()) + '  "targets": ['
     for index, target in enumerate(run.targets):
         document = _target_json(target, run.started_at, expiry_warning_days, expiry_critical_days)
-        yield ("," if index else "") + "\n" + json.dumps(document, indent=2, ensure_ascii=False)
+        yield ("," if index else "") + "\n    " + _compact(document)
     yield "\n  ]\n}\n"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _head(run: ReportRun, changes: Sequence[Change], expiry_warning_days: float, expiry_critical_days: float) -> dict:
