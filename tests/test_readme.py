@@ -4,6 +4,7 @@ and its "Try it on your machine" block, run as written, shows what the README sa
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import pytest
 from typer._click.exceptions import UsageError
 
 from tests.cli_tree import PROGRAMS, parse
+from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -163,3 +165,49 @@ def _stop_group(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
+
+
+SHARED_DIR = "/tmp/tlsfleet-shared"
+SHARED_URL = "postgresql://tlsfleet:secret@127.0.0.1:5432/tlsfleet"
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_shared_deployment_runs_as_written(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """Two coordinators on one PostgreSQL, two dial-out agents: the block as written, on ports of our own."""
+    [block] = [b for b in sh_blocks(README.read_text()) if SHARED_DIR in b]
+    assert SHARED_URL in block, "the block no longer names the history by the URL this test replaces"
+    workdir = tmp_path / "shared"
+    script = block.replace(SHARED_DIR, str(workdir)).replace(SHARED_URL, postgres_server.create_database())
+    for port in ("8443", "7451", "7452", "9471", "9472"):
+        assert port in script
+        script = script.replace(port, str(_free_port()))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "200"}
+    shell = subprocess.Popen(
+        ["bash", "-c", "cd " + shlex.quote(str(ROOT)) + "\n" + script + "\nwait\n"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = shell.communicate(timeout=150)
+    finally:
+        _stop_group(shell)
+    assert "Traceback" not in out + err
+    runs = [line.split() for line in out.splitlines() if re.match(r"^\s+\d+\s+shared\s", line)]
+    assert len(runs) >= 2, f"report list shows the slots' runs\n{out}\n{err}"
+    claimed = [
+        json.loads(line)["slot"]
+        for hub in ("hub-a", "hub-b")
+        for line in (workdir / f"{hub}.log").read_text().splitlines()
+        if '"run_claimed"' in line
+    ]
+    assert len(claimed) == len(set(claimed)) >= len(runs), "each slot claimed once, by one coordinator"
+    assert re.search(r"^ok$", out, flags=re.MULTILINE), "/healthz"
+    # /metrics (with its report label) and /probe (without), from the two coordinators in turn.
+    for labels in ('agent="edge-1",report="shared",', 'agent="edge-1",'):
+        assert f'tlsfleet_probe_success{{{labels}target="localhost:' in out
+    assert re.search(r'tlsfleet_probe_success\{agent="edge-2",report="shared",target="localhost:\d+"\} 0\.0', out)
+    assert re.search(r'tlsfleet_probe_success\{agent="edge-1",target="localhost:\d+"\} 1\.0', out)
