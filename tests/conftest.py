@@ -7,6 +7,7 @@ Chromium. `make test-fast` runs what has none of them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,22 @@ import pytest
 from tests.coordinator.service.history.backends import BACKENDS, HistoryDatabase, history_database
 from tests.postgres import PostgresServer, absent_reason, throwaway_server
 from tlsfleet.coordinator.lab.pki import LabPKI
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$XDG_CACHE_HOME for the session, so that what the CLI keeps on disk (agent/trust/store_cache.py) goes
+    to a directory of the tests' own, for them and the processes they start, never to the user's."""
+    path = tmp_path_factory.mktemp("cache-home")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ coordinator sweeps first.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -145,3 +146,30 @@ def interrupted_note(lease: SlotLease) -> str:
         f"interrupted: coordinator {lease.owner} held this run (slot {utc(lease.slot)}) and went silent "
         f"after {utc(lease.renewed_at)}; its lease expired at {utc(lease.expires_at)}"
     )
+
+
+class SlotLeases:
+    """The HistoryStore's lease methods, for a store that gives its write transaction (`_write`) and its
+    dialect (`_leases`)."""
+
+    def _write(self, action: str) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _leases(self, db: Any) -> LeaseSql:
+        raise NotImplementedError
+
+    def claim_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> SlotLease:
+        with self._write("claim a report slot") as db:
+            return self._leases(db).claim(report, slot, owner, now, expires_at)
+
+    def renew_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> bool:
+        with self._write("renew a report slot's lease") as db:
+            return self._leases(db).renew(report, slot, owner, now, expires_at)
+
+    def finish_slot(self, report: str, slot: datetime, owner: str, at: datetime, run_id: int | None) -> bool:
+        with self._write("finish a report slot") as db:
+            return self._leases(db).finish(report, slot, owner, at, run_id)
+
+    def interrupt_expired(self, now: datetime) -> list[SlotLease]:
+        with self._write("record interrupted runs") as db:
+            return self._leases(db).interrupt_expired(now)

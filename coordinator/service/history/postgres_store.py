@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..config import redact_url
 from ..report_model import ReportRun
-from .leases import LeaseSql
+from .leases import LeaseSql, SlotLeases
 from .observation_parts import pack_ids
 from .postgres_migrations import LOCK_TIMEOUT_MS, migrate
 from .rows import (
@@ -43,7 +43,7 @@ from .rows import (
     outbox_row,
     prune_rows,
 )
-from .store import HistoryError, OutboxRow, Queued, RunSummary, SlotLease
+from .store import HistoryError, OutboxRow, Queued, RunSummary
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_STATEMENT_TIMEOUT_S", "PostgresHistory"]
 
@@ -54,7 +54,7 @@ APPLICATION_NAME = "tlsfleet-coordinator"
 _AUTH_FAILED = ("28P01", "28000")  # invalid_password, invalid_authorization_specification
 
 
-class PostgresHistory:
+class PostgresHistory(SlotLeases):
     """`HistoryStore` on a PostgreSQL database named by a libpq URL (postgresql://user@host:port/db);
     the schema is created or brought up to date when the store opens."""
 
@@ -438,22 +438,6 @@ class PostgresHistory:
 
     def _leases(self, db: psycopg.Connection[Any]) -> LeaseSql:
         return LeaseSql(db, mark="%s", write_time=_aware, read_time=_utc)
-
-    def claim_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> SlotLease:
-        with self._write("claim a report slot") as db:
-            return self._leases(db).claim(report, slot, owner, now, expires_at)
-
-    def renew_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> bool:
-        with self._write("renew a report slot's lease") as db:
-            return self._leases(db).renew(report, slot, owner, now, expires_at)
-
-    def finish_slot(self, report: str, slot: datetime, owner: str, at: datetime, run_id: int | None) -> bool:
-        with self._write("finish a report slot") as db:
-            return self._leases(db).finish(report, slot, owner, at, run_id)
-
-    def interrupt_expired(self, now: datetime) -> list[SlotLease]:
-        with self._write("record interrupted runs") as db:
-            return self._leases(db).interrupt_expired(now)
 
 
 def _announce(db: psycopg.Connection[Any], key: str, when: datetime, resolved: bool) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..report_model import ReportRun
-from .leases import LeaseSql
+from .leases import LeaseSql, SlotLeases
 from .migrations import migrate
 from .observation_parts import pack_ids
 from .rows import (
@@ -37,7 +37,7 @@ from .rows import (
     outbox_row,
     prune_rows,
 )
-from .store import HistoryError, OutboxRow, Queued, RunSummary, SlotLease
+from .store import HistoryError, OutboxRow, Queued, RunSummary
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteHistory"]
 
@@ -46,7 +46,7 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _IN_CHUNK = 500  # parameters per IN (...) query, well under SQLite's limit
 
 
-class SqliteHistory:
+class SqliteHistory(SlotLeases):
     """`HistoryStore` on an SQLite file, created (with its schema) when absent."""
 
     def __init__(self, path: Path | str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
@@ -394,22 +394,6 @@ class SqliteHistory:
 
     def _leases(self, db: sqlite3.Connection) -> LeaseSql:
         return LeaseSql(db, mark="?", write_time=_time, read_time=_parse_time)
-
-    def claim_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> SlotLease:
-        with self._write("claim a report slot") as db:
-            return self._leases(db).claim(report, slot, owner, now, expires_at)
-
-    def renew_slot(self, report: str, slot: datetime, owner: str, now: datetime, expires_at: datetime) -> bool:
-        with self._write("renew a report slot's lease") as db:
-            return self._leases(db).renew(report, slot, owner, now, expires_at)
-
-    def finish_slot(self, report: str, slot: datetime, owner: str, at: datetime, run_id: int | None) -> bool:
-        with self._write("finish a report slot") as db:
-            return self._leases(db).finish(report, slot, owner, at, run_id)
-
-    def interrupt_expired(self, now: datetime) -> list[SlotLease]:
-        with self._write("record interrupted runs") as db:
-            return self._leases(db).interrupt_expired(now)
 
 
 def _configure(connection: sqlite3.Connection) -> None:

@@ -31,7 +31,7 @@ from tlsfleet.coordinator.lab.agent_process import agent_command, tlsfleet_comma
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 from tlsfleet.coordinator.outcomes import VantageState
-from tlsfleet.coordinator.service.config import ConfigError, load_config, parse_config
+from tlsfleet.coordinator.service.config import ConfigError, ServiceConfig, load_config, parse_config
 from tlsfleet.coordinator.service.history import HistoryError
 from tlsfleet.coordinator.service.history.sqlite_store import SqliteHistory
 from tlsfleet.coordinator.service.http_routes import FleetPages
@@ -292,17 +292,22 @@ def test_serve_with_a_bad_lease_expiry_says_so_and_exits_2(tmp_path: Path) -> No
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+def one_report_config(tmp_path: Path, history: HistoryDatabase) -> ServiceConfig:
+    """A service with one report of one target on `history`, no agents: for pipelines fed made-up runs."""
+    (tmp_path / "inventory.toml").write_text("")
+    config_path = tmp_path / "coordinator.toml"
+    config_path.write_text(
+        f'[coordinator]\ninventory = "inventory.toml"\n\n{history.storage_toml()}\n'
+        '[[report]]\nname = "prod-edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1m"\nformats = ["json"]\n'
+    )
+    return load_config(config_path)
+
+
 def test_the_run_after_an_interrupted_one_is_compared_with_the_last_run_that_probed(
     tmp_path: Path, history_db: HistoryDatabase, pki: LabPKI
 ) -> None:
     """An interrupted run holds no targets: compared with it, a rotated certificate would go unnoticed."""
-    (tmp_path / "inventory.toml").write_text("")
-    config_path = tmp_path / "coordinator.toml"
-    config_path.write_text(
-        f'[coordinator]\ninventory = "inventory.toml"\n\n{history_db.storage_toml()}\n'
-        '[[report]]\nname = "prod-edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1m"\nformats = ["json"]\n'
-    )
-    config = load_config(config_path)
+    config = one_report_config(tmp_path, history_db)
     report = config.reports[0]
     started = datetime.now(UTC) - timedelta(minutes=10)
 
@@ -434,13 +439,7 @@ def test_the_previous_run_read_early_is_used_only_while_it_is_still_the_previous
 ) -> None:
     """`run` reads the run to compare with while the agents probe; another coordinator may save a run of the same
     report meanwhile, and then the early read is stale and read again."""
-    (tmp_path / "inventory.toml").write_text("")
-    config_path = tmp_path / "coordinator.toml"
-    config_path.write_text(
-        f'[coordinator]\ninventory = "inventory.toml"\n\n{history_db.storage_toml()}\n'
-        '[[report]]\nname = "prod-edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1m"\nformats = ["json"]\n'
-    )
-    config = load_config(config_path)
+    config = one_report_config(tmp_path, history_db)
     report = config.reports[0]
     started = datetime.now(UTC) - timedelta(minutes=10)
 
@@ -483,13 +482,7 @@ def test_every_coordinator_shows_the_latest_run_in_its_metrics_whoever_made_it(
     tmp_path: Path, history_db: HistoryDatabase, pki: LabPKI
 ) -> None:
     """Prometheus scrapes every replica: each one's series follow the shared history, not only its own runs."""
-    (tmp_path / "inventory.toml").write_text("")
-    config_path = tmp_path / "coordinator.toml"
-    config_path.write_text(
-        f'[coordinator]\ninventory = "inventory.toml"\n\n{history_db.storage_toml()}\n'
-        '[[report]]\nname = "prod-edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1m"\nformats = ["json"]\n'
-    )
-    config = load_config(config_path)
+    config = one_report_config(tmp_path, history_db)
     report = config.reports[0]
     started = datetime.now(UTC) - timedelta(minutes=10)
 
