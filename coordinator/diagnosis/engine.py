@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from ..observation import DiagnosisSettings, Observation
 from . import (
@@ -21,6 +22,7 @@ from . import (
     validity,
 )
 from .model import Cause, Evidence, Finding, Severity
+from .reproduce import route_options, routed
 from .wording import count, name_list
 
 Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
@@ -54,6 +56,11 @@ def diagnose(observation: Observation, settings: DiagnosisSettings | None = None
     how many vantages they concern (`Finding.rank`); at most MAX_PER_CAUSE of each cause and severity."""
     settings = settings or DiagnosisSettings.for_request(observation.request)
     found = [finding for rule in RULES for finding in rule(observation, settings)]
+    # Every rule writes its s_client commands for TLS from the first byte; the road the probes took (a
+    # STARTTLS dialogue, a proxy) is the observation's, so it is added here, once for all of them.
+    route = route_options(observation)
+    if route:
+        found = [replace(f, reproduce=routed(f.reproduce, route)) for f in found]
     return tuple(sorted(bounded(found), key=lambda f: f.rank))
 
 

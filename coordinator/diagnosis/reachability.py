@@ -82,25 +82,61 @@ def _dns_failures(observation: Observation) -> Iterator[Finding]:
     )
 
 
+_STARTTLS = frozenset({Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_BAD_REPLY, Failure.STARTTLS_TIMEOUT})
+_PROXY = frozenset({Failure.PROXY_REFUSED, Failure.PROXY_ERROR})
+
+
 def _connect_failures(observation: Observation) -> Iterator[Finding]:
-    # An address the agent's policy refused was never tried: policy_denied's, not a network fact.
+    """One finding per way the road to the ClientHello broke: the network (no TCP connection), the STARTTLS
+    dialogue (the server answered, TLS was not offered or not understood), the HTTPS proxy (CONNECT refused
+    or not answered). Each says what to look at; an agent's policy refusal is policy_denied's."""
     failed = [r for r in observation.rows if not r.connected and not is_denied(r)]
     if not failed:
         return
-    reached = [r for r in observation.rows if r.connected]
-    everyone = not reached
+    everyone = not any(r.connected for r in observation.rows)
+    families: dict[str, list[Row]] = defaultdict(list)
+    for row in failed:
+        failure = row.address.connect_failure
+        families["starttls" if failure in _STARTTLS else "proxy" if failure in _PROXY else "network"].append(row)
+    for family, rows in families.items():
+        yield _connect_finding(observation, family, rows, everyone)
+
+
+def _connect_finding(observation: Observation, family: str, failed: list[Row], everyone: bool) -> Finding:
     agents = tuple(dict.fromkeys(r.agent for r in failed))
     addresses = tuple(dict.fromkeys(r.address.address for r in failed))
-    kinds = sorted({str(r.address.connect_failure) for r in failed})
+    kinds = ", ".join(sorted({str(r.address.connect_failure) for r in failed}))
     where = "from every vantage" if everyone else f"from {name_list(agents)}"
+    at = ", ".join(addresses)
+    target = observation.target
+    if family == "starttls":
+        protocol = observation.request.options.starttls.value
+        summary = (
+            f"{target} answers {where} at {at}, but TLS does not start inside its protocol ({kinds}): the "
+            "server was reached; what it says before TLS is not a STARTTLS it offers and completes."
+        )
+        fix = (
+            "Turn TLS on in the service (PostgreSQL `ssl = on`; an SMTP server that lists STARTTLS in its EHLO "
+            f"reply), or probe the port with the protocol it speaks (`--starttls`; this probe spoke "
+            f"{protocol if protocol != 'none' else 'the one its port implies'}), or its TLS port."
+        )
+    elif family == "proxy":
+        summary = (
+            f"{target} cannot be reached through the HTTPS proxy {where} ({kinds}): the proxy did not open the "
+            f"tunnel to {at}."
+        )
+        fix = (
+            "The proxy's answer says why (in the evidence): allow this host and port in the proxy's policy, give "
+            "the agent's host the proxy credentials its applications use, or exempt the target with NO_PROXY."
+        )
+    else:
+        summary = f"{target} cannot be reached {where} ({kinds}) at {at}: a network fact, not a TLS verdict."
+        fix = "Check that the service listens on that port and that firewalls or security groups let these hosts in."
     first = failed[0]
-    yield Finding(
+    return Finding(
         cause=Cause.UNREACHABLE,
         severity=Severity.CRITICAL if everyone else Severity.WARNING,
-        summary=(
-            f"{observation.target} cannot be reached {where} ({', '.join(kinds)}) at {', '.join(addresses)}: "
-            "a network fact, not a TLS verdict."
-        ),
+        summary=summary,
         agents=agents,
         addresses=addresses,
         evidence=(
@@ -109,7 +145,7 @@ def _connect_failures(observation: Observation) -> Iterator[Finding]:
                 tuple((r.where, f"{r.address.connect_failure}: {r.address.connect_error}") for r in failed),
             ),
         ),
-        fix="Check that the service listens on that port and that firewalls or security groups let these hosts in.",
+        fix=fix,
         reproduce=(s_client(first.address.address, observation.request.target.port, first.result.sni),),
     )
 

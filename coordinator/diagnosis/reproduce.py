@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Sequence
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from ...agent.endpoints import join_host_port
+from ...agent.model import Starttls
+from ..observation import Observation
+
+_S_CLIENT = re.compile(r"openssl s_client -connect \S+")
+_PROXY_PORT = 3128  # what a proxy URL without a port means (agent/probe/proxy.py)
 
 
 def s_client(address: str, port: int, sni: str | None, *, show_certs: bool = True) -> str:
@@ -35,3 +43,38 @@ def save_chain(address: str, port: int, sni: str | None) -> str:
         f"{fetch} 2>/dev/null | awk '/BEGIN CERT/,/END CERT/' > chain.pem && "
         "awk '/BEGIN CERT/,/END CERT/{print} /END CERT/{exit}' chain.pem > leaf.pem"
     )
+
+
+def route_options(observation: Observation) -> tuple[str, ...]:
+    """`openssl s_client` options for the road the agents took to the ClientHello: the STARTTLS dialogue they
+    spoke (as `-starttls`), and the HTTPS proxy they went through (`-proxy`) when all that used one used the
+    same; () for TLS from the first byte, straight to the address."""
+    answered = [o.result for o in observation.answered if o.result is not None]
+    spoken = {r.starttls for r in answered if r.starttls is not Starttls.NONE}
+    asked = observation.request.options.starttls
+    starttls = next(iter(spoken)) if len(spoken) == 1 else asked
+    options: list[str] = ["-starttls", starttls.value] if starttls is not Starttls.NONE else []
+    proxies = {r.proxy for r in answered if r.proxy}
+    address = _proxy_address(next(iter(proxies))) if len(proxies) == 1 else None
+    if address:
+        options += ["-proxy", address]
+    return tuple(options)
+
+
+def routed(commands: Sequence[str], options: Sequence[str]) -> tuple[str, ...]:
+    """`commands` with every `openssl s_client -connect ADDRESS` in them taking `options` (route_options)."""
+    if not options:
+        return tuple(commands)
+    extra = " ".join(shlex.quote(o) for o in options)
+    return tuple(_S_CLIENT.sub(lambda m: f"{m.group(0)} {extra}", c) for c in commands)
+
+
+def _proxy_address(label: str) -> str | None:
+    """host:port of a proxy as the agent reported it (a URL, its password redacted); credentials are not
+    for a command line."""
+    try:
+        url = urlsplit(label if "://" in label else f"http://{label}")
+        port = url.port or _PROXY_PORT
+    except ValueError:
+        return None
+    return join_host_port(url.hostname, port) if url.hostname else None

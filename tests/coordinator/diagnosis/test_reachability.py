@@ -181,3 +181,26 @@ def test_python_completing_where_openssl_is_cut_off_everywhere_is_not_the_server
     assert "Python's default context completes it on a and b" in f.summary
     assert "OpenSSL configuration of these hosts" in f.summary
     assert "server's side" not in f.summary
+
+
+def _unreachable(observation: Observation) -> list[Finding]:
+    found = reachability.findings(observation, DiagnosisSettings.for_request(observation.request))
+    return [f for f in found if f.cause is Cause.UNREACHABLE]
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_its_own_finding_beside_a_refused_port() -> None:
+    """Through the proxy and straight to the port are two roads, and each says what to look at."""
+    proxied = outcome("edge-1", [address(IP1, (), connect_failure=Failure.PROXY_REFUSED)])
+    direct = outcome("edge-2", [address(IP1, (), connect_failure=Failure.REFUSED)])
+    by_proxy, by_network = sorted(_unreachable(observe(proxied, direct)), key=lambda f: "proxy" not in f.summary)
+    assert by_proxy.agents == ("edge-1",) and "through the HTTPS proxy" in by_proxy.summary
+    assert "NO_PROXY" in by_proxy.fix and "firewall" not in by_proxy.fix
+    assert by_network.agents == ("edge-2",) and "a network fact" in by_network.summary
+    assert all(f.severity is Severity.CRITICAL for f in (by_proxy, by_network)), "no vantage got through"
+
+
+def test_a_server_without_starttls_was_reached() -> None:
+    no_tls = outcome("edge-1", [address(IP1, (), connect_failure=Failure.STARTTLS_UNSUPPORTED)])
+    (finding,) = _unreachable(observe(no_tls))
+    assert f"answers from every vantage at {IP1}, but TLS does not start" in finding.summary
+    assert "--starttls" in finding.fix

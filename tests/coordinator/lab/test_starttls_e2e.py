@@ -76,6 +76,10 @@ def test_probe_starttls_to_a_server_without_it_is_named(tmp_path: Path, agent: A
     assert code == 1
     assert address["connect_failure"] == "starttls_unsupported"
     assert address["connect_error"].startswith("the server does not offer STARTTLS")
+    # Reached, but no TLS inside the protocol: said so, not "check the firewall".
+    (finding,) = [f for f in report["findings"] if f["cause"] == "unreachable"]
+    assert "TLS does not start inside its protocol (starttls_unsupported)" in finding["summary"]
+    assert "--starttls" in finding["fix"] and "firewall" not in finding["fix"]
 
 
 def test_via_proxy_shows_the_egress_proxy_from_the_hosts_that_use_it(pki: LabPKI, tmp_path: Path, roots: Path) -> None:
@@ -105,3 +109,24 @@ def test_via_proxy_shows_the_egress_proxy_from_the_hosts_that_use_it(pki: LabPKI
     causes = [f["cause"] for f in report["findings"]]
     assert "tls_interception" in causes, report["findings"]
     assert code == 1
+
+
+def test_the_commands_to_reproduce_speak_starttls_as_the_probe_did(pki: LabPKI, tmp_path: Path) -> None:
+    """A finding's `openssl s_client` commands, pasted on the host, take the same road as the agent: without
+    `-starttls smtp` they would meet the SMTP banner and save no chain."""
+    elsewhere = write_pem(tmp_path / "elsewhere.pem", LabPKI("Elsewhere").root.cert_pem)
+    agent = start_agent("mail-2", tmp_path / "agent-2", env=trust_env(tmp_path, elsewhere))
+    try:
+        with SmtpServer(ServedIdentity.of(pki.issue_leaf(NAME), pki.intermediate)) as smtp:
+            code, report = _probe(
+                tmp_path, [agent], f"{NAME}:{smtp.port}", "--address", "127.0.0.1", "--starttls", "smtp"
+            )
+            commands = [c for f in report["findings"] for c in f["reproduce"] if "openssl s_client" in c]
+            saving = next(c for c in commands if "> chain.pem" in c)
+            done = subprocess.run(["bash", "-c", saving], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    finally:
+        agent.stop()
+    assert code == 1 and commands, report["findings"]
+    assert all(f"-connect 127.0.0.1:{smtp.port} -starttls smtp" in c for c in commands), commands
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "chain.pem").read_text().count("BEGIN CERTIFICATE") == 2, "the served chain, saved"
