@@ -37,7 +37,7 @@ def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[Pro
         _print_shared(console, shared)
     if matrix.rows:
         table = _table(matrix, view, plain)
-        if console.width >= BLOCKS_BELOW and console.measure(table).maximum <= console.width:
+        if _fits(console, table):
             console.print(table)
         else:
             _print_blocks(console, matrix, view, plain)
@@ -89,6 +89,13 @@ def _table(matrix: Matrix, view: Agreement, plain: bool) -> Table:
     return table
 
 
+def _fits(console: Console, table: Table) -> bool:
+    """The table unwrapped is no wider than the terminal (measured without the terminal's bound, which rich
+    would clamp the measurement to), and the terminal is wide enough for a table at all."""
+    unbounded = console.options.update(width=10 * WIDTH_WHEN_PIPED)
+    return console.width >= BLOCKS_BELOW and console.measure(table, options=unbounded).maximum <= console.width
+
+
 def _print_blocks(console: Console, matrix: Matrix, view: Agreement, plain: bool) -> None:
     """One block per row: its name (and labels, address), then a "key: value" line per column left."""
     heading = [key for key in view.columns if key in IDENTITY]
@@ -128,36 +135,72 @@ def make_console() -> Console:
     return console
 
 
+_AGENT_TITLES = (
+    "agent",
+    "state",
+    "address",
+    "version",
+    "labels",
+    "clock offset",
+    "host",
+    "trust stores",
+    "runtimes",
+    "probe policy",
+)
+_AGENT_HEAD = 6  # agent .. clock offset: one line per agent; the rest are facts of some length
+
+
 def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
+    """One row per agent when the table fits the terminal, else one block per agent: its head line, then a
+    "key: value" line for each of its host's facts."""
+    rows = [_agent_cells(o) for o in outcomes]
     table = Table(title="agents", title_justify="left")
-    titles = (
-        "agent",
-        "state",
-        "address",
-        "version",
-        "labels",
-        "clock offset",
-        "host",
-        "trust stores",
-        "runtimes",
-        "probe policy",
-    )
-    for title in titles:
+    for title in _AGENT_TITLES:
         table.add_column(title, overflow="fold")
-    for o in outcomes:
-        labels = ",".join(f"{k}={v}" for k, v in o.vantage.labels)
-        state = Text(str(o.state), style="green" if o.state is VantageState.OK else "bold red")
-        if o.description is None:
-            table.add_row(o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error, "", "")
-            continue
-        d = o.description
-        facts = d.facts
-        host = f"{facts.hostname} · {facts.os} · {facts.openssl_version}"
-        stores = _stores_by_content(d.trust_stores)
-        clock = f"{o.clock.offset_ms:+.0f} ms ±{o.clock.error_ms:.0f}" if o.clock else "?"
-        row = (o.vantage.name, state, o.vantage.address, d.identity.version, labels, clock, host, stores)
-        table.add_row(*row, _runtimes(facts.runtimes), "\n".join(d.probe_policy) or "-")
-    console.print(table)
+    for cells in rows:
+        table.add_row(*cells)
+    if _fits(console, table):
+        console.print(table)
+        return
+    console.print(Text("agents", style="bold"))
+    for cells in rows:
+        head = Text(str(cells[0]), style="bold")
+        for cell in cells[1:_AGENT_HEAD]:
+            if str(cell):
+                head.append("  ")
+                head.append(cell if isinstance(cell, Text) else Text(cell))
+        console.print(head, overflow="fold")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for title, cell in zip(_AGENT_TITLES[_AGENT_HEAD:], cells[_AGENT_HEAD:], strict=True):
+            if str(cell):
+                grid.add_row(f"  {title}:", cell)
+        if grid.row_count:
+            console.print(grid)
+
+
+def _agent_cells(o: DescribeOutcome) -> tuple[str | Text, ...]:
+    labels = ",".join(f"{k}={v}" for k, v in o.vantage.labels)
+    state = Text(str(o.state), style="green" if o.state is VantageState.OK else "bold red")
+    if o.description is None:
+        return (o.vantage.name, state, o.vantage.address, "", labels, "", "", o.error, "", "")
+    d = o.description
+    facts = d.facts
+    host = f"{facts.hostname} · {facts.os} · {facts.openssl_version}"
+    clock = f"{o.clock.offset_ms:+.0f} ms ±{o.clock.error_ms:.0f}" if o.clock else "?"
+    return (
+        o.vantage.name,
+        state,
+        o.vantage.address,
+        d.identity.version,
+        labels,
+        clock,
+        host,
+        _stores_by_content(d.trust_stores),
+        _runtimes(facts.runtimes),
+        "\n".join(d.probe_policy) or "-",
+    )
 
 
 def _runtimes(runtimes: Sequence[tuple[str, str]]) -> str:

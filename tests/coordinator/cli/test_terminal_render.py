@@ -147,3 +147,56 @@ def test_notes_alone_read_as_no_findings() -> None:
     out = io.StringIO()
     print_findings(Console(file=out, width=80), [note, replace(note, severity=Severity.WARNING)])
     assert out.getvalue().splitlines()[0] == "Findings (2), most severe first:"
+
+
+def _described(name: str):  # -> DescribeOutcome
+    from tlsfleet.agent.model import AgentDescription, AgentIdentity, HostFacts, TrustStore
+    from tlsfleet.coordinator.outcomes import ClockEstimate, DescribeOutcome, VantageInfo, VantageState
+
+    facts = HostFacts(
+        hostname=name,
+        os="Debian GNU/Linux 12 (bookworm) (Linux 6.1.0-28-amd64 x86_64)",
+        python_version="3.11.2",
+        openssl_version="OpenSSL 3.0.15 3 Sep 2024",
+        agent_version="0.1.0",
+        runtimes=(
+            ("python", "/usr/bin/python3 -> /usr/bin/python3.11 (system interpreter in /usr/bin): no certifi"),
+            ("java", "/usr/bin/java -> /usr/lib/jvm/java-17-openjdk-amd64/bin/java (`java` on PATH)"),
+        ),
+    )
+    stores = tuple(
+        TrustStore(n, "file", f"/etc/ssl/{n}.pem", 144, "4f1c2723" * 8) for n in ("system", "ssl_cert_file", "java")
+    )
+    return DescribeOutcome(
+        vantage=VantageInfo(name=name, address=f"{name}.internal:7443", labels=(("env", "prod"),)),
+        state=VantageState.OK,
+        description=AgentDescription(
+            identity=AgentIdentity(name=name, version="0.1.0"),
+            facts=facts,
+            trust_stores=stores,
+            agent_time_ns=0,
+            probe_policy=("built-in deny 169.254.0.0/16 (link-local)", "allow everything else"),
+        ),
+        clock=ClockEstimate(offset_ms=3.0, error_ms=1.0),
+    )
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_agent_list_is_one_block_per_agent_where_its_table_would_not_fit(width: int) -> None:
+    from tlsfleet.coordinator.cli.render import print_agents
+
+    out = io.StringIO()
+    print_agents(Console(file=out, width=width, color_system=None), [_described("web-1"), _described("web-2")])
+    lines = out.getvalue().splitlines()
+    assert "┃" not in out.getvalue() and all(len(line) <= width for line in lines)
+    assert lines[1].startswith("web-1  ok  web-1.internal:7443  0.1.0  env=prod  +3 ms ±1")
+    assert any(line.startswith("  trust stores: system, ssl_cert_file, java (144 roots") for line in lines)
+    assert sum(line.startswith("  probe policy: built-in deny") for line in lines) == 2
+
+
+def test_the_agent_list_is_a_table_where_it_fits() -> None:
+    from tlsfleet.coordinator.cli.render import print_agents
+
+    out = io.StringIO()
+    print_agents(Console(file=out, width=400, color_system=None), [_described("web-1")])
+    assert "┃ agent" in out.getvalue() and "trust stores" in out.getvalue().splitlines()[2]
