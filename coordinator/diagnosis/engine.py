@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from ..observation import DiagnosisSettings, Observation
 from . import (
+    anchors,
     chain,
     client_views,
     clock,
@@ -31,6 +32,7 @@ Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
 # another, more specific cause explains (each rule checks the facts itself, from the observation).
 RULES: tuple[Rule, ...] = (
     validity.findings,
+    anchors.findings,
     names.findings,
     chain.findings,
     trust.findings,

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from ...agent.model import StoreVerdict, TrustStore, Verdict
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
+from .anchors import anchor_out_of_window
 from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
@@ -101,7 +102,10 @@ def _system(row: Row) -> list[StoreVerdict]:
 
 
 def _host_trusts(row: Row) -> bool | None:
-    """True: the host's default clients found a path; False: they fail on trust; None: cannot tell."""
+    """True: the host's default clients found a path; False: they fail on trust; None: cannot tell (also
+    when the path ends at an anchor out of its validity in the host's store: anchors.py's finding)."""
+    if anchor_out_of_window(row):
+        return None
     native = row.address.native.verdict
     if native in PATH_FOUND:
         return True

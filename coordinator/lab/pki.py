@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Issued", "KeyKind", "LabPKI", "chain_pem", "write_pem"]
+__all__ = ["Issued", "KeyKind", "LabPKI", "chain_pem", "cross_signed", "expired_root", "write_pem"]
 
 KeyKind = Literal["p256", "p384", "rsa1024", "rsa2048", "rsa4096"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -251,6 +251,38 @@ class LabPKI:
 
     def root_pem(self) -> bytes:
         return self.root.cert_pem
+
+
+def expired_root(name: str, *, expired_for: timedelta = timedelta(days=30)) -> Issued:
+    """A self-signed root "<name>" whose validity ended `expired_for` ago: an old root that stores keep."""
+    key = _new_key()
+    now = _now()
+    cert = _build(
+        subject=_name(name),
+        key=key,
+        issuer=None,
+        not_before=now - _CA_LIFETIME,
+        not_after=now - expired_for,
+        ca=True,
+        extra=[],
+    )
+    return Issued(cert, key)
+
+
+def cross_signed(root: Issued, by: Issued, *, valid_for: timedelta = timedelta(days=400)) -> Issued:
+    """`root`'s name and key certified by `by`: the cross-signed root a server sends so that hosts with only
+    the older root still verify (its own validity runs on, whatever `by`'s does)."""
+    now = _now()
+    cert = _build(
+        subject=root.cert.subject,
+        key=root.key,
+        issuer=by,
+        not_before=now - _CA_BACKDATE,
+        not_after=now + valid_for,
+        ca=True,
+        extra=[],
+    )
+    return Issued(cert, root.key)
 
 
 _OPENSSL_TIMEOUT_S = 30
