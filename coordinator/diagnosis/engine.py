@@ -24,6 +24,7 @@ from . import (
 )
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import route_options, routed
+from .unexplained import unexplained
 from .wording import count, name_list
 
 Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
@@ -58,6 +59,7 @@ def diagnose(observation: Observation, settings: DiagnosisSettings | None = None
     how many vantages they concern (`Finding.rank`); at most MAX_PER_CAUSE of each cause and severity."""
     settings = settings or DiagnosisSettings.for_request(observation.request)
     found = [finding for rule in RULES for finding in rule(observation, settings)]
+    found += unexplained(observation, found)  # a failing host is never left without a finding
     # Every rule writes its s_client commands for TLS from the first byte; the road the probes took (a
     # STARTTLS dialogue, a proxy) is the observation's, so it is added here, once for all of them.
     route = route_options(observation)
