@@ -21,13 +21,19 @@ __all__ = ["unexplained"]
 
 
 def unexplained(observation: Observation, found: Sequence[Finding]) -> Iterator[Finding]:
-    named = {(a, addr) for f in found if f.severity >= Severity.WARNING for a in f.agents for addr in f.addresses}
-    named_agents = {a for f in found if f.severity >= Severity.WARNING and not f.addresses for a in f.agents}
-    left = [
-        r
-        for r in observation.rows
-        if _fails(r) and (r.agent, r.address.address) not in named and r.agent not in named_agents
-    ]
+    # Per agent, the addresses of each loud finding that names it (empty: all of them); a finding's agents
+    # times its addresses can be millions in a large fleet, so they are never multiplied out.
+    named: dict[str, list[frozenset[str]]] = {}
+    for f in found:
+        if f.severity >= Severity.WARNING:
+            addresses = frozenset(f.addresses)
+            for agent in f.agents:
+                named.setdefault(agent, []).append(addresses)
+
+    def covered(row: Row) -> bool:
+        return any(not a or row.address.address in a for a in named.get(row.agent, ()))
+
+    left = [r for r in observation.rows if _fails(r) and not covered(r)]
     groups: dict[tuple[Cause, str], list[Row]] = {}
     for row in left:
         groups.setdefault((_cause(row), _what(row)), []).append(row)
