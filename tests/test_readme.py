@@ -88,19 +88,7 @@ def test_try_it_on_your_machine_runs_as_written(tmp_path: Path) -> None:
     assert rest, "the block no longer runs `tlsfleet report run try --config coordinator.toml`"
     workdir = tmp_path / "try"
     script = (setup + "tlsfleet report run try --config coordinator.toml\n").replace(TRY_DIR, str(workdir))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    shell = subprocess.Popen(
-        ["bash", "-c", "cd " + shlex.quote(str(ROOT)) + "\n" + script + "\necho EXIT=$?\nkill %1 %2 %3\nwait\n"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        out, err = shell.communicate(timeout=120)
-    finally:
-        _stop_group(shell)
+    out, err = _run_from_the_clone(script + "\necho EXIT=$?\nkill %1 %2 %3", timeout=120)
     assert "EXIT=1" in out, f"report run should exit 1 (a finding about edge-2)\n{out}\n{err}"
     assert (workdir / "reports" / "try" / "latest.html").is_file()
     # "The report names the private root missing from edge-2's trust store."
@@ -139,6 +127,24 @@ def test_the_try_it_service_serves_its_metrics(tmp_path: Path) -> None:
         finally:
             _stop_group(service)
     assert "tlsfleet_agent_up" in body
+
+
+def _run_from_the_clone(script: str, *, timeout: float) -> tuple[str, str]:
+    """A README block run by bash from the clone, as a reader runs it after `make`: .venv/bin first on PATH,
+    its background jobs waited for, and its whole process group killed after, whatever happened."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "200"}
+    shell = subprocess.Popen(
+        ["bash", "-c", "cd " + shlex.quote(str(ROOT)) + "\n" + script + "\nwait\n"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        return shell.communicate(timeout=timeout)
+    finally:
+        _stop_group(shell)
 
 
 def _get_when_up(url: str, process: subprocess.Popen[str]) -> str:
@@ -182,19 +188,7 @@ def test_the_shared_deployment_runs_as_written(tmp_path: Path, postgres_server: 
     for port in ("8443", "7451", "7452", "9471", "9472"):
         assert port in script
         script = script.replace(port, str(_free_port()))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "COLUMNS": "200"}
-    shell = subprocess.Popen(
-        ["bash", "-c", "cd " + shlex.quote(str(ROOT)) + "\n" + script + "\nwait\n"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        out, err = shell.communicate(timeout=150)
-    finally:
-        _stop_group(shell)
+    out, err = _run_from_the_clone(script, timeout=150)
     assert "Traceback" not in out + err
     runs = [line.split() for line in out.splitlines() if re.match(r"^\s+\d+\s+shared\s", line)]
     assert len(runs) >= 2, f"report list shows the slots' runs\n{out}\n{err}"

@@ -26,6 +26,7 @@ import structlog.testing
 from tests.coordinator.service.dialout_fleet import LoggedProcess, cli, make_pki, start_logged
 from tests.coordinator.service.history.backends import HistoryDatabase
 from tests.coordinator.service.history.test_sqlite_store import make_run
+from tests.coordinator.service.webhook_receiver import JsonReceiver
 from tests.postgres import PostgresServer
 from tlsfleet.coordinator.lab.agent_process import agent_command, tlsfleet_command, trust_env
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
@@ -46,19 +47,6 @@ LEASE_EXPIRY_S = 2
 REPLICAS = 3
 AGENTS = ("edge-1", "edge-2")
 WAIT_S = 40
-
-
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    bodies: list[dict]
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.bodies.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *_args: object) -> None:
-        return None
 
 
 @dataclass
@@ -112,7 +100,7 @@ def replicas(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[Replic
     (tmp_path / "inventory.toml").write_text('[coordinator]\npki_dir = "pki"\n')
     url = postgres_server.create_database()
     history = HistoryDatabase("postgresql", url)
-    receiver_handler = type("Receiver", (_Receiver,), {"bodies": []})
+    receiver_handler = type("Receiver", (JsonReceiver,), {"bodies": []})
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), receiver_handler)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     server = TlsServer(ServedIdentity.of(lab.issue_leaf("localhost"), lab.intermediate), host="127.0.0.1").start()

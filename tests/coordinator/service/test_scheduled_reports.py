@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.browser import chromium, needs_chromium
 from tests.coordinator.service.history.backends import BACKENDS, HistoryDatabase, history_database
+from tests.coordinator.service.webhook_receiver import JsonReceiver
 from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
@@ -28,19 +29,6 @@ from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 pytestmark = pytest.mark.e2e  # the coordinator service, agents and CLI as real processes
 
 RUN_WAIT_S = 60
-
-
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    bodies: list[dict]
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        self.bodies.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *_args: object) -> None:
-        return None
 
 
 @dataclass
@@ -87,7 +75,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, service_history: HistoryDa
     workdir = tmp_path_factory.mktemp("service")
     pki = LabPKI("Acme Internal")
     bundle = write_pem(workdir / "bundle.pem", pki.root_pem())
-    receiver_handler = type("Receiver", (_Receiver,), {"bodies": []})
+    receiver_handler = type("Receiver", (JsonReceiver,), {"bodies": []})
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), receiver_handler)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     agents: list[AgentProcess] = []
