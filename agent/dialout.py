@@ -36,6 +36,7 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_CAP_S = 30.0
 REGISTRATION_TIMEOUT_S = 5.0  # connecting, the TLS handshake and the coordinator's answer
 MAX_REQUEST_TIMEOUT_S = 300.0
+WRITE_FINISH_S = 5.0  # how long a write under way may take to finish when its task is cancelled
 DEFAULT_HEARTBEAT_S = 5.0
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 _CODES = {
@@ -203,8 +204,18 @@ class AgentLink:
             self._backoff.reset()
             bound.info("agent_link_connected", heartbeat_interval_s=interval)
             reader = asyncio.ensure_future(self._read(call))
+            # The RPC's own end, whoever ended it: a read pending on a call that the coordinator finished does
+            # not always return, and the stream would then sit idle for good instead of being dialled again.
+            ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def end(_call: Any) -> None:
+                if not ended.done():
+                    ended.set_result(None)
+
+            call.add_done_callback(end)
             tasks: set[asyncio.Future[Any]] = {
                 reader,
+                ended,
                 asyncio.ensure_future(self._heartbeats(call, interval)),
                 asyncio.ensure_future(stop.wait()),
             }
@@ -212,6 +223,8 @@ class AgentLink:
                 finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     task.result()  # a failed stream raises here, with its reason
+                if ended in finished and not stop.is_set():
+                    raise ConnectionError(f"the stream ended: {await _status(call)}")
                 if stop.is_set():
                     reader.cancel()  # no new requests; those in flight may finish within the grace period
                     await self._drain(bound)
@@ -308,7 +321,8 @@ class AgentLink:
                 request_id=request_id,
                 error=link_pb2.RequestError(code=link_pb2.RequestError.CODE_INTERNAL, message="internal error"),
             )
-        await self._write(call, answer)
+        with contextlib.suppress(ConnectionError):  # the stream ended first: nobody is left to answer
+            await self._write(call, answer)
 
     async def _heartbeats(self, call: Any, interval: float) -> None:
         while True:
@@ -323,10 +337,33 @@ class AgentLink:
     async def _write(self, call: Any, message: link_pb2.AgentMessage) -> None:
         # One write at a time on a stream; answers and heartbeats take turns.
         async with self._write_lock:
-            await call.write(message)
+            write = asyncio.ensure_future(call.write(message))
+            write.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # A write cancelled on its way (the coordinator's cancel of a request whose answer is being sent)
+                # breaks the call: the coordinator reads the stream's end, this side never learns it and never
+                # dials again. Once begun, a write finishes (within a bound); then the cancel goes on.
+                await asyncio.wait({write}, timeout=WRITE_FINISH_S)
+                raise
+            except asyncio.InvalidStateError:
+                # The RPC finished under this write: the stream's end is noticed where the call's end is.
+                raise ConnectionError(f"the stream ended: {await _status(call)}") from None
 
     async def _drain(self, bound: Any) -> None:
         pending = list(self._requests.values())
         if pending:
             bound.info("agent_link_draining", requests=len(pending), grace_s=self._grace_s)
             await asyncio.wait(pending, timeout=self._grace_s)
+
+
+async def _status(call: Any) -> str:
+    """How the RPC ended, as its status code and details say."""
+    try:
+        code = await call.code()
+        details = (await call.details() or "").strip()
+    except Exception:  # the status of a call torn down mid-way may be unreadable; the end is what counts
+        return "status unknown"
+    name = code.name.lower() if code is not None else "unknown"
+    return f"{name}: {details}" if details else name

@@ -102,3 +102,50 @@ def test_a_refusal_goes_back_by_id_with_its_reason() -> None:
 def test_a_request_past_its_deadline_is_abandoned_without_an_answer() -> None:
     written, _ = answer("hang", 0.2)
     assert written == []
+
+
+class _SlowCall:
+    """A call whose writes take a while, and that records whether one was ever cut off or overlapped."""
+
+    def __init__(self) -> None:
+        self.finished: list[link_pb2.AgentMessage] = []
+        self.cut_off = 0
+        self.writing = 0
+        self.overlapped = False
+
+    async def write(self, message: link_pb2.AgentMessage) -> None:
+        self.writing += 1
+        self.overlapped |= self.writing > 1
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            self.cut_off += 1
+            raise
+        finally:
+            self.writing -= 1
+        self.finished.append(message)
+
+
+def test_a_write_under_way_is_never_cut_off_by_its_requests_cancel() -> None:
+    """The coordinator's cancel of a request whose answer is being written: cut off, the write broke the call
+    (the coordinator read the stream's end, the agent never learned it and never dialled again)."""
+    link = AgentLink(
+        LinkEndpoint("127.0.0.1:1", "coordinator"),
+        credentials=None,  # type: ignore[arg-type]  # no stream is dialled here
+        service=_Service("ok"),  # type: ignore[arg-type]
+        max_requests=4,
+    )
+    call = _SlowCall()
+
+    async def go() -> None:
+        answering = asyncio.ensure_future(link._write(call, link_pb2.AgentMessage(request_id="7")))
+        await asyncio.sleep(0.02)  # the write is under way
+        heartbeat = asyncio.ensure_future(link._write(call, link_pb2.AgentMessage(request_id="")))
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+        await heartbeat
+
+    asyncio.run(go())
+    assert call.cut_off == 0 and not call.overlapped
+    assert [m.request_id for m in call.finished] == ["7", ""], "the answer finished, then the next write"
