@@ -48,6 +48,13 @@ PATH_LENGTH_EXCEEDED = 25
 INVALID_PURPOSE = 26
 KEYUSAGE_NO_CERTSIGN = 32
 UNHANDLED_CRITICAL_EXTENSION = 34
+# Name constraints: a name outside the permitted subtrees, inside an excluded one, or a constraint OpenSSL cannot apply.
+PERMITTED_VIOLATION = 47
+EXCLUDED_VIOLATION = 48
+SUBTREE_MINMAX = 49
+UNSUPPORTED_CONSTRAINT_TYPE = 51
+UNSUPPORTED_CONSTRAINT_SYNTAX = 52
+UNSUPPORTED_NAME_SYNTAX = 53
 EE_KEY_TOO_SMALL = 66
 CA_KEY_TOO_SMALL = 67
 CA_MD_TOO_WEAK = 68
@@ -66,6 +73,17 @@ _KINDS: dict[int, str] = {
     CA_KEY_TOO_SMALL: "ca_key",
     CA_MD_TOO_WEAK: "weak_digest",
     INVALID_CA: "invalid_ca",
+    **dict.fromkeys(
+        (
+            PERMITTED_VIOLATION,
+            EXCLUDED_VIOLATION,
+            SUBTREE_MINMAX,
+            UNSUPPORTED_CONSTRAINT_TYPE,
+            UNSUPPORTED_CONSTRAINT_SYNTAX,
+            UNSUPPORTED_NAME_SYNTAX,
+        ),
+        "name_constraints",
+    ),
 }
 POLICY_CODES = frozenset(_KINDS)
 # Codes that are not about policy even where OpenSSL's verdict reads "invalid" (1: could not judge at all).
@@ -419,6 +437,36 @@ def _bad_signature(path: Sequence[x509.Certificate]) -> _Violation | None:
     return None
 
 
+def _name_constraints(path: Sequence[x509.Certificate], code: int) -> _Violation | None:
+    """The CA whose nameConstraints the path breaks: the lowest one that has them (OpenSSL checks every name
+    below a constrained CA against it)."""
+    has = [ca for ca in path[1:] if isinstance(_ext(ca, x509.NameConstraints), x509.NameConstraints)]
+    constrained = has[0] if has else None
+    if constrained is None:
+        return None
+    constraints = _ext(constrained, x509.NameConstraints)
+    assert isinstance(constraints, x509.NameConstraints)
+    permitted = ", ".join(_subtree(n) for n in constraints.permitted_subtrees or ()) or "none"
+    excluded = ", ".join(_subtree(n) for n in constraints.excluded_subtrees or ()) or "none"
+    broken = {
+        PERMITTED_VIOLATION: "a name below it is outside the names it permits",
+        EXCLUDED_VIOLATION: "a name below it is one it excludes",
+    }.get(code, "OpenSSL cannot apply its constraints to the names below it")
+    return _Violation(
+        what=f"{_name(constrained)} is name-constrained (permitted: {permitted}; excluded: {excluded}) and {broken}",
+        culprit=_name(constrained),
+        fix=(
+            f"Issue the certificate from a CA whose name constraints cover its names, or reissue {_name(constrained)} "
+            "with constraints that cover them (the leaf's SANs, and its subject CN where it is a name)."
+        ),
+    )
+
+
+def _subtree(name: x509.GeneralName) -> str:
+    value = name.value
+    return str(value) if not isinstance(value, x509.Name) else value.rfc4514_string()
+
+
 def _chain_too_long(path: Sequence[x509.Certificate], served: int) -> _Violation:
     return _Violation(
         what=f"the path has {max(len(path), served)} certificates or more, beyond OpenSSL's verification depth",
@@ -447,6 +495,8 @@ def _violation(kind: str, code: int, path: Sequence[x509.Certificate], served: i
         found = _bad_signature(path)
     elif kind == "chain_too_long":
         found = _chain_too_long(path, served)
+    elif kind == "name_constraints":
+        found = _name_constraints(path, code)
     elif kind == "revoked":
         found = _Violation(
             what="a certificate of the path is revoked (a CRL the client loaded lists it)",
@@ -456,7 +506,7 @@ def _violation(kind: str, code: int, path: Sequence[x509.Certificate], served: i
     if found is not None:
         return found
     return _Violation(
-        what=f"OpenSSL refuses a certificate of the path (verify code {code})",
+        what="OpenSSL refuses a certificate of the path",  # the summary gives the code
         culprit="a certificate of the path",
         fix=(
             f"Look up OpenSSL verify code {code} (`openssl verify` names it) and reissue the certificate it names; "

@@ -177,10 +177,12 @@ class LabPKI:
         basic_constraints: bool = True,
         aia_ca_issuers_url: str | None = None,
         digest: Literal["sha256", "sha1"] = "sha256",
+        extensions: Extensions = (),
     ) -> Issued:
         """A CA certificate named `name`, issued by `issuer` (the root by default), with a key of the PKI's
         kind unless told; `basic_constraints` False leaves that extension out (a CA OpenSSL refuses);
-        `digest` "sha1" signs it with SHA-1 (valid from now on: OpenSSL re-signs it)."""
+        `digest` "sha1" signs it with SHA-1 (valid from now on: OpenSSL re-signs it); `extensions` are added
+        (nameConstraints, say)."""
         now = _now()
         key = _new_key(key_kind or self.key_kind)
         cert = _build(
@@ -190,7 +192,7 @@ class LabPKI:
             not_before=now - _CA_BACKDATE,
             not_after=not_after or now + _CA_LIFETIME,
             ca=True,
-            extra=_aia(aia_ca_issuers_url),
+            extra=[*_aia(aia_ca_issuers_url), *extensions],
             path_length=path_length,
             basic_constraints=basic_constraints,
         )

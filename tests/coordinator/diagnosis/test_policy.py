@@ -262,3 +262,16 @@ def _with_store_codes(host: ProbeOutcome, verdict: Verdict, code: int, *, only: 
         for s in address_.stores
     )
     return replace(host, result=replace(host.result, addresses=(replace(address_, stores=stores),)))
+
+
+def test_name_constraints_name_the_constrained_ca_and_what_it_permits(pki: LabPKI) -> None:
+    only = x509.NameConstraints(permitted_subtrees=[x509.DNSName(".corp.test")], excluded_subtrees=None)
+    constrained = pki.issue_intermediate("Acme Corp-Only CA", extensions=[(only, True)])
+    chain = (pki.issue_leaf(NAME, issuer=constrained).der, constrained.der)
+    finding = _one(_pair(pki, chain))
+    assert (
+        "'CN=Acme Corp-Only CA' is name-constrained (permitted: .corp.test; excluded: none) and a name below it is "
+        "outside the names it permits (verify code 47)"
+    ) in finding.summary
+    assert "constraints that cover them" in finding.fix
+    assert violation_kind(47) == violation_kind(48) == "name_constraints"
