@@ -38,10 +38,12 @@ from .rows import (
     check_claim,
     decode_run,
     encode_run,
+    first_seen_certificate,
     first_seen_finding,
     make_dictionary,
     outbox_row,
     prune_rows,
+    run_summaries,
 )
 from .store import HistoryError, OutboxRow, Queued, RunSummary
 
@@ -282,35 +284,7 @@ class PostgresHistory(SlotLeases):
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise HistoryError(f"limit {limit} is out of range; accepted: 1 to {MAX_LIST_LIMIT}")
         with self._read("list runs") as db:
-            rows = db.execute(
-                """
-                SELECT r.id, r.report, r.started_at, r.finished_at, r.abandoned, r.note,
-                    COALESCE(r.targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id)),
-                    COALESCE(r.critical, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
-                        AND f.severity = 'critical')),
-                    COALESCE(r.warning, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
-                        AND f.severity = 'warning')),
-                    COALESCE(r.info, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info'))
-                FROM runs r WHERE (%(report)s::text IS NULL OR r.report = %(report)s)
-                ORDER BY r.started_at DESC, r.id DESC LIMIT %(limit)s
-                """,
-                {"report": report, "limit": limit},
-            ).fetchall()
-        return [
-            RunSummary(
-                run_id=int(r[0]),
-                report=r[1],
-                started_at=_utc(r[2]),
-                finished_at=_utc(r[3]),
-                abandoned=bool(r[4]),
-                note=r[5],
-                targets=int(r[6]),
-                critical=int(r[7]),
-                warning=int(r[8]),
-                info=int(r[9]),
-            )
-            for r in rows
-        ]
+            return run_summaries(db, report, limit, mark="%s", read_time=_utc)
 
     def first_seen_finding(self, report: str, key: str) -> datetime | None:
         with self._read("look up a finding's first sighting") as db:
@@ -320,12 +294,7 @@ class PostgresHistory(SlotLeases):
         self, report: str, target: str, agent: str, address: str, sha256: str
     ) -> datetime | None:
         with self._read("look up a certificate's first sighting") as db:
-            row = db.execute(
-                "SELECT first_seen FROM leaf_sightings WHERE report = %s AND target = %s AND agent = %s "
-                "AND address = %s AND sha256 = %s ORDER BY last_seen DESC, id DESC LIMIT 1",
-                (report, target, agent, address, sha256.lower()),
-            ).fetchone()
-        return None if row is None else _utc(row[0])
+            return first_seen_certificate(db, report, target, agent, address, sha256, mark="%s", read_time=_utc)
 
     def announced(self, key: str) -> bool:
         with self._read("read announcements") as db:

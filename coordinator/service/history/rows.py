@@ -27,7 +27,7 @@ from ...outcomes import VantageState
 from ...recording import RecordingError, observation_from_dict, observation_to_dict
 from ..report_model import AgentSnapshot, ReportRun, TargetRun
 from .observation_parts import PartsError, VolatileReader, VolatileWriter, canonical, digest_of, unpack_ids
-from .store import OUTBOX_MAX_CLAIM, HistoryError, OutboxRow, key_of
+from .store import OUTBOX_MAX_CLAIM, HistoryError, OutboxRow, RunSummary, key_of
 
 MAX_LIST_LIMIT = 10_000
 # A new compression dictionary this often, so that it keeps resembling the fleet.
@@ -269,6 +269,62 @@ def prune_rows(db: Any, cutoff: Any, shared_cutoff: Any, *, mark: str) -> int:
         "AND key NOT IN (SELECT key FROM part_findings))"
     )
     return max(removed, 0)
+
+
+def run_summaries(
+    db: Any, report: str | None, limit: int, *, mark: str, read_time: Callable[[Any], datetime]
+) -> list[RunSummary]:
+    """HistoryStore.list_runs in either store's connection (`mark`: its parameter marker). Runs saved before
+    their counts were kept on the run are counted from their rows."""
+    rows = db.execute(
+        """
+        SELECT r.id, r.report, r.started_at, r.finished_at, r.abandoned, r.note,
+            COALESCE(r.targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = r.id)),
+            COALESCE(r.critical, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
+                AND f.severity = 'critical')),
+            COALESCE(r.warning, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id
+                AND f.severity = 'warning')),
+            COALESCE(r.info, (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id AND f.severity = 'info'))
+        FROM runs r WHERE (CAST(? AS TEXT) IS NULL OR r.report = ?)
+        ORDER BY r.started_at DESC, r.id DESC LIMIT ?
+        """.replace("?", mark),
+        (report, report, limit),
+    ).fetchall()
+    return [
+        RunSummary(
+            run_id=int(r[0]),
+            report=r[1],
+            started_at=read_time(r[2]),
+            finished_at=read_time(r[3]),
+            abandoned=bool(r[4]),
+            note=r[5],
+            targets=int(r[6]),
+            critical=int(r[7]),
+            warning=int(r[8]),
+            info=int(r[9]),
+        )
+        for r in rows
+    ]
+
+
+def first_seen_certificate(
+    db: Any,
+    report: str,
+    target: str,
+    agent: str,
+    address: str,
+    sha256: str,
+    *,
+    mark: str,
+    read_time: Callable[[Any], datetime],
+) -> datetime | None:
+    """HistoryStore.first_seen_certificate in either store's connection (`mark`: its parameter marker)."""
+    row = db.execute(
+        "SELECT first_seen FROM leaf_sightings WHERE report = ? AND target = ? AND agent = ? AND address = ? "
+        "AND sha256 = ? ORDER BY last_seen DESC, id DESC LIMIT 1".replace("?", mark),
+        (report, target, agent, address, sha256.lower()),
+    ).fetchone()
+    return None if row is None else read_time(row[0])
 
 
 def first_seen_finding(
