@@ -33,6 +33,7 @@ REGISTRATION_TIMEOUT_S = 10.0
 MAX_QUERY_TIMEOUT_S = 300.0
 MAX_NAMES = 10_000
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # an agent's answer: as large as a probe reply may be
+TLS_FRAME_BYTES = 4096
 
 
 def _peer_address(context: grpc.aio.ServicerContext) -> str:
@@ -43,6 +44,19 @@ def _peer_address(context: grpc.aio.ServicerContext) -> str:
     return peer
 
 
+async def _registration(context: grpc.aio.ServicerContext) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """The name, version and labels the agent registers with. Only these are kept: the message's host
+    facts would stay in memory for as long as the stream lives."""
+    try:
+        first = await asyncio.wait_for(context.read(), REGISTRATION_TIMEOUT_S)
+    except TimeoutError:
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no registration within {REGISTRATION_TIMEOUT_S:g} s")
+    if first is grpc.aio.EOF or first.WhichOneof("body") != "registration":
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a registration")
+    registration = first.registration
+    return registration.name, registration.version, tuple((label.key, label.value) for label in registration.labels)
+
+
 class AgentLinkServicer(link_pb2_grpc.AgentLinkServicer):
     def __init__(self, registry: LinkRegistry, coordinator_name: str) -> None:
         self._registry = registry
@@ -51,23 +65,14 @@ class AgentLinkServicer(link_pb2_grpc.AgentLinkServicer):
     async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         address = _peer_address(context)
         identity = peer_identity(context.auth_context())
-        try:
-            first = await asyncio.wait_for(context.read(), REGISTRATION_TIMEOUT_S)
-        except TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"no registration within {REGISTRATION_TIMEOUT_S:g} s"
-            )
-        if first is grpc.aio.EOF or first.WhichOneof("body") != "registration":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a registration")
-        registration = first.registration
-        labels = tuple((label.key, label.value) for label in registration.labels)
-        reason = self._registry.refusal(identity, registration.name, registration.version, labels)
+        name, version, labels = await _registration(context)
+        reason = self._registry.refusal(identity, name, version, labels)
         if reason is not None:
-            log.warning("agent_link_refused", agent=registration.name[:64], address=address, reason=reason)
+            log.warning("agent_link_refused", agent=name[:64], address=address, reason=reason)
             await context.write(link_pb2.CoordinatorMessage(refusal=link_pb2.Refusal(reason=reason, retry=False)))
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         assert identity is not None  # refusal() refuses a caller without one
-        session = LinkSession(name=identity[1], version=registration.version[:64], labels=labels, address=address)
+        session = LinkSession(name=identity[1], version=version[:64], labels=labels, address=address)
         self._registry.attach(session)
         interval = self._registry.policy.heartbeat_interval_s
         welcome = link_pb2.Welcome(coordinator=self._name, heartbeat_interval_s=interval)
@@ -197,6 +202,9 @@ class AgentLinkServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.http2.max_ping_strikes", 0),
+                # Each connection keeps a TLS output buffer of this size for as long as it lives: at the
+                # 16 KiB default, about 6 KiB more per connected agent, for records that are rarely larger.
+                ("grpc.tsi.max_frame_size", TLS_FRAME_BYTES),
             ],
             maximum_concurrent_rpcs=self._config.max_agents + 256,
         )
