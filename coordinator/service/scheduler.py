@@ -161,11 +161,27 @@ class CoordinatorService:
         self, pipeline: Pipeline, history: HistoryStore, report: ReportConfig, slot: datetime
     ) -> None:
         """The run of a claimed slot, its lease renewed meanwhile and marked done with the run's id after.
-        Cancelled, it leaves the lease to expire: another coordinator then records the run interrupted."""
-        renewing = asyncio.create_task(self._renew(history, report.name, slot), name=f"lease-{report.name}")
+        Cancelled, it leaves the lease to expire: another coordinator then records the run interrupted. A
+        renewal that finds the lease gone (this coordinator was cut off past its expiry and the slot is
+        already recorded interrupted) drops the run before it saves a second record of the slot."""
+        run = asyncio.ensure_future(self._run_one(pipeline, report))
+        renewing = asyncio.create_task(self._renew(history, report.name, slot, run), name=f"lease-{report.name}")
         try:
-            run_id = await self._run_one(pipeline, report)
+            run_id = await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the service is stopping
+            log.error(
+                "run_lease_lost",
+                report=report.name,
+                slot=slot.isoformat(),
+                reason="its lease expired while the history was out of reach and the slot is recorded as "
+                "interrupted; the run is dropped unsaved",
+            )
+            return
         finally:
+            run.cancel()
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
         try:
@@ -184,7 +200,7 @@ class CoordinatorService:
                 reason="its lease expired before the run ended; the slot is also recorded as interrupted",
             )
 
-    async def _renew(self, history: HistoryStore, report: str, slot: datetime) -> None:
+    async def _renew(self, history: HistoryStore, report: str, slot: datetime, run: asyncio.Future[int | None]) -> None:
         every = self._lease.total_seconds() / RENEWALS_PER_EXPIRY
         while True:
             await asyncio.sleep(every)
@@ -195,7 +211,8 @@ class CoordinatorService:
                 log.warning("run_lease_not_renewed", report=report, slot=slot.isoformat(), reason=str(error))
                 continue
             if not held:
-                return  # _run_leased says so when the run ends
+                run.cancel()
+                return
 
     async def _sweep(self, history: HistoryStore) -> None:
         """Record runs whose holder went silent as interrupted; a failure is logged, the next sweep retries."""

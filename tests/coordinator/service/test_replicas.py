@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import structlog.testing
@@ -420,6 +421,56 @@ def test_a_holder_cut_off_past_its_lease_finds_its_run_recorded_interrupted(tmp_
     assert events["run_lease_not_renewed"]["reason"] == "the database is unreachable"
     assert events["run_interrupted"]["holder"] == "cut-off" and events["run_interrupted"]["replica"] == "other"
     assert events["run_lease_lost"]["report"] == "edge"
+
+
+class _CutOffForAWhile(SqliteHistory):
+    """A coordinator whose history is out of reach for its first renewals, then back."""
+
+    unreachable_renewals = 4
+
+    def renew_slot(self, *args: Any) -> bool:
+        if self.unreachable_renewals:
+            self.unreachable_renewals -= 1
+            raise HistoryError("the database is unreachable")
+        return super().renew_slot(*args)
+
+
+@pytest.mark.slow
+def test_a_holder_back_after_its_slot_was_recorded_interrupted_drops_its_run_unsaved(tmp_path: Path) -> None:
+    config_path = tmp_path / "coordinator.toml"
+    config_path.write_text(
+        '[storage]\npath = "history.sqlite"\nlease_expiry = "1s"\n\n'
+        '[[report]]\nname = "edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1h"\njitter = "0s"\n'
+    )
+    config = load_config(config_path)
+    report = config.reports[0]
+    slot = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    finished: list[str] = []
+
+    class SlowRun:
+        async def run(self, _report: object) -> SimpleNamespace:
+            await asyncio.sleep(4)  # past the lease's expiry and the history's return
+            finished.append(report.name)
+            return SimpleNamespace(run=SimpleNamespace(run_id=None))
+
+    async def go() -> list[dict]:
+        with (
+            _CutOffForAWhile(tmp_path / "history.sqlite") as cut_off,
+            SqliteHistory(tmp_path / "history.sqlite") as other,
+        ):
+            holder, sweeper = CoordinatorService(config, owner="cut-off"), CoordinatorService(config, owner="other")
+            with structlog.testing.capture_logs() as logs:
+                assert await holder._start(report, slot, SlowRun(), cut_off)  # type: ignore[arg-type]
+                await asyncio.sleep(1.2)
+                await sweeper._sweep(other)
+                await asyncio.wait_for(holder._running[report.name], 3)
+            [summary] = other.list_runs()
+            assert summary.abandoned and summary.note.startswith("interrupted: coordinator cut-off held this run")
+        return logs
+
+    events = {e["event"]: e for e in asyncio.run(go())}
+    assert not finished, "the run went on after its lease was found gone"
+    assert events["run_lease_lost"]["reason"].endswith("the run is dropped unsaved")
 
 
 def test_the_previous_run_read_early_is_used_only_while_it_is_still_the_previous_one(
