@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import grpc
@@ -190,6 +191,7 @@ class AgentLinkServer:
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.address: str | None = None
+        self.started_at: float | None = None  # time.monotonic() when the listener took streams
 
     async def start(self) -> str:
         server = grpc.aio.server(
@@ -219,6 +221,7 @@ class AgentLinkServer:
         if port == 0:
             raise OSError(f"[agent_link] cannot listen on {self._config.listen}: the address is in use or not local")
         await server.start()
+        self.started_at = time.monotonic()
         self._server = server
         host, _ = split_host_port(self._config.listen, allow_port_zero=True)
         self.address = join_host_port(host, port)

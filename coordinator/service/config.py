@@ -42,6 +42,7 @@ allow = ["edge-*"]                  # agents besides the inventory's that may di
 min_agent_version = "0.1.0"         # older agents are refused, with the reason in their log
 heartbeat_interval = "5s"           # agents send one this often ...
 stale_after = 3                     # ... and one silent for this many intervals is shown stale
+wait_at_start = "35s"               # after start, a run waits this long at most for its agents to dial back
 query_allow = ["coordinator"]       # coordinator identities that may ask (`tlsfleet probe --coordinator`)
 max_agents = 10000
 
@@ -134,6 +135,8 @@ class AgentLinkConfig:
     stale_after: int = 3
     query_allow: tuple[str, ...] = ("coordinator",)
     max_agents: int = 10_000
+    # The agents' backoff reaches 30 s while a coordinator is down; a heartbeat on top.
+    wait_at_start_s: float = 35.0
 
 
 @dataclass(frozen=True)
@@ -270,7 +273,16 @@ def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a table")
-    keys = {"listen", "allow", "min_agent_version", "heartbeat_interval", "stale_after", "query_allow", "max_agents"}
+    keys = {
+        "listen",
+        "allow",
+        "min_agent_version",
+        "heartbeat_interval",
+        "stale_after",
+        "query_allow",
+        "max_agents",
+        "wait_at_start",
+    }
     _only(raw, keys, where)
     listen = _string(raw, "listen", where)
     try:
@@ -296,6 +308,9 @@ def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
     )
     if not 0.1 <= interval <= 300:
         raise ConfigError(f"{where}: heartbeat_interval must be 0.1-300 s")
+    wait_at_start = parse_duration(raw.get("wait_at_start", AgentLinkConfig.wait_at_start_s), f"{where}: wait_at_start")
+    if not 0 <= wait_at_start <= 600:
+        raise ConfigError(f"{where}: wait_at_start must be 0-600 s")
     whole: dict[str, int] = {}
     for key, low, high in (("stale_after", 1, 100), ("max_agents", 1, 100_000)):
         value = raw.get(key, getattr(AgentLinkConfig, key))
@@ -310,6 +325,7 @@ def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
         stale_after=whole["stale_after"],
         query_allow=lists["query_allow"],
         max_agents=whole["max_agents"],
+        wait_at_start_s=wait_at_start,
     )
 
 

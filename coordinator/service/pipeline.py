@@ -5,6 +5,7 @@ service and by `tlsfleet report run`."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,8 @@ from .alerts import Alert, AlertKind, alert_to_payload, plan_alerts
 from .changes import changes_between
 from .config import ConfigError, ReportConfig, ServiceConfig
 from .delivery import DeliveryWorker
-from .history.store import HistoryStore, Queued, first_seen_lookup
+from .dial_in_wait import awaited_agents, wait_for_agents
+from .history.store import HistoryError, HistoryStore, Queued, first_seen_lookup
 from .http_routes import FleetPages, ServiceHealth
 from .metrics import FleetMetrics, Route, serve_metrics
 from .probe_endpoint import ProbeEndpoint, probe_disabled
@@ -120,6 +122,7 @@ class Pipeline:
         # what writing its reports does, and a probing coordinator mostly waits.
         read_early = asyncio.ensure_future(asyncio.to_thread(self._previous, report.name, None))
         try:
+            await self._await_dial_ins(report, read_early)
             run = await run_report(
                 report,
                 inventory=self._config.inventory,
@@ -131,6 +134,35 @@ class Pipeline:
             read_early.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
         return await self.complete(report, run, read_early=read_early)
+
+    async def _await_dial_ins(self, report: ReportConfig, read_early: asyncio.Future[ReportRun | None]) -> None:
+        """Soon after start, wait for the agents that answered the report's previous run over a stream to
+        dial back (see dial_in_wait); those still missing at the deadline are left out, and logged."""
+        link, config = self.agent_link, self._config.agent_link
+        if link is None or config is None or link.started_at is None:
+            return
+        deadline = link.started_at + config.wait_at_start_s
+        if time.monotonic() >= deadline:
+            return
+        try:
+            previous = await asyncio.shield(read_early)
+        except HistoryError:
+            return  # complete() says so when it reads the previous run again
+        names = awaited_agents(previous, report.agents, link.registry.policy.inventory_names)
+        started = time.monotonic()
+        missing = await wait_for_agents(names, lambda name: link.registry.session(name) is not None, deadline)
+        waited_s = round(time.monotonic() - started, 3)
+        if missing:
+            log.warning(
+                "run_started_without_agents",
+                report=report.name,
+                agents=list(missing[:20]),
+                missing=len(missing),
+                waited_s=waited_s,
+                reason="they answered the previous run and have not dialled in since this coordinator started",
+            )
+        elif names:
+            log.info("run_waited_for_agents", report=report.name, agents=len(names), waited_s=waited_s)
 
     async def complete(
         self, report: ReportConfig, run: ReportRun, *, read_early: asyncio.Future[ReportRun | None] | None = None
