@@ -50,7 +50,7 @@ def report_list(
         return
     typer.echo(f"{'run':>6}  {'report':20}  {'started (UTC)':19}  {'critical':>8}  {'warning':>7}  {'info':>4}")
     for r in runs:
-        flag = "  (abandoned)" if r.abandoned else ""
+        flag = (f"  (abandoned: {r.note})" if r.note else "  (abandoned)") if r.abandoned else ""
         typer.echo(
             f"{r.run_id:>6}  {r.report:20}  {r.started_at:%Y-%m-%d %H:%M:%S}  "
             f"{r.critical:>8}  {r.warning:>7}  {r.info:>4}{flag}"
@@ -180,6 +180,7 @@ def _summary_json(r) -> dict:  # RunSummary
         "started_at": r.started_at.isoformat(),
         "finished_at": r.finished_at.isoformat(),
         "abandoned": r.abandoned,
+        "note": r.note,
         "findings": {"critical": r.critical, "warning": r.warning, "info": r.info},
     }
 

@@ -246,7 +246,9 @@ def test_each_slot_runs_once_and_a_killed_replica_loses_only_its_run(replicas: R
     listed = cli("report", "list", "--config", str(replicas.configs[0]), "--json")
     assert listed.returncode == 0, listed.stderr
     [entry] = [r for r in json.loads(listed.stdout)["runs"] if r["run_id"] == lost["run_id"]]
-    assert entry["abandoned"] is True
+    assert entry["abandoned"] is True and entry["note"].startswith(f"interrupted: coordinator {held['owner']}")
+    listed_text = cli("report", "list", "--config", str(replicas.configs[0])).stdout
+    assert f"(abandoned: interrupted: coordinator {held['owner']}" in listed_text, listed_text
     shown = cli("report", "show", str(lost["run_id"]), "--config", str(replicas.configs[1]))
     assert shown.returncode == 0, shown.stderr
     assert "abandoned" in shown.stdout.lower() and f"interrupted: coordinator {held['owner']}" in shown.stdout
