@@ -8,13 +8,15 @@ Two clients matter on a host (`Client`):
 
 - `openssl`, the native view: an OpenSSL-based client with the host's defaults, as `openssl s_client` and
   curl are. Its context is Python's with the host's OpenSSL policy put back (`openssl_policy`): the cipher
-  list and security level, the version bounds and the options OpenSSL configured; TLS 1.3 suites, groups
-  and signature algorithms were never replaced. Every probe runs this handshake.
+  list and security level, the version bounds, the options and the verify flags OpenSSL configured (not
+  the X509_STRICT and PARTIAL_CHAIN of Python 3.13's default context); TLS 1.3 suites, groups and signature
+  algorithms were never replaced. Every probe runs this handshake.
 - `python`, what `ssl.create_default_context()` gives. Reported only where it differs, and a second
   handshake runs only where it may: `_python_may_differ` decides from the first handshake (the contexts
   are configured alike; or the negotiated version and cipher are ones Python's context offers, its
-  security level is not stricter, and the verify outcome does not hang on the level). Otherwise, with
-  what is left of the deadline, a second connection runs Python's context.
+  security level is not stricter, and the verify outcome does not hang on the level; where Python's verify
+  flags differ, its verdict on the chain, judged offline, is the openssl view's). Otherwise, with what is
+  left of the deadline, a second connection runs Python's context.
 
 The openssl view's chain is not verified inside its handshake, which runs on a twin of its context that
 loads no trust store and verifies nothing; the verification that context would have run there runs
@@ -231,6 +233,18 @@ class ContextProfile:
     security_level: int
     minimum: int  # 0: no lower bound
     maximum: int  # 99: no upper bound
+    verify_flags: int = 0  # X509_V_FLAG_* bits its chain verification runs with
+
+    def verify_flag_names(self) -> str:
+        """Python's names of the flags that can change a verdict ("VERIFY_X509_STRICT"); "" for OpenSSL's
+        defaults (trusted-first is always on)."""
+        return ", ".join(
+            str(flag.name)
+            for flag in ssl.VerifyFlags
+            if flag.value
+            and flag is not ssl.VerifyFlags.VERIFY_X509_TRUSTED_FIRST
+            and self.verify_flags & flag.value == flag.value
+        )
 
     def accepts(self, version: str, cipher: str) -> bool:
         order = _VERSION_ORDER.get(version)
@@ -240,7 +254,9 @@ class ContextProfile:
         low = _ORDER_NAMES.get(self.minimum, "any version")
         high = _ORDER_NAMES.get(self.maximum, "any version")
         tls12 = sum(1 for c in self.ciphers if not c.startswith("TLS_"))
-        return f"security level {self.security_level}, {low} to {high}, {tls12} TLS<=1.2 ciphers"
+        flags = self.verify_flag_names()
+        verify = f", verify flags {flags}" if flags else ""
+        return f"security level {self.security_level}, {low} to {high}, {tls12} TLS<=1.2 ciphers{verify}"
 
 
 _ORDER_NAMES = {order: name for name, order in _VERSION_ORDER.items()}
@@ -252,6 +268,7 @@ def _profile(context: ssl.SSLContext) -> ContextProfile:
         security_level=context.security_level,
         minimum=_PY_VERSION_ORDER.get(context.minimum_version, 0),
         maximum=_PY_VERSION_ORDER.get(context.maximum_version, 99),
+        verify_flags=int(context.verify_flags),
     )
 
 
@@ -374,6 +391,27 @@ class ContextCache:
             checks_common_name=classic.hostname_checks_common_name,
         )
         return VerifyOnce(context=twin, verifier=self._verifier, check=check)
+
+    def judge_offline(
+        self, context: ssl.SSLContext, server_hostname: str | None, chain: tuple[bytes, ...]
+    ) -> int | None:
+        """The verify code `context`'s own handshake would give `chain` now (0: ok), judged offline with its store,
+        flags, name check and security level; None where that cannot be done here."""
+        if not chain or context.verify_mode is not ssl.CERT_REQUIRED or self._verify_once_refused():
+            return None
+        host = None
+        if context.check_hostname and server_hostname:
+            try:
+                host = server_hostname.encode("idna").decode("ascii")
+            except UnicodeError:
+                return None
+        check = NativeCheck(
+            host=host,
+            security_level=context.security_level,
+            verify_flags=int(context.verify_flags),
+            checks_common_name=context.hostname_checks_common_name,
+        )
+        return self._verifier.verify(chain, check, int(time.time()))
 
     def _verify_once_refused(self) -> str:
         if self._once_refused is None:
@@ -631,6 +669,9 @@ async def handshake(
     chain = first.chain
     python, python_profile = context_cache.get_with_profile(client=Client.PYTHON, **bounds)
     reason = _python_may_differ(first, ours_profile, python_profile)
+    if not reason and python_profile.verify_flag_names() != ours_profile.verify_flag_names():
+        offline = context_cache.judge_offline(python, server_hostname, first.chain)
+        reason = _flags_may_differ(first, ours_profile, python_profile, offline)
     if reason:
         second = await _second_attempt(
             address, port, python, server_hostname, deadline, max_handshake_bytes, presented, route
@@ -756,6 +797,18 @@ def _python_may_differ(first: _Attempt, ours: ContextProfile, python: ContextPro
             f"the host's security level {ours.security_level} refused what its level {python.security_level} may accept"
         )
     return ""
+
+
+def _flags_may_differ(first: _Attempt, ours: ContextProfile, python: ContextProfile, offline: int | None) -> str:
+    """Why Python's verify flags (Python 3.13's X509_STRICT and PARTIAL_CHAIN) might judge the chain the openssl
+    view judged otherwise; "" when they do not matter here, or `offline` (Python's verdict on it, judged offline;
+    None: unknown) equals the openssl view's."""
+    if not first.chain or not (first.verified or first.verify_code is not None):
+        return ""
+    if offline is not None and offline == (first.verify_code or 0):
+        return ""
+    theirs, host = python.verify_flag_names() or "none", ours.verify_flag_names() or "none"
+    return f"it verifies with other flags ({theirs}) than the host's OpenSSL clients ({host})"
 
 
 def _differs(openssl: ClientView, python: ClientView) -> bool:

@@ -4,9 +4,10 @@ OpenSSL applies the `system_default` section of its configuration (OPENSSL_CONF,
 openssl.cnf) to every SSL_CTX when it is created: MinProtocol, MaxProtocol, CipherString and its
 @SECLEVEL, Ciphersuites, Groups, SignatureAlgorithms, Options. Python's `SSLContext` constructor then
 overwrites some of it with its own defaults: the TLS <= 1.2 cipher list and security level
-(`@SECLEVEL=2:ECDH+AESGCM:...`, no static RSA), the minimum version (TLS 1.2) and a few options. TLS 1.3
-ciphersuites, groups, signature algorithms and the maximum version stay as configured (verified against
-`openssl s_client` with OpenSSL 3.0).
+(`@SECLEVEL=2:ECDH+AESGCM:...`, no static RSA), the minimum version (TLS 1.2) and a few options; from
+Python 3.13 `ssl.create_default_context()` also sets the verify flags X509_STRICT and PARTIAL_CHAIN, which
+`openssl s_client` and curl do not. TLS 1.3 ciphersuites, groups, signature algorithms and the maximum
+version stay as configured (verified against `openssl s_client` with OpenSSL 3.0).
 
 So a client that behaves like `openssl s_client` or curl with the host's defaults is a Python context with
 what OpenSSL configured on a fresh SSL_CTX put back. `host_policy()` reads that through ctypes, from the very
@@ -75,7 +76,9 @@ class OpenSSLPolicy:
     ciphers: tuple[str, ...]
     ciphersuites: tuple[str, ...] = ()
     options: int | None = None  # SSL_OP_* bits of a fresh SSL_CTX; None: leave Python's
+    verify_flags: int | None = None  # X509_V_FLAG_* bits of a fresh SSL_CTX; None: leave Python's
     directives: tuple[tuple[str, str], ...] = ()  # the system_default section as configured
+    config_status: str = ""  # whether OpenSSL could load `config_file` ("" when none is named)
     error: str = ""
 
     @property
@@ -120,12 +123,16 @@ class OpenSSLPolicy:
             context.maximum_version = self.max_version or ssl.TLSVersion.MAXIMUM_SUPPORTED
             if self.options is not None:
                 context.options = self.options  # type: ignore[assignment]  # the setter takes any SSL_OP_* bits
+        if self.verify_flags is not None:
+            # OpenSSL trusts first whatever the bit says (its "default" parameters carry it): Python's bit stays.
+            context.verify_flags = ssl.VerifyFlags(self.verify_flags | ssl.VERIFY_X509_TRUSTED_FIRST)
 
     def facts(self) -> tuple[tuple[str, str], ...]:
         """(key, value) pairs for HostFacts.openssl_policy: the effective values, then the configured ones."""
         pairs = [
             ("source", self.source if not self.error else f"{self.source} ({self.error})"),
             ("config_file", self.config_file),
+            *((("config_status", self.config_status),) if self.config_status else ()),
             ("MinProtocol", version_name(self.min_version) or "library minimum"),
             ("MaxProtocol", version_name(self.max_version) or "library maximum"),
             ("SecurityLevel", str(self.security_level)),
@@ -235,6 +242,8 @@ class _Libssl:
             "SSL_CTX_ctrl": ([p, i, lng, p], lng),
             "SSL_CTX_get_ciphers": ([p], p),
             "SSL_CTX_get_options": ([p], ctypes.c_uint64),
+            "SSL_CTX_get0_param": ([p], p),
+            "X509_VERIFY_PARAM_get_flags": ([p], ctypes.c_ulong),
             "OPENSSL_sk_num": ([p], i),
             "OPENSSL_sk_value": ([p, i], p),
             "SSL_CIPHER_get_name": ([p], ctypes.c_char_p),
@@ -267,9 +276,12 @@ class _Libssl:
             high = lib.SSL_CTX_ctrl(ctx, _CTRL_GET_MAX_PROTO_VERSION, 0, None)
             names = self._cipher_names(ctx)
             options = int(lib.SSL_CTX_get_options(ctx))
+            param = lib.SSL_CTX_get0_param(ctx)
+            verify_flags = int(lib.X509_VERIFY_PARAM_get_flags(param)) if param else None
         finally:
             lib.SSL_CTX_free(ctx)
         config_file = self._config_file()
+        status, directives = self._system_default(config_file)
         return OpenSSLPolicy(
             source="libssl",
             config_file=config_file,
@@ -279,7 +291,9 @@ class _Libssl:
             ciphers=tuple(n for n in names if not n.startswith("TLS_")),
             ciphersuites=tuple(n for n in names if n.startswith("TLS_")),
             options=options,
-            directives=self._system_default(config_file),
+            verify_flags=verify_flags,
+            directives=directives,
+            config_status=status,
         )
 
     def _cipher_names(self, ctx: int) -> tuple[str, ...]:
@@ -307,37 +321,42 @@ class _Libssl:
         finally:
             self._lib.CRYPTO_free(pointer, None, 0)
 
-    def _system_default(self, config_file: str) -> tuple[tuple[str, str], ...]:
-        """The directives of the section that `ssl_conf` names `system_default`, as the file says them.
+    def _system_default(self, config_file: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """(whether OpenSSL loads the file, the directives of the section that `ssl_conf` names
+        `system_default`, as the file says them).
 
         OpenSSL's own parser reads the file (includes and variables as it resolves them). For the facts
-        only: the effective values come from the SSL_CTX, whatever this finds."""
-        if not config_file or not os.path.isfile(config_file):
-            return ()
+        only: the effective values come from the SSL_CTX, whatever this finds. A file OpenSSL cannot load
+        is ignored whole, by every client, without a word: the status says so."""
+        if not config_file:
+            return "", ()
+        if not os.path.isfile(config_file):
+            return "absent: OpenSSL's built-in defaults apply", ()
         lib = self._lib
         conf = lib.NCONF_new(None)
         if not conf:
-            return ()
+            return "", ()
         try:
             line = ctypes.c_long(0)
             if lib.NCONF_load(conf, os.fsencode(config_file), ctypes.byref(line)) <= 0:
-                return ()
+                where = f"does not parse (line {line.value})" if line.value > 0 else "cannot be read"
+                return f"{where}: OpenSSL ignores all of it, its built-in defaults apply", ()
             # openssl_conf (in the default section) names a section whose ssl_conf names one whose
             # system_default names the section of directives.
             section: bytes | None = None
             for key in (b"openssl_conf", b"ssl_conf", b"system_default"):
                 section = lib.NCONF_get_string(conf, section, key)
                 if not section:
-                    return ()
+                    return "loaded, without a system_default section", ()
             stack = lib.NCONF_get_section(conf, section)
             if not stack:
-                return ()
+                return "loaded; its system_default section is missing", ()
             pairs = []
             for index in range(min(lib.OPENSSL_sk_num(stack), _MAX_DIRECTIVES)):
                 entry = ctypes.cast(lib.OPENSSL_sk_value(stack, index), ctypes.POINTER(_ConfValue)).contents
                 if entry.name and entry.value:
                     pairs.append((entry.name.decode("utf-8", "replace"), entry.value.decode("utf-8", "replace")))
-            return tuple(pairs)
+            return "loaded", tuple(pairs)
         finally:
             lib.NCONF_free(conf)
 

@@ -91,6 +91,13 @@ def _refusal(failing: ClientView, working: ClientView, row: Row, failing_label: 
     if failure is Failure.NO_COMMON_VERSION or (failure is Failure.TLS_ALERT and alert in _VERSION_ALERTS):
         if version in LEGACY_VERSIONS:
             return f"no common version (the server speaks {version}; {failing_label} requires TLS 1.2 or later)"
+        if failing.client is Client.OPENSSL and version == TlsVersion.TLS1_2.value:
+            # Python's context sets its own minimum (TLS 1.2) and keeps the configured maximum: only the
+            # host's minimum can leave out what Python negotiates.
+            return (
+                f"no common version (the server speaks up to {version}, which {failing_label} leaves out: its "
+                "MinProtocol, or a Protocol line, is above it)"
+            )
         return f"no common version (the client that connects negotiates {version})"
     if failure is Failure.WEAK_KEY_EXCHANGE:
         return "it refuses the server's key exchange as too weak (its security level is stricter)"
@@ -220,6 +227,12 @@ def _fix(difference: _Difference, everywhere: bool, agents: tuple[str, ...]) -> 
             "besides static RSA key exchange, which has no forward secrecy."
         )
         client = "A Python service could widen its own cipher list (ctx.set_ciphers('DEFAULT')), keeping that weakness."
+    elif "MinProtocol" in why:
+        server = f"Enable {TlsVersion.TLS1_3.value} on the server."
+        client = (
+            "Lower MinProtocol to TLSv1.2 in the OpenSSL configuration in force (OPENSSL_CONF or openssl.cnf, its "
+            "system_default section; `tlsfleet agents` lists it), or drop the Protocol line that excludes TLS 1.2."
+        )
     elif "no common version" in why:
         server = f"Enable TLS 1.2 and {TlsVersion.TLS1_3.value} on the server."
         client = (

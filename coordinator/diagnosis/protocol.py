@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from ...agent.model import Failure, Party, TlsVersion
+from ...agent.model import Client, Failure, Party, TlsVersion
 from ..observation import DiagnosisSettings, Observation, Row
 from .handshake import (
     LEGACY_VERSIONS,
@@ -208,13 +208,56 @@ def _server_wide(observation: Observation, failing: list[Row]) -> Finding:
         agents=tuple(dict.fromkeys(r.agent for r in failing)),
         addresses=tuple(dict.fromkeys(r.address.address for r in failing)),
         evidence=_evidence(observation, failing, []),
-        fix=(
-            "Make the server accept what current clients offer: TLS 1.2 and 1.3 with ECDHE and AES-GCM or "
-            "ChaCha20 suites"
-            + (f" (it chose {_chosen(failing)})" if _chosen(failing) else "")
-            + "; if the probe's version bounds or ALPN caused it, probe again without them."
-        ),
+        fix=_host_policy_fix(failing) if python_completes(failing) else _server_fix(failing),
         reproduce=_reproduce(observation, failing[0]),
+    )
+
+
+def _server_fix(failing: list[Row]) -> str:
+    over = {_over(r) for r in failing}
+    # The directives Python's default context keeps as configured: its failing alike does not clear them.
+    kept = ", ".join(
+        [
+            *(["MaxProtocol"] if any(r.address.handshake.alert == "protocol_version" for r in failing) else []),
+            *(["Groups", "SignatureAlgorithms", "Ciphersuites"] if "cipher" in over else []),
+        ]
+    )
+    narrowed = (
+        f" If the hosts' OpenSSL configuration narrows what they offer (openssl.cnf system_default: {kept}, which "
+        "Python's default context keeps too), compare it with what the server accepts."
+        if kept
+        else ""
+    )
+    return (
+        "Make the server accept what current clients offer: TLS 1.2 and 1.3 with ECDHE and AES-GCM or "
+        "ChaCha20 suites"
+        + (f" (it chose {_chosen(failing)})" if _chosen(failing) else "")
+        + "; if the probe's version bounds or ALPN caused it, probe again without them."
+        + narrowed
+    )
+
+
+def _host_policy_fix(failing: list[Row]) -> str:
+    """Python's default context completes where the openssl view fails: the server speaks a current TLS, and
+    the hosts' OpenSSL configuration (which Python's context partly replaces) leaves it out."""
+    agents = python_completes(failing)
+    negotiated = sorted(
+        {
+            f"{v.tls_version} {v.cipher}".strip()
+            for r in failing
+            if r.agent in agents
+            for v in r.address.views
+            if v.client is Client.PYTHON and v.tls_version
+        }
+    )
+    with_python = f" ({' and '.join(negotiated)})" if negotiated else ""
+    over = {_over(r) for r in failing}
+    directives = "MinProtocol or Protocol" if over == {"version"} else "MinProtocol, CipherString and its @SECLEVEL"
+    return (
+        f"On {name_list(agents)}, Python's default context completes the handshake{with_python}, so the server "
+        f"speaks a current TLS: relax {directives} in the OpenSSL configuration in force there (OPENSSL_CONF or "
+        "openssl.cnf, its system_default section; `tlsfleet agents` lists it) to admit it, or make the server "
+        "also accept what that configuration asks for."
     )
 
 

@@ -153,6 +153,8 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
 # --- handshakes that never complete ------------------------------------------------------------------
 
 _MAX_HANDSHAKE = "1 MiB"  # the agent's cap on handshake data (agent.probe.handshake.MAX_HANDSHAKE_BYTES)
+# OpenSSL's reason when a ServerHello lacks renegotiation_info and the client's options do not allow that.
+_NO_SECURE_RENEGOTIATION = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
 
 
 def _stage(row: Row) -> str:
@@ -246,6 +248,8 @@ def _family(row: Row) -> str:
         return f"alert {hs.alert}"
     if hs.failure is Failure.INTERNAL:
         return "internal"
+    if reason_code(hs.error) == _NO_SECURE_RENEGOTIATION:
+        return "no secure renegotiation"
     return "protocol"
 
 
@@ -275,6 +279,10 @@ _EVERYWHERE = {
         "PostgreSQL, LDAP)"
     ),
     "protocol": "the server sends TLS that OpenSSL clients reject",
+    "no secure renegotiation": (
+        "the server does not support secure renegotiation (RFC 5746: its ServerHello has no renegotiation_info), "
+        "which OpenSSL 3 clients refuse unless their configuration allows it (Options = UnsafeLegacyServerConnect)"
+    ),
     "internal": "the agents' probes fail internally: this says nothing about the server yet",
     "alert unrecognized_name": "the server does not serve the name sent in SNI",
     "alert internal_error": "the server fails internally (its certificate, key, an HSM or a backend)",
@@ -306,6 +314,11 @@ _FIX_EVERYWHERE = {
         "`-starttls postgres`, ...)."
     ),
     "protocol": "Check the server's TLS implementation and version against current OpenSSL clients.",
+    "no secure renegotiation": (
+        "Upgrade or reconfigure the server's TLS stack to support RFC 5746 (every maintained TLS library does). "
+        "Only as a stopgap: `Options = UnsafeLegacyServerConnect` in the clients' OpenSSL configuration "
+        "(system_default section) lets them through, without protection against renegotiation attacks."
+    ),
     "internal": "Check the agents' logs and versions; probe again after upgrading them.",
     "alert unrecognized_name": "Serve the name on the server (its virtual host), or probe the name it serves.",
     "alert internal_error": "Check the server's logs for the handshake error: its certificate and key, HSM or backend.",
@@ -433,6 +446,18 @@ def _incomplete_clients(observation: Observation, failing: list[Row], completed:
     agents = agents_of(failing)
     compared, caveat = comparison(failing, completed)
     others = agents_of(compared)
+    if {_family(r) for r in failing} == {"no secure renegotiation"}:
+        fix = (
+            f"{_FIX_EVERYWHERE['no secure renegotiation']} {name_list(others)} {agree('get', others)} through: an "
+            "older OpenSSL there, or that option."
+        )
+    else:
+        fix = (
+            f"Compare the path and TLS settings of {name_list(agents)} with those of {name_list(others)}: proxy "
+            "variables (HTTPS_PROXY), egress firewalls and TLS-inspecting middleboxes between them and the server, "
+            "OpenSSL version and policy (`tlsfleet agents`); run the reproduce commands on both and compare where "
+            "the handshake stops."
+        )
     return Finding(
         cause=Cause.HANDSHAKE_INCOMPLETE,
         severity=Severity.CRITICAL,
@@ -446,12 +471,7 @@ def _incomplete_clients(observation: Observation, failing: list[Row], completed:
         agents=agents,
         addresses=addresses_of(failing),
         evidence=_incomplete_evidence(observation, failing, compared),
-        fix=(
-            f"Compare the path and TLS settings of {name_list(agents)} with those of {name_list(others)}: proxy "
-            "variables (HTTPS_PROXY), egress firewalls and TLS-inspecting middleboxes between them and the server, "
-            "OpenSSL version and policy (`tlsfleet agents`); run the reproduce commands on both and compare where "
-            "the handshake stops."
-        ),
+        fix=fix,
         reproduce=_reproduce_incomplete(observation, failing[0]),
     )
 

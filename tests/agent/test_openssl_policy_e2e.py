@@ -164,3 +164,45 @@ def test_a_real_agent_under_each_policy_agrees_with_s_client_under_it(case: str,
         # while Python's own @SECLEVEL=2 still refuses: the python view says so.
         assert [v.client for v in address.views] == [Client.OPENSSL, Client.PYTHON]
         assert address.views[1].verify_code == 66
+
+
+def test_the_diagnosis_of_a_host_minimum_above_the_servers_maximum_blames_the_host_policy(
+    pki: LabPKI, tmp_path: Path
+) -> None:
+    """MinProtocol = TLSv1.3 on the host, a TLS 1.2 server: `openssl s_client` and curl there fail, Python's
+    default context connects. The findings say so and name MinProtocol; none asks the server to accept what
+    current clients offer, which it already does."""
+    lab = Lab(tmp_path, pki)
+    try:
+        server = lab.s_server(rsa_leaf(pki, "rsa.test"), "-no_tls1_3")
+        conf = policy_file(tmp_path, "min13", "MinProtocol = TLSv1.3")
+        truth = s_client(server.port, "rsa.test", lab.root, config=conf)
+        assert not truth.ok and truth.verify_code == 0, truth.output
+        assert s_client(server.port, "rsa.test", lab.root).ok
+        inventory = tmp_path / "empty-inventory.toml"
+        inventory.write_text("")
+        env = trust_env(tmp_path, lab.root)
+        env["OPENSSL_CONF"] = str(conf)
+        command = [*tlsfleet_command(), "probe", f"127.0.0.1:{server.port}", "--sni", "rsa.test"]
+        done = subprocess.run(
+            [*command, "--inventory", str(inventory), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    finally:
+        lab.stop()
+    assert "Traceback" not in done.stderr, done.stderr
+    report = json.loads(done.stdout)
+    [vantage] = report["vantages"]
+    [address] = vantage["result"]["addresses"]
+    assert [(v["client"], v["failure"]) for v in address["views"]] == [("openssl", "tls_alert"), ("python", "none")]
+    by_cause = {f["cause"]: f for f in report["findings"]}
+    top = report["findings"][0]
+    assert top["cause"] == "protocol_mismatch" and top["severity"] == "critical", top
+    assert "MinProtocol" in top["fix"] and "Make the server accept" not in top["fix"], top["fix"]
+    views = by_cause["client_views_differ"]
+    assert "Lower MinProtocol to TLSv1.2" in views["fix"], views["fix"]
+    assert "Python's default context refuses versions below" not in views["fix"]

@@ -194,10 +194,12 @@ class Lab:
 
 
 class RawServer:
-    """A TCP server that reads the ClientHello, then misbehaves: `reset` (RST), `close` (FIN) or `garbage`."""
+    """A TCP server that reads the ClientHello, then misbehaves: `reset` (RST), `close` (FIN), `garbage` (an SSH
+    banner and bytes), `http` (a plain HTTP answer, as from a port that speaks HTTP) or `no_renegotiation_info`
+    (a TLS 1.2 ServerHello without the RFC 5746 extension, as from a TLS stack older than 2010, then silence)."""
 
     def __init__(self, behaviour: str) -> None:
-        if behaviour not in ("reset", "close", "garbage"):
+        if behaviour not in ("reset", "close", "garbage", "http", "no_renegotiation_info"):
             raise ValueError(behaviour)
         self.behaviour = behaviour
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -225,6 +227,12 @@ class RawServer:
                     if self.behaviour == "garbage":
                         conn.sendall(b"SSH-2.0-OpenSSH_9.6 this is not TLS\r\n" + bytes(range(256)))
                         time.sleep(0.2)
+                    elif self.behaviour == "http":
+                        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        time.sleep(0.2)
+                    elif self.behaviour == "no_renegotiation_info":
+                        conn.sendall(_legacy_server_hello())
+                        time.sleep(0.1)
                     elif self.behaviour == "reset":
                         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 except OSError:
@@ -234,6 +242,13 @@ class RawServer:
         self._stop.set()
         self._thread.join(5)
         self._listener.close()
+
+
+def _legacy_server_hello() -> bytes:
+    """A TLS 1.2 ServerHello choosing ECDHE-RSA-AES128-GCM-SHA256, with no extensions at all."""
+    body = b"\x03\x03" + os.urandom(32) + b"\x00" + b"\xc0\x2f" + b"\x00"
+    message = b"\x02" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x03" + len(message).to_bytes(2, "big") + message
 
 
 # ----------------------------------------------------------------------------------------------- clients

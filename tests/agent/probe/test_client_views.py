@@ -26,6 +26,7 @@ from tlsfleet.agent.hostfacts import gather_host_facts
 from tlsfleet.agent.model import Client, Failure, Party, Verdict
 from tlsfleet.agent.probe.handshake import ContextCache
 from tlsfleet.agent.probe.openssl_policy import host_policy, python_default_policy
+from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 
 pytestmark = needs_openssl
@@ -257,3 +258,96 @@ def test_facts_list_the_configured_directives(lab: Lab, directive: str) -> None:
     assert policy[f"system_default.{key}"] == value
     assert policy[key] == value
     assert policy["source"] == "libssl"
+
+
+# ---------------------------------------------------------------------------------------------- verify flags
+
+
+@pytest.fixture
+def python_313_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ssl.create_default_context()` as Python 3.13 makes it (Lib/ssl.py adds VERIFY_X509_STRICT and
+    VERIFY_X509_PARTIAL_CHAIN), whatever Python runs the test; `openssl s_client` and curl set neither."""
+    original = ssl.create_default_context
+
+    def create(*args: object, **kwargs: object) -> ssl.SSLContext:
+        context = original(*args, **kwargs)  # type: ignore[arg-type]
+        context.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", create)
+
+
+def test_the_openssl_view_verifies_without_pythons_strict_flags(lab: Lab, python_313_defaults: None) -> None:
+    """A leaf without an Authority Key Identifier: s_client and curl accept it; Python 3.13's default context
+    refuses it (85, X509_STRICT). The openssl view says what s_client says, the python view what Python does."""
+    server = lab.s_server(rsa_leaf(lab.pki, "noaki.test"))
+    truth = s_client(server.port, "noaki.test", lab.root)
+    assert truth.ok and truth.verify_code == 0, truth.output
+    assert plain_python(lab, server.port, "noaki.test") == "verify:85"
+    result = probe(lab, server.port, "noaki.test")
+    openssl, python = result.views
+    assert (openssl.client, openssl.failure, openssl.verdict) == (Client.OPENSSL, Failure.NONE, Verdict.OK)
+    assert result.native.verdict is Verdict.OK and result.handshake.failure is Failure.NONE
+    assert (python.client, python.failure, python.verify_code) == (Client.PYTHON, Failure.CERT_VERIFY, 85)
+    assert "VERIFY_X509_STRICT" in python.detail
+
+
+def test_the_openssl_view_does_not_anchor_on_an_intermediate(lab: Lab, python_313_defaults: None) -> None:
+    """A store holding only the intermediate: s_client cannot reach a root (2); Python 3.13's default context
+    takes the intermediate as the anchor (PARTIAL_CHAIN) and accepts."""
+    server = lab.s_server(lab.pki.issue_leaf("partial.test"))
+    intermediate = lab.tmp / "intermediate-only.pem"
+    intermediate.write_bytes(lab.pki.intermediate.cert_pem)
+    truth = s_client(server.port, "partial.test", intermediate)
+    assert not truth.ok and truth.verify_code == 2, truth.output
+    result = probe(lab, server.port, "partial.test", cache=ContextCache(cafile=str(intermediate)))
+    openssl, python = result.views
+    assert (openssl.failure, openssl.verify_code) == (Failure.CERT_VERIFY, truth.verify_code)
+    assert result.native.verify_code == truth.verify_code
+    assert (python.client, python.failure, python.verdict) == (Client.PYTHON, Failure.NONE, Verdict.OK)
+
+
+# A system_default section with MinProtocol = TLSv1.3, and what follows it in the file.
+CONFIGS = {
+    "loaded": ("", "loaded", False),
+    "unparseable": ("[unterminated\n", "does not parse (line 11): OpenSSL ignores all of it", True),
+    "absent": (None, "absent: OpenSSL's built-in defaults apply", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_a_configuration_openssl_cannot_load_is_ignored_by_both_and_said(lab: Lab, case: str) -> None:
+    """OpenSSL ignores an OPENSSL_CONF that does not exist or does not parse, silently: s_client then runs on
+    its defaults and reaches a TLS 1.2 server that MinProtocol = TLSv1.3 would refuse. The openssl view
+    does the same, and the facts say why the file's directives are not in force."""
+    tail, status, reaches = CONFIGS[case]
+    server = lab.s_server(lab.pki.issue_leaf("conf.test"), "-no_tls1_3")
+    config = policy_file(lab.tmp, case, "MinProtocol = TLSv1.3")
+    if tail is None:
+        config.unlink()
+    else:
+        config.write_text(config.read_text() + tail)
+    truth = s_client(server.port, "conf.test", lab.root, config=config)
+    assert truth.ok is reaches, truth.output
+    policy, [result] = probe_in_child(config, [spec(lab, server.port, "conf.test")])
+    assert (result["handshake"]["failure"] == Failure.NONE) is reaches, result["handshake"]
+    assert policy["config_file"] == str(config)
+    assert policy["config_status"].startswith(status), policy
+    assert policy["MinProtocol"] == ("library minimum" if reaches else "TLSv1.3")
+
+
+def test_strict_flags_cost_no_second_handshake_when_the_chain_meets_them(
+    pki: LabPKI, tmp_path: Path, python_313_defaults: None
+) -> None:
+    """A chain Python's flags accept too (judged offline): one connection, one view."""
+    lab = Lab(tmp_path, pki)
+    server = TlsServer(ServedIdentity.of(pki.issue_leaf("strict.test"), pki.intermediate)).start()
+    try:
+        before = server.accepted
+        result = probe(lab, server.port, "strict.test")
+        connections = server.accepted - before
+    finally:
+        server.stop()
+    assert result.handshake.failure is Failure.NONE, result.handshake
+    assert [v.client for v in result.views] == [Client.OPENSSL]
+    assert connections == 1

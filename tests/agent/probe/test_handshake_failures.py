@@ -20,7 +20,9 @@ from tests.agent.probe.openssl_lab import (
     views,
 )
 from tlsfleet.agent.model import Failure, Party, TlsVersion, Verdict
-from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.lab import ground_truth
+from tlsfleet.coordinator.lab.agent_process import trust_env
+from tlsfleet.coordinator.lab.pki import Issued, LabPKI
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 
 pytestmark = needs_openssl
@@ -67,6 +69,45 @@ def test_a_certificate_message_over_100_kib_is_cert_too_large(lab: Lab) -> None:
     assert result.handshake.refused_by is Party.CLIENT
     assert result.handshake.tls_version == "TLSv1.3"  # read from the ServerHello before the refusal
     assert result.native.verdict is Verdict.NO_CHAIN and result.native.verify_code == truth.verify_code
+
+
+def _leaf_of_size(pki: LabPKI, size: int) -> Issued:
+    """A leaf of exactly `size` DER bytes (a padding name absorbs the ECDSA signature's varying length)."""
+    names = ["big.test"] + [f"host-{i:05d}.filler.big.test" for i in range(3000)]
+    pad = 10
+    for _ in range(50):
+        leaf = pki.issue_leaf(*names, "x" * pad + ".pad.big.test")
+        delta = size - len(leaf.der)
+        if delta == 0:
+            return leaf
+        pad += delta
+        if pad > 60:  # a DNS label holds at most 63 characters: the excess goes into another name
+            names.append("y" * 40 + ".more.big.test")
+            pad -= 56
+        pad = max(pad, 1)
+    raise AssertionError(f"no leaf of {size} bytes")
+
+
+# The Certificate message's body around OpenSSL's limit (max_cert_list, 102400 bytes), one leaf served alone:
+# TLS 1.3 adds a context byte, the list's length, the entry's length and its empty extensions (9 bytes),
+# TLS 1.2 the list's and the entry's lengths (6 bytes).
+@pytest.mark.parametrize(("version", "overhead"), [("-tls1_3", 9), ("-no_tls1_3", 6)])
+@pytest.mark.parametrize("body", [102400, 102401])
+def test_the_certificate_limit_falls_on_the_same_byte_as_s_clients(
+    lab: Lab, version: str, overhead: int, body: int
+) -> None:
+    server = lab.s_server(_leaf_of_size(lab.pki, body - overhead), version, chain=())
+    truth = s_client(server.port, "big.test", lab.root)
+    result = probe(lab, server.port, "big.test")
+    assert not truth.ok, truth.output
+    if body <= 100 * 1024:
+        # Within the limit: the chain arrives and is judged (no intermediate was sent: 20), as by s_client.
+        assert truth.verify_code == 20, truth.output
+        assert result.handshake.failure is Failure.CERT_VERIFY and result.native.verify_code == 20
+        assert len(result.chain) == 1
+    else:
+        assert truth.verify_code == 0 and "excessive message size" in truth.output, truth.output
+        assert result.handshake.failure is Failure.CERT_TOO_LARGE and result.native.verdict is Verdict.NO_CHAIN
 
 
 def test_a_server_alert_is_named_and_refused_by_the_server(lab: Lab) -> None:
@@ -127,8 +168,9 @@ def test_no_cipher_left_is_refused_by_the_client(lab: Lab) -> None:
     assert result["plain_python"]["ok"] is True
 
 
-def test_garbage_is_not_tls(lab: Lab) -> None:
-    server = lab.raw("garbage")
+@pytest.mark.parametrize("behaviour", ["garbage", "http"])
+def test_garbage_is_not_tls(lab: Lab, behaviour: str) -> None:
+    server = lab.raw(behaviour)
     truth = s_client(server.port, "garbage.test", lab.root)
     assert not truth.ok, truth.output
     result = probe(lab, server.port, "garbage.test")
@@ -185,3 +227,47 @@ def test_an_unknown_name_alert_runs_no_second_handshake(lab: Lab) -> None:
     assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "unrecognized_name", Party.SERVER), hs
     assert list(views(result)) == ["openssl"]
     assert connections == 1
+
+
+@pytest.mark.parametrize("name", ["hrr.test", "other.test"])
+def test_a_hello_retry_request_reports_the_second_server_hello(lab: Lab, name: str) -> None:
+    """A server that only takes P-384 answers the X25519 key share with a HelloRetryRequest: the handshake
+    completes (or its chain is refused) with what the second ServerHello chose, as s_client reports it."""
+    server = lab.s_server(lab.pki.issue_leaf("hrr.test"), "-tls1_3", "-groups", "P-384")
+    truth = ground_truth.s_client(
+        "127.0.0.1", server.port, servername=name, env=trust_env(lab.tmp, lab.root), extra=("-groups", "X25519:P-384")
+    )
+    result = probe(lab, server.port, name)
+    hs = result.handshake
+    assert truth.connected is (hs.failure is Failure.NONE), truth.output
+    assert result.native.verify_code == truth.verify_code
+    if truth.connected:
+        assert (hs.tls_version, hs.cipher) == (truth.protocol, truth.cipher)
+    else:
+        # s_client -brief names no version once the chain is refused; the ServerHello after the retry still does.
+        assert hs.failure is Failure.CERT_VERIFY and truth.verify_code == 62
+        assert (hs.tls_version, hs.cipher) == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    assert list(views(result)) == ["openssl"]
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_server_without_secure_renegotiation_is_refused_unless_the_policy_allows_it(lab: Lab, allowed: bool) -> None:
+    """OpenSSL 3 clients refuse a ServerHello without renegotiation_info (RFC 5746), unless the host's
+    configuration says `Options = UnsafeLegacyServerConnect`: then they go on (and this server hangs up)."""
+    server = lab.raw("no_renegotiation_info")
+    config = policy_file(lab.tmp, "legacy", "Options = UnsafeLegacyServerConnect") if allowed else None
+    truth = s_client(server.port, "legacy.test", lab.root, config=config)
+    assert not truth.ok, truth.output
+    assert ("unsafe legacy renegotiation disabled" in truth.output) is not allowed, truth.output
+    if allowed:
+        _, [result] = probe_in_child(config, [{"port": server.port, "name": "legacy.test", "cafile": str(lab.root)}])
+        hs = result["handshake"]
+        assert (hs["failure"], hs["refused_by"], hs["tls_version"]) == (Failure.CLOSED, Party.SERVER, "TLSv1.2"), hs
+    else:
+        refused = probe(lab, server.port, "legacy.test").handshake
+        assert (refused.failure, refused.refused_by, refused.tls_version) == (
+            Failure.PROTOCOL_ERROR,
+            Party.CLIENT,
+            "TLSv1.2",
+        ), refused
+        assert "UNSAFE_LEGACY_RENEGOTIATION_DISABLED" in refused.error

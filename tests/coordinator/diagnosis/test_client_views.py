@@ -133,3 +133,15 @@ def test_static_rsa_names() -> None:
     assert client_views.is_static_rsa("AES128-GCM-SHA256") and client_views.is_static_rsa("DES-CBC3-SHA")
     for forward_secret in ("ECDHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES128-GCM-SHA256", "TLS_AES_128_GCM_SHA256", ""):
         assert not client_views.is_static_rsa(forward_secret)
+
+
+def test_openssl_refused_over_versions_where_python_connects_names_the_hosts_minimum() -> None:
+    """MinProtocol = TLSv1.3 on the host, a TLS 1.2 server: Python's own minimum (TLS 1.2) lets it through."""
+    refused = broken(IP1, Failure.TLS_ALERT, alert="protocol_version", error=PY_PROTOCOL_VERSION.error)
+    python = ClientView(Client.PYTHON, Verdict.OK, tls_version="TLSv1.2", cipher="ECDHE-RSA-AES128-GCM-SHA256")
+    (f,) = _run(observe(outcome("strict-1", [with_python_view(refused, python)])))
+    assert "fail: no common version (the server speaks up to TLSv1.2, which the host's OpenSSL configuration" in (
+        f.summary
+    )
+    assert "Lower MinProtocol to TLSv1.2" in f.fix
+    assert "Python's default context refuses versions below TLS 1.2" not in f.fix

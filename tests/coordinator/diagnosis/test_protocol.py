@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from tests.coordinator.diagnosis.handshakes import broken, with_python_view
 from tests.outcomes import address, observe, outcome, request, silent
-from tlsfleet.agent.model import AddressResult, Failure, Party, TlsVersion, Verdict
+from tlsfleet.agent.model import AddressResult, Client, ClientView, Failure, Party, TlsVersion, Verdict
 from tlsfleet.coordinator.diagnosis import protocol
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
@@ -213,3 +214,29 @@ def test_negotiation_failure_classifier(chain: tuple[bytes, bytes]) -> None:
         outcome("a", [_alert(IP1, "protocol_version"), address(IP2, chain)]),
     ).rows
     assert [protocol.is_negotiation_failure(r) for r in rows] == [True, False]
+
+
+def test_every_vantage_failing_where_python_completes_points_at_the_hosts_openssl_configuration() -> None:
+    """MinProtocol = TLSv1.3 on every host, a server of TLS 1.2: the server is current, the hosts' policy is not."""
+    refused = broken(IP1, Failure.TLS_ALERT, alert="protocol_version", refused_by=Party.SERVER)
+    python = ClientView(Client.PYTHON, Verdict.OK, tls_version="TLSv1.2", cipher="ECDHE-RSA-AES128-GCM-SHA256")
+    (f,) = _run(observe(outcome("a", [with_python_view(refused, python)]), outcome("b", [refused])))
+    assert "Make the server accept" not in f.fix
+    assert f.fix.startswith(
+        "On a, Python's default context completes the handshake (TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256), so the server "
+        "speaks a current TLS: relax MinProtocol or Protocol in the OpenSSL configuration in force there"
+    )
+
+
+def test_every_vantage_refused_over_ciphers_names_the_configured_groups_and_signatures() -> None:
+    """Groups = P-384 on the host, an X25519-only server: Python's context keeps the groups, so both fail alike."""
+    (f,) = _run(observe(outcome("a", [_alert(IP1, "handshake_failure")])))
+    assert f.fix.startswith("Make the server accept what current clients offer")
+    assert "Groups, SignatureAlgorithms, Ciphersuites" in f.fix
+
+
+def test_every_vantage_refused_over_versions_names_the_configured_maximum() -> None:
+    """MaxProtocol = TLSv1.2 on the host, a TLS 1.3-only server: Python's context keeps the maximum, fails alike."""
+    (f,) = _run(observe(outcome("a", [_alert(IP1, "protocol_version")])))
+    assert f.fix.startswith("Make the server accept what current clients offer")
+    assert "system_default: MaxProtocol, which Python's default context keeps too" in f.fix

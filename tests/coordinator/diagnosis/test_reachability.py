@@ -204,3 +204,29 @@ def test_a_server_without_starttls_was_reached() -> None:
     (finding,) = _unreachable(observe(no_tls))
     assert f"answers from every vantage at {IP1}, but TLS does not start" in finding.summary
     assert "--starttls" in finding.fix
+
+
+NO_RENEGOTIATION_INFO = broken(
+    IP1,
+    Failure.PROTOCOL_ERROR,
+    tls_version="TLSv1.2",
+    cipher="ECDHE-RSA-AES128-GCM-SHA256",
+    error="[SSL: UNSAFE_LEGACY_RENEGOTIATION_DISABLED] unsafe legacy renegotiation disabled (_ssl.c:1006)",
+    refused_by=Party.CLIENT,
+    duration_ms=0.7,
+)
+
+
+def test_a_server_without_secure_renegotiation_is_named_with_the_option_that_lets_clients_through() -> None:
+    (f,) = _incomplete(observe(outcome("a", [NO_RENEGOTIATION_INFO]), outcome("b", [NO_RENEGOTIATION_INFO])))
+    assert f.severity is Severity.CRITICAL
+    assert "does not support secure renegotiation (RFC 5746" in f.summary
+    assert f.fix.startswith("Upgrade or reconfigure the server's TLS stack to support RFC 5746")
+    assert "UnsafeLegacyServerConnect" in f.fix
+
+
+def test_hosts_allowing_legacy_servers_get_through_and_the_others_are_told_why(chain: tuple[bytes, bytes]) -> None:
+    """Hosts with Options = UnsafeLegacyServerConnect complete; the strict ones are named, with the cause."""
+    (f,) = _incomplete(observe(outcome("debian-1", [NO_RENEGOTIATION_INFO]), outcome("rhel-1", [address(IP1, chain)])))
+    assert f.agents == ("debian-1",)
+    assert "RFC 5746" in f.fix and "rhel-1 gets through" in f.fix, f.fix
