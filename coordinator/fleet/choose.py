@@ -29,6 +29,7 @@ def select_vantages(
     include_local: bool,
     linked: Sequence[tuple[Vantage, bool]] = (),
     names_must_exist: bool = False,
+    without_local: str = "--no-local leaves out this machine",
 ) -> FleetChoice:
     """Load the inventory, pick the agents the selector matches, and build a vantage for each.
 
@@ -37,7 +38,8 @@ def select_vantages(
     inventory's address when there is one.
 
     With `names_must_exist`, a name in the selector that is no vantage's (a typo) is an error naming the close
-    ones, rather than a vantage quietly left out.
+    ones, rather than a vantage quietly left out. `without_local` says, when nothing matched, what left this
+    machine out (the CLI's flag, a report's setting).
 
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
     from ...agent.pki.fleet_ca import default_pki_dir
@@ -74,7 +76,7 @@ def select_vantages(
         wanted = f"no vantage matches {selector_text!r}" if selector_text else "no vantage to probe from"
         raise FleetError(
             f"{wanted} in {where}, nor among the agents that dial in ({len(linked)} known)"
-            + ("; --no-local leaves out this machine" if not include_local else "")
+            + (f"; {without_local}" if not include_local else "")
         )
     return FleetChoice(inventory=inventory, vantages=tuple(vantages))
 

@@ -45,7 +45,11 @@ async def run_report(
     owned = vantages is None
     if vantages is None:
         vantages = select_vantages(
-            inventory_path=inventory, selector_text=report.agents, include_local=report.include_local, linked=linked
+            inventory_path=inventory,
+            selector_text=report.agents,
+            include_local=report.include_local,
+            linked=linked,
+            without_local="the report leaves out this machine (include_local = true adds it)",
         ).vantages
     done: list[TargetRun] = []
     abandoned, note = False, ""

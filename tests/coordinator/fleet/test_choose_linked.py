@@ -76,3 +76,30 @@ def test_no_vantage_at_all_says_where_it_looked_without_a_selector(tmp_path: Pat
         f"no vantage to probe from in inventory {empty}, nor among the agents that dial in (0 known)"
     )
     assert "None" not in message
+
+
+def test_nothing_to_probe_from_says_what_left_this_machine_out(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(FleetError, match=r"--no-local leaves out this machine$"):
+        select_vantages(inventory_path=empty, selector_text=None, include_local=False)
+    report_says = "the report leaves out this machine (include_local = true adds it)"
+    with pytest.raises(FleetError, match=r"\(include_local = true adds it\)$"):
+        select_vantages(inventory_path=empty, selector_text=None, include_local=False, without_local=report_says)
+
+
+def test_a_report_with_nothing_to_probe_from_names_its_own_setting(tmp_path: Path) -> None:
+    from tlsfleet.coordinator.fleet.probe_slots import ProbeSlots
+    from tlsfleet.coordinator.service.config import parse_config
+    from tlsfleet.coordinator.service.runner import run_report
+
+    (tmp_path / "empty.toml").write_text("")
+    config = parse_config(
+        {
+            "coordinator": {"inventory": "empty.toml"},
+            "report": [{"name": "edge", "targets": ["svc0.example.test:443"], "interval": "1h"}],
+        },
+        tmp_path / "coordinator.toml",
+    )
+    with pytest.raises(FleetError, match=r"\(include_local = true adds it\)$"):
+        asyncio.run(run_report(config.reports[0], inventory=config.inventory, slots=ProbeSlots(4)))
