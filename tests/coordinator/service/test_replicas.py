@@ -33,7 +33,7 @@ from tlsfleet.coordinator.lab.agent_process import agent_command, tlsfleet_comma
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 from tlsfleet.coordinator.outcomes import VantageState
-from tlsfleet.coordinator.service.config import ConfigError, ServiceConfig, load_config, parse_config
+from tlsfleet.coordinator.service.config import ConfigError, ReportConfig, ServiceConfig, load_config, parse_config
 from tlsfleet.coordinator.service.history import HistoryError
 from tlsfleet.coordinator.service.history.sqlite_store import SqliteHistory
 from tlsfleet.coordinator.service.http_routes import FleetPages
@@ -384,6 +384,17 @@ def test_coordinators_in_one_process_take_turns_on_one_sqlite_file(tmp_path: Pat
     assert slots == list(range(slots[0], slots[0] + 3)), "every slot run, each once"
 
 
+def _one_hourly_report(tmp_path: Path) -> tuple[ServiceConfig, ReportConfig, datetime]:
+    """A config whose one report runs hourly on leases of a second, and its current slot."""
+    config_path = tmp_path / "coordinator.toml"
+    config_path.write_text(
+        '[storage]\npath = "history.sqlite"\nlease_expiry = "1s"\n\n'
+        '[[report]]\nname = "edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1h"\njitter = "0s"\n'
+    )
+    config = load_config(config_path)
+    return config, config.reports[0], datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 class _Unrenewable(SqliteHistory):
     """A coordinator cut off from the history while its run goes: its renewals fail."""
 
@@ -393,14 +404,7 @@ class _Unrenewable(SqliteHistory):
 
 @pytest.mark.slow
 def test_a_holder_cut_off_past_its_lease_finds_its_run_recorded_interrupted(tmp_path: Path) -> None:
-    config_path = tmp_path / "coordinator.toml"
-    config_path.write_text(
-        '[storage]\npath = "history.sqlite"\nlease_expiry = "1s"\n\n'
-        '[[report]]\nname = "edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1h"\njitter = "0s"\n'
-    )
-    config = load_config(config_path)
-    report = config.reports[0]
-    slot = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    config, report, slot = _one_hourly_report(tmp_path)
 
     class SlowRun:
         async def run(self, _report: object) -> SimpleNamespace:
@@ -439,14 +443,7 @@ class _CutOffForAWhile(SqliteHistory):
 
 @pytest.mark.slow
 def test_a_holder_back_after_its_slot_was_recorded_interrupted_drops_its_run_unsaved(tmp_path: Path) -> None:
-    config_path = tmp_path / "coordinator.toml"
-    config_path.write_text(
-        '[storage]\npath = "history.sqlite"\nlease_expiry = "1s"\n\n'
-        '[[report]]\nname = "edge"\ntargets = ["svc0.example.test:443"]\ninterval = "1h"\njitter = "0s"\n'
-    )
-    config = load_config(config_path)
-    report = config.reports[0]
-    slot = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    config, report, slot = _one_hourly_report(tmp_path)
     finished: list[str] = []
 
     class SlowRun:
