@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 
-__all__ = ["CertSummary", "CertificateParseError", "fingerprint", "parse_der", "summarize"]
+__all__ = ["CertSummary", "CertificateParseError", "fingerprint", "parse_der", "summarize", "unhandled_critical"]
+
+# A served certificate with a serial number of zero or below is OpenSSL's to accept (it does) and the strict
+# profile's to note; cryptography's warning about it would only reach an operator's terminal or the logs.
+warnings.filterwarnings("ignore", "Parsed a serial number which wasn't positive", CryptographyDeprecationWarning)
 
 
 class CertificateParseError(ValueError):
@@ -41,6 +47,35 @@ class CertSummary:
     def san(self) -> tuple[str, ...]:
         """DNS names then IP addresses, as strings."""
         return self.san_dns + self.san_ip
+
+
+# The extensions OpenSSL handles when critical (X509_supported_extension); any other critical one is 34.
+_OPENSSL_HANDLED_CRITICAL = frozenset(
+    {
+        "2.16.840.1.113730.1.1",  # nsCertType
+        "2.5.29.15",  # keyUsage
+        "2.5.29.17",  # subjectAltName
+        "2.5.29.19",  # basicConstraints
+        "2.5.29.32",  # certificatePolicies
+        "2.5.29.37",  # extendedKeyUsage
+        "1.3.6.1.5.5.7.1.7",  # sbgp-ipAddrBlock
+        "1.3.6.1.5.5.7.1.8",  # sbgp-autonomousSysNum
+        "2.5.29.36",  # policyConstraints
+        "1.3.6.1.5.5.7.1.14",  # proxyCertInfo
+        "2.5.29.30",  # nameConstraints
+        "2.5.29.33",  # policyMappings
+        "2.5.29.54",  # inhibitAnyPolicy
+    }
+)
+
+
+def unhandled_critical(cert: x509.Certificate) -> tuple[ObjectIdentifier, ...]:
+    """The critical extensions OpenSSL does not handle (verify code 34), in the order the certificate has them."""
+    try:
+        extensions = list(cert.extensions)
+    except ValueError:
+        return ()
+    return tuple(e.oid for e in extensions if e.critical and e.oid.dotted_string not in _OPENSSL_HANDLED_CRITICAL)
 
 
 def fingerprint(der: bytes) -> str:

@@ -1,4 +1,5 @@
-"""Whether a certificate covers the name a client asks for: DNS SANs with one-label wildcards, IP SANs."""
+"""Whether a certificate covers the name a client asks for: DNS SANs with one-label wildcards, IP SANs; and
+OpenSSL's own, laxer wildcard rule (partial-label wildcards), which only its default name check honours."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | N
 
 
 def _dns_matches(pattern: str, name: str) -> bool:
-    pattern = pattern.rstrip(".").lower()
+    # As OpenSSL's X509_check_host: a SAN is compared as written (case aside), so "host." never matches.
+    pattern = pattern.lower()
     if pattern == name:
         return True
     # RFC 6125 6.4.3 as browsers and OpenSSL apply it: "*" only as the whole left-most label, matching
@@ -76,6 +78,30 @@ def _dns_matches(pattern: str, name: str) -> bool:
         and n_labels[0] != ""
         and n_labels[1:] == p_labels[1:]
     )
+
+
+def openssl_wildcard_matches(pattern: str, name: str) -> bool:
+    """Whether OpenSSL's X509_check_host with its default flags matches the DNS name `name` (normalized)
+    against the wildcard `pattern`, partial-label wildcards ("f*.example.com", "*oo.example.com") included:
+    one "*" at the start or the end of the left-most label, at least two labels after it, no wildcard in an
+    A-label, and a partial wildcard never matching an A-label."""
+    p_labels = pattern.lower().split(".")
+    n_labels = name.split(".")
+    first = p_labels[0]
+    if first.count("*") != 1 or len(p_labels) < 3 or "*" in ".".join(p_labels[1:]) or first.startswith("xn--"):
+        return False
+    if len(n_labels) != len(p_labels) or n_labels[1:] != p_labels[1:]:
+        return False
+    prefix, suffix = first.split("*")
+    label = n_labels[0]
+    if prefix and suffix:
+        return False  # OpenSSL takes "f*" and "*o", never "f*o"
+    if prefix or suffix:
+        if label.startswith("xn--"):
+            return False
+    elif not label:
+        return False
+    return len(label) >= len(prefix) + len(suffix) and label.startswith(prefix) and label.endswith(suffix)
 
 
 def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, str]:
@@ -99,3 +125,20 @@ def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, st
     deeper = [p for p in dns_names if p.startswith("*.") and expected.dns.endswith(p[1:])]
     hint = f"; wildcard {deeper[0]} covers exactly one label" if deeper else ""
     return False, f"{expected.dns} not among the certificate's DNS SANs ({listed}){hint}"
+
+
+def partial_wildcard_covers(der: bytes, name: str) -> str:
+    """The partial-label wildcard SAN ("f*.example.com") through which alone the certificate covers the DNS
+    name `name`, as OpenSSL's default name check takes it; "" when a SAN covers it by the one-label rule
+    every client applies, none covers it, or the certificate does not parse."""
+    try:
+        expected = parse_expected_name(name)
+        sans = subject_alt_names(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return ""
+    if expected.dns is None or sans is None:
+        return ""
+    patterns = sans.get_values_for_type(x509.DNSName)
+    if any(_dns_matches(p, expected.dns) for p in patterns):
+        return ""
+    return next((p for p in patterns if openssl_wildcard_matches(p, expected.dns)), "")

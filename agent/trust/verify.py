@@ -53,8 +53,9 @@ from cryptography.x509.verification import Store
 
 from ..model import StoreVerdict, Verdict
 from . import libcrypto
-from .certinfo import CertificateParseError, fingerprint, parse_der, summarize
+from .certinfo import CertificateParseError, fingerprint, parse_der, summarize, unhandled_critical
 from .names import ExpectedName, match_name, parse_expected_name
+from .purpose import server_purpose_refusal
 from .stores import LoadedStore
 from .strict_profile import key_description, strict_note
 
@@ -398,6 +399,14 @@ def _no_path_detail(code: int, subject: bytes, depth: int, ctx: _Context) -> str
     served = len(ctx.served.ders)
     if served == 1:
         return f"only the leaf {label} was served; its issuer '{issuer}'{hint} is not in the store{store_note}"
+    signer = _signer_under_another_key_id(subject, cert, ctx)
+    if signer is not None:
+        der, aki = signer
+        return (
+            f"the served {ctx.label(der)} signed {label}, but its Subject Key Identifier is not the key id {aki} "
+            f"that {label}'s Authority Key Identifier names, and OpenSSL links a certificate to its issuer by key "
+            "id before it checks the signature"
+        )
     if depth == 0:
         return (
             f"issuer '{issuer}'{hint} of leaf {label} is neither served nor in the store; "
@@ -406,14 +415,38 @@ def _no_path_detail(code: int, subject: bytes, depth: int, ctx: _Context) -> str
     return f"issuer '{issuer}'{hint} of {label} is neither served nor in the store{store_note}"
 
 
-def _unhandled_critical(cert: x509.Certificate | None) -> str:
+def _signer_under_another_key_id(
+    subject: bytes, cert: x509.Certificate | None, ctx: _Context
+) -> tuple[bytes, str] | None:
+    """(DER, the key id `cert` names) of a served certificate named as `cert`'s issuer whose key signed it, though
+    `cert`'s Authority Key Identifier names another key id."""
     if cert is None:
-        return ""
+        return None
     try:
-        extensions = list(cert.extensions)
-    except ValueError:
-        return ""
-    oids = [e.oid.dotted_string for e in extensions if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    if not aki:
+        return None
+    for der, candidate in zip(ctx.served.ders, ctx.served.parsed, strict=True):
+        if candidate is None or der == subject or candidate.subject != cert.issuer:
+            continue
+        try:
+            ski = candidate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except (x509.ExtensionNotFound, ValueError):
+            ski = b""
+        if ski == aki:
+            continue
+        try:
+            cert.verify_directly_issued_by(candidate)
+        except Exception:  # InvalidSignature, or a key or algorithm cryptography cannot check
+            continue
+        return der, aki.hex()
+    return None
+
+
+def _unhandled_critical(cert: x509.Certificate | None) -> str:
+    oids = [oid.dotted_string for oid in unhandled_critical(cert)] if cert is not None else []
     return f" ({', '.join(oids)})" if oids else ""
 
 
@@ -460,6 +493,8 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
         by = f" with {ctx.label(above)}'s key" if above else ""
         return f"signature of {label} does not verify{by}"
     if code == _INVALID_CA:
+        if cert is not None and cert.version is x509.Version.v1:
+            return f"issuer {label} is an X.509 v1 certificate: OpenSSL accepts v1 CAs only as self-signed roots"
         bc = None
         if cert is not None:
             try:
@@ -480,9 +515,10 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
     if code == X509_V_ERR_PATH_LENGTH_EXCEEDED:
         return f"the path length constraint of {label} is exceeded"
     if code == X509_V_ERR_INVALID_PURPOSE:
+        why = server_purpose_refusal(cert, leaf=depth == 0) if cert is not None else ""
         if depth == 0:
-            return f"leaf {label} is not for TLS server authentication (extendedKeyUsage or nsCertType)"
-        return f"{label} does not allow TLS server authentication below it (extendedKeyUsage)"
+            return f"leaf {label} is not for TLS server authentication: {why or 'extendedKeyUsage or nsCertType'}"
+        return f"{label} does not allow TLS server authentication below it: {why or 'extendedKeyUsage'}"
     if code == X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
         return f"issuer {label} keyUsage lacks keyCertSign"
     if code == X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION:
@@ -720,6 +756,9 @@ class NativeCheck:
     security_level: int  # SSL_get_security_level: the verification's auth level
     verify_flags: int  # X509_V_FLAG_* of the context (X509_VERIFY_PARAM_get_flags)
     checks_common_name: bool  # False: X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+    # True: OpenSSL's default name check, which honours "f*.example.com" as `openssl s_client` does; False:
+    # X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, which CPython sets on every context it makes.
+    partial_wildcards: bool = False
 
 
 class NativeVerifier:
@@ -825,7 +864,7 @@ def _verify_as_client(
         crypto.X509_STORE_CTX_set_default(ctx, b"ssl_server")
         param = crypto.X509_STORE_CTX_get0_param(ctx)
         set_flags(param, check.verify_flags)
-        hostflags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+        hostflags = 0 if check.partial_wildcards else X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
         if not check.checks_common_name:
             hostflags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
         set_hostflags(param, hostflags)

@@ -23,6 +23,10 @@ interception finding tells why those vantages reject it.
 Chains that differ only in their leaf (`trust_key`: a leaf per backend, region or vantage) ask the hosts
 one trust question: none is untrusted while a host trusts one of them.
 
+A served CA that did sign the walk's top, under the name the top names, while the top's Authority Key
+Identifier names another key is no missing certificate: OpenSSL never tried that CA, and the finding says
+the certificate is malformed (MALFORMED_CERTIFICATE) rather than asking for an issuer that is already served.
+
 Chains that break a verification policy (weak digest or key, invalid CA, path length, purpose, ...) are
 the `policy` module's; its findings are made here too, so that the engine's list of rules stays as it is.
 """
@@ -33,8 +37,10 @@ import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
 from ...agent.model import AiaFetch, Verdict
-from ...agent.trust.certinfo import CertSummary
+from ...agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, parse_der
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
 from . import issuers, policy
 from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
@@ -97,7 +103,11 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
         if shape.shape is Shape.MISSING_ISSUER:
             # Natives that refuse the chain on policy grounds before trust say nothing about its shape.
             if any(r.address.native.verdict in TRUST_FAILURES or _verifies(r) for r in rows):
-                yield _incomplete(observation, settings, rows, shape)
+                signer = _signer_with_other_key_id(rows[0], shape)
+                if signer is not None:
+                    yield _key_id_mismatch(observation, settings, rows, shape, signer)
+                else:
+                    yield _incomplete(observation, settings, rows, shape)
             continue
         family = families[trust_key(rows[0])]
         if not any(_trusts(r) for r in family) and all(_distrusts(r) for r in family):
@@ -303,6 +313,80 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
         evidence=tuple(evidence),
         fix=fix,
         reproduce=tuple(reproduce),
+    )
+
+
+def _signer_with_other_key_id(row: Row, shape: ChainShape) -> CertSummary | None:
+    """A served certificate that signed the walk's top under the name it names, while the top's Authority Key
+    Identifier names another key: OpenSSL links by key identifier first, so it never tries that signature."""
+    top = shape.top
+    if not top.authority_key_id:
+        return None
+    by_fp = {fingerprint(der): der for der in row.address.chain}
+    child_der = by_fp.get(top.sha256)
+    if child_der is None:
+        return None
+    try:
+        child = parse_der(child_der)
+    except CertificateParseError:
+        return None
+    for cert in row.certificates():
+        if cert.sha256 == top.sha256 or cert.subject != top.issuer or cert.subject_key_id == top.authority_key_id:
+            continue
+        try:
+            child.verify_directly_issued_by(parse_der(by_fp[cert.sha256]))
+        except (CertificateParseError, InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        return cert
+    return None
+
+
+def _key_id_mismatch(
+    observation: Observation, settings: DiagnosisSettings, rows: list[Row], shape: ChainShape, signer: CertSummary
+) -> Finding:
+    top = shape.top
+    role = "leaf" if len(shape.path) == 1 else "certificate"
+    failing = [r for r in rows if r.address.native.verdict in TRUST_FAILURES]
+    addresses = _addresses(rows)
+    verdicts = ", ".join(sorted({str(r.address.native.verdict) for r in failing}))
+    impact = f"{name_list(_agents(failing))} cannot verify it ({verdicts})" if failing else "stricter clients fail"
+    summary = (
+        f"The {role} {_label(top)} served for {observation.target} at {', '.join(addresses)} was signed by the "
+        f"served {_label(signer)}, but its Authority Key Identifier (key id {top.authority_key_id}) names another "
+        f"key than that CA's Subject Key Identifier ({signer.subject_key_id or 'absent'}): OpenSSL links a "
+        f"certificate to its issuer by key identifier before it checks the signature, so it finds no issuer; "
+        f"{impact}. No certificate is missing: the {role} itself is malformed."
+    )
+    first = (failing or rows)[0]
+    port = observation.request.target.port
+    return Finding(
+        cause=Cause.MALFORMED_CERTIFICATE,
+        severity=Severity.CRITICAL if failing else Severity.WARNING,
+        summary=summary,
+        agents=_agents(failing or rows),
+        addresses=addresses,
+        evidence=(
+            Evidence(
+                "key identifiers",
+                (
+                    (f"{role} {top.short_fingerprint}", f"authorityKeyIdentifier {top.authority_key_id}"),
+                    (f"issuer {signer.short_fingerprint}", f"subjectKeyIdentifier {signer.subject_key_id or 'absent'}"),
+                ),
+            ),
+            Evidence("served chain", tuple((r.where, _chain_text(r)) for r in rows)),
+            Evidence("verdicts", tuple((r.where, _store_verdicts(r)) for r in rows)),
+        ),
+        fix=(
+            f"Reissue '{top.subject}' from '{signer.subject}' with an Authority Key Identifier equal to its Subject "
+            "Key Identifier, and fix the CA software or template that wrote the wrong one; serving other "
+            "certificates does not help."
+        ),
+        reproduce=(
+            save_chain(first.address.address, port, first.result.sni),
+            "openssl crl2pkcs7 -nocrl -certfile chain.pem | openssl pkcs7 -print_certs -text -noout | "
+            "grep -A1 -E 'Subject:|Key Identifier'",
+            verify_at(settings.reference_time, None),
+        ),
     )
 
 

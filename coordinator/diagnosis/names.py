@@ -10,7 +10,10 @@ Refinements, each with its own wording:
 - a certificate with no DNS subjectAltName whose subject CN names the host: browsers and Go reject it,
   but OpenSSL-based clients (Python's default context, curl) fall back to the CN and accept it, so
   some runtimes fail and others do not: a warning, not critical;
-- an IP target without an IP SAN, or with the address written as a DNS SAN.
+- an IP target without an IP SAN, or with the address written as a DNS SAN;
+- a SAN that names the host with a trailing dot ("host.example."), which OpenSSL compares as written;
+- a partial-label wildcard ("f*.example.com") that OpenSSL's own check accepts and Python, curl, browsers and
+  Go refuse: a warning when the native clients accept it, critical when they refuse it too.
 
 When the probe sent no SNI and a variant that did send SNI got a covering leaf, the server merely picks
 another certificate for clients without SNI: the SNI rule explains that, and this one holds back.
@@ -33,7 +36,7 @@ from cryptography import x509
 
 from ...agent.model import Verdict
 from ...agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, parse_der, summarize
-from ...agent.trust.names import ExpectedName, match_name, parse_expected_name
+from ...agent.trust.names import ExpectedName, match_name, openssl_wildcard_matches, parse_expected_name
 from ..observation import DiagnosisSettings, Observation, Row, rows_of
 from .extensions import SAN_OID, BadExtension, covers, malformed_extensions, readable_copy
 from .model import Cause, Evidence, Finding, Severity
@@ -53,6 +56,8 @@ class Mismatch(StrEnum):
     IP_NO_IP_SAN = "ip_no_ip_san"
     IP_AS_DNS = "ip_as_dns"
     IP_NOT_LISTED = "ip_not_listed"
+    PARTIAL_WILDCARD = "partial_wildcard"  # "f*.example.com": OpenSSL's own check accepts, Python and curl do not
+    TRAILING_DOT = "trailing_dot"  # the SAN is "host." and OpenSSL compares it as written
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def _listed(names: Sequence[str]) -> str:
 
 def _cn_covers(cn: str, dns: str) -> bool:
     """OpenSSL's CN fallback: the same one-label wildcard rule as for SANs."""
-    pattern = cn.rstrip(".").lower().split(".")
+    pattern = cn.lower().split(".")
     name = dns.split(".")
     if pattern == name:
         return True
@@ -155,6 +160,9 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
             f"Reissue the certificate with subjectAltName DNS:{name}.",
             cns,
         )
+    written = _as_written(leaf, name, cns)
+    if written is not None:
+        return written
     labels = name.split(".")
     for pattern in leaf.san_dns:
         if not pattern.startswith("*."):
@@ -187,6 +195,35 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
         f"Reissue the certificate with {name} in its subjectAltName, or point clients at a name it covers.",
         cns,
     )
+
+
+def _as_written(leaf: CertSummary, name: str, cns: tuple[str, ...]) -> NameCheck | None:
+    """A SAN that names the host but not as OpenSSL compares it, or that only OpenSSL's own check accepts."""
+    for pattern in leaf.san_dns:
+        if pattern.endswith(".") and pattern.rstrip(".").lower() == name:
+            return NameCheck(
+                leaf,
+                Mismatch.TRAILING_DOT,
+                f"its subjectAltName {pattern} ends in a dot, and OpenSSL (and with it Python and openssl s_client) "
+                "compares names as written, so it never matches the name without the dot (curl strips the dot and "
+                "accepts it)",
+                f"Reissue the certificate with subjectAltName DNS:{name}, without the trailing dot.",
+                cns,
+            )
+    for pattern in leaf.san_dns:
+        if openssl_wildcard_matches(pattern, name):
+            parent = ".".join(name.split(".")[1:])
+            return NameCheck(
+                leaf,
+                Mismatch.PARTIAL_WILDCARD,
+                f"its wildcard {pattern} sits inside a label: OpenSSL's own name check (openssl s_client, openssl "
+                "verify, C programs using X509_check_host) accepts it, but Python's ssl module, curl, browsers and "
+                "Go honour a wildcard only as a whole left-most label and reject it",
+                f"Reissue the certificate with {name} (or *.{parent}) in its subjectAltName; a wildcard is "
+                "honoured everywhere only as the whole left-most label.",
+                cns,
+            )
+    return None
 
 
 def _check(row: Row, memo: dict[tuple[bytes, str], NameCheck | None]) -> NameCheck | None:
@@ -241,7 +278,11 @@ def _finding(observation: Observation, settings: DiagnosisSettings, pairs: list[
     rows = [row for row, _ in pairs]
     name = rows[0].result.expected_name
     distinct = {check.leaf.sha256: check for _, check in pairs}
-    lenient = all(c.kind is Mismatch.CN_ONLY_ACCEPTED for c in distinct.values())
+    openssl_accepts = all(r.address.native.verdict is Verdict.OK for r in rows)
+    lenient = all(
+        c.kind is Mismatch.CN_ONLY_ACCEPTED or (c.kind is Mismatch.PARTIAL_WILDCARD and openssl_accepts)
+        for c in distinct.values()
+    )
     if len(distinct) == 1:
         check = next(iter(distinct.values()))
         scope = " for modern clients" if lenient else ""

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from ...agent.model import Client, Failure, TrustStore, Verdict
-from ...agent.trust.certinfo import CertificateParseError, parse_der
+from ...agent.trust.certinfo import CertificateParseError, parse_der, unhandled_critical
+from ...agent.trust.purpose import server_purpose_refusal
 from ...agent.trust.strict_profile import key_description
 from ..observation import DiagnosisSettings, Observation, Row
 from .model import Cause, Evidence, Finding, Severity
@@ -98,24 +99,6 @@ _WEAK_SIGNATURES = frozenset(
         SignatureAlgorithmOID._RSA_WITH_SHA1,
         SignatureAlgorithmOID.ECDSA_WITH_SHA1,
         SignatureAlgorithmOID.DSA_WITH_SHA1,
-    }
-)
-# The extensions OpenSSL handles when critical (X509_supported_extension); any other critical one is 34.
-_HANDLED_CRITICAL = frozenset(
-    {
-        "2.16.840.1.113730.1.1",  # nsCertType
-        "2.5.29.15",  # keyUsage
-        "2.5.29.17",  # subjectAltName
-        "2.5.29.19",  # basicConstraints
-        "2.5.29.32",  # certificatePolicies
-        "2.5.29.37",  # extendedKeyUsage
-        "1.3.6.1.5.5.7.1.7",  # sbgp-ipAddrBlock
-        "1.3.6.1.5.5.7.1.8",  # sbgp-autonomousSysNum
-        "2.5.29.36",  # policyConstraints
-        "1.3.6.1.5.5.7.1.14",  # proxyCertInfo
-        "2.5.29.30",  # nameConstraints
-        "2.5.29.33",  # policyMappings
-        "2.5.29.54",  # inhibitAnyPolicy
     }
 )
 _STRONG_RSA_BITS = 2048
@@ -314,6 +297,9 @@ def _ca_key(path: Sequence[x509.Certificate]) -> _Violation:
 
 
 def _not_a_ca(cert: x509.Certificate) -> str:
+    if cert.version is x509.Version.v1 and cert.issuer != cert.subject:
+        # OpenSSL takes a v1 certificate as a CA only when it is a self-signed trust anchor.
+        return "is an X.509 v1 certificate, which has no basicConstraints: OpenSSL accepts v1 CAs only as roots"
     bc = _ext(cert, x509.BasicConstraints)
     if not isinstance(bc, x509.BasicConstraints):
         return "has no basicConstraints"
@@ -349,11 +335,7 @@ def _invalid_ca(path: Sequence[x509.Certificate], code: int) -> _Violation | Non
 
 def _critical_extension(path: Sequence[x509.Certificate]) -> _Violation | None:
     for cert in path:
-        try:
-            extensions = list(cert.extensions)
-        except ValueError:
-            continue
-        unknown = [e.oid for e in extensions if e.critical and e.oid.dotted_string not in _HANDLED_CRITICAL]
+        unknown = unhandled_critical(cert)
         if unknown:
             names = ", ".join(
                 o.dotted_string
@@ -397,28 +379,26 @@ def _path_length(path: Sequence[x509.Certificate]) -> _Violation | None:
     )
 
 
-def _serves_tls(cert: x509.Certificate) -> tuple[bool, str]:
-    eku = _ext(cert, x509.ExtendedKeyUsage)
-    if not isinstance(eku, x509.ExtendedKeyUsage):
-        return True, ""
-    usages = list(eku)
-    if ExtendedKeyUsageOID.SERVER_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
-        return True, ""
-    return False, ", ".join(getattr(u, "_name", "") or u.dotted_string for u in usages)
-
-
 def _purpose(path: Sequence[x509.Certificate]) -> _Violation | None:
     for index, cert in enumerate(path):
-        ok, usages = _serves_tls(cert)
-        if ok:
+        why = server_purpose_refusal(cert, leaf=index == 0)
+        if not why:
             continue
         role = "the leaf" if index == 0 else "the CA"
         return _Violation(
-            what=f"{role} {_name(cert)} is not for TLS servers: its extendedKeyUsage is {usages}, without serverAuth",
+            what=f"{role} {_name(cert)} is not for TLS servers: {why}",
             culprit=_name(cert),
-            fix=f"Reissue {_name(cert)} with extendedKeyUsage serverAuth (keep clientAuth beside it if needed).",
+            fix=_purpose_fix(cert, why),
         )
     return None
+
+
+def _purpose_fix(cert: x509.Certificate, why: str) -> str:
+    if "nsCertType" in why:
+        return f"Reissue {_name(cert)} without the Netscape nsCertType extension (or with SSL server in it)."
+    if "keyUsage" in why and "extendedKeyUsage" not in why:
+        return f"Reissue {_name(cert)} with keyUsage digitalSignature (and keyEncipherment for an RSA key exchange)."
+    return f"Reissue {_name(cert)} with extendedKeyUsage serverAuth (keep clientAuth beside it if needed)."
 
 
 def _bad_signature(path: Sequence[x509.Certificate]) -> _Violation | None:

@@ -21,8 +21,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,14 +106,24 @@ class CorpusPKI:
         self.profile = profile
         self.workdir = workdir
         self._keys: dict[str, Key] = {}
+        self._keys_lock = threading.Lock()
         label = f"Corpus {profile.name.capitalize()}"
         self.root = self.ca(f"{label} Root CA", issuer=None, key_kind="rsa2048")
         self.intermediate = self.ca(f"{label} Intermediate CA", issuer=self.root, key_kind="ec256")
         self.other_root = self.ca(f"{label} Unknown Root CA", issuer=None, key_kind="ec256", key_slot="other")
         self.other_intermediate = self.ca(f"{label} Unknown Intermediate CA", issuer=self.other_root)
+        # Trusted beside `root`: a self-signed leaf that a store holds itself (as a pinned internal service's),
+        # and an old-style root without basicConstraints.
+        self.trusted_leaf = self.leaf("trusted-self-signed.corpus.test", self_signed=True)
+        self.bare_root = self.ca(f"{label} Bare Root CA", issuer=None, basic_constraints=False)
+        self.extra_trusted = (self.trusted_leaf, self.bare_root)
 
     def key(self, kind: KeyKind, slot: str = "") -> Key:
         name = f"{kind}:{slot}"
+        with self._keys_lock:  # endpoints are built from several threads at once
+            return self._key(kind, name)
+
+    def _key(self, kind: KeyKind, name: str) -> Key:
         if name not in self._keys:
             if kind == "ec256":
                 self._keys[name] = ec.generate_private_key(ec.SECP256R1())
@@ -131,22 +143,32 @@ class CorpusPKI:
         path_length: int | None = None,
         basic_constraints: bool = True,
         digest: Literal["sha256", "sha1"] = "sha256",
+        extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        x509_v1: bool = False,
     ) -> Cert:
+        """A CA certificate; `key_slot` names the key (a CA of another name's key: the same CA reissued),
+        `extra` adds extensions (an extendedKeyUsage, an unknown critical one); `x509_v1` makes it an X.509
+        v1 certificate, with no extensions at all (what old CA tools issued)."""
         critical = self.profile.ca_extensions_critical
         extensions: list[tuple[x509.ExtensionType, bool]] = []
         if basic_constraints:
             extensions.append((x509.BasicConstraints(ca=True, path_length=path_length), critical))
         extensions.append((_key_usage(cert_sign=True), critical))
+        extensions.extend(extra)
         now = _now()
-        return self._sign(
+        end = not_after or now + timedelta(days=3650)
+        cert = self._sign(
             subject=_name(name),
             key=self.key(key_kind, key_slot or name),
             issuer=issuer,
-            not_before=now - timedelta(days=365),
-            not_after=now + timedelta(days=3650),
+            not_before=not_before or min(now - timedelta(days=365), end - timedelta(days=365)),
+            not_after=end,
             extensions=extensions,
             digest=digest,
         )
+        return self._recertify(cert, issuer or cert, extensions=False) if x509_v1 else cert
 
     def leaf(
         self,
@@ -162,29 +184,37 @@ class CorpusPKI:
         digest: Literal["sha256", "sha384", "sha512", "sha1"] = "sha256",
         self_signed: bool = False,
         ca: bool = False,
+        key_usage: x509.KeyUsage | None = None,
+        authority_key: Key | None = None,
+        serial: int | None = None,
     ) -> Cert:
-        """A server certificate for `names`; `common_name` False uses the first name, None leaves none."""
+        """A server certificate for `names`; `common_name` False uses the first name, None leaves none;
+        `key_usage` replaces the default one; `authority_key` names another key than the issuer's in the
+        Authority Key Identifier; `serial` sets the serial number (zero or negative ones, as OpenSSL signs)."""
         now = _now()
         cn = names[0] if common_name is False else common_name
         extensions: list[tuple[x509.ExtensionType, bool]] = [
             (x509.BasicConstraints(ca=ca, path_length=None), True),
-            (_key_usage(cert_sign=ca), True),
+            (key_usage or _key_usage(cert_sign=ca), True),
         ]
         if eku:
             extensions.append((x509.ExtendedKeyUsage(list(eku)), False))
         if san and names:
             extensions.append((x509.SubjectAlternativeName([_general_name(n) for n in names]), not cn))
         extensions.extend(extra)
-        return self._sign(
+        signer = None if self_signed else (issuer or self.intermediate)
+        cert = self._sign(
             subject=_name(cn),
             key=self.key(key_kind, "leaf"),
-            issuer=None if self_signed else (issuer or self.intermediate),
+            issuer=signer,
             not_before=not_before or now - timedelta(hours=1),
             not_after=not_after or now + timedelta(days=90),
             extensions=extensions,
             digest=digest,
-            authority_key_id=self.profile.authority_key_ids and not self_signed,
+            authority_key_id=(self.profile.authority_key_ids or authority_key is not None) and not self_signed,
+            authority_key=authority_key,
         )
+        return cert if serial is None else self._recertify(cert, signer or cert, serial=serial)
 
     def _sign(
         self,
@@ -197,6 +227,7 @@ class CorpusPKI:
         extensions: list[tuple[x509.ExtensionType, bool]],
         digest: str,
         authority_key_id: bool = True,
+        authority_key: Key | None = None,
     ) -> Cert:
         signer = issuer.key if issuer else key
         builder = (
@@ -211,7 +242,7 @@ class CorpusPKI:
         )
         if authority_key_id and (issuer is not None or self.profile.authority_key_ids):
             builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key((authority_key or signer).public_key()),
                 critical=False,
             )
         for extension, critical in extensions:
@@ -224,28 +255,38 @@ class CorpusPKI:
 
     def _resign_sha1(self, cert: Cert, issuer: Cert) -> Cert:
         """`cryptography` refuses to sign with SHA-1, so OpenSSL re-signs the same certificate."""
-        work = self.workdir / "sha1"
-        work.mkdir(parents=True, exist_ok=True)
+        return self._recertify(cert, issuer, digest="sha1")
+
+    def _recertify(
+        self, cert: Cert, issuer: Cert, *, digest: str = "sha256", extensions: bool = True, serial: int | None = None
+    ) -> Cert:
+        """OpenSSL signs `cert` again, for what `cryptography` will not make: a SHA-1 signature, an X.509 v1
+        certificate (`extensions` False: none kept) or a serial number that is not positive."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="recertified-", dir=self.workdir))
         (work / "in.pem").write_bytes(cert.pem)
         (work / "subject.key").write_bytes(cert.key_pem)
         (work / "ca.pem").write_bytes(issuer.pem)
         (work / "ca.key").write_bytes(issuer.key_pem)
+        number = ["-set_serial", str(cert.cert.serial_number if serial is None else serial)]
         if issuer is cert:
-            steps = [[OPENSSL, "x509", "-in", "in.pem", "-signkey", "ca.key", "-sha1", "-preserve_dates"]]
+            steps = [[OPENSSL, "x509", "-in", "in.pem", "-signkey", "ca.key", f"-{digest}", "-preserve_dates", *number]]
         else:
             # OpenSSL re-certifies only requests: turn the certificate into one, keeping its extensions.
             days = max(1, (cert.cert.not_valid_after_utc - _now()).days)
             to_request = ["-x509toreq", "-in", "in.pem", "-signkey", "subject.key", "-out", "req.pem"]
-            certify = ["-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-sha1", "-days", str(days)]
-            keep = ["-copy_extensions", "copyall"]
-            serial = ["-set_serial", str(cert.cert.serial_number)]
-            steps = [[OPENSSL, "x509", *to_request, *keep], [OPENSSL, "x509", *certify, *keep, *serial]]
+            certify = ["-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca.key", f"-{digest}", "-days", str(days)]
+            keep = ["-copy_extensions", "copyall"] if extensions else []
+            steps = [[OPENSSL, "x509", *to_request, *keep], [OPENSSL, "x509", *certify, *keep, *number]]
         steps[-1] += ["-out", "out.pem"]
         for step in steps:
             done = subprocess.run(step, cwd=work, capture_output=True, timeout=30, check=False)
             if done.returncode != 0:
-                raise RuntimeError(f"openssl could not re-sign with SHA-1: {done.stderr.decode(errors='replace')}")
-        return Cert(x509.load_pem_x509_certificate((work / "out.pem").read_bytes()), cert.key)
+                raise RuntimeError(f"openssl could not re-sign the certificate: {done.stderr.decode(errors='replace')}")
+        with warnings.catch_warnings():
+            # cryptography still reads a serial number that is not positive, and warns that it one day will not.
+            warnings.simplefilter("ignore")
+            return Cert(x509.load_pem_x509_certificate((work / "out.pem").read_bytes()), cert.key)
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
@@ -346,6 +387,86 @@ def _leaf_from_root(pki: CorpusPKI, host: str) -> Served:
     return Served((pki.leaf(host, issuer=pki.root),))
 
 
+def _with_usage(**usages: bool) -> Callable[[CorpusPKI, str], Served]:
+    """A good chain whose leaf's keyUsage allows only `usages` (digital_signature=True, ...)."""
+    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
+    key_usage = x509.KeyUsage(
+        **{n: usages.get(n, False) for n in names},
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return lambda pki, host: _good(pki, host, key_usage=key_usage)
+
+
+def _ns_cert_type_client(pki: CorpusPKI, host: str) -> Served:
+    # nsCertType BIT STRING with "SSL client" alone (bit 0): OpenSSL reads it and refuses a TLS server.
+    ns_cert_type = x509.UnrecognizedExtension(ObjectIdentifier("2.16.840.1.113730.1.1"), b"\x03\x02\x07\x80")
+    return _good(pki, host, extra=((ns_cert_type, False),))
+
+
+def _intermediate_with(name: str, *extra: tuple[x509.ExtensionType, bool]) -> Callable[[CorpusPKI, str], Served]:
+    def build(pki: CorpusPKI, host: str) -> Served:
+        ca = pki.ca(name, issuer=pki.root, extra=extra)
+        return Served((pki.leaf(host, issuer=ca), ca))
+
+    return build
+
+
+def _expired_intermediate(pki: CorpusPKI, host: str) -> Served:
+    """The intermediate's older issue (same name and key, expired) served instead of the current one."""
+    current = pki.intermediate.cert.subject.rfc4514_string().removeprefix("CN=")
+    old = pki.ca(current, issuer=pki.root, not_after=_now() - timedelta(days=5))
+    return Served((pki.leaf(host), old))
+
+
+def _v1_intermediate(pki: CorpusPKI, host: str) -> Served:
+    v1 = pki.ca("Corpus X.509 v1 CA", issuer=pki.root, x509_v1=True)
+    return Served((pki.leaf(host, issuer=v1), v1))
+
+
+def _not_yet_valid_intermediate(pki: CorpusPKI, host: str) -> Served:
+    """The intermediate's next issue (same name and key), valid only from two days on, served too early."""
+    current = pki.intermediate.cert.subject.rfc4514_string().removeprefix("CN=")
+    return Served((pki.leaf(host), pki.ca(current, issuer=pki.root, not_before=_now() + timedelta(days=2))))
+
+
+def _wrong_authority_key_id(pki: CorpusPKI, host: str) -> Served:
+    """Signed by the served intermediate, with an Authority Key Identifier naming another key."""
+    return Served((pki.leaf(host, authority_key=pki.key("ec256", "unrelated")), pki.intermediate))
+
+
+def _reordered(pki: CorpusPKI, host: str) -> Served:
+    """Two intermediates sent root-side first: OpenSSL finds issuers wherever they are in the chain."""
+    leaf, lower, upper = _with_chain_of(1)(pki, host).chain
+    return Served((leaf, upper, lower))
+
+
+def _served_also(*extra: Callable[[CorpusPKI], Cert]) -> Callable[[CorpusPKI, str], Served]:
+    """A good chain with more certificates sent after it (a duplicate, the root, a stale one)."""
+
+    def build(pki: CorpusPKI, host: str) -> Served:
+        return Served((*_good(pki, host).chain, *(e(pki) for e in extra)))
+
+    return build
+
+
+def _under_bare_root(pki: CorpusPKI, host: str) -> Served:
+    ca = pki.ca("Corpus Below-Bare-Root CA", issuer=pki.bare_root)
+    return Served((pki.leaf(host, issuer=ca), ca))
+
+
+def _trusted_self_signed(pki: CorpusPKI, host: str) -> Served:
+    return Served((pki.trusted_leaf,))
+
+
+def _leaf_with_dns_ip(pki: CorpusPKI, host: str) -> Served:
+    """The IP target written as a DNS SAN (and CN), a common mistake: clients compare IPs with IP SANs only."""
+    leaf = pki.leaf(host, san=False, extra=((x509.SubjectAlternativeName([x509.DNSName(host)]), False),))
+    return Served((leaf, pki.intermediate))
+
+
 def _client_ca(pki: CorpusPKI, host: str) -> Served:
     return Served((pki.leaf(host), pki.intermediate), client_ca=pki.ca("Corpus Client CA", issuer=pki.root))
 
@@ -425,6 +546,91 @@ def _endpoints() -> tuple[Endpoint, ...]:
             lambda p, h: _good(p, h, extra=((_UNHANDLED, True),)),
         ),
         Endpoint("ca-without-basic-constraints", c, "(CA with no basicConstraints)", _ca_without_basic_constraints),
+        # --- certificate: x509-limbo-style names, usages and chain shapes
+        Endpoint(
+            "wildcard-public-suffix", c, "(*.test for corpus.test)", lambda p, h: _good(p, "*.test"), host="corpus.test"
+        ),
+        Endpoint(
+            "wildcard-in-a-label",
+            c,
+            "(xn--* wildcard)",
+            lambda p, h: _good(p, "xn--*.corpus.test"),
+            host="xn--bcher-kva.corpus.test",
+        ),
+        Endpoint(
+            "wildcard-idn",
+            c,
+            "(whole-label wildcard for an A-label)",
+            lambda p, h: _good(p, "*.idn.corpus.test"),
+            host="xn--bcher-kva.idn.corpus.test",
+        ),
+        Endpoint(
+            "partial-wildcard-prefix",
+            c,
+            "(f*.example: OpenSSL takes it, Python and curl do not)",
+            lambda p, h: _good(p, "f*.pw.corpus.test"),
+            host="foo.pw.corpus.test",
+        ),
+        Endpoint(
+            "partial-wildcard-suffix",
+            c,
+            "(*oo.example)",
+            lambda p, h: _good(p, "*oo.pws.corpus.test"),
+            host="foo.pws.corpus.test",
+        ),
+        Endpoint("idn", c, "(A-label SAN)", lambda p, h: _good(p, h), host="xn--bcher-kva.corpus.test"),
+        Endpoint("uppercase-san", c, "(SAN in capitals)", lambda p, h: _good(p, h.upper())),
+        Endpoint("uppercase-target", c, "(name asked in capitals)", _good, host="UPPERCASE-TARGET.corpus.test"),
+        Endpoint("trailing-dot-san", c, "(SAN ending in a dot)", lambda p, h: _good(p, h + ".")),
+        Endpoint("ip-as-dns-san", c, "(IP written as a DNS SAN)", _leaf_with_dns_ip, host="127.0.0.1"),
+        Endpoint("ip-in-cn-only", c, "(IP in the CN, no SAN)", lambda p, h: _good(p, h, san=False), host="127.0.0.1"),
+        Endpoint("dns-target-ip-san", c, "(DNS name against an IP SAN)", lambda p, h: _good(p, "127.0.0.1")),
+        Endpoint(
+            "cn-only-wildcard",
+            c,
+            "(wildcard CN, no SAN)",
+            lambda p, h: _good(p, "*.cn-only-wildcard.corpus.test", san=False),
+            host="a.cn-only-wildcard.corpus.test",
+        ),
+        Endpoint(
+            "any-eku",
+            c,
+            "(anyExtendedKeyUsage alone)",
+            lambda p, h: _good(p, h, eku=(ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)),
+        ),
+        Endpoint("ns-cert-type-client", c, "(nsCertType SSL client)", _ns_cert_type_client),
+        Endpoint("leaf-ku-non-repudiation", c, "(keyUsage nonRepudiation alone)", _with_usage(content_commitment=True)),
+        Endpoint("leaf-ku-key-agreement", c, "(keyUsage keyAgreement alone)", _with_usage(key_agreement=True)),
+        Endpoint("leaf-is-ca", c, "(leaf with CA:TRUE)", lambda p, h: _good(p, h, ca=True)),
+        Endpoint(
+            "intermediate-no-server-auth",
+            c,
+            "(intermediate EKU clientAuth)",
+            _intermediate_with(
+                "Corpus ClientAuth CA", (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            ),
+        ),
+        Endpoint(
+            "intermediate-unhandled-critical",
+            c,
+            "(unknown critical extension on the intermediate)",
+            _intermediate_with("Corpus Critical-Extension CA", (_UNHANDLED, True)),
+        ),
+        Endpoint("expired-intermediate", c, "(intermediate expired, reissued)", _expired_intermediate),
+        Endpoint("wrong-authority-key-id", c, "(AKI naming another key)", _wrong_authority_key_id),
+        Endpoint("not-yet-valid-intermediate", c, "(intermediate valid from later)", _not_yet_valid_intermediate),
+        Endpoint("v1-intermediate", c, "(X.509 v1 intermediate)", _v1_intermediate),
+        Endpoint("negative-serial", c, "(negative serial number)", lambda p, h: _good(p, h, serial=-5)),
+        Endpoint("zero-serial", c, "(serial number zero)", lambda p, h: _good(p, h, serial=0)),
+        Endpoint("long-serial", c, "(serial number of 21 octets)", lambda p, h: _good(p, h, serial=2**160 + 1)),
+        Endpoint("chain-out-of-order", c, "(intermediates out of order)", _reordered),
+        Endpoint("duplicate-intermediate", c, "(intermediate sent twice)", _served_also(lambda p: p.intermediate)),
+        Endpoint("root-served", c, "(root sent too)", _served_also(lambda p: p.root)),
+        Endpoint(
+            "unrelated-extra", c, "(stale certificate in the chain file)", _served_also(lambda p: p.other_intermediate)
+        ),
+        Endpoint("trusted-self-signed", c, "(self-signed leaf in the trust store)", _trusted_self_signed),
+        Endpoint("root-without-basic-constraints", c, "(trusted root with no basicConstraints)", _under_bare_root),
         Endpoint("path-length-exceeded", c, "(pathLenConstraint 0 exceeded)", _path_length_exceeded),
         Endpoint("long-chain", c, "(eight intermediates)", _with_chain_of(7)),
         # --- client certificate

@@ -5,8 +5,11 @@ Both are read by their exit status and OpenSSL's numeric verify code, never by m
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping
@@ -150,3 +153,23 @@ def openssl_verify(
     if match:
         return VerifyTruth(int(match.group(1)), int(match.group(2)), text)
     return VerifyTruth(-1, -1, text)
+
+
+def python_client(host: str, port: int, *, servername: str, cafile: str, linger: float = _LINGER_S) -> str:
+    """What `ssl.create_default_context()` trusting `cafile` concludes for `servername` (sent in SNI unless an
+    IP literal, and checked): "ok", "verify:CODE" when it rejects the chain, or "handshake_failure" (a failed
+    handshake, or an alert in the `linger` seconds after it, as TLS 1.3 servers refuse a client certificate)."""
+    context = ssl.create_default_context(cafile=cafile)
+    try:
+        with (
+            socket.create_connection((host, port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=servername) as tls,
+        ):
+            tls.settimeout(linger)
+            with contextlib.suppress(TimeoutError, ssl.SSLWantReadError):
+                tls.recv(1)
+    except ssl.SSLCertVerificationError as error:
+        return f"verify:{error.verify_code}"
+    except (ssl.SSLError, OSError):
+        return "handshake_failure"
+    return "ok"

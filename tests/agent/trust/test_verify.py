@@ -16,14 +16,22 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tlsfleet.agent.model import Verdict
 from tlsfleet.agent.trust.certinfo import fingerprint
-from tlsfleet.agent.trust.names import match_name, parse_expected_name
+from tlsfleet.agent.trust.names import match_name, openssl_wildcard_matches, parse_expected_name
 from tlsfleet.agent.trust.stores import LoadedStore, load_store
-from tlsfleet.agent.trust.verify import MAX_CHAIN_CERTS, judge_against_stores, verdict_from_openssl_code, verify_chain
+from tlsfleet.agent.trust.verify import (
+    MAX_CHAIN_CERTS,
+    NativeCheck,
+    NativeVerifier,
+    judge_against_stores,
+    verdict_from_openssl_code,
+    verify_chain,
+)
+from tlsfleet.coordinator.lab.corpus import PROFILES, CorpusPKI
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI, chain_pem, write_pem
 
 NOW = datetime.now(UTC)
@@ -147,6 +155,44 @@ def test_same_named_ca_with_another_key_is_not_an_issuer(lab: Lab, tmp_path: Pat
     check(lab, (leaf, twin.intermediate), lab.store(lab.pki.root), "svc.lab.test", Verdict.UNKNOWN_ISSUER)
 
 
+def test_a_served_signer_under_another_key_id_is_named(lab: Lab) -> None:
+    corpus = CorpusPKI(PROFILES[0], lab.tmp / "corpus")
+    leaf = corpus.leaf("svc.lab.test", authority_key=corpus.key("ec256", "unrelated"))
+    judged = verify_chain(
+        (leaf.der, corpus.intermediate.der),
+        load_store("system", write_pem(lab.tmp / "roots.pem", corpus.root.pem)),
+        "svc.lab.test",
+        datetime.now(UTC),
+    )
+    assert judged.code == 20, judged.detail
+    aki = leaf.cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    assert aki is not None
+    assert f"the served 'CN=Corpus Critical Intermediate CA' ({fingerprint(corpus.intermediate.der)[:12]}) signed" in (
+        judged.detail
+    )
+    assert f"is not the key id {aki.hex()}" in judged.detail
+
+
+def test_a_standard_extension_openssl_does_not_handle_when_critical_is_named(lab: Lab) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = lab.pki.intermediate
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "svc.lab.test")]))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(hours=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("svc.lab.test")]), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    chain = (leaf.public_bytes(serialization.Encoding.DER), issuer.der)
+    judged = verify_chain(chain, lab.store(lab.pki.root), "svc.lab.test", datetime.now(UTC))
+    assert judged.code == 34 and judged.detail.endswith("does not handle (2.5.29.35)"), judged.detail
+
+
 def test_leaf_only(lab: Lab) -> None:
     leaf = lab.pki.issue_leaf("svc.lab.test", aia_ca_issuers_url="http://127.0.0.1:9/inter.der")
     # OpenSSL 3 stops at 20 (unable to get local issuer) for a lone leaf; offline keeps it distinct.
@@ -204,6 +250,26 @@ def test_issuer_without_ca_flag_is_invalid(lab: Lab) -> None:
         lab, (leaf, not_a_ca, lab.pki.intermediate), lab.store(lab.pki.root), "svc.lab.test", Verdict.INVALID
     )
     assert "not a CA" in detail
+
+
+def test_a_purpose_refusal_names_the_extension_that_refuses(lab: Lab) -> None:
+    any_usage = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE])
+    leaf = lab.pki.issue_leaf("svc.lab.test", extensions=[(any_usage, False)])
+    detail = check(lab, (leaf, lab.pki.intermediate), lab.store(lab.pki.root), "svc.lab.test", Verdict.INVALID)
+    assert detail.endswith("anyExtendedKeyUsage alone, which OpenSSL does not take for serverAuth"), detail
+
+
+def test_an_x509_v1_issuer_is_named_as_such(lab: Lab) -> None:
+    corpus = CorpusPKI(PROFILES[0], lab.tmp / "corpus")
+    v1 = corpus.ca("Corpus X.509 v1 CA", issuer=corpus.root, x509_v1=True)
+    judged = verify_chain(
+        (corpus.leaf("svc.lab.test", issuer=v1).der, v1.der),
+        load_store("system", write_pem(lab.tmp / "roots.pem", corpus.root.pem)),
+        "svc.lab.test",
+        datetime.now(UTC),
+    )
+    assert (judged.verdict, judged.code) == (Verdict.INVALID, 79)
+    assert "'CN=Corpus X.509 v1 CA'" in judged.detail and "is an X.509 v1 certificate" in judged.detail
 
 
 def test_bad_signature_with_matching_key_id_is_invalid(lab: Lab) -> None:
@@ -355,7 +421,7 @@ def _empty_store() -> LoadedStore:
     [
         ("svc.lab.test", "svc.lab.test", True),
         ("SVC.Lab.Test", "svc.lab.test", True),
-        ("svc.lab.test.", "svc.lab.test", True),
+        ("svc.lab.test.", "svc.lab.test", False),  # OpenSSL compares SAN names as written, the dot included
         ("*.lab.test", "a.lab.test", True),
         ("*.lab.test", "a.b.lab.test", False),
         ("*.lab.test", "lab.test", False),
@@ -368,6 +434,46 @@ def _empty_store() -> LoadedStore:
 def test_dns_matching_rules(pattern: str, name: str, matches: bool) -> None:
     cert = LabPKI("Names").issue_leaf(pattern).cert
     assert match_name(cert, parse_expected_name(name))[0] is matches
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name"),
+    [
+        ("a*.lab.test", "ab.lab.test"),
+        ("a*.lab.test", "a.lab.test"),
+        ("*b.lab.test", "ab.lab.test"),
+        ("a*c.lab.test", "abc.lab.test"),
+        ("a*c.lab.test", "ac.lab.test"),
+        ("a*.lab.test", "ba.lab.test"),
+        ("a*.lab.test", "ab.c.lab.test"),
+        ("a*.test", "ab.test"),
+        ("x*.lab.test", "xn--bcher-kva.lab.test"),
+        ("xn--*.lab.test", "xn--bcher-kva.lab.test"),
+        ("*.lab.test", "xn--bcher-kva.lab.test"),
+        ("*.lab.test", "a.lab.test"),
+    ],
+)
+def test_openssl_wildcard_rules_are_openssls_own(lab: Lab, pattern: str, name: str) -> None:
+    # The store verdicts are X509_check_host with OpenSSL's default flags, which honour partial wildcards.
+    leaf = lab.pki.issue_leaf(pattern)
+    judged = verify_chain(_ders(leaf, lab.pki.intermediate), lab.store(lab.pki.root), name, datetime.now(UTC))
+    assert openssl_wildcard_matches(pattern, name) is (judged.verdict is Verdict.OK), judged.detail
+
+
+def test_the_in_handshake_name_check_honours_partial_wildcards_only_when_told(lab: Lab) -> None:
+    leaf = lab.pki.issue_leaf("a*.lab.test")
+    verifier = NativeVerifier(str(write_pem(lab.tmp / "roots.pem", chain_pem(lab.pki.root))))
+    context = ssl.create_default_context()
+    codes = {
+        partial: verifier.verify(
+            _ders(leaf, lab.pki.intermediate),
+            NativeCheck("ab.lab.test", context.security_level, int(context.verify_flags), True, partial),
+            int(NOW.timestamp()),
+        )
+        for partial in (False, True)
+    }
+    # CPython's contexts refuse the partial wildcard (62); OpenSSL's default check, s_client's, accepts it.
+    assert codes == {False: 62, True: 0}
 
 
 def test_idn_names_are_compared_as_a_labels() -> None:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from tests.outcomes import address, observe, outcome, silent
 from tlsfleet.agent.model import AiaFetch, TrustStore, Verdict
@@ -146,6 +153,34 @@ def test_leaf_with_unrelated_certificate_is_incomplete(pki: LabPKI) -> None:
     assert finding.cause is Cause.INCOMPLETE_CHAIN
     assert "Other Intermediate CA" in finding.summary and "did not issue it" in finding.summary
     assert "'CN=Acme Intermediate CA'" in finding.summary
+
+
+def test_a_leaf_whose_key_id_names_another_key_than_its_served_signer_is_malformed(pki: LabPKI) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    wrong = x509.AuthorityKeyIdentifier.from_issuer_public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+    now = datetime.now(UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
+        .issuer_name(pki.intermediate.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=90))
+        .add_extension(wrong, critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
+        .sign(pki.intermediate.key, hashes.SHA256())
+        .public_bytes(Encoding.DER)
+    )
+    chain = (leaf, pki.intermediate.der)
+    failing = {"native": Verdict.UNKNOWN_ISSUER, "stores": {"system": Verdict.UNKNOWN_ISSUER}}
+    obs = observe(outcome("a", [address("10.0.0.1", chain, **failing)]))  # type: ignore[arg-type]
+    [finding] = _run(obs)
+    assert (finding.cause, finding.severity) == (Cause.MALFORMED_CERTIFICATE, Severity.CRITICAL)
+    ski = summarize(pki.intermediate.der).subject_key_id
+    assert f"key id {summarize(leaf).authority_key_id}" in finding.summary and f"({ski})" in finding.summary
+    assert "was signed by the served 'CN=Acme Intermediate CA'" in finding.summary
+    assert "No certificate is missing" in finding.summary and "Authority Key Identifier equal to" in finding.fix
 
 
 def test_deeper_chain_missing_a_known_intermediate(pki: LabPKI) -> None:

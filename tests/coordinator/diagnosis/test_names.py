@@ -114,6 +114,33 @@ def test_cn_only_certificate_naming_the_host_is_a_warning_naming_who_fails(pki: 
     assert f"DNS:{NAME}" in finding.fix
 
 
+def test_a_partial_label_wildcard_is_said_with_who_accepts_it(pki: LabPKI) -> None:
+    chain = _chain(pki, "a*.example.test")
+    obs = observe(outcome("a", [address("10.0.0.1", chain, native=Verdict.HOSTNAME_MISMATCH)]))
+    [finding] = _run(obs)
+    assert finding.severity is Severity.CRITICAL
+    assert "its wildcard a*.example.test sits inside a label: OpenSSL's own name check" in finding.summary
+    assert "Python's ssl module, curl, browsers and Go" in finding.summary
+    assert f"{NAME} (or *.example.test)" in finding.fix
+
+
+def test_a_partial_label_wildcard_openssl_clients_accept_is_a_warning(pki: LabPKI) -> None:
+    chain = _chain(pki, "*i.example.test")
+    obs = observe(outcome("a", [address("10.0.0.1", chain, native=Verdict.OK, stores={"system": Verdict.OK})]))
+    [finding] = _run(obs)
+    assert finding.severity is Severity.WARNING
+    assert "does not cover api.example.test for modern clients: its wildcard *i.example.test" in finding.summary
+
+
+def test_a_san_with_a_trailing_dot_is_said(pki: LabPKI) -> None:
+    chain = _chain(pki, f"{NAME}.")
+    obs = observe(outcome("a", [address("10.0.0.1", chain, native=Verdict.HOSTNAME_MISMATCH)]))
+    [finding] = _run(obs)
+    assert finding.severity is Severity.CRITICAL
+    assert f"its subjectAltName {NAME}. ends in a dot" in finding.summary
+    assert f"DNS:{NAME}, without the trailing dot" in finding.fix
+
+
 def test_cn_only_certificate_for_another_name_is_critical(pki: LabPKI) -> None:
     chain = _chain(pki, common_name="other.example.test", san=False)
     obs = observe(outcome("a", [address("10.0.0.1", chain, native=Verdict.HOSTNAME_MISMATCH)]))

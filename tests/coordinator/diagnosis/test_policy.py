@@ -100,6 +100,20 @@ def test_invalid_ca_names_the_issuer_that_is_not_a_ca(pki: LabPKI) -> None:
     assert "(verify code 79)" in finding.summary and "CA:TRUE" in finding.fix
 
 
+def test_an_x509_v1_intermediate_is_named_as_such(tmp_path: Path) -> None:
+    corpus = CorpusPKI(PROFILES[0], tmp_path)
+    v1 = corpus.ca("Corpus X.509 v1 CA", issuer=corpus.root, x509_v1=True)
+    chain = (corpus.leaf(NAME, issuer=v1).der, v1.der)
+    stores = [store("system", [corpus.root.cert])]
+    # OpenSSL's re-signing starts the CA's validity now: judge a minute later.
+    later = replace(request(), options=replace(request().options, reference_time_ns=time.time_ns() + 60 * 10**9))
+    finding = _one(observe(judged("a", chain, stores, req=later), judged("b", chain, stores, req=later), req=later))
+    assert (
+        "'CN=Corpus X.509 v1 CA' issues certificates but is not a CA: it is an X.509 v1 certificate" in finding.summary
+    )
+    assert "OpenSSL accepts v1 CAs only as roots (verify code 79)" in finding.summary
+
+
 def test_openssl_1_1_invalid_ca_code_24_is_read_from_the_certificates(pki: LabPKI) -> None:
     plain = pki.issue_intermediate("Acme Plain Signer", basic_constraints=False)
     chain = (pki.issue_leaf(NAME, issuer=plain).der, plain.der)
@@ -135,6 +149,47 @@ def test_purpose_names_the_usage(pki: LabPKI) -> None:
     finding = _one(_pair(pki, chain))
     assert f"the leaf 'CN={NAME}' is not for TLS servers: its extendedKeyUsage is clientAuth" in finding.summary
     assert "(verify code 26)" in finding.summary and "serverAuth" in finding.fix
+
+
+def _key_usage(**on: bool) -> x509.KeyUsage:
+    usages = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
+    return x509.KeyUsage(
+        **{u: on.get(u, False) for u in usages},
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extension", "said", "fixed"),
+    [
+        (
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]),
+            "its extendedKeyUsage is anyExtendedKeyUsage alone, which OpenSSL does not take for serverAuth",
+            "extendedKeyUsage serverAuth",
+        ),
+        (
+            x509.UnrecognizedExtension(ObjectIdentifier("2.16.840.1.113730.1.1"), b"\x03\x02\x07\x80"),
+            "its Netscape nsCertType is SSL client, without SSL server",
+            "without the Netscape nsCertType extension",
+        ),
+        (
+            _key_usage(content_commitment=True),
+            "its keyUsage (nonRepudiation) allows none of digitalSignature, keyEncipherment or keyAgreement",
+            "keyUsage digitalSignature",
+        ),
+    ],
+    ids=["any-eku", "ns-cert-type", "key-usage"],
+)
+def test_purpose_names_what_else_refuses_a_tls_server(
+    pki: LabPKI, extension: x509.ExtensionType, said: str, fixed: str
+) -> None:
+    chain = (pki.issue_leaf(NAME, extensions=[(extension, False)]).der, pki.intermediate.der)
+    finding = _one(_pair(pki, chain))
+    assert f"the leaf 'CN={NAME}' is not for TLS servers: {said}" in finding.summary, finding.summary
+    assert "(verify code 26)" in finding.summary and fixed in finding.fix
 
 
 def test_chain_too_long_is_named(pki: LabPKI) -> None:

@@ -1,7 +1,9 @@
 """The corpus, served by real `openssl s_server` processes (tlslite-ng ones where this host's OpenSSL will not
 serve an endpoint) and probed by a real agent: for every endpoint in both certificate profiles, the agent's
 `openssl` view must be what `openssl s_client -verify_return_error` on this host concludes (handshake outcome
-and verify code), and each store verdict what `openssl verify` concludes with that store alone."""
+and verify code), its `python` view what Python's `ssl.create_default_context()` concludes, each store verdict
+what `openssl verify` concludes with that store alone, and the diagnosis warns exactly when `openssl s_client`
+or Python's default context fails there."""
 
 from __future__ import annotations
 
@@ -10,15 +12,26 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tlsfleet.agent.model import AddressResult, Client, ClientView, Failure, ProbeResult, Verdict
+from tlsfleet.agent.model import (
+    AddressResult,
+    Client,
+    ClientView,
+    Failure,
+    ProbeRequest,
+    ProbeResult,
+    StoreVerdict,
+    Verdict,
+)
 from tlsfleet.agent.trust.libcrypto import security_level
 from tlsfleet.agent.trust.verify import verdict_from_openssl_code
+from tlsfleet.coordinator.diagnosis.engine import diagnose
+from tlsfleet.coordinator.diagnosis.model import Severity
 from tlsfleet.coordinator.fleet.grpc_vantage import GrpcVantage
 from tlsfleet.coordinator.fleet.inventory import AgentEntry
 from tlsfleet.coordinator.lab.agent_process import start_agent
@@ -30,8 +43,9 @@ from tlsfleet.coordinator.lab.corpus import (
     RunningEndpoint,
     serve_endpoint,
 )
-from tlsfleet.coordinator.lab.ground_truth import ClientTruth, openssl_verify, s_client
-from tlsfleet.coordinator.outcomes import VantageState
+from tlsfleet.coordinator.lab.ground_truth import ClientTruth, VerifyTruth, openssl_verify, python_client, s_client
+from tlsfleet.coordinator.observation import Observation
+from tlsfleet.coordinator.outcomes import ProbeOutcome, VantageState
 from tlsfleet.coordinator.probing import build_request
 
 pytestmark = pytest.mark.e2e
@@ -43,8 +57,43 @@ CASES = [(p.name, e.name) for p in PROFILES for e in ENDPOINTS if p.name in e.pr
 class Observed:
     running: RunningEndpoint
     truth: ClientTruth
-    result: ProbeResult | None
+    python: str  # what Python's default context concludes ("ok", "verify:CODE", "handshake_failure")
+    outcome: ProbeOutcome | None
+    request: ProbeRequest
     error: str
+
+    store_truths: tuple[tuple[StoreVerdict, VerifyTruth], ...] = ()  # each store verdict, and openssl verify's
+
+    @property
+    def result(self) -> ProbeResult | None:
+        return self.outcome.result if self.outcome is not None else None
+
+
+def _store_truths(outcome: ProbeOutcome | None, workdir: Path) -> tuple[tuple[StoreVerdict, VerifyTruth], ...]:
+    """`openssl verify` of the served chain against each store the agent judged that openssl can read."""
+    result = outcome.result if outcome is not None else None
+    if result is None or len(result.addresses) != 1 or not result.addresses[0].chain:
+        return ()
+    address = result.addresses[0]
+    leaf, untrusted = workdir / "served-leaf.pem", workdir / "served-untrusted.pem"
+    leaf.write_text(_pem(address.chain[0]))
+    untrusted.write_text("".join(_pem(der) for der in address.chain[1:]))
+    stores = {s.name: s for s in result.trust_stores}
+    truths = []
+    for verdict in address.stores:
+        store = stores[verdict.store]
+        if store.kind not in ("file", "dir"):
+            continue  # a Java keystore: openssl cannot read it
+        truth = openssl_verify(
+            leaf,
+            untrusted,
+            cafile=store.path if store.kind == "file" else None,
+            capath=store.path if store.kind == "dir" else None,
+            name=result.expected_name,
+            auth_level=security_level(),
+        )
+        truths.append((verdict, truth))
+    return tuple(truths)
 
 
 @pytest.fixture(scope="module")
@@ -54,45 +103,84 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str,
     work = tmp_path_factory.mktemp("corpus")
     pkis = {p.name: CorpusPKI(p, work / p.name) for p in PROFILES}
     bundle = work / "corpus-roots.pem"
-    bundle.write_bytes(b"".join(pki.root.pem for pki in pkis.values()))
+    bundle.write_bytes(b"".join(c.pem for pki in pkis.values() for c in (pki.root, *pki.extra_trusted)))
     env = {**os.environ, "SSL_CERT_FILE": str(bundle), "HOME": str(work)}
-    env.pop("SSL_CERT_DIR", None)
+    # The host's runtime bundles would be declared in use and lack the corpus roots: leave them out.
+    for variable in ("SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "JAVA_HOME"):
+        env.pop(variable, None)
     observed: dict[tuple[str, str], Observed | str] = {}
     with ExitStack() as stack:
         agent = start_agent("corpus", work / "agent", env=env)
         stack.callback(agent.stop)
         running: list[RunningEndpoint] = []
-        for profile_name, endpoint_name in CASES:
-            endpoint = next(e for e in ENDPOINTS if e.name == endpoint_name)
+        servers = {
+            (p, name): serve_endpoint(next(e for e in ENDPOINTS if e.name == name), pkis[p], work / p / name)
+            for p, name in CASES
+        }
+        # Started a few at once: each server takes its own moment to come up.
+        with ThreadPoolExecutor(4) as pool:
+            started = {case: pool.submit(_start, server) for case, server in servers.items()}
+        failed: BaseException | None = None
+        for case, future in started.items():
             try:
-                running.append(
-                    stack.enter_context(
-                        serve_endpoint(endpoint, pkis[profile_name], work / profile_name / endpoint_name)
-                    )
-                )
-            except EndpointUnavailable as why:
-                observed[(profile_name, endpoint_name)] = str(why)
+                entered = future.result()
+            except BaseException as error:  # the others still stop when the stack unwinds
+                failed = failed or error
+                continue
+            if isinstance(entered, EndpointUnavailable):
+                observed[case] = str(entered)
+            else:
+                stack.push(servers[case].__exit__)
+                running.append(entered)
+        if failed is not None:
+            raise failed
         with ThreadPoolExecutor(8) as pool:
-            truths = list(
-                pool.map(lambda r: s_client("127.0.0.1", r.port, servername=r.endpoint.hostname, env=env), running)
-            )
+            truths = list(pool.map(lambda r: _s_client(r, env), running))
+            pythons = list(pool.map(lambda r: _python(r, str(bundle)), running))
         results = asyncio.run(_probe_all(agent.address, running))
-        for r, truth, (result, error) in zip(running, truths, results, strict=True):
-            observed[(r.profile.name, r.endpoint.name)] = Observed(r, truth, result, error)
+        with ThreadPoolExecutor(8) as pool:
+            verified = list(pool.map(lambda r, o: _store_truths(o[0], r.workdir), running, results))
+        for r, truth, python, (outcome, request, error), stores in zip(
+            running, truths, pythons, results, verified, strict=True
+        ):
+            observed[(r.profile.name, r.endpoint.name)] = Observed(r, truth, python, outcome, request, error, stores)
         yield observed
 
 
-async def _probe_all(address: str, running: list[RunningEndpoint]) -> list[tuple[ProbeResult | None, str]]:
+def _start(server: AbstractContextManager[RunningEndpoint]) -> RunningEndpoint | EndpointUnavailable:
+    try:
+        return server.__enter__()
+    except EndpointUnavailable as why:
+        return why
+
+
+# Only a server that asks for a client certificate alerts after a TLS 1.3 handshake: s_client lingers there.
+_NO_ALERT_LINGER_S = 0.05
+
+
+def _s_client(running: RunningEndpoint, env: dict[str, str]) -> ClientTruth:
+    linger = {} if running.served.client_ca is not None else {"linger": _NO_ALERT_LINGER_S}
+    return s_client("127.0.0.1", running.port, servername=running.endpoint.hostname, env=env, **linger)
+
+
+def _python(running: RunningEndpoint, cafile: str) -> str:
+    linger = {} if running.served.client_ca is not None else {"linger": _NO_ALERT_LINGER_S}
+    return python_client("127.0.0.1", running.port, servername=running.endpoint.hostname, cafile=cafile, **linger)
+
+
+async def _probe_all(
+    address: str, running: list[RunningEndpoint]
+) -> list[tuple[ProbeOutcome | None, ProbeRequest, str]]:
     vantage = GrpcVantage(AgentEntry(name="corpus", address=address, insecure=True), None)
     gate = asyncio.Semaphore(16)
 
-    async def one(r: RunningEndpoint) -> tuple[ProbeResult | None, str]:
+    async def one(r: RunningEndpoint) -> tuple[ProbeOutcome | None, ProbeRequest, str]:
         request = build_request(r.target, now_ns=time.time_ns(), timeout=20.0, address="127.0.0.1")
         async with gate:
             outcome = await vantage.probe(request, 20.0)
         if outcome.state is not VantageState.OK or outcome.result is None:
-            return None, f"{outcome.state}: {outcome.error}"
-        return outcome.result, ""
+            return None, request, f"{outcome.state}: {outcome.error}"
+        return outcome, request, ""
 
     try:
         return await asyncio.gather(*(one(r) for r in running))
@@ -140,30 +228,15 @@ def test_the_openssl_view_is_what_s_client_concludes(
 
 @pytest.mark.parametrize(("profile", "endpoint"), CASES)
 def test_every_store_verdict_is_what_openssl_verify_concludes(
-    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str, tmp_path: Path
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
 ) -> None:
     seen = observed_case(corpus, profile, endpoint)
     assert seen.result is not None
     address = seen.result.addresses[0]
     if not address.chain:
         pytest.skip("no chain was served (the handshake ended first), so there is nothing to verify")
-    leaf, untrusted = tmp_path / "leaf.pem", tmp_path / "untrusted.pem"
-    leaf.write_text(_pem(address.chain[0]))
-    untrusted.write_text("".join(_pem(der) for der in address.chain[1:]))
-    stores = {s.name: s for s in seen.result.trust_stores}
     checked = 0
-    for verdict in address.stores:
-        store = stores[verdict.store]
-        if store.kind not in ("file", "dir"):
-            continue  # a Java keystore: openssl cannot read it
-        truth = openssl_verify(
-            leaf,
-            untrusted,
-            cafile=store.path if store.kind == "file" else None,
-            capath=store.path if store.kind == "dir" else None,
-            name=seen.result.expected_name,
-            auth_level=security_level(),
-        )
+    for verdict, truth in seen.store_truths:
         assert truth.code >= 0, truth.output
         assert (verdict.store, verdict.verify_code) == (verdict.store, truth.code), (truth.output, verdict)
         # The verdict names the code; a lone leaf whose issuer is unknown (20) is told apart as such.
@@ -173,6 +246,35 @@ def test_every_store_verdict_is_what_openssl_verify_concludes(
         assert verdict.at_agent_time in expected, (truth.output, verdict)
         checked += 1
     assert checked, "no store the agent judged could be checked with openssl verify"
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), CASES)
+def test_the_python_view_is_what_pythons_default_context_concludes(
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
+) -> None:
+    seen = observed_case(corpus, profile, endpoint)
+    assert seen.result is not None
+    address = seen.result.addresses[0]
+    # The agent reports the python view only where it differs from the openssl view.
+    python = next((v for v in address.views if v.client is Client.PYTHON), openssl_view(address))
+    assert agent_outcome(python) == seen.python, (python, seen.python)
+
+
+# Every client here accepts a name in the subject CN alone; browsers and Go do not, and the diagnosis warns.
+_BROWSERS_REFUSE = frozenset({"cn-only", "cn-only-wildcard"})
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), CASES)
+def test_a_finding_warns_exactly_when_a_client_fails(
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
+) -> None:
+    seen = observed_case(corpus, profile, endpoint)
+    assert seen.outcome is not None
+    observation = Observation(request=seen.request, outcomes=(seen.outcome,))
+    loud = [f for f in diagnose(observation) if f.severity >= Severity.WARNING]
+    failing = seen.truth.outcome != "ok" or seen.python != "ok" or endpoint in _BROWSERS_REFUSE
+    said = [(f.severity.name, f.cause.value, f.summary) for f in loud]
+    assert bool(loud) is failing, (seen.truth.outcome, seen.python, said)
 
 
 def test_the_corpus_is_wide_enough(corpus: dict[tuple[str, str], Observed | str]) -> None:
