@@ -55,7 +55,13 @@ from typing import Any
 
 from ..model import AddressResult, Client, ClientView, Failure, Handshake, NativeVerdict, Party, TlsVersion, Verdict
 from ..trust import libcrypto
-from ..trust.verify import NativeCheck, NativeVerifier, verdict_from_openssl_code
+from ..trust.names import partial_wildcard_covers
+from ..trust.verify import (
+    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+    NativeCheck,
+    NativeVerifier,
+    verdict_from_openssl_code,
+)
 from .client_certs import ClientCertificate
 from .openssl_policy import OpenSSLPolicy, host_policy
 from .starttls import DIRECT, Route, StarttlsFailed, before_tls
@@ -389,6 +395,7 @@ class ContextCache:
             security_level=classic.security_level,
             verify_flags=int(classic.verify_flags),
             checks_common_name=classic.hostname_checks_common_name,
+            partial_wildcards=_takes_partial_wildcards(classic),
         )
         return VerifyOnce(context=twin, verifier=self._verifier, check=check)
 
@@ -410,6 +417,7 @@ class ContextCache:
             security_level=context.security_level,
             verify_flags=int(context.verify_flags),
             checks_common_name=context.hostname_checks_common_name,
+            partial_wildcards=_takes_partial_wildcards(context),
         )
         return self._verifier.verify(chain, check, int(time.time()))
 
@@ -443,6 +451,9 @@ class ContextCache:
             context = ssl.create_default_context()
         if key.client is Client.OPENSSL:
             self.policy.apply(context)
+            # OpenSSL's name check takes partial-label wildcards ("f*.example.com") unless told otherwise, and
+            # s_client does not tell it; CPython tells it on every context it makes.
+            context._host_flags &= ~X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS  # type: ignore[attr-defined]
         context.check_hostname = key.check_hostname and not key.deferred
         if not key.verify or key.deferred:
             context.verify_mode = ssl.CERT_NONE
@@ -669,6 +680,8 @@ async def handshake(
     chain = first.chain
     python, python_profile = context_cache.get_with_profile(client=Client.PYTHON, **bounds)
     reason = _python_may_differ(first, ours_profile, python_profile)
+    if not reason and check_hostname and first.verified and not _takes_partial_wildcards(python):
+        reason = _partial_wildcard_reason(first.chain, server_hostname or expected_name)
     if not reason and python_profile.verify_flag_names() != ours_profile.verify_flag_names():
         offline = context_cache.judge_offline(python, server_hostname, first.chain)
         reason = _flags_may_differ(first, ours_profile, python_profile, offline)
@@ -797,6 +810,20 @@ def _python_may_differ(first: _Attempt, ours: ContextProfile, python: ContextPro
             f"the host's security level {ours.security_level} refused what its level {python.security_level} may accept"
         )
     return ""
+
+
+def _takes_partial_wildcards(context: ssl.SSLContext) -> bool:
+    return (
+        not getattr(context, "_host_flags", X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS) & X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+    )
+
+
+def _partial_wildcard_reason(chain: tuple[bytes, ...], name: str) -> str:
+    """Why a client that refuses partial-label wildcards may refuse a leaf the openssl view accepted."""
+    if not chain or b"*" not in chain[0]:  # no wildcard at all: the usual case, decided without parsing
+        return ""
+    pattern = partial_wildcard_covers(chain[0], name)
+    return f"it refuses partial-label wildcards such as {pattern!r}, which the openssl view accepted" if pattern else ""
 
 
 def _flags_may_differ(first: _Attempt, ours: ContextProfile, python: ContextProfile, offline: int | None) -> str:
