@@ -101,7 +101,6 @@ _WEAK_SIGNATURES = frozenset(
         SignatureAlgorithmOID.DSA_WITH_SHA1,
     }
 )
-_STRONG_RSA_BITS = 2048
 
 
 def violation_kind(code: int) -> str:
@@ -246,16 +245,40 @@ def _weak_digest(path: Sequence[x509.Certificate]) -> _Violation | None:
     )
 
 
-def _weak_bits(cert: x509.Certificate) -> int | None:
+# OpenSSL's security levels, each with the smallest RSA (or DSA) and EC key it accepts; level 2 is the default.
+_LEVELS = ((1, 1024, 160), (2, 2048, 224), (3, 3072, 256), (4, 7680, 384), (5, 15360, 512))
+_CURVE_AT_LEAST = {160: "P-256", 224: "P-256", 256: "P-256", 384: "P-384", 512: "P-521"}
+
+
+def _refused_from(cert: x509.Certificate) -> int | None:
+    """The lowest OpenSSL security level that refuses the certificate's key; None when none does or the key
+    is of another kind (Ed25519: 128 bits, refused from level 4, is not told apart here)."""
     try:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm):
         return None
-    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey) and key.key_size < _STRONG_RSA_BITS:
-        return int(key.key_size)
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 224:
-        return int(key.curve.key_size)
+    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey):
+        return next((level for level, rsa_bits, _ in _LEVELS if key.key_size < rsa_bits), None)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return next((level for level, _, ec_bits in _LEVELS if key.curve.key_size < ec_bits), None)
     return None
+
+
+def _key_needed(refused_from: int | None) -> str:
+    """The key to reissue with, for a key refused from `refused_from` on: the default level's need when that
+    covers it, else what that level and the next need (which one the host runs is not known here)."""
+    if refused_from is None or refused_from <= 2:
+        return "an RSA key of at least 2048 bits or an ECDSA P-256 key"
+    needs = [
+        f"at least {rsa_bits} bits of RSA or ECDSA {_CURVE_AT_LEAST[ec_bits]} at security level {level}"
+        for level, rsa_bits, ec_bits in _LEVELS
+        if level in (refused_from, refused_from + 1)
+    ]
+    return f"a key the host's security level (CipherString @SECLEVEL) accepts: {' and '.join(needs)}"
+
+
+def _refusal_note(refused_from: int | None) -> str:
+    return f" (refused from security level {refused_from} on)" if refused_from is not None and refused_from > 2 else ""
 
 
 def _a(words: str) -> str:
@@ -266,33 +289,37 @@ def _a(words: str) -> str:
 def _leaf_key(path: Sequence[x509.Certificate]) -> _Violation:
     leaf = path[0]
     key = key_description(leaf) or "its key"
+    level = _refused_from(leaf)
     return _Violation(
-        what=f"the leaf {_name(leaf)} has {_a(key)} key, too small for OpenSSL's security level",
+        what=f"the leaf {_name(leaf)} has {_a(key)} key, too small for OpenSSL's security level{_refusal_note(level)}",
         culprit=_name(leaf),
         fix=(
-            f"Reissue the leaf {_name(leaf)} with an RSA key of at least 2048 bits or an ECDSA P-256 key (a new key "
-            "and a new certificate: the key size cannot be changed in place)."
+            f"Reissue the leaf {_name(leaf)} with {_key_needed(level)} (a new key and a new certificate: the key "
+            "size cannot be changed in place)."
         ),
     )
 
 
 def _ca_key(path: Sequence[x509.Certificate]) -> _Violation:
-    weak = sorted((bits, i) for i, c in enumerate(path[1:], start=1) if (bits := _weak_bits(c)) is not None)
+    # The CA refused at the lowest level is the one the host's level refuses first.
+    weak = sorted((level, i) for i, c in enumerate(path[1:], start=1) if (level := _refused_from(c)) is not None)
     if weak:
-        ca = path[weak[0][1]]
+        level, index = weak[0]
+        ca = path[index]
         return _Violation(
-            what=f"the CA {_name(ca)} has {_a(key_description(ca))} key, too small for OpenSSL's security level",
-            culprit=_name(ca),
-            fix=(
-                f"Replace the CA {_name(ca)} with one whose key is RSA 2048 bits or more (or ECDSA P-256), and reissue "
-                "the certificates it signed."
+            what=(
+                f"the CA {_name(ca)} has {_a(key_description(ca))} key, too small for OpenSSL's security level"
+                f"{_refusal_note(level)}"
             ),
+            culprit=_name(ca),
+            fix=f"Replace the CA {_name(ca)} with one whose key is {_key_needed(level)}, and reissue the certificates "
+            "it signed.",
         )
     above = _above_top(path) or "a CA certificate of the path"
     return _Violation(
         what=f"a CA key on the path is too small for OpenSSL's security level: {above}",
         culprit=above,
-        fix="Replace that CA with one whose key is RSA 2048 bits or more (or ECDSA P-256), and reissue below it.",
+        fix=f"Replace that CA with one whose key is {_key_needed(None)}, and reissue below it.",
     )
 
 

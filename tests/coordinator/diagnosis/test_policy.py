@@ -330,3 +330,22 @@ def test_name_constraints_name_the_constrained_ca_and_what_it_permits(pki: LabPK
     ) in finding.summary
     assert "constraints that cover them" in finding.fix
     assert violation_kind(47) == violation_kind(48) == "name_constraints"
+
+
+def test_a_key_too_small_above_the_default_level_is_told_what_that_level_needs(pki: LabPKI) -> None:
+    """At security level 3 an RSA-2048 leaf is refused (code 66): the fix cannot ask for 2048 bits again."""
+    from tlsfleet.coordinator.diagnosis.policy import _leaf_key
+
+    rsa2048 = x509.load_der_x509_certificate(pki.issue_leaf(NAME, key_kind="rsa2048").der)
+    p256 = x509.load_der_x509_certificate(pki.issue_leaf(NAME).der)
+    rsa1024 = x509.load_der_x509_certificate(pki.issue_leaf(NAME, key_kind="rsa1024").der)
+    refused_at_3 = _leaf_key([rsa2048])
+    assert "(refused from security level 3 on)" in refused_at_3.what
+    assert "3072 bits of RSA or ECDSA P-256 at security level 3" in refused_at_3.fix
+    assert "7680 bits of RSA or ECDSA P-384 at security level 4" in refused_at_3.fix
+    refused_at_4 = _leaf_key([p256])
+    assert "7680 bits of RSA or ECDSA P-384 at security level 4" in refused_at_4.fix
+    assert "P-521 at security level 5" in refused_at_4.fix
+    default_level = _leaf_key([rsa1024])
+    assert "refused from" not in default_level.what
+    assert "an RSA key of at least 2048 bits or an ECDSA P-256 key" in default_level.fix
