@@ -4,7 +4,9 @@ Each answering vantage's offset comes with an error bound (half the round trip),
 skewed only when even the most favourable reading is beyond tolerance: `|offset| - error > tolerance`.
 
 - Critical: on the skewed vantage some store judges the chain EXPIRED or NOT_YET_VALID at the host's
-  time and OK at true time: TLS fails there because of the clock, and nowhere else.
+  time and OK at true time: TLS fails there because of the clock, and nowhere else. Critical too when
+  the host fails now on something else (a missing root, a name) and its clock alone also puts a served
+  certificate outside its window: that failure stays once the other is fixed (ranked after it).
 - Warning: the offset is beyond tolerance and either nothing flips (yet: validity checks and tokens
   will break) or the flip goes the other way (the host still accepts a certificate that is invalid at
   true time; the server-side claim is validity's, judged at reference time).
@@ -167,6 +169,19 @@ def _culprit(row: Row, invalid_at: datetime, valid_at: datetime) -> tuple[CertSu
     return None
 
 
+def _masked(rows: list[Row], agent_time: datetime, true_time: datetime) -> list[tuple[Row, tuple[CertSummary, str]]]:
+    """Rows failing on something other than time whose served certificates the host's clock alone puts
+    outside their windows: the verdict would flip once the other failure is gone."""
+    masked = []
+    for r in rows:
+        if r.address.native.verdict is Verdict.OK or r.address.native.verdict in TIME_FAILURES:
+            continue
+        found = _culprit(r, agent_time, true_time)
+        if found is not None:
+            masked.append((r, found))
+    return masked
+
+
 def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: DiagnosisSettings) -> Finding:
     assert outcome.clock is not None and outcome.result is not None
     agent = outcome.vantage.name
@@ -178,6 +193,7 @@ def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: 
     flips = _flips(rows, agent_time, true_time)
     breaking = [f for f in flips if f.breaks]
     hiding = [f for f in flips if f.hides]
+    masked = [] if flips else _masked(rows, agent_time, true_time)
 
     if breaking:
         severity = Severity.CRITICAL
@@ -203,6 +219,18 @@ def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: 
             f"{skew}; {what}: {agent} accepts what the correct time rejects, and its clock will break other "
             "validity checks and time-limited tokens."
         )
+    elif masked:
+        # The host fails now for another reason (trust, name), which OpenSSL reports before any window:
+        # its clock puts a served certificate outside its window too, so TLS there stays broken once that
+        # other reason is fixed. Critical, yet ranked after what explains the verdict the host reports.
+        severity = Severity.CRITICAL
+        first = None
+        row, (cert, reason) = masked[0]
+        summary = (
+            f"{skew}; at its time the certificate {cert_name(cert)} {reason}, at true time it is valid: TLS to "
+            f"{observation.target} fails on {agent} now for another reason ({row.address.native.verdict}), and "
+            "will still fail there because of the clock once that is fixed."
+        )
     else:
         severity = Severity.WARNING
         first = None
@@ -215,6 +243,13 @@ def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: 
         _offset_evidence([outcome]),
         Evidence("time", ((agent, _when(agent_time)), ("coordinator", _when(true_time)))),
     ]
+    if masked:
+        evidence.append(
+            Evidence(
+                "certificate window at host time / at true time",
+                tuple((r.where, f"{cert_name(c)}: {reason} / valid") for r, (c, reason) in masked),
+            )
+        )
     if flips:
         evidence.append(
             Evidence(
@@ -236,11 +271,14 @@ def _vantage_finding(observation: Observation, outcome: ProbeOutcome, settings: 
         severity=severity,
         summary=summary,
         agents=(agent,),
-        addresses=tuple(dict.fromkeys(f.row.address.address for f in flips)),
+        addresses=tuple(
+            dict.fromkeys([*(f.row.address.address for f in flips), *(r.address.address for r, _ in masked)])
+        ),
         evidence=tuple(evidence),
         fix=_FIX.format(host=agent),
         reproduce=_reproduce(observation, first, true_time),
-        prediction=not breaking,  # a clock off that breaks nothing here yet, or that hides a failure
+        # A clock off that breaks nothing here yet, hides a failure, or is masked by another failure now.
+        prediction=not breaking,
     )
 
 

@@ -3,14 +3,19 @@
 - DNS_DIFFERENCE: vantages resolve the name to different address sets, and the sets serve different
   chains (compared as whole served chains: a stale load balancer may differ only in its intermediate).
   Critical when a vantage fails on a chain that verifies nowhere while the vantages of another set,
-  which are not served that chain, all verify; otherwise warning. Different sets serving the same
-  chains are a harmless split-horizon or geo-DNS answer: info only.
+  which are not served that chain, all verify; otherwise warning. A vantage fails for a reason of its
+  own (a missing root, a clock), which neither spoils its set, nor is told as that set's verdict, nor is
+  blamed on the answer it got, when some vantage verifies the very chain it was served, or when it fails
+  on trust for a chain whose issuing path some vantage verifies and whose certificates are all within
+  their windows at true time. Different sets serving the same chains are a harmless split-horizon or geo-DNS
+  answer: info only.
 - INCONSISTENT_BACKENDS: within ONE address set, addresses serve different leaves, as one vantage sees
   across its own addresses, or as vantages that resolved the same set see across addresses that each
   answered them all alike. An address that hands different leaves to different vantages is left out
   here: that is interception's or SNI's question, not the backends'. Critical when one of the leaves
   is outside its validity window at reference time, or when on one vantage some addresses verify and
-  others do not; otherwise warning. A vantage that fails on every address fails for its own reasons.
+  others do not; otherwise warning. A vantage that fails on every address fails for its own reasons:
+  its verdicts are not told as the backends'.
 
 When a resolver sends some vantages to an address where an issuer no other vantage sees answers (`issuers`:
 DNS-steered interception), that interception is the cause and the DNS difference its route: said beside it,
@@ -29,7 +34,8 @@ from functools import cached_property
 
 from ...agent.model import Failure, Verdict
 from ...agent.trust.certinfo import CertSummary
-from ..observation import DiagnosisSettings, Observation, Row
+from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
+from .chain_shape import trust_key
 from .issuers import analyse
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
@@ -44,7 +50,7 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
     if observation.request.options.pin_address:
         return
     groups = _groups(observation)
-    yield from _dns_difference(observation, groups)
+    yield from _dns_difference(observation, groups, judgement_time(observation, settings))
     yield from _inconsistent_backends(observation, groups, settings)
 
 
@@ -61,9 +67,9 @@ class _Group:
     def chains(self) -> frozenset[tuple[str, ...]]:
         return frozenset(r.chain_fingerprints for r in self.rows)
 
-    @cached_property
-    def all_verify(self) -> bool:
-        return all(_verifies(r) for r in self.rows)
+    def verifies(self, own: set[str]) -> bool:
+        """Every row verifies, or fails for a reason of its own (`own`: the rows' `where`)."""
+        return all(_verifies(r) or r.where in own for r in self.rows)
 
 
 def _groups(observation: Observation) -> list[_Group]:
@@ -105,11 +111,40 @@ def _distinct_leaves(rows: list[Row]) -> list[CertSummary]:
     return list(leaves.values())
 
 
-def _verdict_note(rows: list[Row], subjects: Sequence[str]) -> str:
-    failing = sorted({str(r.address.native.verdict) for r in rows if not _verifies(r)})
-    if not failing:
-        return agree("verify", subjects)
-    return f"{agree('fail', subjects)} verification ({', '.join(failing)})"
+def _own_failures(rows: Sequence[Row], at: datetime) -> set[str]:
+    """The rows (by `where`) that fail for a reason of their vantage's own (see the module's docstring)."""
+    good = [r for r in rows if _verifies(r)]
+    chains = {r.chain_fingerprints for r in good}
+    paths = {trust_key(r) for r in good}
+    return {
+        r.where
+        for r in rows
+        if not _verifies(r)
+        and (
+            r.chain_fingerprints in chains
+            or (
+                r.address.native.verdict in TRUST_FAILURES
+                and trust_key(r) in paths
+                and not any(_time_problem(c, at) for c in r.certificates())
+            )
+        )
+    }
+
+
+def _verdict_note(rows: list[Row], subjects: Sequence[str], own: set[str], at: datetime) -> str:
+    """What these addresses' chains get: the verdicts, and any certificate out of its window at true time
+    (a missing root hides an expired leaf from the verdict); a vantage failing for its own reason speaks for
+    itself."""
+    bad = [r for r in rows if not _verifies(r) and r.where not in own]
+    windows = {p.replace(" ", "_") for r in bad for c in r.certificates() if (p := _time_problem(c, at))}
+    failing = sorted({str(r.address.native.verdict) for r in bad} | windows)
+    if failing:
+        return f"{agree('fail', subjects)} verification ({', '.join(failing)}) there"
+    apart = list(dict.fromkeys(r.agent for r in rows if not _verifies(r)))
+    if apart:
+        whose = "its" if len(apart) == 1 else "their"
+        return f"{agree('verify', subjects)} there, except on {name_list(apart)}, for a reason of {whose} own"
+    return f"{agree('verify', subjects)} there"
 
 
 def _host_port(observation: Observation) -> tuple[str, int]:
@@ -119,7 +154,7 @@ def _host_port(observation: Observation) -> tuple[str, int]:
 # --- DNS difference -------------------------------------------------------------------------------
 
 
-def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[Finding]:
+def _dns_difference(observation: Observation, groups: list[_Group], at: datetime) -> Iterator[Finding]:
     if len(groups) < 2:
         return
     host, port = _host_port(observation)
@@ -144,7 +179,8 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
         )
         return
 
-    failing = _failing_because_of_sets(groups)
+    own = _own_failures([r for g in groups for r in g.rows], at)
+    failing = _failing_because_of_sets(groups, own)
     steered = analyse(observation).steered()
     routed = [r for g in groups for r in g.rows if r.where in steered]
     if failing and all(r.where in steered for r in failing):
@@ -161,13 +197,14 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
         served = " and ".join(cert_brief(c) for c in _distinct_leaves(g.rows)[:MAX_NAMED])
         return (
             f"{name_list(g.agents)} {agree('resolve', g.agents)} it to {capped(g.addresses)}, which "
-            f"{agree('serve', g.addresses)} {served} and {_verdict_note(g.rows, g.addresses)} there"
+            f"{agree('serve', g.addresses)} {served} and {_verdict_note(g.rows, g.addresses, own, at)}"
         )
 
     stale = _stale_group(groups, failing)
     failing_agents = list(dict.fromkeys(r.agent for r in failing))
     consequence = (
-        f"so {name_list(failing_agents)} {agree('fail', failing_agents)} because of the answer they get"
+        f"so {name_list(failing_agents)} {agree('fail', failing_agents)} because of the answer "
+        f"{'it gets' if len(failing_agents) == 1 else 'they get'}"
         if failing
         else "so which certificate a client gets depends on its resolver"
     )
@@ -208,8 +245,9 @@ def _dns_difference(observation: Observation, groups: list[_Group]) -> Iterator[
             "what answers there."
             if routed
             else f"Make every resolver answer {host} with endpoints that serve the current chain: update the "
-            f"certificate on {capped(stale.addresses)} (the set {name_list(stale.agents)} resolve to), or fix the "
-            "split-horizon zone, resolver or /etc/hosts entry that sends them there."
+            f"certificate on {capped(stale.addresses)} (the set {name_list(stale.agents)} "
+            f"{agree('resolve', stale.agents)} to), or fix the split-horizon zone, resolver or /etc/hosts entry that "
+            f"sends {'it' if len(stale.agents) == 1 else 'them'} there."
         ),
         reproduce=tuple(reproduce),
     )
@@ -229,12 +267,10 @@ def _short_chain(row: Row) -> str:
     return " > ".join(fp[:12] for fp in row.chain_fingerprints)
 
 
-def _failing_because_of_sets(groups: list[_Group]) -> list[Row]:
-    """Rows that fail on a chain that verifies for nobody, while some other set, not served that chain,
-    verifies everywhere: the answer the resolver gave is what breaks them."""
-    rows = [r for g in groups for r in g.rows]
-    good_chains = {r.chain_fingerprints for r in rows if _verifies(r)}
-    verifying = [h for h in groups if h.all_verify]
+def _failing_because_of_sets(groups: list[_Group], own: set[str]) -> list[Row]:
+    """Rows that fail, not for a reason of their own, while some other set, not served their chain,
+    verifies everywhere (`_Group.verifies`): the answer the resolver gave is what breaks them."""
+    verifying = [h for h in groups if h.verifies(own)]
     # How many verifying sets are served each chain: a failing row's own set never verifies, so some other
     # verifying set lacks its chain exactly when fewer than all of them have it.
     served_by: dict[tuple[str, ...], int] = defaultdict(int)
@@ -244,7 +280,7 @@ def _failing_because_of_sets(groups: list[_Group]) -> list[Row]:
     failing = []
     for g in groups:
         for r in g.rows:
-            if _verifies(r) or r.chain_fingerprints in good_chains:
+            if _verifies(r) or r.where in own:
                 continue
             if served_by[r.chain_fingerprints] < len(verifying):
                 failing.append(r)
@@ -309,11 +345,14 @@ def _inconsistent_backends(
     bad = set(timed_out) | {r.leaf_fingerprint for r in split_verdict if not _verifies(r)}
     severity = Severity.CRITICAL if bad else Severity.WARNING
 
+    judging = _judging(rows)
     parts = []
     for c in leaves[:MAX_NAMED]:
         addrs = addresses_by_leaf[c.sha256]
         notes = [timed_out[c.sha256]] if c.sha256 in timed_out else []
-        failing = sorted({str(r.address.native.verdict) for r in rows_by_leaf[c.sha256] if not _verifies(r)})
+        failing = sorted(
+            {str(r.address.native.verdict) for r in rows_by_leaf[c.sha256] if r.agent in judging and not _verifies(r)}
+        )
         if failing:
             notes.append(f"failing verification ({', '.join(failing)})")
         note = f", {' and '.join(notes)}" if notes else ""
@@ -347,6 +386,14 @@ def _inconsistent_backends(
         ),
         reproduce=tuple(reproduce),
     )
+
+
+def _judging(rows: list[Row]) -> set[str]:
+    """The vantages whose verdicts speak for the backends: those that verify on some address. One that fails
+    on every address fails for its own reasons (a missing root, its clock), which are no backend's; when every
+    vantage fails everywhere, all of them speak."""
+    verifying = {r.agent for r in rows if _verifies(r)}
+    return verifying or {r.agent for r in rows}
 
 
 def _split_verdict(rows: list[Row]) -> list[Row]:

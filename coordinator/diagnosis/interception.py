@@ -10,15 +10,18 @@ at the server's own address or at one their resolver chose (`issuers`, which hol
   issuer, all verifying) and another CA that every vantage's stores would trust are not interception.
 
 Critical when a vantage that sees the foreign issuer fails verification; warning when they all trust
-it (the interception is invisible to them, but the certificate is not the server's).
+it (the interception is invisible to them, but the certificate is not the server's), also when one fails
+only on time at its own clock while its stores verify the foreign chain at true time: it trusts the CA,
+and its clock (the clock rule's finding) is why it fails, so no advice to install that CA is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from ...agent.model import Verdict
 from ...agent.trust.certinfo import CertSummary
-from ..observation import DiagnosisSettings, Observation, Row
+from ..observation import TIME_FAILURES, DiagnosisSettings, Observation, Row
 from .issuers import Foreign, Route, Seen, Undecided, analyse, verifies
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
@@ -85,14 +88,29 @@ def _intercepted(observation: Observation, foreign: Foreign, others: tuple[str, 
     addresses = foreign.addresses
     foreign_leaf, genuine = mine[0].leaf, theirs[0].leaf
     failing = foreign.failing
+    rejecting = [s for s in failing if not _clock_only(s.row)]
+    clocked = list(dict.fromkeys(s.row.agent for s in failing if _clock_only(s.row)))
     host = observation.request.target.host
-    if failing:
+    if rejecting:
         severity = Severity.CRITICAL
-        verdicts = ", ".join(sorted({str(s.row.address.native.verdict) for s in failing}))
+        verdicts = ", ".join(sorted({str(s.row.address.native.verdict) for s in rejecting}))
         outcome = f"and they reject it ({verdicts})"
+    elif clocked:
+        severity = Severity.WARNING
+        outcome = (
+            "and they trust its CA: the certificate they get is not the server's, and TLS fails there only because "
+            f"of the clock of {name_list(clocked)} (it verifies at true time: the clock skew finding)"
+        )
     else:
         severity = Severity.WARNING
         outcome = "and they trust its CA, so TLS works for them but the certificate they get is not the server's"
+    install = (
+        f"add its root CA (the chain leads to {_top(mine[0].row)}) to their trust stores or exempt {host} from "
+        "inspection"
+        if rejecting
+        else f"they already trust its root CA (the chain leads to {_top(mine[0].row)}); exempt {host} from inspection "
+        "if it must not be inspected"
+    )
     seen_by = f"{name_list(others)} ({count(len(others), 'vantage')}) see it"
     if foreign.route is Route.SAME_ADDRESS:
         summary = (
@@ -102,10 +120,8 @@ def _intercepted(observation: Observation, foreign: Foreign, others: tuple[str, 
         )
         fix = (
             f"Check HTTPS_PROXY/https_proxy on {name_list(agents)} and any corporate proxy or TLS-inspection "
-            f"appliance on their path: if inspection is intended, add its root CA (the chain leads to "
-            f"{_top(mine[0].row)}) to their trust stores or exempt {host} from inspection (NO_PROXY or the "
-            "appliance's bypass list); if it is not intended, this is a man-in-the-middle: find the device that "
-            "terminates TLS."
+            f"appliance on their path: if inspection is intended, {install} (NO_PROXY or the appliance's bypass "
+            "list); if it is not intended, this is a man-in-the-middle: find the device that terminates TLS."
         )
         evidence = _evidence([*mine, *theirs])
     else:
@@ -120,8 +136,7 @@ def _intercepted(observation: Observation, foreign: Foreign, others: tuple[str, 
         fix = (
             f"Check what {host} resolves to on {name_list(agents)} (/etc/hosts, the resolver and search domains "
             f"they use, a DNS-based inspection service): if a TLS-inspection proxy at {capped(addresses)} is "
-            f"intended, add its root CA (the chain leads to {_top(mine[0].row)}) to their trust stores or exempt "
-            f"{host} from inspection; if it is not, a resolver answer sends them to a man-in-the-middle: fix the "
+            f"intended, {install}; if it is not, a resolver answer sends them to a man-in-the-middle: fix the "
             f"answer so that they reach {capped(server_addresses)}, and find who answers at {capped(addresses)}."
         )
         evidence = [*_evidence([*mine, *theirs]), _resolved([*mine, *theirs])]
@@ -137,6 +152,12 @@ def _intercepted(observation: Observation, foreign: Foreign, others: tuple[str, 
         fix=fix,
         reproduce=_reproduce(observation, (failing or mine)[0].row, resolver=foreign.route is Route.RESOLVER),
     )
+
+
+def _clock_only(row: Row) -> bool:
+    """Fails on time at the host's clock while a store verifies the chain at true time: its CA is trusted."""
+    native = row.address.native.verdict
+    return native in TIME_FAILURES and any(s.at_reference_time is Verdict.OK for s in row.address.stores)
 
 
 def _undecided(observation: Observation, undecided: Undecided) -> Finding:

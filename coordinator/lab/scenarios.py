@@ -19,6 +19,9 @@ The agents (see `STANDARD_AGENTS`):
 - behind-proxy (root): a network namespace where a TLS-intercepting proxy answers on the servers'
   address; the host trusts the proxy's CA, as managed corporate machines do.
 - gone: in the inventory, but stopped.
+
+Beside this catalogue, each with agents of its own and run the same way: `scenarios_handshake`,
+`scenarios_trust`, `scenarios_judgement` and `scenarios_combined` (faults that come together).
 """
 
 from __future__ import annotations

@@ -105,6 +105,37 @@ def test_offset_beyond_tolerance_without_a_flip_is_a_warning(pki: LabPKI) -> Non
     assert f.addresses == ()
 
 
+def test_clock_behind_on_a_host_that_also_lacks_the_root_is_critical_and_ranked_after_it(pki: LabPKI) -> None:
+    # OpenSSL reports the missing root before any window, so no verdict flips; yet at the host's time the
+    # certificate renewed an hour ago is not valid yet: once the root is installed, TLS still fails there.
+    leaf = pki.issue_leaf("api.example.test", not_before=NOW - timedelta(hours=1))
+    chain = _chain(leaf, pki)
+    untrusted = (Verdict.UNKNOWN_ISSUER, Verdict.UNKNOWN_ISSUER)
+    skewed = outcome(
+        "batch-7",
+        [address(IP, chain, native=Verdict.UNKNOWN_ISSUER, stores={"system": untrusted})],
+        offset_ms=-2 * DAY_MS,
+    )
+    (f,) = _run(observe(skewed, _fine("web-1", chain)))
+    assert f.severity is Severity.CRITICAL
+    assert f.prediction, "the verdict the host reports is the trust one: that finding explains it first"
+    assert "no verdict here flips" not in f.summary
+    assert "'api.example.test' is not valid until" in f.summary
+    assert "for another reason (unknown_issuer)" in f.summary
+    assert f.addresses == (IP,)
+    window = next(e for e in f.evidence if e.field.startswith("certificate window"))
+    assert window.values[0][0] == f"batch-7@{IP}"
+
+
+def test_clock_behind_on_a_host_failing_on_trust_with_the_windows_fine_is_a_warning(pki: LabPKI) -> None:
+    leaf = pki.issue_leaf("api.example.test", not_before=NOW - timedelta(days=30))
+    chain = _chain(leaf, pki)
+    skewed = outcome("batch-7", [address(IP, chain, native=Verdict.UNKNOWN_ISSUER)], offset_ms=-2 * DAY_MS)
+    (f,) = _run(observe(skewed, _fine("web-1", chain)))
+    assert f.severity is Severity.WARNING
+    assert "no verdict here flips" in f.summary
+
+
 def test_clock_behind_that_hides_an_expired_certificate_is_a_warning_not_critical(pki: LabPKI) -> None:
     leaf = pki.issue_leaf("api.example.test", not_before=NOW - timedelta(days=30), not_after=NOW - timedelta(days=1))
     chain = _chain(leaf, pki)

@@ -120,6 +120,49 @@ def test_a_vantage_that_fails_on_a_chain_others_verify_is_not_blamed_on_dns(cert
     assert f.cause is Cause.DNS_DIFFERENCE and f.severity is Severity.WARNING
 
 
+def test_a_stale_pin_is_critical_although_a_vantage_of_the_good_set_lacks_the_root(certs: Certs) -> None:
+    # pinned-1's hosts file sends it to the expired backend; no-root, in the good set, lacks the private root:
+    # its failure on a chain web-1 verifies is its own, and neither spoils that set nor is told as its verdict.
+    observation = observe(
+        outcome("pinned-1", [address(INTERNAL, certs.expired, native=Verdict.EXPIRED)]),
+        outcome("web-1", [address(EXTERNAL, certs.new)]),
+        outcome("no-root", [address(EXTERNAL, certs.new, native=Verdict.UNKNOWN_ISSUER)]),
+    )
+    (f,) = _of(_run(observation), Cause.DNS_DIFFERENCE)
+    assert f.severity is Severity.CRITICAL
+    assert "pinned-1 fails because of the answer it gets" in f.summary, f.summary
+    assert "unknown_issuer" not in f.summary, f.summary
+    assert "verifies there, except on no-root, for a reason of its own;" in f.summary
+    assert f"update the certificate on {INTERNAL} (the set pinned-1 resolves to)" in f.fix
+    assert "entry that sends it there" in f.fix
+
+
+def test_a_pinned_host_lacking_the_root_is_not_told_it_fails_because_of_its_answer(certs: Certs) -> None:
+    # pinned-1 reaches the old backend, whose certificate is still valid and from the same CA: it would fail
+    # on the current backend too. Its missing root is why (the trust rule's finding), not the answer it got.
+    observation = observe(
+        outcome("pinned-1", [address(INTERNAL, certs.old, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("web-1", [address(EXTERNAL, certs.new)]),
+        outcome("web-2", [address(EXTERNAL, certs.new)]),
+    )
+    (f,) = _of(_run(observation), Cause.DNS_DIFFERENCE)
+    assert f.severity is Severity.WARNING
+    assert "because of the answer" not in f.summary, f.summary
+    assert "verifies there, except on pinned-1, for a reason of its own" in f.summary, f.summary
+
+
+def test_a_pinned_host_lacking_the_root_on_an_expired_backend_still_fails_because_of_it(certs: Certs) -> None:
+    # The missing root hides the expired leaf from the verdict; the leaf's window does not lie.
+    observation = observe(
+        outcome("pinned-1", [address(INTERNAL, certs.expired, native=Verdict.UNKNOWN_ISSUER)]),
+        outcome("web-1", [address(EXTERNAL, certs.new)]),
+    )
+    (f,) = _of(_run(observation), Cause.DNS_DIFFERENCE)
+    assert f.severity is Severity.CRITICAL
+    assert "fails verification (expired, unknown_issuer) there" in f.summary, f.summary
+    assert "pinned-1 fails because of the answer it gets" in f.summary
+
+
 def test_everyone_failing_is_not_blamed_on_dns(certs: Certs) -> None:
     observation = observe(
         outcome("billing-1", [address(INTERNAL, certs.expired, native=Verdict.EXPIRED)]),
@@ -199,6 +242,25 @@ def test_a_vantage_failing_on_every_backend_does_not_make_it_critical(certs: Cer
     ]
     (f,) = _of(_run(observe(outcome("a", pool))), Cause.INCONSISTENT_BACKENDS)
     assert f.severity is Severity.WARNING
+
+
+def test_a_vantage_lacking_the_root_does_not_paint_the_good_backend_as_failing(certs: Certs) -> None:
+    # Every vantage sees both backends; one of them lacks the private root and fails on both: its verdicts
+    # are its own, not the backends'. The good backend verifies, the stale one is expired, nothing more.
+    pool = [address(B1, certs.new), address(B2, certs.expired, native=Verdict.EXPIRED)]
+    lacking = [
+        address(B1, certs.new, native=Verdict.UNKNOWN_ISSUER),
+        address(B2, certs.expired, native=Verdict.UNKNOWN_ISSUER),
+    ]
+    observation = observe(outcome("a", pool), outcome("b", pool), outcome("no-root", lacking))
+    (f,) = _of(_run(observation), Cause.INCONSISTENT_BACKENDS)
+    assert f.severity is Severity.CRITICAL
+    assert set(f.agents) == {"a", "b", "no-root"}
+    assert "unknown_issuer" not in f.summary, f.summary
+    assert ", expired and failing verification (expired)" in f.summary
+    good = f.summary.split(f"{B1} serves ", 1)[1].split(";", 1)[0]
+    assert "failing" not in good, good
+    assert f"on {B2}," in f.fix
 
 
 def test_vantages_of_one_address_set_that_each_reached_one_backend_are_compared(certs: Certs) -> None:

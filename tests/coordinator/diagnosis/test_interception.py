@@ -79,6 +79,38 @@ def test_vantages_that_trust_the_proxy_ca_are_a_warning(certs: Certs) -> None:
     assert "not the server's" in f.summary
 
 
+def test_a_skewed_host_that_trusts_the_proxy_fails_on_its_clock_not_on_the_proxy_ca(certs: Certs) -> None:
+    # office-1 trusts the proxy's CA; its clock puts the proxy's fresh leaf before its start. The store verifies
+    # the proxy chain at true time: the clock explains the failure, and installing the CA would change nothing.
+    clocked = address(
+        IP1, certs.proxy, native=Verdict.NOT_YET_VALID, stores={"system": (Verdict.NOT_YET_VALID, Verdict.OK)}
+    )
+    observation = observe(
+        outcome("office-1", [clocked], offset_ms=-2 * 86_400_000.0),
+        outcome("dc-1", [address(IP1, certs.server)]),
+        outcome("dc-2", [address(IP1, certs.server)]),
+    )
+    (f,) = _run(observation)
+    assert f.severity is Severity.WARNING
+    assert f.agents == ("office-1",)
+    assert "reject it" not in f.summary, f.summary
+    assert "fails there only because of the clock of office-1" in f.summary
+    assert "add its root CA" not in f.fix and "they already trust its root CA" in f.fix
+
+
+def test_a_skewed_host_without_the_proxy_ca_is_still_critical(certs: Certs) -> None:
+    untrusted = (Verdict.UNKNOWN_ISSUER, Verdict.UNKNOWN_ISSUER)
+    rejected = address(IP1, certs.proxy, native=Verdict.UNKNOWN_ISSUER, stores={"system": untrusted})
+    observation = observe(
+        outcome("office-1", [rejected], offset_ms=-2 * 86_400_000.0),
+        outcome("dc-1", [address(IP1, certs.server)]),
+        outcome("dc-2", [address(IP1, certs.server)]),
+    )
+    (f,) = _run(observation)
+    assert f.severity is Severity.CRITICAL
+    assert "reject it (unknown_issuer)" in f.summary and "add its root CA" in f.fix
+
+
 def test_a_rotated_leaf_from_the_same_issuer_is_not_interception(certs: Certs) -> None:
     observation = observe(
         outcome("a", [address(IP1, certs.rotated)]),
