@@ -241,6 +241,11 @@ class ContextProfile:
     maximum: int  # 99: no upper bound
     verify_flags: int = 0  # X509_V_FLAG_* bits its chain verification runs with
 
+    @property
+    def verdict_flags(self) -> int:
+        """The verify flags that can change a verdict: all but trusted-first, which OpenSSL always sets."""
+        return self.verify_flags & ~ssl.VerifyFlags.VERIFY_X509_TRUSTED_FIRST.value
+
     def verify_flag_names(self) -> str:
         """Python's names of the flags that can change a verdict ("VERIFY_X509_STRICT"); "" for OpenSSL's
         defaults (trusted-first is always on)."""
@@ -682,7 +687,7 @@ async def handshake(
     reason = _python_may_differ(first, ours_profile, python_profile)
     if not reason and check_hostname and first.verified and not _takes_partial_wildcards(python):
         reason = _partial_wildcard_reason(first.chain, server_hostname or expected_name)
-    if not reason and python_profile.verify_flag_names() != ours_profile.verify_flag_names():
+    if not reason and python_profile.verdict_flags != ours_profile.verdict_flags:
         offline = context_cache.judge_offline(python, server_hostname, first.chain)
         reason = _flags_may_differ(first, ours_profile, python_profile, offline)
     if reason:
