@@ -127,6 +127,8 @@ def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, st
     return False, f"{expected.dns} not among the certificate's DNS SANs ({listed}){hint}"
 
 
+# Asked on every probe of a wildcard leaf: a fleet sees the same few leaves under the same few names.
+@lru_cache(maxsize=256)
 def partial_wildcard_covers(der: bytes, name: str) -> str:
     """The partial-label wildcard SAN ("f*.example.com") through which alone the certificate covers the DNS
     name `name`, as OpenSSL's default name check takes it; "" when a SAN covers it by the one-label rule
