@@ -84,6 +84,10 @@ TimeoutOption = Annotated[
     float, typer.Option("--timeout", "-t", help="Deadline for the whole fan-out, seconds (0.1-300).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")]
+NotesOption = Annotated[
+    bool,
+    typer.Option("--notes", help="With no finding at warning or above, show each note's evidence and fix too."),
+]
 CoordinatorOption = Annotated[
     str | None,
     typer.Option(
@@ -157,6 +161,7 @@ def probe(
     ] = None,
     fail_on: FailOnOption = "warning",
     clock_tolerance: ClockToleranceOption = 2.0,
+    notes: NotesOption = False,
     save: Annotated[
         Path | None, typer.Option("--save", help="Keep the raw results in FILE for `tlsfleet diagnose FILE`.")
     ] = None,
@@ -196,6 +201,7 @@ def probe(
             fail_on=fail_on,
             save=save,
             clock_tolerance=clock_tolerance,
+            notes=notes,
         )
     )
     raise typer.Exit(code)
@@ -211,11 +217,14 @@ def diagnose(
     fail_on: FailOnOption = "warning",
     clock_tolerance: ClockToleranceOption = 2.0,
     json_output: JsonOption = False,
+    notes: NotesOption = False,
 ) -> None:
     """Diagnose a saved recording offline: the same matrix and findings as when it was probed."""
     from .diagnose import run_diagnose
 
-    raise typer.Exit(run_diagnose(recording, fail_on=fail_on, clock_tolerance=clock_tolerance, json_output=json_output))
+    raise typer.Exit(
+        run_diagnose(recording, fail_on=fail_on, clock_tolerance=clock_tolerance, json_output=json_output, notes=notes)
+    )
 
 
 @app.command(

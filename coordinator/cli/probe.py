@@ -49,6 +49,7 @@ class ProbeArguments:
     fail_on: str = "warning"
     save: Path | None = None
     clock_tolerance: float = 2.0  # seconds
+    notes: bool = False  # a healthy result's notes in full
 
 
 def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
@@ -139,7 +140,7 @@ def run_probe(args: ProbeArguments) -> int:
             save(args.save, observation)
         except OSError as error:
             raise fail(f"cannot save the recording to {args.save}: {error.strerror or error}") from None
-    return show_observation(observation, settings, fail_on=fail_on, json_output=args.json_output)
+    return show_observation(observation, settings, fail_on=fail_on, json_output=args.json_output, notes=args.notes)
 
 
 def show_interrupted(request: ProbeRequest, answered: VantageProgress, *, json_output: bool) -> int:
@@ -187,7 +188,7 @@ def diagnosis_options(
 
 
 def show_observation(
-    observation: Observation, settings: DiagnosisSettings, *, fail_on: Severity, json_output: bool
+    observation: Observation, settings: DiagnosisSettings, *, fail_on: Severity, json_output: bool, notes: bool = False
 ) -> int:
     """Diagnose, print the matrix and the findings (or JSON), and return the exit code."""
     from ..diagnosis.engine import diagnose
@@ -201,11 +202,13 @@ def show_observation(
         return code
     from .render import make_console
 
-    print_observation(make_console(), observation, findings)
+    print_observation(make_console(), observation, findings, notes=notes)
     return code
 
 
-def print_observation(console: Console, observation: Observation, findings: Sequence[Finding]) -> None:
+def print_observation(
+    console: Console, observation: Observation, findings: Sequence[Finding], *, notes: bool = False
+) -> None:
     """The matrix (and one per SNI variant), then the findings."""
     from ..matrix import build_matrix
     from .render import print_findings, print_matrix
@@ -215,7 +218,7 @@ def print_observation(console: Console, observation: Observation, findings: Sequ
         console.print()
         print_matrix(console, variant.request, variant.outcomes, build_matrix(variant.outcomes))
     console.print()
-    print_findings(console, findings)
+    print_findings(console, findings, note_details=notes)
 
 
 def exit_code_for(observation: Observation, findings: Sequence[Finding], fail_on: Severity) -> int:

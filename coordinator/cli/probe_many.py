@@ -108,7 +108,7 @@ def run_probe_many(args: ProbeArguments) -> int:
     for observation, findings, _ in results:
         console.print()
         console.rule(str(observation.request.target), align="left")
-        print_observation(console, observation, findings)
+        print_observation(console, observation, findings, notes=args.notes)
     return code
 
 

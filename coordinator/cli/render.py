@@ -230,15 +230,19 @@ _SEVERITY_STYLE = {
 MAX_EVIDENCE_VALUES = 8
 
 
-def print_findings(console: Console, findings: Sequence[Finding]) -> None:
-    """Most severe first; each with its evidence, the fix and a command to reproduce it."""
+def print_findings(console: Console, findings: Sequence[Finding], *, note_details: bool = False) -> None:
+    """Most severe first; each with its evidence, the fix and a command to reproduce it. Notes alone (a healthy
+    result) are one line each unless `note_details`."""
     if not findings:
         console.print(Text("No findings: every vantage that answered agrees and verifies.", style="green"))
         return
+    brief = False
     if all(f.severity is Severity.INFO for f in findings):
         # Healthy is quiet: notes for the record are not findings that anyone fails by.
         notes = f"{len(findings)} note{'s' if len(findings) != 1 else ''}"
-        console.print(Text(f"No findings at warning or above; {notes} for the record:", style="green"))
+        brief = not note_details
+        hint = " (--notes shows their evidence and fixes)" if brief else ""
+        console.print(Text(f"No findings at warning or above; {notes} for the record{hint}:", style="green"))
     else:
         console.print(Text(f"Findings ({len(findings)}), most severe first:", style="bold"))
     for number, finding in enumerate(findings, start=1):
@@ -247,6 +251,8 @@ def print_findings(console: Console, findings: Sequence[Finding]) -> None:
         head.append(f" {finding.cause}: ", style="bold")
         head.append(finding.summary)
         console.print(_hanging(f"{number}. ", head))
+        if brief:
+            continue
         for evidence in finding.evidence:
             shown = [f"{where}={value}" for where, value in evidence.values[:MAX_EVIDENCE_VALUES]]
             more = len(evidence.values) - MAX_EVIDENCE_VALUES

@@ -14,7 +14,7 @@ from rich.console import Console
 from tests.coordinator.test_matrix import _ok_address, _outcome, _result
 from tlsfleet.agent.model import Failure, Handshake, NativeVerdict, StoreVerdict, Verdict
 from tlsfleet.coordinator.cli.render import BLOCKS_BELOW, print_findings, print_matrix
-from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
+from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI
 from tlsfleet.coordinator.matrix import build_matrix
 from tlsfleet.coordinator.outcomes import ProbeOutcome
@@ -138,15 +138,33 @@ def test_reproduce_commands_are_printed_whole_on_one_line() -> None:
     assert "     $ true" in lines
 
 
-def test_notes_alone_read_as_no_findings() -> None:
-    """A healthy fleet with a runtime store nobody uses: an info note, and the words say nothing fails."""
-    note = Finding(cause=Cause.RUNTIME_STORE_DIFFERS, severity=Severity.INFO, summary="java lacks it", agents=("a",))
-    out = io.StringIO()
-    print_findings(Console(file=out, width=80), [note])
-    assert out.getvalue().splitlines()[0] == "No findings at warning or above; 1 note for the record:"
-    out = io.StringIO()
-    print_findings(Console(file=out, width=80), [note, replace(note, severity=Severity.WARNING)])
-    assert out.getvalue().splitlines()[0] == "Findings (2), most severe first:"
+def test_notes_alone_read_as_no_findings_one_line_each() -> None:
+    """A healthy fleet with a runtime store nobody uses: an info note, and the words say nothing fails; its
+    evidence and fix only when asked (`--notes`), and in full beside a finding that matters."""
+    note = Finding(
+        cause=Cause.RUNTIME_STORE_DIFFERS,
+        severity=Severity.INFO,
+        summary="java lacks it",
+        agents=("a",),
+        evidence=(Evidence("store verdicts", (("a", "java unknown_issuer"),)),),
+        fix="import the root",
+        reproduce=("keytool -list",),
+    )
+
+    def shown(findings: list[Finding], **options: bool) -> list[str]:
+        out = io.StringIO()
+        print_findings(Console(file=out, width=200), findings, **options)
+        return out.getvalue().splitlines()
+
+    assert shown([note]) == [
+        "No findings at warning or above; 1 note for the record (--notes shows their evidence and fixes):",
+        "1.  INFO  runtime_store_differs: java lacks it",
+    ]
+    detailed = shown([note], note_details=True)
+    assert detailed[0] == "No findings at warning or above; 1 note for the record:"
+    assert "     fix: import the root" in detailed and "     $ keytool -list" in detailed
+    mixed = shown([replace(note, severity=Severity.WARNING), note])
+    assert mixed[0] == "Findings (2), most severe first:" and mixed.count("     fix: import the root") == 2
 
 
 def _described(name: str):  # -> DescribeOutcome
