@@ -10,6 +10,9 @@ certificates seen anywhere (served elsewhere, fetched from an AIA URL), and only
 
 Which vantages fail on an incomplete chain decides the severity: critical when some host's native
 client cannot verify it, warning when every host still verifies (their stores hold the intermediate).
+When a fetched issuer completes the chain on one host, the same finding names the failing hosts that
+serving it will not fix: their own fetch still fails on trust, or none of their stores has the root set
+the chain completed against (they lack the root as well; one sentence, not a second finding).
 An incomplete chain that some vantages verify is this module's, not a trust-store difference: the
 trust module holds back on exactly the chains `shape_of` calls incomplete.
 
@@ -39,14 +42,14 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from ...agent.model import AiaFetch, Verdict
-from ...agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, parse_der
+from ...agent.model import AiaFetch, TrustStore, Verdict
+from ...agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, parse_der, summarize
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
 from . import issuers, policy
 from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
-from .wording import count, name_list
+from .wording import agree, count, name_list
 
 __all__ = ["aia_wording", "findings"]
 
@@ -263,9 +266,18 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
         if elsewhere
         else ""
     )
-    summary = f"{what}: {impact}{inconsistent}."
-
     fetched = _best_fetch(rows, shape)
+    beyond = _still_failing(rows, shape, fetched)
+    after_fix = ""
+    if beyond is not None:
+        root, lacking, told = beyond
+        them = "it" if len(lacking) == 1 else "they"
+        after_fix = (
+            f"; and once that issuer is served, {name_list(_agents(lacking))} will still fail unless {them} "
+            f"{agree('trust', len(lacking))} the root '{root}' that the completed chain leads to: {told}"
+        )
+    summary = f"{what}: {impact}{inconsistent}{after_fix}."
+
     evidence = [
         Evidence("missing issuer", (("served chain", f"{top.issuer}; key id {top.authority_key_id or 'absent'}"),)),
         Evidence("served chain", tuple((r.where, _chain_text(r)) for r in rows)),
@@ -281,6 +293,8 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
         )
     if shape.held:
         evidence.append(Evidence("issuer held by a trust store", _holders(observation, shape)))
+    if beyond is not None:
+        evidence.append(Evidence("root once the issuer is served", _root_evidence(rows, fetched, beyond)))
 
     source = (
         f"copy it from the chain {elsewhere[0].where} is served"
@@ -296,6 +310,12 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
         fix += (
             f" If '{top.issuer}' is itself a root that signs leaves directly, the chain is complete and that root "
             "belongs in the failing hosts' trust stores instead."
+        )
+    if beyond is not None:
+        fix += (
+            f" Then install '{beyond[0]}' on {', '.join(_agents(beyond[1]))}: copy it to "
+            "/usr/local/share/ca-certificates/ and run update-ca-certificates (update-ca-trust on RHEL), or build it "
+            f"into the image {'that host runs' if len(_agents(beyond[1])) == 1 else 'those hosts run'}."
         )
     first = (failing or rows)[0]
     port = observation.request.target.port
@@ -314,6 +334,79 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
         fix=fix,
         reproduce=tuple(reproduce),
     )
+
+
+def _default_store(row: Row) -> TrustStore | None:
+    """The store an AIA fetch is judged against, as OpenSSL's default: SSL_CERT_FILE when set, else the system's."""
+    named = {t.name: t for t in row.result.trust_stores}
+    return named.get("ssl_cert_file") or named.get("system")
+
+
+def _still_failing(
+    rows: Sequence[Row], shape: ChainShape, fetched: AiaFetch | None
+) -> tuple[str, list[Row], str] | None:
+    """When the fetched issuer completes the chain on some host: the root it leads to, the failing rows that
+    would still fail once the issuer is served, and why, as a clause. A row says so itself when its own
+    fetch of the issuer still ends on trust; a row without a fetch of its own, when none of its stores has
+    the root set the chain completed against."""
+    if fetched is None or not (fetched.fetched and fetched.completes_chain and fetched.certificate):
+        return None
+    fetcher = next(r for r in rows if r.address.aia is fetched)
+    store = _default_store(fetcher)
+    try:
+        issuer = summarize(fetched.certificate)
+    except CertificateParseError:
+        return None
+    root = issuer.subject if issuer.is_self_issued else issuer.issuer
+    failing = [r for r in rows if r.address.native.verdict in TRUST_FAILURES and r.agent != fetcher.agent]
+    own = [
+        r
+        for r in failing
+        if (aia := r.address.aia) is not None and aia.fetched and aia.certificate and aia.verdict in TRUST_FAILURES
+    ]
+    fingerprint_ = store.fingerprint if store is not None else ""
+    unlike = [
+        r
+        for r in failing
+        if r.address.aia is None
+        and fingerprint_
+        and (held := {t.fingerprint for t in r.result.trust_stores if t.fingerprint})
+        and fingerprint_ not in held
+    ]
+    lacking = [*own, *unlike]
+    if not lacking:
+        return None
+    reasons = []
+    if own:
+        verdicts = ", ".join(sorted({str(r.address.aia.verdict) for r in own if r.address.aia is not None}))
+        reasons.append(f"{name_list(_agents(own))} fetched it too and still cannot verify ({verdicts})")
+    if unlike:
+        reasons.append(
+            f"no store on {name_list(_agents(unlike))} holds the root set the chain completed against on "
+            f"{fetcher.agent} (sha256 {fingerprint_[:12]})"
+        )
+    return root, lacking, "; ".join(reasons)
+
+
+def _root_evidence(
+    rows: Sequence[Row], fetched: AiaFetch | None, beyond: tuple[str, list[Row], str]
+) -> tuple[tuple[str, str], ...]:
+    root, lacking, _told = beyond
+    fetcher = next(r for r in rows if fetched is not None and r.address.aia is fetched)
+    store = _default_store(fetcher)
+    completed = f"{store.name} {store.path}, sha256 {store.fingerprint[:12]}" if store is not None else "its store"
+    out = [(fetcher.where, f"the fetched issuer completes the chain to '{root}' ({completed})")]
+    for r in lacking:
+        if r.address.aia is not None:
+            out.append((r.where, f"its own fetch still fails ({r.address.aia.verdict})"))
+        else:
+            by_set: dict[str, list[str]] = {}
+            for t in r.result.trust_stores:
+                if t.fingerprint:
+                    by_set.setdefault(t.fingerprint, []).append(t.name)
+            sets = "; ".join(f"{', '.join(names)}: sha256 {fp[:12]}" for fp, names in by_set.items())
+            out.append((r.where, f"no store with that root set ({sets})"))
+    return tuple(out)
 
 
 def _signer_with_other_key_id(row: Row, shape: ChainShape) -> CertSummary | None:

@@ -38,6 +38,7 @@ import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ...agent.model import StoreVerdict, TrustStore, Verdict
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
@@ -46,6 +47,7 @@ from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
 from .store_use import StoreUse, is_system_store, store_use
+from .timebase import judgement_time
 from .wording import agree, count, name_list
 
 __all__ = ["RUNTIMES", "findings", "is_system_store", "runtime_label"]
@@ -101,10 +103,11 @@ def _system(row: Row) -> list[StoreVerdict]:
     return [s for s in row.address.stores if is_system_store(s.store)]
 
 
-def _host_trusts(row: Row) -> bool | None:
+def _host_trusts(row: Row, at: datetime) -> bool | None:
     """True: the host's default clients found a path; False: they fail on trust; None: cannot tell (also
-    when the path ends at an anchor out of its validity in the host's store: anchors.py's finding)."""
-    if anchor_out_of_window(row):
+    when the path ends at an anchor out of its validity in the host's store: anchors.py's finding). A host
+    that fails on a served certificate's dates at true time `at` found its path all the same: it trusts."""
+    if anchor_out_of_window(row) and not _served_out_of_window(row, at):
         return None
     native = row.address.native.verdict
     if native in PATH_FOUND:
@@ -117,6 +120,18 @@ def _host_trusts(row: Row) -> bool | None:
     if any(v in TRUST_FAILURES for v in system):
         return False
     return None
+
+
+def _served_out_of_window(row: Row, at: datetime) -> bool:
+    """A served certificate on a system store's verified path is outside its validity at `at`: the time
+    failure is the server's certificate, not the anchor the store holds."""
+    served = {fp: c for fp, c in zip(row.chain_fingerprints, row.summaries, strict=True) if c is not None}
+    return any(
+        not served[fp].not_before <= at <= served[fp].not_after
+        for s in _system(row)
+        for fp in s.verified_path
+        if fp in served
+    )
 
 
 def _root_of(rows: Iterable[Row], stores: Iterable[StoreVerdict]) -> tuple[str, str]:
@@ -197,9 +212,10 @@ def _private_ca(observation: Observation, settings: DiagnosisSettings, evidence:
     groups: dict[tuple[str, ...], list[Row]] = {}
     for row in observation.rows_with_chain:
         groups.setdefault(trust_key(row), []).append(row)
+    at = judgement_time(observation, settings)
     for rows in groups.values():
-        trusting = [r for r in rows if _host_trusts(r) is True]
-        failing = [r for r in rows if _host_trusts(r) is False]
+        trusting = [r for r in rows if _host_trusts(r, at) is True]
+        failing = [r for r in rows if _host_trusts(r, at) is False]
         if not trusting or not failing:
             continue
         # A trusting host's chain carries the stores' verified paths, the strongest evidence of its shape.
@@ -335,8 +351,9 @@ def _runtime_differs(
     public = _certifi_public(observation.rows_with_chain)
     hosts: dict[tuple[str, str], _Host] = {}
     shapes: dict[tuple[str, ...], ChainShape | None] = {}
+    at = judgement_time(observation, settings)
     for row in observation.rows_with_chain:
-        if _host_trusts(row) is not True:
+        if _host_trusts(row, at) is not True:
             continue
         if row.chain_fingerprints not in shapes:
             shapes[row.chain_fingerprints] = shape_of(row.certificates(), evidence)

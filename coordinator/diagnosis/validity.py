@@ -8,12 +8,15 @@ as expired, and that is clock skew (another rule), not the server's certificate.
 
 EXPIRED and NOT_YET_VALID are server-side claims, so they need every answering row that got a chain to
 be served an out-of-window certificate; when only some addresses serve one, the backends disagree and
-that is the inconsistent-backends rule's finding. An out-of-window intermediate that every row's stores
-route around (some store verifies at true time through another path, as with a stale cross-sign) is
-a warning: clients that follow the served chain literally fail, the others do not. A served self-issued
-root is not checked for expiring soon: clients use their own store's copy, whose dates this rule cannot see.
-Certificates expiring soon that the same rows are served make one finding, led by the soonest; expiring
-soon is a prediction (`Finding.prediction`): a failure now of the same severity outranks it.
+that is the inconsistent-backends rule's finding. Rows that `issuers.analyse` finds served by a foreign
+issuer (a proxy re-signs on those vantages' path) are left out: that chain is not the server's. An
+out-of-window intermediate that every row's stores route around (some store verifies at true time through
+another path, as with a stale cross-sign) is a warning: clients that follow the served chain literally
+fail, the others do not. A served self-issued root is not checked for expiring soon: clients use their own
+store's copy, whose dates this rule cannot see. Certificates expiring soon that the same rows are served
+make one finding, led by the soonest, which says by address where it is served when only some backends
+serve it; expiring soon is a prediction (`Finding.prediction`): a failure now of the same severity
+outranks it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from datetime import UTC, datetime, timedelta
 from ...agent.model import StoreVerdict, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..observation import DiagnosisSettings, Observation, Row
+from . import issuers
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client, save_chain, verify_at
 from .timebase import judgement_time
-from .wording import MAX_LISTED, count, name_list, span
+from .wording import MAX_LISTED, agree, count, name_list, span
 
 __all__ = ["findings"]
 
@@ -49,12 +53,14 @@ class _Served:
         return "root" if self.cert.is_self_issued else "intermediate"
 
 
-def _everyone(n: int) -> str:
+def _everyone(n: int, what: str = "a chain") -> str:
     return (
-        "the one vantage that got a chain is served it"
-        if n == 1
-        else f"all {n} vantages that got a chain are served it"
+        f"the one vantage that got {what} is served it" if n == 1 else f"all {n} vantages that got {what} are served it"
     )
+
+
+def _all(n: int) -> str:
+    return "the one vantage" if n == 1 else f"all {n} vantages"
 
 
 def _when(at: datetime) -> str:
@@ -100,13 +106,17 @@ def _out_of_window(
     observation: Observation, settings: DiagnosisSettings, at: datetime, *, expired: bool
 ) -> Iterator[Finding]:
     fleet_time = at != settings.reference_time
+    # A chain a proxy re-signed on some vantages' path is not the server's: its dates say nothing of the server.
+    intercepted = {s.row.where for f in issuers.analyse(observation).foreign for s in f.rows}
+    rows = tuple(r for r in observation.rows_with_chain if r.where not in intercepted)
     per_row: list[list[_Served]] = []
-    for row in observation.rows_with_chain:
+    for row in rows:
         bad = [s for s in _served(row) if (at > s.cert.not_after if expired else at < s.cert.not_before)]
         if not bad:
             return  # some address serves a chain in its window: not every client sees this
         per_row.append(bad)
-    rows = observation.rows_with_chain
+    if not rows:
+        return
     distinct = {s.cert.sha256: s for bad in per_row for s in bad}
     # A row routes around the bad certificates when a store verifies it at true time (another path).
     routed = all(any(_store_ok(v, fleet_time) for v in r.address.stores) for r in rows)
@@ -122,7 +132,8 @@ def _out_of_window(
     def relative(cert: CertSummary) -> str:
         return f"{span(at - moment(cert))} ago" if expired else f"in {span(moment(cert) - at)}"
 
-    everyone = _everyone(len(agents))
+    proxied = tuple(dict.fromkeys(r.agent for r in observation.rows_with_chain if r.where in intercepted))
+    everyone = _everyone(len(agents), "the server's chain" if proxied else "a chain")
     if len(distinct) == 1:
         s = next(iter(distinct.values()))
         state = "expired" if expired else "not yet valid"
@@ -136,6 +147,11 @@ def _out_of_window(
         state = "an expired" if expired else "a not-yet-valid"
         summary = (
             f"Every address of {observation.target} serves {state} certificate ({len(distinct)} distinct: {labels})"
+        )
+    if proxied:
+        summary += (
+            f"; {name_list(proxied)} {agree('get', proxied)} a chain re-signed by another issuer on "
+            f"{'its' if len(proxied) == 1 else 'their'} path instead"
         )
     if severity is Severity.WARNING:
         summary += "; every vantage's stores verify through another path, but clients that follow the served chain fail"
@@ -208,9 +224,10 @@ def _expiring_soon(observation: Observation, settings: DiagnosisSettings, at: da
         audience = tuple(sorted({s.row.where for s in served}))
         by_audience.setdefault(audience, []).append(served)
     all_agents = tuple(dict.fromkeys(r.agent for r in observation.rows_with_chain))
+    all_addresses = tuple(dict.fromkeys(r.address.address for r in observation.rows_with_chain))
     groups = [sorted(g, key=lambda served: served[0].cert.not_after) for g in by_audience.values()]
     for group in sorted(groups, key=lambda g: g[0][0].cert.not_after):
-        yield _expiring_finding(observation, settings, at, group, all_agents)
+        yield _expiring_finding(observation, settings, at, group, all_agents, all_addresses)
 
 
 def _role(served: list[_Served]) -> str:
@@ -223,6 +240,7 @@ def _expiring_finding(
     at: datetime,
     group: list[list[_Served]],
     all_agents: tuple[str, ...],
+    all_addresses: tuple[str, ...],
 ) -> Finding:
     served = group[0]  # the soonest
     cert = served[0].cert
@@ -232,13 +250,30 @@ def _expiring_finding(
     addresses = tuple(dict.fromkeys(r.address.address for r in rows))
     role = _role(served)
     roles = {_role(g) for g in group}
-    if len(agents) == len(all_agents):
+    wheres = tuple(dict.fromkeys(r.where for r in rows))
+    every = {r.where for r in observation.rows_with_chain}
+    if len(wheres) == len(every):
         scope = _everyone(len(agents))
+    elif len(agents) == len(all_agents) and len(addresses) < len(all_addresses):
+        # Every vantage gets it, but not at every address: what the backends serve differs, so say it by address.
+        elsewhere = tuple(a for a in all_addresses if a not in addresses)
+        scope = (
+            f"{name_list(addresses)} {agree('serve', addresses)} it ({len(addresses)} of "
+            f"{count(len(all_addresses), 'address', 'addresses')}; {name_list(elsewhere)} {agree('serve', elsewhere)} "
+            f"another certificate) to {_all(len(agents))}"
+        )
+    elif len(agents) == len(all_agents):
+        scope = (
+            f"it is served on {name_list(wheres)} ({len(wheres)} of {len(every)} "
+            "vantage@address pairs; the others get another certificate)"
+        )
     else:
         scope = (
             f"it is served to {name_list(agents)} ({len(agents)} of {len(all_agents)} vantages; "
             "the others get another certificate)"
         )
+        if len(addresses) < len(all_addresses):
+            scope += f" at {name_list(addresses)} ({len(addresses)} of {len(all_addresses)} addresses)"
     summary = (
         f"The {role} certificate {_label(cert)} served for {observation.target} expires in {span(left)} "
         f"(notAfter {_when(cert.not_after)})"

@@ -82,6 +82,52 @@ def test_aia_fetch_that_completes_the_chain_is_said(pki: LabPKI) -> None:
     assert "completes the chain" in aia and "browser" in aia
 
 
+def _stores(fingerprint_: str) -> list[TrustStore]:
+    return [
+        TrustStore("system", "file", "/usr/lib/ssl/cert.pem", 144, "5e" * 32),
+        TrustStore("ssl_cert_file", "file", "/etc/bundle.pem", 145 if fingerprint_ != "5e" else 144, fingerprint_ * 32),
+    ]
+
+
+def test_a_host_without_the_root_is_told_it_still_fails_once_the_aia_issuer_is_served(pki: LabPKI) -> None:
+    leaf = pki.issue_leaf(NAME, aia_ca_issuers_url=AIA).der
+    row = address("10.0.0.1", (leaf,), native=Verdict.UNKNOWN_ISSUER, stores={"system": LONE})
+    fetched = AiaFetch(
+        url=AIA, fetched=True, certificate=pki.intermediate.der, completes_chain=True, verdict=Verdict.OK
+    )
+    obs = observe(
+        outcome("trusting", [row], trust_stores=_stores("7a")),
+        outcome("fetching", [replace(row, aia=fetched)], trust_stores=_stores("7a")),
+        outcome("no-root", [row], trust_stores=_stores("5e")),
+    )
+    [finding] = _run(obs)
+    assert finding.cause is Cause.INCOMPLETE_CHAIN
+    assert finding.agents == ("trusting", "fetching", "no-root")
+    assert (
+        "once that issuer is served, no-root will still fail unless it trusts the root 'CN=Acme Root CA' that the "
+        "completed chain leads to: no store on no-root holds the root set the chain completed against on fetching "
+        f"(sha256 {'7a' * 6})."
+    ) in finding.summary
+    assert "trusting will still fail" not in finding.summary
+    said = _evidence(finding, "root once the issuer is served")
+    assert set(said) == {"fetching@10.0.0.1", "no-root@10.0.0.1"}
+    assert said["no-root@10.0.0.1"] == f"no store with that root set (system, ssl_cert_file: sha256 {'5e' * 6})"
+    assert "Then install 'CN=Acme Root CA' on no-root" in finding.fix
+    # One finding says it: the trust rule does not tell the same failure again.
+    assert list(trust_findings(obs, DiagnosisSettings.for_request(obs.request))) == []
+
+
+def test_a_host_whose_own_aia_fetch_still_fails_is_told_it_still_fails(pki: LabPKI) -> None:
+    leaf = pki.issue_leaf(NAME, aia_ca_issuers_url=AIA).der
+    row = address("10.0.0.1", (leaf,), native=Verdict.UNKNOWN_ISSUER, stores={"system": LONE})
+    good = AiaFetch(url=AIA, fetched=True, certificate=pki.intermediate.der, completes_chain=True, verdict=Verdict.OK)
+    bad = replace(good, completes_chain=False, verdict=Verdict.UNKNOWN_ISSUER)
+    obs = observe(outcome("fetching", [replace(row, aia=good)]), outcome("no-root", [replace(row, aia=bad)]))
+    [finding] = _run(obs)
+    assert "no-root will still fail unless it trusts the root 'CN=Acme Root CA'" in finding.summary
+    assert "no-root fetched it too and still cannot verify (unknown_issuer)" in finding.summary
+
+
 def test_aia_wording_covers_every_case() -> None:
     assert "names no caIssuers URL" in aia_wording((), None)
     assert "only when allowed" in aia_wording((AIA,), None)

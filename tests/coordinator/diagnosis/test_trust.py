@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.outcomes import address, observe, outcome, silent
-from tlsfleet.agent.model import AddressResult, TrustStore, Verdict
+from tests.outcomes import NOW_NS, address, observe, outcome, silent
+from tlsfleet.agent.model import AddressResult, StoreVerdict, TrustStore, Verdict
 from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
@@ -328,3 +329,30 @@ def test_hosts_served_different_leaves_of_one_ca_share_one_trust_question() -> N
     found = diagnose(observe(served("eu-1", Verdict.OK), served("us-1", Verdict.OK), served("ap-1", UNKNOWN)))
     assert [(f.cause, f.agents) for f in found] == [(Cause.PRIVATE_CA_NOT_TRUSTED, ("ap-1",))]
     assert "'CN=Acme Regional Root CA'" in found[0].summary
+
+
+def test_hosts_failing_on_the_servers_expiry_count_as_trusting_the_root() -> None:
+    lab = Lab()
+    now = datetime.fromtimestamp(NOW_NS / 1e9, tz=UTC)
+    leaf = lab.pki.issue_leaf(NAME, not_before=now - timedelta(days=90), not_after=now - timedelta(days=1)).der
+    chain = (leaf, lab.pki.intermediate.der)
+    path = (fingerprint(leaf), *lab.path[1:])
+
+    def expired(agent: str) -> ProbeOutcome:
+        # The store built the path to the root; only the leaf's notAfter failed it.
+        row = address("10.0.0.1", chain, native=Verdict.EXPIRED)
+        row = replace(row, stores=(StoreVerdict("system", Verdict.EXPIRED, Verdict.EXPIRED, verified_path=path),))
+        return outcome(agent, [row], trust_stores=[_system(141)])
+
+    behind = address(
+        "10.0.0.1", chain, stores={"system": (Verdict.OK, Verdict.EXPIRED)}, verified_path=path
+    )  # its clock is behind: at its time the leaf is still valid
+    obs = observe(
+        expired("a"),
+        expired("b"),
+        outcome("behind", [behind], trust_stores=[_system(141)], offset_ms=-2 * 86400e3),
+        outcome("no-root", [address("10.0.0.1", chain, native=UNKNOWN)], trust_stores=[_system(140)]),
+    )
+    [finding] = _of(_run(obs), Cause.PRIVATE_CA_NOT_TRUSTED)
+    assert finding.agents == ("no-root",)
+    assert finding.summary.endswith("no-root; the other 3 vantages trust it."), finding.summary

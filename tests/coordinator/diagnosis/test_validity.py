@@ -241,3 +241,50 @@ def test_reference_time_not_agent_time_decides(pki: LabPKI) -> None:
 )
 def test_span_reads_like_a_person(delta: timedelta, text: str) -> None:
     assert span(delta) == text
+
+
+def test_expired_certificate_a_proxy_resigns_on_one_host_is_still_the_servers_expiry(pki: LabPKI) -> None:
+    leaf = pki.issue_leaf(NAME, not_before=NOW - timedelta(days=90), not_after=NOW - timedelta(days=1))
+    expired = (leaf.der, pki.intermediate.der)
+    proxy = LabPKI("Corp Proxy")
+    resigned = (proxy.issue_leaf(NAME).der, proxy.intermediate.der)
+    obs = observe(
+        outcome("a", [address("10.0.0.1", expired, native=Verdict.EXPIRED)]),
+        outcome("b", [address("10.0.0.1", expired, native=Verdict.EXPIRED)]),
+        outcome("proxied", [address("10.0.0.1", resigned)]),
+    )
+    [finding] = _of(_run(obs), Cause.EXPIRED)
+    assert finding.severity is Severity.CRITICAL
+    assert finding.agents == ("a", "b")
+    assert f"(notAfter {leaf.cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)" in finding.summary
+    assert "all 2 vantages that got the server's chain are served it" in finding.summary
+    assert "proxied gets a chain re-signed by another issuer on its path instead" in finding.summary
+    assert finding.fix.startswith(f"Renew the certificate for {NAME}")
+
+
+def test_expiring_on_one_backend_names_that_address_not_every_vantage(pki: LabPKI) -> None:
+    stale = pki.issue_leaf(NAME, not_after=NOW + timedelta(days=4))
+    fresh = pki.issue_leaf(NAME)
+    rows = [
+        address("10.0.0.1", (fresh.der, pki.intermediate.der)),
+        address("10.0.0.2", (stale.der, pki.intermediate.der)),
+    ]
+    obs = observe(outcome("a", rows), outcome("b", rows))
+    [finding] = _run(obs)
+    assert finding.cause is Cause.EXPIRING_SOON
+    assert finding.addresses == ("10.0.0.2",)
+    assert "vantages that got a chain are served it" not in finding.summary
+    assert "10.0.0.2 serves it (1 of 2 addresses; 10.0.0.1 serves another certificate) to all 2 vantages" in (
+        finding.summary
+    )
+
+
+def test_expiring_where_vantages_and_addresses_cross_names_the_pairs(pki: LabPKI) -> None:
+    stale = (pki.issue_leaf(NAME, not_after=NOW + timedelta(days=4)).der, pki.intermediate.der)
+    fresh = (pki.issue_leaf(NAME).der, pki.intermediate.der)
+    obs = observe(
+        outcome("a", [address("10.0.0.1", stale), address("10.0.0.2", fresh)]),
+        outcome("b", [address("10.0.0.1", fresh), address("10.0.0.2", stale)]),
+    )
+    [finding] = _run(obs)
+    assert "it is served on a@10.0.0.1 and b@10.0.0.2 (2 of 4 vantage@address pairs;" in finding.summary

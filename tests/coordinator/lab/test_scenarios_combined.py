@@ -89,6 +89,22 @@ def test_combined_scenario_top_finding(fleet: LabFleet, scenario: Scenario) -> N
         assert [f["agents"] for f in by_cause["private_ca_not_trusted"]] == [["no-private-root"]], findings
     if scenario.name == "expired-behind-proxy":
         assert [f["agents"] for f in by_cause["tls_interception"]] == [["behind-proxy"]], findings
+        # The proxy's re-signed chain is not the server's: the expiry is told with its date and its renewal.
+        (expired,) = by_cause["expired"]
+        assert "notAfter" in expired["summary"] and "no rule explains" not in expired["summary"], expired
+        assert "behind-proxy gets a chain re-signed by another issuer" in expired["summary"], expired["summary"]
+    if scenario.name == "expired-mixed-fleet":
+        # The hosts that fail on the expiry found the path to the root all the same.
+        (private,) = by_cause["private_ca_not_trusted"]
+        assert private["summary"].endswith("; the other 3 vantages trust it."), private["summary"]
+    if scenario.name == "backend-stale":
+        # One backend serves the stale certificate: told by address, not as what every vantage is served.
+        (soon,) = by_cause["expiring_soon"]
+        assert "vantages that got a chain are served it" not in soon["summary"], soon["summary"]
+    if scenario.name == "aia-leaf-only-beside-missing-root":
+        # The host without the root is told, in the one finding, that serving the intermediate is not enough.
+        assert [f["cause"] for f in loud] == ["incomplete_chain"], findings
+        assert "private_ca_not_trusted" not in by_cause, findings
     if scenario.name == "proxy-beside-missing-root":
         assert [f["agents"] for f in by_cause["tls_interception"]] == [["behind-proxy"]], findings
         assert [f["agents"] for f in by_cause["private_ca_not_trusted"]] == [["no-private-root"]], findings
