@@ -135,6 +135,7 @@ def postgres(identity: ServedIdentity) -> Iterator[PostgresCluster]:
         cluster.remove()
 
 
+@pytest.mark.slow  # starts a PostgreSQL server
 def test_postgres_ssl_on_agrees_with_s_client(postgres: PostgresCluster, leaf: Issued, cache, truth_env) -> None:
     try:
         postgres.start(ssl=True)

@@ -111,6 +111,7 @@ def test_a_leaf_with_10000_sans_is_listed_by_its_first_few(pki: LabPKI, tmp_path
     assert len(certificate_json(leaf)["san"]) == 10_000, "--json keeps every name"
 
 
+@pytest.mark.slow  # a fleet-sized diagnosis: a second or two
 def test_5000_outcomes_are_diagnosed_to_a_bounded_list(pki: LabPKI) -> None:
     leaves = [(pki.issue_leaf(HOST).der, pki.intermediate.der) for _ in range(20)]
     expired = (
@@ -143,6 +144,7 @@ def test_5000_outcomes_are_diagnosed_to_a_bounded_list(pki: LabPKI) -> None:
     _bounded_text(found)
 
 
+@pytest.mark.slow  # a fleet-sized diagnosis: a second or two
 def test_5000_distinct_leaves_of_one_ca_are_one_trust_question(pki: LabPKI) -> None:
     """Every vantage served its own leaf of the same CA (the stores' verified paths say so); a tenth lack the
     root. That is one private CA missing on 500 hosts, not 500 chains nobody trusts."""

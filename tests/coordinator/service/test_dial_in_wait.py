@@ -49,17 +49,17 @@ def test_the_agents_waited_for_answered_the_previous_run_and_only_a_stream_reach
 def test_the_wait_ends_when_every_agent_is_back_or_at_the_deadline() -> None:
     async def go() -> tuple[tuple[str, ...], float, tuple[str, ...], float]:
         back: set[str] = set()
-        asyncio.get_running_loop().call_later(0.3, back.add, "edge-1")
+        asyncio.get_running_loop().call_later(0.1, back.add, "edge-1")
         started = time.monotonic()
         arrived = await wait_for_agents(["edge-1"], back.__contains__, started + 5)
         arrived_after = time.monotonic() - started
         started = time.monotonic()
-        missing = await wait_for_agents(["edge-1", "edge-2"], back.__contains__, started + 0.5)
+        missing = await wait_for_agents(["edge-1", "edge-2"], back.__contains__, started + 0.3)
         return arrived, arrived_after, missing, time.monotonic() - started
 
     arrived, arrived_after, missing, gave_up_after = asyncio.run(go())
-    assert arrived == () and 0.25 <= arrived_after < 1.5
-    assert missing == ("edge-2",) and 0.45 <= gave_up_after < 1.5
+    assert arrived == () and 0.08 <= arrived_after < 1.5
+    assert missing == ("edge-2",) and 0.28 <= gave_up_after < 1.5
 
 
 @pytest.mark.parametrize("value", ['"-1s"', '"11m"', '"soon"'])
