@@ -389,20 +389,8 @@ class ContextCache:
         twin = self._entry(replace(key, deferred=True))[0]
         if twin.security_level != classic.security_level:
             return None
-        host = None
-        if classic.check_hostname and server_hostname:
-            try:
-                host = server_hostname.encode("idna").decode("ascii")  # as ssl.SSLContext.wrap_bio sends it
-            except UnicodeError:
-                return None
-        check = NativeCheck(
-            host=host,
-            security_level=classic.security_level,
-            verify_flags=int(classic.verify_flags),
-            checks_common_name=classic.hostname_checks_common_name,
-            partial_wildcards=_takes_partial_wildcards(classic),
-        )
-        return VerifyOnce(context=twin, verifier=self._verifier, check=check)
+        check = _native_check(classic, server_hostname)
+        return VerifyOnce(context=twin, verifier=self._verifier, check=check) if check is not None else None
 
     def judge_offline(
         self, context: ssl.SSLContext, server_hostname: str | None, chain: tuple[bytes, ...]
@@ -411,20 +399,8 @@ class ContextCache:
         flags, name check and security level; None where that cannot be done here."""
         if not chain or context.verify_mode is not ssl.CERT_REQUIRED or self._verify_once_refused():
             return None
-        host = None
-        if context.check_hostname and server_hostname:
-            try:
-                host = server_hostname.encode("idna").decode("ascii")
-            except UnicodeError:
-                return None
-        check = NativeCheck(
-            host=host,
-            security_level=context.security_level,
-            verify_flags=int(context.verify_flags),
-            checks_common_name=context.hostname_checks_common_name,
-            partial_wildcards=_takes_partial_wildcards(context),
-        )
-        return self._verifier.verify(chain, check, int(time.time()))
+        check = _native_check(context, server_hostname)
+        return self._verifier.verify(chain, check, int(time.time())) if check is not None else None
 
     def _verify_once_refused(self) -> str:
         if self._once_refused is None:
@@ -815,6 +791,23 @@ def _python_may_differ(first: _Attempt, ours: ContextProfile, python: ContextPro
             f"the host's security level {ours.security_level} refused what its level {python.security_level} may accept"
         )
     return ""
+
+
+def _native_check(context: ssl.SSLContext, server_hostname: str | None) -> NativeCheck | None:
+    """The verification `context`'s handshake would run, to run offline; None for a name IDNA cannot encode."""
+    host = None
+    if context.check_hostname and server_hostname:
+        try:
+            host = server_hostname.encode("idna").decode("ascii")  # as ssl.SSLContext.wrap_bio sends it
+        except UnicodeError:
+            return None
+    return NativeCheck(
+        host=host,
+        security_level=context.security_level,
+        verify_flags=int(context.verify_flags),
+        checks_common_name=context.hostname_checks_common_name,
+        partial_wildcards=_takes_partial_wildcards(context),
+    )
 
 
 def _takes_partial_wildcards(context: ssl.SSLContext) -> bool:

@@ -17,10 +17,25 @@ tls12-only, stale-pin, behind-proxy and gone:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from ..diagnosis.model import Cause, Severity
-from .scenarios import OUTSIDE, SKEW, SKEW_MS, STANDARD_AGENTS, AgentSpec, Expect, Requirement, Scenario, Stage
+from .scenarios import (  # the catalogue's own builders, shared by its other modules
+    OUTSIDE,
+    SKEW,
+    SKEW_MS,
+    STANDARD_AGENTS,
+    AgentSpec,
+    Expect,
+    Requirement,
+    Scenario,
+    Stage,
+    _build_expired,
+    _build_healthy,
+    _expired,
+    _good,
+    _now,
+)
 from .symptoms import (
     Symptom,
     Vantages,
@@ -100,28 +115,6 @@ def _two_backends_verifying(agents: tuple[str, ...]) -> Symptom:
         return None
 
     return check
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def _good(stage: Stage, *names: str) -> ServedIdentity:
-    return ServedIdentity.of(stage.acme.issue_leaf(*(names or (stage.host,))), stage.acme.intermediate)
-
-
-def _expired(stage: Stage) -> ServedIdentity:
-    now = _now()
-    leaf = stage.acme.issue_leaf(stage.host, not_before=now - timedelta(days=90), not_after=now - timedelta(days=1))
-    return ServedIdentity.of(leaf, stage.acme.intermediate)
-
-
-def _build_healthy(stage: Stage) -> None:
-    stage.serve(_good(stage))
-
-
-def _build_expired(stage: Stage) -> None:
-    stage.serve(_expired(stage))
 
 
 def _build_wrong_name(stage: Stage) -> None:
