@@ -24,11 +24,13 @@ from common import (
     LOOPBACK,
     Lab,
     Report,
+    chosen_runs,
     cpu_seconds,
     install_sigterm_exit,
     machine_busy_seconds,
     percentile,
-    quick_argument_parser,
+    runs_parser,
+    timed_run,
     tlsfleet_executable,
 )
 
@@ -68,24 +70,18 @@ def run_cli_once(target: str, inventory: Path, expected_vantages: int, series: S
         "--timeout",
         str(PROBE_TIMEOUT_S),
     ]
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
+    run = timed_run(command, CLI_TIMEOUT_S)
+    if run.done is None:
         series.failures.append(f"the CLI did not finish within {CLI_TIMEOUT_S:g} s and was killed")
         return
-    wall_ms = (time.perf_counter() - started) * 1000
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    problem = _problem(done, expected_vantages)
+    problem = _problem(run.done, expected_vantages)
     if problem:
         series.failures.append(problem)
         return
-    vantages = json.loads(done.stdout)["vantages"]
-    series.wall_ms.append(wall_ms)
+    vantages = json.loads(run.done.stdout)["vantages"]
+    series.wall_ms.append(run.wall_ms)
     series.fanout_ms.append(max(v["duration_ms"] for v in vantages))
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    series.cli_cpu_ms.append(cpu * 1000)
+    series.cli_cpu_ms.append(run.cpu_ms)
 
 
 def _problem(done: subprocess.CompletedProcess[str], expected_vantages: int) -> str:
@@ -150,12 +146,7 @@ def say_failures(report: Report, series: Series) -> None:
 
 
 def main() -> int:
-    parser = quick_argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, help=f"runs per fleet size (default {RUNS}, {QUICK_RUNS} with --quick)")
-    args = parser.parse_args()
-    runs = args.runs or (QUICK_RUNS if args.quick else RUNS)
-    if not 1 <= runs <= 1000:
-        parser.error(f"--runs {runs} is out of range; accepted: 1-1000")
+    runs = chosen_runs(runs_parser(__doc__.splitlines()[0], RUNS, QUICK_RUNS, "runs per fleet size"))
     install_sigterm_exit()
     report = Report()
     with Lab() as lab:

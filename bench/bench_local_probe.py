@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,10 +37,12 @@ from common import (
     LOOPBACK,
     Lab,
     Report,
+    chosen_runs,
     install_sigterm_exit,
     machine_busy_seconds,
     percentile,
-    quick_argument_parser,
+    runs_parser,
+    timed_run,
     tlsfleet_executable,
 )
 
@@ -76,30 +77,16 @@ Check = Callable[[subprocess.CompletedProcess[str], Series], str]
 
 def run_once(command: Sequence[str], env: Mapping[str, str], series: Series, check: Check) -> None:
     """One fresh process, timed, its CPU taken from RUSAGE_CHILDREN."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    try:
-        done = subprocess.run(
-            list(command),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    run = timed_run(command, RUN_TIMEOUT_S, dict(env))
+    if run.done is None:
         series.failures.append(f"did not finish within {RUN_TIMEOUT_S:g} s and was killed")
         return
-    wall = (time.perf_counter() - started) * 1000
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    problem = check(done, series)
+    problem = check(run.done, series)
     if problem:
         series.failures.append(problem)
         return
-    series.wall_ms.append(wall)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    series.cpu_ms.append(cpu * 1000)
+    series.wall_ms.append(run.wall_ms)
+    series.cpu_ms.append(run.cpu_ms)
 
 
 def check_tlsfleet(done: subprocess.CompletedProcess[str], series: Series) -> str:
@@ -217,12 +204,7 @@ def summarize(report: Report, key: str, series: Series) -> float | None:
 
 
 def main() -> int:
-    parser = quick_argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, help=f"runs per command (default {RUNS}, {QUICK_RUNS} with --quick)")
-    args = parser.parse_args()
-    runs = args.runs or (QUICK_RUNS if args.quick else RUNS)
-    if not 1 <= runs <= 1000:
-        parser.error(f"--runs {runs} is out of range; accepted: 1-1000")
+    runs = chosen_runs(runs_parser(__doc__.splitlines()[0], RUNS, QUICK_RUNS, "runs per command"))
     install_sigterm_exit()
     report = Report()
     sslyze = sslyze_executable(report)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from common import Report, install_sigterm_exit, percentile, quick_argument_parser, tlsfleet_executable
+from common import Report, chosen_runs, install_sigterm_exit, percentile, runs_parser, tlsfleet_executable
 
 RUNS = 20
 QUICK_RUNS = 5
@@ -76,12 +76,7 @@ def summarize(report: Report, key: str, label: str, samples: list[float]) -> flo
 
 
 def main() -> int:
-    parser = quick_argument_parser(__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, help=f"fresh processes per command (default {RUNS}, {QUICK_RUNS} quick)")
-    args = parser.parse_args()
-    runs = args.runs or (QUICK_RUNS if args.quick else RUNS)
-    if not 1 <= runs <= 1000:
-        parser.error(f"--runs {runs} is out of range; accepted: 1-1000")
+    runs = chosen_runs(runs_parser(__doc__.splitlines()[0], RUNS, QUICK_RUNS, "fresh processes per command"))
     install_sigterm_exit()
     report = Report()
     cli = tlsfleet_executable()

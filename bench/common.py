@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import select
 import shutil
 import signal
@@ -174,6 +175,46 @@ def quick_argument_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a short run: fewer repetitions, same figures")
     return parser
+
+
+def runs_parser(description: str, default: int, quick: int, what: str) -> argparse.ArgumentParser:
+    """`quick_argument_parser` with `--runs N` (1-1000) of `what`; read it with `chosen_runs`."""
+    parser = quick_argument_parser(description)
+    parser.add_argument("--runs", type=int, help=f"{what} (default {default}, {quick} with --quick)")
+    parser.set_defaults(default_runs=default, quick_runs=quick)
+    return parser
+
+
+def chosen_runs(parser: argparse.ArgumentParser) -> int:
+    """The runs asked for on the command line of a `runs_parser`; a value out of range ends the program."""
+    args = parser.parse_args()
+    runs = args.runs or (args.quick_runs if args.quick else args.default_runs)
+    if not 1 <= runs <= 1000:
+        parser.error(f"--runs {runs} is out of range; accepted: 1-1000")
+    return int(runs)
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    done: subprocess.CompletedProcess[str] | None  # None: killed at the timeout
+    wall_ms: float
+    cpu_ms: float  # the child's user and system time
+
+
+def timed_run(command: Sequence[str], timeout_s: float, env: dict[str, str] | None = None) -> TimedRun:
+    """One fresh process, timed, its CPU taken from RUSAGE_CHILDREN."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    try:
+        done: subprocess.CompletedProcess[str] | None = subprocess.run(
+            list(command), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        done = None
+    wall_ms = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return TimedRun(done, wall_ms, cpu * 1000)
 
 
 def install_sigterm_exit() -> None:
