@@ -9,7 +9,8 @@ as expired, and that is clock skew (another rule), not the server's certificate.
 EXPIRED and NOT_YET_VALID are server-side claims, so they need every answering row that got a chain to
 be served an out-of-window certificate; when only some addresses serve one, the backends disagree and
 that is the inconsistent-backends rule's finding. Rows that `issuers.analyse` finds served by a foreign
-issuer (a proxy re-signs on those vantages' path) are left out: that chain is not the server's. An
+issuer (a proxy re-signs on those vantages' path) are left out of every judgement here, expiring soon
+included: that chain is not the server's. An
 out-of-window intermediate that every row's stores route around (some store verifies at true time through
 another path, as with a stale cross-sign) is a warning: clients that follow the served chain literally
 fail, the others do not. A served self-issued root is not checked for expiring soon: clients use their own
@@ -59,6 +60,14 @@ def _everyone(n: int, what: str = "a chain") -> str:
     )
 
 
+def _proxied_note(proxied: tuple[str, ...]) -> str:
+    """What the vantages behind a re-signing proxy get instead of the server's chain; "" for none."""
+    if not proxied:
+        return ""
+    whose = "its" if len(proxied) == 1 else "their"
+    return f"; {name_list(proxied)} {agree('get', proxied)} a chain re-signed by another issuer on {whose} path instead"
+
+
 def _all(n: int) -> str:
     return "the one vantage" if n == 1 else f"all {n} vantages"
 
@@ -97,17 +106,22 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
     if not rows:
         return
     at = judgement_time(observation, settings)
-    yield from _out_of_window(observation, settings, at, expired=True)
-    yield from _out_of_window(observation, settings, at, expired=False)
-    yield from _expiring_soon(observation, settings, at)
+    # A chain a proxy re-signed on some vantages' path is not the server's: its dates say nothing of the server.
+    intercepted = frozenset(s.row.where for f in issuers.analyse(observation).foreign for s in f.rows)
+    yield from _out_of_window(observation, settings, at, intercepted, expired=True)
+    yield from _out_of_window(observation, settings, at, intercepted, expired=False)
+    yield from _expiring_soon(observation, settings, at, intercepted)
 
 
 def _out_of_window(
-    observation: Observation, settings: DiagnosisSettings, at: datetime, *, expired: bool
+    observation: Observation,
+    settings: DiagnosisSettings,
+    at: datetime,
+    intercepted: frozenset[str],
+    *,
+    expired: bool,
 ) -> Iterator[Finding]:
     fleet_time = at != settings.reference_time
-    # A chain a proxy re-signed on some vantages' path is not the server's: its dates say nothing of the server.
-    intercepted = {s.row.where for f in issuers.analyse(observation).foreign for s in f.rows}
     rows = tuple(r for r in observation.rows_with_chain if r.where not in intercepted)
     per_row: list[list[_Served]] = []
     for row in rows:
@@ -148,11 +162,7 @@ def _out_of_window(
         summary = (
             f"Every address of {observation.target} serves {state} certificate ({len(distinct)} distinct: {labels})"
         )
-    if proxied:
-        summary += (
-            f"; {name_list(proxied)} {agree('get', proxied)} a chain re-signed by another issuer on "
-            f"{'its' if len(proxied) == 1 else 'their'} path instead"
-        )
+    summary += _proxied_note(proxied)
     if severity is Severity.WARNING:
         summary += "; every vantage's stores verify through another path, but clients that follow the served chain fail"
     if fleet_time:
@@ -208,12 +218,16 @@ def _out_of_window(
     )
 
 
-def _expiring_soon(observation: Observation, settings: DiagnosisSettings, at: datetime) -> Iterator[Finding]:
+def _expiring_soon(
+    observation: Observation, settings: DiagnosisSettings, at: datetime, intercepted: frozenset[str]
+) -> Iterator[Finding]:
     """One finding per audience: the certificates expiring soon that the same rows are served, together
-    (a chain of 200 certificates expiring at once is one finding, not 200)."""
+    (a chain of 200 certificates expiring at once is one finding, not 200). Rows served a proxy's chain
+    are not the server's audience."""
     warning = timedelta(days=settings.expiry_warning_days)
+    server_rows = tuple(r for r in observation.rows_with_chain if r.where not in intercepted)
     by_cert: dict[str, list[_Served]] = {}
-    for row in observation.rows_with_chain:
+    for row in server_rows:
         for s in _served(row):
             if s.role == "root" or not s.cert.not_before <= at <= s.cert.not_after:
                 continue
@@ -223,11 +237,9 @@ def _expiring_soon(observation: Observation, settings: DiagnosisSettings, at: da
     for served in by_cert.values():
         audience = tuple(sorted({s.row.where for s in served}))
         by_audience.setdefault(audience, []).append(served)
-    all_agents = tuple(dict.fromkeys(r.agent for r in observation.rows_with_chain))
-    all_addresses = tuple(dict.fromkeys(r.address.address for r in observation.rows_with_chain))
     groups = [sorted(g, key=lambda served: served[0].cert.not_after) for g in by_audience.values()]
     for group in sorted(groups, key=lambda g: g[0][0].cert.not_after):
-        yield _expiring_finding(observation, settings, at, group, all_agents, all_addresses)
+        yield _expiring_finding(observation, settings, at, group, server_rows, intercepted)
 
 
 def _role(served: list[_Served]) -> str:
@@ -239,8 +251,8 @@ def _expiring_finding(
     settings: DiagnosisSettings,
     at: datetime,
     group: list[list[_Served]],
-    all_agents: tuple[str, ...],
-    all_addresses: tuple[str, ...],
+    server_rows: tuple[Row, ...],
+    intercepted: frozenset[str],
 ) -> Finding:
     served = group[0]  # the soonest
     cert = served[0].cert
@@ -251,9 +263,12 @@ def _expiring_finding(
     role = _role(served)
     roles = {_role(g) for g in group}
     wheres = tuple(dict.fromkeys(r.where for r in rows))
-    every = {r.where for r in observation.rows_with_chain}
+    every = {r.where for r in server_rows}
+    all_agents = tuple(dict.fromkeys(r.agent for r in server_rows))
+    all_addresses = tuple(dict.fromkeys(r.address.address for r in server_rows))
+    proxied = tuple(dict.fromkeys(r.agent for r in observation.rows_with_chain if r.where in intercepted))
     if len(wheres) == len(every):
-        scope = _everyone(len(agents))
+        scope = _everyone(len(agents), "the server's chain" if proxied else "a chain")
     elif len(agents) == len(all_agents) and len(addresses) < len(all_addresses):
         # Every vantage gets it, but not at every address: what the backends serve differs, so say it by address.
         elsewhere = tuple(a for a in all_addresses if a not in addresses)
@@ -287,7 +302,7 @@ def _expiring_finding(
             f"{'expires' if len(others) == 1 else 'expire'} within {span(timedelta(days=settings.expiry_warning_days))}"
             f" ({name_list(others)})"
         )
-    summary += f"; {scope}."
+    summary += f"; {scope}{_proxied_note(proxied)}."
     fixes = []
     if "leaf" in roles:
         fixes.append(

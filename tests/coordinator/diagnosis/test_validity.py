@@ -262,6 +262,23 @@ def test_expired_certificate_a_proxy_resigns_on_one_host_is_still_the_servers_ex
     assert finding.fix.startswith(f"Renew the certificate for {NAME}")
 
 
+def test_expiring_soon_behind_one_hosts_proxy_is_still_the_servers_for_everyone_else(pki: LabPKI) -> None:
+    leaf = pki.issue_leaf(NAME, not_after=NOW + timedelta(days=4))
+    expiring = (leaf.der, pki.intermediate.der)
+    proxy = LabPKI("Corp Proxy")
+    resigned = (proxy.issue_leaf(NAME).der, proxy.intermediate.der)
+    obs = observe(
+        outcome("a", [address("10.0.0.1", expiring)]),
+        outcome("b", [address("10.0.0.1", expiring)]),
+        outcome("proxied", [address("10.0.0.1", resigned)]),
+    )
+    [finding] = _of(_run(obs), Cause.EXPIRING_SOON)
+    assert finding.agents == ("a", "b")
+    assert "all 2 vantages that got the server's chain are served it" in finding.summary
+    assert "proxied gets a chain re-signed by another issuer on its path instead" in finding.summary
+    assert "the others get another certificate" not in finding.summary
+
+
 def test_expiring_on_one_backend_names_that_address_not_every_vantage(pki: LabPKI) -> None:
     stale = pki.issue_leaf(NAME, not_after=NOW + timedelta(days=4))
     fresh = pki.issue_leaf(NAME)
