@@ -286,34 +286,39 @@ def parses(der: bytes) -> bool:
 
 
 class X509Store:
-    """One X509_STORE holding these DER certificates as trusted; built once per store content.
+    """One X509_STORE holding these DER certificates as trusted, and any added later.
 
-    `skipped` counts certificates libcrypto could not read. Thread-safe for concurrent `verify` calls
-    (OpenSSL locks its store); freed when the last reference goes."""
+    `skipped` counts certificates libcrypto could not read. Thread-safe for concurrent `verify` and `add`
+    calls (OpenSSL locks its store); freed when the last reference goes."""
 
-    def __init__(self, ders: Sequence[bytes]) -> None:
+    def __init__(self, ders: Sequence[bytes] = ()) -> None:
         lib = _library()
         self._crypto = lib.crypto
         store = lib.crypto.X509_STORE_new()
         if not store:
             raise MemoryError("X509_STORE_new failed")
         self._store: int | None = int(store)
-        skipped = 0
+        self.skipped = 0
+        self.size = 0
+        self.add(ders)
+
+    def add(self, ders: Sequence[bytes]) -> None:
+        """Trust these certificates too."""
+        crypto, store = self._crypto, self.handle
         try:
             for der in ders:
-                x = _d2i(lib.crypto, der)
+                x = _d2i(crypto, der)
                 if x is None:
-                    skipped += 1
+                    self.skipped += 1
                     continue
                 try:
                     # Adds a reference of its own; a duplicate is refused by some versions: harmless.
-                    lib.crypto.X509_STORE_add_cert(store, x)
+                    crypto.X509_STORE_add_cert(store, x)
+                    self.size += 1
                 finally:
-                    lib.crypto.X509_free(x)
+                    crypto.X509_free(x)
         finally:
-            lib.crypto.ERR_clear_error()
-        self.skipped = skipped
-        self.size = len(ders) - skipped
+            crypto.ERR_clear_error()
 
     @property
     def handle(self) -> int:

@@ -54,6 +54,7 @@ from cryptography.x509.verification import Store
 from ..model import StoreVerdict, Verdict
 from . import libcrypto
 from .certinfo import CertificateParseError, fingerprint, parse_der, summarize, unhandled_critical
+from .issuer_lookup import StoreIndex
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .stores import LoadedStore
@@ -209,7 +210,8 @@ def _edges(cert: x509.Certificate) -> tuple[int, int]:
 
 @dataclass(eq=False)
 class _Trust:
-    """One store content, ready for OpenSSL (an X509_STORE) and for the strict profile."""
+    """One store content, ready for OpenSSL (an X509_STORE read as chains need its certificates, see
+    issuer_lookup) and for the strict profile."""
 
     native: libcrypto.X509Store | None
     unavailable: str  # why there is no `native`
@@ -217,8 +219,23 @@ class _Trust:
     by_fp: dict[str, x509.Certificate]
     edges: tuple[int, ...]  # sorted validity edges of every store certificate
     roots: tuple[x509.Certificate, ...]
+    ders: tuple[bytes, ...]  # of `roots`
+    index: StoreIndex
+    _in_native: set[int] = field(default_factory=set)  # positions in `roots` read into `native`
+    _native_lock: threading.Lock = field(default_factory=threading.Lock)
     _strict: Store | None = None
     _strict_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def native_for(self, served: _Served) -> libcrypto.X509Store:
+        """`native` with every store certificate that chain building can reach from `served` read into it."""
+        assert self.native is not None
+        wanted = self.index.reachable(served.parsed)
+        with self._native_lock:
+            missing = [i for i in (range(len(self.ders)) if wanted is None else wanted) if i not in self._in_native]
+            if missing:
+                self.native.add([self.ders[i] for i in missing])
+                self._in_native.update(missing)
+        return self.native
 
     def strict_store(self) -> Store | None:
         if self._strict is None and self.roots:
@@ -233,7 +250,7 @@ def _make_trust(loaded: LoadedStore) -> _Trust:
     fps = [fingerprint(d) for d in ders]
     edges = sorted({e for cert in loaded.roots for e in _edges(cert)})
     unavailable = libcrypto.unavailable_reason()
-    native = libcrypto.X509Store(ders) if not unavailable else None
+    native = libcrypto.X509Store() if not unavailable else None
     return _Trust(
         native=native,
         unavailable=unavailable,
@@ -241,6 +258,8 @@ def _make_trust(loaded: LoadedStore) -> _Trust:
         by_fp=dict(zip(fps, loaded.roots, strict=True)),
         edges=tuple(edges),
         roots=tuple(loaded.roots),
+        ders=tuple(ders),
+        index=StoreIndex.of(loaded.roots),
     )
 
 
@@ -546,7 +565,7 @@ def _judge(served: _Served, trust: _Trust, store: LoadedStore, expected: Expecte
         return ChainJudgement(
             Verdict.OTHER, (), f"OpenSSL's verifier is unavailable: {trust.unavailable}", X509_V_ERR_UNSPECIFIED
         )
-    nv = libcrypto.verify(trust.native, served.ders[0], served.ders[1:], at=at, host=str(expected))
+    nv = libcrypto.verify(trust.native_for(served), served.ders[0], served.ders[1:], at=at, host=str(expected))
     verdict = verdict_from_openssl_code(nv.code)
     if nv.code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and len(served.ders) == 1:
         # OpenSSL 3 says 20 for a lone leaf; the separate verdict keeps "the server sent no intermediate".
