@@ -89,7 +89,7 @@ def report_show(
     history = open_history(loaded)
     try:
         run = _chosen_run(history, which, loaded)
-        previous = history.latest_run(run.report, run.run_id)
+        previous = history.run_to_compare(run.report, run.run_id)
         changes = changes_between(previous, run, first_seen_lookup(history))
     finally:
         history.close()

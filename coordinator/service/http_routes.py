@@ -140,7 +140,8 @@ class FleetPages:
         )
 
     def _changes_to(self, run: ReportRun) -> tuple[Change, ...]:
-        previous = self._history.latest_run(run.report, run.run_id)
+        # Runs read from the history always have their id.
+        previous = self._history.run_to_compare(run.report, run.run_id) if run.run_id is not None else None
         return changes_between(previous, run, first_seen_lookup(self._history))
 
     def _run(self, text: str) -> tuple[int, str]:

@@ -120,9 +120,16 @@ class Pipeline:
 
         # The run to compare with is read while the agents probe: decoding a fleet-sized run costs about
         # what writing its reports does, and a probing coordinator mostly waits.
-        read_early = asyncio.ensure_future(asyncio.to_thread(self._previous, report.name, None))
+        # Read early only where the wait for dial-ins needs the previous run's agents; otherwise complete()
+        # reads it once this run is saved, without the targets that came out the same, which costs far less.
+        read_early = (
+            asyncio.ensure_future(asyncio.to_thread(self._latest_probing, report.name))
+            if self._awaiting_dial_ins()
+            else None
+        )
         try:
-            await self._await_dial_ins(report, read_early)
+            if read_early is not None:
+                await self._await_dial_ins(report, read_early)
             run = await run_report(
                 report,
                 inventory=self._config.inventory,
@@ -131,9 +138,16 @@ class Pipeline:
                 linked=linked_candidates(self.agent_link.registry) if self.agent_link is not None else (),
             )
         except BaseException:
-            read_early.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if read_early is not None:
+                read_early.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
         return await self.complete(report, run, read_early=read_early)
+
+    def _awaiting_dial_ins(self) -> bool:
+        link, config = self.agent_link, self._config.agent_link
+        if link is None or config is None or link.started_at is None:
+            return False
+        return time.monotonic() < link.started_at + config.wait_at_start_s
 
     async def _await_dial_ins(self, report: ReportConfig, read_early: asyncio.Future[ReportRun | None]) -> None:
         """Soon after start, wait for the agents that answered the report's previous run over a stream to
@@ -231,7 +245,7 @@ class Pipeline:
                 run = await asyncio.to_thread(self._history.get_run, summary.run_id)
                 if run is None:  # pruned meanwhile
                     continue
-                previous = await asyncio.to_thread(self._previous, report.name, summary.run_id)
+                previous = await asyncio.to_thread(self._history.run_to_compare, report.name, summary.run_id)
                 changes = await asyncio.to_thread(changes_between, previous, run, first_seen_lookup(self._history))
                 del previous
                 self.metrics.observe_run(run, changes)
@@ -246,9 +260,9 @@ class Pipeline:
     async def _previous_of(
         self, run: ReportRun, read_early: asyncio.Future[ReportRun | None] | None
     ) -> ReportRun | None:
-        """`_previous` of the run just saved: the one read early when the history's list of runs says it is
-        still the latest run before this one that probed something (another coordinator on the same history
-        may have saved one since), else read again."""
+        """The run to compare the run just saved with: the one read early when the history's list of runs
+        says it is still the latest run before this one that probed something (another coordinator on the
+        same history may have saved one since), else the history's run_to_compare."""
         assert run.run_id is not None
         early = await read_early if read_early is not None else None
         if early is not None:
@@ -256,12 +270,12 @@ class Pipeline:
             wanted = next((s.run_id for s in listed if s.run_id < run.run_id and s.targets), None)
             if wanted == early.run_id:
                 return early
-        return await asyncio.to_thread(self._previous, run.report, run.run_id)
+        return await asyncio.to_thread(self._history.run_to_compare, run.report, run.run_id)
 
-    def _previous(self, report: str, run_id: int | None) -> ReportRun | None:
-        """The run to compare with: the latest (before `run_id` when given) that probed something. A run
-        interrupted with its coordinator, or abandoned before its first target, knows nothing to compare."""
-        previous = self._history.latest_run(report, run_id)
+    def _latest_probing(self, report: str) -> ReportRun | None:
+        """The latest run that probed something, whole. A run interrupted with its coordinator, or abandoned
+        before its first target, knows nothing to compare."""
+        previous = self._history.latest_run(report)
         for _ in range(MAX_EMPTY_RUNS_PASSED):
             if previous is None or previous.targets or previous.run_id is None:
                 break

@@ -33,6 +33,7 @@ from .rows import (
     MAX_LIST_LIMIT,
     OUTBOX_COLUMNS,
     OUTBOX_ERROR_CHARS,
+    PROBED_SOMETHING,
     EncodedRun,
     SqlRunRows,
     check_claim,
@@ -42,6 +43,7 @@ from .rows import (
     first_seen_finding,
     make_dictionary,
     outbox_row,
+    parts_of,
     prune_rows,
     run_summaries,
 )
@@ -399,9 +401,24 @@ class PostgresHistory(SlotLeases):
             )
         return HistoryError(f"{where}: cannot {action}: {reason}")
 
-    def _load_run(self, db: psycopg.Connection[Any], run_id: int) -> ReportRun | None:
-        rows = SqlRunRows(db, run_id, mark="%s", read_time=_utc, by_keys=lambda table, keys: _by_keys(db, table, keys))
-        return decode_run(rows, run_id, self._where)
+    def run_to_compare(self, report: str, run_id: int) -> ReportRun | None:
+        with self._read(f"find the run before run {run_id}") as db:
+            row = db.execute(
+                f"SELECT id FROM runs WHERE report = %s AND id < %s AND {PROBED_SOMETHING} "
+                "ORDER BY started_at DESC, id DESC LIMIT 1",
+                (report, run_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._load_run(db, int(row[0]), leave_out=parts_of(self._rows(db, run_id)))
+
+    def _rows(self, db: psycopg.Connection[Any], run_id: int) -> SqlRunRows:
+        return SqlRunRows(db, run_id, mark="%s", read_time=_utc, by_keys=lambda table, keys: _by_keys(db, table, keys))
+
+    def _load_run(
+        self, db: psycopg.Connection[Any], run_id: int, leave_out: frozenset[int] = frozenset()
+    ) -> ReportRun | None:
+        return decode_run(self._rows(db, run_id), run_id, self._where, leave_out=leave_out)
 
     # --- slot leases (history/leases.py) ----------------------------------------------------------------
 

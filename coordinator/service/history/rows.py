@@ -384,16 +384,20 @@ def first_seen_finding(
     return read_time(stretches[first][0])
 
 
+# Runs that probed something, in either dialect: a run saved before its count was kept counts its rows.
+PROBED_SOMETHING = "COALESCE(targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = runs.id)) > 0"
+
 IN_CHUNK = 500  # ids per IN (...) query, well under either database's limit on parameters
 
 # What SqlRunRows.by_keys reads: the key column and the data column of each table fetched by many keys.
 KEYED_TABLES = {"certificates": ("sha256", "der"), "root_sets": ("digest", "roots")}
 
 
-def decode_run(rows: RunRows, run_id: int, where: str) -> ReportRun | None:
-    """The run back from its rows; HistoryError names `where` (the database), the run and what is wrong."""
+def decode_run(rows: RunRows, run_id: int, where: str, *, leave_out: frozenset[int] = frozenset()) -> ReportRun | None:
+    """The run back from its rows; HistoryError names `where` (the database), the run and what is wrong.
+    Targets whose shared part is one of `leave_out` are left out of the run (see `parts_of`)."""
     try:
-        return _decode_run(rows, run_id, where)
+        return _decode_run(rows, run_id, where, leave_out)
     except HistoryError:
         raise
     except PartsError as error:
@@ -402,7 +406,15 @@ def decode_run(rows: RunRows, run_id: int, where: str) -> ReportRun | None:
         raise HistoryError(f"{where}: run {run_id} cannot be read back: {type(error).__name__}: {error}") from error
 
 
-def _decode_run(rows: RunRows, run_id: int, where: str) -> ReportRun | None:
+def parts_of(rows: RunRows) -> frozenset[int]:
+    """The shared parts of the run's targets. A part holds its report and target with everything they
+    showed but the volatile values, so a target of another run with one of these parts compares equal to
+    the same target here: a comparison with this run can leave it out (decode_run's `leave_out`)."""
+    packed = rows.run_parts()
+    return frozenset() if packed is None else frozenset(unpack_ids(packed[0]))
+
+
+def _decode_run(rows: RunRows, run_id: int, where: str, leave_out: frozenset[int]) -> ReportRun | None:
     head = rows.head()
     if head is None:
         return None
@@ -410,7 +422,7 @@ def _decode_run(rows: RunRows, run_id: int, where: str) -> ReportRun | None:
     if agents_part is None:
         targets, agents = _targets_before_split(rows, where, run_id), _agents(rows, where, run_id)
     else:
-        targets, agents = _from_parts(rows, int(agents_part), where, run_id)
+        targets, agents = _from_parts(rows, int(agents_part), where, run_id, leave_out)
     return ReportRun(
         report=report,
         started_at=started,
@@ -431,7 +443,7 @@ def _dictionaries(rows: RunRows, ids: Iterable[int | None]) -> dict[int | None, 
 
 
 def _from_parts(
-    rows: RunRows, agents_part: int, where: str, run_id: int
+    rows: RunRows, agents_part: int, where: str, run_id: int, leave_out: frozenset[int]
 ) -> tuple[tuple[TargetRun, ...], tuple[AgentSnapshot, ...]]:
     packed = rows.run_parts()
     if packed is None:
@@ -463,6 +475,8 @@ def _from_parts(
         observation = document["observation"]
         timings.fill(observation)
         timings.fill_times(document["findings"])
+        if part_id in leave_out:
+            continue  # its volatile values are read all the same: the next target's follow them
         findings = tuple(finding_from_json(f, where, run_id) for f in document["findings"])
         kept = _observation(rows, observation, certificates, stores, where, run_id, target)
         targets.append(TargetRun(target, kept, findings, duration))

@@ -27,6 +27,7 @@ from .rows import (
     MAX_LIST_LIMIT,
     OUTBOX_COLUMNS,
     OUTBOX_ERROR_CHARS,
+    PROBED_SOMETHING,
     EncodedRun,
     SqlRunRows,
     check_claim,
@@ -36,6 +37,7 @@ from .rows import (
     first_seen_finding,
     make_dictionary,
     outbox_row,
+    parts_of,
     prune_rows,
     run_summaries,
 )
@@ -255,11 +257,26 @@ class SqliteHistory(SlotLeases):
         with self._read(f"read run {run_id}") as db:
             return self._load_run(db, run_id)
 
-    def _load_run(self, db: sqlite3.Connection, run_id: int) -> ReportRun | None:
-        rows = SqlRunRows(
+    def run_to_compare(self, report: str, run_id: int) -> ReportRun | None:
+        with self._read(f"find the run before run {run_id}") as db:
+            row = db.execute(
+                f"SELECT id FROM runs WHERE report = ? AND id < ? AND {PROBED_SOMETHING} "
+                "ORDER BY started_at DESC, id DESC LIMIT 1",
+                (report, run_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._load_run(db, int(row[0]), leave_out=parts_of(self._rows(db, run_id)))
+
+    def _rows(self, db: sqlite3.Connection, run_id: int) -> SqlRunRows:
+        return SqlRunRows(
             db, run_id, mark="?", read_time=_parse_time, by_keys=lambda table, keys: _by_keys(db, table, keys)
         )
-        return decode_run(rows, run_id, f"history database {self._path}")
+
+    def _load_run(
+        self, db: sqlite3.Connection, run_id: int, leave_out: frozenset[int] = frozenset()
+    ) -> ReportRun | None:
+        return decode_run(self._rows(db, run_id), run_id, f"history database {self._path}", leave_out=leave_out)
 
     def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
         if not 1 <= limit <= MAX_LIST_LIMIT:

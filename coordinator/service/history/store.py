@@ -149,6 +149,12 @@ class HistoryStore(Protocol):
 
     def get_run(self, run_id: int) -> ReportRun | None: ...
 
+    def run_to_compare(self, report: str, run_id: int) -> ReportRun | None:
+        """The run that run `run_id` is compared with: the latest of `report` saved before it that probed
+        something, or None. Its targets whose stored observation and findings are run `run_id`'s (timings
+        aside) are left out: a comparison finds nothing in them, and reading them back is most of the cost."""
+        ...
+
     def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
         """Newest first."""
         ...

@@ -246,6 +246,38 @@ def test_latest_run_before_a_run_and_without_abandoned_ones(store: SqliteHistory
     assert store.latest_run("prod-edge", before_id=one) is None
 
 
+def test_the_run_to_compare_leaves_out_the_targets_that_came_out_the_same(store: SqliteHistory, pki: LabPKI) -> None:
+    base = make_run(pki, T0, hosts=3)
+    timed = tuple(replace(t, duration_ms=100.0 * (i + 1)) for i, t in enumerate(base.targets))
+    first = store.save_run(replace(base, targets=timed))
+    store.save_run(replace(base, started_at=T0 + timedelta(minutes=15), targets=(), abandoned=True))
+    store.save_run(replace(make_run(pki, T0, report="other-report", hosts=3), started_at=T0 + timedelta(minutes=20)))
+    skew = Finding(Cause.CLOCK_SKEW, Severity.CRITICAL, "web-2's clock is 2 days ahead.", ("web-2",))
+    rotated = make_run(pki, T0, leaf=pki.issue_leaf("svc0.example.test", "svc1.example.test"), hosts=2).targets[1]
+    current = replace(
+        base,
+        started_at=T0 + timedelta(minutes=30),
+        # svc0 the same but for its timing, svc1 served another leaf, svc2 with a finding more
+        targets=(
+            replace(base.targets[0], duration_ms=7.0),
+            rotated,
+            replace(base.targets[2], findings=(*base.targets[2].findings, skew)),
+        ),
+    )
+    current_id = store.save_run(current)
+    whole = store.get_run(first)
+    assert whole is not None
+    compared = store.run_to_compare("prod-edge", current_id)
+    assert compared is not None and compared.run_id == first  # past the run that probed nothing, and the other report's
+    assert compared.targets == whole.targets[1:]  # each with its own timings: svc0's were read past, not lost
+    assert [t.duration_ms for t in compared.targets] == [200.0, 300.0]
+    assert compared.agents == whole.agents
+    changes = changes_between(compared, current)
+    assert changes == changes_between(whole, current)
+    assert {c.kind for c in changes} == {ChangeKind.CERTIFICATE, ChangeKind.FINDING_NEW}
+    assert store.run_to_compare("prod-edge", first) is None
+
+
 def _with_findings(run: ReportRun, *findings: Finding) -> ReportRun:
     first = replace(run.targets[0], findings=findings)
     return replace(run, targets=(first, *run.targets[1:]))
