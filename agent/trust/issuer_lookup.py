@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-__all__ = ["NameKey", "StoreIndex", "name_key"]
+__all__ = ["NameKey", "StoreIndex", "chain_names", "name_key"]
 
 # One entry per RDN in order: the (attribute OID, compared value) pairs of that RDN.
 NameKey = tuple[frozenset[tuple[str, str | bytes]], ...]
@@ -46,6 +46,18 @@ def _keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
     return name_key(subject), name_key(issuer)
 
 
+def chain_names(served: Sequence[x509.Certificate | None]) -> tuple[NameKey, ...] | None:
+    """The issuer and subject keys of every served certificate; None when one cannot be read (a certificate
+    only OpenSSL reads is None)."""
+    names: list[NameKey] = []
+    for cert in served:
+        subject, issuer = _keys(cert) if cert is not None else (None, None)
+        if subject is None or issuer is None:
+            return None
+        names += (issuer, subject)
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class StoreIndex:
     """A store's certificates (by position) by the key of their subject, and the key of each one's issuer."""
@@ -68,17 +80,13 @@ class StoreIndex:
                 by_subject.setdefault(subject, []).append(i)
         return cls({k: tuple(v) for k, v in by_subject.items()}, tuple(issuers), tuple(unkeyed))
 
-    def reachable(self, served: Sequence[x509.Certificate | None]) -> list[int] | None:
-        """The positions of the store certificates chain building can reach from the `served` chain, in
-        order; None when a served certificate's names cannot be read (then every certificate can be)."""
-        wanted: list[NameKey] = []
-        for cert in served:
-            if cert is None:
-                return None
-            subject, issuer = _keys(cert)
-            if subject is None or issuer is None:
-                return None
-            wanted += (issuer, subject)
+    def reachable(self, served: Sequence[NameKey] | None) -> list[int] | None:
+        """The positions of the store certificates chain building can reach from a served chain whose
+        names are `served` (chain_names), in order; None for a chain whose names cannot all be read (then
+        every certificate can be)."""
+        if served is None:
+            return None
+        wanted = list(served)
         found = set(self.unkeyed)
         seen: set[NameKey] = set()
         while wanted:

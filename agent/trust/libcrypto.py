@@ -274,6 +274,32 @@ def _i2d(crypto: ctypes.CDLL, x: int) -> bytes:
     return buf.raw
 
 
+class Certificate:
+    """One certificate as libcrypto read it (an X509*), for many verifications: reading costs more than
+    verifying. Freed when the last reference goes."""
+
+    __slots__ = ("_crypto", "_x")
+
+    def __init__(self, crypto: ctypes.CDLL, x: int) -> None:
+        self._crypto, self._x = crypto, x
+
+    @property
+    def handle(self) -> int:
+        return self._x
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the library may be gone
+            self._crypto.X509_free(self._x)
+
+
+def read_certificate(der: bytes) -> Certificate | None:
+    """The certificate libcrypto reads from exactly these bytes; None when they are not one."""
+    crypto = _library().crypto
+    x = _d2i(crypto, der)
+    crypto.ERR_clear_error()
+    return None if x is None else Certificate(crypto, x)
+
+
 def parses(der: bytes) -> bool:
     """Whether libcrypto reads these bytes as one certificate."""
     crypto = _library().crypto
@@ -346,8 +372,8 @@ def _ip_literal(name: str) -> bool:
 
 def verify(
     store: X509Store,
-    leaf: bytes,
-    untrusted: Sequence[bytes],
+    leaf: bytes | Certificate,
+    untrusted: Sequence[bytes | Certificate],
     *,
     at: int,
     host: str | None = None,
@@ -356,28 +382,27 @@ def verify(
     """X509_verify_cert for `leaf` with the served `untrusted` certificates against `store`, at Unix
     time `at`, as a TLS client verifies a server (purpose and trust ssl_server): `host` is a DNS name
     (checked as X509_VERIFY_PARAM_set1_host with default flags) or an IP literal (set1_ip_asc);
-    `auth_level` defaults to the host's security level.
+    `auth_level` defaults to the host's security level. Certificates come as DER or as read already.
 
     Raises ValueError when `leaf` is not a certificate libcrypto reads; untrusted certificates it
     cannot read must be left out by the caller (`parses`)."""
     lib = _library()
     crypto = lib.crypto
     level = lib.security_level if auth_level is None else auth_level
-    leaf_x = _d2i(crypto, leaf)
+    owned: list[int] = []  # read here, freed here
+    leaf_x = _x509_of(crypto, leaf, owned)
     if leaf_x is None:
         crypto.ERR_clear_error()
         raise ValueError("the leaf is not a certificate OpenSSL can read")
     stack = ctx = built = None
-    owned: list[int] = []
     try:
         stack = crypto.OPENSSL_sk_new_null()
         if not stack:
             raise MemoryError("OPENSSL_sk_new_null failed")
-        for der in untrusted:
-            x = _d2i(crypto, der)
+        for cert in untrusted:
+            x = _x509_of(crypto, cert, owned)
             if x is None:
                 continue
-            owned.append(x)
             if crypto.OPENSSL_sk_push(stack, x) <= 0:
                 raise MemoryError("OPENSSL_sk_push failed")
         ctx = crypto.X509_STORE_CTX_new()
@@ -430,5 +455,13 @@ def verify(
             crypto.OPENSSL_sk_free(stack)
         for x in owned:
             crypto.X509_free(x)
-        crypto.X509_free(leaf_x)
         crypto.ERR_clear_error()
+
+
+def _x509_of(crypto: ctypes.CDLL, cert: bytes | Certificate, owned: list[int]) -> int | None:
+    if isinstance(cert, Certificate):
+        return cert.handle
+    x = _d2i(crypto, cert)
+    if x is not None:
+        owned.append(x)
+    return x

@@ -54,7 +54,7 @@ from cryptography.x509.verification import Store
 from ..model import StoreVerdict, Verdict
 from . import libcrypto
 from .certinfo import CertificateParseError, fingerprint, parse_der, summarize, unhandled_critical
-from .issuer_lookup import StoreIndex
+from .issuer_lookup import NameKey, StoreIndex, chain_names
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .stores import LoadedStore
@@ -78,6 +78,7 @@ MAX_CHAIN_BYTES = 1024 * 1024
 TIME_BUCKET_S = 3600
 _JUDGEMENT_CACHE_SIZE = 4096
 _CHAIN_CACHE_SIZE = 1024
+_READ_CHAINS_CACHE_SIZE = 64
 _TRUST_CACHE_SIZE = 64
 _DER = Encoding.DER
 
@@ -229,7 +230,7 @@ class _Trust:
     def native_for(self, served: _Served) -> libcrypto.X509Store:
         """`native` with every store certificate that chain building can reach from `served` read into it."""
         assert self.native is not None
-        wanted = self.index.reachable(served.parsed)
+        wanted = self.index.reachable(served.names)
         with self._native_lock:
             missing = [i for i in (range(len(self.ders)) if wanted is None else wanted) if i not in self._in_native]
             if missing:
@@ -272,6 +273,7 @@ class _Served:
     edges: tuple[int, ...] | None  # None: some window unknown, so judge at the exact second
     notes: tuple[str, ...]
     leaf_error: str = ""  # the leaf is not a certificate: nothing to verify
+    names: tuple[NameKey, ...] | None = None  # issuer_lookup.chain_names of `parsed`
 
 
 def _make_served(chain: tuple[bytes, ...]) -> _Served:
@@ -299,12 +301,29 @@ def _make_served(chain: tuple[bytes, ...]) -> _Served:
             edges = None
         else:
             edges.update(_edges(cert))
-    return _Served(tuple(ders), tuple(parsed), tuple(sorted(edges)) if edges is not None else None, tuple(notes))
+    return _Served(
+        tuple(ders),
+        tuple(parsed),
+        tuple(sorted(edges)) if edges is not None else None,
+        tuple(notes),
+        names=chain_names(parsed),
+    )
+
+
+def _read_served(served: _Served) -> Sequence[bytes | libcrypto.Certificate]:
+    """The served chain as libcrypto read it, once for all the stores and times it is judged against."""
+
+    def read() -> tuple[bytes | libcrypto.Certificate, ...]:
+        return tuple(libcrypto.read_certificate(d) or d for d in served.ders)
+
+    return _read_chains.get_or_make(served, read)
 
 
 _trust_cache: _LRU[str, _Trust] = _LRU(_TRUST_CACHE_SIZE)
 _chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
 _judgement_cache: _LRU[tuple[str, str, str, int, bool], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+# libcrypto's reading of the chains judged last (by the _Served itself), fewer: each holds OpenSSL's structures.
+_read_chains: _LRU[_Served, tuple[bytes | libcrypto.Certificate, ...]] = _LRU(_READ_CHAINS_CACHE_SIZE)
 _VerdictsKey = tuple[str, tuple[tuple[str, str], ...], str, tuple[int, bool], tuple[int, bool]]
 _verdicts_cache: _LRU[_VerdictsKey, tuple[StoreVerdict, ...]] = _LRU(_JUDGEMENT_CACHE_SIZE)
 
@@ -316,6 +335,7 @@ def clear_caches() -> None:
     _last_stores = None
     _verdicts_cache.clear()
     _judgement_cache.clear()
+    _read_chains.clear()
     _chain_cache.clear()
     _trust_cache.clear()
 
@@ -565,7 +585,8 @@ def _judge(served: _Served, trust: _Trust, store: LoadedStore, expected: Expecte
         return ChainJudgement(
             Verdict.OTHER, (), f"OpenSSL's verifier is unavailable: {trust.unavailable}", X509_V_ERR_UNSPECIFIED
         )
-    nv = libcrypto.verify(trust.native_for(served), served.ders[0], served.ders[1:], at=at, host=str(expected))
+    read = _read_served(served)
+    nv = libcrypto.verify(trust.native_for(served), read[0], read[1:], at=at, host=str(expected))
     verdict = verdict_from_openssl_code(nv.code)
     if nv.code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and len(served.ders) == 1:
         # OpenSSL 3 says 20 for a lone leaf; the separate verdict keeps "the server sent no intermediate".

@@ -1,7 +1,8 @@
-"""A store is read into OpenSSL only as far as a chain can reach it, and verifies as the whole store does.
+"""What a store verdict reads into OpenSSL: of a store, only what the chain can reach (verifying as the
+whole store does), and the served chain once for every store and name it is judged against.
 
-Each verdict is held against `openssl verify` with the whole store; the count of certificates read says
-that the rest were left out."""
+Each verdict is held against `openssl verify` with the whole store; counts of certificates read say what
+was left out."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from tlsfleet.agent.model import Verdict
 from tlsfleet.agent.trust import libcrypto, verify
-from tlsfleet.agent.trust.issuer_lookup import StoreIndex, name_key
+from tlsfleet.agent.trust.issuer_lookup import StoreIndex, chain_names, name_key
 from tlsfleet.agent.trust.verify import clear_caches, verify_chain
 
 from .chains import NOW, Cert, issue, loaded_store, openssl_cli, openssl_skip_reason, openssl_verify
@@ -78,6 +79,30 @@ def test_only_what_the_chain_reaches_is_read_and_cross_signers_are_followed(tmp_
 
 def test_a_chain_whose_names_cannot_be_read_reaches_the_whole_store() -> None:
     index = StoreIndex.of([c.cert for c in FILLERS])
-    assert index.reachable([None]) is None
-    assert index.reachable([FILLERS[5].cert]) == [5]
-    assert index.reachable([issue("svc.test", issue("Elsewhere", ca=True)).cert]) == []
+    assert chain_names([FILLERS[1].cert, None]) is None  # a certificate only OpenSSL reads
+    assert index.reachable(None) is None
+    assert index.reachable(chain_names([FILLERS[5].cert])) == [5]
+    assert index.reachable(chain_names([issue("svc.test", issue("Elsewhere", ca=True)).cert])) == []
+
+
+def test_a_served_chain_is_read_into_openssl_once_whatever_it_is_judged_against(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = issue("Lab Root", ca=True)
+    intermediate = issue("Lab Intermediate", root, ca=True)
+    leaf = issue("svc.test", intermediate, san=[f"svc{i}.test" for i in range(5)])
+    stores = tuple(loaded_store([root, *FILLERS[:i]], f"store-{i}") for i in range(3))
+    reads: list[bytes] = []
+    real = libcrypto._d2i
+
+    def counting(crypto: object, der: bytes) -> int | None:
+        reads.append(der)
+        return real(crypto, der)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(libcrypto, "_d2i", counting)
+    for i in range(5):  # every name a judgement of its own
+        verdicts = verify.judge_against_stores((leaf.der, intermediate.der), stores, f"svc{i}.test", NOW, NOW)
+        assert [v.at_agent_time for v in verdicts] == [Verdict.OK] * 3
+    # Once to know that OpenSSL reads it, once for the verifications; each store's root once.
+    assert reads.count(leaf.der) == 2
+    assert reads.count(root.der) == 3
