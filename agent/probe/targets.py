@@ -100,7 +100,8 @@ def is_ip_literal(host: str) -> bool:
 
 
 def normalize_host(host: str, *, context: str | None = None) -> str:
-    """A canonical IP literal, or the DNS name lower-cased in IDNA A-labels without a trailing dot."""
+    """A canonical IP literal, or the DNS name lower-cased in IDNA A-labels. A trailing dot is kept: OpenSSL
+    and Python send "host.example." in SNI and check it as written (curl drops it), so a probe asks as they do."""
     shown = context if context is not None else host
     if not host:
         raise TargetError(f"target {shown!r} has no host; {ACCEPTED}")
@@ -139,7 +140,7 @@ def normalize_host(host: str, *, context: str | None = None) -> str:
             f"target {shown!r}: {name!r} is not a valid IPv4 address, and a host name cannot end in an "
             f"all-numeric label; {ACCEPTED}"
         )
-    return ascii_name
+    return ascii_name + "." if name != host else ascii_name
 
 
 def is_loopback(address: str) -> bool:

@@ -12,13 +12,16 @@ from cryptography import x509
 
 @dataclass(frozen=True)
 class ExpectedName:
-    """A normalized expected name: an IP address, or a lowercase A-label DNS name without trailing dot."""
+    """A normalized expected name: an IP address, or a lowercase A-label DNS name (`dns`, without the trailing
+    dot); `absolute` when it was asked with one ("host.example."), which OpenSSL and Python keep: they send it
+    in SNI and compare it with the certificate's names as written, where curl drops it."""
 
     dns: str | None = None
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    absolute: bool = False
 
     def __str__(self) -> str:
-        return str(self.ip) if self.ip is not None else str(self.dns)
+        return str(self.ip) if self.ip is not None else f"{self.dns}{'.' if self.absolute else ''}"
 
 
 # Pure and called for every store of every probe with the same few names.
@@ -33,6 +36,7 @@ def parse_expected_name(name: str) -> ExpectedName:
         return ExpectedName(ip=ipaddress.ip_address(literal))
     except ValueError:
         pass
+    absolute = raw.endswith(".")
     dns = raw.rstrip(".").lower()
     if not dns.isascii():
         try:
@@ -50,7 +54,7 @@ def parse_expected_name(name: str) -> ExpectedName:
             f"expected name {name!r} is neither an IP literal nor a DNS name "
             "(labels of 1-63 letters, digits, '-' or '_', separated by dots)"
         )
-    return ExpectedName(dns=dns)
+    return ExpectedName(dns=dns, absolute=absolute)
 
 
 def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
@@ -119,12 +123,17 @@ def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, st
         return False, f"IP {expected.ip} not among the certificate's IP SANs ({listed})"
     assert expected.dns is not None
     dns_names = san.get_values_for_type(x509.DNSName)
-    if any(_dns_matches(p, expected.dns) for p in dns_names):
+    if any(_dns_matches(p, str(expected)) for p in dns_names):
         return True, ""
     listed = ", ".join(dns_names) or "none"
+    if expected.absolute and any(_dns_matches(p, expected.dns) for p in dns_names):
+        return False, (
+            f"{expected} ends in a dot, and OpenSSL compares it with the certificate's DNS SANs ({listed}) as "
+            f"written: they cover {expected.dns} only"
+        )
     deeper = [p for p in dns_names if p.startswith("*.") and expected.dns.endswith(p[1:])]
     hint = f"; wildcard {deeper[0]} covers exactly one label" if deeper else ""
-    return False, f"{expected.dns} not among the certificate's DNS SANs ({listed}){hint}"
+    return False, f"{expected} not among the certificate's DNS SANs ({listed}){hint}"
 
 
 # Asked on every probe of a wildcard leaf: a fleet sees the same few leaves under the same few names.
@@ -138,7 +147,7 @@ def partial_wildcard_covers(der: bytes, name: str) -> str:
         sans = subject_alt_names(x509.load_der_x509_certificate(der))
     except ValueError:
         return ""
-    if expected.dns is None or sans is None:
+    if expected.dns is None or expected.absolute or sans is None:
         return ""
     patterns = sans.get_values_for_type(x509.DNSName)
     if any(_dns_matches(p, expected.dns) for p in patterns):

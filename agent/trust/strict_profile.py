@@ -95,7 +95,23 @@ def _key_reason(ca: x509.Certificate) -> str:
         if key.curve.name not in _PERMITTED_CURVES:
             return f"CA certificate {_label(ca)} has a key on curve {key.curve.name} (P-256, P-384, P-521 only)"
         return ""
-    return f"CA certificate {_label(ca)} has a {key_description(ca)} key (RSA and ECDSA only)"
+    return f"CA certificate {_label(ca)} has {_article(key_description(ca))} key (RSA and ECDSA only)"
+
+
+def _article(words: str) -> str:
+    """'an Ed25519', 'an RSA 1024', 'a DSA 1024': the article as the letters are read."""
+    return f"an {words}" if words[:1] in "AEFHILMNORSX" else f"a {words}"
+
+
+def _leaf_key_reason(leaf: x509.Certificate) -> str:
+    """The leaf's key, where the profile admits none of its kind (EdDSA, DSA): browsers do not take them."""
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return ""
+    if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        return ""
+    return f"leaf has {_article(key_description(leaf))} key (RSA and ECDSA only)"
 
 
 def _basic_reasons(cert: x509.Certificate, role: str) -> list[str]:
@@ -112,6 +128,9 @@ def _basic_reasons(cert: x509.Certificate, role: str) -> list[str]:
 
 def _leaf_reasons(leaf: x509.Certificate, expected: ExpectedName) -> list[str]:
     out = _basic_reasons(leaf, "leaf")
+    key = _leaf_key_reason(leaf)
+    if key:
+        out.append(key)
     if subject_alt_names(leaf) is None:
         out.append(f"leaf has no subjectAltName (OpenSSL matched {expected} against its subject CN)")
     else:

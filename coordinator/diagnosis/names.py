@@ -12,6 +12,8 @@ Refinements, each with its own wording:
   some runtimes fail and others do not: a warning, not critical;
 - an IP target without an IP SAN, or with the address written as a DNS SAN;
 - a SAN that names the host with a trailing dot ("host.example."), which OpenSSL compares as written;
+- a name asked with a trailing dot ("host.example.") that the leaf covers without it: OpenSSL and Python
+  send and check it with the dot and refuse, curl drops the dot and accepts;
 - a partial-label wildcard ("f*.example.com") that OpenSSL's own check accepts and Python, curl, browsers and
   Go refuse: a warning when the native clients accept it, critical when they refuse it too.
 
@@ -58,6 +60,7 @@ class Mismatch(StrEnum):
     IP_NOT_LISTED = "ip_not_listed"
     PARTIAL_WILDCARD = "partial_wildcard"  # "f*.example.com": OpenSSL's own check accepts, Python and curl do not
     TRAILING_DOT = "trailing_dot"  # the SAN is "host." and OpenSSL compares it as written
+    ASKED_WITH_DOT = "asked_with_dot"  # the name was asked as "host." and the leaf covers "host"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
     ok, _why = match_name(cert, expected)
     if ok:
         return NameCheck(leaf, Mismatch.NONE, "", "", cns)
+    if expected.absolute:
+        return _asked_with_dot(der, expected, leaf, cns)
     name = str(expected)
     if expected.ip is not None:
         if name in leaf.san_dns:
@@ -147,8 +152,8 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
                 leaf,
                 Mismatch.CN_ONLY_ACCEPTED,
                 f"it names {name} only in its subject CN, with no DNS subjectAltName: browsers and Go ignore the "
-                "CN and reject it, while Python, curl and other OpenSSL-based clients still accept it through their "
-                "CN fallback",
+                "CN and reject it, while Python, curl and other OpenSSL-based clients still accept the name through "
+                "their CN fallback",
                 f"Reissue the certificate with subjectAltName DNS:{name}; modern clients ignore the subject CN.",
                 cns,
             )
@@ -193,6 +198,25 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
         Mismatch.NOT_LISTED,
         f"its names are {_listed(leaf.san)}",
         f"Reissue the certificate with {name} in its subjectAltName, or point clients at a name it covers.",
+        cns,
+    )
+
+
+def _asked_with_dot(der: bytes, expected: ExpectedName, leaf: CertSummary, cns: tuple[str, ...]) -> NameCheck:
+    """A name asked with a trailing dot that no name of the leaf matches as written: told as such when the leaf
+    covers the name without the dot, else as that name's own miss."""
+    without = ExpectedName(dns=expected.dns)
+    check = check_name(der, without)
+    if not check.covered:
+        return check
+    return NameCheck(
+        leaf,
+        Mismatch.ASKED_WITH_DOT,
+        "OpenSSL-based clients (openssl s_client, Python's ssl module) keep the dot: they send it in SNI and "
+        f"compare it with the certificate's names ({_listed(leaf.san or cns)}) as written, so they refuse it "
+        "(hostname mismatch), while curl drops the dot and accepts it",
+        f"Ask for {without} without the trailing dot (in the URL or the client's configuration), or have the client "
+        "drop it before TLS; the certificate needs no change.",
         cns,
     )
 
@@ -290,6 +314,11 @@ def _finding(observation: Observation, settings: DiagnosisSettings, pairs: list[
             f"The certificate {_label(check.leaf)} served for {observation.target} does not cover {name}{scope}: "
             f"{check.reason}"
         )
+        if check.kind is Mismatch.ASKED_WITH_DOT:
+            summary = (
+                f"The certificate {_label(check.leaf)} served for {observation.target} covers {name.rstrip('.')} but "
+                f"not {name}, the name as asked, with a trailing dot: {check.reason}"
+            )
     else:
         reasons = "; ".join(f"{_label(c.leaf)}: {c.reason}" for c in distinct.values())
         summary = f"None of the {len(distinct)} certificates served for {observation.target} covers {name} ({reasons})"

@@ -19,9 +19,11 @@ agent's `strict_note`), this is at most one info note per served chain, naming t
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -445,33 +447,191 @@ def _bad_signature(path: Sequence[x509.Certificate]) -> _Violation | None:
 
 
 def _name_constraints(path: Sequence[x509.Certificate], code: int) -> _Violation | None:
-    """The CA whose nameConstraints the path breaks: the lowest one that has them (OpenSSL checks every name
-    below a constrained CA against it)."""
-    has = [ca for ca in path[1:] if isinstance(_ext(ca, x509.NameConstraints), x509.NameConstraints)]
-    constrained = has[0] if has else None
-    if constrained is None:
-        return None
-    constraints = _ext(constrained, x509.NameConstraints)
-    assert isinstance(constraints, x509.NameConstraints)
+    """The CA whose nameConstraints the path breaks, and the names that break them: OpenSSL checks every
+    certificate below a constrained CA (its subject, its subjectAltNames; the leaf's CN when it looks like a
+    host name and no DNS SAN is there) against the constraints of each CA above it."""
+    has = [
+        (i, ca) for i, ca in enumerate(path) if i and isinstance(_ext(ca, x509.NameConstraints), x509.NameConstraints)
+    ]
+    if not has:
+        return _unserved_constraints(path, code)
+    breaking = [(ca, bad) for i, ca in has if (bad := _names_breaking(path[:i], _constraints(ca), code))]
+    constrained, bad = breaking[0] if breaking else (has[0][1], [])
+    constraints = _constraints(constrained)
     permitted = ", ".join(_subtree(n) for n in constraints.permitted_subtrees or ()) or "none"
     excluded = ", ".join(_subtree(n) for n in constraints.excluded_subtrees or ()) or "none"
+    which = name_list(bad) if bad else "a name below it"
+    verb = "is" if len(bad) <= 1 else "are"
     broken = {
-        PERMITTED_VIOLATION: "a name below it is outside the names it permits",
-        EXCLUDED_VIOLATION: "a name below it is one it excludes",
-    }.get(code, "OpenSSL cannot apply its constraints to the names below it")
+        PERMITTED_VIOLATION: f"{which} {verb} outside the names it permits",
+        EXCLUDED_VIOLATION: f"{which} {verb} inside a subtree it excludes",
+    }.get(code, _unapplied(path[: path.index(constrained)], constraints))
+    if code == PERMITTED_VIOLATION and bad:
+        fix = (
+            f"Issue the certificate from {_name(constrained)} only for names inside {permitted}, or from a CA whose "
+            f"constraints permit {name_list(bad)} (or none at all); reissuing {_name(constrained)} with permitted "
+            "subtrees that cover them works too."
+        )
+    elif code == EXCLUDED_VIOLATION and bad:
+        fix = (
+            f"{_name(constrained)} excludes {excluded}: issue the certificate for {name_list(bad)} from another CA, "
+            "or leave those names out of it."
+        )
+    elif code == UNSUPPORTED_CONSTRAINT_TYPE and "OpenSSL does not apply" in broken:
+        fix = (
+            f"Reissue {_name(constrained)} without the constraint forms OpenSSL does not apply (keep DNS, IP, email, "
+            "URI and directory name subtrees), or issue the certificate without names of those forms."
+        )
+    else:
+        fix = (
+            f"Issue the certificate from a CA whose name constraints cover its names, or reissue {_name(constrained)} "
+            "with constraints that cover them (the leaf's SANs, and its subject CN where it is a name)."
+        )
     return _Violation(
         what=f"{_name(constrained)} is name-constrained (permitted: {permitted}; excluded: {excluded}) and {broken}",
         culprit=_name(constrained),
+        fix=fix,
+    )
+
+
+def _unapplied(below: Sequence[x509.Certificate], constraints: x509.NameConstraints) -> str:
+    """Words for 51-53: the constraint forms OpenSSL does not apply (any otherName but SmtpUTF8Mailbox,
+    registeredID) that a name below is of, else the syntax of a name or a constraint it cannot read."""
+    subtrees = [*(constraints.permitted_subtrees or ()), *(constraints.excluded_subtrees or ())]
+    unhandled = [t for t in subtrees if isinstance(t, x509.OtherName | x509.RegisteredID)]
+    names = [n for i, c in enumerate(below) for n in _checked_names(c, leaf=i == 0)]
+    met = [_subtree(t) for t in unhandled if any(type(n) is type(t) for n in names)]
+    if met:
+        return (
+            f"a name below it is of a form its constraints cover ({name_list(met)}) that OpenSSL does not apply, "
+            "so it cannot tell whether the name is inside"
+        )
+    return "OpenSSL cannot apply its constraints to the names below it (a name form or syntax it does not handle)"
+
+
+def _unserved_constraints(path: Sequence[x509.Certificate], code: int) -> _Violation | None:
+    """No served CA has nameConstraints: the CA that has them is above the served chain (the root)."""
+    above = _above_top(path)
+    if not above or code not in (PERMITTED_VIOLATION, EXCLUDED_VIOLATION):
+        return None
+    which = "outside the names it permits" if code == PERMITTED_VIOLATION else "inside a subtree it excludes"
+    names = name_list([_shown(n) for n in _checked_names(path[0], leaf=True)]) or "none"
+    return _Violation(
+        what=f"{above} carries name constraints, and a name of the chain (the leaf's: {names}) is {which}",
+        culprit=above,
         fix=(
-            f"Issue the certificate from a CA whose name constraints cover its names, or reissue {_name(constrained)} "
-            "with constraints that cover them (the leaf's SANs, and its subject CN where it is a name)."
+            f"Read the constraints of {above} (`openssl x509 -noout -ext nameConstraints` on it in the trust store) "
+            "and issue the certificate from a CA whose constraints cover its names."
         ),
     )
 
 
+def _constraints(ca: x509.Certificate) -> x509.NameConstraints:
+    found = _ext(ca, x509.NameConstraints)
+    assert isinstance(found, x509.NameConstraints)
+    return found
+
+
+def _checked_names(cert: x509.Certificate, *, leaf: bool) -> list[x509.GeneralName]:
+    """The names OpenSSL holds against name constraints: the subject (as a directory name) and the
+    subjectAltNames; for the leaf without DNS SANs, a subject CN that looks like a host name too."""
+    names: list[x509.GeneralName] = []
+    if len(cert.subject):
+        names.append(x509.DirectoryName(cert.subject))
+    san = _ext(cert, x509.SubjectAlternativeName)
+    sans = list(san) if isinstance(san, x509.SubjectAlternativeName) else []
+    names.extend(sans)
+    if leaf and not any(isinstance(n, x509.DNSName) for n in sans):
+        for attribute in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+            cn = str(attribute.value)
+            if "." in cn and all(c.isalnum() or c in "-_.*" for c in cn):
+                names.append(x509.DNSName(cn))
+    return names
+
+
+def _names_breaking(below: Sequence[x509.Certificate], constraints: x509.NameConstraints, code: int) -> list[str]:
+    """The names of the certificates below a CA that its constraints refuse the way `code` says: outside
+    every permitted subtree of their form (47), or inside an excluded one (48)."""
+    out: list[str] = []
+    for index, cert in enumerate(below):
+        for name in _checked_names(cert, leaf=index == 0):
+            if code == PERMITTED_VIOLATION:
+                of_form = [t for t in constraints.permitted_subtrees or () if type(t) is type(name)]
+                refused = bool(of_form) and not any(_within(name, t) is True for t in of_form)
+            elif code == EXCLUDED_VIOLATION:
+                refused = any(_within(name, t) is True for t in constraints.excluded_subtrees or ())
+            else:
+                refused = False
+            if refused and isinstance(name, _TOLD_FORMS):
+                out.append(_shown(name, cn=index == 0 and _is_cn(cert, name)))
+    return list(dict.fromkeys(out))
+
+
+# The name forms `_within` compares; a name of another form (otherName) is not named.
+_TOLD_FORMS = (x509.DNSName, x509.IPAddress, x509.DirectoryName, x509.UniformResourceIdentifier, x509.RFC822Name)
+
+
+def _is_cn(cert: x509.Certificate, name: x509.GeneralName) -> bool:
+    san = _ext(cert, x509.SubjectAlternativeName)
+    return isinstance(name, x509.DNSName) and not (isinstance(san, x509.SubjectAlternativeName) and name in san)
+
+
+def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool | None:
+    """Whether `name` lies in `subtree` as OpenSSL's nc_match compares them; None for forms not told here."""
+    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+        dns, base = name.value.lower(), subtree.value.lower()
+        if not base:
+            return True
+        if len(dns) > len(base):
+            # Labels may be added on the left: "a.example" is in "example", and in ".example" too.
+            return dns.endswith(base) and (base.startswith(".") or dns[-len(base) - 1] == ".")
+        return dns == base
+    if isinstance(name, x509.UniformResourceIdentifier) and isinstance(subtree, x509.UniformResourceIdentifier):
+        # OpenSSL compares the URI's host: the constraint's host itself, or, with a leading dot, below it.
+        host = (urlsplit(name.value).hostname or "").lower()
+        base = subtree.value.lower()
+        return host.endswith(base) if base.startswith(".") else host == base
+    if isinstance(name, x509.RFC822Name) and isinstance(subtree, x509.RFC822Name):
+        # A mailbox ("a@example"), a domain ("example": that host) or, with a leading dot, below a domain.
+        mailbox, base = name.value, subtree.value
+        local, _, domain = mailbox.rpartition("@")
+        if "@" in base:
+            base_local, _, base_domain = base.rpartition("@")
+            return local == base_local and domain.lower() == base_domain.lower()
+        return domain.lower().endswith(base.lower()) if base.startswith(".") else domain.lower() == base.lower()
+    if isinstance(name, x509.IPAddress) and isinstance(subtree, x509.IPAddress):
+        address, network = name.value, subtree.value
+        if not isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            return None
+        return isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) and address in network
+    if isinstance(name, x509.DirectoryName) and isinstance(subtree, x509.DirectoryName):
+        rdns, base_rdns = list(name.value.rdns), list(subtree.value.rdns)
+        fold = [sorted((a.oid.dotted_string, str(a.value).casefold()) for a in r) for r in rdns]
+        base_fold = [sorted((a.oid.dotted_string, str(a.value).casefold()) for a in r) for r in base_rdns]
+        return fold[: len(base_fold)] == base_fold
+    return None
+
+
+def _shown(name: x509.GeneralName, *, cn: bool = False) -> str:
+    if isinstance(name, x509.DirectoryName):
+        return f"the subject '{name.value.rfc4514_string()}'"
+    if isinstance(name, x509.UniformResourceIdentifier | x509.RFC822Name):
+        return _subtree(name)
+    if cn:
+        return f"{name.value} (its subject CN, which OpenSSL checks when there is no DNS SAN)"
+    return str(name.value)
+
+
 def _subtree(name: x509.GeneralName) -> str:
+    """A subtree as written, its form named where it is not a DNS name, an IP range or a directory name."""
+    if isinstance(name, x509.OtherName):
+        return f"otherName {name.type_id.dotted_string}"
+    if isinstance(name, x509.RegisteredID):
+        return f"registeredID {name.value.dotted_string}"
     value = name.value
-    return str(value) if not isinstance(value, x509.Name) else value.rfc4514_string()
+    shown = str(value) if not isinstance(value, x509.Name) else value.rfc4514_string()
+    label = {x509.UniformResourceIdentifier: "URI ", x509.RFC822Name: "email "}.get(type(name), "")
+    return f"{label}{shown}"
 
 
 def _chain_too_long(path: Sequence[x509.Certificate], served: int) -> _Violation:

@@ -174,7 +174,10 @@ def _verdict(rows: list[Row], bounded: str) -> str:
     chosen = _chosen(by_client)
     speaks = f"it chose {chosen}" if chosen else "what it chose"
     if not by_client:
-        return f"the server accepts none of the offered TLS versions or ciphers{bounded} (it refuses the {what})"
+        unusable = ", or has no certificate it can use with them" if _certificate_may_be_why(rows) else ""
+        return (
+            f"the server accepts none of the offered TLS versions or ciphers{bounded} (it refuses the {what}){unusable}"
+        )
     if not by_server:
         return (
             f"every vantage's client refuses what the server offers{bounded} ({speaks}): the server's {what} are "
@@ -213,6 +216,12 @@ def _server_wide(observation: Observation, failing: list[Row]) -> Finding:
     )
 
 
+def _certificate_may_be_why(rows: list[Row]) -> bool:
+    """The server alerted handshake_failure to every offer: besides no common cipher, that is what OpenSSL
+    servers send when their certificate suits none of what the client offers (the served chain is not seen)."""
+    return all(r.address.handshake.alert == "handshake_failure" and refuser(r) is not Party.CLIENT for r in rows)
+
+
 def _server_fix(failing: list[Row]) -> str:
     over = {_over(r) for r in failing}
     # The directives Python's default context keeps as configured: its failing alike does not clear them.
@@ -234,7 +243,17 @@ def _server_fix(failing: list[Row]) -> str:
         + (f" (it chose {_chosen(failing)})" if _chosen(failing) else "")
         + "; if the probe's version bounds or ALPN caused it, probe again without them."
         + narrowed
+        + (_CERTIFICATE_FIX if _certificate_may_be_why(failing) else "")
     )
+
+
+_CERTIFICATE_FIX = (
+    " A server that accepts those still refuses every offer when its certificate suits none of them: an EC key on a "
+    "curve the clients do not offer (OpenSSL offers X25519, P-256, X448, P-521 and P-384 by default, not P-224, "
+    "brainpool or secp256k1), or, where only TLS 1.2 is served, an ECDSA leaf whose keyUsage lacks digitalSignature; "
+    "read the server's certificate (`openssl x509 -noout -text -in CERT` there) and reissue it with a P-256 key and "
+    "keyUsage digitalSignature."
+)
 
 
 def _host_policy_fix(failing: list[Row]) -> str:

@@ -17,6 +17,7 @@ The corpus says nothing about what a client should conclude: the tests ask `open
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 __all__ = [
@@ -50,8 +51,12 @@ __all__ = [
 
 OPENSSL = shutil.which("openssl") or "openssl"
 _START_TIMEOUT_S = 10.0
-Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-KeyKind = Literal["ec256", "ec384", "rsa1024", "rsa2048", "rsa4096"]
+Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+KeyKind = Literal[
+    "ec224", "ec256", "ec384", "ec521", "brainpool256", "ed25519", "ed448", "rsa1024", "rsa2048", "rsa4096"
+]
+# "sha256-pss": RSASSA-PSS with SHA-256 (an RSA signer only); Ed25519 and Ed448 signers take no digest.
+Digest = Literal["sha256", "sha384", "sha512", "sha1", "sha256-pss"]
 Family = Literal["certificate", "client-certificate", "protocol", "key-exchange", "cipher"]
 Server = Literal["openssl", "tlslite"]
 
@@ -70,6 +75,8 @@ PROFILES = (Profile("critical", True, True), Profile("lenient", False, False))
 class Cert:
     cert: x509.Certificate
     key: Key
+    # The key as OpenSSL wrote it, for a key kind `cryptography` reads but writes as another (an RSA-PSS key).
+    openssl_key_pem: bytes = b""
 
     @property
     def pem(self) -> bytes:
@@ -81,6 +88,8 @@ class Cert:
 
     @property
     def key_pem(self) -> bytes:
+        if self.openssl_key_pem:
+            return self.openssl_key_pem
         return self.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -116,7 +125,12 @@ class CorpusPKI:
         # and an old-style root without basicConstraints.
         self.trusted_leaf = self.leaf("trusted-self-signed.corpus.test", self_signed=True)
         self.bare_root = self.ca(f"{label} Bare Root CA", issuer=None, basic_constraints=False)
-        self.extra_trusted = (self.trusted_leaf, self.bare_root)
+        # A trusted root whose own nameConstraints bind everything below it (as some private roots are made).
+        constrained = x509.NameConstraints(
+            permitted_subtrees=[x509.DNSName("nc-root.corpus.test")], excluded_subtrees=None
+        )
+        self.constrained_root = self.ca(f"{label} Constrained Root CA", issuer=None, extra=((constrained, True),))
+        self.extra_trusted = (self.trusted_leaf, self.bare_root, self.constrained_root)
 
     def key(self, kind: KeyKind, slot: str = "") -> Key:
         name = f"{kind}:{slot}"
@@ -129,6 +143,16 @@ class CorpusPKI:
                 self._keys[name] = ec.generate_private_key(ec.SECP256R1())
             elif kind == "ec384":
                 self._keys[name] = ec.generate_private_key(ec.SECP384R1())
+            elif kind == "ec521":
+                self._keys[name] = ec.generate_private_key(ec.SECP521R1())
+            elif kind == "ec224":
+                self._keys[name] = ec.generate_private_key(ec.SECP224R1())
+            elif kind == "brainpool256":
+                self._keys[name] = ec.generate_private_key(ec.BrainpoolP256R1())
+            elif kind == "ed25519":
+                self._keys[name] = ed25519.Ed25519PrivateKey.generate()
+            elif kind == "ed448":
+                self._keys[name] = ed448.Ed448PrivateKey.generate()
             else:
                 self._keys[name] = rsa.generate_private_key(65537, int(kind.removeprefix("rsa")))
         return self._keys[name]
@@ -142,7 +166,7 @@ class CorpusPKI:
         key_slot: str = "",
         path_length: int | None = None,
         basic_constraints: bool = True,
-        digest: Literal["sha256", "sha1"] = "sha256",
+        digest: Digest = "sha256",
         extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
         not_before: datetime | None = None,
         not_after: datetime | None = None,
@@ -181,7 +205,7 @@ class CorpusPKI:
         san: bool = True,
         eku: Sequence[ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
         extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
-        digest: Literal["sha256", "sha384", "sha512", "sha1"] = "sha256",
+        digest: Digest = "sha256",
         self_signed: bool = False,
         ca: bool = False,
         key_usage: x509.KeyUsage | None = None,
@@ -216,6 +240,33 @@ class CorpusPKI:
         )
         return cert if serial is None else self._recertify(cert, signer or cert, serial=serial)
 
+    def rsa_pss_key_leaf(self, host: str, *, issuer: Cert | None = None) -> Cert:
+        """A leaf for `host` whose key is an RSA-PSS one (SubjectPublicKeyInfo rsassaPss), which `cryptography`
+        cannot make: OpenSSL makes the key and has `issuer` (the intermediate) certify it."""
+        signer = issuer or self.intermediate
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="rsa-pss-", dir=self.workdir))
+        (work / "ca.pem").write_bytes(signer.pem)
+        (work / "ca.key").write_bytes(signer.key_pem)
+        (work / "ext.cnf").write_text(
+            f"subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+        )
+        certify = ["-set_serial", str(x509.random_serial_number()), "-extfile", "ext.cnf", "-out", "leaf.pem"]
+        steps = [
+            [OPENSSL, "genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "leaf.key"],
+            [OPENSSL, "req", "-new", "-key", "leaf.key", "-subj", f"/CN={host}", "-out", "leaf.csr"],
+            [OPENSSL, "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "90", *certify],
+        ]
+        for step in steps:
+            done = subprocess.run(step, cwd=work, capture_output=True, timeout=60, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"openssl could not make the RSA-PSS leaf: {done.stderr.decode(errors='replace')}")
+        key_pem = (work / "leaf.key").read_bytes()
+        key = serialization.load_pem_private_key(key_pem, None)  # read as a plain RSA key
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return Cert(x509.load_pem_x509_certificate((work / "leaf.pem").read_bytes()), key, key_pem)
+
     def _sign(
         self,
         *,
@@ -248,7 +299,13 @@ class CorpusPKI:
         for extension, critical in extensions:
             builder = builder.add_extension(extension, critical=critical)
         chosen = {"sha384": hashes.SHA384(), "sha512": hashes.SHA512()}.get(digest, hashes.SHA256())
-        cert = Cert(builder.sign(signer, chosen), key)  # type: ignore[arg-type]
+        if isinstance(signer, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+            cert = Cert(builder.sign(signer, None), key)
+        elif digest == "sha256-pss":
+            pss = padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)
+            cert = Cert(builder.sign(signer, hashes.SHA256(), rsa_padding=pss), key)
+        else:
+            cert = Cert(builder.sign(signer, chosen), key)  # type: ignore[arg-type]
         if digest == "sha1":
             cert = self._resign_sha1(cert, issuer or cert)
         return cert
@@ -471,8 +528,79 @@ def _client_ca(pki: CorpusPKI, host: str) -> Served:
     return Served((pki.leaf(host), pki.intermediate), client_ca=pki.ca("Corpus Client CA", issuer=pki.root))
 
 
+def _under_constraints(
+    permitted: Sequence[x509.GeneralName] | None = None,
+    excluded: Sequence[x509.GeneralName] | None = None,
+    *names: str,
+    critical: bool = True,
+    **leaf: object,
+) -> Callable[[CorpusPKI, str], Served]:
+    """A leaf for `names` (the host by default) from an intermediate with these nameConstraints."""
+
+    def build(pki: CorpusPKI, host: str) -> Served:
+        constraints = x509.NameConstraints(
+            permitted_subtrees=list(permitted) if permitted else None,
+            excluded_subtrees=list(excluded) if excluded else None,
+        )
+        ca = pki.ca("Corpus Name-Constrained CA", issuer=pki.root, extra=((constraints, critical),))
+        return Served((pki.leaf(*(names or (host,)), issuer=ca, **leaf), ca))  # type: ignore[arg-type]
+
+    return build
+
+
+def _constrained_with_sans(
+    permitted: Sequence[x509.GeneralName], *sans: x509.GeneralName
+) -> Callable[[CorpusPKI, str], Served]:
+    """A leaf for the host and `sans` of other forms (a URI, an email, an otherName) from a constrained CA."""
+
+    def build(pki: CorpusPKI, host: str) -> Served:
+        names = x509.SubjectAlternativeName([x509.DNSName(host), *sans])
+        return _under_constraints(permitted, None, san=False, extra=((names, False),))(pki, host)
+
+    return build
+
+
+def _under_constrained_root(pki: CorpusPKI, host: str) -> Served:
+    ca = pki.ca("Corpus Below-Constrained-Root CA", issuer=pki.constrained_root)
+    return Served((pki.leaf(host, issuer=ca), ca))
+
+
+def _signed_by(
+    key_kind: KeyKind, *, digest: Digest = "sha256", leaf_key: KeyKind = "ec256"
+) -> Callable[[CorpusPKI, str], Served]:
+    """A leaf from an intermediate with a `key_kind` key, the intermediate signed by the root with `digest`."""
+
+    def build(pki: CorpusPKI, host: str) -> Served:
+        ca = pki.ca(f"Corpus {key_kind.upper()} CA", issuer=pki.root, key_kind=key_kind, digest=digest)
+        return Served((pki.leaf(host, issuer=ca, key_kind=leaf_key), ca))
+
+    return build
+
+
+def _pss_signed_leaf(pki: CorpusPKI, host: str) -> Served:
+    """An RSA intermediate that signs the leaf with RSASSA-PSS (the intermediate itself PKCS#1 v1.5)."""
+    ca = pki.ca("Corpus RSA2048 CA", issuer=pki.root, key_kind="rsa2048")
+    return Served((pki.leaf(host, issuer=ca, digest="sha256-pss"), ca))
+
+
+def _rsa_pss_key(pki: CorpusPKI, host: str) -> Served:
+    return Served((pki.rsa_pss_key_leaf(host), pki.intermediate))
+
+
 _UNHANDLED = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.1.1"), b"\x05\x00")
 _RSA_TLS12 = ("-no_tls1_3",)
+_NC_DNS = (x509.DNSName("nc.corpus.test"),)
+_NC_DOT = (x509.DNSName(".dot.nc.corpus.test"),)
+_NC_LOOPBACK = (x509.IPAddress(ipaddress.ip_network("127.0.0.0/8")),)
+_NC_PRIVATE = (x509.IPAddress(ipaddress.ip_network("10.0.0.0/8")),)
+_NC_URI = (x509.UniformResourceIdentifier(".nc.corpus.test"),)
+
+
+def _other_name(value: bytes) -> x509.OtherName:
+    return x509.OtherName(ObjectIdentifier("1.3.6.1.4.1.55555.2"), value)  # value: a DER UTF8String
+
+
+_NC_DIRECTORY = (x509.DirectoryName(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Corpus")])),)
 # The server must be willing to present what it serves: its own security level would refuse weak keys
 # and SHA-1 signatures before any client sees them.
 _WEAK_OK = ("-cipher", "DEFAULT@SECLEVEL=0")
@@ -601,6 +729,14 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("ns-cert-type-client", c, "(nsCertType SSL client)", _ns_cert_type_client),
         Endpoint("leaf-ku-non-repudiation", c, "(keyUsage nonRepudiation alone)", _with_usage(content_commitment=True)),
         Endpoint("leaf-ku-key-agreement", c, "(keyUsage keyAgreement alone)", _with_usage(key_agreement=True)),
+        # Over TLS 1.2 alone the server cannot sign ECDHE-ECDSA with that key: it refuses every offer.
+        Endpoint(
+            "leaf-ku-key-agreement-tls12",
+            c,
+            "(keyUsage keyAgreement alone, TLS 1.2 only)",
+            _with_usage(key_agreement=True),
+            _RSA_TLS12,
+        ),
         Endpoint("leaf-is-ca", c, "(leaf with CA:TRUE)", lambda p, h: _good(p, h, ca=True)),
         Endpoint(
             "intermediate-no-server-auth",
@@ -633,6 +769,161 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("root-without-basic-constraints", c, "(trusted root with no basicConstraints)", _under_bare_root),
         Endpoint("path-length-exceeded", c, "(pathLenConstraint 0 exceeded)", _path_length_exceeded),
         Endpoint("long-chain", c, "(eight intermediates)", _with_chain_of(7)),
+        # --- certificate: x509-limbo's name constraints (RFC 5280 4.2.1.10) as OpenSSL applies them
+        Endpoint(
+            "nc-permitted",
+            c,
+            "(name inside a permitted DNS subtree)",
+            _under_constraints(_NC_DNS),
+            host="permitted.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-permitted-outside",
+            c,
+            "(name outside the permitted DNS subtree)",
+            _under_constraints(_NC_DNS),
+            host="nc.other.corpus.test",
+        ),
+        Endpoint(
+            "nc-one-san-outside",
+            c,
+            "(asked name inside, another SAN outside)",
+            lambda p, h: _under_constraints(_NC_DNS, None, h, "api.other.corpus.test")(p, h),
+            host="one-san.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-excluded",
+            c,
+            "(name inside an excluded DNS subtree)",
+            _under_constraints(None, _NC_DNS),
+            host="excluded.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-excluded-other",
+            c,
+            "(excluded subtree, name elsewhere)",
+            _under_constraints(None, _NC_DNS),
+            host="nc.other.corpus.test",
+        ),
+        Endpoint(
+            "nc-ip-permitted",
+            c,
+            "(IP SAN inside a permitted range)",
+            _under_constraints(_NC_LOOPBACK),
+            host="127.0.0.1",
+        ),
+        Endpoint(
+            "nc-ip-outside",
+            c,
+            "(IP SAN outside the permitted range)",
+            _under_constraints(_NC_PRIVATE),
+            host="127.0.0.1",
+        ),
+        Endpoint(
+            "nc-cn-only-inside",
+            c,
+            "(CN only, inside the DNS constraint)",
+            _under_constraints(_NC_DNS, san=False),
+            host="cn-only.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-cn-only-outside",
+            c,
+            "(CN only, outside the DNS constraint)",
+            _under_constraints(_NC_DNS, san=False),
+            host="nc.other.corpus.test",
+        ),
+        Endpoint(
+            "nc-leading-dot-subdomain",
+            c,
+            "(.example constraint, a subdomain)",
+            _under_constraints(_NC_DOT),
+            host="a.dot.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-leading-dot-bare",
+            c,
+            "(.example constraint, the bare name)",
+            _under_constraints(_NC_DOT),
+            host="dot.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-not-critical",
+            c,
+            "(name constraints not critical)",
+            _under_constraints(_NC_DNS, critical=False),
+            host="nc.other.corpus.test",
+        ),
+        Endpoint(
+            "nc-uri-constraint",
+            c,
+            "(a URI constraint, a DNS-only leaf)",
+            _under_constraints(_NC_URI),
+            host="uri.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-uri-san-outside",
+            c,
+            "(a URI SAN outside a URI constraint)",
+            _constrained_with_sans(_NC_URI, x509.UniformResourceIdentifier("https://x.other.corpus.test/")),
+            host="uri-out.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-email-san-outside",
+            c,
+            "(an email SAN outside an email constraint)",
+            _constrained_with_sans((x509.RFC822Name("nc.corpus.test"),), x509.RFC822Name("ops@other.corpus.test")),
+            host="email-out.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-othername",
+            c,
+            "(an otherName constraint and SAN: a form OpenSSL does not apply)",
+            _constrained_with_sans((_other_name(b"\x0c\x01b"),), _other_name(b"\x0c\x01a")),
+            host="other-name.nc.corpus.test",
+        ),
+        Endpoint(
+            "nc-directory-name",
+            c,
+            "(a directoryName constraint the subject is outside)",
+            _under_constraints(_NC_DIRECTORY),
+        ),
+        Endpoint(
+            "nc-on-the-root",
+            c,
+            "(name constraints on the trusted root)",
+            _under_constrained_root,
+            host="nc-root.corpus.test",
+        ),
+        Endpoint("nc-on-the-root-outside", c, "(outside the trusted root's constraints)", _under_constrained_root),
+        # --- certificate: signature algorithms and key kinds
+        Endpoint("rsa-pss-signature", c, "(leaf signed with RSASSA-PSS)", _pss_signed_leaf),
+        Endpoint(
+            "rsa-pss-intermediate", c, "(intermediate signed with RSASSA-PSS)", _signed_by("ec256", digest="sha256-pss")
+        ),
+        Endpoint("rsa-pss-key", c, "(leaf with an RSA-PSS key, rsassaPss SPKI)", _rsa_pss_key),
+        Endpoint("ed25519", c, "(Ed25519 leaf)", lambda p, h: _good(p, h, key_kind="ed25519")),
+        Endpoint("ed25519-intermediate", c, "(Ed25519 intermediate)", _signed_by("ed25519")),
+        Endpoint("ed448", c, "(Ed448 leaf)", lambda p, h: _good(p, h, key_kind="ed448")),
+        Endpoint(
+            "ed25519-tls12", c, "(Ed25519 leaf over TLS 1.2)", lambda p, h: _good(p, h, key_kind="ed25519"), _RSA_TLS12
+        ),
+        Endpoint("ecc521", c, "(ECDSA P-521 leaf)", lambda p, h: _good(p, h, key_kind="ec521")),
+        Endpoint("ecc521-intermediate", c, "(ECDSA P-521 intermediate)", _signed_by("ec521")),
+        # Curves outside OpenSSL's default groups: the server has no certificate it can use with the client's offer.
+        Endpoint("ecc224", c, "(ECDSA P-224 leaf)", lambda p, h: _good(p, h, key_kind="ec224")),
+        Endpoint("brainpool256", c, "(ECDSA brainpoolP256r1 leaf)", lambda p, h: _good(p, h, key_kind="brainpool256")),
+        # --- certificate: the name asked with a trailing dot
+        Endpoint(
+            "trailing-dot-target",
+            c,
+            "(name asked with a trailing dot)",
+            lambda p, h: _good(p, h.rstrip(".")),
+            host="trailing-dot-target.corpus.test.",
+        ),
+        Endpoint(
+            "trailing-dot-both", c, "(trailing dot asked, and in the SAN)", _good, host="trailing-dot-both.corpus.test."
+        ),
         # --- client certificate
         Endpoint("client-cert-required", "client-certificate", "client-cert-missing.badssl.com", _client_ca),
         Endpoint(

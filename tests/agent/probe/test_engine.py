@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -118,6 +119,49 @@ def test_name_target_sends_sni_and_checks_it(pki: LabPKI, engine: ProbeEngine, s
     assert result.resolution.addresses == ("127.0.0.1",)
     assert result.addresses[0].chain[0] == good.der
     assert result.addresses[0].native.verdict is Verdict.OK
+
+
+def test_a_name_asked_with_a_trailing_dot_is_sent_and_checked_with_it(
+    pki: LabPKI, engine: ProbeEngine, tmp_path: Path
+) -> None:
+    """As openssl s_client and Python do: SNI "named.test." and a hostname mismatch (62) against a leaf for
+    named.test, in the native verdict and in every store verdict (as `openssl verify -verify_hostname`)."""
+    import ssl
+    import threading
+
+    leaf = pki.issue_leaf("named.test")
+    cert, key = tmp_path / "leaf.pem", tmp_path / "leaf.key"
+    cert.write_bytes(leaf.cert_pem + pki.intermediate.cert_pem)
+    key.write_bytes(leaf.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    seen: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: seen.append(name)  # type: ignore[assignment,misc,func-returns-value]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        # The probe refuses the name after the server's certificate: the server sees an alert, and is done.
+        with (
+            contextlib.suppress(OSError),
+            listener.accept()[0] as conn,
+            contextlib.suppress(ssl.SSLError, OSError),
+            context.wrap_socket(conn, server_side=True),
+        ):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        result = probe(engine, Target("named.test.", listener.getsockname()[1]), pin_address="127.0.0.1")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert seen == ["named.test."]
+    assert result.sni == "named.test." and result.expected_name == "named.test."
+    (address,) = result.addresses
+    assert address.native.verdict is Verdict.HOSTNAME_MISMATCH and address.native.verify_code == 62
+    assert store(result, "extra:lab").at_agent_time is Verdict.HOSTNAME_MISMATCH
 
 
 def test_without_sni_the_native_check_skips_the_name_but_the_stores_do_not(

@@ -16,7 +16,8 @@ from tlsfleet.agent.probe.targets import TargetError, is_ip_literal, is_loopback
     ("text", "expected"),
     [
         ("example.com", Target("example.com", 443)),
-        ("Example.COM.", Target("example.com", 443)),
+        # The trailing dot stays: OpenSSL and Python send it in SNI and check the name with it.
+        ("Example.COM.", Target("example.com.", 443)),
         ("example.com:8443", Target("example.com", 8443)),
         ("10.0.0.5", Target("10.0.0.5", 443)),
         ("10.0.0.5:1", Target("10.0.0.5", 1)),

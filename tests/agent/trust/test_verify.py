@@ -105,9 +105,20 @@ def test_ok_returns_the_verified_path(lab: Lab) -> None:
     leaf = lab.pki.issue_leaf("svc.lab.test")
     store = lab.store(lab.other.root, lab.pki.root)
     check(lab, (leaf, lab.pki.intermediate), store, "svc.lab.test", Verdict.OK)
-    j = verify_chain(_ders(leaf, lab.pki.intermediate), store, "SVC.lab.test.", NOW)
+    j = verify_chain(_ders(leaf, lab.pki.intermediate), store, "SVC.lab.test", NOW)
     assert j.verified_path == tuple(fingerprint(d) for d in _ders(leaf, lab.pki.intermediate, lab.pki.root))
     assert j.detail == ""
+
+
+def test_a_name_asked_with_a_trailing_dot_is_checked_with_it_as_openssl_does(lab: Lab) -> None:
+    """`openssl verify -verify_hostname svc.lab.test.` and Python's default context refuse a leaf for
+    svc.lab.test (62): the store verdict keeps the dot too, and says so; a SAN written with the dot matches."""
+    store = lab.store(lab.pki.root)
+    leaf = lab.pki.issue_leaf("svc.lab.test")
+    detail = check(lab, (leaf, lab.pki.intermediate), store, "svc.lab.test.", Verdict.HOSTNAME_MISMATCH)
+    assert "svc.lab.test. ends in a dot" in detail and "they cover svc.lab.test only" in detail
+    dotted = lab.pki.issue_leaf("svc.lab.test.")
+    check(lab, (dotted, lab.pki.intermediate), store, "svc.lab.test.", Verdict.OK)
 
 
 def test_expired_and_not_yet_valid_leaf(lab: Lab) -> None:

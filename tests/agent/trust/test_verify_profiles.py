@@ -131,6 +131,17 @@ def test_profile_reasons_for_weak_digests_keys_and_depth() -> None:
     assert profile_reasons(path, expected) == [limit]
 
 
+def test_profile_reasons_name_eddsa_keys_of_the_leaf_and_the_ca(tmp_path: Path) -> None:
+    from tlsfleet.coordinator.lab.corpus import PROFILES, CorpusPKI
+
+    corpus = CorpusPKI(PROFILES[0], tmp_path)
+    ca = corpus.ca("Corpus Ed25519 CA", issuer=corpus.root, key_kind="ed25519")
+    leaf = corpus.leaf("svc.test", issuer=ca, key_kind="ed448")
+    reasons = profile_reasons([leaf.cert, ca.cert, corpus.root.cert], parse_expected_name("svc.test"))
+    assert "leaf has an Ed448 key (RSA and ECDSA only)" in reasons
+    assert "CA certificate 'CN=Corpus Ed25519 CA' has an Ed25519 key (RSA and ECDSA only)" in reasons
+
+
 def test_a_long_path_openssl_accepts_gets_the_depth_note() -> None:
     cas = [issue("Deep Root", ca=True)]
     for i in range(MAX_INTERMEDIATES + 1):

@@ -141,6 +141,43 @@ def test_a_san_with_a_trailing_dot_is_said(pki: LabPKI) -> None:
     assert f"DNS:{NAME}, without the trailing dot" in finding.fix
 
 
+def test_a_name_asked_with_a_trailing_dot_is_said_with_who_fails_and_who_does_not(pki: LabPKI) -> None:
+    """`host.` asked, `host` covered: OpenSSL and Python send and check the dot and refuse (62), curl drops it.
+    The fix is the name as asked, not the certificate."""
+    asked = request(f"{NAME}.")
+    chain = _chain(pki, NAME)
+    obs = observe(
+        outcome("a", [address("10.0.0.1", chain, native=Verdict.HOSTNAME_MISMATCH)], req=asked),
+        outcome("b", [address("10.0.0.2", chain, native=Verdict.HOSTNAME_MISMATCH)], req=asked),
+        req=asked,
+    )
+    [finding] = _run(obs)
+    assert finding.severity is Severity.CRITICAL and finding.agents == ("a", "b")
+    assert f"covers {NAME} but not {NAME}., the name as asked, with a trailing dot" in finding.summary
+    assert "OpenSSL-based clients (openssl s_client, Python's ssl module) keep the dot" in finding.summary
+    assert "they send it in SNI" in finding.summary and "curl drops the dot and accepts it" in finding.summary
+    assert f"Ask for {NAME} without the trailing dot" in finding.fix and "needs no change" in finding.fix
+    assert any(f"-servername {NAME}. " in cmd for cmd in finding.reproduce)
+    assert any(f"-verify_hostname {NAME}." in cmd for cmd in finding.reproduce)
+    # A wildcard covering the name without the dot is the same story; a SAN written with the dot covers it.
+    wild = _chain(pki, "*.example.test")
+    [wildcard] = _run(
+        observe(outcome("a", [address("10.0.0.1", wild, native=Verdict.HOSTNAME_MISMATCH)], req=asked), req=asked)
+    )
+    assert "the name as asked, with a trailing dot" in wildcard.summary
+    dotted = _chain(pki, f"{NAME}.")
+    assert _run(observe(outcome("a", [address("10.0.0.1", dotted)], req=asked), req=asked)) == []
+
+
+def test_a_name_asked_with_a_trailing_dot_and_not_covered_without_it_is_a_plain_miss(pki: LabPKI) -> None:
+    asked = request(f"{NAME}.")
+    chain = _chain(pki, "www.example.test")
+    obs = observe(outcome("a", [address("10.0.0.1", chain, native=Verdict.HOSTNAME_MISMATCH)], req=asked), req=asked)
+    [finding] = _run(obs)
+    assert f"does not cover {NAME}.: its names are www.example.test" in finding.summary
+    assert "trailing dot" not in finding.summary
+
+
 def test_cn_only_certificate_for_another_name_is_critical(pki: LabPKI) -> None:
     chain = _chain(pki, common_name="other.example.test", san=False)
     obs = observe(outcome("a", [address("10.0.0.1", chain, native=Verdict.HOSTNAME_MISMATCH)]))

@@ -22,7 +22,7 @@ from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import CAUSE_TITLES, Cause, Finding, Severity
 from tlsfleet.coordinator.diagnosis.policy import findings, violation_kind
 from tlsfleet.coordinator.lab.corpus import PROFILES, CorpusPKI
-from tlsfleet.coordinator.lab.pki import LabPKI
+from tlsfleet.coordinator.lab.pki import Issued, LabPKI
 from tlsfleet.coordinator.observation import DiagnosisSettings, Observation
 from tlsfleet.coordinator.outcomes import ProbeOutcome
 
@@ -325,11 +325,112 @@ def test_name_constraints_name_the_constrained_ca_and_what_it_permits(pki: LabPK
     chain = (pki.issue_leaf(NAME, issuer=constrained).der, constrained.der)
     finding = _one(_pair(pki, chain))
     assert (
-        "'CN=Acme Corp-Only CA' is name-constrained (permitted: .corp.test; excluded: none) and a name below it is "
+        "'CN=Acme Corp-Only CA' is name-constrained (permitted: .corp.test; excluded: none) and api.example.test is "
         "outside the names it permits (verify code 47)"
     ) in finding.summary
-    assert "constraints that cover them" in finding.fix
+    assert "only for names inside .corp.test" in finding.fix and "permit api.example.test" in finding.fix
     assert violation_kind(47) == violation_kind(48) == "name_constraints"
+
+
+def _constrained(
+    pki: LabPKI, *, permitted: list[x509.GeneralName] | None = None, excluded: list[x509.GeneralName] | None = None
+) -> Issued:
+    constraints = x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded)
+    return pki.issue_intermediate("Acme Constrained CA", extensions=[(constraints, True)])
+
+
+def test_name_constraints_name_the_san_outside_them_not_the_name_asked(pki: LabPKI) -> None:
+    """The asked name is inside the permitted subtree; another SAN of the leaf is not, and OpenSSL refuses the
+    chain for it: the finding names that SAN."""
+    ca = _constrained(pki, permitted=[x509.DNSName("example.test")])
+    chain = (pki.issue_leaf(NAME, "api.other.test", issuer=ca).der, ca.der)
+    finding = _one(_pair(pki, chain))
+    assert "and api.other.test is outside the names it permits (verify code 47)" in finding.summary
+    assert "api.example.test is" not in finding.summary
+
+
+def test_an_excluded_subtree_names_the_name_inside_it(pki: LabPKI) -> None:
+    ca = _constrained(pki, excluded=[x509.DNSName("example.test")])
+    finding = _one(_pair(pki, (pki.issue_leaf(NAME, issuer=ca).der, ca.der)))
+    assert "(permitted: none; excluded: example.test) and api.example.test is inside a subtree it excludes" in (
+        finding.summary
+    )
+    assert "(verify code 48)" in finding.summary
+    assert "from another CA" in finding.fix
+
+
+def test_an_ip_constraint_names_the_ip_san_outside_it(pki: LabPKI) -> None:
+    import ipaddress
+
+    ca = _constrained(pki, permitted=[x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))])
+    finding = _one(_pair(pki, (pki.issue_leaf(NAME, "192.0.2.7", issuer=ca).der, ca.der)))
+    assert "(permitted: 10.0.0.0/8; excluded: none) and 192.0.2.7 is outside the names it permits" in finding.summary
+
+
+def test_a_cn_only_leaf_under_a_dns_constraint_is_named_by_its_cn(pki: LabPKI) -> None:
+    """OpenSSL holds a host-name CN against DNS constraints when the leaf has no DNS SAN."""
+    ca = _constrained(pki, permitted=[x509.DNSName("corp.test")])
+    found = diagnose(_pair(pki, (pki.issue_leaf(NAME, san=False, issuer=ca).der, ca.der)))
+    finding = next(f for f in found if f.cause is Cause.POLICY_INVALID_CHAIN)
+    assert finding.severity is Severity.CRITICAL
+    # The CN-only warning beside it does not claim that OpenSSL-based clients accept the chain: they accept the name.
+    cn_only = next(f for f in found if f.cause is Cause.HOSTNAME_MISMATCH)
+    assert "still accept the name through their CN fallback" in cn_only.summary
+    assert "and api.example.test (its subject CN, which OpenSSL checks when there is no DNS SAN) is outside" in (
+        finding.summary
+    )
+
+
+def _leaf_with_sans(tmp_path: Path, permitted: x509.GeneralName, *sans: x509.GeneralName) -> Observation:
+    corpus = CorpusPKI(PROFILES[0], tmp_path)
+    constraints = x509.NameConstraints(permitted_subtrees=[permitted], excluded_subtrees=None)
+    ca = corpus.ca("Corpus Constrained CA", issuer=corpus.root, extra=((constraints, True),))
+    names = x509.SubjectAlternativeName([x509.DNSName(NAME), *sans])
+    leaf = corpus.leaf(NAME, issuer=ca, san=False, extra=((names, False),))
+    stores = [store("system", [corpus.root.cert])]
+    return observe(judged("a", (leaf.der, ca.der), stores))
+
+
+def test_uri_and_email_constraints_name_the_san_outside_them(tmp_path: Path) -> None:
+    uri = _one(
+        _leaf_with_sans(
+            tmp_path / "uri",
+            x509.UniformResourceIdentifier(".example.test"),
+            x509.UniformResourceIdentifier("https://api.other.test/"),
+        )
+    )
+    assert "(permitted: URI .example.test; excluded: none) and URI https://api.other.test/ is outside" in uri.summary
+    email = _one(
+        _leaf_with_sans(tmp_path / "email", x509.RFC822Name("example.test"), x509.RFC822Name("ops@other.test"))
+    )
+    assert "(permitted: email example.test; excluded: none) and email ops@other.test is outside" in email.summary
+
+
+def test_an_other_name_constraint_openssl_does_not_apply_is_said_so(tmp_path: Path) -> None:
+    kind = ObjectIdentifier("1.3.6.1.4.1.55555.2")
+    obs = _leaf_with_sans(tmp_path, x509.OtherName(kind, b"\x0c\x01b"), x509.OtherName(kind, b"\x0c\x01a"))
+    finding = _one(obs)
+    assert "(permitted: otherName 1.3.6.1.4.1.55555.2; excluded: none)" in finding.summary
+    assert "is of a form its constraints cover (otherName 1.3.6.1.4.1.55555.2) that OpenSSL does not apply" in (
+        finding.summary
+    )
+    assert "(verify code 51)" in finding.summary
+    assert "without the constraint forms OpenSSL does not apply" in finding.fix
+
+
+def test_constraints_on_the_unserved_root_are_told_as_the_roots(tmp_path: Path) -> None:
+    corpus = CorpusPKI(PROFILES[0], tmp_path)
+    only = x509.NameConstraints(permitted_subtrees=[x509.DNSName("corp.test")], excluded_subtrees=None)
+    root = corpus.ca("Corpus Constrained Root CA", issuer=None, extra=((only, True),))
+    ca = corpus.ca("Corpus Below-Constrained CA", issuer=root)
+    chain = (corpus.leaf(NAME, issuer=ca).der, ca.der)
+    stores = [store("system", [root.cert])]
+    finding = _one(observe(judged("a", chain, stores), judged("b", chain, stores)))
+    assert (
+        "'CN=Corpus Constrained Root CA' (not served: usually the root) carries name constraints, and a name of the "
+        "chain (the leaf's: the subject 'CN=api.example.test' and api.example.test) is outside the names it permits"
+    ) in finding.summary
+    assert "nameConstraints" in finding.fix
 
 
 def test_a_key_too_small_above_the_default_level_is_told_what_that_level_needs(pki: LabPKI) -> None:

@@ -109,6 +109,20 @@ def test_every_vantage_failing_alike_is_the_servers_mismatch(chain: tuple[bytes,
     assert "accepts none of the offered TLS versions or ciphers" in f.summary
 
 
+def test_a_handshake_failure_alert_to_every_offer_names_the_certificate_as_a_possible_reason() -> None:
+    """OpenSSL servers send handshake_failure both when no cipher is shared and when their certificate suits
+    nothing the client offers (a P-224 or brainpool key; a TLS 1.2-only ECDSA leaf without digitalSignature):
+    the chain is not seen, so both are said."""
+    observation = observe(*(outcome(a, [_alert(IP1, "handshake_failure")]) for a in ("a", "b")))
+    (f,) = _run(observation)
+    assert "(it refuses the ciphers), or has no certificate it can use with them." in f.summary
+    assert "an EC key on a curve the clients do not offer" in f.fix and "not P-224, brainpool" in f.fix
+    assert "ECDSA leaf whose keyUsage lacks digitalSignature" in f.fix
+    # A protocol_version alert is about versions alone: no word of the certificate.
+    (versions,) = _run(observe(*(outcome(a, [_alert(IP1, "protocol_version")]) for a in ("a", "b"))))
+    assert "certificate" not in versions.summary and "keyUsage" not in versions.fix
+
+
 def test_requested_version_bounds_are_named(chain: tuple[bytes, bytes]) -> None:
     base = request(HOST)
     bounded = replace(base, options=replace(base.options, max_version=TlsVersion.TLS1_2))
