@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -496,14 +496,17 @@ def test_the_previous_run_read_early_is_used_only_while_it_is_still_the_previous
                 again = replace(second, run_id=None, started_at=started + timedelta(minutes=2))
                 stale = await pipeline.complete(report, again, read_early=ready(first))  # type: ignore[arg-type]
                 reads = 0
-                latest_run = history.latest_run
 
-                def counting(*args: object, **kwargs: object) -> object:
-                    nonlocal reads
-                    reads += 1
-                    return latest_run(*args, **kwargs)
+                def counting(read: Callable[..., object]) -> Callable[..., object]:
+                    def counted(*args: object, **kwargs: object) -> object:
+                        nonlocal reads
+                        reads += 1
+                        return read(*args, **kwargs)
 
-                history.latest_run = counting
+                    return counted
+
+                history.latest_run = counting(history.latest_run)
+                history.run_to_compare = counting(history.run_to_compare)
                 fresh = replace(second, run_id=None, started_at=started + timedelta(minutes=3))
                 current = await pipeline.complete(report, fresh, read_early=ready(stale.run))  # type: ignore[arg-type]
                 return stale, current, reads
