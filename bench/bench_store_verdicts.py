@@ -3,8 +3,10 @@
 A 3-certificate chain (leaf, intermediate, root, all served) judged against 5 stores of 140 roots each
 (the chain's root in two of them), at the agent's time and a reference time, as one probe does:
 
-- fully cold: every cache dropped before each probe (the 5 X509_STOREs are rebuilt each time);
-- judgement-cold: the stores are built, the judgement cache is dropped before each probe;
+- fully cold: every cache dropped before each probe (the 5 X509_STOREs are made again, each reading the
+  roots the chain reaches);
+- judgement-cold: the stores are built, the verdicts, the judgements and the chain as libcrypto read it are
+  dropped before each probe (a new chain);
 - warm: the same probe again (what repeated probes of an unchanged endpoint cost);
 - identical stores: 5 stores with one root set, judged once.
 
@@ -82,12 +84,16 @@ def main() -> None:
         probe()
 
     def judgement_cold() -> None:
+        verify._verdicts_cache.clear()
         verify._judgement_cache.clear()
+        verify._read_chains.clear()
         verify._chain_cache.clear()
         probe()
 
     def identical() -> None:
+        verify._verdicts_cache.clear()
         verify._judgement_cache.clear()
+        verify._read_chains.clear()
         verify._chain_cache.clear()
         probe(same)
 
