@@ -17,7 +17,7 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 # The kind of each key's value; any other key, or a value of another type, is shared.
@@ -62,28 +62,45 @@ def _kind(key: str, value: Any) -> str | None:
     return None
 
 
-def _slots(node: Any) -> Iterator[tuple[dict[str, Any], str, str]]:
+# Both walks run over every run's documents: one list filled by plain recursion into containers only
+# costs a fraction of nested generators over every value.
+
+
+def _slots(node: Any) -> list[tuple[dict[str, Any], str, str]]:
     """(container, key, kind) of every volatile value, in document order."""
+    found: list[tuple[dict[str, Any], str, str]] = []
+    _add_slots(node, found)
+    return found
+
+
+def _add_slots(node: Any, found: list[tuple[dict[str, Any], str, str]]) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
-            kind = _kind(key, value)
+            kind = _kind(key, value) if key in _KINDS else None
             if kind is not None:
-                yield node, key, kind
-            else:
-                yield from _slots(value)
+                found.append((node, key, kind))
+            elif isinstance(value, dict | list):
+                _add_slots(value, found)
     elif isinstance(node, list):
         for item in node:
-            yield from _slots(item)
+            if isinstance(item, dict | list):
+                _add_slots(item, found)
 
 
-def _strings(node: Any) -> Iterator[tuple[Any, Any]]:
+def _strings(node: Any) -> list[tuple[Any, Any]]:
     """(container, key or index) of every string, in document order."""
+    found: list[tuple[Any, Any]] = []
+    _add_strings(node, found)
+    return found
+
+
+def _add_strings(node: Any, found: list[tuple[Any, Any]]) -> None:
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
         if isinstance(value, str):
-            yield node, key
-        else:
-            yield from _strings(value)
+            found.append((node, key))
+        elif isinstance(value, dict | list):
+            _add_strings(value, found)
 
 
 def canonical(document: Any) -> bytes:
@@ -109,7 +126,7 @@ class VolatileWriter:
         """Take the document's volatile values, leaving placeholders in it."""
         self._texts = []
         base: int | None = None
-        for container, key, kind in list(_slots(document)):
+        for container, key, kind in _slots(document):
             value = container[key]
             container[key] = _PLACEHOLDERS[kind]
             if kind == _MS:
@@ -136,7 +153,7 @@ class VolatileWriter:
             _varint(self._out, _zigzag(int(match[2]) - seconds))
             return f"{match[1]}0"
 
-        for container, key in list(_strings(node)):
+        for container, key in _strings(node):
             container[key] = _ATTIME.sub(keep, container[key])
 
     def finish(self) -> bytes:
@@ -180,7 +197,7 @@ class VolatileReader:
         """Fill the document's placeholders in place, with the values `take` took from it."""
         self._texts = []
         base: int | None = None
-        for container, key, kind in list(_slots(document)):
+        for container, key, kind in _slots(document):
             if kind == _MS:
                 container[key] = self._ms()
             elif kind == _CLOCK:
@@ -202,7 +219,7 @@ class VolatileReader:
         def put(match: re.Match[str]) -> str:
             return f"{match[1]}{seconds + _unzigzag(self.varint())}"
 
-        for container, key in list(_strings(node)):
+        for container, key in _strings(node):
             container[key] = _ATTIME.sub(put, container[key])
 
     def at_end(self) -> bool:
