@@ -2,8 +2,12 @@
 
 Each protocol is spoken as `openssl s_client -starttls PROTO` speaks it, one small function each, so the
 agent's handshake starts at the point where s_client's does and the verdicts compare one to one. Where
-s_client "tries anyway" (an SMTP server whose EHLO reply lists no STARTTLS), the probe says instead that the
-server does not offer STARTTLS: that is what every mail client configured to require TLS concludes.
+s_client "tries anyway" (an SMTP server that refuses EHLO or whose EHLO reply lists no STARTTLS, an IMAP
+server without it among its capabilities), the probe says instead that the server does not offer STARTTLS:
+that is what curl and every mail client configured to require TLS conclude; and an LDAP answer to another
+messageID is not taken for the StartTLS answer, as libldap does not take it. A server that turns the
+session away before STARTTLS (a 421 greeting, IMAP's BYE, a MySQL error greeting, an XMPP stream error) is
+quoted in the failure's words.
 
 Every exchange is bounded: one deadline for the whole of it (the caller's connect budget), at most
 `MAX_LINE_BYTES` per reply line (or reply message) and `MAX_REPLY_LINES` lines per reply. What the server
@@ -13,6 +17,8 @@ sends past its STARTTLS answer stays in the stream reader, where the TLS handsha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -65,11 +71,14 @@ def infer_starttls(port: int) -> Starttls:
 @dataclass(frozen=True)
 class Route:
     """How a probe's connection reaches the point where TLS starts: directly or through `proxy` (asking it
-    for `connect_host`, the target's name, as applications do), then `starttls` when it is not NONE."""
+    for `connect_host`, the target's name, as applications do), then `starttls` when it is not NONE.
+    `domain` is the name the protocol itself gives the server (XMPP's `to`), which a pinned address must
+    not replace: a server answers an address it does not serve with host-unknown."""
 
     proxy: Proxy | None = None
     connect_host: str = ""
     starttls: Starttls = Starttls.NONE
+    domain: str = ""
 
     @property
     def direct(self) -> bool:
@@ -110,7 +119,7 @@ async def before_tls(
         except ProxyFailed as failed:
             raise StarttlsFailed(failed.failure, failed.message) from None
     if route.starttls is not Starttls.NONE:
-        await negotiate(reader, writer, route.starttls, route.connect_host or address, deadline)
+        await negotiate(reader, writer, route.starttls, route.domain or route.connect_host or address, deadline)
 
 
 async def negotiate(
@@ -119,31 +128,40 @@ async def negotiate(
     """Speak `protocol` until the server is ready for the ClientHello; raises StarttlsFailed otherwise."""
     speak = _PROTOCOLS[protocol]
     left = deadline - time.perf_counter()
+    talk = _Conversation(reader, writer)
     try:
         async with asyncio.timeout(max(left, 0.0)):
-            await speak(_Conversation(reader, writer), host)
+            await speak(talk, host)
     except TimeoutError:
         raise StarttlsFailed(
-            Failure.STARTTLS_TIMEOUT, f"{protocol} STARTTLS did not finish within {max(left, 0.0):.3g} s"
+            Failure.STARTTLS_TIMEOUT,
+            f"{protocol} STARTTLS did not finish within {max(left, 0.0):.3g} s: {talk.stalled_at}",
         ) from None
     except asyncio.IncompleteReadError:
         raise StarttlsFailed(
-            Failure.STARTTLS_BAD_REPLY, f"the server closed the connection during {protocol} STARTTLS"
+            Failure.STARTTLS_BAD_REPLY,
+            f"the server closed the connection during {protocol} STARTTLS: {talk.stalled_at}",
         ) from None
     except (ConnectionError, OSError) as error:
         raise StarttlsFailed(
-            Failure.STARTTLS_BAD_REPLY, f"the connection broke during {protocol} STARTTLS: {error}"
+            Failure.STARTTLS_BAD_REPLY,
+            f"the connection broke during {protocol} STARTTLS ({talk.stalled_at}): {error}",
         ) from None
 
 
 class _Conversation:
-    """Bounded reads and writes over one stream."""
+    """Bounded reads and writes over one stream; `stalled_at` says where it stands, for a timeout's words
+    (a Postfix postscreen sends its first 220- line, then the rest only after its greet wait, 6 s)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.stalled_at = "the server sent nothing"
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, name: str = "") -> None:
+        """Send `data` (`name`: how to call it in words, when it is not a line of text)."""
+        request = name or _shown(data.rstrip(b"\r\n"))
+        self.stalled_at = f"no answer to {request}"
         self.writer.write(data)
         await self.writer.drain()
 
@@ -155,7 +173,9 @@ class _Conversation:
             raise _not_understood(f"a reply line longer than {MAX_LINE_BYTES} bytes") from None
         if len(line) > MAX_LINE_BYTES:
             raise _not_understood(f"a reply line longer than {MAX_LINE_BYTES} bytes")
-        return line.rstrip(b"\r\n")
+        line = line.rstrip(b"\r\n")
+        self.stalled_at = f"the server's last line was {_shown(line)}, then nothing more"
+        return line
 
     async def reply(self, done: Callable[[bytes], bool]) -> list[bytes]:
         """Lines until `done(line)` holds for one, at most MAX_REPLY_LINES."""
@@ -172,7 +192,12 @@ class _Conversation:
         data = await self.reader.read(MAX_LINE_BYTES)
         if not data:
             raise asyncio.IncompleteReadError(b"", None)
+        self.stalled_at = f"the server's last words were {_shown(data[-80:])}, then nothing more"
         return data
+
+    async def some_or_nothing(self) -> bytes:
+        """As `some`, but b"" when the server has closed the connection."""
+        return await self.reader.read(MAX_LINE_BYTES)
 
     async def exactly(self, count: int) -> bytes:
         return await self.reader.readexactly(count)
@@ -184,6 +209,12 @@ def _not_understood(what: str) -> StarttlsFailed:
 
 def _unsupported(what: str) -> StarttlsFailed:
     return StarttlsFailed(Failure.STARTTLS_UNSUPPORTED, f"the server does not offer STARTTLS: {what}")
+
+
+def _turned_away(what: str) -> StarttlsFailed:
+    """The server ended the session before STARTTLS could be asked (too many connections, a client it does
+    not serve): a refusal of this client, said as the server said it, not a missing STARTTLS."""
+    return StarttlsFailed(Failure.STARTTLS_UNSUPPORTED, f"the server turned the session away before STARTTLS: {what}")
 
 
 def _shown(data: bytes) -> str:
@@ -204,13 +235,17 @@ def _code(line: bytes) -> bytes:
 async def _smtp(talk: _Conversation, host: str) -> None:
     greeting = await talk.reply(_smtp_last)
     if _code(greeting[-1]) != b"220":
-        raise _refused_or_garbage(greeting[-1], "the greeting", b"220")
+        raise _greeting_refused_or_garbage(greeting[-1])
     await talk.send(f"EHLO {EHLO_NAME}\r\n".encode())
     ehlo = await talk.reply(_smtp_last)
     if not all(line[:3].isdigit() for line in ehlo):
         raise _not_understood(f"EHLO answered {_shown(ehlo[0])}")
+    if _code(ehlo[-1]) == b"421":
+        raise _turned_away(f"EHLO {EHLO_NAME} answered {_shown(ehlo[-1])}")
     if _code(ehlo[-1]) != b"250":
-        raise _unsupported(f"EHLO answered {_shown(ehlo[-1])}")
+        # s_client sends STARTTLS anyway; curl and mail clients stop here: STARTTLS is an ESMTP extension,
+        # and a server that refuses EHLO lists none (a HELO fallback could not ask for it).
+        raise _unsupported(f"EHLO {EHLO_NAME} answered {_shown(ehlo[-1])}, so it lists no extensions")
     if not any(line[4:].upper().split(b" ")[0] == b"STARTTLS" for line in ehlo):
         raise _unsupported("STARTTLS is not among the extensions its EHLO reply lists")
     await talk.send(b"STARTTLS\r\n")
@@ -219,35 +254,69 @@ async def _smtp(talk: _Conversation, host: str) -> None:
         raise _refused_or_garbage(ready[-1], "STARTTLS", b"220")
 
 
+def _coded(line: bytes) -> bool:
+    return line[:3].isdigit() and line[3:4] in (b" ", b"-", b"")
+
+
 def _refused_or_garbage(line: bytes, command: str, expected: bytes) -> StarttlsFailed:
-    """A reply with a code is a refusal; one without is not the protocol at all."""
-    if line[:3].isdigit() and line[3:4] in (b" ", b"-", b""):
+    """A reply with a code is a refusal (421, the server closing the channel, of the session itself); one
+    without is not the protocol at all."""
+    if _coded(line) and _code(line) == b"421":
+        return _turned_away(f"{command} answered {_shown(line)}")
+    if _coded(line):
         return _unsupported(f"{command} answered {_shown(line)}, not {expected.decode()}")
     return _not_understood(f"{command} answered {_shown(line)}")
 
 
+def _greeting_refused_or_garbage(line: bytes) -> StarttlsFailed:
+    """An SMTP or FTP greeting other than 220: a 4xx or 5xx (421 too many connections, 554 no service for
+    this client) turns this client away; anything else is not the greeting of the protocol."""
+    if _coded(line) and line[:1] in (b"4", b"5"):
+        return _turned_away(f"its greeting is {_shown(line)}, not 220")
+    return _not_understood(f"the greeting is {_shown(line)}, not 220")
+
+
 async def _imap(talk: _Conversation, host: str) -> None:
     greeting = await talk.line()
-    if not greeting.startswith(b"* "):
+    kind = greeting.upper().split(b" ")[:2]
+    if kind == [b"*", b"BYE"]:
+        raise _turned_away(f"its greeting is {_shown(greeting)}")
+    if kind == [b"*", b"PREAUTH"]:
+        # RFC 3501 6.2.1: STARTTLS only in the not-authenticated state; curl stops here too.
+        raise _unsupported(
+            f"it greets with PREAUTH ({_shown(greeting)}), and IMAP allows no STARTTLS once authenticated"
+        )
+    if kind != [b"*", b"OK"]:
         raise _not_understood(f"the greeting is {_shown(greeting)}")
     await talk.send(b". CAPABILITY\r\n")
-    lines = await talk.reply(lambda line: line.startswith(b". "))
+    lines = await talk.reply(_imap_done)
     capabilities = b" ".join(line for line in lines if line.upper().startswith(b"* CAPABILITY"))
+    if lines[-1].upper().startswith(b"* BYE"):
+        raise _turned_away(f"CAPABILITY answered {_shown(lines[-1])}")
     if not lines[-1].upper().startswith(b". OK"):
         raise _not_understood(f"CAPABILITY answered {_shown(lines[-1])}")
     if b"STARTTLS" not in capabilities.upper().split():
         raise _unsupported("STARTTLS is not among its capabilities")
     await talk.send(b". STARTTLS\r\n")
-    ready = await talk.reply(lambda line: line.startswith(b". "))
+    ready = await talk.reply(_imap_done)
     answer = ready[-1].upper()
+    if answer.startswith(b"* BYE"):
+        raise _turned_away(f"STARTTLS answered {_shown(ready[-1])}")
     if answer.startswith((b". NO", b". BAD")):
         raise _unsupported(f"STARTTLS answered {_shown(ready[-1])}")
     if not answer.startswith(b". OK"):
         raise _not_understood(f"STARTTLS answered {_shown(ready[-1])}")
 
 
+def _imap_done(line: bytes) -> bool:
+    # The tagged answer, or an untagged BYE: the server is closing the connection (RFC 3501 7.1.5).
+    return line.startswith(b". ") or line.upper().startswith(b"* BYE")
+
+
 async def _pop3(talk: _Conversation, host: str) -> None:
     greeting = await talk.line()
+    if greeting.startswith(b"-ERR"):
+        raise _turned_away(f"its greeting is {_shown(greeting)}")
     if not greeting.startswith(b"+OK"):
         raise _not_understood(f"the greeting is {_shown(greeting)}")
     await talk.send(b"STLS\r\n")
@@ -265,10 +334,11 @@ def _ftp_last(line: bytes) -> bool:
 async def _ftp(talk: _Conversation, host: str) -> None:
     greeting = await talk.reply(_ftp_last)
     if _code(greeting[-1]) != b"220":
-        raise _not_understood(f"the greeting is {_shown(greeting[-1])}")
+        raise _greeting_refused_or_garbage(greeting[-1])
     await talk.send(b"AUTH TLS\r\n")
     answer = await talk.reply(_ftp_last)
-    if _code(answer[-1]) != b"234":
+    # RFC 4217 says 234; older servers answer 334, and curl (like s_client, which reads no code) goes on.
+    if _code(answer[-1]) not in (b"234", b"334"):
         raise _refused_or_garbage(answer[-1], "AUTH TLS", b"234")
 
 
@@ -278,50 +348,102 @@ _XMPP_STARTTLS = (
 )
 
 
+_XMPP_FEATURES_END = (b"</stream:features>", b"<stream:features/>")
+_XMPP_CONDITION = re.compile(rb"<stream:error>\s*<([A-Za-z-]+)")
+_XMPP_TEXT = re.compile(rb"<text[^>]*>([^<]{1,200})</text>")
+_XMPP_MAX = MAX_LINE_BYTES * MAX_REPLY_LINES
+
+
 async def _xmpp(talk: _Conversation, host: str) -> None:
     await talk.send(
         "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "
-        f"to='{host}' version='1.0'>".encode()
+        f"to='{host}' version='1.0'>".encode(),
+        f"the stream header to {host!r}",
     )
-    seen = b""
-    while not any(marker in seen for marker in _XMPP_STARTTLS):
-        if b"</stream:features>" in seen:
-            raise _unsupported("its stream features list no starttls")
-        if b"</stream:stream>" in seen or b"<stream:error" in seen:
-            raise _not_understood(f"the server ended the stream: {_shown(seen[-80:])}")
-        if len(seen) > MAX_LINE_BYTES * MAX_REPLY_LINES:
-            raise _not_understood(f"{len(seen)} bytes without stream features")
-        seen += await talk.some()
-    await talk.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    answer = await talk.some()
+    seen = await _xmpp_until(
+        talk, host, lambda data: any(marker in data for marker in _XMPP_STARTTLS + _XMPP_FEATURES_END)
+    )
+    if not any(marker in seen for marker in _XMPP_STARTTLS):
+        raise _unsupported("its stream features list no starttls")
+    await talk.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", "<starttls/>")
+    # Whatever else the server sent in the features' packet is read here too; it sends nothing after them
+    # until the client answers, and nothing after <proceed/> until the ClientHello.
+    answer = await _xmpp_until(talk, host, lambda data: b"<proceed" in data or b"<failure" in data)
     if b"<failure" in answer:
-        raise _unsupported(f"starttls answered {_shown(answer)}")
-    if b"<proceed" not in answer:
-        raise _not_understood(f"starttls answered {_shown(answer)}")
+        raise _unsupported(f"starttls answered {_shown(answer[answer.index(b'<failure') :])}")
+
+
+async def _xmpp_until(talk: _Conversation, host: str, done: Callable[[bytes], bool]) -> bytes:
+    """What the server sends until `done` holds for it; a stream error or the stream's end is said as such
+    (at once when complete, or when the server then closes), at most _XMPP_MAX bytes."""
+    seen = b""
+    while not done(seen):
+        if b"</stream:error>" in seen or b"</stream:stream>" in seen:
+            raise _xmpp_ended(seen, host)
+        if len(seen) > _XMPP_MAX:
+            raise _not_understood(f"{len(seen)} bytes without the stream element awaited")
+        try:
+            seen += await talk.some()
+        except asyncio.IncompleteReadError:
+            if b"<stream:error" in seen:
+                raise _xmpp_ended(seen, host) from None
+            raise
+    return seen
+
+
+def _xmpp_ended(seen: bytes, host: str) -> StarttlsFailed:
+    condition = _XMPP_CONDITION.search(seen)
+    if condition is None:
+        return _not_understood(f"the server ended the stream: {_shown(seen[-80:])}")
+    name = condition.group(1).decode()
+    text = _XMPP_TEXT.search(seen)
+    said = f" ({_shown(text.group(1))})" if text else ""
+    if name == "host-unknown":
+        said += f": it serves no domain {host!r} (the stream's `to`: the SNI name; --sni names another)"
+    return _turned_away(f"the stream error {name}{said}")
 
 
 async def _postgres(talk: _Conversation, host: str) -> None:
-    await talk.send(POSTGRES_SSL_REQUEST)
+    await talk.send(POSTGRES_SSL_REQUEST, "the SSLRequest")
     # One byte only: whatever follows it is the server's TLS (or, if it cheats, data injected before TLS).
     answer = await talk.exactly(1)
     if answer == b"N":
         raise _unsupported("it answered the SSLRequest with 'N' (ssl is off)")
     if answer == b"E":
-        raise _unsupported("it answered the SSLRequest with an error (a server too old for SSL, or no SSL)")
+        said = _postgres_error(await talk.some_or_nothing())
+        raise _unsupported(f"it answered the SSLRequest with an error{f': {said}' if said else ''}")
     if answer != b"S":
         raise _not_understood(f"it answered the SSLRequest with {_shown(answer)}")
+
+
+def _postgres_error(data: bytes) -> str:
+    """The message of the ErrorResponse after its 'E': a v3 message's M field, or a v2 server's bare string
+    (servers before 7.4 answer the SSLRequest code they do not know so)."""
+    if len(data) >= 4 and 4 < int.from_bytes(data[:4], "big") <= MAX_LINE_BYTES:
+        for field in data[4:].split(b"\0"):
+            if field.startswith(b"M"):
+                return _shown(field[1:])
+    text = data.split(b"\0")[0].strip()
+    return _shown(text) if text else ""
 
 
 async def _mysql(talk: _Conversation, host: str) -> None:
     header = await talk.exactly(4)
     length = int.from_bytes(header[:3], "little")
-    if length < 17 or length > MAX_LINE_BYTES:
+    if length < 1 or length > MAX_LINE_BYTES:
         raise _not_understood(f"a greeting packet of {length} bytes")
     packet = await talk.exactly(length)
-    if packet[0] == 0xFF:
-        raise _unsupported(f"the server greets with an error: {_shown(packet[3:])}")
+    if packet[0] == 0xFF and length >= 3:
+        # An ERR packet instead of the greeting: 1040 too many connections, 1130 host not allowed, ...
+        code = int.from_bytes(packet[1:3], "little")
+        message = packet[9:] if packet[3:4] == b"#" else packet[3:]  # '#' and a SQL state in 4.1's format
+        raise _turned_away(f"it greets with MySQL error {code}: {_shown(message)}")
+    if packet[0] == 9:
+        raise _unsupported("it speaks MySQL protocol version 9, which has no SSL (s_client reads only 10)")
     if packet[0] != 10:
         raise _not_understood(f"protocol version {packet[0]}, not 10")
+    if length < 17:
+        raise _not_understood(f"a greeting packet of {length} bytes")
     end = packet.find(b"\0", 1)
     if end < 0 or end + 16 > len(packet):
         raise _not_understood("a greeting packet too short for its capabilities")
@@ -331,7 +453,7 @@ async def _mysql(talk: _Conversation, host: str) -> None:
     capabilities = int.from_bytes(packet[position + 1 : position + 3], "little")
     if not capabilities & _MYSQL_CLIENT_SSL:
         raise _unsupported("its greeting does not set CLIENT_SSL")
-    await talk.send(MYSQL_SSL_REQUEST)
+    await talk.send(MYSQL_SSL_REQUEST, "the SSLRequest")
 
 
 def _ldap_request() -> bytes:
@@ -344,36 +466,64 @@ def _ldap_request() -> bytes:
 
 LDAP_STARTTLS_REQUEST = _ldap_request()
 # RFC 4511 result codes a server gives when it will not start TLS.
-_LDAP_RESULTS = {1: "operationsError", 2: "protocolError", 52: "unavailable", 53: "unwillingToPerform"}
+_LDAP_RESULTS = {
+    1: "operationsError",
+    2: "protocolError",
+    52: "unavailable",
+    53: "unwillingToPerform",
+    80: "other",
+}
+# Active Directory writes every BER length in 4 octets (0x84 ...); s_client's ASN1_get_object reads them.
+_BER_LENGTH_OCTETS = 4
 
 
 async def _ldap(talk: _Conversation, host: str) -> None:
-    await talk.send(LDAP_STARTTLS_REQUEST)
+    await talk.send(LDAP_STARTTLS_REQUEST, "the StartTLS extended request")
     head = await talk.exactly(2)
     if head[0] != 0x30:
         raise _not_understood(f"a reply that is no LDAPMessage (tag 0x{head[0]:02x})")
     length = head[1]
     if length & 0x80:
         octets = length & 0x7F
-        if not 1 <= octets <= 2:
+        if not 1 <= octets <= _BER_LENGTH_OCTETS:
             raise _not_understood(f"a length of {octets} octets")
         length = int.from_bytes(await talk.exactly(octets), "big")
     if length > MAX_LINE_BYTES:
         raise _not_understood(f"a reply of {length} bytes")
     message = _Ber(await talk.exactly(length))
     tag, message_id = message.next()
-    if tag != 0x02 or int.from_bytes(message_id, "big") != 1:
-        raise _not_understood("a reply to another message than the StartTLS request")
+    if tag != 0x02:
+        raise _not_understood("a reply without a messageID")
+    number = int.from_bytes(message_id, "big")
     tag, response = message.next()
     if tag != 0x78:
         raise _not_understood(f"a reply that is no ExtendedResponse (tag 0x{tag:02x})")
-    tag, code = _Ber(response).next()
+    rest = _Ber(response)
+    tag, code = rest.next()
     if tag != 0x0A or not code:
         raise _not_understood("an ExtendedResponse without a resultCode")
     result = int.from_bytes(code, "big")
+    if number == 0:
+        # RFC 4511 4.4.1: an unsolicited Notice of Disconnection; the server drops the connection.
+        raise _turned_away(f"it sent a Notice of Disconnection, {_ldap_outcome(result, rest)}")
+    if number != 1:
+        # s_client reads no messageID; an LDAP client (libldap, curl) waits on for its own answer.
+        raise _not_understood(f"an ExtendedResponse to messageID {number}, not the StartTLS request's 1")
     if result != 0:
-        name = _LDAP_RESULTS.get(result, "")
-        raise _unsupported(f"StartTLS answered resultCode {result}{f' ({name})' if name else ''}")
+        raise _unsupported(f"StartTLS answered {_ldap_outcome(result, rest)}")
+
+
+def _ldap_outcome(result: int, rest: _Ber) -> str:
+    """The code, its RFC 4511 name, and the server's diagnosticMessage when it gave one (`rest` is the
+    ExtendedResponse after its resultCode)."""
+    name = _LDAP_RESULTS.get(result, "")
+    words = f"resultCode {result} ({name})" if name else f"resultCode {result}"
+    with contextlib.suppress(StarttlsFailed):
+        rest.next()  # matchedDN
+        tag, diagnostic = rest.next()
+        if tag == 0x04 and diagnostic:
+            words += f": {_shown(diagnostic)}"
+    return words
 
 
 class _Ber:
@@ -391,7 +541,7 @@ class _Ber:
         at += 2
         if length & 0x80:
             octets = length & 0x7F
-            if not 1 <= octets <= 2 or at + octets > len(data):
+            if not 1 <= octets <= _BER_LENGTH_OCTETS or at + octets > len(data):
                 raise _not_understood("an LDAP length that does not parse")
             length = int.from_bytes(data[at : at + octets], "big")
             at += octets
@@ -414,9 +564,15 @@ _PROTOCOLS: dict[Starttls, Callable[[_Conversation, str], Awaitable[None]]] = {
 
 
 def route_for(request: ProbeRequest, environ: Mapping[str, str]) -> Route:
-    """The route a request asks for on this host: its STARTTLS protocol, and with `via_proxy` the proxy
+    """The route a request asks for on this host: its STARTTLS protocol (naming the server, where the
+    protocol does, by the SNI name: the target's host or `--sni`), and with `via_proxy` the proxy
     HTTPS_PROXY names unless NO_PROXY bypasses it for the target (then the route is direct, as for curl).
     RequestError when the proxy variable does not name a proxy this agent can use."""
     options = request.options
     proxy = proxy_for(request.target.host, environ) if options.via_proxy else None
-    return Route(proxy=proxy, connect_host=options.pin_address or request.target.host, starttls=options.starttls)
+    return Route(
+        proxy=proxy,
+        connect_host=options.pin_address or request.target.host,
+        starttls=options.starttls,
+        domain=options.sni or request.target.host,
+    )

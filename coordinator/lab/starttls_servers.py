@@ -3,9 +3,11 @@
 - `SmtpServer`: a real SMTP server (aiosmtpd's), offering STARTTLS with a lab identity, or not at all.
 - `LdapStartTlsServer`: a small LDAP server that implements one operation faithfully, the StartTLS
   extended operation of RFC 4511 (4.14): it answers the ExtendedRequest for 1.3.6.1.4.1.1466.20037 with an
-  ExtendedResponse (resultCode 0 and the responseName, or the refusal it is told to give) and then runs
-  the TLS handshake on the same connection, as slapd does. Any other request ends the connection. Debian's
-  slapd is the real thing where it is installed; this stands in where it is not.
+  ExtendedResponse (resultCode 0 and the responseName, or the refusal it is told to give, with its
+  diagnosticMessage) and then runs the TLS handshake on the same connection, as slapd does. Any other
+  request ends the connection. It can also write every BER length in four octets, as Active Directory
+  does, or answer with a Notice of Disconnection (messageID 0) instead. Debian's slapd is the real thing
+  where it is installed; this stands in where it is not.
 - `ScriptedServer`: sends a greeting, then answers what it receives as a script says (or never answers),
   and can then run a real TLS handshake: the dialogues of IMAP, POP3, FTP, XMPP and MySQL servers as
   their RFCs (and MySQL's protocol documentation) give them, and the misbehaving peers no real server
@@ -123,24 +125,38 @@ class SmtpServer(_Listening):
 
 
 class LdapStartTlsServer(_Listening):
-    """Answers the StartTLS extended operation with `result_code` (0: success, then TLS with `identity`)."""
+    """Answers the StartTLS extended operation with `result_code` (0: success, then TLS with `identity`;
+    otherwise `diagnostic` says why), under the request's messageID or `message_id` (0: a Notice of
+    Disconnection), every length in four octets with `long_lengths`."""
 
     kind = "LDAP server"
 
     def __init__(
-        self, identity: ServedIdentity, *, result_code: int = 0, host: str = "127.0.0.1", port: int = 0
+        self,
+        identity: ServedIdentity,
+        *,
+        result_code: int = 0,
+        diagnostic: bytes = b"StartTLS is not available on this lab server",
+        message_id: int | None = None,
+        long_lengths: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         super().__init__(host, port)
         self.result_code = result_code
+        self.diagnostic = diagnostic if result_code else b""
+        self.message_id = message_id
+        self.long_lengths = long_lengths
         self._context = server_context(identity)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         message_id, operation = _read_ldap_request(await _read_ber(reader))
         if operation != (0x77, LDAP_STARTTLS_OID):
             return  # not the one operation this server implements
-        writer.write(_extended_response(message_id, self.result_code))
+        answered = message_id if self.message_id is None else self.message_id
+        writer.write(_extended_response(answered, self.result_code, self.diagnostic, long_lengths=self.long_lengths))
         await writer.drain()
-        if self.result_code != 0:
+        if self.result_code != 0 or answered == 0:
             return
         await writer.start_tls(self._context)
         await reader.read(MAX_REQUEST)  # until the client closes (or the session times out)
@@ -186,20 +202,28 @@ def _read_ldap_request(body: bytes) -> tuple[int, tuple[int, bytes]]:
     return message_id, (tag, name)
 
 
-def _tlv(tag: int, value: bytes) -> bytes:
+def _tlv(tag: int, value: bytes, *, long_length: bool = False) -> bytes:
+    if long_length:
+        return bytes((tag, 0x84)) + len(value).to_bytes(4, "big") + value
     if len(value) < 0x80:
         return bytes((tag, len(value))) + value
     return bytes((tag, 0x82)) + len(value).to_bytes(2, "big") + value
 
 
-def _extended_response(message_id: int, result_code: int) -> bytes:
-    """ExtendedResponse [APPLICATION 24] { resultCode, matchedDN "", diagnosticMessage, responseName }."""
-    diagnostic = b"" if result_code == 0 else b"StartTLS is not available on this lab server"
-    response = (
-        _tlv(0x0A, bytes((result_code,))) + _tlv(0x04, b"") + _tlv(0x04, diagnostic) + _tlv(0x8A, LDAP_STARTTLS_OID)
-    )
-    body = _tlv(0x02, message_id.to_bytes(max(1, (message_id.bit_length() + 8) // 8), "big")) + _tlv(0x78, response)
-    return _tlv(0x30, body)
+_NOTICE_OF_DISCONNECTION_OID = b"1.3.6.1.4.1.1466.20036"
+
+
+def _extended_response(message_id: int, result_code: int, diagnostic: bytes, *, long_lengths: bool) -> bytes:
+    """ExtendedResponse [APPLICATION 24] { resultCode, matchedDN "", diagnosticMessage, responseName }; for
+    messageID 0 the unsolicited Notice of Disconnection (RFC 4511 4.4.1)."""
+
+    def tlv(tag: int, value: bytes) -> bytes:
+        return _tlv(tag, value, long_length=long_lengths)
+
+    name = _NOTICE_OF_DISCONNECTION_OID if message_id == 0 else LDAP_STARTTLS_OID
+    response = tlv(0x0A, bytes((result_code,))) + tlv(0x04, b"") + tlv(0x04, diagnostic) + tlv(0x8A, name)
+    body = tlv(0x02, message_id.to_bytes(max(1, (message_id.bit_length() + 8) // 8), "big")) + tlv(0x78, response)
+    return tlv(0x30, body)
 
 
 @dataclass(frozen=True)
@@ -215,7 +239,9 @@ class Step:
 class ScriptedServer(_Listening):
     """Sends `greeting`, then for each request it receives (a chunk, or exactly `request_size` bytes) sends
     what `answer(request)` says, and after a Step with `tls` runs a real TLS handshake with `identity`;
-    None: it never answers again (the connection stays open until the client gives up)."""
+    None: it never answers again (the connection stays open until the client gives up). With `pause`, the
+    greeting's last line comes that many seconds after the others, as Postfix's postscreen sends its 220-
+    line and only after its greet wait (6 s by default) the rest."""
 
     kind = "scripted server"
 
@@ -226,18 +252,24 @@ class ScriptedServer(_Listening):
         *,
         identity: ServedIdentity | None = None,
         request_size: int = 0,
+        pause: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(host, port)
         self.greeting = greeting
+        self.pause = pause
         self.answer = answer
         self.request_size = request_size
         self._context = server_context(identity) if identity is not None else None
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.greeting:
-            writer.write(self.greeting)
+            last = self.greeting.rstrip(b"\r\n").rfind(b"\n") + 1 if self.pause else 0
+            writer.write(self.greeting[:last])
+            await writer.drain()
+            await asyncio.sleep(self.pause)
+            writer.write(self.greeting[last:])
             await writer.drain()
         while True:
             if self.request_size:

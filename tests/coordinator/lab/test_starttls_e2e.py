@@ -14,7 +14,7 @@ import pytest
 from tlsfleet.coordinator.lab.agent_process import AgentProcess, start_agent, tlsfleet_command, trust_env
 from tlsfleet.coordinator.lab.intercepting_proxy import InterceptingProxy, ProxyAuthority
 from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
-from tlsfleet.coordinator.lab.starttls_servers import SmtpServer
+from tlsfleet.coordinator.lab.starttls_servers import ScriptedServer, SmtpServer, Step
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +80,34 @@ def test_probe_starttls_to_a_server_without_it_is_named(tmp_path: Path, agent: A
     (finding,) = [f for f in report["findings"] if f["cause"] == "unreachable"]
     assert "TLS does not start inside its protocol (starttls_unsupported)" in finding["summary"]
     assert "--starttls" in finding["fix"] and "firewall" not in finding["fix"]
+
+
+def test_probe_starttls_xmpp_pinned_names_the_domain_not_the_address(
+    pki: LabPKI, tmp_path: Path, agent: AgentProcess
+) -> None:
+    """An XMPP server answers a stream `to` it does not serve with host-unknown: `--address` picks where to
+    connect, and the stream still names the target's domain."""
+    leaf = pki.issue_leaf(NAME)
+    streams: list[bytes] = []
+
+    def answer(request: bytes) -> Step | None:
+        header = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='1' version='1.0'>"
+        if request.startswith(b"<stream:stream"):
+            streams.append(request)
+            if f"to='{NAME}'".encode() not in request:
+                return Step(header + b"<stream:error><host-unknown/></stream:error></stream:stream>", close=True)
+            features = b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>"
+            return Step(header + features)
+        if request.startswith(b"<starttls"):
+            return Step(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", tls=True)
+        return None
+
+    with ScriptedServer(b"", answer, identity=ServedIdentity.of(leaf, pki.intermediate)) as xmpp:
+        code, report = _probe(tmp_path, [agent], f"{NAME}:{xmpp.port}", "--address", "127.0.0.1", "--starttls", "xmpp")
+    (address,) = _addresses(report)
+    assert address["connect_failure"] == "none", address["connect_error"]
+    assert address["native"]["verdict"] == "ok" and code == 0, report["findings"]
+    assert streams and all(f"to='{NAME}'".encode() in stream for stream in streams)
 
 
 def test_via_proxy_shows_the_egress_proxy_from_the_hosts_that_use_it(pki: LabPKI, tmp_path: Path, roots: Path) -> None:
