@@ -31,7 +31,8 @@ briefly (at most `POST_HANDSHAKE_READ_S`, within the deadline, or until the firs
 refuses the client's certificate, or the lack of one, says so only then.
 
 Failures form a closed set that says who refused what, classified by OpenSSL's library and reason codes
-(`ssl.SSLError.reason`), never by message text.
+(`ssl.SSLError.reason`), never by message text; a server's fatal alert whose reason Python's table does not
+name (no_application_protocol on 3.11) is named from the alert record itself, as the message callback read it.
 
 Sessions are never resumed (no `session=` is ever passed, and Python's client contexts keep no session
 cache): a resumed handshake carries no Certificate message, so there would be no chain to report.
@@ -66,7 +67,7 @@ from .client_certs import ClientCertificate
 from .openssl_policy import OpenSSLPolicy, host_policy
 from .starttls import DIRECT, Route, StarttlsFailed, before_tls
 from .targets import is_ip_literal
-from .tls_messages import CERTIFICATE, ServerHello, Transcript, version_name
+from .tls_messages import CERTIFICATE, ServerHello, Transcript, alert_name, version_name
 
 __all__ = ["MAX_HANDSHAKE_BYTES", "POST_HANDSHAKE_READ_S", "ContextCache", "VerifyOnce", "handshake"]
 
@@ -547,8 +548,11 @@ def _on_message(connection: Any, direction: str, version: Any, content_type: int
     try:
         if content_type == 22:  # handshake
             transcript.handshake_message(bytes(data))
-        elif content_type == 21 and transcript.handshake_done:  # alert
-            transcript.after_handshake += 1
+        elif content_type == 21:  # alert
+            if transcript.handshake_done:
+                transcript.after_handshake += 1
+            else:
+                transcript.alert(bytes(data))
     except Exception:  # a parsing slip must never break the handshake it watches
         pass
 
@@ -656,6 +660,7 @@ async def handshake(
         code = once.verify_code(first.chain)
         if code != 0:
             first = _refused_chain(first, code, once.check.host)
+    first = _unoffered_alpn(first, alpn)
     native = _native_verdict(first, check_hostname)
     views = [_view(Client.OPENSSL, first, native, _policy_note(context_cache.policy))]
     chain = first.chain
@@ -671,6 +676,7 @@ async def handshake(
             address, port, python, server_hostname, deadline, max_handshake_bytes, presented, route
         )
         if second is not None:
+            second = _unoffered_alpn(second, alpn)
             python_view = _view(Client.PYTHON, second, _native_verdict(second, check_hostname), "")
             if _differs(views[0], python_view):
                 detail = _why(reason, second, python_profile)
@@ -698,6 +704,16 @@ async def handshake(
         native=native,
         views=tuple(views),
     )
+
+
+def _unoffered_alpn(attempt: _Attempt, offered: tuple[str, ...]) -> _Attempt:
+    """A client refuses a server that selects an ALPN protocol it did not offer (RFC 7301 section 3.2) with a
+    bare BAD_EXTENSION; say which protocol, and what was offered."""
+    if attempt.failure is not Failure.PROTOCOL_ERROR or not attempt.alpn or attempt.alpn in offered:
+        return attempt
+    what = f"offered {', '.join(offered)}" if offered else "offered no ALPN"
+    error = f"the server selected ALPN protocol {attempt.alpn!r}, which the client did not offer ({what}): "
+    return replace(attempt, error=error + attempt.error)
 
 
 def _hostname_plan(sni: str | None, expected_name: str) -> tuple[str | None, bool]:
@@ -1023,6 +1039,9 @@ def _classify(error: ssl.SSLError, transcript: Transcript) -> tuple[Failure, str
     """(failure, alert, who refused) from OpenSSL's reason code."""
     reason = error.reason or ""
     alert = _alert_description(reason)
+    if not alert and not reason and transcript.fatal_alert is not None:
+        # A reason Python's table does not name (it lacks no_application_protocol on 3.11): the alert itself.
+        alert = alert_name(transcript.fatal_alert)
     if alert:
         failure = Failure.CLIENT_CERT_REQUIRED if alert == "certificate_required" else Failure.TLS_ALERT
         return failure, alert, Party.SERVER
@@ -1047,7 +1066,8 @@ def _refused_client_without_certificate(failure: Failure, alert: str, transcript
         return False
     if failure is Failure.TLS_ALERT:
         return alert in _NO_CERTIFICATE_ALERTS
-    return failure in (Failure.CLOSED, Failure.RESET)
+    # CLIENT_CERT_REQUIRED: TLS 1.3's certificate_required alert, already told apart; its error names the CAs too.
+    return failure in (Failure.CLOSED, Failure.RESET, Failure.CLIENT_CERT_REQUIRED)
 
 
 def _closed_text(error: BaseException, transcript: Transcript) -> str:

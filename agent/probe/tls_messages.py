@@ -3,8 +3,9 @@
 OpenSSL passes every handshake message it reads (decrypted, header included) to the callback that
 Python exposes as `SSLContext._msg_callback`. From those the probe learns what the server chose even when
 the handshake then fails: the version and cipher (ServerHello), ALPN (ServerHello or EncryptedExtensions),
-and whether it asked for a client certificate, from which CAs (CertificateRequest). Parsing never raises:
-a malformed message yields nothing.
+and whether it asked for a client certificate, from which CAs (CertificateRequest). Alerts come the same way:
+the first fatal one the server sent names the refusal by its RFC name. Parsing never raises: a malformed
+message yields nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "SERVER_HELLO",
     "ServerHello",
     "Transcript",
+    "alert_name",
     "certificate_authorities",
     "distinguished_name",
     "version_name",
@@ -46,10 +48,53 @@ _HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079
 MAX_CA_NAMES = 64
 
 _VERSION_NAMES = {0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+FATAL = 2  # AlertLevel.fatal
+# AlertDescription (RFC 8446 section 6, RFC 5246 section 7.2, RFC 6066, RFC 7301), by code.
+_ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    21: "decryption_failed",
+    22: "record_overflow",
+    30: "decompression_failure",
+    40: "handshake_failure",
+    41: "no_certificate",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    60: "export_restriction",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    100: "no_renegotiation",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    111: "certificate_unobtainable",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    114: "bad_certificate_hash_value",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
 
 
 def version_name(code: int) -> str:
     return _VERSION_NAMES.get(code, f"0x{code:04x}")
+
+
+def alert_name(code: int) -> str:
+    """The RFC name of an alert description ("no_application_protocol"); "alert_N" for one no RFC names."""
+    return _ALERT_NAMES.get(code, f"alert_{code}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +117,9 @@ class Transcript:
     after_handshake: int = 0  # records read once the handshake was complete (tickets, alerts, data)
     handshake_done: bool = False
     at_certificate: Transcript | None = None  # a copy as it stood once the server's Certificate was read
+    # The first fatal alert the server sent during the handshake, by its description code (None: none). Read
+    # off the wire because Python's table of OpenSSL reasons lacks some (no_application_protocol on 3.11).
+    fatal_alert: int | None = None
 
     def saw(self, message_type: int) -> bool:
         return message_type in self.received
@@ -87,6 +135,11 @@ class Transcript:
             m in (SERVER_KEY_EXCHANGE, CERTIFICATE_REQUEST, SERVER_HELLO_DONE, CERTIFICATE_VERIFY, FINISHED)
             for m in self.received[index + 1 :]
         )
+
+    def alert(self, data: bytes) -> None:
+        """One alert record's body as read (level, description)."""
+        if len(data) == 2 and data[0] == FATAL and self.fatal_alert is None and not self.handshake_done:
+            self.fatal_alert = data[1]
 
     def handshake_message(self, data: bytes) -> None:
         """One handshake message as read (4-byte header included)."""

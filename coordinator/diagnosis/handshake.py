@@ -368,10 +368,14 @@ def request_evidence(observation: Observation) -> list[Evidence]:
 # --- reproduce -------------------------------------------------------------------------------------
 
 
-def s_client_with(observation: Observation, row: Row, *extra: str) -> str:
-    """`openssl s_client` against the row's address with its SNI, plus `extra` options."""
+def s_client_with(observation: Observation, row: Row, *extra: str, alpn: bool = True) -> str:
+    """`openssl s_client` against the row's address with its SNI and the probe's ALPN offer (unless `alpn` is
+    False), plus `extra` options."""
     base = s_client(row.address.address, observation.request.target.port, row.result.sni, show_certs=False)
     base = base.removesuffix(" </dev/null")
+    offered = observation.request.options.alpn
+    if alpn and offered:
+        extra = ("-alpn", ",".join(offered), *extra)
     options = " ".join(shlex.quote(e) for e in extra)
     return f"{base} {options} </dev/null" if options else f"{base} </dev/null"
 

@@ -21,6 +21,7 @@ Where the failure lies decides the finding (all critical: TLS fails there), and 
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -138,8 +139,16 @@ def _fix(rows: list[Row], negotiated: str, who: str) -> str:
     return " ".join(parts)
 
 
+def _offered_alpn(observation: Observation) -> str:
+    return ", ".join(observation.request.options.alpn)
+
+
 def _reproduce(observation: Observation, row: Row) -> tuple[str, ...]:
     tls12, tls13 = TlsVersion.TLS1_2.value, TlsVersion.TLS1_3.value
+    alpn = observation.request.options.alpn
+    if _over(row) == "alpn" and alpn:
+        # The same offer, then none: without ALPN the server picks its default protocol and completes.
+        return (s_client_with(observation, row), s_client_with(observation, row, alpn=False))
     commands = [
         "openssl version",
         s_client_with(observation, row, "-min_protocol", tls13),
@@ -162,10 +171,13 @@ def _chosen(rows: list[Row]) -> str:
     return " and ".join(sorted({r.address.handshake.tls_version for r in rows if r.address.handshake.tls_version}))
 
 
-def _verdict(rows: list[Row], bounded: str) -> str:
+def _verdict(rows: list[Row], bounded: str, alpn: str) -> str:
     """Who refused, for a finding where no vantage completes: the server (its alert), every client (what the
     server chose is outside their policy), or each of them for some vantages."""
     over = {_over(r) for r in rows}
+    if over == {"alpn"}:
+        offered = f"the application protocols offered in ALPN ({alpn})" if alpn else "the client's ALPN protocols"
+        return f"the server speaks none of {offered} and refuses the handshake rather than go on without ALPN"
     what = {frozenset({"version"}): "TLS versions", frozenset({"cipher"}): "ciphers"}.get(
         frozenset(over), "versions or ciphers"
     )
@@ -176,7 +188,8 @@ def _verdict(rows: list[Row], bounded: str) -> str:
     if not by_client:
         unusable = ", or has no certificate it can use with them" if _certificate_may_be_why(rows) else ""
         return (
-            f"the server accepts none of the offered TLS versions or ciphers{bounded} (it refuses the {what}){unusable}"
+            f"the server accepts none of the offered TLS versions or ciphers{bounded} ({_refuses(over)}){unusable}"
+            + _NO_SNI_SENT * _no_sni_sent(rows)
         )
     if not by_server:
         return (
@@ -189,6 +202,16 @@ def _verdict(rows: list[Row], bounded: str) -> str:
         f"the server refuses what {server_side} offer{bounded}, and the clients on {client_side} refuse what it "
         f"offers ({speaks}): the server's {what} are older or narrower than what any vantage accepts"
     )
+
+
+def _refuses(over: set[str]) -> str:
+    """What a server's negotiation alert says it refused: a handshake_failure (and the like) names no cipher, and
+    is just as much a key-exchange group or signature algorithm it shares with none of the offer."""
+    if over == {"version"}:
+        return "it refuses the TLS versions"
+    if over == {"cipher"}:
+        return "it shares no cipher suite, key-exchange group or signature algorithm with what was offered"
+    return "it refuses the versions, ciphers, groups or signature algorithms offered"
 
 
 def _server_wide(observation: Observation, failing: list[Row]) -> Finding:
@@ -205,15 +228,37 @@ def _server_wide(observation: Observation, failing: list[Row]) -> Finding:
         cause=Cause.PROTOCOL_MISMATCH,
         severity=Severity.CRITICAL,
         summary=(
-            f"No vantage completes a TLS handshake with {observation.target} ({how}): {_verdict(failing, bounded)}."
+            f"No vantage completes a TLS handshake with {observation.target} ({how}): "
+            f"{_verdict(failing, bounded, _offered_alpn(observation))}."
             + (not_the_server(failing) if python_completes(failing) else "")
         ),
         agents=tuple(dict.fromkeys(r.agent for r in failing)),
         addresses=tuple(dict.fromkeys(r.address.address for r in failing)),
         evidence=_evidence(observation, failing, []),
-        fix=_host_policy_fix(failing) if python_completes(failing) else _server_fix(failing),
+        fix=_host_policy_fix(failing) if python_completes(failing) else _server_fix(observation, failing),
         reproduce=_reproduce(observation, failing[0]),
     )
+
+
+_NO_SNI_SENT = (
+    "; but no SNI was sent, and servers that pick their configuration by SNI (CDNs, strict virtual hosting) refuse "
+    "a client that names no host with just such an alert: probe with SNI before changing versions or ciphers"
+)
+
+
+def _no_sni_sent(rows: list[Row]) -> bool:
+    """The probe sent no SNI for a DNS name (an IP target is never named in SNI): the refusal may be over that."""
+    return all(
+        r.result.sni is None and not _is_ip(r.result.expected_name) and refuser(r) is not Party.CLIENT for r in rows
+    )
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _certificate_may_be_why(rows: list[Row]) -> bool:
@@ -222,8 +267,16 @@ def _certificate_may_be_why(rows: list[Row]) -> bool:
     return all(r.address.handshake.alert == "handshake_failure" and refuser(r) is not Party.CLIENT for r in rows)
 
 
-def _server_fix(failing: list[Row]) -> str:
+def _server_fix(observation: Observation, failing: list[Row]) -> str:
     over = {_over(r) for r in failing}
+    if over == {"alpn"}:
+        alpn = _offered_alpn(observation)
+        offered = f" {alpn}" if alpn else " none it speaks"
+        return (
+            f"Offer an application protocol the server speaks: the probe offered{offered}; probe again without "
+            "--alpn or with the protocol the clients really use (--alpn http/1.1). If clients need what was "
+            "offered, enable it on the server (HTTP/2 for h2: nginx `http2 on`, Apache `Protocols h2 http/1.1`)."
+        )
     # The directives Python's default context keeps as configured: its failing alike does not clear them.
     kept = ", ".join(
         [
@@ -237,9 +290,15 @@ def _server_fix(failing: list[Row]) -> str:
         if kept
         else ""
     )
+    first = (
+        "Probe with SNI first (without --no-sni, or with --sni NAME): if that completes, the server wants SNI, and "
+        "the clients that send none (old Java, health checks by address) must send it. Otherwise: "
+        if _no_sni_sent(failing)
+        else ""
+    )
     return (
-        "Make the server accept what current clients offer: TLS 1.2 and 1.3 with ECDHE and AES-GCM or "
-        "ChaCha20 suites"
+        first + "Make the server accept what current clients offer: TLS 1.2 and 1.3 with ECDHE (X25519, P-256) and "
+        "AES-GCM or ChaCha20 suites"
         + (f" (it chose {_chosen(failing)})" if _chosen(failing) else "")
         + "; if the probe's version bounds or ALPN caused it, probe again without them."
         + narrowed

@@ -155,6 +155,7 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
 _MAX_HANDSHAKE = "1 MiB"  # the agent's cap on handshake data (agent.probe.handshake.MAX_HANDSHAKE_BYTES)
 # OpenSSL's reason when a ServerHello lacks renegotiation_info and the client's options do not allow that.
 _NO_SECURE_RENEGOTIATION = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
+_BAD_EXTENSION = "BAD_EXTENSION"
 
 
 def _stage(row: Row) -> str:
@@ -192,6 +193,8 @@ def _kind(row: Row) -> str:
             return f"more than {_MAX_HANDSHAKE} of handshake data"
         case Failure.INTERNAL:
             return "agent internal error"
+    if _unoffered_alpn(row):
+        return f"ALPN {hs.alpn} selected, not offered"
     reason = reason_code(hs.error)
     return f"protocol error{f' {reason}' if reason else ''}"
 
@@ -228,8 +231,20 @@ def _phase(row: Row) -> str:
             return f"{connect}, then the server sends more than {_MAX_HANDSHAKE} {reached(row)} without finishing"
         case Failure.INTERNAL:
             return f"{connect}, then the agent's probe fails internally ({hs.error or 'no detail'})"
+    if _unoffered_alpn(row):
+        return (
+            f"{connect}, then the client refuses the handshake {reached(row)}: the server selected ALPN protocol "
+            f"{hs.alpn!r}, which the client did not offer"
+        )
     reason = reason_code(hs.error) or hs.error or "no detail"
     return f"{connect}, then the handshake breaks off {reached(row)} with a protocol error ({reason})"
+
+
+def _unoffered_alpn(row: Row) -> bool:
+    """The client refused the server's ALPN choice: a protocol it did not offer (OpenSSL's BAD_EXTENSION, with the
+    protocol the server named; the agent says so in the error)."""
+    hs = row.address.handshake
+    return hs.failure is Failure.PROTOCOL_ERROR and bool(hs.alpn) and reason_code(hs.error) == _BAD_EXTENSION
 
 
 def _family(row: Row) -> str:
@@ -245,11 +260,15 @@ def _family(row: Row) -> str:
     if hs.failure is Failure.NOT_TLS:
         return "not tls"
     if hs.failure is Failure.TLS_ALERT:
+        if hs.alert == "unrecognized_name" and row.result.sni is None:
+            return "alert unrecognized_name, no SNI"
         return f"alert {hs.alert}"
     if hs.failure is Failure.INTERNAL:
         return "internal"
     if reason_code(hs.error) == _NO_SECURE_RENEGOTIATION:
         return "no secure renegotiation"
+    if _unoffered_alpn(row):
+        return "unoffered alpn"
     return "protocol"
 
 
@@ -279,12 +298,19 @@ _EVERYWHERE = {
         "PostgreSQL, LDAP)"
     ),
     "protocol": "the server sends TLS that OpenSSL clients reject",
+    "unoffered alpn": (
+        "the server selects an application protocol in ALPN that the client did not offer, which every client must "
+        "refuse (RFC 7301): clients whose ALPN offer lacks that protocol cannot connect"
+    ),
     "no secure renegotiation": (
         "the server does not support secure renegotiation (RFC 5746: its ServerHello has no renegotiation_info), "
         "which OpenSSL 3 clients refuse unless their configuration allows it (Options = UnsafeLegacyServerConnect)"
     ),
     "internal": "the agents' probes fail internally: this says nothing about the server yet",
     "alert unrecognized_name": "the server does not serve the name sent in SNI",
+    "alert unrecognized_name, no SNI": (
+        "no SNI was sent, and the server refuses clients that name no host (it serves virtual hosts by SNI only)"
+    ),
     "alert internal_error": "the server fails internally (its certificate, key, an HSM or a backend)",
     "alert access_denied": "the server refuses these clients (an allow list or access policy)",
 }
@@ -314,6 +340,11 @@ _FIX_EVERYWHERE = {
         "`-starttls postgres`, ...)."
     ),
     "protocol": "Check the server's TLS implementation and version against current OpenSSL clients.",
+    "unoffered alpn": (
+        "Make the server choose among the protocols the client offers, and answer no_application_protocol (or "
+        "leave ALPN out) when none suits: a listener set to one protocol for every client (h2 or http/1.1 forced, "
+        "as some proxies and gRPC servers do) selects it regardless."
+    ),
     "no secure renegotiation": (
         "Upgrade or reconfigure the server's TLS stack to support RFC 5746 (every maintained TLS library does). "
         "Only as a stopgap: `Options = UnsafeLegacyServerConnect` in the clients' OpenSSL configuration "
@@ -321,6 +352,11 @@ _FIX_EVERYWHERE = {
     ),
     "internal": "Check the agents' logs and versions; probe again after upgrading them.",
     "alert unrecognized_name": "Serve the name on the server (its virtual host), or probe the name it serves.",
+    "alert unrecognized_name, no SNI": (
+        "Send SNI: probe without --no-sni (or with --sni NAME), and make the clients that send none (old Java, "
+        "health checks and load-balancer probes by address) send it; or give the server a default certificate for "
+        "clients without SNI."
+    ),
     "alert internal_error": "Check the server's logs for the handshake error: its certificate and key, HSM or backend.",
     "alert access_denied": "Check the server's client access policy (allow lists by address or identity).",
 }

@@ -1,5 +1,6 @@
 """A corpus of TLS endpoints modelled on badssl.com's, served by real `openssl s_server` processes, and by
-tlslite-ng (`tlslite_server`, a process of its own) where this host's OpenSSL will not serve them at all.
+tlslite-ng (`tlslite_server`, a process of its own) where this host's OpenSSL will not serve them at all, or
+will not misbehave as some servers do.
 
 Each endpoint is one fault (or one healthy variant) from the public test suites' families: certificate,
 client certificate, protocol, key exchange, cipher. Every certificate endpoint is built in two
@@ -58,7 +59,7 @@ KeyKind = Literal[
 # "sha256-pss": RSASSA-PSS with SHA-256 (an RSA signer only); Ed25519 and Ed448 signers take no digest.
 Digest = Literal["sha256", "sha384", "sha512", "sha1", "sha256-pss"]
 Family = Literal["certificate", "client-certificate", "protocol", "key-exchange", "cipher"]
-Server = Literal["openssl", "tlslite"]
+Server = Literal["openssl", "tlslite", "tlslite-faulty"]
 
 
 @dataclass(frozen=True)
@@ -375,6 +376,7 @@ class Served:
 
     chain: tuple[Cert, ...]
     client_ca: Cert | None = None  # ask for a client certificate from this CA
+    client_cert_optional: bool = False  # ask, but go on without one (s_server -verify, not -Verify)
 
 
 @dataclass(frozen=True)
@@ -388,8 +390,12 @@ class Endpoint:
     dh_bits: int = 0  # a DH group of this size for the server (below OpenSSL's built-in 2048 bits)
     profiles: tuple[str, ...] = ("critical", "lenient")
     # `tlslite`: tlslite-ng serves it, for what this host's OpenSSL refuses to serve (a key exchange or a
-    # cipher its build leaves out); its `server_args` are `tlslite_server` options.
+    # cipher its build leaves out); `tlslite-faulty`: tlslite-ng told to misbehave as servers do (an ALPN
+    # protocol nobody offered, a refusal without SNI, an alert or a close instead of a handshake, plain HTTP).
+    # Their `server_args` are `tlslite_server` options.
     server: Server = "openssl"
+    client_alpn: tuple[str, ...] = ()  # the ALPN protocols every client offers (s_client -alpn, probe --alpn)
+    send_sni: bool = True  # False: every client sends no SNI (s_client to the address alone, probe --no-sni)
 
     @property
     def hostname(self) -> str:
@@ -528,6 +534,10 @@ def _client_ca(pki: CorpusPKI, host: str) -> Served:
     return Served((pki.leaf(host), pki.intermediate), client_ca=pki.ca("Corpus Client CA", issuer=pki.root))
 
 
+def _client_ca_optional(pki: CorpusPKI, host: str) -> Served:
+    return Served(_good(pki, host).chain, pki.ca("Corpus Client CA", issuer=pki.root), client_cert_optional=True)
+
+
 def _under_constraints(
     permitted: Sequence[x509.GeneralName] | None = None,
     excluded: Sequence[x509.GeneralName] | None = None,
@@ -607,6 +617,14 @@ _WEAK_OK = ("-cipher", "DEFAULT@SECLEVEL=0")
 # tlslite_server options: TLS 1.2 at most, RSA key exchange (with the RSA leaf these endpoints serve).
 _TLSLITE_RSA_TLS12 = ("--key-exchange", "rsa", "--max-version", "1.2")
 _TLSLITE_DHE_TLS12 = ("--key-exchange", "dhe_rsa", "--max-version", "1.2", "--cipher", "aes128gcm", "--mac", "aead")
+# What the server does at the protocol level does not hang on how its CA writes extensions: one profile will do
+# (and a tlslite-ng process less to start).
+_ONE_PROFILE = ("critical",)
+_TLSLITE_ECDHE = ("--key-exchange", "ecdhe_ecdsa", "--cipher", "aes128gcm", "--mac", "aead")
+_TLSLITE_ALPN_REGARDLESS = (*_TLSLITE_ECDHE, "--alpn", "http/1.1", "--alpn-regardless")
+# s_server that knows one name, other.corpus.test, and not the one clients ask for: it answers their SNI with
+# an unrecognized_name alert, a warning (clients go on) unless `-servername_fatal` follows.
+_SERVES_OTHER_NAME = ("-servername", "other.corpus.test", "-cert2", "leaf.pem", "-key2", "leaf.key")
 
 
 def _endpoints() -> tuple[Endpoint, ...]:
@@ -933,11 +951,122 @@ def _endpoints() -> tuple[Endpoint, ...]:
             _client_ca,
             server_args=("-no_tls1_3",),
         ),
+        Endpoint(
+            "client-cert-optional",
+            "client-certificate",
+            "(client certificate asked for, optional)",
+            _client_ca_optional,
+        ),
+        Endpoint(
+            "client-cert-optional-tls12",
+            "client-certificate",
+            "(client certificate asked for, optional, TLS 1.2)",
+            _client_ca_optional,
+            server_args=("-no_tls1_3",),
+        ),
         # --- protocol
         Endpoint("tls-v1-0", "protocol", "tls-v1-0.badssl.com", _good, ("-tls1", "-cipher", "DEFAULT@SECLEVEL=0")),
         Endpoint("tls-v1-1", "protocol", "tls-v1-1.badssl.com", _good, ("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")),
         Endpoint("tls-v1-2", "protocol", "tls-v1-2.badssl.com", _good, ("-tls1_2",)),
         Endpoint("tls-v1-3", "protocol", "tls-v1-3.badssl.com", _good, ("-tls1_3",)),
+        # --- protocol: ALPN and SNI, as strict servers answer them
+        Endpoint(
+            "alpn-h2", "protocol", "(h2 offered and chosen)", _good, ("-alpn", "h2,http/1.1"), client_alpn=("h2",)
+        ),
+        Endpoint(
+            "alpn-refused",
+            "protocol",
+            "(h2 offered, http/1.1 served: no_application_protocol)",
+            _good,
+            ("-alpn", "http/1.1"),
+            client_alpn=("h2",),
+        ),
+        # A server that selects its one protocol whatever the client offered: clients must refuse it (RFC 7301).
+        Endpoint(
+            "alpn-unoffered",
+            "protocol",
+            "(http/1.1 selected, h2 offered)",
+            _good,
+            (*_TLSLITE_ALPN_REGARDLESS, "--max-version", "1.3"),
+            client_alpn=("h2",),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "alpn-unoffered-tls12",
+            "protocol",
+            "(http/1.1 selected, h2 offered, TLS 1.2)",
+            _good,
+            (*_TLSLITE_ALPN_REGARDLESS, "--max-version", "1.2"),
+            client_alpn=("h2",),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "sni-unknown-fatal",
+            "protocol",
+            "(unrecognized_name, fatal)",
+            _good,
+            (*_SERVES_OTHER_NAME, "-servername_fatal"),
+        ),
+        Endpoint("sni-unknown-warning", "protocol", "(unrecognized_name as a warning)", _good, _SERVES_OTHER_NAME),
+        Endpoint(
+            "sni-unknown-warning-tls12",
+            "protocol",
+            "(unrecognized_name as a warning, TLS 1.2)",
+            _good,
+            (*_SERVES_OTHER_NAME, "-no_tls1_3"),
+        ),
+        # A server that serves by SNI alone, asked without SNI: CDNs answer handshake_failure, nginx's
+        # `ssl_reject_handshake` unrecognized_name.
+        Endpoint(
+            "sni-required",
+            "protocol",
+            "(no SNI sent: handshake_failure)",
+            _good,
+            (*_TLSLITE_ECDHE, "--max-version", "1.3", "--sni-required", "handshake_failure"),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+            send_sni=False,
+        ),
+        Endpoint(
+            "sni-required-unrecognized-name",
+            "protocol",
+            "(no SNI sent: unrecognized_name)",
+            _good,
+            (*_TLSLITE_ECDHE, "--max-version", "1.3", "--sni-required", "unrecognized_name"),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+            send_sni=False,
+        ),
+        # --- protocol: servers that break off (tlslite-ng, told to)
+        Endpoint(
+            "plain-http",
+            "protocol",
+            "http.badssl.com (plain HTTP where TLS was asked for)",
+            _good,
+            (*_TLSLITE_ECDHE, "--plain-http"),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "alert-on-hello",
+            "protocol",
+            "(internal_error instead of a ServerHello)",
+            _good,
+            (*_TLSLITE_ECDHE, "--alert-on-hello", "internal_error"),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "closed-after-server-hello",
+            "protocol",
+            "(the ServerHello, then a close)",
+            _good,
+            (*_TLSLITE_ECDHE, "--max-version", "1.3", "--close-after-server-hello"),
+            server="tlslite-faulty",
+            profiles=_ONE_PROFILE,
+        ),
         # --- key exchange
         Endpoint(
             "static-rsa",
@@ -983,6 +1112,10 @@ def _endpoints() -> tuple[Endpoint, ...]:
         ),
         Endpoint("ecdh-x25519", "key-exchange", "(X25519 only)", _good, ("-groups", "X25519")),
         Endpoint("ecdh-p384", "key-exchange", "ecc384 key exchange", _good, ("-groups", "P-384")),
+        # RFC 7919 groups alone: TLS 1.3 clients offer ffdhe2048 without a key share, so a HelloRetryRequest.
+        Endpoint(
+            "ffdhe2048-tls13", "key-exchange", "(TLS 1.3, ffdhe2048 only)", _good, ("-tls1_3", "-groups", "ffdhe2048")
+        ),
         # --- cipher
         Endpoint("cbc", "cipher", "cbc.badssl.com", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-AES128-SHA")),
         # Ciphers this host's OpenSSL build leaves out: tlslite serves each alone, with RSA key exchange.
@@ -1009,6 +1142,11 @@ def _endpoints() -> tuple[Endpoint, ...]:
             _good_rsa,
             (*_TLSLITE_RSA_TLS12, "--cipher", "rc4", "--mac", "md5"),  # RC4-MD5
             server="tlslite",
+        ),
+        # Suites OpenSSL's default cipher list leaves out: the server, offered none of them, refuses.
+        Endpoint("aes128-ccm", "cipher", "(AES-CCM only)", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-AES128-CCM")),
+        Endpoint(
+            "camellia", "cipher", "(Camellia only)", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-CAMELLIA128-SHA256")
         ),
         Endpoint(
             "null", "cipher", "null.badssl.com", _good, (*_RSA_TLS12, "-cipher", "ECDHE-ECDSA-NULL-SHA@SECLEVEL=0")
@@ -1109,7 +1247,7 @@ def _openssl_command(endpoint: Endpoint, served: Served, workdir: Path, has_chai
         command += ["-cert_chain", "untrusted.pem"]
     if served.client_ca is not None:
         (workdir / "client-ca.pem").write_bytes(served.client_ca.pem)
-        command += ["-Verify", "1", "-CAfile", "client-ca.pem"]
+        command += ["-verify" if served.client_cert_optional else "-Verify", "1", "-CAfile", "client-ca.pem"]
     if endpoint.dh_bits:
         command += ["-dhparam", str(_dhparam(endpoint.dh_bits, workdir.parent))]
     return command + list(endpoint.server_args)
@@ -1142,7 +1280,7 @@ def serve_endpoint(endpoint: Endpoint, pki: CorpusPKI, workdir: Path) -> Iterato
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(leaf.key_pem)
-    make_command = _tlslite_command if endpoint.server == "tlslite" else _openssl_command
+    make_command = _openssl_command if endpoint.server == "openssl" else _tlslite_command
     command = make_command(endpoint, served, workdir, bool(rest))
     process = subprocess.Popen(
         command, cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -23,6 +23,10 @@ _VERIFY_RETURN = re.compile(r"Verify return code: (\d+)")
 _ERROR_AT_DEPTH = re.compile(r"error (\d+) at (\d+) depth lookup")
 _PROTOCOL = re.compile(r"^(?:Protocol version|\s*Protocol\s*): (\S+)", re.M)
 _CIPHER = re.compile(r"^(?:Ciphersuite|\s*Cipher\s*): (\S+)", re.M)
+_ALERT_NUMBER = re.compile(r"SSL alert number (\d+)")
+# OpenSSL 3's packed error code on an error line: library in bits 23-30, reason in bits 0-22.
+_ERROR_CODE = re.compile(r":error:([0-9A-F]{8}):")
+_LIB_SSL = 20
 # How long s_client keeps reading after the handshake: TLS 1.3 servers refuse a missing client
 # certificate only after the client's Finished, so an immediate exit would miss their alert.
 _LINGER_S = 0.4
@@ -37,6 +41,8 @@ class ClientTruth:
     protocol: str
     cipher: str
     output: str  # for the assertion message only
+    alert: int | None = None  # the description code of the alert the server sent, when it sent one
+    reason: int | None = None  # OpenSSL's reason code (library SSL) of the first error, when one was printed
 
     @property
     def outcome(self) -> str:
@@ -82,13 +88,24 @@ def s_client(
     connected = process.returncode == 0 and "CONNECTION ESTABLISHED" in text and not _alerted(text)
     protocol = _PROTOCOL.search(text)
     cipher = _CIPHER.search(text)
+    alert = _ALERT_NUMBER.search(text)
     return ClientTruth(
         connected=connected,
         verify_code=code,
         protocol=protocol.group(1) if protocol else "",
         cipher=cipher.group(1) if cipher else "",
         output=text[-2000:],
+        alert=int(alert.group(1)) if alert else None,
+        reason=_ssl_reason(text),
     )
+
+
+def _ssl_reason(text: str) -> int | None:
+    for match in _ERROR_CODE.finditer(text):
+        code = int(match.group(1), 16)
+        if code >> 23 == _LIB_SSL:
+            return code & 0x7FFFFF
+    return None
 
 
 def _first_code(text: str) -> int:
@@ -155,11 +172,24 @@ def openssl_verify(
     return VerifyTruth(-1, -1, text)
 
 
-def python_client(host: str, port: int, *, servername: str, cafile: str, linger: float = _LINGER_S) -> str:
+def python_client(
+    host: str,
+    port: int,
+    *,
+    servername: str | None,
+    cafile: str,
+    linger: float = _LINGER_S,
+    alpn: tuple[str, ...] = (),
+) -> str:
     """What `ssl.create_default_context()` trusting `cafile` concludes for `servername` (sent in SNI unless an
-    IP literal, and checked): "ok", "verify:CODE" when it rejects the chain, or "handshake_failure" (a failed
-    handshake, or an alert in the `linger` seconds after it, as TLS 1.3 servers refuse a client certificate)."""
+    IP literal, and checked; None: no SNI and no name checked, as a client that names no host), offering `alpn`:
+    "ok", "verify:CODE" when it rejects the chain, or "handshake_failure" (a failed handshake, or an alert in the
+    `linger` seconds after it, as TLS 1.3 servers refuse a client certificate)."""
     context = ssl.create_default_context(cafile=cafile)
+    if servername is None:
+        context.check_hostname = False
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     try:
         with (
             socket.create_connection((host, port), timeout=10) as raw,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from tests.agent.probe.openssl_lab import (
     views,
 )
 from tlsfleet.agent.model import Failure, Party, TlsVersion, Verdict
+from tlsfleet.agent.probe.handshake import ContextCache, handshake
 from tlsfleet.coordinator.lab import ground_truth
 from tlsfleet.coordinator.lab.agent_process import trust_env
+from tlsfleet.coordinator.lab.corpus import ENDPOINTS, PROFILES, CorpusPKI, EndpointUnavailable, serve_endpoint
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 
@@ -271,3 +274,49 @@ def test_a_server_without_secure_renegotiation_is_refused_unless_the_policy_allo
             "TLSv1.2",
         ), refused
         assert "UNSAFE_LEGACY_RENEGOTIATION_DISABLED" in refused.error
+
+
+def test_no_common_alpn_protocol_is_the_servers_alert_named_from_the_wire(lab: Lab) -> None:
+    """s_server speaks http/1.1 alone and refuses a client that offers only h2 with no_application_protocol, an
+    alert Python 3.11's table of OpenSSL reasons has no name for: the alert is read off the wire instead."""
+    server = lab.s_server(lab.pki.issue_leaf("alpn.test"), "-alpn", "http/1.1")
+    truth = s_client(server.port, "alpn.test", lab.root, extra=("-alpn", "h2"))
+    assert not truth.ok and "no application protocol" in truth.output, truth.output
+    result = probe(lab, server.port, "alpn.test", alpn=("h2",))
+    hs = result.handshake
+    assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "no_application_protocol", Party.SERVER), hs
+    assert result.native.verdict is Verdict.NO_CHAIN
+    assert list(views(result)) == ["openssl"]  # an ALPN refusal is no client policy's: no second handshake
+    assert s_client(server.port, "alpn.test", lab.root, extra=("-alpn", "h2,http/1.1")).ok
+    assert probe(lab, server.port, "alpn.test", alpn=("h2", "http/1.1")).handshake.alpn == "http/1.1"
+
+
+@pytest.mark.parametrize("endpoint", ["alpn-unoffered", "alpn-unoffered-tls12"])
+def test_an_alpn_protocol_the_client_did_not_offer_is_named(tmp_path: Path, endpoint: str) -> None:
+    """A server that selects http/1.1 whatever was offered: OpenSSL refuses with a bare BAD_EXTENSION, and the
+    agent says which protocol the server chose against what the client offered."""
+    served = next(e for e in ENDPOINTS if e.name == endpoint)
+    pki = CorpusPKI(PROFILES[0], tmp_path / "pki")
+    (tmp_path / "root.pem").write_bytes(pki.root.pem)
+    try:
+        with serve_endpoint(served, pki, tmp_path / "server") as running:
+            result = asyncio.run(
+                handshake(
+                    "127.0.0.1",
+                    running.port,
+                    server_hostname_for_sni=served.hostname,
+                    expected_name=served.hostname,
+                    alpn=("h2",),
+                    connect_timeout=3.0,
+                    handshake_timeout=5.0,
+                    context_cache=ContextCache(cafile=str(tmp_path / "root.pem")),
+                )
+            )
+    except EndpointUnavailable as why:
+        pytest.skip(str(why))
+    hs = result.handshake
+    assert (hs.failure, hs.refused_by, hs.alpn) == (Failure.PROTOCOL_ERROR, Party.CLIENT, "http/1.1"), hs
+    assert hs.error.startswith(
+        "the server selected ALPN protocol 'http/1.1', which the client did not offer (offered h2)"
+    )
+    assert "BAD_EXTENSION" in hs.error  # OpenSSL's reason stays, for the diagnosis to read

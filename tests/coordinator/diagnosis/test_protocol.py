@@ -115,7 +115,11 @@ def test_a_handshake_failure_alert_to_every_offer_names_the_certificate_as_a_pos
     the chain is not seen, so both are said."""
     observation = observe(*(outcome(a, [_alert(IP1, "handshake_failure")]) for a in ("a", "b")))
     (f,) = _run(observation)
-    assert "(it refuses the ciphers), or has no certificate it can use with them." in f.summary
+    assert (
+        "(it shares no cipher suite, key-exchange group or signature algorithm with what was offered), or has no "
+        "certificate it can use with them." in f.summary
+    )
+    assert "X25519, P-256" in f.fix  # groups too: a server with secp256k1 alone alerts alike
     assert "an EC key on a curve the clients do not offer" in f.fix and "not P-224, brainpool" in f.fix
     assert "ECDSA leaf whose keyUsage lacks digitalSignature" in f.fix
     # A protocol_version alert is about versions alone: no word of the certificate.
@@ -254,3 +258,44 @@ def test_every_vantage_refused_over_versions_names_the_configured_maximum() -> N
     (f,) = _run(observe(outcome("a", [_alert(IP1, "protocol_version")])))
     assert f.fix.startswith("Make the server accept what current clients offer")
     assert "system_default: MaxProtocol, which Python's default context keeps too" in f.fix
+
+
+def test_an_alpn_refusal_everywhere_names_the_protocols_offered_not_versions_or_ciphers() -> None:
+    base = request()
+    offered = replace(base, options=replace(base.options, alpn=("h2",)))
+    observation = observe(
+        outcome("web-1", [_alert(IP1, "no_application_protocol")]),
+        outcome("web-2", [_alert(IP1, "no_application_protocol")]),
+        req=offered,
+    )
+    (f,) = _run(observation)
+    assert "(alert no_application_protocol on every vantage)" in f.summary
+    assert "the server speaks none of the application protocols offered in ALPN (h2)" in f.summary
+    assert "versions or ciphers" not in f.summary and "cipher" not in f.fix
+    assert "the probe offered h2" in f.fix and "--alpn http/1.1" in f.fix
+    assert any(c.endswith("-alpn h2 </dev/null") for c in f.reproduce), f.reproduce
+    assert not any("-min_protocol" in c for c in f.reproduce), f.reproduce
+    assert next(e for e in f.evidence if e.field == "offered ALPN").values == (("request", "h2"),)
+
+
+def test_a_handshake_failure_alert_to_a_probe_without_sni_says_no_sni_was_sent() -> None:
+    """A server that picks its configuration by SNI refuses a client that names no host with handshake_failure:
+    with no variant to show it, the finding must not pin it on versions or ciphers alone."""
+    bare = request(send_sni=False)
+    observation = observe(
+        outcome("web-1", [_alert(IP1, "handshake_failure")], req=bare),
+        outcome("web-2", [_alert(IP1, "handshake_failure")], req=bare),
+        req=bare,
+    )
+    (f,) = _run(observation)
+    assert "the server accepts none of the offered TLS versions or ciphers" in f.summary
+    assert "but no SNI was sent" in f.summary and "probe with SNI" in f.summary
+    assert f.fix.startswith("Probe with SNI first (without --no-sni, or with --sni NAME)")
+    # With SNI sent (or an IP target, never named in SNI), nothing is said of SNI.
+    sent = observe(
+        outcome("web-1", [_alert(IP1, "handshake_failure")]), outcome("web-2", [_alert(IP1, "handshake_failure")])
+    )
+    assert "SNI" not in _run(sent)[0].summary
+    by_ip = request("127.0.0.41")
+    at_ip = observe(outcome("web-1", [_alert(IP1, "handshake_failure")], req=by_ip), req=by_ip)
+    assert "SNI" not in _run(at_ip)[0].summary

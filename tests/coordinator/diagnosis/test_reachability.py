@@ -3,6 +3,8 @@ vantage, on one backend, on some vantages only; and what they are not."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.coordinator.diagnosis.handshakes import HOST, IP1, IP2, broken, with_python_view
@@ -230,3 +232,47 @@ def test_hosts_allowing_legacy_servers_get_through_and_the_others_are_told_why(c
     (f,) = _incomplete(observe(outcome("debian-1", [NO_RENEGOTIATION_INFO]), outcome("rhel-1", [address(IP1, chain)])))
     assert f.agents == ("debian-1",)
     assert "RFC 5746" in f.fix and "rhel-1 gets through" in f.fix, f.fix
+
+
+def test_an_alpn_protocol_the_client_did_not_offer_is_named_and_reproduced_with_the_offer() -> None:
+    """OpenSSL refuses it with a bare BAD_EXTENSION; the agent named the protocol the server chose."""
+    refused = broken(
+        IP1,
+        Failure.PROTOCOL_ERROR,
+        tls_version="TLSv1.3",
+        cipher="TLS_AES_128_GCM_SHA256",
+        error="the server selected ALPN protocol 'http/1.1', which the client did not offer (offered h2): "
+        "[SSL: BAD_EXTENSION] bad extension (_ssl.c:1006)",
+        refused_by=Party.CLIENT,
+        duration_ms=0.9,
+    )
+    unoffered = dataclasses.replace(refused, handshake=dataclasses.replace(refused.handshake, alpn="http/1.1"))
+    base = request()
+    offered = dataclasses.replace(base, options=dataclasses.replace(base.options, alpn=("h2",)))
+    (f,) = _incomplete(observe(outcome("a", [unoffered]), outcome("b", [unoffered]), req=offered))
+    assert f.severity is Severity.CRITICAL
+    assert "the server selected ALPN protocol 'http/1.1', which the client did not offer" in f.summary
+    assert "selects an application protocol in ALPN that the client did not offer" in f.summary
+    assert "sends TLS that OpenSSL clients reject" not in f.summary
+    assert f.fix.startswith("Make the server choose among the protocols the client offers")
+    # Without the offer the handshake would complete: every s_client command offers what the probe offered.
+    commands = [c for c in f.reproduce if "s_client" in c]
+    assert commands and all(" -alpn h2 " in c for c in commands), f.reproduce
+
+
+def test_an_unrecognized_name_alert_to_a_probe_without_sni_does_not_speak_of_the_name_sent() -> None:
+    bare = request(send_sni=False)
+    refused = broken(
+        IP1,
+        Failure.TLS_ALERT,
+        alert="unrecognized_name",
+        error="[SSL: TLSV1_UNRECOGNIZED_NAME] tlsv1 unrecognized name (_ssl.c:1006)",
+        refused_by=Party.SERVER,
+        duration_ms=0.5,
+    )
+    (f,) = _incomplete(observe(outcome("a", [refused], req=bare), outcome("b", [refused], req=bare), req=bare))
+    assert "no SNI was sent, and the server refuses clients that name no host" in f.summary
+    assert "the name sent in SNI" not in f.summary
+    assert f.fix.startswith("Send SNI: probe without --no-sni")
+    (named,) = _incomplete(observe(outcome("a", [refused]), outcome("b", [refused])))
+    assert "the server does not serve the name sent in SNI" in named.summary

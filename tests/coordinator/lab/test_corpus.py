@@ -1,9 +1,11 @@
 """The corpus, served by real `openssl s_server` processes (tlslite-ng ones where this host's OpenSSL will not
-serve an endpoint) and probed by a real agent: for every endpoint in both certificate profiles, the agent's
-`openssl` view must be what `openssl s_client -verify_return_error` on this host concludes (handshake outcome
-and verify code), its `python` view what Python's `ssl.create_default_context()` concludes, each store verdict
-what `openssl verify` concludes with that store alone, and the diagnosis warns exactly when `openssl s_client`
-or Python's default context fails there."""
+serve an endpoint, or not misbehave as it must) and probed by a real agent, every client offering the endpoint's
+ALPN and SNI: for every endpoint in its certificate profiles, the agent's `openssl` view must be what
+`openssl s_client -verify_return_error` on this host concludes (handshake outcome and verify code; the failure
+state its OpenSSL reason code names, and the alert the server sent), its `python` view what Python's
+`ssl.create_default_context()` concludes, each store verdict what `openssl verify` concludes with that store
+alone, a client certificate request names the CAs the server was given, and the diagnosis warns exactly when
+`openssl s_client` or Python's default context fails there."""
 
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ from tlsfleet.agent.model import (
     Client,
     ClientView,
     Failure,
+    Party,
     ProbeRequest,
     ProbeResult,
     StoreVerdict,
     Verdict,
 )
+from tlsfleet.agent.probe.tls_messages import alert_name
 from tlsfleet.agent.trust.libcrypto import security_level
 from tlsfleet.agent.trust.verify import verdict_from_openssl_code
 from tlsfleet.coordinator.diagnosis.engine import diagnose
@@ -160,12 +164,23 @@ _NO_ALERT_LINGER_S = 0.05
 
 def _s_client(running: RunningEndpoint, env: dict[str, str]) -> ClientTruth:
     linger = {} if running.served.client_ca is not None else {"linger": _NO_ALERT_LINGER_S}
-    return s_client("127.0.0.1", running.port, servername=running.endpoint.hostname, env=env, **linger)
+    alpn = running.endpoint.client_alpn
+    extra = ("-alpn", ",".join(alpn)) if alpn else ()
+    # No -servername: s_client sends no SNI to an address (and checks no name).
+    servername = running.endpoint.hostname if running.endpoint.send_sni else None
+    return s_client("127.0.0.1", running.port, servername=servername, env=env, extra=extra, **linger)
 
 
 def _python(running: RunningEndpoint, cafile: str) -> str:
     linger = {} if running.served.client_ca is not None else {"linger": _NO_ALERT_LINGER_S}
-    return python_client("127.0.0.1", running.port, servername=running.endpoint.hostname, cafile=cafile, **linger)
+    return python_client(
+        "127.0.0.1",
+        running.port,
+        servername=running.endpoint.hostname if running.endpoint.send_sni else None,
+        cafile=cafile,
+        alpn=running.endpoint.client_alpn,
+        **linger,
+    )
 
 
 async def _probe_all(
@@ -175,7 +190,14 @@ async def _probe_all(
     gate = asyncio.Semaphore(16)
 
     async def one(r: RunningEndpoint) -> tuple[ProbeOutcome | None, ProbeRequest, str]:
-        request = build_request(r.target, now_ns=time.time_ns(), timeout=20.0, address="127.0.0.1")
+        request = build_request(
+            r.target,
+            now_ns=time.time_ns(),
+            timeout=20.0,
+            address="127.0.0.1",
+            alpn=r.endpoint.client_alpn,
+            no_sni=not r.endpoint.send_sni,
+        )
         async with gate:
             outcome = await vantage.probe(request, 20.0)
         if outcome.state is not VantageState.OK or outcome.result is None:
@@ -224,6 +246,77 @@ def test_the_openssl_view_is_what_s_client_concludes(
     assert agent_outcome(view) == seen.truth.outcome, (view, seen.truth.output)
     if seen.truth.connected:
         assert (view.tls_version, view.cipher) == (seen.truth.protocol, seen.truth.cipher)
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), CASES)
+def test_the_alert_the_server_sent_is_the_one_s_client_names(
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
+) -> None:
+    seen = observed_case(corpus, profile, endpoint)
+    assert seen.result is not None
+    hs = seen.result.addresses[0].handshake
+    if seen.truth.alert is None:
+        assert not hs.alert, (hs, seen.truth.output)
+        return
+    assert hs.alert == alert_name(seen.truth.alert), (hs, seen.truth.output)
+    assert hs.refused_by is Party.SERVER
+    assert hs.failure in (Failure.TLS_ALERT, Failure.CLIENT_CERT_REQUIRED), hs
+
+
+# OpenSSL's reason codes (library SSL) for what s_client refused, and the failure the agent must report.
+_ALERT_REASONS = range(1000, 1256)  # SSL_AD_REASON_OFFSET + the alert's description
+_FAILURE_BY_REASON = {
+    102: Failure.WEAK_KEY_EXCHANGE,  # BAD_DH_VALUE
+    394: Failure.WEAK_KEY_EXCHANGE,  # DH_KEY_TOO_SMALL
+    152: Failure.CERT_TOO_LARGE,  # EXCESSIVE_MESSAGE_SIZE
+    267: Failure.NOT_TLS,  # WRONG_VERSION_NUMBER
+    294: Failure.CLOSED,  # UNEXPECTED_EOF_WHILE_READING
+    110: Failure.PROTOCOL_ERROR,  # BAD_EXTENSION
+    # LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED: a TLS 1.0/1.1 server's MD5+SHA-1 signature, below the security
+    # level; the diagnosis reads it with the version the server chose.
+    333: Failure.PROTOCOL_ERROR,
+    258: Failure.NO_COMMON_VERSION,  # UNSUPPORTED_PROTOCOL
+    191: Failure.NO_COMMON_VERSION,  # NO_PROTOCOLS_AVAILABLE
+    181: Failure.NO_COMMON_CIPHER,  # NO_CIPHERS_AVAILABLE
+}
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), CASES)
+def test_a_failed_handshake_is_in_the_state_s_clients_reason_code_names(
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
+) -> None:
+    seen = observed_case(corpus, profile, endpoint)
+    assert seen.result is not None
+    view = openssl_view(seen.result.addresses[0])
+    if seen.truth.outcome != "handshake_failure":
+        return  # completed, or refused over the chain: the other tests hold those
+    reason = seen.truth.reason
+    assert reason is not None, seen.truth.output
+    if reason in _ALERT_REASONS:
+        expected = {Failure.TLS_ALERT, Failure.CLIENT_CERT_REQUIRED}
+    else:
+        assert reason in _FAILURE_BY_REASON, f"s_client's reason {reason} has no failure here: {seen.truth.output}"
+        expected = {_FAILURE_BY_REASON[reason]}
+    assert view.failure in expected, (view, seen.truth.output)
+
+
+_ASKS_FOR_CLIENT_CERTS = [(p, e.name) for p in PROFILES for e in ENDPOINTS if e.name.startswith("client-cert-")]
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), [(p.name, e) for p, e in _ASKS_FOR_CLIENT_CERTS])
+def test_a_client_certificate_request_names_the_cas_the_server_accepts(
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
+) -> None:
+    seen = observed_case(corpus, profile, endpoint)
+    assert seen.result is not None and seen.running.served.client_ca is not None
+    hs = seen.result.addresses[0].handshake
+    accepted = seen.running.served.client_ca.cert.subject.rfc4514_string()
+    assert hs.client_cert_requested and hs.acceptable_ca_names == (accepted,), hs
+    if seen.running.served.client_cert_optional:
+        assert hs.failure is Failure.NONE, hs
+    else:
+        # What the failure says, in every TLS version: the names the server asked for.
+        assert hs.failure is Failure.CLIENT_CERT_REQUIRED and accepted in hs.error, hs
 
 
 @pytest.mark.parametrize(("profile", "endpoint"), CASES)
