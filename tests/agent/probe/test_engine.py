@@ -301,6 +301,7 @@ def test_bad_requests_are_refused_before_any_io(engine: ProbeEngine) -> None:
         probe(engine, Target("127.0.0.1", 443), sni="bad*name")
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 def test_handshakes_in_flight_are_bounded(root_file: Path, servers: list[TlsServer]) -> None:
     stalls = [start(servers, TlsServer(None, mode="stall")) for _ in range(4)]
     engine = ProbeEngine(environ={}, native_cafile=str(root_file), max_concurrency=2)
@@ -336,6 +337,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to count descriptors")
 def test_no_descriptor_leaks_over_200_probes(pki: LabPKI, engine: ProbeEngine, servers: list[TlsServer]) -> None:
     leaf = pki.issue_leaf("leak.test", "127.0.0.1")

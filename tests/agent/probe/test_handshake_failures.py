@@ -232,6 +232,7 @@ def test_an_unknown_name_alert_runs_no_second_handshake(lab: Lab) -> None:
     assert connections == 1
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 @pytest.mark.parametrize("name", ["hrr.test", "other.test"])
 def test_a_hello_retry_request_reports_the_second_server_hello(lab: Lab, name: str) -> None:
     """A server that only takes P-384 answers the X25519 key share with a HelloRetryRequest: the handshake

@@ -86,6 +86,7 @@ def test_real_node_lists_its_bundled_roots() -> None:
     assert cafile.endswith("/cert.pem") and cadir.endswith("/certs")
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 def test_a_node_that_hangs_is_killed_and_listed_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,6 +101,7 @@ def test_a_node_that_hangs_is_killed_and_listed_with_the_reason(
     assert not running(int(pid_file.read_text()))
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 def test_a_node_whose_child_holds_the_pipe_is_killed_with_it(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     node = script(tmp_path / "node", f"/bin/sleep 30 &\n/bin/echo $! > {pid_file}\nexit 0\n")
@@ -160,6 +162,7 @@ def test_the_answer_is_kept_until_the_executable_changes(tmp_path: Path, pki: La
     assert counter.read_text().count("run") == 3, "a forced re-read asks again"
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 def test_the_cli_keeps_the_answer_on_disk_for_its_next_run(
     tmp_path: Path, pki: LabPKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -297,6 +297,7 @@ def test_unreadable_keystores(tmp_path: Path, pkis: tuple[LabPKI, LabPKI, LabPKI
         load_store("x", truncated, kind="keychain")
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 @pytest.mark.parametrize("storetype", ["JKS", "PKCS12"])
 def test_keystores_written_by_keytool(tmp_path: Path, pkis: tuple[LabPKI, LabPKI, LabPKI], storetype: str) -> None:
     keytool = shutil.which("keytool")

@@ -55,6 +55,7 @@ async def _probe(server: TlsServer, mute: str, steps: list[Progress] | None):  #
         await asyncio.gather(*(v.close() for v in vantages))
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 def test_each_vantage_is_told_as_it_ends_and_the_results_are_unchanged(server: TlsServer, mute_agent: str) -> None:
     steps: list[Progress] = []
     request, told = asyncio.run(_probe(server, mute_agent, steps))

@@ -46,6 +46,7 @@ def test_the_agents_waited_for_answered_the_previous_run_and_only_a_stream_reach
     assert awaited_agents(None, None, ()) == frozenset()
 
 
+@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
 def test_the_wait_ends_when_every_agent_is_back_or_at_the_deadline() -> None:
     async def go() -> tuple[tuple[str, ...], float, tuple[str, ...], float]:
         back: set[str] = set()
