@@ -47,13 +47,16 @@ def save_chain(address: str, port: int, sni: str | None) -> str:
 
 def route_options(observation: Observation) -> tuple[str, ...]:
     """`openssl s_client` options for the road the agents took to the ClientHello: the STARTTLS dialogue they
-    spoke (as `-starttls`), and the HTTPS proxy they went through (`-proxy`) when all that used one used the
-    same; () for TLS from the first byte, straight to the address."""
+    spoke (as `-starttls`, with XMPP's `-xmpphost`), and the HTTPS proxy they went through (`-proxy`) when
+    all that used one used the same; () for TLS from the first byte, straight to the address."""
     answered = [o.result for o in observation.answered if o.result is not None]
     spoken = {r.starttls for r in answered if r.starttls is not Starttls.NONE}
     asked = observation.request.options.starttls
     starttls = next(iter(spoken)) if len(spoken) == 1 else asked
     options: list[str] = ["-starttls", starttls.value] if starttls is not Starttls.NONE else []
+    if starttls is Starttls.XMPP:
+        # s_client's stream `to` is the -connect host unless told: the agents' is the name, as a client's is.
+        options += ["-xmpphost", observation.request.options.sni or observation.request.target.host]
     proxies = {r.proxy for r in answered if r.proxy}
     address = _proxy_address(next(iter(proxies))) if len(proxies) == 1 else None
     if address:

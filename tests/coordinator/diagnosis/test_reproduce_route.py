@@ -57,3 +57,9 @@ def test_a_proxy_without_a_port_is_the_agents_default_port() -> None:
     assert routed(["openssl s_client -connect [::1]:443 -noservername"], ("-starttls", "imap")) == (
         "openssl s_client -connect [::1]:443 -starttls imap -noservername",
     )
+
+
+def test_xmpp_names_the_stream_domain_as_the_agents_sent_it() -> None:
+    """Without -xmpphost s_client sends to='ADDRESS', which a server that does not serve it ends with host-unknown."""
+    commands = s_clients([untrusting("edge-1", starttls=Starttls.XMPP)])
+    assert all(f"-starttls xmpp -xmpphost {NAME} " in c for c in commands), commands
