@@ -54,6 +54,7 @@ class Failure(StrEnum):
     CERT_TOO_LARGE = "cert_too_large"  # the certificate message exceeds the client's limit (OpenSSL: 100 KiB)
     CLIENT_CERT_REQUIRED = "client_cert_required"  # the server demands a client certificate it did not get
     STARTTLS_UNSUPPORTED = "starttls_unsupported"  # the server does not offer STARTTLS (or refused it)
+    STARTTLS_REFUSED = "starttls_refused"  # it turned the session away before STARTTLS (an error greeting)
     STARTTLS_BAD_REPLY = "starttls_bad_reply"  # the server's STARTTLS reply was not understood
     STARTTLS_TIMEOUT = "starttls_timeout"  # the STARTTLS exchange did not finish within the connect budget
     PROXY_REFUSED = "proxy_refused"  # the HTTPS proxy answered CONNECT with a non-2xx status

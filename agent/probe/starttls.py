@@ -214,7 +214,7 @@ def _unsupported(what: str) -> StarttlsFailed:
 def _turned_away(what: str) -> StarttlsFailed:
     """The server ended the session before STARTTLS could be asked (too many connections, a client it does
     not serve): a refusal of this client, said as the server said it, not a missing STARTTLS."""
-    return StarttlsFailed(Failure.STARTTLS_UNSUPPORTED, f"the server turned the session away before STARTTLS: {what}")
+    return StarttlsFailed(Failure.STARTTLS_REFUSED, f"the server turned the session away before STARTTLS: {what}")
 
 
 def _shown(data: bytes) -> str:

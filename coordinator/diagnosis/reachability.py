@@ -83,13 +83,16 @@ def _dns_failures(observation: Observation) -> Iterator[Finding]:
 
 
 _STARTTLS = frozenset({Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_BAD_REPLY, Failure.STARTTLS_TIMEOUT})
+# The server answered and ended the session before STARTTLS could be asked: a refusal of these hosts.
+_TURNED_AWAY = frozenset({Failure.STARTTLS_REFUSED})
 _PROXY = frozenset({Failure.PROXY_REFUSED, Failure.PROXY_ERROR})
 
 
 def _connect_failures(observation: Observation) -> Iterator[Finding]:
     """One finding per way the road to the ClientHello broke: the network (no TCP connection), the STARTTLS
-    dialogue (the server answered, TLS was not offered or not understood), the HTTPS proxy (CONNECT refused
-    or not answered). Each says what to look at; an agent's policy refusal is policy_denied's."""
+    dialogue (the server answered, TLS was not offered or not understood), the server turning the hosts away
+    before it (an error greeting), the HTTPS proxy (CONNECT refused or not answered). Each says what to look
+    at; an agent's policy refusal is policy_denied's."""
     failed = [r for r in observation.rows if not r.connected and not is_denied(r)]
     if not failed:
         return
@@ -97,7 +100,16 @@ def _connect_failures(observation: Observation) -> Iterator[Finding]:
     families: dict[str, list[Row]] = defaultdict(list)
     for row in failed:
         failure = row.address.connect_failure
-        families["starttls" if failure in _STARTTLS else "proxy" if failure in _PROXY else "network"].append(row)
+        family = (
+            "turned away"
+            if failure in _TURNED_AWAY
+            else "starttls"
+            if failure in _STARTTLS
+            else "proxy"
+            if failure in _PROXY
+            else "network"
+        )
+        families[family].append(row)
     for family, rows in families.items():
         yield _connect_finding(observation, family, rows, everyone)
 
@@ -119,6 +131,17 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
             "Turn TLS on in the service (PostgreSQL `ssl = on`; an SMTP server that lists STARTTLS in its EHLO "
             f"reply), or probe the port with the protocol it speaks (`--starttls`; this probe spoke "
             f"{protocol if protocol != 'none' else 'the one its port implies'}), or its TLS port."
+        )
+    elif family == "turned away":
+        summary = (
+            f"{target} at {at} turns {'every vantage' if everyone else name_list(agents)} away before STARTTLS can "
+            f"be asked ({kinds}): the server answered and ended the session with its own words, in the evidence; "
+            "TLS itself was never tried."
+        )
+        fix = (
+            "Read the server's words: let these hosts in where it says they are not allowed (a MySQL account for "
+            "this host, the SMTP server's client access or postscreen lists, the XMPP domain it serves: `--sni` "
+            "names another), or wait out the connection limit it names; then probe again."
         )
     elif family == "proxy":
         summary = (

@@ -53,6 +53,7 @@ class Failure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_PROXY_REFUSED: _ClassVar[Failure]
     FAILURE_PROXY_ERROR: _ClassVar[Failure]
     FAILURE_DENIED_BY_POLICY: _ClassVar[Failure]
+    FAILURE_STARTTLS_REFUSED: _ClassVar[Failure]
 
 class Client(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -108,6 +109,7 @@ FAILURE_STARTTLS_TIMEOUT: Failure
 FAILURE_PROXY_REFUSED: Failure
 FAILURE_PROXY_ERROR: Failure
 FAILURE_DENIED_BY_POLICY: Failure
+FAILURE_STARTTLS_REFUSED: Failure
 CLIENT_UNSPECIFIED: Client
 CLIENT_OPENSSL: Client
 CLIENT_PYTHON: Client

@@ -405,7 +405,7 @@ _STREAM = (
     b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
     b"xmlns='jabber:client' id='1' from='lab' version='1.0'>"
 )
-_UNSUPPORTED, _BAD = Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_BAD_REPLY
+_UNSUPPORTED, _REFUSED, _BAD = Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_REFUSED, Failure.STARTTLS_BAD_REPLY
 _AWAY = "the server turned the session away before STARTTLS: "
 
 
@@ -445,13 +445,13 @@ VARIANTS: dict[str, Variant] = {
         Starttls.SMTP,
         _scripted(b"421 4.3.2 too many connections\r\n", lambda r: Step(b"", close=True)),
         False,
-        (_UNSUPPORTED, _AWAY + "its greeting is '421 4.3.2 too many connections'"),
+        (_REFUSED, _AWAY + "its greeting is '421 4.3.2 too many connections'"),
     ),
     "smtp 421 to EHLO": Variant(
         Starttls.SMTP,
         _scripted(b"220 ok\r\n", lambda r: Step(b"421 4.7.0 Try again later, closing connection\r\n", close=True)),
         False,
-        (_UNSUPPORTED, _AWAY + "EHLO mail.example.com answered '421 4.7.0 Try again later, closing connection'"),
+        (_REFUSED, _AWAY + "EHLO mail.example.com answered '421 4.7.0 Try again later, closing connection'"),
     ),
     # s_client sends STARTTLS anyway and this server takes it; curl and mail clients stop at the refused EHLO.
     "smtp EHLO refused": Variant(
@@ -494,13 +494,13 @@ VARIANTS: dict[str, Variant] = {
         Starttls.IMAP,
         _scripted(b"* BYE Too many connections from your IP\r\n", lambda r: Step(b"", close=True)),
         False,
-        (_UNSUPPORTED, _AWAY + "its greeting is '* BYE Too many connections from your IP'"),
+        (_REFUSED, _AWAY + "its greeting is '* BYE Too many connections from your IP'"),
     ),
     "imap BYE to CAPABILITY": Variant(
         Starttls.IMAP,
         _scripted(b"* OK ready\r\n", lambda r: Step(b"* BYE Server shutting down\r\n", close=True)),
         False,
-        (_UNSUPPORTED, _AWAY + "CAPABILITY answered '* BYE Server shutting down'"),
+        (_REFUSED, _AWAY + "CAPABILITY answered '* BYE Server shutting down'"),
     ),
     "imap PREAUTH": Variant(
         Starttls.IMAP,
@@ -524,7 +524,7 @@ VARIANTS: dict[str, Variant] = {
         Starttls.POP3,
         _scripted(b"-ERR [SYS/TEMP] too many connections\r\n", lambda r: Step(b"", close=True)),
         False,
-        (_UNSUPPORTED, _AWAY + "its greeting is '-ERR [SYS/TEMP] too many connections'"),
+        (_REFUSED, _AWAY + "its greeting is '-ERR [SYS/TEMP] too many connections'"),
     ),
     "pop3 STLS refused": Variant(
         Starttls.POP3,
@@ -557,7 +557,7 @@ VARIANTS: dict[str, Variant] = {
         Starttls.FTP,
         _scripted(b"421 There are too many connected users\r\n", lambda r: Step(b"", close=True)),
         False,
-        (_UNSUPPORTED, _AWAY + "its greeting is '421 There are too many connected users'"),
+        (_REFUSED, _AWAY + "its greeting is '421 There are too many connected users'"),
     ),
     "xmpp empty stream features": Variant(
         Starttls.XMPP, _scripted(b"", _xmpp(b"<stream:features/>")), False, (_UNSUPPORTED, "list no starttls")
@@ -572,7 +572,7 @@ VARIANTS: dict[str, Variant] = {
             ),
         ),
         False,
-        (_UNSUPPORTED, _AWAY + f"the stream error host-unknown ('no such domain'): it serves no domain '{NAME}'"),
+        (_REFUSED, _AWAY + f"the stream error host-unknown ('no such domain'): it serves no domain '{NAME}'"),
     ),
     "xmpp failure": Variant(
         Starttls.XMPP,
@@ -598,7 +598,7 @@ VARIANTS: dict[str, Variant] = {
         Starttls.LDAP,
         _ldap(result_code=52, diagnostic=b"shutting down", message_id=0),
         False,
-        (_UNSUPPORTED, _AWAY + "it sent a Notice of Disconnection, resultCode 52 (unavailable): 'shutting down'"),
+        (_REFUSED, _AWAY + "it sent a Notice of Disconnection, resultCode 52 (unavailable): 'shutting down'"),
     ),
     # s_client skips the messageID; libldap (ldapsearch -ZZ, curl) waits on for its own and never upgrades.
     "ldap another messageID": Variant(
@@ -611,13 +611,13 @@ VARIANTS: dict[str, Variant] = {
         Starttls.MYSQL,
         _scripted(_mysql_error(1130, b"Host '127.0.0.1' is not allowed to connect"), lambda r: None, 36),
         False,
-        (_UNSUPPORTED, _AWAY + "it greets with MySQL error 1130: \"Host '127.0.0.1' is not allowed to connect\""),
+        (_REFUSED, _AWAY + "it greets with MySQL error 1130: \"Host '127.0.0.1' is not allowed to connect\""),
     ),
     "mysql short error greeting": Variant(
         Starttls.MYSQL,
         _scripted(_mysql_error(1040, b"busy", b"08004"), lambda r: None, 36),
         False,
-        (_UNSUPPORTED, _AWAY + "it greets with MySQL error 1040: 'busy'"),
+        (_REFUSED, _AWAY + "it greets with MySQL error 1040: 'busy'"),
     ),
     "mysql protocol version 9": Variant(
         Starttls.MYSQL,

@@ -88,6 +88,7 @@ def test_the_result_says_what_was_negotiated_and_through_which_proxy() -> None:
 def test_the_new_failures_cross_the_wire_by_name() -> None:
     for failure in (
         Failure.STARTTLS_UNSUPPORTED,
+        Failure.STARTTLS_REFUSED,
         Failure.STARTTLS_BAD_REPLY,
         Failure.STARTTLS_TIMEOUT,
         Failure.PROXY_REFUSED,

@@ -29,6 +29,7 @@ FAILED = sorted(
         Failure.DENIED_BY_POLICY,  # refused by the agent before any connection: policy_denied's (its own tests)
         # Before the ClientHello: STARTTLS and the proxy's CONNECT end the connect phase (connect_failure).
         Failure.STARTTLS_UNSUPPORTED,
+        Failure.STARTTLS_REFUSED,
         Failure.STARTTLS_BAD_REPLY,
         Failure.STARTTLS_TIMEOUT,
         Failure.PROXY_REFUSED,

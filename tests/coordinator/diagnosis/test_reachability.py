@@ -4,6 +4,7 @@ vantage, on one backend, on some vantages only; and what they are not."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
@@ -206,6 +207,18 @@ def test_a_server_without_starttls_was_reached() -> None:
     (finding,) = _unreachable(observe(no_tls))
     assert f"answers from every vantage at {IP1}, but TLS does not start" in finding.summary
     assert "--starttls" in finding.fix
+
+
+def test_a_server_that_turns_some_hosts_away_before_starttls_is_told_apart_from_one_without_it(
+    chain: tuple[bytes, bytes],
+) -> None:
+    words = 'the server turned the session away before STARTTLS: it greets with MySQL error 1130: "Host ..."'
+    away = replace(address(IP1, (), connect_failure=Failure.STARTTLS_REFUSED), connect_error=words)
+    (finding,) = _unreachable(observe(outcome("edge-1", [away]), outcome("edge-2", [address(IP1, chain)])))
+    assert finding.severity is Severity.WARNING and finding.agents == ("edge-1",)
+    assert f"at {IP1} turns edge-1 away before STARTTLS can be asked (starttls_refused)" in finding.summary
+    assert finding.fix.startswith("Read the server's words") and "Turn TLS on" not in finding.fix
+    assert words in finding.evidence[0].values[0][1]
 
 
 NO_RENEGOTIATION_INFO = broken(
