@@ -194,7 +194,10 @@ class ProbeEngine:
             resolution = Resolution(addresses=(normalize_host(options.pin_address),), duration_ms=0.0)
         else:
             resolution = await self._resolver(target.host, target.port, options.resolve_timeout, options.max_addresses)
-        probes = [self._probe_address(address, request, sni, expected_name, route) for address in resolution.addresses]
+        probes = [
+            self._probe_address(address, request, sni, expected_name, route, deadline)
+            for address in resolution.addresses
+        ]
         # One address, the usual case, needs no task of its own.
         addresses = [await probes[0]] if len(probes) == 1 else await asyncio.gather(*probes)
         agent_time = datetime.now(UTC)
@@ -266,7 +269,7 @@ class ProbeEngine:
         return certificate
 
     async def _probe_address(
-        self, address: str, request: ProbeRequest, sni: str | None, expected_name: str, route: Route
+        self, address: str, request: ProbeRequest, sni: str | None, expected_name: str, route: Route, deadline: float
     ) -> AddressResult:
         options = request.options
         # Checked on the address about to be dialled (through a proxy: the target, when it is an address).
@@ -294,6 +297,8 @@ class ProbeEngine:
                     context_cache=self._contexts,
                     client_cert=client_cert,
                     route=route,
+                    # What resolution left of the probe's budget (all of it for a pinned address).
+                    spare_s=deadline - time.monotonic() - options.connect_timeout - options.handshake_timeout,
                 )
             except Exception as error:  # one address must not sink the others
                 return AddressResult(

@@ -54,7 +54,18 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
-from ..model import AddressResult, Client, ClientView, Failure, Handshake, NativeVerdict, Party, TlsVersion, Verdict
+from ..model import (
+    AddressResult,
+    Client,
+    ClientView,
+    Failure,
+    Handshake,
+    NativeVerdict,
+    Party,
+    Starttls,
+    TlsVersion,
+    Verdict,
+)
 from ..trust import libcrypto
 from ..trust.names import partial_wildcard_covers
 from ..trust.verify import (
@@ -77,6 +88,8 @@ POST_HANDSHAKE_READ_S = 0.25
 _READ_CHUNK = 64 * 1024
 _CLOSE_TIMEOUT = 1.0
 _MIN_SECOND_ATTEMPT = 0.05  # seconds; below this a second handshake cannot finish anyway
+# What a STARTTLS dialogue leaves the TLS handshake at least (or its whole budget, when smaller).
+_HANDSHAKE_RESERVE_S = 2.0
 _TRANSCRIPT = "_tlsfleet_transcript"  # where an SSLObject carries its Transcript for the message callback
 
 _SSL_VERSIONS: dict[TlsVersion, ssl.TLSVersion] = {
@@ -608,6 +621,7 @@ async def handshake(
     max_handshake_bytes: int = MAX_HANDSHAKE_BYTES,
     client_cert: ClientCertificate | None = None,
     route: Route = DIRECT,
+    spare_s: float = 0.0,
 ) -> AddressResult:
     """Connect to `address`:`port` and run the openssl view's CERT_REQUIRED handshake (and Python's, where
     it may differ); failures are results, not raises.
@@ -620,7 +634,9 @@ async def handshake(
     python view only where it differs; none when the TCP connect failed (a network fact, no client's
     view). When only Python's handshake got a chain, `chain` is that one (what the server serves). The
     returned AddressResult has no store verdicts; the caller adds them. Everything, a second handshake
-    included, ends within `connect_timeout + handshake_timeout`.
+    included, ends within `connect_timeout + handshake_timeout + spare_s`. A STARTTLS dialogue may run past
+    `connect_timeout` into what the handshake will not need (`spare_s`, the probe's unused time, and the
+    handshake's budget beyond _HANDSHAKE_RESERVE_S): a Postfix postscreen holds its greeting back for 6 s.
     """
     server_hostname, check_hostname = _hostname_plan(server_hostname_for_sni, expected_name)
     bounds: dict[str, Any] = {
@@ -632,9 +648,12 @@ async def handshake(
         "client_cert": client_cert,
     }
     ours, ours_profile = context_cache.get_with_profile(client=Client.OPENSSL, **bounds)
-    deadline = time.perf_counter() + connect_timeout + handshake_timeout
+    deadline = time.perf_counter() + connect_timeout + handshake_timeout + max(spare_s, 0.0)
+    dialogue_until = (
+        deadline - min(handshake_timeout, _HANDSHAKE_RESERVE_S) if route.starttls is not Starttls.NONE else None
+    )
     try:
-        reader, writer, connect_ms = await _connect(address, port, connect_timeout, route)
+        reader, writer, connect_ms = await _connect(address, port, connect_timeout, route, dialogue_until)
     except _ConnectFailed as failed:
         return AddressResult(
             address=address,
@@ -650,7 +669,7 @@ async def handshake(
             writer,
             once.context if once is not None else ours,
             server_hostname,
-            handshake_timeout,
+            min(handshake_timeout, max(deadline - time.perf_counter(), 0.0)),
             max_handshake_bytes,
             presented,
         )
@@ -899,10 +918,11 @@ async def _second_attempt(
 
 
 async def _connect(
-    address: str, port: int, timeout: float, route: Route = DIRECT
+    address: str, port: int, timeout: float, route: Route = DIRECT, dialogue_until: float | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
     """TCP to `address` (or to the route's proxy), then the route's CONNECT and STARTTLS, all within
-    `timeout`; the milliseconds returned are the TCP connect's alone."""
+    `timeout`, or the dialogue until `dialogue_until` (a `time.perf_counter()` value) when given; the
+    milliseconds returned are the TCP connect's alone."""
     started = time.perf_counter()
     host, tcp_port = route.dial(address, port)
     via = f"proxy {route.proxy}: " if route.proxy is not None else ""
@@ -921,7 +941,8 @@ async def _connect(
     connect_ms = (time.perf_counter() - started) * 1000.0
     if not route.direct:
         try:
-            await before_tls(reader, writer, route, address, port, started + timeout)
+            until = dialogue_until if dialogue_until is not None else started + timeout
+            await before_tls(reader, writer, route, address, port, until)
         except StarttlsFailed as failed:
             writer.transport.abort()
             raise _ConnectFailed(failed.failure, failed.message) from None

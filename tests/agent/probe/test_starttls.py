@@ -73,7 +73,13 @@ def truth_env(root_file: str) -> dict[str, str]:
 
 
 def probe(
-    port: int, cache: ContextCache, protocol: Starttls, *, connect_timeout: float = 3.0, name: str = NAME
+    port: int,
+    cache: ContextCache,
+    protocol: Starttls,
+    *,
+    connect_timeout: float = 3.0,
+    handshake_timeout: float = 3.0,
+    name: str = NAME,
 ) -> AddressResult:
     return asyncio.run(
         handshake(
@@ -82,7 +88,7 @@ def probe(
             server_hostname_for_sni=name,
             expected_name=name,
             connect_timeout=connect_timeout,
-            handshake_timeout=3.0,
+            handshake_timeout=handshake_timeout,
             context_cache=cache,
             route=Route(connect_host=name, starttls=protocol),
         )
@@ -288,7 +294,8 @@ def test_a_stall_mid_starttls_ends_at_the_deadline(cache: ContextCache) -> None:
 
     with ScriptedServer(b"220 lab ESMTP\r\n", answer) as server:
         started = time.perf_counter()
-        result = probe(server.port, cache, Starttls.SMTP, connect_timeout=0.5)
+        # The dialogue's budget: the connect's, and the handshake's beyond its reserve (here none).
+        result = probe(server.port, cache, Starttls.SMTP, connect_timeout=0.5, handshake_timeout=2.0)
         took = time.perf_counter() - started
     assert result.connect_failure is Failure.STARTTLS_TIMEOUT, result.connect_error
     assert "smtp STARTTLS did not finish within" in result.connect_error
@@ -301,13 +308,14 @@ def test_a_greeting_held_back_as_postscreen_does_is_awaited_and_told(
     identity: ServedIdentity, leaf: Issued, cache: ContextCache, truth_env
 ) -> None:
     """Postfix's postscreen sends `220-`, then the rest after its greet wait: s_client waits; so does the
-    agent within its connect budget, and past it says what the server sent last."""
+    agent, past its connect budget into what the handshake will not need, and past that it says what the
+    server sent last."""
     answer = _lines(_EHLO, (b"STARTTLS", b"220 go\r\n"), tls_after=b"STARTTLS")
     greeting = b"220-mail.lab ESMTP\r\n220 mail.lab ESMTP Postfix\r\n"
     with ScriptedServer(greeting, answer, identity=identity, pause=0.8) as server:
         truth = s_client(server.host, server.port, servername=NAME, env=truth_env, starttls="smtp", linger=QUICK)
-        waited = probe(server.port, cache, Starttls.SMTP)
-        hurried = probe(server.port, cache, Starttls.SMTP, connect_timeout=0.3)
+        waited = probe(server.port, cache, Starttls.SMTP, connect_timeout=0.3, handshake_timeout=3.0)
+        hurried = probe(server.port, cache, Starttls.SMTP, connect_timeout=0.3, handshake_timeout=1.0)
     assert_agrees(waited, truth, leaf)
     assert hurried.connect_failure is Failure.STARTTLS_TIMEOUT
     assert hurried.connect_error.endswith(": the server's last line was '220-mail.lab ESMTP', then nothing more")
@@ -686,6 +694,25 @@ def test_xmpp_names_the_targets_domain_though_the_address_is_pinned(
     assert address.connect_failure is Failure.NONE, address.connect_error
     assert address.chain[0] == leaf.der
     assert f"to='{NAME}'".encode() in asked[0]
+
+
+@pytest.mark.slow  # the server holds its greeting back
+def test_a_held_back_greeting_may_take_what_resolution_left_of_the_budget(
+    identity: ServedIdentity, leaf: Issued, root_file: str
+) -> None:
+    """A pinned address resolves nothing: its resolution budget goes to the dialogue (a postscreen's 6 s fit in
+    the default 10 s probe: 3 s resolution, 2 s connect, 4 s handshake)."""
+    answer = _lines(_EHLO, (b"STARTTLS", b"220 go\r\n"), tls_after=b"STARTTLS")
+    greeting = b"220-mail.lab ESMTP\r\n220 mail.lab ESMTP Postfix\r\n"
+    engine = ProbeEngine(environ={}, native_cafile=root_file)
+    # Without the resolution's second the dialogue would have 0.2 + 2.5 - 2.0 = 0.7 s, short of the pause.
+    timeouts = {"resolve_timeout": 1.0, "connect_timeout": 0.2, "handshake_timeout": 2.5}
+    options = ProbeOptions(starttls=Starttls.SMTP, pin_address="127.0.0.1", **timeouts)
+    with ScriptedServer(greeting, answer, identity=identity, pause=0.9) as server:
+        result = asyncio.run(engine.probe(ProbeRequest(Target(NAME, server.port), options, request_id="ps-1")))
+    (address,) = result.addresses
+    assert address.connect_failure is Failure.NONE, address.connect_error
+    assert address.chain[0] == leaf.der
 
 
 # --- inference, requests, wire bytes ---------------------------------------------------------------
