@@ -384,8 +384,18 @@ def first_seen_finding(
     return read_time(stretches[first][0])
 
 
-# Runs that probed something, in either dialect: a run saved before its count was kept counts its rows.
-PROBED_SOMETHING = "COALESCE(targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = runs.id)) > 0"
+def run_to_compare_id(db: Any, report: str, run_id: int, *, mark: str) -> int | None:
+    """HistoryStore.run_to_compare's run, in either store's connection (`mark`: its parameter marker): the
+    latest of `report` before `run_id` that probed something (a run saved before its count was kept on the
+    run counts its rows)."""
+    row = db.execute(
+        "SELECT id FROM runs WHERE report = ? AND id < ? "
+        "AND COALESCE(targets, (SELECT COUNT(*) FROM target_runs t WHERE t.run_id = runs.id)) > 0 "
+        "ORDER BY started_at DESC, id DESC LIMIT 1".replace("?", mark),
+        (report, run_id),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
 
 IN_CHUNK = 500  # ids per IN (...) query, well under either database's limit on parameters
 

@@ -27,7 +27,6 @@ from .rows import (
     MAX_LIST_LIMIT,
     OUTBOX_COLUMNS,
     OUTBOX_ERROR_CHARS,
-    PROBED_SOMETHING,
     EncodedRun,
     SqlRunRows,
     check_claim,
@@ -40,6 +39,7 @@ from .rows import (
     parts_of,
     prune_rows,
     run_summaries,
+    run_to_compare_id,
 )
 from .store import HistoryError, OutboxRow, Queued, RunSummary
 
@@ -259,14 +259,8 @@ class SqliteHistory(SlotLeases):
 
     def run_to_compare(self, report: str, run_id: int) -> ReportRun | None:
         with self._read(f"find the run before run {run_id}") as db:
-            row = db.execute(
-                f"SELECT id FROM runs WHERE report = ? AND id < ? AND {PROBED_SOMETHING} "
-                "ORDER BY started_at DESC, id DESC LIMIT 1",
-                (report, run_id),
-            ).fetchone()
-            if row is None:
-                return None
-            return self._load_run(db, int(row[0]), leave_out=parts_of(self._rows(db, run_id)))
+            found = run_to_compare_id(db, report, run_id, mark="?")
+            return None if found is None else self._load_run(db, found, leave_out=parts_of(self._rows(db, run_id)))
 
     def _rows(self, db: sqlite3.Connection, run_id: int) -> SqlRunRows:
         return SqlRunRows(
