@@ -83,17 +83,24 @@ def write_reports(
         path, latest = report_paths(run, directory, fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, _RENDERERS[fmt](run, changes, expiry_warning_days, expiry_critical_days))
-        _atomic_copy(path, latest)
+        _atomic_link(path, latest)
         written.append(path)
     return written
 
 
-def _atomic_copy(source: Path, path: Path) -> None:
+def _atomic_link(source: Path, path: Path) -> None:
+    """Point `path` at `source`'s bytes: a hard link where the file system has them (a fleet-sized report is
+    tens of megabytes a format, written once instead of twice a run), a copy where it has not. Pruning the
+    per-run file later leaves `latest.*` whole."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        shutil.copyfile(source, temp)
-        os.chmod(temp, 0o644)
+        os.unlink(temp)
+        try:
+            os.link(source, temp)
+        except OSError:
+            shutil.copyfile(source, temp)
+            os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from tlsfleet.coordinator.service.reports import (
     render_markdown,
     report_paths,
     write_reports,
+    writer,
 )
 from tlsfleet.coordinator.service.reports.json_report import expiry_timeline
 from tlsfleet.coordinator.service.reports.markdown import escape
@@ -403,6 +404,7 @@ def test_write_reports_names_files_and_refreshes_latest(sample: tuple[ReportRun,
     for path in written:
         latest = path.with_name("latest" + path.suffix)
         assert latest.read_bytes() == path.read_bytes()
+        assert latest.samefile(path)  # linked, not written a second time
         assert path.stat().st_mode & 0o777 == 0o644
     assert json.loads(written[2].read_text())["run_id"] == 42
     assert written[1].read_text() == render_markdown(run, changes)
@@ -417,6 +419,26 @@ def test_write_reports_names_files_and_refreshes_latest(sample: tuple[ReportRun,
     names = sorted(p.name for p in (tmp_path / "prod-edge").iterdir())
     assert not [n for n in names if n.startswith(".")], names  # no temporary file left behind
     assert len(names) == 7
+
+
+def test_latest_outlives_its_run_file_and_is_copied_where_links_fail(
+    sample: tuple[ReportRun, list[Change]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, changes = sample
+    (linked,) = write_reports(run, changes, tmp_path / "linked", ["json"])
+    expected = linked.read_bytes()
+    linked.unlink()  # as pruning removes an old run's file
+    assert (linked.parent / "latest.json").read_bytes() == expected
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(writer.os, "link", no_links)
+    (copied,) = write_reports(run, changes, tmp_path / "copied", ["json"])
+    latest = copied.parent / "latest.json"
+    assert latest.read_bytes() == copied.read_bytes() and not latest.samefile(copied)
+    assert latest.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in copied.parent.iterdir()) == sorted([copied.name, "latest.json"])
 
 
 def test_write_reports_rejects_unknown_formats_and_unsafe_names(tmp_path: Path) -> None:
