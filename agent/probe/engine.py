@@ -325,6 +325,10 @@ def _expected_name(name: str) -> str:
     """The normalized name a probe checks; a refused name raises (and is not cached)."""
     try:
         normalized = normalize_host(name)
+        if is_ip_literal(normalized):
+            # An IPv6 zone ("fe80::1%eth0") says which link to connect on; the certificate names the address alone,
+            # as curl checks it (OpenSSL refuses a zone in the name it is given to check).
+            normalized = normalized.partition("%")[0]
         parse_expected_name(normalized)
     except (TargetError, ValueError) as error:
         raise RequestError(f"cannot probe for the name {name!r}: {error}") from None

@@ -44,6 +44,8 @@ def parse_target(text: str, default_port: int = 443) -> Target:
             raise TargetError(f"target {text!r} carries user information before '@'; {ACCEPTED}")
         if not rest:
             raise TargetError(f"target {text!r} has no host after https://; {ACCEPTED}")
+        if rest.startswith("[") and "%25" in rest:
+            rest = rest.replace("%25", "%", 1)  # a URL writes an IPv6 zone as %25 (RFC 6874), as curl reads it
     host, port_text = _split(rest, text)
     port = default_port if port_text is None else _port(port_text, text)
     return Target(host=normalize_host(host, context=text), port=port)
@@ -112,9 +114,14 @@ def normalize_host(host: str, *, context: str | None = None) -> str:
     name = host[:-1] if host.endswith(".") else host
     if not name:
         raise TargetError(f"target {shown!r} has no host name; {ACCEPTED}")
+    for label in name.split("."):
+        # Said before the IDNA codec sees them: its error names only itself ("label empty or too long").
+        if not label or (label.isascii() and len(label) > MAX_LABEL):
+            what = "is empty (a leading dot, or two dots in a row)" if not label else "is longer than 63 characters"
+            raise TargetError(f"target {shown!r}: a label of host name {name!r} {what}; {ACCEPTED}")
     try:
-        # Python's `idna` codec (IDNA 2003): unicode labels become xn-- A-labels, ASCII labels pass through.
-        ascii_name = name.encode("idna").decode("ascii").lower()
+        # Unicode labels become xn-- A-labels as curl and browsers write them (IDNA 2008); ASCII ones pass through.
+        ascii_name = name.lower() if name.isascii() else _a_labels(name)
     except UnicodeError as error:
         raise TargetError(
             f"target {shown!r}: host name {name!r} cannot be IDNA-encoded ({error}); every label must be "
@@ -141,6 +148,12 @@ def normalize_host(host: str, *, context: str | None = None) -> str:
             f"all-numeric label; {ACCEPTED}"
         )
     return ascii_name + "." if name != host else ascii_name
+
+
+def _a_labels(name: str) -> str:
+    from ..trust.names import a_labels  # loads `cryptography`: only for an internationalized name
+
+    return a_labels(name)
 
 
 def is_loopback(address: str) -> bool:

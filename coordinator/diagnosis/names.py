@@ -1,9 +1,10 @@
 """The served leaf does not cover the name clients ask for (HOSTNAME_MISMATCH, IP mismatch included).
 
-Names are matched as RFC 6125 and browsers do (`chain_verify.match_name`: subjectAltName only, a wildcard
-matching exactly one left-most label). A server-side claim, so every answering row with a chain must be
-served a leaf that misses the name; when some rows get a covering leaf, the certificates differ by
-address or vantage and another rule (backends, DNS, interception) explains it.
+Names are matched as OpenSSL does with Python's flags (`agent.trust.names.match_name`: subjectAltName only, a
+wildcard matching exactly one left-most label of letters, digits and hyphens), as RFC 6125 and browsers do. A
+server-side claim, so every answering row with a chain must be served a leaf that misses the name; when some
+rows get a covering leaf, the certificates differ by address or vantage and another rule (backends, DNS,
+interception) explains it.
 
 Refinements, each with its own wording:
 - a wildcard one level too shallow (`*.example.com` for `a.b.example.com`) or used for the bare domain;
@@ -14,8 +15,15 @@ Refinements, each with its own wording:
 - a SAN that names the host with a trailing dot ("host.example."), which OpenSSL compares as written;
 - a name asked with a trailing dot ("host.example.") that the leaf covers without it: OpenSSL and Python
   send and check it with the dot and refuse, curl drops the dot and accepts;
-- a partial-label wildcard ("f*.example.com") that OpenSSL's own check accepts and Python, curl, browsers and
-  Go refuse: a warning when the native clients accept it, critical when they refuse it too.
+- a partial-label wildcard ("f*.example.com"), in a SAN or in the subject CN of a leaf without DNS SANs, that
+  OpenSSL's own check accepts and Python, curl, browsers and Go refuse: a warning when the native clients accept
+  it, critical when they refuse it too;
+- a wildcard that curl's own check takes and OpenSSL does not: what it stands for holds a character other than
+  a letter, a digit or a hyphen ("*.example.com" for "a_b.example.com"), or an underscore elsewhere makes the
+  pattern a literal name to OpenSSL;
+- a DNS SAN no client matches (empty, with a NUL or whitespace, in UTF-8 rather than A-labels), shown escaped;
+- who else accepts what OpenSSL refuses, or refuses what it accepts, through the CN: curl reads the CN for an
+  IP address of a certificate without SANs, and ignores the CN once a SAN lists IP addresses.
 
 When the probe sent no SNI and a variant that did send SNI got a covering leaf, the server merely picks
 another certificate for clients without SNI: the SNI rule explains that, and this one holds back.
@@ -38,7 +46,14 @@ from cryptography import x509
 
 from ...agent.model import Verdict
 from ...agent.trust.certinfo import CertificateParseError, CertSummary, fingerprint, parse_der, summarize
-from ...agent.trust.names import ExpectedName, match_name, openssl_wildcard_matches, parse_expected_name
+from ...agent.trust.names import (
+    ExpectedName,
+    curl_wildcard_matches,
+    host_matches,
+    match_name,
+    openssl_wildcard_matches,
+    parse_expected_name,
+)
 from ..observation import DiagnosisSettings, Observation, Row, rows_of
 from .extensions import SAN_OID, BadExtension, covers, malformed_extensions, readable_copy
 from .model import Cause, Evidence, Finding, Severity
@@ -59,6 +74,8 @@ class Mismatch(StrEnum):
     IP_AS_DNS = "ip_as_dns"
     IP_NOT_LISTED = "ip_not_listed"
     PARTIAL_WILDCARD = "partial_wildcard"  # "f*.example.com": OpenSSL's own check accepts, Python and curl do not
+    WILDCARD_CHARACTERS = "wildcard_characters"  # "*.example.com" for "a_b.example.com": curl accepts, OpenSSL not
+    ODD_SAN = "odd_san"  # a DNS SAN that is empty or holds a NUL, a space, non-ASCII: no client matches it
     TRAILING_DOT = "trailing_dot"  # the SAN is "host." and OpenSSL compares it as written
     ASKED_WITH_DOT = "asked_with_dot"  # the name was asked as "host." and the leaf covers "host"
 
@@ -80,24 +97,35 @@ def _label(cert: CertSummary) -> str:
     return f"'{cert.subject}' (sha256 {cert.short_fingerprint})"
 
 
+def _shown(name: str) -> str:
+    """A certificate's name as printable text: one that is empty or holds a NUL, a space or another odd character
+    is quoted with those escaped, so that a report shows what the certificate really says."""
+    if name and name.isprintable() and not any(c.isspace() for c in name):
+        return name
+    escaped = "".join(c if c.isprintable() and not c.isspace() else c.encode("unicode_escape").decode() for c in name)
+    return f"'{escaped}'"
+
+
 def _listed(names: Sequence[str]) -> str:
-    return capped(names) if names else "none"
+    return capped([_shown(n) for n in names]) if names else "none"
 
 
 def _cn_covers(cn: str, dns: str) -> bool:
-    """OpenSSL's CN fallback: the same one-label wildcard rule as for SANs."""
-    pattern = cn.lower().split(".")
-    name = dns.split(".")
-    if pattern == name:
-        return True
-    return (
-        pattern[0] == "*"
-        and len(pattern) >= 3
-        and "*" not in ".".join(pattern[1:])
-        and len(name) == len(pattern)
-        and name[0] != ""
-        and name[1:] == pattern[1:]
-    )
+    """OpenSSL's CN fallback, as Python's contexts take it: the same one-label wildcard rule as for SANs."""
+    return host_matches(cn, dns, partial=False)
+
+
+def _odd(name: str) -> str:
+    """What makes a DNS SAN one no client matches, as a noun phrase; "" for an ordinary one."""
+    if not name:
+        return "is empty"
+    if "\x00" in name:
+        return "holds a NUL byte"
+    if any(c.isspace() for c in name):
+        return "holds whitespace"
+    if not name.isascii():
+        return "is not ASCII (a certificate carries internationalized names as xn-- A-labels)"
+    return ""
 
 
 def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
@@ -131,11 +159,18 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
                 cns,
             )
         if not leaf.san_ip:
+            # curl 7.x reads the CN for an address when the certificate has no subjectAltName; OpenSSL never does.
+            curl = (
+                f"; curl falls back to the subject CN {name} and accepts it, but OpenSSL-based clients (openssl "
+                "s_client, Python's ssl module) never compare an IP address with the CN"
+                if not leaf.san and name in cns
+                else ""
+            )
             return NameCheck(
                 leaf,
                 Mismatch.IP_NO_IP_SAN,
                 f"the target is the IP address {name} and the certificate has no IP address in its subjectAltName "
-                f"(DNS names: {_listed(leaf.san_dns)})",
+                f"(DNS names: {_listed(leaf.san_dns)}){curl}",
                 f"Reissue the certificate with subjectAltName IP:{name}, or connect by a DNS name it covers.",
                 cns,
             )
@@ -147,27 +182,22 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
             cns,
         )
     if not leaf.san_dns:
-        if any(_cn_covers(cn, name) for cn in cns):
-            return NameCheck(
-                leaf,
-                Mismatch.CN_ONLY_ACCEPTED,
-                f"it names {name} only in its subject CN, with no DNS subjectAltName: browsers and Go ignore the "
-                "CN and reject it, while Python, curl and other OpenSSL-based clients still accept the name through "
-                "their CN fallback",
-                f"Reissue the certificate with subjectAltName DNS:{name}; modern clients ignore the subject CN.",
-                cns,
-            )
-        shown = repr(cns[0]) if cns else "(none)"
-        return NameCheck(
-            leaf,
-            Mismatch.CN_ONLY,
-            f"it has no DNS subjectAltName, and its subject CN {shown} does not match {name} either",
-            f"Reissue the certificate with subjectAltName DNS:{name}.",
-            cns,
-        )
+        return _cn_only(leaf, name, cns)
     written = _as_written(leaf, name, cns)
     if written is not None:
         return written
+    odd = [(p, _odd(p)) for p in leaf.san_dns if _odd(p)]
+    if odd and all(_odd(p) for p in leaf.san_dns):
+        pattern, what = odd[0]
+        ignored = f", and with a DNS subjectAltName present clients ignore the subject CN {_listed(cns)}" if cns else ""
+        return NameCheck(
+            leaf,
+            Mismatch.ODD_SAN,
+            f"its DNS subjectAltName {_shown(pattern)} {what}: no client matches it with {name}{ignored}",
+            f"Reissue the certificate with subjectAltName DNS:{name}, and fix the template or program that wrote that "
+            "name.",
+            cns,
+        )
     labels = name.split(".")
     for pattern in leaf.san_dns:
         if not pattern.startswith("*."):
@@ -193,11 +223,91 @@ def check_name(der: bytes, expected: ExpectedName) -> NameCheck:
                 f"Add {name} (or *.{parent}) to the certificate's subjectAltName; a wildcard matches a single label.",
                 cns,
             )
+    for pattern in leaf.san_dns:
+        if curl_wildcard_matches(pattern, name):
+            return _wildcard_characters(leaf, name, pattern, cns)
+    odd_note = f" (the DNS subjectAltName {_shown(odd[0][0])} {odd[0][1]})" if odd else ""
     return NameCheck(
         leaf,
         Mismatch.NOT_LISTED,
-        f"its names are {_listed(leaf.san)}",
+        f"its names are {_listed(leaf.san)}{odd_note}",
         f"Reissue the certificate with {name} in its subjectAltName, or point clients at a name it covers.",
+        cns,
+    )
+
+
+def _wildcard_characters(leaf: CertSummary, name: str, pattern: str, cns: tuple[str, ...]) -> NameCheck:
+    """A whole-label wildcard that curl takes for the name and OpenSSL does not: what it stands for holds a
+    character other than a letter, a digit or a hyphen, or the pattern is not a wildcard to OpenSSL at all."""
+    first = name.split(".")[0]
+    if not all(c.isascii() and (c.isalnum() or c == "-") for c in first):
+        why = (
+            f"OpenSSL lets a wildcard stand for letters, digits and hyphens only, so {pattern} does not cover "
+            f"{name}, whose first label {first!r} holds other characters"
+        )
+    else:
+        why = (
+            f"OpenSSL takes {_shown(pattern)} for a literal name, not a wildcard: a wildcard's other labels may hold "
+            "only letters, digits and inner hyphens"
+        )
+    return NameCheck(
+        leaf,
+        Mismatch.WILDCARD_CHARACTERS,
+        f"{why}; OpenSSL-based clients (openssl s_client, Python's ssl module) refuse it, while curl, whose own "
+        "name check looks at no character, accepts it",
+        f"Add {name} to the certificate's subjectAltName as a name of its own (or rename the host to letters, "
+        "digits and hyphens: underscores are not valid in host names, and public CAs no longer issue them).",
+        cns,
+    )
+
+
+def _cn_only(leaf: CertSummary, name: str, cns: tuple[str, ...]) -> NameCheck:
+    """A leaf with no DNS subjectAltName: OpenSSL falls back to the subject CN, with the rules it has for SANs."""
+    if any(_cn_covers(cn, name) for cn in cns):
+        if leaf.san_ip:
+            curl = (
+                "Python, openssl s_client and other OpenSSL-based clients still accept the name through OpenSSL's CN "
+                f"fallback; curl ignores the CN once a subjectAltName lists IP addresses ({_listed(leaf.san_ip)}), "
+                "and refuses it too"
+            )
+        else:
+            curl = "Python, curl and other OpenSSL-based clients still accept the name through their CN fallback"
+        return NameCheck(
+            leaf,
+            Mismatch.CN_ONLY_ACCEPTED,
+            f"it names {name} only in its subject CN, with no DNS subjectAltName: browsers and Go ignore the "
+            f"CN and reject it, while {curl}",
+            f"Reissue the certificate with subjectAltName DNS:{name}; modern clients ignore the subject CN.",
+            cns,
+        )
+    partial = next((cn for cn in cns if openssl_wildcard_matches(cn, name)), "")
+    if partial:
+        parent = ".".join(name.split(".")[1:])
+        return NameCheck(
+            leaf,
+            Mismatch.PARTIAL_WILDCARD,
+            f"it has no DNS subjectAltName, and its subject CN {partial} is a wildcard inside a label: OpenSSL's own "
+            "name check (openssl s_client, C programs using X509_check_host) falls back to the CN and accepts it, "
+            "but Python's ssl module and curl honour a wildcard only as a whole left-most label, and browsers and Go "
+            "ignore the CN: they reject it",
+            f"Reissue the certificate with subjectAltName DNS:{name} (or DNS:*.{parent}); modern clients ignore the "
+            "subject CN.",
+            cns,
+        )
+    shown = repr(cns[0]) if cns else "(none)"
+    ips = f" (it lists IP addresses only: {_listed(leaf.san_ip)})" if leaf.san_ip else ""
+    lax = next((cn for cn in cns if curl_wildcard_matches(cn, name)), "")
+    curl = (
+        f" for OpenSSL-based clients (openssl s_client, Python's ssl module), which let a wildcard stand for letters, "
+        f"digits and hyphens only; curl, whose own name check looks at no character, accepts {lax} for it"
+        if lax and not leaf.san
+        else ""
+    )
+    return NameCheck(
+        leaf,
+        Mismatch.CN_ONLY,
+        f"it has no DNS subjectAltName{ips}, and its subject CN {shown} does not match {name} either{curl}",
+        f"Reissue the certificate with subjectAltName DNS:{name}.",
         cns,
     )
 
@@ -224,14 +334,14 @@ def _asked_with_dot(der: bytes, expected: ExpectedName, leaf: CertSummary, cns: 
 def _as_written(leaf: CertSummary, name: str, cns: tuple[str, ...]) -> NameCheck | None:
     """A SAN that names the host but not as OpenSSL compares it, or that only OpenSSL's own check accepts."""
     for pattern in leaf.san_dns:
-        if pattern.endswith(".") and pattern.rstrip(".").lower() == name:
+        if pattern.endswith(".") and host_matches(pattern.rstrip("."), name, partial=False):
             return NameCheck(
                 leaf,
                 Mismatch.TRAILING_DOT,
                 f"its subjectAltName {pattern} ends in a dot, and OpenSSL (and with it Python and openssl s_client) "
                 "compares names as written, so it never matches the name without the dot (curl strips the dot and "
                 "accepts it)",
-                f"Reissue the certificate with subjectAltName DNS:{name}, without the trailing dot.",
+                f"Reissue the certificate with subjectAltName DNS:{pattern.rstrip('.')}, without the trailing dot.",
                 cns,
             )
     for pattern in leaf.san_dns:

@@ -37,7 +37,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 __all__ = [
     "ENDPOINTS",
@@ -396,6 +396,7 @@ class Endpoint:
     server: Server = "openssl"
     client_alpn: tuple[str, ...] = ()  # the ALPN protocols every client offers (s_client -alpn, probe --alpn)
     send_sni: bool = True  # False: every client sends no SNI (s_client to the address alone, probe --no-sni)
+    listen: str = "127.0.0.1"  # the address the server listens on, which every client connects to ("::1": IPv6)
 
     @property
     def hostname(self) -> str:
@@ -528,6 +529,18 @@ def _leaf_with_dns_ip(pki: CorpusPKI, host: str) -> Served:
     """The IP target written as a DNS SAN (and CN), a common mistake: clients compare IPs with IP SANs only."""
     leaf = pki.leaf(host, san=False, extra=((x509.SubjectAlternativeName([x509.DNSName(host)]), False),))
     return Served((leaf, pki.intermediate))
+
+
+def _with_dns_sans(*values: bytes, common_name: str | None = None) -> Callable[[CorpusPKI, str], Served]:
+    """A leaf whose subjectAltName holds `values` as DNS names byte for byte (empty, with a NUL, in UTF-8: what
+    `cryptography` will not write), its subject CN `common_name` (the host when None)."""
+
+    def build(pki: CorpusPKI, host: str) -> Served:
+        body = b"".join(_der(0x82, value) for value in values)  # [2] IMPLICIT IA5String: dNSName
+        names = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, _der(0x30, body))
+        return _good(pki, host, common_name=common_name or host, san=False, extra=((names, False),))
+
+    return build
 
 
 def _client_ca(pki: CorpusPKI, host: str) -> Served:
@@ -942,6 +955,190 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint(
             "trailing-dot-both", c, "(trailing dot asked, and in the SAN)", _good, host="trailing-dot-both.corpus.test."
         ),
+        # --- certificate: how the asked name meets the certificate's (x509-limbo's name-matching families). Names
+        # hang on no CA extension: one profile will do.
+        Endpoint(
+            "wildcard-apex",
+            c,
+            "(*.example for the bare example)",
+            lambda p, h: _good(p, "*.wildcard-apex.corpus.test"),
+            host="wildcard-apex.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "wildcard-not-leftmost",
+            c,
+            "(foo.*.example)",
+            lambda p, h: _good(p, "a.*.wnl.corpus.test"),
+            host="a.b.wnl.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "wildcard-two",
+            c,
+            "(*.*.example)",
+            lambda p, h: _good(p, "*.*.w2.corpus.test"),
+            host="a.b.w2.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "wildcard-alone", c, "(* alone)", lambda p, h: _good(p, "*"), host="corpus.test", profiles=_ONE_PROFILE
+        ),
+        Endpoint(
+            "partial-wildcard-inner",
+            c,
+            "(f*o.example: no client takes it)",
+            lambda p, h: _good(p, "f*o.pwi.corpus.test"),
+            host="foo.pwi.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "partial-wildcard-a-label",
+            c,
+            "(x*.example for an A-label)",
+            lambda p, h: _good(p, "x*.pwa.corpus.test"),
+            host="xn--bcher-kva.pwa.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "partial-wildcard-empty",
+            c,
+            "(foo*.example for foo.example: OpenSSL lets * stand for nothing)",
+            lambda p, h: _good(p, "wildcard-empty*.corpus.test"),
+            host="wildcard-empty.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        # OpenSSL lets a wildcard stand for letters, digits and hyphens only, and takes a pattern with any other
+        # character for a literal name; curl's own check looks at none of them.
+        Endpoint(
+            "wildcard-underscore-label",
+            c,
+            "(*.example for a_b.example)",
+            lambda p, h: _good(p, "*.wul.corpus.test"),
+            host="under_score.wul.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "wildcard-underscore-parent",
+            c,
+            "(*.a_b.example)",
+            lambda p, h: _good(p, "*.under_score.corpus.test"),
+            host="a.under_score.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "wildcard-trailing-dot-san",
+            c,
+            "(*.example. in the SAN)",
+            lambda p, h: _good(p, "*.wtd.corpus.test."),
+            host="a.wtd.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "wildcard-over-a-label-parent",
+            c,
+            "(*.xn--... for a name below an A-label)",
+            lambda p, h: _good(p, "*.xn--bcher-kva.corpus.test"),
+            host="a.xn--bcher-kva.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        # The subject CN as the fallback name (no DNS subjectAltName), with OpenSSL's wildcard rules.
+        Endpoint(
+            "cn-only-partial-wildcard",
+            c,
+            "(f*.example CN, no SAN: s_client takes it, Python and curl do not)",
+            lambda p, h: _good(p, "f*.cn-pw.corpus.test", san=False),
+            host="foo.cn-pw.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "cn-only-wildcard-underscore",
+            c,
+            "(wildcard CN, no SAN, for a_b.example)",
+            lambda p, h: _good(p, "*.cn-wu.corpus.test", san=False),
+            host="under_score.cn-wu.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "cn-beside-ip-san",
+            c,
+            "(the name in the CN, an IP SAN alone: curl refuses)",
+            lambda p, h: _good(p, "127.0.0.1", common_name=h),
+            profiles=_ONE_PROFILE,
+        ),
+        # DNS SANs no client matches: what broken certificate templates write, and the NUL of the 2009 spoofing attacks.
+        Endpoint(
+            "empty-dns-san", c, "(an empty dNSName, the name in the CN)", _with_dns_sans(b""), profiles=_ONE_PROFILE
+        ),
+        Endpoint(
+            "nul-in-dns-san",
+            c,
+            "(a dNSName with a NUL: host\\0.evil)",
+            _with_dns_sans(b"nul-in-dns-san.corpus.test\x00.evil.test", common_name="evil.test"),
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "utf8-dns-san",
+            c,
+            "(a dNSName in UTF-8, not an A-label)",
+            _with_dns_sans("bücher.utf8-san.corpus.test".encode(), common_name="utf8"),
+            host="xn--bcher-kva.utf8-san.corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
+        # IPv6 targets: the address checked against IP SANs only, written in any form, and no SNI sent.
+        Endpoint(
+            "ipv6-san",
+            c,
+            "(IPv6 address SAN)",
+            lambda p, h: _good(p, "::1"),
+            host="::1",
+            listen="::1",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "ipv6-expanded-target",
+            c,
+            "(IPv6 target written out in full)",
+            lambda p, h: _good(p, "::1"),
+            host="0:0:0:0:0:0:0:1",
+            listen="::1",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "ipv6-as-dns-san",
+            c,
+            "(IPv6 address written as a DNS SAN)",
+            _leaf_with_dns_ip,
+            host="::1",
+            listen="::1",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "ipv6-in-cn-only",
+            c,
+            "(IPv6 address in the CN, no SAN)",
+            lambda p, h: _good(p, h, san=False),
+            host="::1",
+            listen="::1",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "ipv6-target-ipv4-san",
+            c,
+            "(IPv6 target, an IPv4 SAN)",
+            lambda p, h: _good(p, "127.0.0.1", "localhost"),
+            host="::1",
+            listen="::1",
+            profiles=_ONE_PROFILE,
+        ),
+        Endpoint(
+            "long-name",
+            c,
+            "(a 253-character name)",
+            lambda p, h: _good(p, h, common_name=None),  # a CN holds 64 characters at most
+            host=".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49]) + ".corpus.test",
+            profiles=_ONE_PROFILE,
+        ),
         # --- client certificate
         Endpoint("client-cert-required", "client-certificate", "client-cert-missing.badssl.com", _client_ca),
         Endpoint(
@@ -1241,7 +1438,8 @@ def _pem_block(label: str, der: bytes) -> bytes:
 
 
 def _openssl_command(endpoint: Endpoint, served: Served, workdir: Path, has_chain: bool) -> list[str]:
-    command = [OPENSSL, "s_server", "-accept", "127.0.0.1:0", "-cert", "leaf.pem", "-key", "leaf.key", "-naccept", "64"]
+    accept = f"[{endpoint.listen}]:0" if ":" in endpoint.listen else f"{endpoint.listen}:0"
+    command = [OPENSSL, "s_server", "-accept", accept, "-cert", "leaf.pem", "-key", "leaf.key", "-naccept", "64"]
     command += ["-no_ticket"]
     if has_chain:
         command += ["-cert_chain", "untrusted.pem"]
@@ -1256,6 +1454,8 @@ def _openssl_command(endpoint: Endpoint, served: Served, workdir: Path, has_chai
 def _tlslite_command(endpoint: Endpoint, served: Served, workdir: Path, has_chain: bool) -> list[str]:
     if importlib.util.find_spec("tlslite") is None:
         raise EndpointUnavailable(f"tlslite-ng (a dev dependency) is not installed, so nothing serves {endpoint.name}")
+    if endpoint.listen != "127.0.0.1":
+        raise ValueError(f"{endpoint.name}: the tlslite server listens on 127.0.0.1 only")
     if served.client_ca is not None:
         raise ValueError(f"{endpoint.name}: the tlslite server does not ask for client certificates")
     module = f"{__package__}.tlslite_server"
@@ -1269,8 +1469,10 @@ def _tlslite_command(endpoint: Endpoint, served: Served, workdir: Path, has_chai
 
 @contextmanager
 def serve_endpoint(endpoint: Endpoint, pki: CorpusPKI, workdir: Path) -> Iterator[RunningEndpoint]:
-    """Run the endpoint's server (`openssl s_server`, or `tlslite_server`) on 127.0.0.1 (any free port)
-    until the block ends."""
+    """Run the endpoint's server (`openssl s_server`, or `tlslite_server`) on its address (127.0.0.1 or ::1, any
+    free port) until the block ends."""
+    if not _can_listen(endpoint.listen):
+        raise EndpointUnavailable(f"this host cannot listen on {endpoint.listen}, so nothing serves {endpoint.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     served = endpoint.build(pki, endpoint.hostname)
     leaf, *rest = served.chain
@@ -1292,6 +1494,19 @@ def serve_endpoint(endpoint: Endpoint, pki: CorpusPKI, workdir: Path) -> Iterato
         yield RunningEndpoint(endpoint, pki.profile, port, workdir, served, process)
     finally:
         _stop(process)
+
+
+def _can_listen(address: str) -> bool:
+    """Whether a socket binds to `address` here (a host or container without IPv6 has no ::1)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

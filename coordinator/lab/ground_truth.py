@@ -65,7 +65,8 @@ def s_client(
     name as curl does, and failing on any verify error; with `starttls` (smtp, postgres, ldap, ...) TLS
     starts inside that protocol, as `-starttls` speaks it. `linger`: how long s_client reads after the
     handshake (shorter where the server sends no post-handshake alert)."""
-    command = [OPENSSL, "s_client", "-connect", f"{host}:{port}", "-verify_return_error", "-brief", *extra]
+    connect = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    command = [OPENSSL, "s_client", "-connect", connect, "-verify_return_error", "-brief", *extra]
     if starttls is not None:
         command += ["-starttls", starttls]
     if servername is not None:

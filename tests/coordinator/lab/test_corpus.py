@@ -35,7 +35,7 @@ from tlsfleet.agent.probe.tls_messages import alert_name
 from tlsfleet.agent.trust.libcrypto import security_level
 from tlsfleet.agent.trust.verify import verdict_from_openssl_code
 from tlsfleet.coordinator.diagnosis.engine import diagnose
-from tlsfleet.coordinator.diagnosis.model import Severity
+from tlsfleet.coordinator.diagnosis.model import Cause, Severity
 from tlsfleet.coordinator.fleet.grpc_vantage import GrpcVantage
 from tlsfleet.coordinator.fleet.inventory import AgentEntry
 from tlsfleet.coordinator.lab.agent_process import start_agent
@@ -168,13 +168,13 @@ def _s_client(running: RunningEndpoint, env: dict[str, str]) -> ClientTruth:
     extra = ("-alpn", ",".join(alpn)) if alpn else ()
     # No -servername: s_client sends no SNI to an address (and checks no name).
     servername = running.endpoint.hostname if running.endpoint.send_sni else None
-    return s_client("127.0.0.1", running.port, servername=servername, env=env, extra=extra, **linger)
+    return s_client(running.endpoint.listen, running.port, servername=servername, env=env, extra=extra, **linger)
 
 
 def _python(running: RunningEndpoint, cafile: str) -> str:
     linger = {} if running.served.client_ca is not None else {"linger": _NO_ALERT_LINGER_S}
     return python_client(
-        "127.0.0.1",
+        running.endpoint.listen,
         running.port,
         servername=running.endpoint.hostname if running.endpoint.send_sni else None,
         cafile=cafile,
@@ -194,7 +194,7 @@ async def _probe_all(
             r.target,
             now_ns=time.time_ns(),
             timeout=20.0,
-            address="127.0.0.1",
+            address=r.endpoint.listen,
             alpn=r.endpoint.client_alpn,
             no_sni=not r.endpoint.send_sni,
         )
@@ -353,8 +353,9 @@ def test_the_python_view_is_what_pythons_default_context_concludes(
     assert agent_outcome(python) == seen.python, (python, seen.python)
 
 
-# Every client here accepts a name in the subject CN alone; browsers and Go do not, and the diagnosis warns.
-_BROWSERS_REFUSE = frozenset({"cn-only", "cn-only-wildcard", "nc-cn-only-inside"})
+# Every client here accepts a name in the subject CN alone; browsers and Go do not (nor curl, beside an IP SAN), and
+# the diagnosis warns.
+_BROWSERS_REFUSE = frozenset({"cn-only", "cn-only-wildcard", "nc-cn-only-inside", "cn-beside-ip-san"})
 
 
 @pytest.mark.parametrize(("profile", "endpoint"), CASES)
@@ -368,6 +369,21 @@ def test_a_finding_warns_exactly_when_a_client_fails(
     failing = seen.truth.outcome != "ok" or seen.python != "ok" or endpoint in _BROWSERS_REFUSE
     said = [(f.severity.name, f.cause.value, f.summary) for f in loud]
     assert bool(loud) is failing, (seen.truth.outcome, seen.python, said)
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), CASES)
+def test_a_name_s_client_refuses_is_explained_as_critical(
+    corpus: dict[tuple[str, str], Observed | str], profile: str, endpoint: str
+) -> None:
+    seen = observed_case(corpus, profile, endpoint)
+    assert seen.outcome is not None
+    if seen.truth.verify_code not in (62, 64):
+        return  # the name is not what s_client refused
+    observation = Observation(request=seen.request, outcomes=(seen.outcome,))
+    said = [f for f in diagnose(observation) if f.cause is Cause.HOSTNAME_MISMATCH]
+    # The names rule's own words, not the engine's last word for a failure no rule explains.
+    assert said and said[0].severity is Severity.CRITICAL, [(f.severity.name, f.summary) for f in said]
+    assert "no rule explains it further" not in said[0].summary, said[0].summary
 
 
 def test_the_corpus_is_wide_enough(corpus: dict[tuple[str, str], Observed | str]) -> None:
