@@ -250,9 +250,12 @@ def _incomplete(observation: Observation, settings: DiagnosisSettings, rows: lis
     if failing:
         impact = f"{name_list(_agents(failing))} cannot verify it"
         if verifying:
-            n = len(_agents(verifying))
-            who = "the other vantage holds" if n == 1 else f"the other {n} vantages hold"
-            impact += f" ({who} that certificate in a trust store)"
+            holders = _agents(verifying)
+            who = "the other vantage holds" if len(holders) == 1 else f"the other {len(holders)} vantages hold"
+            impact += (
+                f" ({who} that certificate in a trust store: {name_list(holders)} {agree('verify', holders)} it "
+                "only thanks to that, as no client without it can)"
+            )
     elif len(verifying) == len(rows):
         impact = (
             "every vantage still verifies it only because their trust stores hold that certificate; "

@@ -8,7 +8,10 @@
   blamed on the answer it got, when some vantage verifies the very chain it was served, or when it fails
   on trust for a chain whose issuing path some vantage verifies and whose certificates are all within
   their windows at true time. Different sets serving the same chains are a harmless split-horizon or geo-DNS
-  answer: info only.
+  answer: info only. Sets that differ only in address family (some vantages get the IPv4 addresses
+  alone, others IPv4 and IPv6) are no different answer: a host without IPv6 asks for, or is given, no
+  AAAA record. They are one set with some vantages blind to a family, told as such by the backends'
+  finding below, and never blamed on a resolver.
 - INCONSISTENT_BACKENDS: within ONE address set, addresses serve different leaves, as one vantage sees
   across its own addresses, or as vantages that resolved the same set see across addresses that each
   answered them all alike. An address that hands different leaves to different vantages is left out
@@ -26,6 +29,7 @@ A pinned probe (one address, no resolution) can show neither. Everything here is
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +54,10 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
     if observation.request.options.pin_address:
         return
     groups = _groups(observation)
-    yield from _dns_difference(observation, groups, judgement_time(observation, settings))
-    yield from _inconsistent_backends(observation, groups, settings)
+    partial = _family_partial(groups)
+    if partial is None:
+        yield from _dns_difference(observation, groups, judgement_time(observation, settings))
+    yield from _inconsistent_backends(observation, groups, settings, partial or [])
 
 
 @dataclass
@@ -88,6 +94,31 @@ def _groups(observation: Observation) -> list[_Group]:
         group.agents.append(o.vantage.name)
         group.rows.extend(rows)
     return list(groups.values())
+
+
+def _family(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def _family_partial(groups: list[_Group]) -> list[_Group] | None:
+    """When the sets differ only in address family (each set holds every address of the families it holds,
+    and some set holds them all), the sets that lack a family; otherwise None."""
+    if len(groups) < 2:
+        return None
+    union = {a for g in groups for a in g.addresses}
+    for g in groups:
+        families = {_family(a) for a in g.addresses}
+        if set(g.addresses) != {a for a in union if _family(a) in families}:
+            return None
+    if not any(set(g.addresses) == union for g in groups):
+        return None
+    return [g for g in groups if set(g.addresses) != union]
+
+
+def _families_apart(groups: list[_Group]) -> bool:
+    """Each set holds one address family, a family no other set holds: IPv4-only hosts beside IPv6-only ones."""
+    families = [{_family(a) for a in g.addresses} for g in groups]
+    return all(len(f) == 1 for f in families) and len({next(iter(f)) for f in families}) == len(families)
 
 
 def _verifies(row: Row) -> bool:
@@ -202,9 +233,13 @@ def _dns_difference(observation: Observation, groups: list[_Group], at: datetime
 
     stale = _stale_group(groups, failing)
     failing_agents = list(dict.fromkeys(r.agent for r in failing))
+    one = len(failing_agents) == 1
     consequence = (
-        f"so {name_list(failing_agents)} {agree('fail', failing_agents)} because of the answer "
-        f"{'it gets' if len(failing_agents) == 1 else 'they get'}"
+        f"so {name_list(failing_agents)} {agree('fail', failing_agents)} because of the address family "
+        f"{'it uses' if one else 'they use'}"
+        if failing and _families_apart(groups)
+        else f"so {name_list(failing_agents)} {agree('fail', failing_agents)} because of the answer "
+        f"{'it gets' if one else 'they get'}"
         if failing
         else "so which certificate a client gets depends on its resolver"
     )
@@ -244,6 +279,11 @@ def _dns_difference(observation: Observation, groups: list[_Group], at: datetime
             "resolver that answers so) and whether that inspection is intended; the TLS interception finding says "
             "what answers there."
             if routed
+            else f"Update the certificate on {capped(stale.addresses)}, which {name_list(stale.agents)} "
+            f"{'reaches' if len(stale.agents) == 1 else 'reach'}: the sets differ only in address family (hosts "
+            "that use only IPv4 or only IPv6), so no resolver is wrong, and a client that changes family meets the "
+            "other certificate."
+            if _families_apart(groups)
             else f"Make every resolver answer {host} with endpoints that serve the current chain: update the "
             f"certificate on {capped(stale.addresses)} (the set {name_list(stale.agents)} "
             f"{agree('resolve', stale.agents)} to), or fix the split-horizon zone, resolver or /etc/hosts entry that "
@@ -322,11 +362,17 @@ def _inconsistent_rows(group: _Group) -> list[Row]:
 
 
 def _inconsistent_backends(
-    observation: Observation, groups: list[_Group], settings: DiagnosisSettings
+    observation: Observation, groups: list[_Group], settings: DiagnosisSettings, partial: list[_Group]
 ) -> Iterator[Finding]:
+    """`partial`: the sets that lack an address family the others have (`_family_partial`); a vantage among
+    them that fails on one of the differing addresses is concerned too."""
     concerned: dict[str, Row] = {}
     for g in groups:
         concerned.update((r.where, r) for r in _inconsistent_rows(g))
+    differing = {r.address.address for r in concerned.values()}
+    concerned.update(
+        (r.where, r) for g in partial for r in g.rows if r.address.address in differing and not _verifies(r)
+    )
     rows = list(concerned.values())
     if not rows:
         return
@@ -364,6 +410,7 @@ def _inconsistent_backends(
         f"The addresses behind {host} serve different certificates: {'; '.join(parts)} (seen by "
         f"{name_list(agents)}): a half-finished deploy or a backend still serving an old certificate."
     )
+    summary += _blind_note(partial, rows)
     to_fix = bad or {c.sha256 for c in leaves} - {max(leaves, key=lambda c: c.not_before).sha256}
     fix_addresses = [a for c in leaves if c.sha256 in to_fix for a in addresses_by_leaf[c.sha256]]
     reproduce = []
@@ -386,6 +433,27 @@ def _inconsistent_backends(
         ),
         reproduce=tuple(reproduce),
     )
+
+
+def _blind_note(partial: list[_Group], rows: list[Row]) -> str:
+    """Which vantages escape a failing address only because their resolver gives them one address family:
+    their verdicts say nothing of it."""
+    notes = []
+    for g in partial:
+        families = {_family(a) for a in g.addresses}
+        unseen = list(
+            dict.fromkeys(
+                r.address.address for r in rows if _family(r.address.address) not in families and not _verifies(r)
+            )
+        )
+        if unseen:
+            only = " and ".join(f"IPv{f}" for f in sorted(families))
+            notes.append(
+                f" {name_list(g.agents)} {agree('resolve', g.agents)} the name to its {only} "
+                f"{'address' if len(g.addresses) == 1 else 'addresses'} only ({capped(g.addresses)}), so "
+                f"{'it does' if len(g.agents) == 1 else 'they do'} not reach {capped(unseen)}."
+            )
+    return "".join(notes)
 
 
 def _judging(rows: list[Row]) -> set[str]:

@@ -64,7 +64,7 @@ def diagnose(observation: Observation, settings: DiagnosisSettings | None = None
     # STARTTLS dialogue, a proxy) is the observation's, so it is added here, once for all of them.
     route = route_options(observation)
     if route:
-        found = [replace(f, reproduce=routed(f.reproduce, route)) for f in found]
+        found = [replace(f, reproduce=routed(f.reproduce, route, observation)) for f in found]
     return tuple(sorted(bounded(found), key=lambda f: f.rank))
 
 

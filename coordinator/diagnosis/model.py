@@ -109,9 +109,10 @@ class Finding:
     prediction: bool = False
 
     @property
-    def rank(self) -> tuple[int, bool, int, str]:
-        """Most severe first; then what explains a failure now before what predicts one; then the widest;
+    def rank(self) -> tuple[int, bool, int, int, str]:
+        """Most severe first; then what explains a failure now before what predicts one; then the widest (in
+        vantages, then in addresses: one finding for every failing backend before one for a single backend);
         then by cause for a stable order. Expiring soon is a prediction by its nature (also when read back
         from a history that keeps no flag)."""
         predicts = self.prediction or self.cause is Cause.EXPIRING_SOON
-        return (-int(self.severity), predicts, -len(self.agents), self.cause.value)
+        return (-int(self.severity), predicts, -len(self.agents), -len(self.addresses), self.cause.value)

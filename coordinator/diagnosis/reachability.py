@@ -16,6 +16,7 @@ Handshakes that a variant with another SNI setting completes are SNI's finding a
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections import defaultdict
 from collections.abc import Iterator
@@ -43,8 +44,8 @@ from .handshake import (
 )
 from .model import Cause, Evidence, Finding, Severity
 from .policy_denied import is_denied
-from .reproduce import s_client
-from .wording import agree, count, name_list
+from .reproduce import proxied_authority, s_client, s_client_via
+from .wording import MAX_NAMED, agree, capped, count, name_list
 
 
 def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[Finding]:
@@ -144,13 +145,25 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
             "names another), or wait out the connection limit it names; then probe again."
         )
     elif family == "proxy":
+        return _proxy_finding(observation, failed, everyone)
+    elif (apart := _answered_apart(observation, failed)) is not None:
+        host = observation.request.target.host
+        each = "; ".join(
+            f"{agent} resolves {host} to {capped(list(dict.fromkeys(r.address.address for r in mine)))} "
+            f"({', '.join(sorted({str(r.address.connect_failure) for r in mine}))})"
+            for agent in agents[:MAX_NAMED]
+            if (mine := [r for r in failed if r.agent == agent])
+        )
+        more = f"; and {count(len(agents) - MAX_NAMED, 'more vantage')}" if len(agents) > MAX_NAMED else ""
         summary = (
-            f"{target} cannot be reached through the HTTPS proxy {where} ({kinds}): the proxy did not open the "
-            f"tunnel to {at}."
+            f"{target} cannot be reached {where} ({kinds}) at {at}: a network fact, not a TLS verdict. {each}{more}; "
+            f"the other vantages resolve it to {capped(apart)} and connect there, so the answer "
+            f"{name_list(agents)} {'gets' if len(agents) == 1 else 'get'} is stale or wrong."
         )
         fix = (
-            "The proxy's answer says why (in the evidence): allow this host and port in the proxy's policy, give "
-            "the agent's host the proxy credentials its applications use, or exempt the target with NO_PROXY."
+            f"Find what answers {host} with {at} on {name_list(agents)}: an /etc/hosts entry left from a "
+            "migration, a split-horizon zone or a resolver cache; make it give the addresses the others use "
+            f"({capped(apart)}), or make the service listen at {at}."
         )
     else:
         summary = f"{target} cannot be reached {where} ({kinds}) at {at}: a network fact, not a TLS verdict."
@@ -179,6 +192,95 @@ _MAX_HANDSHAKE = "1 MiB"  # the agent's cap on handshake data (agent.probe.hands
 # OpenSSL's reason when a ServerHello lacks renegotiation_info and the client's options do not allow that.
 _NO_SECURE_RENEGOTIATION = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
 _BAD_EXTENSION = "BAD_EXTENSION"
+
+
+# The agent quotes the proxy's status line in its error (agent/probe/proxy.py); the code is all that is read.
+_PROXY_STATUS = re.compile(r"'HTTP/\d(?:\.\d)? (\d{3})")
+_PROXY_MEANING = {
+    403: "its policy refuses that destination",
+    407: "it wants credentials the host does not send",
+}
+
+
+def _proxy_status(row: Row) -> int | None:
+    match = _PROXY_STATUS.search(row.address.connect_error)
+    return int(match.group(1)) if match else None
+
+
+def _proxy_finding(observation: Observation, failed: list[Row], everyone: bool) -> Finding:
+    """The HTTPS proxy did not open the tunnel: which proxy, asked for what, answered how; the fix follows the
+    answer (its policy, its credentials), not the server, which the proxy never reached."""
+    authority = proxied_authority(observation)
+    by_answer: dict[str, list[Row]] = defaultdict(list)
+    for r in failed:
+        status = _proxy_status(r)
+        by_answer[str(status) if status is not None else str(r.address.connect_failure)].append(r)
+    parts, fixes = [], []
+    for answer, rows in by_answer.items():
+        names = list(dict.fromkeys(r.agent for r in rows))
+        agents, one = name_list(names), len(names) == 1
+        proxies = list(dict.fromkeys(r.result.proxy for r in rows if r.result.proxy))
+        meaning = _PROXY_MEANING.get(int(answer)) if answer.isdigit() else None
+        said = f"answers {answer}" + (f": {meaning}" if meaning else "") if answer.isdigit() else f"fails ({answer})"
+        parts.append(f"for {agents}, {'its' if one else 'their'} proxy {capped(proxies) or '(unnamed)'} {said}")
+        if answer == "403":
+            fixes.append(
+                f"allow {authority} in the policy of the proxy that {agents} {'goes' if one else 'go'} through, or "
+                f"exempt the name with NO_PROXY there if {'that host' if one else 'those hosts'} may reach it directly"
+            )
+        elif answer == "407":
+            fixes.append(
+                f"give {agents} the proxy credentials {'its' if one else 'their'} applications use (user:password "
+                "in HTTPS_PROXY)"
+            )
+        else:
+            fixes.append(
+                f"for {agents}, the proxy's answer says why (in the evidence): allow this host and port in the "
+                "proxy's policy, give the host the proxy credentials its applications use, or exempt the target "
+                "with NO_PROXY"
+            )
+    scope = "from every vantage" if everyone else "from " + name_list(list(dict.fromkeys(r.agent for r in failed)))
+    summary = (
+        f"{observation.target} cannot be reached through the HTTPS proxy {scope}: the proxy did not open the "
+        f"tunnel to {authority} ({'; '.join(parts)}); the server was never asked, so this says nothing of its TLS."
+    )
+    fix = "; ".join(fixes)
+    reproduce = tuple(
+        s_client_via(rows[0].result.proxy, observation, rows[0].result.sni)
+        for rows in by_answer.values()
+        if rows[0].result.proxy
+    )
+    return Finding(
+        cause=Cause.UNREACHABLE,
+        severity=Severity.CRITICAL if everyone else Severity.WARNING,
+        summary=summary,
+        agents=tuple(dict.fromkeys(r.agent for r in failed)),
+        addresses=tuple(dict.fromkeys(r.address.address for r in failed)),
+        evidence=(
+            Evidence(
+                "connect",
+                tuple((r.where, f"{r.address.connect_failure}: {r.address.connect_error}") for r in failed),
+            ),
+        ),
+        fix=fix[0].upper() + fix[1:] + ".",
+        reproduce=reproduce,
+    )
+
+
+def _answered_apart(observation: Observation, failed: list[Row]) -> list[str] | None:
+    """The addresses the other vantages connect to, when the failing vantages connect nowhere and were
+    sent only to addresses that no connecting vantage's resolver returned (a stale pin, another zone); else
+    None (a dead backend inside a shared pool is the same answer for everyone)."""
+    if observation.request.options.pin_address:
+        return None
+    failing_agents = {r.agent for r in failed}
+    if any(r.connected for r in observation.rows if r.agent in failing_agents):
+        return None
+    connecting = [r for r in observation.rows if r.connected]
+    given = {a for r in connecting for a in r.result.resolution.addresses}
+    if not connecting or given & {r.address.address for r in failed}:
+        return None
+    return list(dict.fromkeys(r.address.address for r in connecting))
 
 
 def _stage(row: Row) -> str:

@@ -13,7 +13,6 @@ from ...agent.model import Starttls
 from ..observation import Observation
 
 _S_CLIENT = re.compile(r"openssl s_client -connect \S+")
-_PROXY_PORT = 3128  # what a proxy URL without a port means (agent/probe/proxy.py)
 
 
 def s_client(address: str, port: int, sni: str | None, *, show_certs: bool = True) -> str:
@@ -64,20 +63,49 @@ def route_options(observation: Observation) -> tuple[str, ...]:
     return tuple(options)
 
 
-def routed(commands: Sequence[str], options: Sequence[str]) -> tuple[str, ...]:
-    """`commands` with every `openssl s_client -connect ADDRESS` in them taking `options` (route_options)."""
+def routed(commands: Sequence[str], options: Sequence[str], observation: Observation | None = None) -> tuple[str, ...]:
+    """`commands` with every `openssl s_client -connect ADDRESS` in them taking `options` (route_options).
+    Through a proxy, the address an agent reports is the proxy's own: a command to that address asks the
+    proxy for what the agent asked it (`proxied_authority`) instead. Commands naming a proxy already stay."""
     if not options:
         return tuple(commands)
     extra = " ".join(shlex.quote(o) for o in options)
-    return tuple(_S_CLIENT.sub(lambda m: f"{m.group(0)} {extra}", c) for c in commands)
+    proxy = options[options.index("-proxy") + 1] if "-proxy" in options else ""
+    proxy_host = proxy.rsplit(":", 1)[0].strip("[]")
+
+    def add(match: re.Match[str]) -> str:
+        connect = match.group(0)
+        host = connect.removeprefix("openssl s_client -connect ").strip("'").rsplit(":", 1)[0].strip("[]")
+        if observation is not None and proxy_host and host == proxy_host:
+            connect = f"openssl s_client -connect {shlex.quote(proxied_authority(observation))}"
+        return f"{connect} {extra}"
+
+    return tuple(c if " -proxy " in c else _S_CLIENT.sub(add, c) for c in commands)
+
+
+def proxied_authority(observation: Observation) -> str:
+    """host:port an agent asks its proxy to CONNECT to: the pinned address, else the target's name."""
+    target = observation.request.target
+    return join_host_port(observation.request.options.pin_address or target.host, target.port)
+
+
+def s_client_via(proxy: str, observation: Observation, sni: str | None) -> str:
+    """`openssl s_client` through the proxy an agent reported (its URL), to what the agent asked it for."""
+    parts = ["openssl", "s_client", "-connect", proxied_authority(observation)]
+    address = _proxy_address(proxy)
+    parts += ["-proxy", address] if address else []
+    parts += ["-servername", sni] if sni else ["-noservername"]
+    return " ".join(shlex.quote(p) for p in [*parts, "-showcerts"]) + " </dev/null"
 
 
 def _proxy_address(label: str) -> str | None:
     """host:port of a proxy as the agent reported it (a URL, its password redacted); credentials are not
     for a command line."""
+    from ...agent.probe.proxy import DEFAULT_PROXY_PORT  # loaded for a proxied probe's commands only
+
     try:
         url = urlsplit(label if "://" in label else f"http://{label}")
-        port = url.port or _PROXY_PORT
+        port = url.port or DEFAULT_PROXY_PORT
     except ValueError:
         return None
     return join_host_port(url.hostname, port) if url.hostname else None

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ...agent.model import StoreVerdict, TrustStore, Verdict
+from ...agent.model import StoreVerdict, TrustStore, Verdict, per_store
 from ..observation import TRUST_FAILURES, DiagnosisSettings, Observation, Row
 from .anchors import anchor_out_of_window
 from .chain_shape import ChainEvidence, ChainShape, Shape, shape_of, trust_key
@@ -48,7 +48,7 @@ from .model import Cause, Evidence, Finding, Severity
 from .reproduce import save_chain, verify_at
 from .store_use import StoreUse, is_system_store, store_use
 from .timebase import judgement_time
-from .wording import agree, count, name_list
+from .wording import MAX_NAMED, agree, count, name_list
 
 __all__ = ["RUNTIMES", "findings", "is_system_store", "runtime_label"]
 
@@ -264,7 +264,23 @@ def _private_ca_finding(
             f"Distribute '{root}' to {', '.join(failing_agents)}: copy it to /usr/local/share/ca-certificates/ and "
             "run update-ca-certificates (update-ca-trust on RHEL), or build it into the image those hosts run."
         )
-    if any(_trust_store(r, "ssl_cert_file") for r in failing):
+    hidden = {r.agent: paths for r in failing if (paths := _cert_file_hides(r)) is not None}
+    if hidden and set(hidden) == set(failing_agents):
+        # The root is installed; what fails is the variable that sends OpenSSL elsewhere.
+        summary = f"{what[0].upper()}{what[1:]} that {observation.target}'s chain leads to is installed on "
+        summary += f"{name_list(failing_agents)}, yet {_hidden_clause(hidden)}; {_others(len(trusting_agents))}."
+        fix = _hidden_fix(hidden, root)
+    elif hidden:
+        summary = summary[:-1] + f"; on {name_list(list(hidden))} it is installed, but {_hidden_clause(hidden)}."
+        fix += " " + _hidden_fix(hidden, root)
+    elif empty := {r.agent: store for r in failing if (store := _empty_cert_file(r)) is not None}:
+        agents = list(empty)
+        said = [f"SSL_CERT_FILE on {a} names {store.path}, {_what_it_holds(store)}" for a, store in empty.items()]
+        more = f"; likewise on {count(len(said) - MAX_NAMED, 'more vantage')}" if len(said) > MAX_NAMED else ""
+        summary = f"{summary[:-1]}; {'; '.join(said[:MAX_NAMED])}{more}, so OpenSSL-based clients there trust no "
+        summary += "root at all, public ones included."
+        fix += f" On {name_list(agents)}, point SSL_CERT_FILE at the bundle the root is added to, or unset it."
+    elif any(_trust_store(r, "ssl_cert_file") for r in failing):
         fix += " Where SSL_CERT_FILE is set, the bundle it names must hold it too."
 
     store_ids: dict[str, str] = {}
@@ -300,6 +316,58 @@ def _private_ca_finding(
         fix=fix,
         reproduce=reproduce,
     )
+
+
+def _cert_file_hides(row: Row) -> tuple[TrustStore, str] | None:
+    """(the SSL_CERT_FILE store, the system bundle's path) when the host's system bundle verifies the chain
+    and the bundle SSL_CERT_FILE names, which OpenSSL's default context reads instead, does not."""
+    verdicts = {v.store: v.at_reference_time for v in per_store(row.address.stores)}
+    if verdicts.get("ssl_cert_file") not in TRUST_FAILURES:
+        return None
+    system = next(
+        (n for n, v in verdicts.items() if (n == "system" or n.startswith("system:")) and v in PATH_FOUND), None
+    )
+    cert_file, bundle = _trust_store(row, "ssl_cert_file"), system and _trust_store(row, system)
+    if cert_file is None or not bundle:
+        return None
+    return cert_file, bundle.path
+
+
+def _empty_cert_file(row: Row) -> TrustStore | None:
+    """The SSL_CERT_FILE store when it holds no root at all (missing, unreadable, empty)."""
+    store = _trust_store(row, "ssl_cert_file")
+    return store if store is not None and store.root_count == 0 else None
+
+
+def _what_it_holds(store: TrustStore) -> str:
+    if store.root_count:
+        return "which lacks it"
+    return f"which holds no root ({store.error})" if store.error else "which holds no root"
+
+
+def _hidden_clause(hidden: dict[str, tuple[TrustStore, str]]) -> str:
+    parts = [
+        f"SSL_CERT_FILE on {agent} names {cert_file.path}, {_what_it_holds(cert_file)}, and clients there that take "
+        f"OpenSSL's default paths (openssl s_client, Python's ssl) read that file instead of the system bundle "
+        f"{bundle}, which holds it (clients that name the bundle themselves, as curl's built-in CA path and "
+        "Debian's certifi do, still verify)"
+        for agent, (cert_file, bundle) in list(hidden.items())[:MAX_NAMED]
+    ]
+    if len(hidden) > MAX_NAMED:
+        parts.append(f"likewise on {count(len(hidden) - MAX_NAMED, 'more vantage')}")
+    return "; ".join(parts)
+
+
+def _hidden_fix(hidden: dict[str, tuple[TrustStore, str]], root: str) -> str:
+    agents = list(hidden)
+    fix = (
+        f"On {name_list(agents)}, unset SSL_CERT_FILE or point it at the system bundle (find what sets it: the "
+        "service's Environment=, /etc/environment, a profile script)"
+    )
+    holding = list(dict.fromkeys(c.path for c, _ in hidden.values() if c.root_count))
+    if holding:
+        fix += f", or add '{root}' to {name_list(holding)}"
+    return fix + "; installing the root again does not help while the variable overrides the store."
 
 
 # --- RUNTIME_STORE_DIFFERS ------------------------------------------------------------------------

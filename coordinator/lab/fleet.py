@@ -438,7 +438,10 @@ class LabFleet:
         if not spec.certifi_package:
             shadow = self._certifi_shadow(spec.trust)
             (shadow / "certifi").mkdir(parents=True, exist_ok=True)
-            (shadow / "certifi" / "__init__.py").write_text(_CERTIFI_AS_DEBIAN.format(path=str(bundle)))
+            init, text = shadow / "certifi" / "__init__.py", _CERTIFI_AS_DEBIAN.format(path=str(bundle))
+            # Written once: agents started meanwhile import it, and a rewrite would show them a truncated module.
+            if not init.exists() or init.read_text() != text:
+                init.write_text(text)
         if spec.tls12_only:
             conf = self.workdir / "openssl-tls12-only.cnf"
             conf.write_text(_TLS12_ONLY_CONF)

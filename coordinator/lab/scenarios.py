@@ -21,7 +21,8 @@ The agents (see `STANDARD_AGENTS`):
 - gone: in the inventory, but stopped.
 
 Beside this catalogue, each with agents of its own and run the same way: `scenarios_handshake`,
-`scenarios_trust`, `scenarios_judgement` and `scenarios_combined` (faults that come together).
+`scenarios_trust`, `scenarios_judgement`, `scenarios_combined` (faults that come together) and
+`scenarios_environment` (hosts that differ in resolver, trust files or clock; its own `EnvironmentFleet`).
 """
 
 from __future__ import annotations

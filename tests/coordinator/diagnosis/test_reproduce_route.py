@@ -53,7 +53,7 @@ def test_agents_behind_different_proxies_get_no_proxy_option() -> None:
 
 def test_a_proxy_without_a_port_is_the_agents_default_port() -> None:
     [outcome] = [untrusting("edge-1", proxy="proxy.internal")]
-    assert route_options(observe(outcome)) == ("-proxy", "proxy.internal:3128")
+    assert route_options(observe(outcome)) == ("-proxy", "proxy.internal:1080")  # curl's default, as the agent's
     assert routed(["openssl s_client -connect [::1]:443 -noservername"], ("-starttls", "imap")) == (
         "openssl s_client -connect [::1]:443 -starttls imap -noservername",
     )
