@@ -20,8 +20,10 @@ are out of date); certifi failing on trust everywhere it exists makes it private
 RUNTIME_STORE_DIFFERS looks at one host at a time: the native client (or the system store) trusts, and
 a runtime's store on the same host fails on trust. NODE_EXTRA_CA_CERTS only adds to Node's built-in
 (Mozilla) roots, so its failure counts only when certifi shows the root is not a Mozilla one; with no
-certifi verdict anywhere it is not claimed. certifi's failure speaks for Python requests unless the host
-sets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE to a store that trusts (requests then uses that instead).
+certifi verdict anywhere it is not claimed. A Java keystore whose path ends at a certificate it holds that
+is no root (code 2: an imported intermediate) is no gap: Java's PKIX takes any certificate its store holds
+as the anchor. certifi's failure speaks for Python requests unless the host sets REQUESTS_CA_BUNDLE or
+CURL_CA_BUNDLE to a store that trusts (requests then uses that instead).
 What a host's gaps add up to is one finding per host and root, whatever the number of stores: a warning
 listing the runtimes that are in use there (`store_use`: named by the operator, or pointed at by a
 variable in the agent's environment), each runtime's fix said once; the gaps of runtimes merely found
@@ -53,6 +55,8 @@ from .wording import MAX_NAMED, agree, count, name_list
 __all__ = ["RUNTIMES", "findings", "is_system_store", "runtime_label"]
 
 PATH_FOUND = frozenset(Verdict) - TRUST_FAILURES - {Verdict.NO_CHAIN, Verdict.OTHER}
+# X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: the path reached a certificate the store holds that is not self-signed.
+_ISSUER_OF_STORE_CERT_MISSING = 2
 _DEFAULT_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 # Which clients use a store, as the sentence names them.
@@ -68,6 +72,12 @@ RUNTIMES: dict[str, str] = {
 _DIRECT_CERTIFI = (
     "Python code that uses certifi directly (httpx, pip; requests here follows REQUESTS_CA_BUNDLE or "
     "CURL_CA_BUNDLE, which trusts it)"
+)
+# What a Java store's OpenSSL verdict cannot show: PKIX also takes a non-root certificate the store holds as its
+# anchor (an imported intermediate: no gap at all, code 2; the server's own certificate: the same code as none).
+_JAVA_PINNED = (
+    " Java would still accept it where its keystore holds the server's own certificate (imported with keytool): Java "
+    "trusts any certificate its store holds, while openssl verify, which judged the store, needs a root."
 )
 # The order runtimes are named in, and the words for each in a fix.
 _RUNTIME_ORDER = ("python", "java", "node", "curl", "bundle")
@@ -389,7 +399,11 @@ class _Gap:
 
     @property
     def label(self) -> str:
-        return _DIRECT_CERTIFI if self.direct else runtime_label(self.store)
+        if self.direct:
+            return _DIRECT_CERTIFI
+        if self.store.partition(":")[0] == "java" and self.info is not None and _named_keystore(self.info):
+            return f"Java with the keystore {self.info.path}"
+        return runtime_label(self.store)
 
     @property
     def place(self) -> str:
@@ -457,8 +471,21 @@ def _gap(row: Row, verdict: StoreVerdict, public: bool | None) -> _Gap | None:
         # node itself for its roots, that store (bundled roots and this file together) answers for Node.
         return None
     info = _trust_store(row, verdict.store)
+    use = store_use(verdict.store, info)
+    if use.runtime == "java" and _reference_code(verdict) == _ISSUER_OF_STORE_CERT_MISSING:
+        # The path ends at a certificate the store holds that is no root (an imported intermediate): OpenSSL
+        # wants a self-signed root above it, Java's PKIX takes any certificate its store holds as the anchor.
+        return None
     direct = verdict.store.partition(":")[0] == "certifi" and _requests_overridden(row)
-    return _Gap(row, verdict, info, store_use(verdict.store, info), direct)
+    return _Gap(row, verdict, info, use, direct)
+
+
+def _reference_code(verdict: StoreVerdict) -> int:
+    """The OpenSSL code at the reference time (recordings made before it was kept: the agent-time code when
+    both verdicts agree)."""
+    if verdict.reference_verify_code or verdict.at_reference_time is not verdict.at_agent_time:
+        return verdict.reference_verify_code
+    return verdict.verify_code
 
 
 def _judged_as_node(row: Row) -> bool:
@@ -557,6 +584,18 @@ def _node_check(node: str, address: str, port: int, sni: str | None) -> str:
     return f"{shlex.quote(node)} -e {shlex.quote(script)}"
 
 
+def _named_keystore(info: TrustStore) -> bool:
+    """A keystore named itself (`--runtime java=KEYSTORE`, as a service passes javax.net.ssl.trustStore), not a
+    JRE's own lib/security/cacerts, which "the system cacerts" and "its cacerts" name."""
+    return info.kind == "java-keystore" and bool(info.path) and f"--runtime java={info.path}" in info.found_by
+
+
+def _keytool_fingerprint(row: Row) -> str:
+    """The served leaf's SHA-256 fingerprint as `keytool -list -v` prints it (AB:CD:...)."""
+    hexed = row.leaf_fingerprint.upper()
+    return ":".join(hexed[i : i + 2] for i in range(0, len(hexed), 2))
+
+
 def _keystore(gap: _Gap) -> str:
     """The keystore a keytool command names; without a known path, the shell expands JAVA_HOME on that host."""
     path = gap.info.path if gap.info is not None and gap.info.path else ""
@@ -614,6 +653,8 @@ def _runtime_finding(
                 for h, gs in members
             ),
         )
+    if any(g.use.runtime == "java" for g in ordered):
+        summary += _JAVA_PINNED
     evidence = [
         Evidence(
             "store verdicts",
@@ -651,10 +692,11 @@ def _runtime_finding(
     for gap in ordered:
         path = gap.info.path if gap.info is not None and gap.info.path else ""
         if gap.use.runtime == "java" and path and gap.info is not None and gap.info.kind == "java-keystore":
-            checks.append(
-                f"keytool -list -v -keystore {shlex.quote(path)} -storepass changeit | grep -F 'Owner:' | grep -F "
-                f"{shlex.quote(_cn(root))}"
-            )
+            listing = f"keytool -list -v -keystore {shlex.quote(path)} -storepass changeit"
+            checks.append(f"{listing} | grep -F 'Owner:' | grep -F {shlex.quote(_cn(root))}")
+            if gap.row.leaf_fingerprint:
+                # Java also trusts the server's own certificate where the keystore holds it (_JAVA_PINNED).
+                checks.append(f"{listing} | grep -F {shlex.quote('SHA256: ' + _keytool_fingerprint(gap.row))}")
         elif gap.info is not None and gap.info.kind == "node" and path:
             checks.append(_node_check(path, gap.row.address.address, port, gap.row.result.sni))
         elif path:
