@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from ...agent.model import TrustStore
 from ..diagnosis.model import Finding
+from ..matrix import Matrix, build_matrix
 from ..observation import Observation
 from ..outcomes import VantageState
 
@@ -39,6 +41,11 @@ class TargetRun:
     observation: Observation
     findings: tuple[Finding, ...]
     duration_ms: float
+
+    @cached_property
+    def matrix(self) -> Matrix:
+        """The comparison matrix of what the vantages saw, built once for every format that shows it."""
+        return build_matrix(self.observation.outcomes)
 
 
 @dataclass(frozen=True)

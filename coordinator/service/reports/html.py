@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from .... import __version__
 from ...diagnosis.model import Finding, Severity
 from ...diagnosis.wording import count
-from ...matrix import COLUMNS, build_matrix
+from ...matrix import COLUMNS
 from ...outcomes import VantageState
 from ..report_model import AgentSnapshot, Change, ReportRun, TargetRun
 from .json_report import (
@@ -435,7 +435,7 @@ def _changes(changes: Iterable[Change], *, with_target: bool) -> str:
 
 
 def _matrix(target: TargetRun) -> str:
-    matrix = build_matrix(target.observation.outcomes)
+    matrix = target.matrix
     if not matrix.rows:
         return '<p class="none">No vantage probed this target.</p>'
     shown = [(key, title) for key, title in COLUMNS if any(row.cell(key) for row in matrix.rows)]

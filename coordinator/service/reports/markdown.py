@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ...diagnosis.model import Finding
 from ...diagnosis.wording import count
-from ...matrix import COLUMNS, build_matrix
+from ...matrix import COLUMNS
 from ..report_model import Change, ReportRun, TargetRun
 from .json_report import (
     DEFAULT_CRITICAL_DAYS,
@@ -154,7 +154,7 @@ def _target(target: TargetRun, changes: Sequence[Change], run: ReportRun, warnin
 
 
 def _matrix(target: TargetRun) -> list[str]:
-    matrix = build_matrix(target.observation.outcomes)
+    matrix = target.matrix
     if not matrix.rows:
         return ["No vantage probed this target."]
     shown = [(key, title) for key, title in COLUMNS if any(row.cell(key) for row in matrix.rows)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +16,9 @@ from tlsfleet.agent.model import Failure, Verdict
 from tlsfleet.coordinator.diagnosis.model import Cause, Evidence, Finding, Severity
 from tlsfleet.coordinator.json_output import finding_json
 from tlsfleet.coordinator.lab.pki import LabPKI
-from tlsfleet.coordinator.outcomes import VantageState
+from tlsfleet.coordinator.matrix import Matrix
+from tlsfleet.coordinator.outcomes import ProbeOutcome, VantageState
+from tlsfleet.coordinator.service import report_model
 from tlsfleet.coordinator.service.report_model import AgentSnapshot, Change, ChangeKind, ReportRun, TargetRun
 from tlsfleet.coordinator.service.reports import (
     FORMATS,
@@ -439,6 +442,21 @@ def test_latest_outlives_its_run_file_and_is_copied_where_links_fail(
     assert latest.read_bytes() == copied.read_bytes() and not latest.samefile(copied)
     assert latest.stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in copied.parent.iterdir()) == sorted([copied.name, "latest.json"])
+
+
+def test_each_target_s_matrix_is_built_once_for_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, changes = sample_run()  # its own run: the module's may have built its matrices already
+    built: list[int] = []
+    real = report_model.build_matrix
+
+    def counting(outcomes: Sequence[ProbeOutcome]) -> Matrix:
+        built.append(id(outcomes))
+        return real(outcomes)
+
+    monkeypatch.setattr(report_model, "build_matrix", counting)
+    write_reports(run, changes, tmp_path, FORMATS)
+    assert sorted(built) == sorted(id(t.observation.outcomes) for t in run.targets)
+    assert "Comparison matrix" in (tmp_path / run.report / "latest.html").read_text()
 
 
 def test_write_reports_rejects_unknown_formats_and_unsafe_names(tmp_path: Path) -> None:
