@@ -321,3 +321,46 @@ def test_a_probe_from_this_machine_alone_loads_no_grpc(tmp_path: Path) -> None:
     loaded = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert "tlsfleet.coordinator.diagnosis" in loaded
     assert [name for name in loaded if name == "grpc" or name.startswith("grpc.")] == []
+
+
+# Code a probe from this machine alone does not run: a proxy, client certificates, an agent's address policy,
+# AIA fetching, host facts, the wire and rich's tables (a bare "rich" line is structlog's import of it, refused).
+NOT_FOR_A_LOCAL_PROBE = (
+    "grpc",
+    "rich.console",
+    "tlsfleet.agent.hostfacts",
+    "tlsfleet.agent.probe.aia",
+    "tlsfleet.agent.probe.client_certs",
+    "tlsfleet.agent.probe.policy",
+    "tlsfleet.agent.probe.proxy",
+)
+
+
+@pytest.mark.e2e
+def test_a_verified_probe_from_this_machine_alone_loads_only_what_it_runs(tmp_path: Path) -> None:
+    """A whole probe (handshake, every store judged, diagnosis, JSON) imports none of the modules only other
+    probes use: each costs start-up time in every `tlsfleet probe` run."""
+    from tlsfleet.coordinator.lab.agent_process import trust_env
+    from tlsfleet.coordinator.lab.pki import LabPKI, write_pem
+    from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
+
+    pki = LabPKI("House")
+    root = write_pem(tmp_path / "root.pem", pki.root_pem())
+    env = trust_env(tmp_path, root, {k: v for k, v in os.environ.items() if not k.startswith("TLSFLEET_")})
+    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no inventory: local only
+    with TlsServer(ServedIdentity.of(pki.issue_leaf("localhost"), pki.intermediate)) as server:
+        target = [f"localhost:{server.port}", "--address", "127.0.0.1", "--agents", "local", "--json"]
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "tlsfleet.coordinator.cli", "probe", *target],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [vantage] = json.loads(done.stdout)["vantages"]
+    assert vantage["state"] == "ok" and vantage["result"]["addresses"][0]["native"]["verdict"] == "ok"
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"tlsfleet.agent.probe.handshake", "tlsfleet.agent.trust.verify", "cryptography.x509"} <= loaded
+    assert sorted(m for m in loaded if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_A_LOCAL_PROBE)) == []

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -37,14 +38,15 @@ from ..trust.names import parse_expected_name
 from ..trust.runtimes import RuntimeOptions
 from ..trust.stores import Discovery, LoadedStore, discover, forget_cached_reads, watch_signature
 from ..trust.verify import judge_against_stores
-from .aia import MISSING_ISSUER, fetch_and_judge
-from .client_certs import ClientCertificate
 from .handshake import ContextCache, handshake
-from .policy import ProbePolicy
 from .request_limits import RequestError, validate_request
 from .resolve import Resolver, resolve
 from .starttls import Route, route_for
 from .targets import TargetError, is_ip_literal, normalize_host
+
+if TYPE_CHECKING:  # the CLI's probes have neither; AIA fetching loads its code when an agent turns it on
+    from .client_certs import ClientCertificate
+    from .policy import ProbePolicy
 
 __all__ = ["STORE_CHECK_INTERVAL_S", "ProbeEngine", "Resolver"]
 
@@ -236,6 +238,8 @@ class ProbeEngine:
     ) -> AddressResult:
         """Where the issuer is missing, fetch it from the AIA URL and say whether that completes the chain:
         within the probe's deadline, to an address the policy allows."""
+        from .aia import MISSING_ISSUER, fetch_and_judge
+
         if not result.chain or result.native.verdict not in MISSING_ISSUER or not stores:
             return result
         try:

@@ -52,7 +52,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import (
     AddressResult,
@@ -74,11 +74,13 @@ from ..trust.verify import (
     NativeVerifier,
     verdict_from_openssl_code,
 )
-from .client_certs import ClientCertificate
 from .openssl_policy import OpenSSLPolicy, host_policy
 from .starttls import DIRECT, Route, StarttlsFailed, before_tls
 from .targets import is_ip_literal
 from .tls_messages import CERTIFICATE, ServerHello, Transcript, alert_name, version_name
+
+if TYPE_CHECKING:  # a client certificate arrives made; its loading code is only needed where one is configured
+    from .client_certs import ClientCertificate
 
 __all__ = ["MAX_HANDSHAKE_BYTES", "POST_HANDSHAKE_READ_S", "ContextCache", "VerifyOnce", "handshake"]
 

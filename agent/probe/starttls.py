@@ -22,9 +22,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..model import Failure, ProbeRequest, Starttls
-from .proxy import Proxy, ProxyFailed, connect_through, proxy_for
+
+if TYPE_CHECKING:  # the proxy code loads only for a probe that goes through one (--via-proxy)
+    from .proxy import Proxy
 
 __all__ = [
     "DIRECT",
@@ -114,6 +117,8 @@ async def before_tls(
     """Run the proxy's CONNECT (for `route.connect_host` or `address`) and the STARTTLS exchange, both by
     `deadline` (a `time.perf_counter()` value). Raises StarttlsFailed, with the proxy's failures as they are."""
     if route.proxy is not None:
+        from .proxy import ProxyFailed, connect_through
+
         try:
             await connect_through(reader, writer, route.proxy, route.connect_host or address, port, deadline)
         except ProxyFailed as failed:
@@ -569,7 +574,11 @@ def route_for(request: ProbeRequest, environ: Mapping[str, str]) -> Route:
     HTTPS_PROXY names unless NO_PROXY bypasses it for the target (then the route is direct, as for curl).
     RequestError when the proxy variable does not name a proxy this agent can use."""
     options = request.options
-    proxy = proxy_for(request.target.host, environ) if options.via_proxy else None
+    proxy = None
+    if options.via_proxy:
+        from .proxy import proxy_for
+
+        proxy = proxy_for(request.target.host, environ)
     return Route(
         proxy=proxy,
         connect_host=options.pin_address or request.target.host,

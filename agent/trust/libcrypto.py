@@ -22,7 +22,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -133,21 +133,21 @@ def _mapped_libraries() -> tuple[str | None, str | None]:
     return crypto, libssl
 
 
-def _candidates() -> list[tuple[str, str | None, str | None]]:
+def _candidates() -> Iterator[tuple[str, str | None, str | None]]:
+    """Where to look, in order, each tried only when those before it failed: find_library runs ldconfig
+    twice (some 4 ms in a fresh process), which the library _ssl mapped almost always makes unneeded."""
     import _ssl  # noqa: F401  (maps the libcrypto Python uses into the process)
 
-    out: list[tuple[str, str | None, str | None]] = []
     crypto, libssl = _mapped_libraries()
     if crypto is not None:
-        out.append((f"{crypto} (mapped by _ssl)", crypto, libssl or crypto))
+        yield (f"{crypto} (mapped by _ssl)", crypto, libssl or crypto)
     ssl_module = getattr(sys.modules.get("_ssl"), "__file__", None)
     if ssl_module:
         # dlsym on the extension's own handle searches its dependencies: the libcrypto it links.
-        out.append((f"{ssl_module} (the _ssl module's dependencies)", ssl_module, ssl_module))
+        yield (f"{ssl_module} (the _ssl module's dependencies)", ssl_module, ssl_module)
     found_crypto, found_ssl = ctypes.util.find_library("crypto"), ctypes.util.find_library("ssl")
     if found_crypto is not None:
-        out.append((f"{found_crypto} (find_library)", found_crypto, found_ssl or found_crypto))
-    return out
+        yield (f"{found_crypto} (find_library)", found_crypto, found_ssl or found_crypto)
 
 
 def _bind(lib: ctypes.CDLL, signatures: dict[str, tuple[object, list[object]]]) -> None:

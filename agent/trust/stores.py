@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 import ssl
 import stat
 import struct
@@ -73,10 +72,6 @@ WELL_KNOWN_BUNDLES: tuple[str, ...] = (
 )
 WELL_KNOWN_DIRS: tuple[str, ...] = ("/etc/ssl/certs",)
 
-_PEM_RE = re.compile(
-    rb"-----BEGIN (TRUSTED )?CERTIFICATE-----\s*(.*?)\s*-----END (?:TRUSTED )?CERTIFICATE-----",
-    re.DOTALL,
-)
 _DER_ENCODING = Encoding.DER
 _JKS_MAGIC = 0xFEEDFEED
 _JCEKS_MAGIC = 0xCECECECE
@@ -107,6 +102,13 @@ def store_fingerprint(root_fingerprints: Iterator[str] | tuple[str, ...] | list[
     return hashlib.sha256("".join(fps).encode("ascii")).hexdigest()
 
 
+# A host's stores mostly hold the same roots (the system bundle and directory, Java's and node's copies): one
+# certificate object per DER serves them all, and what is read from it once (its names, for issuer lookup
+# and judgement) is then read once. A certificate is a function of its bytes, so sharing it changes nothing.
+_SHARED_CERTIFICATES = 4096
+
+
+@lru_cache(maxsize=_SHARED_CERTIFICATES)
 def _load_der(der: bytes) -> x509.Certificate:
     # Real system stores hold a root with a non-positive serial; the warning would repeat on every host.
     # Parsing happens once per file change, so the (process-wide) warnings switch is rarely flipped.
@@ -137,9 +139,44 @@ def _der_sequence_prefix(data: bytes) -> bytes:
     return data[: 2 + n + length]
 
 
+_LABELS = (b"CERTIFICATE-----", b"TRUSTED CERTIFICATE-----")
+
+
+def _label_at(data: bytes, at: int) -> bytes:
+    """The certificate label that follows `-----BEGIN ` or `-----END ` at `at`; b"" for any other."""
+    for label in _LABELS:
+        if data.startswith(label, at):
+            return label
+    return b""
+
+
+def _pem_blocks(data: bytes) -> list[tuple[bool, bytes]]:
+    """(TRUSTED, body) of each CERTIFICATE or TRUSTED CERTIFICATE block, from its BEGIN line to the first END
+    line of either label after it: what the non-greedy `-----BEGIN (TRUSTED )?CERTIFICATE-----(.*?)-----END
+    (TRUSTED )?CERTIFICATE-----` finds, found with bytes.find (some ten times faster over a 200 KiB bundle)."""
+    blocks: list[tuple[bool, bytes]] = []
+    pos = 0
+    while (begin := data.find(b"-----BEGIN ", pos)) >= 0:
+        label = _label_at(data, begin + 11)
+        if not label:
+            pos = begin + 1
+            continue
+        body = end = begin + 11 + len(label)
+        closing = b""
+        while (end := data.find(b"-----END ", end)) >= 0:
+            if closing := _label_at(data, end + 9):
+                break
+            end += 1
+        if not closing:
+            break  # no END after this BEGIN, so none after a later one either
+        blocks.append((label == _LABELS[1], data[body:end]))
+        pos = end + 9 + len(closing)
+    return blocks
+
+
 def _parse_certificates(data: bytes) -> tuple[list[tuple[str, x509.Certificate]], int, int]:
     """(certificates, blocks seen, blocks unreadable) from PEM text or one DER certificate."""
-    blocks = list(_PEM_RE.finditer(data))
+    blocks = _pem_blocks(data)
     out: list[tuple[str, x509.Certificate]] = []
     bad = 0
     if not blocks:
@@ -151,10 +188,10 @@ def _parse_certificates(data: bytes) -> tuple[list[tuple[str, x509.Certificate]]
         except ValueError:
             return [], 0, 0
         return [(hashlib.sha256(data).hexdigest(), cert)], 1, 0
-    for m in blocks:
+    for trusted, body in blocks:
         try:
-            der = base64.b64decode(re.sub(rb"\s+", b"", m.group(2)), validate=True)
-            if m.group(1):
+            der = base64.b64decode(b"".join(body.split()), validate=True)  # split(): the whitespace \s matches
+            if trusted:
                 der = _der_sequence_prefix(der)
             cert = _load_der(der)
         except (ValueError, binascii.Error):
@@ -234,12 +271,15 @@ def _read_dir(path: Path) -> _Read:
     truncated = ""
     for entry in entries:
         try:
-            if not entry.is_file():  # follows symlinks: hashed dirs are mostly links
-                continue
-            key = _file_key(Path(entry.path))
+            st = os.stat(entry.path)  # follows symlinks: hashed dirs are mostly links
+        except FileNotFoundError:
+            continue  # a dangling link: not a file, as DirEntry.is_file() says
         except OSError:
             unreadable += 1
             continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        key = (entry.path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         # Hash links and their targets share an inode: read each file once.
         inode = (key[1], key[2])
         if inode in seen_inodes:
@@ -806,5 +846,6 @@ def forget_cached_reads() -> None:
     """Forget every cached read and runtime answer: the next discovery reads and asks everything again."""
     _read_pem_file_cached.cache_clear()
     _read_keystore_cached.cache_clear()
+    _load_der.cache_clear()
     forget_answers()
     store_cache.forget()

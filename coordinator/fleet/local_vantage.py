@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import TYPE_CHECKING
 
 from ... import __version__
-from ...agent.hostfacts import HostFactsCache
 from ...agent.model import AgentDescription, AgentIdentity, ProbeRequest
 from ...agent.probe.engine import ProbeEngine
 from ...agent.probe.request_limits import RequestError, fit_to_deadline, validate_request
 from ...agent.trust import store_cache
 from ..outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
+
+if TYPE_CHECKING:
+    from ...agent.hostfacts import HostFactsCache
 
 LOCAL_NAME = "local"
 _SAME_CLOCK = ClockEstimate(offset_ms=0.0, error_ms=0.0)
@@ -24,7 +27,8 @@ class LocalVantage:
         store_cache.enable()
         self.info = VantageInfo(name=LOCAL_NAME, address="local", kind=VantageKind.LOCAL)
         self._engine = engine or ProbeEngine()
-        self._facts = HostFactsCache(__version__, os.environ)
+        self._environ = dict(os.environ)  # the host facts describe this environment, as the vantage began
+        self._facts: HostFactsCache | None = None  # made by the first describe: a probe needs no host facts
 
     async def probe(self, request: ProbeRequest, timeout_s: float) -> ProbeOutcome:
         started = time.perf_counter()
@@ -51,7 +55,7 @@ class LocalVantage:
         started = time.perf_counter()
         description = AgentDescription(
             identity=AgentIdentity(name=LOCAL_NAME, version=__version__),
-            facts=self._facts.get(target_host),
+            facts=self._host_facts().get(target_host),
             trust_stores=self._engine.trust_stores(include_roots=include_roots),
             agent_time_ns=time.time_ns(),
         )
@@ -65,6 +69,13 @@ class LocalVantage:
 
     async def close(self) -> None:
         return None
+
+    def _host_facts(self) -> HostFactsCache:
+        if self._facts is None:
+            from ...agent.hostfacts import HostFactsCache
+
+            self._facts = HostFactsCache(__version__, self._environ)
+        return self._facts
 
     def _outcome(self, state: VantageState, started: float, *, error: str) -> ProbeOutcome:
         return ProbeOutcome(

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from tlsfleet.agent.model import Verdict
-from tlsfleet.agent.trust import libcrypto, verify
+from tlsfleet.agent.trust import issuer_lookup, libcrypto, verify
 from tlsfleet.agent.trust.issuer_lookup import StoreIndex, chain_names, name_key
 from tlsfleet.agent.trust.verify import clear_caches, verify_chain
 
@@ -75,6 +76,33 @@ def test_only_what_the_chain_reaches_is_read_and_cross_signers_are_followed(tmp_
     unknown = _agrees(tmp_path, issue("svc.test", issue("Other CA", ca=True)), [], roots, "svc.test")
     assert unknown.verdict is Verdict.LEAF_ONLY_UNVERIFIABLE
     assert _read_into_openssl(loaded_store(roots)) == 3
+
+
+def test_a_name_that_is_issuer_and_subject_in_the_same_bytes_is_read_once() -> None:
+    """Keys as reading both names gives, with one reading where the two are the same bytes (long-form lengths
+    included); a root whose issuer is written in other case or spacing is read twice."""
+    long_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"Unit {i} " * 6) for i in range(4)])
+    key = FILLERS[0].key
+    long_root = (
+        x509.CertificateBuilder()
+        .subject_name(long_name)
+        .issuer_name(long_name)
+        .public_key(key.public_key())
+        .serial_number(2**150)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW)
+        .sign(key, hashes.SHA256())
+    )
+    root = issue("Lab Root", ca=True)
+    other_spelling = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "LAB  root")])
+    respelled = issue("Lab Root", ca=True, issuer_name=other_spelling)
+    leaf = issue("svc.test", root)
+    certs = [long_root, root.cert, respelled.cert, leaf.cert]
+    assert len(long_name.public_bytes()) > 127
+    assert [issuer_lookup._issuer_is_subject(c) for c in certs] == [True, True, False, False]
+    index = StoreIndex.of(certs)
+    assert list(index.issuers) == [name_key(c.issuer) for c in certs]
+    assert index.by_subject[name_key(root.name)] == (1, 2)
 
 
 def test_a_chain_whose_names_cannot_be_read_reaches_the_whole_store() -> None:

@@ -186,6 +186,48 @@ def test_rereading_is_cached_until_the_file_changes(tmp_path: Path, pkis: tuple[
     assert changed.info.root_count == 2
 
 
+def test_stores_holding_the_same_root_share_one_certificate(
+    tmp_path: Path, pkis: tuple[LabPKI, LabPKI, LabPKI]
+) -> None:
+    """A bundle, a directory and another bundle with the same root: one object, its names read once; a file
+    that changes still gives what it holds now."""
+    one, two, _ = pkis
+    bundle = write_pem(tmp_path / "bundle.pem", one.root_pem())
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    write_pem(certs / "one.pem", one.root_pem())
+    other = write_pem(tmp_path / "other.pem", chain_pem(two.root, one.root))
+    stores = [load_store("bundle", bundle), load_store("dir", certs), load_store("other", other)]
+    assert stores[0].roots[0] is stores[1].roots[0] is stores[2].roots[1]
+    write_pem(bundle, two.root_pem())
+    os.utime(bundle, ns=(1, 1))
+    changed = load_store("bundle", bundle)
+    assert changed.info.fingerprint == expected_fp(two.root.der)
+    assert changed.roots[0] is stores[2].roots[0]
+
+
+def test_pem_blocks_are_found_as_the_pattern_finds_them(tmp_path: Path, pkis: tuple[LabPKI, LabPKI, LabPKI]) -> None:
+    """Each BEGIN runs to the first END of either label after it; other blocks, text between blocks and a
+    BEGIN left open are passed over."""
+    one, two, three = pkis
+
+    def block(begin: str, der: bytes, end: str) -> bytes:
+        return f"-----BEGIN {begin}-----\n".encode() + base64.encodebytes(der) + f"-----END {end}-----\n".encode()
+
+    data = b"".join(
+        (
+            b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+            block("CERTIFICATE", one.root.der, "TRUSTED CERTIFICATE"),  # the END of the other label closes it
+            b"text between blocks -----BEGIN CERTIFICATE---- not a header\n",
+            block("TRUSTED CERTIFICATE", two.root.der, "CERTIFICATE"),
+            b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(three.root.der),  # never closed: not a block
+        )
+    )
+    store = load_store("mixed", write_pem(tmp_path / "mixed.pem", data))
+    assert store.info.fingerprint == expected_fp(one.root.der, two.root.der), store.info.error
+    assert store.info.error == ""
+
+
 def test_extra_bundles(tmp_path: Path, pkis: tuple[LabPKI, LabPKI, LabPKI]) -> None:
     one, _, _ = pkis
     corp = write_pem(tmp_path / "corp.pem", one.root_pem())

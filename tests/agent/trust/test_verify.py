@@ -9,6 +9,7 @@ offline judgement deliberately says more (a lone leaf) or is stricter (a CN-only
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tlsfleet.agent.model import Verdict
+from tlsfleet.agent.trust import libcrypto
 from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.agent.trust.names import match_name, openssl_wildcard_matches, parse_expected_name
 from tlsfleet.agent.trust.stores import LoadedStore, load_store
@@ -520,3 +522,18 @@ def test_idn_names_are_compared_as_a_labels() -> None:
 )
 def test_verdict_from_openssl_code(code: int, verdict: Verdict) -> None:
     assert verdict_from_openssl_code(code) is verdict
+
+
+def test_libcrypto_is_the_one_python_mapped_and_nothing_else_is_searched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_library (ldconfig, run twice) is asked only when neither the library _ssl mapped nor the _ssl
+    module's own dependencies serve."""
+    asked: list[str] = []
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: asked.append(name))
+    monkeypatch.setattr(libcrypto, "_lib", None)
+    monkeypatch.setattr(libcrypto, "_error", None)
+    assert libcrypto.unavailable_reason() == ""
+    assert libcrypto._library().where.endswith("(mapped by _ssl)")
+    monkeypatch.setattr(libcrypto, "_lib", None)
+    monkeypatch.setattr(libcrypto, "_mapped_libraries", lambda: (None, None))
+    assert libcrypto._library().where.endswith("(the _ssl module's dependencies)")
+    assert asked == []

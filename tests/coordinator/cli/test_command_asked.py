@@ -3,6 +3,9 @@ and errors as in the whole tree."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -36,3 +39,26 @@ def test_a_command_alone_answers_as_in_the_whole_tree(args: list[str]) -> None:
 @pytest.mark.parametrize("args", [[], ["--help"], ["--version"], ["agent", "serve", "--help"], ["prob"], ["pki"]])
 def test_anything_else_gets_the_whole_tree(args: list[str]) -> None:
     assert _only_the_command_asked(app, args) is app
+
+
+GROUPS_WHEN_LISTED = """
+import sys
+import typer.main
+from tlsfleet.coordinator.cli import app
+typer.main.get_command(app._only_the_command_asked(app.app, ["probe", "--help"]))
+groups = ("tlsfleet.agent.cli", "tlsfleet.coordinator.cli.coordinator", "tlsfleet.coordinator.cli.pki")
+print(sorted(set(groups) & set(sys.modules)))
+print([group.name for group in app.app.registered_groups], sorted(set(groups) & set(sys.modules)))
+"""
+
+
+def test_the_groups_are_imported_when_the_whole_tree_is_listed() -> None:
+    """`tlsfleet probe` builds its command without the groups' modules; the whole tree lists them all."""
+    done = subprocess.run([sys.executable, "-c", GROUPS_WHEN_LISTED], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    alone, whole = done.stdout.splitlines()
+    assert alone == "[]"
+    assert whole == (
+        "['agent', 'pki', 'coordinator', 'report'] "
+        "['tlsfleet.agent.cli', 'tlsfleet.coordinator.cli.coordinator', 'tlsfleet.coordinator.cli.pki']"
+    )
