@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
+from .dh_groups import OAKLEY_GROUP_2_BITS, oakley_group_2_pem
+
 __all__ = [
     "ENDPOINTS",
     "PROFILES",
@@ -1398,6 +1400,9 @@ class RunningEndpoint:
 def _dhparam(bits: int, cache: Path) -> Path:
     path = cache / f"dh{bits}.pem"
     if path.exists():
+        return path
+    if bits == OAKLEY_GROUP_2_BITS:
+        path.write_bytes(oakley_group_2_pem())
         return path
     if bits >= 512:
         # s_server takes only PKCS#3 groups (not -dsaparam ones); small ones are quick to make.

@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..diagnosis.model import Cause, Severity
 from .background_server import BackgroundServer
+from .dh_groups import oakley_group_2_pem
 from .pki import Issued, LabPKI
 from .scenarios import STANDARD_AGENTS, AgentSpec, Expect, Requirement, Scenario, Stage
 from .symptoms import Symptom, handshake
@@ -303,14 +304,6 @@ def rsa_leaf(pki: LabPKI, *names: str, bits: int = 2048) -> Issued:
     return Issued(certificate, cast(Any, key))  # the lab PKI's leaves are EC; this one is RSA
 
 
-def _dhparam(bits: int) -> bytes:
-    """A PKCS#3 DH group of `bits` (small ones take a moment to make)."""
-    done = subprocess.run(
-        [OPENSSL, "dhparam", str(bits)], capture_output=True, timeout=120, check=True, stdin=subprocess.DEVNULL
-    )
-    return done.stdout
-
-
 _CLIENT_CA: dict[str, LabPKI] = {}
 
 
@@ -378,7 +371,7 @@ def _build_cert_too_large(stage: Stage) -> None:
 
 def _build_weak_dh(stage: Stage) -> None:
     args = ("-no_tls1_3", "-cipher", "DHE-RSA-AES128-GCM-SHA256@SECLEVEL=0", "-dhparam", "dh1024.pem")
-    _s_server(stage, rsa_leaf(stage.acme, stage.host), *args, files={"dh1024.pem": _dhparam(1024)})
+    _s_server(stage, rsa_leaf(stage.acme, stage.host), *args, files={"dh1024.pem": oakley_group_2_pem()})
 
 
 def _build_static_rsa(stage: Stage) -> None:

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.agent.probe.openssl_lab import (
-    OPENSSL,
     Lab,
     needs_openssl,
     policy_file,
@@ -25,6 +23,7 @@ from tlsfleet.agent.probe.handshake import ContextCache, handshake
 from tlsfleet.coordinator.lab import ground_truth
 from tlsfleet.coordinator.lab.agent_process import trust_env
 from tlsfleet.coordinator.lab.corpus import ENDPOINTS, PROFILES, CorpusPKI, EndpointUnavailable, serve_endpoint
+from tlsfleet.coordinator.lab.dh_groups import oakley_group_2_pem
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI
 from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 
@@ -34,9 +33,8 @@ pytestmark = needs_openssl
 @pytest.fixture(scope="module")
 def dh1024(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1024-bit DH group: below what security level 2 accepts (2048)."""
-    assert OPENSSL is not None
     path = tmp_path_factory.mktemp("dh") / "dh1024.pem"
-    subprocess.run([OPENSSL, "dhparam", "-out", str(path), "1024"], check=True, capture_output=True, timeout=120)
+    path.write_bytes(oakley_group_2_pem())
     return path
 
 
