@@ -21,7 +21,8 @@ import shlex
 from collections import defaultdict
 from collections.abc import Iterator
 
-from ...agent.model import Failure
+from ...agent.model import Failure, Starttls
+from ...agent.probe.starttls import infer_starttls
 from ..observation import DiagnosisSettings, Observation, Row
 from .handshake import (
     Outcome,
@@ -83,7 +84,20 @@ def _dns_failures(observation: Observation) -> Iterator[Finding]:
     )
 
 
-_STARTTLS = frozenset({Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_BAD_REPLY, Failure.STARTTLS_TIMEOUT})
+_STARTTLS = frozenset({Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_BAD_REPLY})
+# The dialogue was still going at the deadline: a slow or held-back server, not one without TLS.
+_STALLED = frozenset({Failure.STARTTLS_TIMEOUT})
+# Where each protocol's usual server turns STARTTLS on (Debian's Postfix, Dovecot, slapd, ...).
+_TLS_ON = {
+    Starttls.SMTP: "Postfix `smtpd_tls_security_level = may` and `smtpd_tls_chain_files`: its EHLO then lists STARTTLS",
+    Starttls.IMAP: "Dovecot `ssl = yes` with `ssl_cert` and `ssl_key`",
+    Starttls.POP3: "Dovecot `ssl = yes` with `ssl_cert` and `ssl_key`",
+    Starttls.LDAP: "slapd `olcTLSCertificateFile` and `olcTLSCertificateKeyFile`, TLSCertificateFile in slapd.conf",
+    Starttls.POSTGRES: "PostgreSQL `ssl = on`",
+    Starttls.MYSQL: "MySQL or MariaDB `ssl_cert` and `ssl_key`",
+    Starttls.FTP: "vsftpd `ssl_enable=YES`, ProFTPD `TLSEngine on`",
+    Starttls.XMPP: "a certificate for the domain, without which the server lists no starttls",
+}
 # The server answered and ended the session before STARTTLS could be asked: a refusal of these hosts.
 _TURNED_AWAY = frozenset({Failure.STARTTLS_REFUSED})
 _PROXY = frozenset({Failure.PROXY_REFUSED, Failure.PROXY_ERROR})
@@ -106,6 +120,8 @@ def _connect_failures(observation: Observation) -> Iterator[Finding]:
             if failure in _TURNED_AWAY
             else "starttls"
             if failure in _STARTTLS
+            else "stalled"
+            if failure in _STALLED
             else "proxy"
             if failure in _PROXY
             else "network"
@@ -113,6 +129,19 @@ def _connect_failures(observation: Observation) -> Iterator[Finding]:
         families[family].append(row)
     for family, rows in families.items():
         yield _connect_finding(observation, family, rows, everyone)
+
+
+def _spoken(observation: Observation, failed: list[Row]) -> Starttls:
+    """The protocol the failing agents spoke before TLS: the one asked for, or the one the port implied."""
+    spoken = {r.result.starttls for r in failed} - {Starttls.NONE}
+    if len(spoken) == 1:
+        return spoken.pop()
+    asked = observation.request.options.starttls
+    return asked if asked is not Starttls.NONE else infer_starttls(observation.request.target.port)
+
+
+def _named(protocol: Starttls) -> str:
+    return protocol.value if protocol is not Starttls.NONE else "the one its port implies"
 
 
 def _connect_finding(observation: Observation, family: str, failed: list[Row], everyone: bool) -> Finding:
@@ -123,15 +152,30 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
     at = ", ".join(addresses)
     target = observation.target
     if family == "starttls":
-        protocol = observation.request.options.starttls.value
+        spoken = _spoken(observation, failed)
         summary = (
             f"{target} answers {where} at {at}, but TLS does not start inside its protocol ({kinds}): the "
             "server was reached; what it says before TLS is not a STARTTLS it offers and completes."
         )
+        on = f"{_TLS_ON[spoken]}; " if spoken in _TLS_ON else ""
         fix = (
-            "Turn TLS on in the service (PostgreSQL `ssl = on`; an SMTP server that lists STARTTLS in its EHLO "
-            f"reply), or probe the port with the protocol it speaks (`--starttls`; this probe spoke "
-            f"{protocol if protocol != 'none' else 'the one its port implies'}), or its TLS port."
+            f"Turn TLS on in the service ({on}the server's words are in the evidence), or probe the port with the "
+            f"protocol it speaks (`--starttls`; this probe spoke {_named(spoken)}), or its TLS port."
+        )
+    elif family == "stalled":
+        spoken = _spoken(observation, failed)
+        summary = (
+            f"{target} answers {where} at {at}, but the {_named(spoken)} dialogue before TLS was still unfinished "
+            f"at the probe's deadline ({kinds}): the server was reached and is slow or holds its answer back "
+            "(what it sent last is in the evidence); no TLS verdict was reached."
+        )
+        fix = (
+            "Probe again with more time (`--timeout`; the dialogue gets what the connection and the resolution "
+            "leave, and the handshake does not need). A Postfix postscreen sends `220-` and holds the rest of "
+            "its greeting back for `postscreen_greet_wait` (6 s by default; the default 10 s `--timeout` waits "
+            "it out) and then lets a client it has seen pass at once. A server silent from the first byte may be "
+            "waiting for a ClientHello (SMTPS 465, IMAPS 993, POP3S 995, LDAPS 636: probe with `--starttls "
+            "none`), or is overloaded."
         )
     elif family == "turned away":
         summary = (
