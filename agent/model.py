@@ -264,6 +264,7 @@ class AddressResult:
     stores: tuple[StoreVerdict, ...] = ()
     aia: AiaFetch | None = None  # only when the agent may fetch and the issuer was missing
     views: tuple[ClientView, ...] = ()  # the openssl view first; python only when it differs
+    proxy_status: int = 0  # the HTTP status the HTTPS proxy refused CONNECT with (PROXY_REFUSED); 0 otherwise
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,7 @@ def _address_to_wire(a: AddressResult) -> probe_pb2.AddressResult:
         ),
         stores=_store_verdicts_to_wire(a.stores),
         views=[_view_to_wire(v) for v in a.views],
+        proxy_status=a.proxy_status,
     )
     if a.connect_ms is not None:
         message.connect_ms = a.connect_ms
@@ -340,6 +341,7 @@ def _address_from_wire(m: probe_pb2.AddressResult) -> AddressResult:
         ),
         aia=_aia_from_wire(m.aia) if m.HasField("aia") else None,
         views=_views_from_wire(m.views),
+        proxy_status=m.proxy_status,
     )
 
 

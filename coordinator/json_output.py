@@ -212,6 +212,7 @@ def _address_json(a: AddressResult) -> dict[str, Any]:
         "connect_ms": a.connect_ms,
         "connect_failure": a.connect_failure.value,
         "connect_error": a.connect_error,
+        "proxy_status": a.proxy_status,
         "handshake": _handshake_json(a.handshake),
         "chain": [_base64(der) for der in a.chain],
         "native": _native_json(a.native),

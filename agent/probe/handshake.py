@@ -594,10 +594,11 @@ class _Attempt:
 
 
 class _ConnectFailed(Exception):
-    def __init__(self, failure: Failure, message: str) -> None:
+    def __init__(self, failure: Failure, message: str, proxy_status: int = 0) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
+        self.proxy_status = proxy_status
 
 
 class _PeerClosed(Exception):
@@ -661,6 +662,7 @@ async def handshake(
             address=address,
             connect_failure=failed.failure,
             connect_error=failed.message,
+            proxy_status=failed.proxy_status,
             native=NativeVerdict(Verdict.NO_CHAIN, hostname_checked=check_hostname),
         )
     presented = client_cert is not None
@@ -947,7 +949,7 @@ async def _connect(
             await before_tls(reader, writer, route, address, port, until)
         except StarttlsFailed as failed:
             writer.transport.abort()
-            raise _ConnectFailed(failed.failure, failed.message) from None
+            raise _ConnectFailed(failed.failure, failed.message, failed.proxy_status) from None
     return reader, writer, connect_ms
 
 

@@ -58,12 +58,14 @@ class Proxy:
 
 
 class ProxyFailed(Exception):
-    """The proxy did not open the tunnel; `failure` says how, the message in words."""
+    """The proxy did not open the tunnel; `failure` says how, the message in words, `status` the HTTP status of
+    a refusal (0 when it gave none)."""
 
-    def __init__(self, failure: Failure, message: str) -> None:
+    def __init__(self, failure: Failure, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
+        self.status = status
 
 
 def parse_proxy(value: str, variable: str) -> Proxy:
@@ -174,7 +176,9 @@ async def connect_through(
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise ProxyFailed(Failure.PROXY_ERROR, f"proxy {proxy} answered CONNECT with {_shown(status)}, not HTTP")
     if not 200 <= int(parts[1]) < 300:
-        raise ProxyFailed(Failure.PROXY_REFUSED, f"proxy {proxy} refused CONNECT {authority}: {_shown(status)}")
+        raise ProxyFailed(
+            Failure.PROXY_REFUSED, f"proxy {proxy} refused CONNECT {authority}: {_shown(status)}", int(parts[1])
+        )
 
 
 async def _line(reader: asyncio.StreamReader) -> str:

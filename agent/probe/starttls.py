@@ -98,12 +98,14 @@ DIRECT = Route()
 
 
 class StarttlsFailed(Exception):
-    """The STARTTLS exchange did not end in a server ready for TLS; `failure` says how."""
+    """The STARTTLS exchange (or the proxy's CONNECT before it) did not end in a server ready for TLS; `failure`
+    says how, `proxy_status` the HTTP status of a proxy's refusal (0 otherwise)."""
 
-    def __init__(self, failure: Failure, message: str) -> None:
+    def __init__(self, failure: Failure, message: str, proxy_status: int = 0) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
+        self.proxy_status = proxy_status
 
 
 async def before_tls(
@@ -122,7 +124,7 @@ async def before_tls(
         try:
             await connect_through(reader, writer, route.proxy, route.connect_host or address, port, deadline)
         except ProxyFailed as failed:
-            raise StarttlsFailed(failed.failure, failed.message) from None
+            raise StarttlsFailed(failed.failure, failed.message, failed.status) from None
     if route.starttls is not Starttls.NONE:
         await negotiate(reader, writer, route.starttls, route.domain or route.connect_host or address, deadline)
 

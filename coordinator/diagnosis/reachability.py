@@ -16,7 +16,6 @@ Handshakes that a variant with another SNI setting completes are SNI's finding a
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections import defaultdict
 from collections.abc import Iterator
@@ -238,17 +237,10 @@ _NO_SECURE_RENEGOTIATION = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
 _BAD_EXTENSION = "BAD_EXTENSION"
 
 
-# The agent quotes the proxy's status line in its error (agent/probe/proxy.py); the code is all that is read.
-_PROXY_STATUS = re.compile(r"'HTTP/\d(?:\.\d)? (\d{3})")
 _PROXY_MEANING = {
     403: "its policy refuses that destination",
     407: "it wants credentials the host does not send",
 }
-
-
-def _proxy_status(row: Row) -> int | None:
-    match = _PROXY_STATUS.search(row.address.connect_error)
-    return int(match.group(1)) if match else None
 
 
 def _proxy_finding(observation: Observation, failed: list[Row], everyone: bool) -> Finding:
@@ -257,8 +249,8 @@ def _proxy_finding(observation: Observation, failed: list[Row], everyone: bool) 
     authority = proxied_authority(observation)
     by_answer: dict[str, list[Row]] = defaultdict(list)
     for r in failed:
-        status = _proxy_status(r)
-        by_answer[str(status) if status is not None else str(r.address.connect_failure)].append(r)
+        status = r.address.proxy_status  # 0 from an agent without the field, or a proxy that gave no status
+        by_answer[str(status) if status else str(r.address.connect_failure)].append(r)
     parts, fixes = [], []
     for answer, rows in by_answer.items():
         names = list(dict.fromkeys(r.agent for r in rows))

@@ -74,6 +74,7 @@ _PROBE_VANTAGE_KEYS = (
             "addresses[].connect_ms",
             "addresses[].connect_failure",
             "addresses[].connect_error",
+            "addresses[].proxy_status",
             "addresses[].handshake",
             "addresses[].handshake.failure",
             "addresses[].handshake.error",

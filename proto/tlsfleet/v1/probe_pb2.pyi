@@ -296,7 +296,7 @@ class StoreVerdict(_message.Message):
     def __init__(self, store: _Optional[str] = ..., at_agent_time: _Optional[_Union[Verdict, str]] = ..., at_reference_time: _Optional[_Union[Verdict, str]] = ..., verified_path: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., verify_code: _Optional[int] = ..., reference_verify_code: _Optional[int] = ..., strict_note: _Optional[str] = ..., same_as: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddressResult(_message.Message):
-    __slots__ = ("address", "connect_ms", "connect_failure", "connect_error", "handshake", "chain", "native", "stores", "aia", "views")
+    __slots__ = ("address", "connect_ms", "connect_failure", "connect_error", "handshake", "chain", "native", "stores", "aia", "views", "proxy_status")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECT_MS_FIELD_NUMBER: _ClassVar[int]
     CONNECT_FAILURE_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,7 @@ class AddressResult(_message.Message):
     STORES_FIELD_NUMBER: _ClassVar[int]
     AIA_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
+    PROXY_STATUS_FIELD_NUMBER: _ClassVar[int]
     address: str
     connect_ms: float
     connect_failure: Failure
@@ -317,7 +318,8 @@ class AddressResult(_message.Message):
     stores: _containers.RepeatedCompositeFieldContainer[StoreVerdict]
     aia: AiaFetch
     views: _containers.RepeatedCompositeFieldContainer[ClientView]
-    def __init__(self, address: _Optional[str] = ..., connect_ms: _Optional[float] = ..., connect_failure: _Optional[_Union[Failure, str]] = ..., connect_error: _Optional[str] = ..., handshake: _Optional[_Union[Handshake, _Mapping]] = ..., chain: _Optional[_Iterable[bytes]] = ..., native: _Optional[_Union[NativeVerdict, _Mapping]] = ..., stores: _Optional[_Iterable[_Union[StoreVerdict, _Mapping]]] = ..., aia: _Optional[_Union[AiaFetch, _Mapping]] = ..., views: _Optional[_Iterable[_Union[ClientView, _Mapping]]] = ...) -> None: ...
+    proxy_status: int
+    def __init__(self, address: _Optional[str] = ..., connect_ms: _Optional[float] = ..., connect_failure: _Optional[_Union[Failure, str]] = ..., connect_error: _Optional[str] = ..., handshake: _Optional[_Union[Handshake, _Mapping]] = ..., chain: _Optional[_Iterable[bytes]] = ..., native: _Optional[_Union[NativeVerdict, _Mapping]] = ..., stores: _Optional[_Iterable[_Union[StoreVerdict, _Mapping]]] = ..., aia: _Optional[_Union[AiaFetch, _Mapping]] = ..., views: _Optional[_Iterable[_Union[ClientView, _Mapping]]] = ..., proxy_status: _Optional[int] = ...) -> None: ...
 
 class AiaFetch(_message.Message):
     __slots__ = ("url", "fetched", "error", "certificate", "completes_chain", "verdict")

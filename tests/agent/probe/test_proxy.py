@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, ProbeResult, Starttls, Target, Verdict
+from tlsfleet.agent import wire
+from tlsfleet.agent.model import (
+    AddressResult,
+    Failure,
+    ProbeOptions,
+    ProbeRequest,
+    ProbeResult,
+    Resolution,
+    Starttls,
+    Target,
+    Verdict,
+)
 from tlsfleet.agent.probe.engine import ProbeEngine
 from tlsfleet.agent.probe.handshake import ContextCache, handshake
 from tlsfleet.agent.probe.proxy import DEFAULT_PROXY_PORT, Proxy, bypasses, parse_proxy, proxy_for
@@ -97,6 +108,22 @@ def test_a_403_from_the_proxy_is_reported_with_its_status_line(authority: ProxyA
     assert f"refused CONNECT {NAME}:443" in result.connect_error
     assert "'HTTP/1.1 403 Forbidden'" in result.connect_error
     assert result.native.verdict is Verdict.NO_CHAIN
+    assert result.proxy_status == 403  # the status itself, for the coordinator's words
+    [back] = wire.result_from_wire(wire.result_to_wire(_result_of(result), "a", "1"))[0].addresses
+    assert back.proxy_status == 403
+
+
+def _result_of(address: AddressResult) -> ProbeResult:
+    return ProbeResult(
+        target=Target(NAME, 443),
+        sni=NAME,
+        expected_name=NAME,
+        resolution=Resolution(addresses=(address.address,), duration_ms=0.0),
+        addresses=(address,),
+        trust_stores=(),
+        agent_received_ns=1,
+        agent_replied_ns=2,
+    )
 
 
 def test_proxy_credentials_from_the_url_are_sent(authority: ProxyAuthority, proxy_root: str) -> None:
@@ -106,7 +133,7 @@ def test_proxy_credentials_from_the_url_are_sent(authority: ProxyAuthority, prox
         url = f"http://probe:s3cr3t%2F%25@{egress.host}:{egress.port}"
         proxy = parse_proxy(url, "HTTPS_PROXY")
         with_them = through(proxy, cache)
-    assert without.connect_failure is Failure.PROXY_REFUSED and "407" in without.connect_error
+    assert without.connect_failure is Failure.PROXY_REFUSED and without.proxy_status == 407
     assert with_them.connect_failure is Failure.NONE, with_them.connect_error
     assert proxy.authorization == "Basic " + base64.b64encode(b"probe:s3cr3t/%").decode()
     assert "s3cr3t" not in proxy.label and "s3cr3t" not in repr(proxy)

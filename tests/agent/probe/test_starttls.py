@@ -2,9 +2,9 @@
 
 SMTP is aiosmtpd (a real SMTP server with STARTTLS), PostgreSQL a real cluster, LDAP the lab's small
 server that implements the StartTLS extended operation (`coordinator/lab/starttls_servers.py`; Debian's
-slapd, Postfix and Dovecot are in test_starttls_debian.py); IMAP, POP3, FTP, XMPP and MySQL are scripted dialogues followed by
-a real TLS handshake. For each, the agent's verdict and
-served chain must be what s_client concludes against the same server. Then the dialogue variants real
+slapd, Postfix and Dovecot are in test_starttls_debian.py); IMAP, POP3, FTP, XMPP and MySQL are scripted
+dialogues followed by a real TLS handshake. For each, the agent's verdict and served chain must be what
+s_client concludes against the same server. Then the dialogue variants real
 servers show (banners, refusals in each protocol's words, FTP's 334, Active Directory's BER lengths, MySQL
 and PostgreSQL error greetings, XMPP stream errors), each held against s_client; and the failures: a
 server that does not offer STARTTLS, one that stalls mid-exchange, garbage, replies that never end.

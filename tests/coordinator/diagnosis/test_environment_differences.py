@@ -208,7 +208,7 @@ def _via(agent: str, proxy: str, row: AddressResult) -> ProbeOutcome:
 def _refused(proxy: str, status: str) -> AddressResult:
     row = address(proxy, connect_failure=Failure.PROXY_REFUSED)
     said = f"proxy http://{proxy}:3128 refused CONNECT {HOST}:443: 'HTTP/1.1 {status}'"
-    return replace(row, connect_error=said)
+    return replace(row, connect_error=said, proxy_status=int(status.split()[0]))
 
 
 def test_a_proxy_refusal_says_which_proxy_answered_what_and_asks_it_for_the_name(certs: Certs) -> None:
