@@ -309,7 +309,7 @@ def chain(
     no_local: NoLocalOption = False,
     timeout: TimeoutOption = 10.0,
 ) -> None:
-    """The served chain as each vantage saw it, grouped where it is the same, to paste into a ticket."""
+    """The served chain as each vantage saw it, grouped where it is the same, to read, share or feed to openssl."""
     from .chain import ChainArguments, run_chain
 
     if pem and text:

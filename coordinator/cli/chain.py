@@ -1,7 +1,7 @@
-"""`tlsfleet chain TARGET`: the served chain as each vantage saw it, to paste into a ticket or `openssl`.
+"""`tlsfleet chain TARGET`: the served chain as each vantage saw it, to read, share or feed to `openssl`.
 
 Vantages (and addresses) that were served the same chain are listed together; `--pem` prints PEM blocks
-with `#` lines between them (openssl skips text outside the blocks), `--text` the fields a ticket needs.
+with `#` lines between them (openssl skips text outside the blocks), `--text` the fields a reader asks for next.
 """
 
 from __future__ import annotations

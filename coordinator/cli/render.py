@@ -215,7 +215,8 @@ def _stores_by_content(stores: Sequence[TrustStore]) -> str:
         groups.setdefault((s.root_count, s.fingerprint, s.error), []).append(s.name)
     parts = []
     for (count, fingerprint, error), names in groups.items():
-        facts = f"{count} roots, {fingerprint[:8]}" if fingerprint else f"{count} roots"
+        roots = f"{count} root{'' if count == 1 else 's'}"
+        facts = f"{roots}, {fingerprint[:8]}" if fingerprint else roots
         if error:
             facts += f", error: {error}"
         parts.append(f"{', '.join(names)} ({facts})")

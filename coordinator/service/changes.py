@@ -12,7 +12,7 @@ agent it concerned answered this time; an agent that went silent resolves nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -211,8 +211,12 @@ def _served_difference(old: _Served, new: _Served) -> str:
         parts.append(f"valid until {new.not_after} (was {old.not_after})")
     old_rest, new_rest = old.chain[1:], new.chain[1:]
     if old_rest != new_rest:
-        dropped = [_subject(old, sha) for sha in old_rest if sha not in new_rest]
-        gained = [_subject(new, sha) for sha in new_rest if sha not in old_rest]
+        dropped_sha = [sha for sha in old_rest if sha not in new_rest]
+        gained_sha = [sha for sha in new_rest if sha not in old_rest]
+        # A CA reissued under the same name (a new private CA) is told apart by its fingerprint.
+        shared_names = {_subject(old, sha) for sha in dropped_sha} & {_subject(new, sha) for sha in gained_sha}
+        dropped = [_subject(old, sha, shared_names) for sha in dropped_sha]
+        gained = [_subject(new, sha, shared_names) for sha in gained_sha]
         chain = f"a chain of {_count(len(new.chain), 'certificate')} (was {len(old.chain)})"
         details = []
         if dropped:
@@ -225,9 +229,11 @@ def _served_difference(old: _Served, new: _Served) -> str:
     return _and(parts) if parts else "a differently encoded chain"
 
 
-def _subject(served: _Served, sha: str) -> str:
+def _subject(served: _Served, sha: str, ambiguous: Collection[str] = ()) -> str:
     subject = served.subjects[served.chain.index(sha)]
-    return subject or f"certificate {sha[:12]}"
+    if not subject:
+        return f"certificate {sha[:12]}"
+    return f"{subject} (sha256 {sha[:12]})" if subject in ambiguous else subject
 
 
 def _served_brief(s: _Served) -> str:

@@ -218,3 +218,20 @@ def test_the_agent_list_is_a_table_where_it_fits() -> None:
     out = io.StringIO()
     print_agents(Console(file=out, width=400, color_system=None), [_described("web-1")])
     assert "┃ agent" in out.getvalue() and "trust stores" in out.getvalue().splitlines()[2]
+
+
+def test_a_store_of_one_root_is_counted_in_the_singular() -> None:
+    from dataclasses import replace
+
+    from tlsfleet.agent.model import TrustStore
+    from tlsfleet.coordinator.cli.render import print_agents
+
+    described = _described("web-1")
+    assert described.description is not None
+    one = TrustStore("ssl_cert_file", "file", "/srv/root.pem", 1, "889973cb" * 8)
+    out = io.StringIO()
+    print_agents(
+        Console(file=out, width=80, color_system=None),
+        [replace(described, description=replace(described.description, trust_stores=(one,)))],
+    )
+    assert "  trust stores: ssl_cert_file (1 root, 889973cb)" in out.getvalue()

@@ -212,6 +212,16 @@ def test_another_issuer_is_named(pki: LabPKI) -> None:
     assert "CN=Proxy Intermediate CA now sent" in change.summary
 
 
+def test_an_intermediate_reissued_under_its_old_name_is_told_apart_by_fingerprint(pki: LabPKI) -> None:
+    again = LabPKI("Changes")  # a new private CA with the same names, as `--issue` gives on each start
+    changes = changes_between(run(T0, observed(full_chain(pki))), run(T1, observed(full_chain(again))))
+    [change] = of(ChangeKind.CERTIFICATE, changes)
+    was, now = fingerprint(pki.intermediate.der)[:12], fingerprint(again.intermediate.der)[:12]
+    assert (
+        f"CN=Changes Intermediate CA (sha256 {was}) no longer sent; CN=Changes Intermediate CA (sha256 {now}) now sent"
+    ) in change.summary
+
+
 def test_no_certificate_change_without_a_chain_on_both_sides(pki: LabPKI) -> None:
     chain = full_chain(pki)
     refused = outcome("web-1", [address("127.0.0.2", connect_failure=Failure.REFUSED)])
