@@ -15,7 +15,7 @@ import typer
 from . import exit_codes
 from .command import CONTEXT_SETTINGS, CommandGroup, epilog, run_main
 from .errors import UsageError
-from .naming import LABEL_KEY_PATTERN, NAME_PATTERN, RESERVED_NAMES
+from .naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS, NAME_PATTERN, RESERVED_NAMES
 
 app = typer.Typer(
     name="tlsfleet-agent",
@@ -218,7 +218,7 @@ def _pairs(items: tuple[str, ...], flag: str, what: str) -> tuple[tuple[str, str
 
 def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
     from .daemon import AgentConfig
-    from .pki.fleet_ca import default_pki_dir, pki_dir_problem
+    from .pki.fleet_ca import FleetPkiError, default_pki_dir, normalize_name, pki_dir_problem
     from .probe.client_certs import load_client_certs
     from .probe.policy import load_policy
 
@@ -227,9 +227,16 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
             f"--name {args.name!r} is not accepted; 1-63 characters of a-z, 0-9 and '-' ('local' is reserved)"
         )
     labels = _pairs(args.labels, "--label", "KEY=VALUE, e.g. --label env=prod")
-    for key, _ in labels:
+    # A coordinator refuses a registration beyond these, so an agent refuses them at start, not at every dial.
+    if len(labels) > MAX_LABELS:
+        raise AgentArgumentError(f"{len(labels)} --label options; at most {MAX_LABELS} are accepted")
+    for key, value in labels:
         if not LABEL_KEY_PATTERN.match(key) or key == "name":
             raise AgentArgumentError(f"--label key {key!r} is not accepted; letters, digits, '_', '.', '-'")
+        if len(value) > MAX_LABEL_VALUE:
+            raise AgentArgumentError(
+                f"--label {key}: the value is {len(value)} characters; at most {MAX_LABEL_VALUE} are accepted"
+            )
     extra = {label: Path(path).expanduser() for label, path in _pairs(args.extra_stores, "--extra-store", "LABEL=PATH")}
     runtimes = _runtimes(args.runtimes)
     pki = (args.pki_dir or default_pki_dir()).expanduser()
@@ -238,6 +245,11 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
     from .dialout import parse_connect
 
     allowed = args.allowed_coordinators or ("coordinator",)
+    for coordinator in allowed:
+        try:
+            normalize_name(coordinator)
+        except FleetPkiError as error:
+            raise AgentArgumentError(f"--allow-coordinator: {error}") from None
     connect = parse_connect(args.connect, allowed[0])
     return AgentConfig(
         name=args.name,

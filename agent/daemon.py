@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from .. import __version__
 from ..v1 import agent_pb2_grpc
 from .dialout import AgentLink, LinkEndpoint
-from .endpoints import is_loopback_host, split_host_port
+from .endpoints import bind_failure, is_loopback_host, split_host_port
 from .errors import UsageError
 from .grpc_service import AgentService
 from .hostfacts import HostFactsCache
@@ -158,10 +158,10 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
                 port = server.add_insecure_port(config.listen)
             else:
                 port = server.add_secure_port(config.listen, credentials)
-        except RuntimeError as error:
-            raise AgentConfigError(f"cannot listen on {config.listen}: {error}") from None
+        except RuntimeError:  # gRPC's words for it say nothing of the cause
+            port = 0
         if port == 0:
-            raise AgentConfigError(f"cannot listen on {config.listen}: the address is in use or not local")
+            raise AgentConfigError(f"cannot listen on {config.listen}: {bind_failure(config.listen)}")
         # Before the first request: a probe must never reach the agent's own listener.
         engine.policy = config.policy.with_listener(
             split_host_port(config.listen, allow_port_zero=True)[0], port, "gRPC"

@@ -245,16 +245,18 @@ class AgentLink:
     async def _register(self, call: Any) -> float:
         context = cast(Any, _LinkCallContext(asyncio.get_running_loop().time() + REGISTRATION_TIMEOUT_S))
         description = await self._service.Describe(agent_pb2.DescribeRequest(), context)
-        await call.write(
-            link_pb2.AgentMessage(
-                registration=link_pb2.Registration(
-                    name=description.agent.name,
-                    version=description.agent.version,
-                    labels=description.labels,
-                    facts=description.facts,
-                )
-            )
+        registration = link_pb2.Registration(
+            name=description.agent.name,
+            version=description.agent.version,
+            labels=description.labels,
+            facts=description.facts,
         )
+        try:
+            await call.write(link_pb2.AgentMessage(registration=registration))
+        except asyncio.InvalidStateError:
+            # The call ended before its first write (nothing listens there, the TLS handshake failed): its
+            # status says why, where the write only says "RPC already finished".
+            raise ConnectionError(f"the stream ended: {await _status(call)}") from None
         first = await call.read()
         if first is grpc.aio.EOF:
             raise ConnectionError(f"the coordinator closed the stream: {await call.details() or await call.code()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from .errors import UsageError
 
@@ -41,6 +42,21 @@ def split_host_port(text: str, *, allow_port_zero: bool = False) -> tuple[str, i
 
 def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_failure(listen: str) -> str:
+    """Why a listener on `listen` (HOST:PORT) cannot bind, in the system's words: gRPC says only "Failed to
+    bind" (and to set GRPC_VERBOSITY), never whether the port is taken or the address is not this host's."""
+    host, port = split_host_port(listen, allow_port_zero=True)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind(address)
+    except OSError as error:
+        hint = {98: " (another process holds that port)", 99: " (the address is not one of this host's)"}
+        return f"{error.strerror or error}{hint.get(error.errno or 0, '')}"
+    return "the address is in use or not local"
 
 
 def is_loopback_host(host: str) -> bool:

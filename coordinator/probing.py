@@ -12,7 +12,8 @@ from dataclasses import replace
 
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest, Starttls, TlsVersion
-from ..agent.probe.request_limits import RequestError, validate_request
+from ..agent.naming import NAME_PATTERN, NAME_RULE
+from ..agent.probe.request_limits import MAX_ADDRESSES, RequestError, validate_request
 from ..agent.probe.starttls import infer_starttls
 from ..agent.probe.targets import parse_target
 from .diagnosis import sni
@@ -55,6 +56,13 @@ def build_request(
     if not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
         raise ProbeArgumentError(
             f"--timeout {timeout:g} is out of range; accepted: {MIN_TIMEOUT_S:g}-{MAX_TIMEOUT_S:g} seconds"
+        )
+    if not 1 <= max_addresses <= MAX_ADDRESSES:
+        raise ProbeArgumentError(f"--max-addresses {max_addresses} is out of range; accepted: 1-{MAX_ADDRESSES}")
+    if client_cert is not None and not NAME_PATTERN.match(client_cert):
+        raise ProbeArgumentError(
+            f"--client-cert {client_cert[:64]!r} is not accepted; give the NAME of a certificate the agents were "
+            f"started with (agent serve --client-cert NAME=CERT,KEY); {NAME_RULE}"
         )
     parsed = parse_target(target)
     # The three phases run one after another, so together they must fit inside the deadline (with a tenth

@@ -21,11 +21,14 @@ from ..agent.bounded_read import FileTooLarge, read_capped_text
 from ..agent.documents import SCHEMA_VERSION, document
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest
+from ..agent.naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
 from ..v1 import probe_pb2
 from .observation import Observation, Variant
 from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageKind, VantageState
 
 MAX_RECORDING_BYTES = 256 * 1024 * 1024
+# A live vantage's address is an inventory HOST:PORT or the peer of a dial-in stream.
+MAX_VANTAGE_ADDRESS_CHARS = 300
 
 
 class RecordingError(UsageError):
@@ -82,6 +85,8 @@ def load(path: Path) -> Observation:
         raise RecordingError(f"recording {path} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
         raise RecordingError(f"recording {path} is not JSON: {error}") from None
+    except RecursionError:  # json recurses once per nested array or object
+        raise RecordingError(f"recording {path} nests arrays or objects too deeply to be a recording") from None
     if not isinstance(loaded, dict) or loaded.get("kind") != "tlsfleet-recording":
         raise RecordingError(f"{path} is not a tlsfleet recording (made by `tlsfleet probe --save FILE`)")
     if loaded.get("schema") != SCHEMA_VERSION:
@@ -89,9 +94,32 @@ def load(path: Path) -> Observation:
             f"recording {path} has schema {loaded.get('schema')!r}; this tlsfleet reads schema {SCHEMA_VERSION}"
         )
     try:
-        return _observation_from(loaded)
-    except (KeyError, TypeError, ValueError, json_format.ParseError) as error:
+        observation = _observation_from(loaded)
+    # A field of the wrong shape or size: a short list, an enum given as a huge or infinite number.
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, json_format.ParseError) as error:
         raise RecordingError(f"recording {path} is damaged: {type(error).__name__}: {error}") from None
+    for outcome in (*observation.outcomes, *(o for v in observation.variants for o in v.outcomes)):
+        _check_vantage(path, outcome.vantage)
+    return observation
+
+
+def _check_vantage(path: Path, vantage: VantageInfo) -> None:
+    """A vantage's identity is printed on every row: a file may not make it longer than a live fleet can."""
+    name = vantage.name
+    if not (NAME_PATTERN.match(name) or name in RESERVED_NAMES):
+        raise RecordingError(f"recording {path}: vantage name {name[:64]!r} is not an agent name; {NAME_RULE}")
+    if len(vantage.address) > MAX_VANTAGE_ADDRESS_CHARS:
+        raise RecordingError(
+            f"recording {path}: vantage {name}'s address is longer than {MAX_VANTAGE_ADDRESS_CHARS} characters"
+        )
+    if len(vantage.labels) > MAX_LABELS:
+        raise RecordingError(f"recording {path}: vantage {name} has more than {MAX_LABELS} labels")
+    for key, value in vantage.labels:
+        if not LABEL_KEY_PATTERN.match(key) or len(value) > MAX_LABEL_VALUE:
+            raise RecordingError(
+                f"recording {path}: vantage {name}: label {key[:64]!r} is not accepted; a label key of letters, "
+                f"digits, '_', '.', '-' and a value of at most {MAX_LABEL_VALUE} characters"
+            )
 
 
 def _observation_from(data: dict[str, Any]) -> Observation:

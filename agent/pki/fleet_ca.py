@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..bounded_read import FileTooLarge, read_capped
 from ..errors import UsageError
+from ..naming import RESERVED_NAMES
 
 __all__ = [
     "BACKDATE",
@@ -320,6 +321,8 @@ def issue(
     """
     role = _check_role(role)
     name = normalize_name(name)
+    if role == "agent" and name in RESERVED_NAMES:
+        raise FleetPkiError(f"agent name {name!r} is reserved for the machine the CLI runs on; pick another name")
     _check_days(days)
     for label, when in (("not_before", not_before), ("not_after", not_after)):
         if when is not None and when.tzinfo is None:
@@ -340,8 +343,9 @@ def issue(
     paths = issued_paths(directory, role, name)
     existing = [p for p in (paths.cert, paths.key) if p.exists()]
     if existing and not force:
+        article = "an" if role == "agent" else "a"
         raise FleetPkiError(
-            f"a {role} certificate for {name!r} already exists at {existing[0]} (use --force to replace it)"
+            f"{article} {role} certificate for {name!r} already exists at {existing[0]} (use --force to replace it)"
         )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (

@@ -317,6 +317,10 @@ def _read_file(path: Path) -> dict[str, Sequence[str]]:
         data = tomllib.loads(raw.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise PolicyError(f"--policy {path} is not TOML ({error}); accepted: allow = [...], deny = [...]") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise PolicyError(
+            f"--policy {path} nests arrays or tables too deeply; accepted: allow = [...], deny = [...]"
+        ) from None
     unknown = sorted(set(data) - {"allow", "deny"})
     if unknown:
         raise PolicyError(f"--policy {path}: unknown key {unknown[0]!r}; accepted: allow = [...], deny = [...]")

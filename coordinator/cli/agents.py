@@ -39,7 +39,7 @@ async def _describe_fleet(
     if coordinator:  # $TLSFLEET_COORDINATOR arrives here too, through the option
         from ..fleet.relay import relay_for
 
-        relay = await relay_for(coordinator, inventory)
+        relay = await relay_for(coordinator, inventory, timeout)  # the user's deadline caps the listing too
     try:
         linked = relay.candidates if relay is not None else ()
         check_names_exist(selector, [LOCAL_NAME, *listed, *(v.info.name for v, _ in linked)], where)

@@ -49,12 +49,14 @@ def coordinator_serve(
 ) -> None:
     """Run every report on its schedule, keep the history, write reports, alert, serve /metrics."""
     from ...agent.logs import configure_service_logging
+    from ..service.reports.writer import check_reports_dir
     from ..service.scheduler import CoordinatorService
 
     configure_service_logging(log_level, log_format=log_format)
     loaded = load_service_config(config)
     if not loaded.reports:
         raise fail(f"config {loaded.path} defines no [[report]]; nothing to schedule")
+    check_reports_dir(loaded.reports_dir)
     _check_fleet(loaded)
     try:
         asyncio.run(CoordinatorService(loaded).serve())

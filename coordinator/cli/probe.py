@@ -52,6 +52,10 @@ class ProbeArguments:
     notes: bool = False  # a healthy result's notes in full
 
 
+# Each variant is one more fan-out to every vantage, within the same deadline.
+MAX_SNI_VARIANTS = 16
+
+
 def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
     """`none,www.example.com` -> (None, "www.example.com"); None stands for "send no SNI"."""
     if not text:
@@ -69,7 +73,12 @@ def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
             raise ProbeArgumentError(
                 f"--sni-variants item {item!r} is not accepted; use host names and 'none' (no SNI), comma-separated"
             ) from None
-    return tuple(dict.fromkeys(variants))
+    unique = tuple(dict.fromkeys(variants))
+    if len(unique) > MAX_SNI_VARIANTS:
+        raise ProbeArgumentError(
+            f"--sni-variants names {len(unique)} variants; at most {MAX_SNI_VARIANTS} are accepted"
+        )
+    return unique
 
 
 # Targets probed at once by `tlsfleet probe A B C`: each fans out to every vantage, so this bounds the
@@ -94,7 +103,7 @@ async def probe_fleet_many(args: ProbeArguments, requests: Sequence[ProbeRequest
     if args.coordinator:  # $TLSFLEET_COORDINATOR arrives here too, through the option
         from ..fleet.relay import relay_for
 
-        relay = await relay_for(args.coordinator, args.inventory)
+        relay = await relay_for(args.coordinator, args.inventory, args.timeout)  # the deadline caps the listing
     try:
         fleet = select_vantages(
             inventory_path=args.inventory,

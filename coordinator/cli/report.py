@@ -113,10 +113,12 @@ def report_run(
     """Run one report now (the service need not be running): history, reports, alerts as scheduled."""
     from ...agent.logs import configure_cli_logging
     from ..service.pipeline import Pipeline
+    from ..service.reports.writer import check_reports_dir
 
     configure_cli_logging()
     loaded = load_service_config(config)
     report = loaded.report(name)
+    check_reports_dir(loaded.reports_dir)
     history = open_history(loaded)
 
     async def once():  # -> (CompletedRun, outcomes of the one delivery pass)
@@ -150,11 +152,13 @@ def report_run(
         history.close()
     run = done.run
     findings = [f for t in run.targets for f in t.findings]
+    from ..diagnosis.wording import count
+
     typer.echo(
-        f"run {run.run_id} of {run.report}: {len(run.targets)} targets in {run.duration_s:.1f} s, "
+        f"run {run.run_id} of {run.report}: {count(len(run.targets), 'target')} in {run.duration_s:.1f} s, "
         f"{sum(1 for f in findings if f.severity is Severity.CRITICAL)} critical and "
         f"{sum(1 for f in findings if f.severity is Severity.WARNING)} warning findings, "
-        f"{len(done.changes)} changes since the previous run, {len(done.alerts)} alerts"
+        f"{count(len(done.changes), 'change')} since the previous run, {count(len(done.alerts), 'alert')}"
         + ("" if report.webhooks else " (no webhook configured)")
         + (f" (abandoned: {run.note})" if run.abandoned else "")
     )
@@ -188,7 +192,7 @@ def _summary_json(r) -> dict:  # RunSummary
 def _chosen_run(history, which: str, loaded):  # (HistoryStore, str, ServiceConfig) -> ReportRun
     """The run `report show WHICH` means: a run id, a report's latest run, or the newest run of all."""
     where = f"the history {loaded.storage.location}"
-    if which.isdigit():
+    if which.isdigit() and len(which) <= 18:  # a run id fits in SQLite's and PostgreSQL's 64-bit integers
         run = history.get_run(int(which))
         if run is None:
             raise fail(f"run {which} is not in {where}; see `tlsfleet report list`")

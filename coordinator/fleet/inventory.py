@@ -24,7 +24,7 @@ from pathlib import Path
 from ...agent.bounded_read import FileTooLarge, read_capped_text
 from ...agent.endpoints import EndpointError, is_loopback_host, join_host_port, split_host_port
 from ...agent.errors import UsageError
-from ...agent.naming import LABEL_KEY_PATTERN, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
+from ...agent.naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
 
 ENV_INVENTORY = "TLSFLEET_INVENTORY"
 MAX_AGENTS = 10_000
@@ -119,6 +119,8 @@ def load_inventory(path: Path | None, *, pki_dir: Path) -> Inventory:
         raise InventoryError(f"inventory {path} is larger than {MAX_INVENTORY_BYTES // 2**20} MiB") from None
     except tomllib.TOMLDecodeError as error:
         raise InventoryError(f"inventory {path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InventoryError(f"inventory {path} nests arrays or tables too deeply to be an inventory") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InventoryError(f"inventory {path} cannot be read: {error}") from None
     return parse_inventory(data, path=path, pki_dir=pki_dir)
@@ -206,6 +208,8 @@ def _parse_agent(raw: object, where: str) -> AgentEntry:
     labels_raw = raw.get("labels", dict(AgentEntry.labels))
     if not isinstance(labels_raw, dict):
         raise InventoryError(f'{where}: labels must be a table of strings, e.g. labels = {{ env = "prod" }}')
+    if len(labels_raw) > MAX_LABELS:
+        raise InventoryError(f"{where}: {len(labels_raw)} labels; at most {MAX_LABELS} are accepted")
     labels: list[tuple[str, str]] = []
     for key, value in sorted(labels_raw.items()):
         if not LABEL_KEY_PATTERN.match(key) or key == "name":
@@ -213,8 +217,8 @@ def _parse_agent(raw: object, where: str) -> AgentEntry:
                 f"{where}: label key {key!r} is not accepted; letters, digits, '_', '.', '-', "
                 "starting with a letter or '_'; 'name' is reserved"
             )
-        if not isinstance(value, str) or len(value) > 253:
-            raise InventoryError(f"{where}: label {key} must be a string of at most 253 characters")
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+            raise InventoryError(f"{where}: label {key} must be a string of at most {MAX_LABEL_VALUE} characters")
         labels.append((key, value))
     insecure = raw.get("insecure", AgentEntry.insecure)
     if not isinstance(insecure, bool):

@@ -18,15 +18,13 @@ from enum import StrEnum
 
 import structlog
 
-from ...agent.naming import LABEL_KEY_PATTERN
+from ...agent.naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS
 from ...v1 import link_pb2
 from .link_session import LinkSession
 
 log = structlog.get_logger("tlsfleet.coordinator")
 
 _VERSION = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?")
-MAX_LABELS = 64
-MAX_LABEL_VALUE = 253
 _SHOWN = 64  # characters of an unchecked name quoted back in a refusal
 
 

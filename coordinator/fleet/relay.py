@@ -23,6 +23,7 @@ from ...v1 import link_pb2, link_pb2_grpc
 from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo, VantageState
 from .grpc_vantage import STATE_BY_CODE
 from .link_wire import describe_from_wire, linked_agent_info, probe_outcome_from_wire
+from .rpc_failures import CallContext, explain_rpc_failure
 from .vantage import Vantage
 
 ENV_COORDINATOR = "TLSFLEET_COORDINATOR"  # [NAME@]HOST:PORT of a coordinator service's agent link
@@ -63,8 +64,9 @@ class Relay:
         await self._channel.close(grace=None)
 
 
-async def open_relay(text: str, credentials: FleetCredentials) -> Relay:
-    """Dial the service at `text` ([NAME@]HOST:PORT) and list its agents; RelayError when that fails."""
+async def open_relay(text: str, credentials: FleetCredentials, timeout_s: float = LIST_TIMEOUT_S) -> Relay:
+    """Dial the service at `text` ([NAME@]HOST:PORT) and list its agents within `timeout_s` (at most
+    LIST_TIMEOUT_S); RelayError when that fails."""
     name, address = parse_coordinator_address(text)
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
@@ -74,15 +76,14 @@ async def open_relay(text: str, credentials: FleetCredentials) -> Relay:
     channel = grpc.aio.secure_channel(address, channel_credentials(credentials), options)
     try:
         reply = await link_pb2_grpc.FleetQueryStub(channel).ListAgents(
-            link_pb2.ListAgentsRequest(), timeout=LIST_TIMEOUT_S
+            link_pb2.ListAgentsRequest(), timeout=min(timeout_s, LIST_TIMEOUT_S)
         )
     except grpc.aio.AioRpcError as error:
         await channel.close(grace=None)
-        details = (error.details() or "").strip()
-        raise RelayError(
-            f"the coordinator service {name!r} at {address} did not list its agents: {error.code().name.lower()}"
-            + (f": {details}" if details else "")
-        ) from None
+        said = explain_rpc_failure(
+            error.code().name.lower(), error.details() or "", CallContext(name, address, role="coordinator")
+        )
+        raise RelayError(f"the coordinator service {name!r} at {address} did not list its agents: {said}") from None
     return Relay(address, channel, list(reply.agents))
 
 
@@ -134,9 +135,11 @@ class RelayVantage:
         return f"via coordinator at {self._coordinator}: {text}"
 
 
-async def relay_for(coordinator: str | None, inventory_path: Path | None) -> Relay | None:
+async def relay_for(
+    coordinator: str | None, inventory_path: Path | None, timeout_s: float = LIST_TIMEOUT_S
+) -> Relay | None:
     """The relay through the coordinator named by `coordinator` or ${ENV_COORDINATOR}, or None for none;
-    the CLI presents the inventory's [coordinator] credentials."""
+    the CLI presents the inventory's [coordinator] credentials, and waits for the list within `timeout_s`."""
     from ...agent.pki.credentials import load_credentials
     from ...agent.pki.fleet_ca import default_pki_dir
     from .inventory import load_inventory
@@ -149,4 +152,5 @@ async def relay_for(coordinator: str | None, inventory_path: Path | None) -> Rel
     except RelayError as error:
         raise RelayError(f"{'--coordinator' if coordinator else '$' + ENV_COORDINATOR}: {error}") from None
     paths = load_inventory(inventory_path, pki_dir=default_pki_dir()).credentials
-    return await open_relay(text, load_credentials(paths.ca, paths.cert, paths.key, expect_role="coordinator"))
+    credentials = load_credentials(paths.ca, paths.cert, paths.key, expect_role="coordinator")
+    return await open_relay(text, credentials, timeout_s)

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import structlog
 
-from ...agent.endpoints import join_host_port, split_host_port
+from ...agent.endpoints import bind_failure, join_host_port, split_host_port
 from ...agent.pki.credentials import FleetCredentials, peer_identity, require_peer, server_credentials
 from ...v1 import link_pb2, link_pb2_grpc
 from ..fleet.fanout import describe_all
@@ -216,10 +216,10 @@ class AgentLinkServer:
         )
         try:
             port = server.add_secure_port(self._config.listen, server_credentials(self._credentials))
-        except RuntimeError as error:
-            raise OSError(f"[agent_link] cannot listen on {self._config.listen}: {error}") from None
+        except RuntimeError:  # gRPC's words for it say nothing of the cause
+            port = 0
         if port == 0:
-            raise OSError(f"[agent_link] cannot listen on {self._config.listen}: the address is in use or not local")
+            raise OSError(f"[agent_link] cannot listen on {self._config.listen}: {bind_failure(self._config.listen)}")
         await server.start()
         self.started_at = time.monotonic()
         self._server = server

@@ -18,8 +18,8 @@ name = "prod-edge"
 targets = ["api.example.com:443", "login.example.com"]
 agents = "env=prod"                 # a selector, as `--agents`; default: every agent
 include_local = false
-schedule = "*/15 * * * *"           # cron (UTC), or: interval = "15m"
-jitter = "30s"                      # random delay before each run (default: a tenth of the period, <= 30 s)
+schedule = "*/15 * * * *"           # cron (UTC), or: interval = "15m" (1 s to 366 d)
+jitter = "30s"                      # delay before each run, at most 1 d (default: a tenth of the period, <= 30 s)
 deadline = "120s"                   # the whole run
 probe_timeout = "10s"               # one target's fan-out
 formats = ["html", "markdown", "json"]
@@ -53,6 +53,7 @@ max_timeout = "10s"                 # a probe's deadline: Prometheus's scrape ti
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 import urllib.parse
@@ -78,6 +79,11 @@ REPORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 FORMATS = ("html", "markdown", "json")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Bounds on what becomes a timedelta or a schedule step: beyond them datetime arithmetic overflows.
+MAX_INTERVAL_S = 366 * 86400.0
+MAX_JITTER_S = 86400.0
+MAX_CLOCK_TOLERANCE_S = 86400.0
+MAX_DAYS = 36500
 
 
 class ConfigError(UsageError):
@@ -182,6 +188,8 @@ def parse_duration(text: object, where: str) -> float:
         if not match:
             raise ConfigError(f"{where}: {text!r} is not a duration; accepted: a number with ms, s, m, h or d")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{where}: {text!r} is not a finite duration; accepted: a number with ms, s, m, h or d")
     if seconds < 0:
         raise ConfigError(f"{where}: a duration cannot be negative")
     return seconds
@@ -197,6 +205,8 @@ def load_config(path: Path) -> ServiceConfig:
         raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"config {path} nests arrays or tables too deeply to be a coordinator config") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"config {path} cannot be read: {error}") from None
     return parse_config(data, path)
@@ -346,8 +356,8 @@ def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
     elif url is not None:
         raise ConfigError(f"{where}: url is for backend postgresql; the sqlite backend takes path")
     retention = raw.get("retention_days", StorageConfig.retention_days)
-    if not isinstance(retention, int | float) or isinstance(retention, bool) or retention <= 0:
-        raise ConfigError(f"{where}: retention_days must be a number above 0")
+    if not isinstance(retention, int | float) or isinstance(retention, bool) or not 0 < retention <= MAX_DAYS:
+        raise ConfigError(f"{where}: retention_days must be a number above 0 and at most {MAX_DAYS}")
     lease_expiry = parse_duration(raw.get("lease_expiry", StorageConfig.lease_expiry_s), f"{where}: lease_expiry")
     if not MIN_LEASE_EXPIRY_S <= lease_expiry <= MAX_LEASE_EXPIRY_S:
         raise ConfigError(
@@ -459,6 +469,8 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
     _unique(targets, f"{where}: target")
     agents = raw.get("agents")
     if agents is not None:
+        if not isinstance(agents, str):
+            raise ConfigError(f'{where}: agents must be a selector string, e.g. agents = "env=prod"')
         try:
             parse_selector(str(agents))
         except SelectorError as error:
@@ -474,13 +486,13 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
             raise ConfigError(f"{where}: schedule: {error}") from None
     else:
         interval_s = parse_duration(interval, f"{where}: interval")
-        if interval_s < 1:
-            raise ConfigError(f"{where}: interval must be at least 1 s")
+        if not 1 <= interval_s <= MAX_INTERVAL_S:
+            raise ConfigError(f"{where}: interval must be 1 s to {MAX_INTERVAL_S / 86400:g} d")
     formats = raw.get("formats", list(ReportConfig.formats))
     if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
         raise ConfigError(f"{where}: formats {formats!r} is not accepted; a list of {', '.join(FORMATS)}")
     hooks = raw.get("webhooks", list(ReportConfig.webhooks))
-    if not isinstance(hooks, list) or any(h not in webhook_names for h in hooks):
+    if not isinstance(hooks, list) or any(not isinstance(h, str) or h not in webhook_names for h in hooks):
         defined = ", ".join(sorted(webhook_names)) or "none are defined"
         raise ConfigError(f"{where}: webhooks {hooks!r} must name [[webhook]] entries; defined: {defined}")
     severity = ReportConfig.notify_min_severity
@@ -500,6 +512,18 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
     include_local = raw.get("include_local", ReportConfig.include_local)
     if not isinstance(include_local, bool):
         raise ConfigError(f"{where}: include_local must be true or false")
+    jitter = (
+        parse_duration(raw["jitter"], f"{where}: jitter")
+        if "jitter" in raw
+        else default_jitter_s(str(schedule) if schedule is not None else None, interval_s)
+    )
+    if jitter > MAX_JITTER_S:
+        raise ConfigError(f"{where}: jitter must be at most {MAX_JITTER_S / 86400:g} d")
+    clock_tolerance = parse_duration(
+        raw.get("clock_tolerance", ReportConfig.clock_tolerance_s), f"{where}: clock_tolerance"
+    )
+    if clock_tolerance > MAX_CLOCK_TOLERANCE_S:
+        raise ConfigError(f"{where}: clock_tolerance must be at most {MAX_CLOCK_TOLERANCE_S:g} s")
     starttls = raw.get("starttls")
     accepted = tuple(p.value for p in Starttls)
     if starttls is not None and starttls not in accepted:
@@ -507,23 +531,17 @@ def _report(raw: Any, where: str, webhook_names: set[str]) -> ReportConfig:
     return ReportConfig(
         name=name,
         targets=tuple(targets),
-        agents=str(agents) if agents is not None else None,
+        agents=agents,
         include_local=include_local,
         schedule=str(schedule) if schedule is not None else None,
         interval_s=interval_s,
-        jitter_s=(
-            parse_duration(raw["jitter"], f"{where}: jitter")
-            if "jitter" in raw
-            else default_jitter_s(str(schedule) if schedule is not None else None, interval_s)
-        ),
+        jitter_s=jitter,
         deadline_s=deadline,
         probe_timeout_s=probe_timeout,
         formats=tuple(dict.fromkeys(formats)),
         expiry_warning_days=warning_days,
         expiry_critical_days=critical_days,
-        clock_tolerance_s=parse_duration(
-            raw.get("clock_tolerance", ReportConfig.clock_tolerance_s), f"{where}: clock_tolerance"
-        ),
+        clock_tolerance_s=clock_tolerance,
         notify_min_severity=severity,
         webhooks=tuple(hooks),
         starttls=starttls,
@@ -559,8 +577,8 @@ def _string(raw: dict[str, Any], key: str, where: str) -> str:
 
 def _number(raw: dict[str, Any], key: str, where: str, default: float) -> float:
     value = raw.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{where}: {key} must be a number of 0 or more")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= MAX_DAYS:
+        raise ConfigError(f"{where}: {key} must be a number from 0 to {MAX_DAYS}")
     return float(value)
 
 

@@ -497,8 +497,12 @@ async def _serve_one(
     pages: PageSource | None,
     routes: Mapping[str, Route],
 ) -> None:
-    async with asyncio.timeout(_READ_TIMEOUT_S):
-        head = await reader.readuntil(b"\r\n\r\n")
+    try:
+        async with asyncio.timeout(_READ_TIMEOUT_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:  # said, rather than a connection closed without a word
+        await _respond(writer, 431, TEXT, f"the request head is larger than {_MAX_REQUEST_HEAD // 1024} KiB\n".encode())
+        return
     method, path, query, headers = _parse_head(head)
     head_only = method == "HEAD"
     if method not in ("GET", "HEAD"):
@@ -531,6 +535,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }

@@ -201,15 +201,21 @@ class Pipeline:
             )
             # The previous run is the largest thing held besides this one; reports do not need it.
             del previous
-            written = await asyncio.to_thread(
-                write_reports,
-                run,
-                changes,
-                self._config.reports_dir,
-                report.formats,
-                expiry_warning_days=report.expiry_warning_days,
-                expiry_critical_days=report.expiry_critical_days,
-            )
+            try:
+                written = await asyncio.to_thread(
+                    write_reports,
+                    run,
+                    changes,
+                    self._config.reports_dir,
+                    report.formats,
+                    expiry_warning_days=report.expiry_warning_days,
+                    expiry_critical_days=report.expiry_critical_days,
+                )
+            except OSError as error:  # a full disk, a directory made read-only: the run and its alerts still count
+                log.error(
+                    "reports_not_written", report=run.report, directory=str(self._config.reports_dir), reason=str(error)
+                )
+                written = []
             queued = await self._enqueue(report, run, alerts)
             self.metrics.observe_run(run, changes)
             self._shown[run.report] = (run.started_at, run_id)

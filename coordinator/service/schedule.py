@@ -24,6 +24,9 @@ class ScheduleError(UsageError):
 
 def check_cron(expression: str) -> None:
     try:
+        # cronsim also reads a sixth field, seconds: a report every second is not a schedule tlsfleet offers.
+        if len(expression.split()) == 6:
+            raise CronSimError("a sixth field (seconds) is not accepted")
         CronSim(expression, datetime(2000, 1, 1))
     except CronSimError as error:
         raise ScheduleError(

@@ -149,3 +149,28 @@ def test_a_write_under_way_is_never_cut_off_by_its_requests_cancel() -> None:
     asyncio.run(go())
     assert call.cut_off == 0 and not call.overlapped
     assert [m.request_id for m in call.finished] == ["7", ""], "the answer finished, then the next write"
+
+
+class _FinishedCall:
+    """A stream call that gRPC finished before its first write: connection refused."""
+
+    async def write(self, message: link_pb2.AgentMessage) -> None:
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    async def details(self) -> str:
+        return "failed to connect to all addresses; last error: Connection refused"
+
+
+def test_a_call_that_ended_before_the_registration_says_why_it_ended() -> None:
+    # The write's own words ("InvalidStateError: RPC already finished.") were once logged as agent_link_failed.
+    link = AgentLink(
+        LinkEndpoint("127.0.0.1:1", "coordinator"),
+        credentials=None,  # type: ignore[arg-type]  # no stream is dialled here
+        service=_Service("ok"),  # type: ignore[arg-type]
+        max_requests=4,
+    )
+    with pytest.raises(ConnectionError, match=r"the stream ended: unavailable: failed to connect .* refused"):
+        asyncio.run(link._register(_FinishedCall()))

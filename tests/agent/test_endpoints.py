@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from tlsfleet.agent.endpoints import EndpointError, is_loopback_host, join_host_port, split_host_port
+from tlsfleet.agent.endpoints import EndpointError, bind_failure, is_loopback_host, join_host_port, split_host_port
 
 
 @pytest.mark.parametrize(
@@ -123,3 +125,14 @@ def test_loopback_hosts(host: str) -> None:
 )
 def test_non_loopback_hosts(host: str) -> None:
     assert is_loopback_host(host) is False
+
+
+def test_a_listener_that_cannot_bind_is_told_why() -> None:
+    """gRPC's own words ("Failed to bind ...; set GRPC_VERBOSITY=debug") say neither cause."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert bind_failure(f"127.0.0.1:{port}") == "Address already in use (another process holds that port)"
+    # 192.0.2.0/24 is documentation space: no host has it.
+    assert bind_failure("192.0.2.7:7443") == "Cannot assign requested address (the address is not one of this host's)"

@@ -46,6 +46,10 @@ def test_every_parameter_reaches_the_request() -> None:
         ({"timeout": MAX_TIMEOUT_S + 1}, "--timeout"),
         ({"tls_min": "1.4"}, "--tls-min"),
         ({"max_addresses": 0}, "address"),
+        ({"max_addresses": 65}, "--max-addresses 65 is out of range; accepted: 1-64"),
+        ({"client_cert": ""}, "--client-cert '' is not accepted; give the NAME"),
+        ({"client_cert": "billing=/etc/b.pem,/etc/b.key"}, "--client-cert 'billing=/etc/b.pem,/etc/b.key' is not"),
+        ({"client_cert": "x" * 100_000}, "--client-cert 'x{64}' is not accepted"),
     ],
 )
 def test_what_is_not_accepted_is_named(kwargs: dict[str, object], fragment: str) -> None:

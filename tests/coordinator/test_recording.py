@@ -56,6 +56,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     ("content", "fragment"),
     [
         ("{not json", "is not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nests arrays or objects too deeply"),
         ('{"kind": "something-else"}', "is not a tlsfleet recording"),
         ('{"kind": "tlsfleet-recording", "schema": 99}', "schema 99"),
         ('{"kind": "tlsfleet-recording", "schema": 1, "request": {}, "outcomes": [{"state": "ok"}]}', "damaged"),
@@ -66,6 +67,46 @@ def test_bad_files_are_named(tmp_path: Path, content: str, fragment: str) -> Non
     path.write_text(content)
     with pytest.raises(RecordingError, match=fragment):
         load(path)
+
+
+def test_fields_of_the_wrong_shape_are_a_damaged_recording(tmp_path: Path) -> None:
+    """A clock of one number, an enum given as infinity: one line naming the recording, not exit 70."""
+    path = tmp_path / "case.json"
+    leaf = LabPKI().issue_leaf("a.test").der
+    save(path, observe(outcome("web-1", [address("127.0.0.2", (leaf,), failure=Failure.CERT_VERIFY)])))
+    saved = json.loads(path.read_text())
+    for damage in (
+        lambda doc: doc["outcomes"][0].update(clock=[1.0]),
+        lambda doc: doc["outcomes"][0]["result"]["addresses"][0]["handshake"].update(failure=float("inf")),
+    ):
+        doc = json.loads(json.dumps(saved))
+        damage(doc)
+        path.write_text(json.dumps(doc))
+        with pytest.raises(RecordingError, match="is damaged"):
+            load(path)
+
+
+@pytest.mark.parametrize(
+    ("vantage", "fragment"),
+    [
+        ({"name": "a" * 1_000_000}, "is not an agent name"),
+        ({"name": "Web 1"}, "is not an agent name"),
+        ({"address": "x" * 100_000}, "address is longer than 300 characters"),
+        ({"labels": [[f"k{i}", "v"] for i in range(65)]}, "more than 64 labels"),
+        ({"labels": [["env", "v" * 254]]}, "label 'env' is not accepted"),
+    ],
+)
+def test_a_vantage_no_live_fleet_could_have_is_refused(tmp_path: Path, vantage: dict, fragment: str) -> None:
+    """A vantage's identity is printed on every row; a hostile file with a 1 MB name once took minutes and
+    gigabytes to print. Now it is refused in one line."""
+    path = tmp_path / "case.json"
+    save(path, observe(outcome("web-1", [address("127.0.0.2")])))
+    doc = json.loads(path.read_text())
+    doc["outcomes"][0]["vantage"].update(vantage)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RecordingError, match=fragment) as refused:
+        load(path)
+    assert str(path) in str(refused.value) and len(str(refused.value)) < 400
 
 
 def test_missing_file(tmp_path: Path) -> None:

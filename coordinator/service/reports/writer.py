@@ -14,12 +14,21 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ....agent.errors import UsageError
 from ..report_model import Change, ReportRun
 from .html import render_html
 from .json_report import DEFAULT_CRITICAL_DAYS, DEFAULT_WARNING_DAYS, check_thresholds, iter_json
 from .markdown import render_markdown
 
-__all__ = ["EXTENSIONS", "FORMATS", "prune_reports", "report_paths", "write_reports"]
+__all__ = [
+    "EXTENSIONS",
+    "FORMATS",
+    "ReportsDirError",
+    "check_reports_dir",
+    "prune_reports",
+    "report_paths",
+    "write_reports",
+]
 
 FORMATS = ("html", "markdown", "json")
 EXTENSIONS = {"html": "html", "markdown": "md", "json": "json"}
@@ -36,6 +45,23 @@ _RENDERERS: dict[str, Renderer] = {
     "markdown": lambda r, c, w, k: iter((render_markdown(r, c, expiry_warning_days=w, expiry_critical_days=k),)),
     "json": lambda r, c, w, k: iter_json(r, c, expiry_warning_days=w, expiry_critical_days=k),
 }
+
+
+class ReportsDirError(UsageError):
+    """A reports_dir that cannot hold reports; the message names it and what is needed."""
+
+
+def check_reports_dir(directory: Path) -> None:
+    """Refuse, before any run, a reports_dir that is a file or sits under one, or that this user cannot write."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ReportsDirError(
+            f"[coordinator] reports_dir {directory}: {existing} is not a directory; name one to write reports in"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ReportsDirError(f"[coordinator] reports_dir {directory}: {existing} is not writable by this user")
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:

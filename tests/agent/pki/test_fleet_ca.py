@@ -122,6 +122,14 @@ def test_issue_refuses_invalid_names(pki: Path, name: str) -> None:
     assert not (pki / "agents").exists()
 
 
+def test_issue_refuses_the_reserved_agent_name_but_not_a_coordinator_of_that_name(pki: Path) -> None:
+    # `agent serve` and the inventory refuse an agent named 'local', so its certificate would be of no use.
+    with pytest.raises(FleetPkiError, match="agent name 'local' is reserved"):
+        issue(pki, "agent", "LOCAL")
+    assert not (pki / "agents").exists()
+    assert issue(pki, "coordinator", "local").cert.name == "local.pem"
+
+
 @pytest.mark.parametrize("name", ["a", "0", "a" * 63, "web-1-eu-west"])
 def test_issue_accepts_valid_names(pki: Path, name: str) -> None:
     assert issue(pki, "agent", name).cert.name == f"{name}.pem"

@@ -244,6 +244,7 @@ def test_a_policy_file_and_flags_add_up(tmp_path: Path) -> None:
     ("content", "says"),
     [
         ("allow = [", "is not TOML"),
+        ("allow = " + "[" * 100_000 + "]" * 100_000, "nests arrays or tables too deeply"),
         ("permit = ['10.0.0.0/8']", "unknown key 'permit'"),
         ("allow = '10.0.0.0/8'", "allow must be a list of rule strings"),
         ("deny = [22]", "deny must be a list of rule strings"),

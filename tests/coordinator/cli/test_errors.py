@@ -60,7 +60,7 @@ def test_malformed_targets(target: str, fragment: str, tmp_path: Path) -> None:
         (["--tls-min", "1.4"], "1.3"),
         (["--tls-min", "1.3", "--tls-max", "1.2"], "above the maximum"),
         (["--address", "not-an-ip"], "IP address"),
-        (["--max-addresses", "0"], "max_addresses"),
+        (["--max-addresses", "0"], "--max-addresses 0 is out of range; accepted: 1-64"),
         (["--agents", "env=prod,bad term"], "selector term"),
     ],
 )

@@ -200,6 +200,16 @@ def test_bad_toml(tmp_path: Path, pki_dir: Path) -> None:
     assert "line 2" in message  # tomllib's position survives, so the reader can find the mistake
 
 
+def test_more_labels_than_an_agent_may_carry_are_refused(tmp_path: Path, pki_dir: Path) -> None:
+    labels = ", ".join(f'k{i} = "v"' for i in range(65))
+    _refused(tmp_path, pki_dir, _agent(extra=f"labels = {{ {labels} }}"), "65 labels; at most 64 are accepted")
+
+
+def test_deeply_nested_toml_is_refused_in_one_line(tmp_path: Path, pki_dir: Path) -> None:
+    # tomllib recurses per level: without a catch this was a RecursionError, exit 70.
+    _refused(tmp_path, pki_dir, "x = " + "[" * 100_000 + "]" * 100_000, "nests arrays or tables too deeply")
+
+
 def test_not_utf8(tmp_path: Path, pki_dir: Path) -> None:
     path = tmp_path / "inventory.toml"
     path.write_bytes(b'[[agent]]\nname = "\xff\xfe"\n')

@@ -41,8 +41,39 @@ def test_known_failures_are_explained_in_one_line(details: str, said: str) -> No
     assert "\n" not in text and "SSL_ERROR" not in text
 
 
+def test_a_port_that_never_answers_or_does_not_speak_tls_is_said_so() -> None:
+    silent = explain_rpc_failure("deadline_exceeded", "Deadline Exceeded", CALL)
+    assert silent.startswith("no answer from 10.0.0.5:7443 within the deadline") and "not a tlsfleet agent" in silent
+    plaintext = PREFIX + (
+        "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL routines:"
+        "OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid certificate verification context: OK"
+    )
+    said = explain_rpc_failure("unavailable", plaintext, CALL)
+    assert "does not speak TLS" in said and "insecure = true" in said and "SSL_ERROR" not in said
+    closed = explain_rpc_failure(
+        "unavailable",
+        "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:10.0.0.5:7443: Socket closed",
+        CALL,
+    )
+    assert "expects TLS (remove insecure = true" in closed
+    # An agent that dies mid-call also closes its socket, but after the call began: gRPC's words stay.
+    assert explain_rpc_failure("unavailable", "Stream removed (Socket closed)", CALL).startswith("unavailable:")
+
+
+def test_a_coordinator_service_is_named_as_one() -> None:
+    """`--coordinator` dials a coordinator service: the words name a coordinator, never an agent."""
+    service = CallContext(agent="hub", address="10.0.0.9:7443", role="coordinator")
+    said = {
+        explain_rpc_failure("unavailable", PREFIX + "Failed to connect to remote host: Connection refused", service),
+        explain_rpc_failure("deadline_exceeded", "Deadline Exceeded", service),
+        explain_rpc_failure("unavailable", PREFIX + "Tls handshake failed: WRONG_VERSION_NUMBER", service),
+        explain_rpc_failure("unavailable", PREFIX + "Hostname Verification Check failed.", service),
+    }
+    assert all("coordinator 'hub'" in line and "agent '" not in line for line in said), said
+    assert any("give --coordinator NAME@HOST:PORT" in line for line in said)
+
+
 def test_anything_else_keeps_grpcs_words_bounded() -> None:
-    assert explain_rpc_failure("deadline_exceeded", "Deadline Exceeded", CALL) == "deadline_exceeded: Deadline Exceeded"
     assert explain_rpc_failure("cancelled", "", CALL) == "cancelled"
     long = explain_rpc_failure("unknown", "x" * 10_000, CALL)
     assert len(long) <= len("unknown: ") + MAX_DETAIL_CHARS

@@ -101,6 +101,8 @@ def test_mistakes_are_named(tmp_path: Path, old: str, new: str, fragment: str) -
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[[report]\n"))
+    with pytest.raises(ConfigError, match="nests arrays or tables too deeply"):
+        load_config(write(tmp_path, "x = " + "{a = " * 10_000 + "1" + "}" * 10_000))
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml")
 
@@ -116,3 +118,31 @@ def test_unknown_report_is_named(tmp_path: Path) -> None:
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text, "x") == seconds
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        ('interval = "1h"', 'interval = "99999999d"', "interval must be 1 s to 366 d"),
+        ('interval = "1h"', "interval = nan", "not a finite duration"),
+        ('interval = "1h"', "interval = inf", "not a finite duration"),
+        ('jitter = "30s"', "jitter = nan", "not a finite duration"),
+        ('jitter = "30s"', 'jitter = "9999999999d"', "jitter must be at most 1 d"),
+        ('jitter = "30s"', 'jitter = "30s"\nclock_tolerance = inf', "not a finite duration"),
+        ('jitter = "30s"', 'jitter = "30s"\nclock_tolerance = "30d"', "clock_tolerance must be at most"),
+        ("retention_days = 14", "retention_days = nan", "retention_days must be a number above 0 and at most"),
+        ("retention_days = 14", "retention_days = inf", "retention_days must be a number above 0 and at most"),
+        ('jitter = "30s"', 'jitter = "30s"\nexpiry_warning_days = inf', "expiry_warning_days must be a number"),
+        ('webhooks = ["oncall"]', "webhooks = [{}]", "must name [[webhook]] entries"),
+        ('agents = "env=prod"', 'agents = ["env=prod"]', "agents must be a selector string"),
+        ("max_probes_in_flight = 50", "max_probes_in_flight = 50\nshutdown_grace = nan", "not a finite duration"),
+    ],
+)
+def test_values_that_would_overflow_a_schedule_are_named(tmp_path: Path, old: str, new: str, fragment: str) -> None:
+    """NaN, infinity and huge durations, and values of the wrong type, are refused in one line rather than
+    accepted and crashing the scheduler (datetime overflow) or the diagnosis (timedelta of infinity)."""
+    assert old in EXAMPLE
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, EXAMPLE.replace(old, new, 1)))
+    assert fragment in str(caught.value)
+    assert str(tmp_path / "coordinator.toml") in str(caught.value)

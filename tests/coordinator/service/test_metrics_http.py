@@ -165,3 +165,14 @@ def test_routes_see_the_query_and_the_headers_and_too_many_parameters_are_refuse
         assert status == 400 and b"more than 32 query parameters" in body
         assert len(seen) == 1
         assert served.get("/metrics")[0] == 200  # the metrics themselves stay where they were
+
+
+@pytest.mark.parametrize("where", ["path", "headers"])
+def test_a_request_head_over_the_cap_is_answered_431_not_dropped(where: str) -> None:
+    with serve(lambda: {}) as served:
+        if where == "path":
+            status, _, body = served.get("/targets/" + "a" * 10_000)
+        else:
+            status, _, body = served.get("/metrics", {f"X-Big-{n}": "a" * 100 for n in range(100)})
+        assert status == 431 and body == b"the request head is larger than 8 KiB\n"
+        assert served.get("/metrics")[0] == 200

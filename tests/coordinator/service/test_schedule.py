@@ -99,3 +99,8 @@ def test_bad_cron_is_named() -> None:
         check_cron("* * *")
     with pytest.raises(ScheduleError):
         Schedule().next_slot(NOW)
+
+
+def test_a_cron_with_a_seconds_field_is_refused() -> None:
+    with pytest.raises(ScheduleError, match=r"a sixth field \(seconds\) is not accepted.*five fields"):
+        check_cron("* * * * * *")

@@ -206,6 +206,7 @@ def test_restart_keeps_the_history(service: Service) -> None:
         done = cli("report", "run", "edge", "--config", str(service.config))
     assert done.returncode in (0, 1), done.stderr
     assert done.stdout.startswith("run ")
+    assert " of edge: 1 target in " in done.stdout.splitlines()[0], done.stdout  # counted in the singular
     after = runs(service.config)
     assert len(after) == len(before) + 1
     assert {r["run_id"] for r in before} <= {r["run_id"] for r in after}
