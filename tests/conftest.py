@@ -2,7 +2,8 @@
 
 Markers (registered in pyproject.toml): `e2e` starts real agent processes, the lab fleet, CLI subprocesses
 or a whole scheduled-report pipeline; `root` needs root (network namespaces); `browser` needs headless
-Chromium. `make test-fast` runs what has none of them.
+Chromium; `postgres` runs against the session's PostgreSQL server (given here to every test that takes it or
+runs on the "postgresql" backend). `make test-fast` runs what has none of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ import pytest
 from tests.coordinator.service.history.backends import BACKENDS, HistoryDatabase, history_database
 from tests.postgres import PostgresServer, absent_reason, throwaway_server
 from tlsfleet.coordinator.lab.pki import LabPKI
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgres_server" in getattr(item, "fixturenames", ()) or "postgresql" in params.values():
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session", autouse=True)
