@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ...agent.model import ProbeRequest, TrustStore
+from ...agent.probe.targets import is_ip_literal
 from ..diagnosis.model import Finding, Severity
 from ..matrix import COLUMNS, Health, Matrix, MatrixRow
 from ..matrix_agreement import IDENTITY, Agreement, Shared, Standing, agreement, brief_cell, health
@@ -122,7 +123,9 @@ _TITLES = dict(COLUMNS)
 
 def _caption(request: ProbeRequest, outcomes: Sequence[ProbeOutcome]) -> str:
     o = request.options
-    sni = "no SNI" if not o.send_sni else f"SNI {o.sni or request.target.host}"
+    name = o.sni or request.target.host
+    # TLS clients send no address in SNI (RFC 6066 3); the agents do as they do.
+    sni = "no SNI" if not o.send_sni else "no SNI: an IP address" if is_ip_literal(name) else f"SNI {name}"
     vantages = "1 vantage" if len(outcomes) == 1 else f"{len(outcomes)} vantages"
     return f"{request.target}  ({sni}, {vantages})"
 

@@ -63,6 +63,22 @@ def _three(chain: tuple[bytes, ...], healthy: int) -> list[ProbeOutcome]:
     ]
 
 
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("api.example.test:443", "(SNI api.example.test,"),
+        ("127.0.0.1:443", "(no SNI: an IP address,"),
+        ("[::1]:443", "(no SNI: an IP address,"),
+    ],
+)
+def test_the_caption_says_sni_only_where_a_name_is_sent(chain: tuple[bytes, ...], target: str, said: str) -> None:
+    outcomes = [_outcome("web-1", _result(_ok_address("127.0.0.1", chain)))]
+    out = io.StringIO()
+    request = build_request(target, now_ns=0)
+    print_matrix(Console(file=out, width=120), request, outcomes, build_matrix(outcomes))
+    assert said in out.getvalue().splitlines()[0]
+
+
 def test_at_80_columns_rows_are_blocks_under_one_shared_line(chain: tuple[bytes, ...]) -> None:
     text = ANSI.sub("", _screen(80, _three(chain, healthy=2)))
     lines = [line.rstrip() for line in text.splitlines()]
