@@ -690,10 +690,27 @@ def _trust_store(row: Row, name: str) -> TrustStore | None:
 
 
 def _store_counts(refusal: _Refusal) -> bool:
-    """A store-only refusal matters when that store is the system's or declared in use on its host."""
+    """A store-only refusal matters when that store is the system's or declared in use on its host, and its
+    runtime refuses what OpenSSL refuses there."""
     if is_system_store(refusal.client):
         return True
-    return store_use(refusal.client, _trust_store(refusal.row, refusal.client)).in_use
+    return store_use(refusal.client, _trust_store(refusal.row, refusal.client)).in_use and not _java_takes(refusal)
+
+
+# Held against Java 17 (tests/agent/trust/test_runtime_clients.py and the README's list): its PKIX has no security
+# level, so a SHA-1 signature or a 1024-bit RSA key under a private root, which OpenSSL's level 2 refuses
+# (X509_V_ERR_EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK), is what Java accepts.
+_JAVA_TAKES = frozenset({66, 67, 68})
+
+
+def _java_takes(refusal: _Refusal) -> bool:
+    use = store_use(refusal.client, _trust_store(refusal.row, refusal.client))
+    return use.runtime == "java" and refusal.code in _JAVA_TAKES
+
+
+def _refusing_store(refusal: _Refusal) -> str:
+    where = f"the {refusal.client} store on {refusal.row.agent}"
+    return f"openssl verify with {where} (Java itself accepts it)" if _java_takes(refusal) else where
 
 
 def _chain_text(row: Row) -> str:
@@ -743,7 +760,7 @@ def _policy_finding(
         impact = _impact_now(now)
     else:
         severity = Severity.WARNING if any(_store_counts(r) for r in refusals) else Severity.INFO
-        stores = list(dict.fromkeys(f"the {r.client} store on {r.row.agent}" for r in refusals))
+        stores = list(dict.fromkeys(_refusing_store(r) for r in refusals))
         impact = f"{name_list(stores)} {agree('refuse', stores)} it while the hosts' default clients accept it"
     accepting = [r.agent for r in rows if r.where not in refused and r.address.native.verdict is not Verdict.NO_CHAIN]
     accepting = [a for a in dict.fromkeys(accepting) if a not in agents]

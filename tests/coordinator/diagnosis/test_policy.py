@@ -247,6 +247,20 @@ def test_a_store_only_refusal_warns_when_the_store_is_in_use_and_notes_it_otherw
         assert f"the {runtime_store.info.name} store on a refuses it" in finding.summary
 
 
+def test_a_java_store_refusing_only_on_openssl_s_security_level_is_no_warning(pki: LabPKI) -> None:
+    """Java has no security level: a 1024-bit CA key under a private root is what it accepts (held against java
+    in tests/agent/trust/test_runtime_clients.py's family), so the java store's refusal is openssl verify's."""
+    weak = pki.issue_intermediate("Acme Legacy CA", key_kind="rsa1024")
+    chain = (pki.issue_leaf(NAME, issuer=weak).der, weak.der)
+    declared = store("java_home", [pki.root.cert], runtime="java", found_by="JAVA_HOME in the agent's environment: /j")
+    host = judged("a", chain, [store("system", [pki.root.cert, LabPKI("X").root.cert]), declared])
+    host = with_native(_with_store_codes(host, Verdict.OK, 0, only="system"), Verdict.OK, 0)
+    [finding] = _run(observe(host))
+    assert finding.cause is Cause.POLICY_INVALID_CHAIN and "(verify code 67)" in finding.summary
+    assert finding.severity is Severity.INFO, finding.summary
+    assert "openssl verify with the java_home store on a (Java itself accepts it) refuses it" in finding.summary
+
+
 def test_hosts_that_accept_are_named_beside_those_that_refuse(pki: LabPKI) -> None:
     chain = (pki.issue_leaf(NAME, extensions=[(UNHANDLED, True)]).der, pki.intermediate.der)
     stores = [store("system", [pki.root.cert])]
