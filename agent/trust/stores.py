@@ -224,8 +224,12 @@ def _too_large(error: FileTooLarge) -> _Read:
 
 
 def _file_key(path: Path) -> tuple[str, int, int, int, int]:
-    st = path.stat()
-    return (str(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    return _stat_key(str(path), path.stat())
+
+
+def _stat_key(path: str, st: os.stat_result) -> tuple[str, int, int, int, int]:
+    """What a cached read of a file is keyed by: its path and the identity, time and size it has now."""
+    return (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=8192)
@@ -279,7 +283,7 @@ def _read_dir(path: Path) -> _Read:
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        key = (entry.path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        key = _stat_key(entry.path, st)
         # Hash links and their targets share an inode: read each file once.
         inode = (key[1], key[2])
         if inode in seen_inodes:
