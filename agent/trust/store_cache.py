@@ -22,16 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import struct
 import threading
 from collections.abc import Mapping
-from pathlib import Path
+
+from ..cache_files import MAX_CACHE_BYTES, cache_dir, read_owned, write_owned
 
 __all__ = [
     "FileKey",
     "ParsedFile",
-    "cache_dir",
     "enable",
     "forget",
     "load_answer",
@@ -41,7 +40,6 @@ __all__ = [
     "store_parsed",
 ]
 
-MAX_CACHE_BYTES = 64 * 1024 * 1024
 MAX_ENTRIES = 8192
 MAX_ANSWERS = 256
 _STORES_FILE = "store-files.v1"
@@ -65,34 +63,6 @@ def enable() -> None:
     """Use the cache in this process from now on."""
     global _enabled
     _enabled = True
-
-
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
-    """$XDG_CACHE_HOME/tlsfleet, else ~/.cache/tlsfleet; None when neither can be named."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME", "")
-    if base and os.path.isabs(base):
-        return Path(base) / "tlsfleet"
-    home = env.get("HOME", "")
-    return Path(home) / ".cache" / "tlsfleet" if home and os.path.isabs(home) else None
-
-
-def _trusted_bytes(path: Path) -> bytes | None:
-    """The file's bytes when it is ours to trust: a regular file of this user, not writable by others."""
-    try:
-        with path.open("rb") as f:
-            st = os.fstat(f.fileno())
-            if (
-                not stat.S_ISREG(st.st_mode)
-                or st.st_uid != os.getuid()
-                or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-                or st.st_size > MAX_CACHE_BYTES
-            ):
-                return None
-            data = f.read(MAX_CACHE_BYTES + 1)
-    except OSError:
-        return None
-    return data if len(data) <= MAX_CACHE_BYTES else None
 
 
 def _decode_parsed(data: bytes) -> dict[FileKey, ParsedFile]:
@@ -144,7 +114,7 @@ def _loaded_parsed() -> dict[FileKey, ParsedFile]:
     if _parsed is None:
         _parsed = {}
         where = cache_dir()
-        data = _trusted_bytes(where / _STORES_FILE) if where is not None else None
+        data = read_owned(where / _STORES_FILE) if where is not None else None
         if data is not None:
             try:
                 _parsed = _decode_parsed(data)
@@ -197,7 +167,7 @@ def _loaded_answers() -> dict[str, dict[str, object]]:
     if _answers is None:
         _answers = {}
         where = cache_dir()
-        data = _trusted_bytes(where / _ANSWERS_FILE) if where is not None else None
+        data = read_owned(where / _ANSWERS_FILE) if where is not None else None
         if data is not None:
             try:
                 raw = json.loads(data)
@@ -251,21 +221,10 @@ def save() -> None:
             (_STORES_FILE, _encode_parsed(parsed)),
             (_ANSWERS_FILE, json.dumps({"version": 1, "answers": _loaded_answers()}).encode()),
         ]
-    import tempfile  # only when there is something to write
-
     try:
-        where.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, data in files:
-            if len(data) > MAX_CACHE_BYTES:
-                continue
-            fd, temp = tempfile.mkstemp(dir=where, prefix=f".{name}.")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(temp, where / name)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            if len(data) <= MAX_CACHE_BYTES:
+                write_owned(where, name, data)
     except OSError:
         return  # a read-only or full home: discovery works the same, only slower next time
 

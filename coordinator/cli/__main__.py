@@ -1,5 +1,5 @@
 """`python -m tlsfleet.coordinator.cli ...`: the `tlsfleet` command."""
 
-from .app import main
+from .launch import main
 
 main()
