@@ -89,6 +89,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "X509_VERIFY_PARAM_set1_host": (ctypes.c_int, [_VP, ctypes.c_char_p, ctypes.c_size_t]),
     "X509_VERIFY_PARAM_set1_ip_asc": (ctypes.c_int, [_VP, ctypes.c_char_p]),
     "X509_VERIFY_PARAM_set_auth_level": (None, [_VP, ctypes.c_int]),
+    "X509_VERIFY_PARAM_set_flags": (ctypes.c_int, [_VP, ctypes.c_ulong]),
     "X509_verify_cert": (ctypes.c_int, [_VP]),
     "X509_verify_cert_error_string": (ctypes.c_char_p, [ctypes.c_long]),
     "OPENSSL_sk_new_null": (_VP, []),
@@ -378,11 +379,13 @@ def verify(
     at: int,
     host: str | None = None,
     auth_level: int | None = None,
+    flags: int = 0,
 ) -> NativeVerification:
     """X509_verify_cert for `leaf` with the served `untrusted` certificates against `store`, at Unix
     time `at`, as a TLS client verifies a server (purpose and trust ssl_server): `host` is a DNS name
     (checked as X509_VERIFY_PARAM_set1_host with default flags) or an IP literal (set1_ip_asc);
-    `auth_level` defaults to the host's security level. Certificates come as DER or as read already.
+    `auth_level` defaults to the host's security level; `flags` are X509_V_FLAG_* added. Certificates
+    come as DER or as read already.
 
     Raises ValueError when `leaf` is not a certificate libcrypto reads; untrusted certificates it
     cannot read must be left out by the caller (`parses`)."""
@@ -417,6 +420,8 @@ def verify(
         param = crypto.X509_STORE_CTX_get0_param(ctx)
         crypto.X509_VERIFY_PARAM_set_time(param, int(at))
         crypto.X509_VERIFY_PARAM_set_auth_level(param, int(level))
+        if flags:
+            crypto.X509_VERIFY_PARAM_set_flags(param, flags)
         if host:
             encoded = host.encode("ascii")
             if _ip_literal(host):

@@ -2,9 +2,9 @@
 node process started with a given environment verifies with.
 
 Node's bundled roots are compiled into the binary (`tls.rootCertificates`); nothing on disk holds them, so
-the executable is run, with an empty environment (the bundled list depends on the binary alone), stdin
-closed, a short timeout and a cap on what it may print. The answer is kept until the executable (its real
-path's inode, mtime or size) changes: in process, and on disk where the CLI enables store_cache. A node that
+the executable is run, with no environment but its OpenSSL settings (the bundled list depends on the binary
+alone), stdin closed, a short timeout and a cap on what it may print. The answer is kept until the executable
+(its real path's inode, mtime or size) changes: in process, and on disk where the CLI enables store_cache. A node that
 hangs, exits non-zero, prints garbage or too much gives an answer with `failed` set, never an exception.
 
 Which store a node process uses (`node_trust`) is Node's rule, read from the environment it starts with:
@@ -16,6 +16,10 @@ Which store a node process uses (`node_trust`) is Node's rule, read from the env
 - NODE_EXTRA_CA_CERTS, read at start, adds its file in every case.
 OpenSSL's defaults are those of the OpenSSL node carries: its OPENSSLDIR, read from the binary when node
 bundles OpenSSL, else those of the OpenSSL the agent is linked against (the host's).
+
+The security level it verifies at (`node_level`) is asked in the same run, with the environment's OpenSSL
+settings (OPENSSL_CONF and NODE_OPTIONS' OpenSSL options, nothing else), and asked again when they or the
+configuration file change.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import mmap
 import os
 import re
 import selectors
+import shlex
 import signal
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from . import store_cache
@@ -41,10 +46,12 @@ __all__ = [
     "MAX_BUNDLED_ROOTS",
     "NODE_TIMEOUT_S",
     "NodeAnswer",
+    "NodeLevel",
     "NodeTrust",
     "Source",
     "ask_node",
     "forget_node_answers",
+    "node_level",
     "node_trust",
     "openssl_defaults",
     "sources",
@@ -63,8 +70,14 @@ _NO_ANSWER = "printed no answer (expected its version and bundled roots as JSON)
 
 # Node 12.3+ syntax (tls.rootCertificates), no modules but tls. The build's configuration says whether it was
 # made to use OpenSSL's store by default (configure --openssl-use-def-ca-store) or to load a system CA file
-# first (--openssl-system-ca-path).
+# first (--openssl-system-ca-path). PROBES becomes the security level probe certificates (see node_level).
 _ASK = r"""
+const refused = [];
+for (const der of PROBES) {
+  const pem = "-----BEGIN CERTIFICATE-----\n" + der.match(/.{1,64}/g).join("\n") + "\n-----END CERTIFICATE-----\n";
+  try { require("tls").createSecureContext().context.setCert(pem); refused.push(""); }
+  catch (e) { refused.push(String(e)); }
+}
 const c = process.config || {};
 const v = c.variables || {};
 process.stdout.write(JSON.stringify({
@@ -74,6 +87,7 @@ process.stdout.write(JSON.stringify({
   system_cert_path: v.openssl_system_ca_path || "",
   shared_openssl: !!v.node_shared_openssl,
   flags: [...process.allowedNodeEnvironmentFlags].filter((f) => /^--use-[a-z]+-ca$/.test(f)),
+  refused,
 }));
 """
 
@@ -89,6 +103,9 @@ class NodeAnswer:
     flags: frozenset[str] = frozenset()  # the CA-store options this version accepts
     shared_openssl: bool = True  # linked against the host's libcrypto rather than carrying its own
     executable: str = ""  # the real path asked
+    # Per probe certificate (weakest key first), why node's default TLS context refused it ("": loaded).
+    refused: tuple[str, ...] = ()
+    asked_with: tuple[str, ...] = ()  # the OpenSSL settings it was asked with (_asked_with)
     failed: str = ""
     printed: dict[str, object] = field(default_factory=dict, compare=False, hash=False, repr=False)  # as node said
 
@@ -117,30 +134,51 @@ def _stamp(path: str) -> tuple[int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def ask_node(executable: str, timeout: float | None = None) -> NodeAnswer:
-    """The answer of the node at `executable`, asked again only when its real file changes."""
+def ask_node(executable: str, timeout: float | None = None, environ: Mapping[str, str] | None = None) -> NodeAnswer:
+    """The answer of the node at `executable`, asked again only when its real file changes, or, with `environ`,
+    when its OpenSSL settings there (OPENSSL_CONF, NODE_OPTIONS' OpenSSL options) or its configuration file
+    change: node is started with those, so its answer says the security level they give (`node_level`)."""
     real = os.path.realpath(executable)
     stamp = _stamp(real)
     with _answers_lock:
         cached = _answers.get(real)
-    if cached is not None and cached.stamp == stamp:
+    fresh = cached is not None and cached.stamp == stamp
+    if (
+        cached is not None
+        and fresh
+        and (environ is None or cached.answer.asked_with == _asked_with(cached.answer, environ))
+    ):
         return cached.answer
-    key = (real, "-e", _ASK)
-    answer = _remembered(key, stamp) or _ask(real, NODE_TIMEOUT_S if timeout is None else timeout)
+    env = _openssl_env(environ) if environ is not None else {}
+    key = (real, "-e", _ASK, *(f"{k}={v}" for k, v in sorted(env.items())))
+    answer = _remembered(key, stamp, environ or {}) or _ask(real, NODE_TIMEOUT_S if timeout is None else timeout, env)
+    # A failed answer is kept too (a node that hangs is not run again each time), for these settings alone.
+    answer = replace(answer, asked_with=_asked_with(answer, environ or {}))
     with _answers_lock:
         _answers[real] = _Cached(stamp, answer)
     if not answer.failed:  # a timeout on a busy host is not kept for the next process
-        store_cache.store_answer(key, list(stamp) if stamp else None, answer.printed)
+        store_cache.store_answer(key, _disk_stamp(stamp, answer), answer.printed)
     return answer
 
 
-def _remembered(key: tuple[str, ...], stamp: tuple[int, int, int, int] | None) -> NodeAnswer | None:
+def _disk_stamp(stamp: tuple[int, int, int, int] | None, answer: NodeAnswer) -> list[object] | None:
+    if stamp is None:
+        return None
+    return [*stamp, *answer.asked_with[-1:]]
+
+
+def _remembered(
+    key: tuple[str, ...], stamp: tuple[int, int, int, int] | None, environ: Mapping[str, str]
+) -> NodeAnswer | None:
     """What an earlier process was told by this very executable (store_cache), checked as node's own output is."""
     found = store_cache.load_answer(key)
-    if found is None or stamp is None or found[0] != list(stamp):
+    if found is None or stamp is None:
         return None
     answer = _answer_of(found[1], key[0])
-    return None if answer.failed else answer
+    if answer.failed:
+        return None
+    answer = replace(answer, asked_with=_asked_with(answer, environ))
+    return answer if found[0] == _disk_stamp(stamp, answer) else None
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -152,12 +190,15 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _bounded_run(argv: list[str], timeout: float) -> tuple[int, bytes, bytes] | str:
-    """(exit status, stdout, stderr's tail), or why there is none: not run, timed out, printed too much."""
+def _bounded_run(
+    argv: list[str], timeout: float, env: Mapping[str, str] | None = None
+) -> tuple[int, bytes, bytes] | str:
+    """(exit status, stdout, stderr's tail), or why there is none: not run, timed out, printed too much.
+    `env` None runs it with an empty environment."""
     try:
         process = subprocess.Popen(
             argv,
-            env={},
+            env=dict(env or {}),
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -213,8 +254,9 @@ def _openssl_dir_in(executable: str) -> str:
     return found.group(1).decode(errors="replace") if found else ""
 
 
-def _ask(executable: str, timeout: float) -> NodeAnswer:
-    ran = _bounded_run([executable, "-e", _ASK], timeout)
+def _ask(executable: str, timeout: float, env: Mapping[str, str]) -> NodeAnswer:
+    script = _ASK.replace("PROBES", json.dumps(list(_probe_certificates())), 1)
+    ran = _bounded_run([executable, "-e", script], timeout, env)
     if isinstance(ran, str):
         return NodeAnswer(failed=ran)
     status, out, err = ran
@@ -243,6 +285,9 @@ def _answer_of(raw: object, executable: str) -> NodeAnswer:
         cert_path = raw.get("system_cert_path", "")
         shared = bool(raw.get("shared_openssl", False))
         openssl_store_default = bool(raw.get("openssl_store_default", False))
+        refused = raw.get("refused", [])
+        if not (isinstance(refused, list) and all(isinstance(r, str) for r in refused)):
+            raise ValueError("refused")
     except (ValueError, KeyError, TypeError):
         return NodeAnswer(failed=_NO_ANSWER)
     if len(roots) > MAX_BUNDLED_ROOTS:
@@ -255,6 +300,7 @@ def _answer_of(raw: object, executable: str) -> NodeAnswer:
         flags=frozenset(f for f in flags if f in _CA_FLAGS),
         shared_openssl=shared,
         executable=executable,
+        refused=tuple(refused) if len(refused) == len(_probe_certificates()) else (),
         printed=raw,
     )
 
@@ -349,3 +395,149 @@ def sources(answer: NodeAnswer, trust: NodeTrust, environ: Mapping[str, str]) ->
     if trust.extra:
         out.append(Source(f"NODE_EXTRA_CA_CERTS={trust.extra}", "file", trust.extra, required=True))
     return tuple(out)
+
+
+# --- the security level node verifies at ---------------------------------------------------------------
+#
+# Node reads the `nodejs_conf` section of its OpenSSL configuration (OPENSSL_CONF, or openssl.cnf in its
+# OPENSSLDIR), not `openssl_conf` (unless --openssl-shared-config), so a host's system-wide SECLEVEL may not
+# reach it, and a node carrying its own OpenSSL starts from that OpenSSL's default level (1), not the host's.
+# Rather than re-implement that, node is asked: it loads certificates whose keys have 56, 96, 112, 128, 192
+# and 260 bits of security into a default TLS context (SSL_CTX_use_certificate refuses a key below the level:
+# 80, 112, 128, 192, 256 bits for levels 1 to 5); the level is how many it refuses.
+
+# What of NODE_OPTIONS changes node's OpenSSL setup; nothing else of it reaches the asked node (a --require
+# in it would run code).
+_OPENSSL_OPTIONS = (
+    "--openssl-config",
+    "--openssl-shared-config",
+    "--tls-cipher-list",
+    "--openssl-legacy-provider",
+    "--enable-fips",
+    "--force-fips",
+)
+_VALUED = ("--openssl-config", "--tls-cipher-list")
+
+
+@dataclass(frozen=True)
+class NodeLevel:
+    """The OpenSSL security level a node process started with one environment verifies servers at."""
+
+    level: int | None  # None: node did not say (`failed`)
+    config: str  # the OpenSSL configuration file node reads ("" when none is named and the default is unknown)
+    section: str  # the section of it node applies: nodejs_conf, or openssl_conf with --openssl-shared-config
+    options: tuple[str, ...] = ()  # what of NODE_OPTIONS changed OpenSSL's setup
+    failed: str = ""
+
+    def describe(self) -> str:
+        if self.level is None:
+            return f"its security level is unknown: {self.failed}"
+        where = f"the {self.section} section of {self.config}" if self.config else f"its {self.section} section"
+        opts = f", NODE_OPTIONS {' '.join(self.options)}" if self.options else ""
+        return f"security level {self.level} ({where}{opts})"
+
+
+def _node_options(environ: Mapping[str, str]) -> list[str]:
+    """NODE_OPTIONS as node splits it (spaces, double quotes), keeping only the OpenSSL options."""
+    raw = environ.get("NODE_OPTIONS", "")
+    try:
+        words = shlex.split(raw)
+    except ValueError:
+        words = raw.split()
+    kept: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name = word.split("=", 1)[0]
+        if name in _OPENSSL_OPTIONS:
+            if name in _VALUED and "=" not in word and i + 1 < len(words):
+                word = f"{word}={words[i + 1]}"
+                i += 1
+            kept.append(word)
+        i += 1
+    return kept
+
+
+def _config_file(answer: NodeAnswer, environ: Mapping[str, str], options: list[str]) -> str:
+    """The configuration node reads: --openssl-config, else OPENSSL_CONF, else openssl.cnf in its OPENSSLDIR."""
+    named = [o.split("=", 1)[1] for o in options if o.startswith("--openssl-config=")]
+    if named:
+        return named[-1]
+    if environ.get("OPENSSL_CONF"):
+        return environ["OPENSSL_CONF"]
+    home = "" if answer.shared_openssl else _openssl_home(answer.executable, _stamp(answer.executable))
+    if not home:
+        home = os.path.dirname(ssl.get_default_verify_paths().openssl_cafile or "")
+    return os.path.join(home, "openssl.cnf") if home else ""
+
+
+@lru_cache(maxsize=1)
+def _probe_certificates() -> tuple[str, ...]:
+    """Base64 DER of the probe certificates, weakest key first (see above): public keys only matter."""
+    import base64
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    # A 512-bit RSA modulus (56 bits of security in OpenSSL's count: below level 1); no key pair is needed.
+    weakest = rsa.RSAPublicNumbers(65537, (1 << 511) | 0x10001).public_key()
+    keys = [weakest] + [ec.generate_private_key(c()).public_key() for c in (ec.SECP192R1, ec.SECP224R1)]
+    keys += [ec.generate_private_key(c()).public_key() for c in (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)]
+    signer = ec.generate_private_key(ec.SECP521R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsfleet security level probe")])
+    now = datetime.now(UTC)
+    out: list[str] = []
+    for key in keys:
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key)
+            .serial_number(1)
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .sign(signer, hashes.SHA512())  # SHA-512 passes every level: only the key is weighed
+        )
+        out.append(base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii"))
+    return tuple(out)
+
+
+def node_level(answer: NodeAnswer, environ: Mapping[str, str]) -> NodeLevel:
+    """The security level node verifies at when started with `environ`'s OpenSSL settings (OPENSSL_CONF and
+    NODE_OPTIONS), from its answer to `ask_node(..., environ=environ)`."""
+    options = _node_options(environ)
+    config = _config_file(answer, environ, options)
+    section = "openssl_conf" if "--openssl-shared-config" in options else "nodejs_conf"
+    found = NodeLevel(None, config, section, tuple(options))
+    if answer.failed:
+        return replace(found, failed=answer.failed)
+    if answer.asked_with != _asked_with(answer, environ):
+        return replace(found, failed="node was asked with other OpenSSL settings")
+    refused = answer.refused
+    if not refused:
+        return replace(found, failed="node did not say (no probe certificate was loaded)")
+    level = 0
+    while level < len(refused) and refused[level]:
+        level += 1
+    if level >= len(refused) or any(refused[level:]):
+        return replace(found, failed=f"node refused the probe certificates out of order: {list(refused)}")
+    return replace(found, level=level)
+
+
+def _openssl_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of `environ` reaches the asked node: its OpenSSL settings, nothing that could run code."""
+    env = {"OPENSSL_CONF": environ["OPENSSL_CONF"]} if environ.get("OPENSSL_CONF") else {}
+    options = _node_options(environ)
+    if options:
+        env["NODE_OPTIONS"] = " ".join(options)
+    return env
+
+
+def _asked_with(answer: NodeAnswer, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The OpenSSL settings an answer holds for: the variables passed and the configuration file's stamp."""
+    config = _config_file(answer, environ, _node_options(environ))
+    stamp = _stamp(config) if config else None
+    return (*(f"{k}={v}" for k, v in sorted(_openssl_env(environ).items())), f"{config}:{stamp}")

@@ -16,6 +16,10 @@ Java runtimes (their cacerts) and Node.js, found where the host's services get t
   changes (node_roots.py), and the store it really verifies with is judged (stores.py): its bundled roots
   plus NODE_EXTRA_CA_CERTS, or OpenSSL's default store where NODE_OPTIONS says --use-openssl-ca.
 
+How each runtime's client verifies beyond its store's content (`verification_rules`, read by verify.py) is
+recorded when it is found: node's security level (asked of it, node_roots.node_level), and for a JRE its
+java.security's algorithm constraints, partial chains and no security level (Java's PKIX).
+
 `RuntimeOptions.search` False finds nothing by itself: only named runtimes (and JAVA_HOME, which names
 one) count. A runtime found without a store (a Python without certifi, Node without the variable) is
 still listed: it is a fact about the host.
@@ -23,6 +27,7 @@ still listed: it is a fact about the host.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -32,23 +37,35 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from . import store_cache
-from .node_roots import ask_node, forget_node_answers, node_trust
+from .node_roots import NodeLevel, ask_node, forget_node_answers, node_level, node_trust
 from .node_roots import sources as node_sources
 
 __all__ = [
+    "HOST_RULES",
     "INTERPRETER_TIMEOUT_S",
     "PYTHON_SEARCH_DIRS",
     "RUNTIME_KINDS",
+    "JavaConstraint",
+    "JavaRules",
     "Runtime",
     "RuntimeOptions",
+    "VerifyRules",
     "Watch",
     "find_runtimes",
     "forget_answers",
     "java_cacerts",
+    "java_feature_version",
+    "java_refusal",
+    "java_security_files",
+    "parse_disabled_algorithms",
+    "read_java_properties",
     "search_watches",
+    "verification_rules",
 ]
 
 RUNTIME_KINDS: tuple[str, ...] = ("python", "java", "node")
@@ -418,9 +435,14 @@ def _java_at_home(home: str, found_by: str, via: str = "") -> Runtime:
     cacerts, error = java_cacerts(home)
     watches: list[Watch] = [("file", os.path.join(home, "lib", "security", "cacerts"))]
     watches.append(("file", os.path.join(home, "jre", "lib", "security", "cacerts")))
+    rules = _java_rules(home)
+    watches += [("file", p) for p in java_security_files(home)]
+    _record_rules(cacerts, rules)
     if via:
         watches.append(("file", os.path.realpath(via)))
     detail = error or f"cacerts {cacerts}"
+    assert rules.java is not None
+    detail += f"; jdk.certpath.disabledAlgorithms from {rules.java.source}"
     return Runtime(
         "java",
         via or home,
@@ -488,12 +510,16 @@ def _node(location: str, found_by: str, environ: Mapping[str, str]) -> Runtime:
     real = os.path.realpath(location)
     identity = f"path:{real}"
     watches: tuple[Watch, ...] = (("file", real),)
-    answer = ask_node(location)
+    answer = ask_node(location, environ=environ)
     if answer.failed:
         return Runtime(
             "node", location, found_by, f"{answer.failed}; its roots are not judged", identity=identity, watches=watches
         )
     trust = node_trust(answer, environ)
+    level = node_level(answer, environ)
+    _record_rules(location, _node_rules(level))
+    if level.config:
+        watches += (("file", level.config),)
     if trust.error:
         detail = f"node {answer.version}; {trust.error}"
         return Runtime("node", location, found_by, detail, store_error=trust.error, identity=identity, watches=watches)
@@ -510,7 +536,7 @@ def _node(location: str, found_by: str, environ: Mapping[str, str]) -> Runtime:
         "node",
         location,
         found_by,
-        f"node {answer.version}; trusts {what}",
+        f"node {answer.version}; trusts {what}; verifies at {level.describe()}",
         store_path=location,
         store_label=location,
         identity=identity,
@@ -538,6 +564,304 @@ def _nodes(environ: Mapping[str, str], options: RuntimeOptions) -> list[Runtime]
         if node is not None:
             out.append(_node(node, "`node` on PATH", environ))
     return _merge(out)
+
+
+# --- how each runtime's own client verifies ---------------------------------------------------------
+#
+# The store verdict is X509_verify_cert with the store's certificates; these are the parameters that make it
+# the runtime's own verdict rather than `openssl verify`'s at the host's level. Recorded at discovery, where
+# the environment and the runtime's configuration are read, and looked up by the store's kind and path.
+
+
+@dataclass(frozen=True)
+class JavaConstraint:
+    """One entry of a jdk.*.disabledAlgorithms property: the algorithm (or curve) and what restricts it."""
+
+    algorithm: str  # as written: "MD5", "SHA1", "MD5withRSA", "RSA", "secp192r1"
+    key_size: tuple[str, int] | None = None  # ("<", 1024): keys for which this holds are refused
+    jdk_ca: bool = False  # only for chains anchored at a root the JDK ships (its own cacerts)
+    usage: frozenset[str] = frozenset()  # only for these uses (TLSServer, SignedJAR, ...)
+    deny_after: int | None = None  # only after this Unix time
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class JavaRules:
+    """A JRE's algorithm constraints on certification paths (PKIX, as its TLS client runs it)."""
+
+    certpath: tuple[JavaConstraint, ...]  # jdk.certpath.disabledAlgorithms
+    tls: tuple[JavaConstraint, ...]  # jdk.tls.disabledAlgorithms (JSSE checks the chain against both)
+    source: str  # the java.security read, or which defaults
+    jdk_ca_anchors: bool = False  # the store is the JRE's own cacerts, so its roots are jdkCA
+    # The EC curves its SunEC verifies with; None: any. Java 16 dropped all but these three.
+    curves: frozenset[str] | None = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
+@dataclass(frozen=True)
+class VerifyRules:
+    """How a store's runtime verifies a server beyond the store's content (hashable: part of cache keys)."""
+
+    runtime: str = ""  # "", "node", "java"
+    security_level: int | None = None  # OpenSSL's auth level; None: the host's default
+    level_source: str = ""  # what set `security_level`, for people
+    partial_chain: bool = False  # any store certificate is a trust anchor (Java's PKIX)
+    java: JavaRules | None = None
+
+
+HOST_RULES = VerifyRules()
+_JAVA_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_KEY_SIZE = re.compile(r"^keySize\s*(<=|>=|==|!=|<|>)\s*(\d+)$")
+# Java 17's own values (conf/security/java.security), for a JRE without that file and a keystore named alone.
+JAVA17_CERTPATH = (
+    "MD2, MD5, SHA1 jdkCA & usage TLSServer, RSA keySize < 1024, DSA keySize < 1024, EC keySize < 224, "
+    "SHA1 usage SignedJAR & denyAfter 2019-01-01"
+)
+JAVA17_TLS = (
+    "SSLv3, TLSv1, TLSv1.1, DTLSv1.0, RC4, DES, MD5withRSA, DH keySize < 1024, EC keySize < 224, 3DES_EDE_CBC, "
+    "anon, NULL, ECDH"
+)
+
+_rules: dict[tuple[str, str], VerifyRules] = {}
+_rules_lock = threading.Lock()
+
+
+def _record_rules(path: str, rules: VerifyRules) -> None:
+    with _rules_lock:
+        _rules[(rules.runtime, path)] = rules
+
+
+def verification_rules(kind: str, path: str) -> VerifyRules:
+    """The rules of the store of `kind` ("node", "java-keystore", ...) at `path`, as the last discovery found
+    them. A Java keystore discovery did not meet is judged by Java 17's defaults; anything else as OpenSSL."""
+    if kind == "node":
+        with _rules_lock:
+            return _rules.get(("node", path), HOST_RULES)
+    if kind == "java-keystore":
+        with _rules_lock:
+            found = _rules.get(("java", path))
+        return found or _keystore_rules()
+    return HOST_RULES
+
+
+def _node_rules(level: NodeLevel) -> VerifyRules:
+    if level.level is None:
+        return VerifyRules("node", None, f"node's own level unknown ({level.failed}): the host's")
+    return VerifyRules("node", level.level, f"node's {level.describe()}")
+
+
+def java_security_files(home: str) -> tuple[str, ...]:
+    """Where a JRE home keeps java.security: conf/security (9+), lib/security or jre/lib/security (8)."""
+    return tuple(
+        os.path.join(home, *parts, "java.security")
+        for parts in (("conf", "security"), ("lib", "security"), ("jre", "lib", "security"))
+    )
+
+
+def read_java_properties(text: str) -> dict[str, str]:
+    """java.util.Properties' reading of `text`, as far as java.security uses it: comments, `=` or `:`,
+    backslash continuations."""
+    props: dict[str, str] = {}
+    logical: list[str] = []
+    for raw in text.splitlines():
+        line = raw.lstrip() if not logical else raw.strip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        ends = len(line) - len(line.rstrip("\\"))
+        if ends % 2:
+            logical.append(line[:-1])
+            continue
+        logical.append(line)
+        whole, logical = "".join(logical), []
+        found = re.match(r"^([^=:\s]+)\s*[=:]?\s*(.*)$", whole)
+        if found:
+            props[found.group(1)] = found.group(2).strip()
+    return props
+
+
+def parse_disabled_algorithms(value: str, props: Mapping[str, str] | None = None) -> tuple[JavaConstraint, ...]:
+    """The entries of a disabledAlgorithms value, with `include PROPERTY` expanded from `props`."""
+    out: list[JavaConstraint] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        if entry.startswith("include "):
+            included = (props or {}).get(entry.split(None, 1)[1].strip(), "")
+            out += parse_disabled_algorithms(included, None)
+            continue
+        algorithm, _, rest = entry.partition(" ")
+        key_size, jdk_ca, usage, deny_after = None, False, frozenset[str](), None
+        for part in (p.strip() for p in rest.split("&") if p.strip()):
+            size = _KEY_SIZE.match(part)
+            if size:
+                key_size = (size.group(1), int(size.group(2)))
+            elif part == "jdkCA":
+                jdk_ca = True
+            elif part.startswith("usage "):
+                usage = frozenset(part.split()[1:])
+            elif part.startswith("denyAfter "):
+                when = _JAVA_TIME.match(part.split(None, 1)[1].strip())
+                if when:
+                    y, m, d = (int(g) for g in when.groups())
+                    deny_after = calendar.timegm((y, m, d, 0, 0, 0))
+        out.append(JavaConstraint(algorithm, key_size, jdk_ca, usage, deny_after, entry))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _default_java_rules() -> JavaRules:
+    return JavaRules(
+        parse_disabled_algorithms(JAVA17_CERTPATH),
+        parse_disabled_algorithms(JAVA17_TLS),
+        "Java 17's defaults (no JRE known for this keystore)",
+    )
+
+
+def java_feature_version(home: str) -> int | None:
+    """The feature release (8, 11, 17, ...) a JRE home's `release` file names; None when it names none."""
+    try:
+        with open(os.path.join(home, "release"), encoding="utf-8", errors="replace") as f:
+            text = f.read(64 * 1024)
+    except OSError:
+        return None
+    found = re.search(r'^JAVA_VERSION="(?:1\.)?(\d+)', text, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def _java_rules(home: str) -> VerifyRules:
+    """Java's PKIX for the cacerts of `home`: partial chains, no security level, its java.security's
+    constraints (Java 17's defaults when it has none), its own roots as the JDK's (jdkCA), and the curves its
+    version verifies with (all before Java 16)."""
+    version = java_feature_version(home)
+    curves = _default_java_rules().curves if version is None or version >= 16 else None
+    for path in java_security_files(home):
+        try:
+            with open(path, encoding="latin-1") as f:
+                props = read_java_properties(f.read())
+        except OSError:
+            continue
+        java = JavaRules(
+            parse_disabled_algorithms(props.get("jdk.certpath.disabledAlgorithms", ""), props),
+            parse_disabled_algorithms(props.get("jdk.tls.disabledAlgorithms", ""), props),
+            path,
+            jdk_ca_anchors=True,
+            curves=curves,
+        )
+        break
+    else:
+        defaults = f"Java 17's defaults ({home} has no java.security)"
+        java = replace(_default_java_rules(), source=defaults, jdk_ca_anchors=True, curves=curves)
+    return VerifyRules("java", 0, "Java has no security level", partial_chain=True, java=java)
+
+
+@lru_cache(maxsize=1)
+def _keystore_rules() -> VerifyRules:
+    return VerifyRules("java", 0, "Java has no security level", partial_chain=True, java=_default_java_rules())
+
+
+_OPS = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+_HASH_NAMES = {"sha1": "SHA1", "md5": "MD5", "md2": "MD2", "sha224": "SHA224", "sha256": "SHA256"}
+_HASH_NAMES |= {"sha384": "SHA384", "sha512": "SHA512"}
+# Java's names of the curves OpenSSL and cryptography name otherwise.
+_CURVES = {"secp192r1": ("secp192r1", "NIST P-192", "X9.62 prime192v1"), "secp256r1": ("secp256r1", "NIST P-256")}
+
+
+def _key_facts(cert: Any) -> tuple[str, int | None, tuple[str, ...]]:
+    """(Java's key algorithm name, key size in bits, curve names) of a certificate's public key."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size, ()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC", key.curve.key_size, _CURVES.get(key.curve.name, (key.curve.name,))
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", key.key_size, ()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 255, ()
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 448, ()
+    return type(key).__name__, None, ()
+
+
+def _signature_names(cert: Any) -> tuple[str, set[str]]:
+    """(Java's name of a certificate's signature algorithm, the names a constraint may match in it)."""
+    from cryptography.x509.oid import SignatureAlgorithmOID
+
+    oid = cert.signature_algorithm_oid
+    try:
+        digest = cert.signature_hash_algorithm
+    except Exception:  # UnsupportedAlgorithm: a digest cryptography does not know
+        digest = None
+    hash_name = _HASH_NAMES.get(digest.name, digest.name.upper()) if digest is not None else ""
+    if oid == SignatureAlgorithmOID.RSASSA_PSS:
+        return "RSASSA-PSS", {"RSASSA-PSS", "RSA", hash_name}
+    if oid in (SignatureAlgorithmOID.ED25519, SignatureAlgorithmOID.ED448):
+        name = "Ed25519" if oid == SignatureAlgorithmOID.ED25519 else "Ed448"
+        return name, {name, "EdDSA"}
+    name = getattr(oid, "_name", "").lower()
+    key = "ECDSA" if "ecdsa" in name else "DSA" if "dsa" in name else "RSA"
+    full = f"{hash_name}with{key}" if hash_name else name
+    parts = {full, hash_name, key}
+    if hash_name.startswith("SHA"):
+        parts.add(f"SHA-{hash_name[3:]}")
+    return full, parts
+
+
+def _applies(c: JavaConstraint, java: JavaRules, at: int) -> bool:
+    if c.jdk_ca and not java.jdk_ca_anchors:
+        return False
+    if c.usage and "TLSServer" not in c.usage:
+        return False
+    return c.deny_after is None or at >= c.deny_after
+
+
+def java_refusal(path: Sequence[Any], java: JavaRules, at: int) -> tuple[int, int, str] | None:
+    """Where Java's algorithm constraints refuse a path OpenSSL built (leaf first, the trust anchor last):
+    (OpenSSL's code for the like refusal: 68 digest, 66 leaf key, 67 CA key; the depth; why), or None.
+
+    As Java's PKIX: from the anchor down, every certificate's key (the anchor's too) and every signature but
+    the anchor's own; an entry's jdkCA, usage and denyAfter must all hold for it to count."""
+    constraints = [(c, "jdk.certpath.disabledAlgorithms") for c in java.certpath]
+    constraints += [(c, "jdk.tls.disabledAlgorithms") for c in java.tls]
+    for depth in range(len(path) - 1, -1, -1):
+        cert = path[depth]
+        algorithm, size, curves = _key_facts(cert)
+        for c, prop in constraints:
+            if not _applies(c, java, at):
+                continue
+            named = c.algorithm.lower()
+            if c.key_size is not None:
+                if named == algorithm.lower() and size is not None and _OPS[c.key_size[0]](size, c.key_size[1]):
+                    what = f"{algorithm} {size}-bit key ({prop} in {java.source}: {c.text})"
+                    return (66 if depth == 0 else 67), depth, what
+            elif named == algorithm.lower() or named in (n.lower() for n in curves):
+                what = f"{algorithm} key{' on ' + curves[0] if curves else ''} ({prop} in {java.source}: {c.text})"
+                return (66 if depth == 0 else 67), depth, what
+        if algorithm == "EC" and java.curves is not None and curves and curves[0] not in java.curves:
+            return (66 if depth == 0 else 67), depth, f"EC key on {curves[0]}, a curve Java's SunEC does not support"
+        signature, parts = _signature_names(cert)
+        lowered = {p.lower() for p in parts if p}
+        if depth == len(path) - 1:
+            # The anchor's own signature is not verified. But a leaf the keystore holds is still sent by the
+            # server, which in TLS 1.3 cannot present a certificate signed with what the client leaves out of its
+            # signature_algorithms_cert: Java leaves out what jdk.tls.disabledAlgorithms disables.
+            if depth == 0:
+                for c in java.tls:
+                    if c.key_size is None and c.algorithm.lower() in lowered and _applies(c, java, at):
+                        why = f"jdk.tls.disabledAlgorithms in {java.source}: {c.text}"
+                        return 68, depth, f"signature {signature}, which its TLS client does not offer ({why})"
+            continue
+        for c, prop in constraints:
+            if c.key_size is None and c.algorithm.lower() in lowered and _applies(c, java, at):
+                return 68, depth, f"signature {signature} ({prop} in {java.source}: {c.text})"
+    return None
 
 
 # --- all ------------------------------------------------------------------------------------------

@@ -18,6 +18,13 @@ OpenSSL's 20 for a lone leaf reads LEAF_ONLY_UNVERIFIABLE (the server sent no in
 Only the store's certificates are trusted, and only a path to a self-signed root counts (OpenSSL
 without -partial_chain): a store holding an intermediate alone gives 2 (unable to get issuer).
 
+A runtime's store is judged under that runtime's own rules (runtimes.verification_rules, found at discovery):
+node's store at the security level node itself verifies at (its `nodejs_conf`, not the host's level); a Java
+store as Java's PKIX, with partial chains (any store certificate is an anchor: X509_V_FLAG_PARTIAL_CHAIN), no
+security level (auth level 0), and the JRE's jdk.certpath / jdk.tls disabledAlgorithms applied to the path
+OpenSSL accepted (a refusal keeps OpenSSL's code for the like weakness, 66, 67 or 68, and its detail starts
+"Java refuses").
+
 Where OpenSSL accepts and the CA/Browser Forum profile (`cryptography.x509.verification`: browsers,
 Go) refuses, `strict_note` says why (`strict_profile`); the verdict stays OpenSSL's.
 
@@ -25,11 +32,12 @@ Go) refuses, `strict_note` says why (`strict_profile`); the verdict stays OpenSS
 offline with that context's own store (its cafile, or OpenSSL's default verify paths with their directory
 lookups) and parameters, so that the handshake itself need not verify (`probe.handshake`).
 
-Cost: judgements are cached by (served chain, store content fingerprint, expected name, time bucket);
+Cost: judgements are cached by (served chain, store content fingerprint, expected name, time bucket, the
+store's rules);
 a bucket is an hour, or the exact second when a validity edge of a served or store certificate falls
 inside it, so expiry at the edge is never misjudged. A probe's whole set of store verdicts is cached the
-same way, by the buckets of both times across all its stores. A changed store has another fingerprint and
-never meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
+same way, by the buckets of both times across all its stores and their rules. A changed store has another
+fingerprint and never meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
 """
 
 from __future__ import annotations
@@ -52,11 +60,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from ..model import StoreVerdict, Verdict
-from . import libcrypto
+from . import libcrypto, runtimes
 from .certinfo import CertificateParseError, fingerprint, parse_der, summarize, unhandled_critical
 from .issuer_lookup import NameKey, StoreIndex, chain_names
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
+from .runtimes import VerifyRules
 from .stores import LoadedStore
 from .strict_profile import key_description, strict_note
 
@@ -115,6 +124,7 @@ X509_V_ERR_EE_KEY_TOO_SMALL = 66
 X509_V_ERR_CA_KEY_TOO_SMALL = 67
 X509_V_ERR_CA_MD_TOO_WEAK = 68
 X509_V_ERR_INVALID_CA = 79
+X509_V_FLAG_PARTIAL_CHAIN = 0x80000
 # OpenSSL 1.1 numbered "invalid CA" 24; 3.0 moved it to 79 (24 is "no issuer public key" there).
 _INVALID_CA = X509_V_ERR_INVALID_CA if ssl.OPENSSL_VERSION_INFO[0] >= 3 else 24
 
@@ -321,10 +331,10 @@ def _read_served(served: _Served) -> Sequence[bytes | libcrypto.Certificate]:
 
 _trust_cache: _LRU[str, _Trust] = _LRU(_TRUST_CACHE_SIZE)
 _chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
-_judgement_cache: _LRU[tuple[str, str, str, int, bool], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+_judgement_cache: _LRU[tuple[str, str, str, int, bool, VerifyRules], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
 # libcrypto's reading of the chains judged last (by the _Served itself), fewer: each holds OpenSSL's structures.
 _read_chains: _LRU[_Served, tuple[bytes | libcrypto.Certificate, ...]] = _LRU(_READ_CHAINS_CACHE_SIZE)
-_VerdictsKey = tuple[str, tuple[tuple[str, str], ...], str, tuple[int, bool], tuple[int, bool]]
+_VerdictsKey = tuple[str, tuple[tuple[str, str], ...], tuple[VerifyRules, ...], str, tuple[int, bool], tuple[int, bool]]
 _verdicts_cache: _LRU[_VerdictsKey, tuple[StoreVerdict, ...]] = _LRU(_JUDGEMENT_CACHE_SIZE)
 
 
@@ -344,6 +354,11 @@ def _store_key(loaded: LoadedStore) -> str:
     # The fingerprint names the root set: stores with equal content share one X509_STORE and one verdict.
     # An empty store's verdict names why it is empty, so its key does too.
     return loaded.info.fingerprint or f"empty:{loaded.info.path}:{loaded.info.error}"
+
+
+def _rules_for(loaded: LoadedStore) -> VerifyRules:
+    """How the store's own client verifies: the runtime's security level, partial chains, Java's constraints."""
+    return runtimes.verification_rules(loaded.info.kind, loaded.info.path)
 
 
 def _trust_for(loaded: LoadedStore) -> _Trust:
@@ -374,6 +389,7 @@ class _Context:
     trust: _Trust
     store: LoadedStore
     expected: ExpectedName
+    level: int  # the auth level verified at
 
     def cert(self, der: bytes) -> x509.Certificate | None:
         fp = fingerprint(der)
@@ -513,7 +529,7 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
         return _no_path_detail(code, subject, depth, ctx)
     label = ctx.label(subject)
     cert = ctx.cert(subject)
-    level = libcrypto.security_level()
+    level = ctx.level
     if code == X509_V_ERR_CERT_NOT_YET_VALID:
         when = cert.not_valid_before_utc.isoformat() if cert is not None else "later"
         return f"{label} is not valid until {when}"
@@ -576,7 +592,9 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
 # --- judging --------------------------------------------------------------------------------------
 
 
-def _judge(served: _Served, trust: _Trust, store: LoadedStore, expected: ExpectedName, at: int) -> ChainJudgement:
+def _judge(
+    served: _Served, trust: _Trust, store: LoadedStore, expected: ExpectedName, at: int, rules: VerifyRules
+) -> ChainJudgement:
     if served.leaf_error:
         return ChainJudgement(
             Verdict.INVALID, (), f"served leaf is not a certificate: {served.leaf_error}", X509_V_ERR_UNSPECIFIED
@@ -586,22 +604,50 @@ def _judge(served: _Served, trust: _Trust, store: LoadedStore, expected: Expecte
             Verdict.OTHER, (), f"OpenSSL's verifier is unavailable: {trust.unavailable}", X509_V_ERR_UNSPECIFIED
         )
     read = _read_served(served)
-    nv = libcrypto.verify(trust.native_for(served), read[0], read[1:], at=at, host=str(expected))
+    level = libcrypto.security_level() if rules.security_level is None else rules.security_level
+    flags = X509_V_FLAG_PARTIAL_CHAIN if rules.partial_chain else 0
+    native = trust.native_for(served)
+    nv = libcrypto.verify(native, read[0], read[1:], at=at, host=str(expected), auth_level=level, flags=flags)
     verdict = verdict_from_openssl_code(nv.code)
     if nv.code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and len(served.ders) == 1:
         # OpenSSL 3 says 20 for a lone leaf; the separate verdict keeps "the server sent no intermediate".
         verdict = Verdict.LEAF_ONLY_UNVERIFIABLE
-    ctx = _Context(served, trust, store, expected)
-    anchored = bool(nv.chain) and fingerprint(nv.chain[-1]) in trust.fps and nv.code not in _NO_PATH_CODES
-    path = tuple(fingerprint(d) for d in nv.chain) if anchored else ()
+    ctx = _Context(served, trust, store, expected, level)
+    chain = nv.chain
+    if rules.partial_chain and nv.code == X509_V_OK:
+        # A leaf the store holds is trusted as it is, though OpenSSL leaves the served certificates above it
+        # in the chain it built: the path ends at the first certificate the store holds.
+        fps = [fingerprint(d) for d in chain]
+        held = next((i for i, fp in enumerate(fps) if fp in trust.fps), len(chain) - 1)
+        chain = chain[: held + 1]
+    if nv.code == X509_V_OK and rules.java is not None:
+        refused = _java_refusal(chain, ctx, rules.java, at)
+        if refused is not None:
+            return refused
+    anchored = bool(chain) and fingerprint(chain[-1]) in trust.fps and nv.code not in _NO_PATH_CODES
+    path = tuple(fingerprint(d) for d in chain) if anchored else ()
     detail = _detail(nv, ctx)
     if trust.native.skipped:
         skipped = f"{trust.native.skipped} store certificate(s) OpenSSL cannot read were left out"
         detail = f"{detail}; {skipped}" if detail else skipped
     note = ""
     if nv.code == X509_V_OK:
-        note = _strict(nv.chain, served, ctx, at)
+        note = _strict(chain, served, ctx, at)
     return ChainJudgement(verdict, path, detail, nv.code, note)
+
+
+def _java_refusal(chain: tuple[bytes, ...], ctx: _Context, java: runtimes.JavaRules, at: int) -> ChainJudgement | None:
+    """The refusal of Java's algorithm constraints on the path OpenSSL accepted (with no security level)."""
+    path = [ctx.cert(d) for d in chain]
+    if not path or any(c is None for c in path):
+        return None
+    found = runtimes.java_refusal(path, java, at)
+    if found is None:
+        return None
+    code, depth, why = found
+    # The path stays, as for OpenSSL's own policy refusals: it is the one Java refuses.
+    path_fps = tuple(fingerprint(d) for d in chain)
+    return ChainJudgement(Verdict.INVALID, path_fps, f"Java refuses {ctx.label(chain[depth])}: its {why}", code)
 
 
 def _strict(chain: tuple[bytes, ...], served: _Served, ctx: _Context, at: int) -> str:
@@ -669,10 +715,11 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     chain_key = _chain_key(bounded)
     served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
     trust = _trust_for(store)
+    rules = _rules_for(store)
     seconds = int(at_s.timestamp())
     when, exact = _time_key(seconds, served, trust.edges)
-    key = (chain_key, _store_key(store), str(expected), when, exact)
-    judgement = _judgement_cache.get_or_make(key, lambda: _judge(served, trust, store, expected, seconds))
+    key = (chain_key, _store_key(store), str(expected), when, exact, rules)
+    judgement = _judgement_cache.get_or_make(key, lambda: _judge(served, trust, store, expected, seconds, rules))
     return _with_notes(judgement, [*served.notes, note] if note else served.notes)
 
 
@@ -696,7 +743,7 @@ def judge_against_stores(
 ) -> tuple[StoreVerdict, ...]:
     """One StoreVerdict per distinct store content: the verdict and OpenSSL code at the agent's clock
     and at the reference (true) time, the strict-profile note where OpenSSL accepts what the CA/B profile
-    refuses. Stores with the identical (non-empty) root set are judged once: the first in `stores` order
+    refuses. Stores with the identical (non-empty) root set and rules are judged once: the first in `stores` order
     keeps `store`, the others are named in its `same_as`.
 
     Without a reference time, the reference verdict repeats the agent-time one.
@@ -731,6 +778,7 @@ def _verdicts_key(
     return (
         chain_key,
         names,
+        tuple(_rules_for(store) for store in stores),  # they change with discovery, not with the stores' content
         expected_name,
         _time_key(int(agent_s.timestamp()), served, edges),
         _time_key(int(ref_s.timestamp()), served, edges),
@@ -757,9 +805,10 @@ def _stores_identity(stores: Sequence[LoadedStore]) -> tuple[tuple[tuple[str, st
 def _judge_against_stores(
     chain: Sequence[bytes], stores: Sequence[LoadedStore], expected_name: str, agent_s: datetime, ref_s: datetime
 ) -> tuple[StoreVerdict, ...]:
-    groups: dict[str, list[LoadedStore]] = {}
+    # One verdict per content and way of verifying: node's or Java's store may hold the system's roots.
+    groups: dict[tuple[str, VerifyRules], list[LoadedStore]] = {}
     for store in stores:
-        groups.setdefault(_store_key(store), []).append(store)
+        groups.setdefault((_store_key(store), _rules_for(store)), []).append(store)
     out: list[StoreVerdict] = []
     for first, *others in groups.values():
         at_agent = verify_chain(chain, first, expected_name, agent_s)

@@ -699,13 +699,19 @@ def _store_counts(refusal: _Refusal) -> bool:
 
 # Held against Java 17 (tests/agent/trust/test_runtime_clients.py and the README's list): its PKIX has no security
 # level, so a SHA-1 signature or a 1024-bit RSA key under a private root, which OpenSSL's level 2 refuses
-# (X509_V_ERR_EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK), is what Java accepts.
+# (X509_V_ERR_EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK), is what Java accepts. Agents that judge a
+# Java store by its JRE's jdk.certpath.disabledAlgorithms give those codes only where Java itself refuses, and
+# say so in the verdict's detail; older agents judged Java stores at OpenSSL's level.
 _JAVA_TAKES = frozenset({66, 67, 68})
+_JAVA_OWN_REFUSAL = "Java refuses "
 
 
 def _java_takes(refusal: _Refusal) -> bool:
     use = store_use(refusal.client, _trust_store(refusal.row, refusal.client))
-    return use.runtime == "java" and refusal.code in _JAVA_TAKES
+    if use.runtime != "java" or refusal.code not in _JAVA_TAKES:
+        return False
+    verdict = next((s for s in refusal.row.address.stores if s.store == refusal.client), None)
+    return verdict is None or _JAVA_OWN_REFUSAL not in verdict.detail
 
 
 def _refusing_store(refusal: _Refusal) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from cryptography import x509
 
 from tests.judged import NAME, der, judged, store
 from tests.outcomes import observe
 from tlsfleet.agent.model import Verdict
+from tlsfleet.agent.trust import runtimes
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding
 from tlsfleet.coordinator.diagnosis.trust import findings
 from tlsfleet.coordinator.lab.pki import LabPKI
@@ -44,6 +46,13 @@ class Host:
         return judged("app-1", self.chain, [system, other])
 
 
+@pytest.fixture
+def as_openssl_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores judged as `openssl verify` at the host's level, as agents did before they judged a Java store as
+    Java's PKIX does: the coordinator still reads such reports."""
+    monkeypatch.setattr(runtimes, "verification_rules", lambda kind, path: runtimes.HOST_RULES)
+
+
 def _run(obs: Observation) -> list[Finding]:
     return [
         f for f in findings(obs, DiagnosisSettings.for_request(obs.request)) if f.cause is Cause.RUNTIME_STORE_DIFFERS
@@ -55,11 +64,20 @@ def _code(outcome: ProbeOutcome, name: str) -> int:
     return next(s.reference_verify_code for s in outcome.result.addresses[0].stores if s.store == name)
 
 
+@pytest.mark.usefixtures("as_openssl_verify")
 def test_a_java_store_holding_the_intermediate_is_not_said_to_reject() -> None:
     host = Host()
     outcome = host.outcome("java", host.private.intermediate.cert)
     assert _code(outcome, "java_home") == 2, "openssl verify: the store's intermediate has no root above it"
     assert _run(observe(outcome)) == [], "Java takes the intermediate its keystore holds as the anchor"
+
+
+def test_a_java_store_holding_the_intermediate_or_the_leaf_is_judged_ok_as_java_does() -> None:
+    host = Host()
+    for holds in (host.private.intermediate.cert, host.leaf):
+        outcome = host.outcome("java", holds)
+        assert _code(outcome, "java_home") == 0, "a partial chain to a certificate the keystore holds, as Java's PKIX"
+        assert _run(observe(outcome)) == []
 
 
 def test_a_node_store_holding_the_intermediate_is_still_said_to_reject() -> None:
@@ -71,6 +89,7 @@ def test_a_node_store_holding_the_intermediate_is_still_said_to_reject() -> None
     assert "Java" not in finding.summary
 
 
+@pytest.mark.usefixtures("as_openssl_verify")
 def test_a_java_gap_says_a_pinned_server_certificate_would_still_be_trusted() -> None:
     host = Host()
     for outcome in (host.outcome("java"), host.outcome("java", host.leaf)):
@@ -80,6 +99,7 @@ def test_a_java_gap_says_a_pinned_server_certificate_would_still_be_trusted() ->
         assert "Java would still accept it where its keystore holds the server's own certificate" in finding.summary
 
 
+@pytest.mark.usefixtures("as_openssl_verify")
 def test_an_older_recording_without_the_reference_code_reads_the_agent_time_code() -> None:
     host = Host()
     outcome = host.outcome("java", host.private.intermediate.cert)
