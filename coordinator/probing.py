@@ -15,7 +15,7 @@ from ..agent.model import ProbeOptions, ProbeRequest, Starttls, TlsVersion
 from ..agent.naming import NAME_PATTERN, NAME_RULE
 from ..agent.probe.request_limits import MAX_ADDRESSES, RequestError, validate_request
 from ..agent.probe.starttls import infer_starttls
-from ..agent.probe.targets import parse_target
+from ..agent.probe.targets import ip_sni_problem, parse_target
 from .diagnosis import sni
 from .fleet.fanout import probe_all
 from .fleet.probe_slots import ProbeSlots
@@ -53,6 +53,8 @@ def build_request(
     TLS at once. Raises ProbeArgumentError or TargetError naming the option and what is accepted."""
     if sni is not None and no_sni:
         raise ProbeArgumentError("--sni and --no-sni contradict each other; give one of them")
+    if sni is not None and (problem := ip_sni_problem(sni)):
+        raise ProbeArgumentError(problem)
     if not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
         raise ProbeArgumentError(
             f"--timeout {timeout:g} is out of range; accepted: {MIN_TIMEOUT_S:g}-{MAX_TIMEOUT_S:g} seconds"

@@ -8,11 +8,21 @@ import re
 from ..errors import UsageError
 from ..model import Target
 
-__all__ = ["ACCEPTED", "TargetError", "is_ip_literal", "is_loopback", "normalize_host", "parse_target"]
+__all__ = [
+    "ACCEPTED",
+    "TargetError",
+    "inet_aton",
+    "ip_sni_problem",
+    "is_ip_literal",
+    "is_loopback",
+    "normalize_host",
+    "parse_target",
+]
 
 ACCEPTED = (
     "accepted: HOST, HOST:PORT, [IPv6]:PORT, a bare IPv6 address, or https://HOST[:PORT][/path]; "
-    "e.g. example.com, example.com:8443, 10.0.0.5:443, [2001:db8::1]:443, https://example.com/login"
+    "e.g. example.com, example.com:8443, 10.0.0.5:443, [2001:db8::1]:443, https://example.com/login; "
+    "an IPv4 address also as inet_aton reads it (127.1, 0x7f.0.0.1, 2130706433), as curl and getaddrinfo do"
 )
 MAX_LABEL = 63
 MAX_NAME = 253
@@ -21,6 +31,12 @@ MAX_NAME = 253
 # the resolver decides whether such a name exists.
 _LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
 _PORT_RE = re.compile(r"^[0-9]{1,5}$")
+# One part of an IPv4 address as inet_aton reads it: hexadecimal after 0x, octal after a leading 0, else decimal.
+_ATON_PART = re.compile(r"^(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
+# What looks like such a part though it may not read as one (08, 0x, 0x1ffffffff): a host of these alone was meant
+# as an address, and is not a name to ask the resolver for.
+_NUMERIC_SHAPE = re.compile(r"^(?:0[xX][0-9a-fA-F]*|[0-9]+)$")
+_ATON_MAX_DIGITS = 40  # far past any part's largest value (2**32 in octal is 11 digits) with leading zeros
 
 
 class TargetError(UsageError):
@@ -111,6 +127,8 @@ def normalize_host(host: str, *, context: str | None = None) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
+    if (numeric := inet_aton(host)) is not None:
+        return numeric
     name = host[:-1] if host.endswith(".") else host
     if not name:
         raise TargetError(f"target {shown!r} has no host name; {ACCEPTED}")
@@ -142,18 +160,50 @@ def normalize_host(host: str, *, context: str | None = None) -> str:
         raise TargetError(
             f"target {shown!r}: host name is {len(ascii_name)} characters long; accepted: at most {MAX_NAME}"
         )
-    if labels[-1].isdigit():
+    if labels[-1].isdigit() or all(_NUMERIC_SHAPE.match(label) for label in labels):
         raise TargetError(
-            f"target {shown!r}: {name!r} is not a valid IPv4 address, and a host name cannot end in an "
+            f"target {shown!r}: {name!r} is not a valid IPv4 address (1-4 parts, decimal, 0-octal or 0x-hex, each "
+            f"at most 255 and the last filling the bytes left; no trailing dot), and a host name cannot end in an "
             f"all-numeric label; {ACCEPTED}"
         )
     return ascii_name + "." if name != host else ascii_name
+
+
+def inet_aton(text: str) -> str | None:
+    """The dotted-quad address glibc's inet_aton (so getaddrinfo, curl, `openssl s_client -connect`) reads in
+    `text`: 1 to 4 parts, each decimal, 0-octal or 0x-hex, the last filling the bytes left (127.1 is 127.0.0.1,
+    2130706433 too); None when they would not read it as an address (256.1, 08.1, a trailing dot)."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4 or not all(len(p) <= _ATON_MAX_DIGITS and _ATON_PART.match(p) for p in parts):
+        return None
+    values = [int(p, 16) if p[1:2] in ("x", "X") else int(p, 8) if p.startswith("0") else int(p) for p in parts]
+    *leading, last = values
+    if any(v > 255 for v in leading) or last >= 1 << (8 * (5 - len(values))):
+        return None
+    number = last
+    for position, value in enumerate(leading):
+        number |= value << (8 * (3 - position))
+    return str(ipaddress.IPv4Address(number))
 
 
 def _a_labels(name: str) -> str:
     from ..trust.names import a_labels  # loads `cryptography`: only for an internationalized name
 
     return a_labels(name)
+
+
+def ip_sni_problem(name: str, option: str = "--sni") -> str | None:
+    """Why `name` cannot be sent in SNI when it is an IP address in any form a client reads (RFC 6066 3 allows
+    only a DNS host name; curl and Python send none for an address, nor does s_client unless told to); None
+    for anything else, which the probe itself judges as a name."""
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    if not (is_ip_literal(bare) or inet_aton(bare) is not None):
+        return None
+    return (
+        f"{option} {name[:64]!r} is an IP address, and SNI carries only a DNS name (RFC 6066; curl and Python "
+        f"send none for an address); accepted: a DNS name, e.g. {option} api.example.com; to probe without SNI, "
+        "use --no-sni (a target given as an address is probed without SNI by itself)"
+    )
 
 
 def is_loopback(address: str) -> bool:

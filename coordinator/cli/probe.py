@@ -60,13 +60,15 @@ def parse_sni_variants(text: str | None) -> tuple[str | None, ...]:
     """`none,www.example.com` -> (None, "www.example.com"); None stands for "send no SNI"."""
     if not text:
         return ()
-    from ...agent.probe.targets import TargetError, normalize_host
+    from ...agent.probe.targets import TargetError, ip_sni_problem, normalize_host
 
     variants: list[str | None] = []
     for item in (part.strip() for part in text.split(",")):
         if item.lower() in ("none", "no-sni", "-"):
             variants.append(None)
             continue
+        if problem := ip_sni_problem(item, "--sni-variants item"):
+            raise ProbeArgumentError(problem)
         try:
             variants.append(normalize_host(item))
         except TargetError:
