@@ -7,7 +7,10 @@ server without it among its capabilities), the probe says instead that the serve
 that is what curl and every mail client configured to require TLS conclude; and an LDAP answer to another
 messageID is not taken for the StartTLS answer, as libldap does not take it. A server that turns the
 session away before STARTTLS (a 421 greeting, IMAP's BYE, a MySQL error greeting, an XMPP stream error) is
-quoted in the failure's words.
+quoted in the failure's words. A server that is asked to start TLS and answers with a refusal (SMTP's 454,
+IMAP's NO or BAD, POP3's -ERR, a non-zero LDAP resultCode, PostgreSQL's 'N', XMPP's <failure/>) refused
+STARTTLS, said so in words beginning with `REFUSED_STARTTLS` and its reply: s_client goes on with a ClientHello
+the server takes for a command and reports "wrong version number", where curl says "STARTTLS denied".
 
 Every exchange is bounded: one deadline for the whole of it (the caller's connect budget), at most
 `MAX_LINE_BYTES` per reply line (or reply message) and `MAX_REPLY_LINES` lines per reply. What the server
@@ -33,6 +36,7 @@ __all__ = [
     "DIRECT",
     "MAX_LINE_BYTES",
     "MAX_REPLY_LINES",
+    "REFUSED_STARTTLS",
     "WELL_KNOWN_PORTS",
     "Route",
     "StarttlsFailed",
@@ -51,6 +55,9 @@ POSTGRES_SSL_REQUEST = bytes((0x00, 0x00, 0x00, 0x08, 0x04, 0xD2, 0x16, 0x2F))  
 # 16 MiB, character set utf8 (33), 23 reserved zero bytes.
 MYSQL_SSL_REQUEST = bytes((0x20, 0x00, 0x00, 0x01, 0x85, 0xAE, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x01, 0x21)) + bytes(23)
 _MYSQL_CLIENT_SSL = 0x0800
+# How a failure's words begin when the server answered the request to start TLS with a refusal; the diagnosis
+# tells that apart from a server that offers no STARTTLS by it (both are Failure.STARTTLS_UNSUPPORTED).
+REFUSED_STARTTLS = "the server refused STARTTLS"
 
 WELL_KNOWN_PORTS: dict[int, Starttls] = {
     21: Starttls.FTP,
@@ -218,6 +225,11 @@ def _unsupported(what: str) -> StarttlsFailed:
     return StarttlsFailed(Failure.STARTTLS_UNSUPPORTED, f"the server does not offer STARTTLS: {what}")
 
 
+def _refused(what: str) -> StarttlsFailed:
+    """The server was asked to start TLS and said no, in its own words (`what` quotes them, bounded)."""
+    return StarttlsFailed(Failure.STARTTLS_UNSUPPORTED, f"{REFUSED_STARTTLS}: {what}")
+
+
 def _turned_away(what: str) -> StarttlsFailed:
     """The server ended the session before STARTTLS could be asked (too many connections, a client it does
     not serve): a refusal of this client, said as the server said it, not a missing STARTTLS."""
@@ -258,6 +270,10 @@ async def _smtp(talk: _Conversation, host: str) -> None:
     await talk.send(b"STARTTLS\r\n")
     ready = await talk.reply(_smtp_last)
     if _code(ready[-1]) != b"220":
+        if _coded(ready[-1]) and _code(ready[-1]) != b"421":
+            # Its EHLO listed STARTTLS; 454 is Postfix's answer when its TLS engine did not start (a key it
+            # could not read, say).
+            raise _refused(f"STARTTLS answered {_shown(ready[-1])}, not 220")
         raise _refused_or_garbage(ready[-1], "STARTTLS", b"220")
 
 
@@ -310,7 +326,7 @@ async def _imap(talk: _Conversation, host: str) -> None:
     if answer.startswith(b"* BYE"):
         raise _turned_away(f"STARTTLS answered {_shown(ready[-1])}")
     if answer.startswith((b". NO", b". BAD")):
-        raise _unsupported(f"STARTTLS answered {_shown(ready[-1])}")
+        raise _refused(f"STARTTLS answered {_shown(ready[-1])}")
     if not answer.startswith(b". OK"):
         raise _not_understood(f"STARTTLS answered {_shown(ready[-1])}")
 
@@ -329,7 +345,7 @@ async def _pop3(talk: _Conversation, host: str) -> None:
     await talk.send(b"STLS\r\n")
     answer = await talk.line()
     if answer.startswith(b"-ERR"):
-        raise _unsupported(f"STLS answered {_shown(answer)}")
+        raise _refused(f"STLS answered {_shown(answer)}")
     if not answer.startswith(b"+OK"):
         raise _not_understood(f"STLS answered {_shown(answer)}")
 
@@ -345,6 +361,10 @@ async def _ftp(talk: _Conversation, host: str) -> None:
     await talk.send(b"AUTH TLS\r\n")
     answer = await talk.reply(_ftp_last)
     # RFC 4217 says 234; older servers answer 334, and curl (like s_client, which reads no code) goes on.
+    if _coded(answer[-1]) and _code(answer[-1]) in (b"431", b"534"):
+        # RFC 4217's "need some unavailable resource" and "request denied for policy reasons"; the 50x
+        # codes say AUTH TLS is not a command it knows.
+        raise _refused(f"AUTH TLS answered {_shown(answer[-1])}, not 234")
     if _code(answer[-1]) not in (b"234", b"334"):
         raise _refused_or_garbage(answer[-1], "AUTH TLS", b"234")
 
@@ -377,7 +397,7 @@ async def _xmpp(talk: _Conversation, host: str) -> None:
     # until the client answers, and nothing after <proceed/> until the ClientHello.
     answer = await _xmpp_until(talk, host, lambda data: b"<proceed" in data or b"<failure" in data)
     if b"<failure" in answer:
-        raise _unsupported(f"starttls answered {_shown(answer[answer.index(b'<failure') :])}")
+        raise _refused(f"starttls answered {_shown(answer[answer.index(b'<failure') :])}")
 
 
 async def _xmpp_until(talk: _Conversation, host: str, done: Callable[[bytes], bool]) -> bytes:
@@ -415,7 +435,7 @@ async def _postgres(talk: _Conversation, host: str) -> None:
     # One byte only: whatever follows it is the server's TLS (or, if it cheats, data injected before TLS).
     answer = await talk.exactly(1)
     if answer == b"N":
-        raise _unsupported("it answered the SSLRequest with 'N' (ssl is off)")
+        raise _refused("it answered the SSLRequest with 'N' (ssl is off)")
     if answer == b"E":
         said = _postgres_error(await talk.some_or_nothing())
         raise _unsupported(f"it answered the SSLRequest with an error{f': {said}' if said else ''}")
@@ -517,7 +537,7 @@ async def _ldap(talk: _Conversation, host: str) -> None:
         # s_client reads no messageID; an LDAP client (libldap, curl) waits on for its own answer.
         raise _not_understood(f"an ExtendedResponse to messageID {number}, not the StartTLS request's 1")
     if result != 0:
-        raise _unsupported(f"StartTLS answered {_ldap_outcome(result, rest)}")
+        raise _refused(f"StartTLS answered {_ldap_outcome(result, rest)}")
 
 
 def _ldap_outcome(result: int, rest: _Ber) -> str:

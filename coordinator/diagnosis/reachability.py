@@ -20,8 +20,9 @@ import shlex
 from collections import defaultdict
 from collections.abc import Iterator
 
+from ...agent.endpoints import join_host_port
 from ...agent.model import Failure, Starttls
-from ...agent.probe.starttls import infer_starttls
+from ...agent.probe.starttls import REFUSED_STARTTLS, infer_starttls
 from ..observation import DiagnosisSettings, Observation, Row
 from .handshake import (
     Outcome,
@@ -97,6 +98,21 @@ _TLS_ON = {
     Starttls.FTP: "vsftpd `ssl_enable=YES`, ProFTPD `TLSEngine on`",
     Starttls.XMPP: "a certificate for the domain, without which the server lists no starttls",
 }
+# Where each protocol's usual server is told its certificate and key: a server with TLS on whose TLS did not start
+# refuses STARTTLS when asked (Postfix: 454 4.7.0 TLS not available due to local problem).
+_TLS_FILES = {
+    Starttls.SMTP: "Postfix `smtpd_tls_chain_files`, or `smtpd_tls_cert_file` and `smtpd_tls_key_file`",
+    Starttls.IMAP: "Dovecot `ssl_cert` and `ssl_key`",
+    Starttls.POP3: "Dovecot `ssl_cert` and `ssl_key`",
+    Starttls.LDAP: "slapd `olcTLSCertificateFile` and `olcTLSCertificateKeyFile`, TLSCertificateFile in slapd.conf",
+    Starttls.POSTGRES: "PostgreSQL `ssl = on` with `ssl_cert_file` and `ssl_key_file`",
+    Starttls.MYSQL: "MySQL or MariaDB `ssl_cert` and `ssl_key`",
+    Starttls.FTP: "vsftpd `rsa_cert_file` and `rsa_private_key_file`, ProFTPD `TLSRSACertificateFile`",
+    Starttls.XMPP: "the certificate and key for the domain",
+}
+# Clients that say how the server answered the request to start TLS ("STARTTLS denied, code 454"), where
+# s_client sends its ClientHello anyway and reports the server's plaintext answer as a wrong TLS version.
+_CURL_SCHEMES = {Starttls.SMTP: "smtp", Starttls.IMAP: "imap", Starttls.POP3: "pop3", Starttls.FTP: "ftp"}
 # The server answered and ended the session before STARTTLS could be asked: a refusal of these hosts.
 _TURNED_AWAY = frozenset({Failure.STARTTLS_REFUSED})
 _PROXY = frozenset({Failure.PROXY_REFUSED, Failure.PROXY_ERROR})
@@ -117,6 +133,8 @@ def _connect_failures(observation: Observation) -> Iterator[Finding]:
         family = (
             "turned away"
             if failure in _TURNED_AWAY
+            else "starttls refused"
+            if failure is Failure.STARTTLS_UNSUPPORTED and row.address.connect_error.startswith(REFUSED_STARTTLS)
             else "starttls"
             if failure in _STARTTLS
             else "stalled"
@@ -160,6 +178,22 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
         fix = (
             f"Turn TLS on in the service ({on}the server's words are in the evidence), or probe the port with the "
             f"protocol it speaks (`--starttls`; this probe spoke {_named(spoken)}), or its TLS port."
+        )
+    elif family == "starttls refused":
+        spoken = _spoken(observation, failed)
+        said = capped(list(dict.fromkeys(_refusal(r) for r in failed)), 2, sep="; ")
+        summary = (
+            f"{target} refused STARTTLS {where} at {at}: {said}. The server was reached and said no when asked to "
+            "start TLS, so TLS never started: this is not a protocol or version mismatch, and no certificate was "
+            "seen."
+        )
+        files = f"{_TLS_FILES[spoken]}: " if spoken in _TLS_FILES else ""
+        fix = (
+            f"Turn TLS on in the service, or repair it where it is on ({files}the files it names must exist and be "
+            "readable by the user the server runs as): a server refuses STARTTLS when its TLS is off or it cannot "
+            "load its certificate or key (Postfix answers `454 4.7.0 TLS not available due to local problem` when "
+            f"its TLS engine did not start), and its log names the cause; then probe again. This probe spoke "
+            f"{_named(spoken)}."
         )
     elif family == "stalled":
         spoken = _spoken(observation, failed)
@@ -225,8 +259,29 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
             ),
         ),
         fix=fix,
-        reproduce=(s_client(first.address.address, observation.request.target.port, first.result.sni),),
+        reproduce=(
+            *_curl_first(family, observation, first),
+            s_client(first.address.address, observation.request.target.port, first.result.sni),
+        ),
     )
+
+
+_MAX_REFUSAL = 200  # the agent quotes at most 80 characters of the reply; a recording may come from anywhere
+
+
+def _refusal(row: Row) -> str:
+    """The server's refusal as the agent quoted it, kept short and printable for a summary."""
+    words = row.address.connect_error.removeprefix(REFUSED_STARTTLS).removeprefix(": ")[:_MAX_REFUSAL]
+    return "".join(c if c.isprintable() else "?" for c in words)
+
+
+def _curl_first(family: str, observation: Observation, first: Row) -> tuple[str, ...]:
+    """For a refused STARTTLS in a protocol curl speaks, the curl command that shows the refusal as such."""
+    scheme = _CURL_SCHEMES.get(_spoken(observation, [first]))
+    if family != "starttls refused" or scheme is None or first.result.proxy:
+        return ()
+    url = f"{scheme}://{join_host_port(first.address.address, observation.request.target.port)}/"
+    return (f"curl -v --ssl-reqd {shlex.quote(url)}",)
 
 
 # --- handshakes that never complete ------------------------------------------------------------------

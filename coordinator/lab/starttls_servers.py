@@ -1,6 +1,7 @@
 """Servers that speak a plaintext protocol before TLS, for the STARTTLS lab.
 
-- `SmtpServer`: a real SMTP server (aiosmtpd's), offering STARTTLS with a lab identity, or not at all.
+- `SmtpServer`: a real SMTP server (aiosmtpd's), offering STARTTLS with a lab identity, or not at all, or
+  offering it and refusing it when asked, as Postfix does (454) when its TLS engine did not start.
 - `LdapStartTlsServer`: a small LDAP server that implements one operation faithfully, the StartTLS
   extended operation of RFC 4511 (4.14): it answers the ExtendedRequest for 1.3.6.1.4.1.1466.20037 with an
   ExtendedResponse (resultCode 0 and the responseName, or the refusal it is told to give, with its
@@ -26,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
@@ -104,20 +106,45 @@ class _Sink:
         return "250 OK"
 
 
+class _RefusingSmtp(SMTP):
+    """aiosmtpd whose EHLO lists STARTTLS and whose STARTTLS answers `refusal` (a reply line, e.g. 454 ...)."""
+
+    def __init__(self, handler: _Sink, refusal: str, **options: Any) -> None:
+        super().__init__(handler, **options)
+        self._refusal = refusal
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await self.push(self._refusal)
+
+
 class SmtpServer(_Listening):
-    """aiosmtpd on `host`:`port`; with `identity` its EHLO offers STARTTLS and STARTTLS presents it."""
+    """aiosmtpd on `host`:`port`; with `identity` its EHLO offers STARTTLS and STARTTLS presents it, or, with
+    `refuse_starttls` (a reply line), answers STARTTLS with that refusal."""
 
     kind = "SMTP server"
 
-    def __init__(self, identity: ServedIdentity | None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        identity: ServedIdentity | None,
+        *,
+        refuse_starttls: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(host, port)
         self._context = server_context(identity) if identity is not None else None
+        self._refusal = refuse_starttls
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
 
         def protocol() -> SMTP:
-            smtp = SMTP(_Sink(), tls_context=self._context, hostname=_MAIL_HOSTNAME, timeout=SESSION_TIMEOUT)
+            options: dict[str, Any] = {"tls_context": self._context, "hostname": _MAIL_HOSTNAME}
+            options["timeout"] = SESSION_TIMEOUT
+            if self._refusal is not None:
+                smtp: SMTP = _RefusingSmtp(_Sink(), self._refusal, **options)
+            else:
+                smtp = SMTP(_Sink(), **options)
             self.accepted += 1
             return smtp
 

@@ -179,7 +179,7 @@ def test_postgres_ssl_off_does_not_offer_starttls(postgres: PostgresCluster, cac
         postgres.stop()
     assert not truth.connected
     assert result.connect_failure is Failure.STARTTLS_UNSUPPORTED
-    assert "'N' (ssl is off)" in result.connect_error
+    assert result.connect_error == "the server refused STARTTLS: it answered the SSLRequest with 'N' (ssl is off)"
 
 
 def test_ldap_starttls_agrees_with_s_client(identity: ServedIdentity, leaf: Issued, cache, truth_env) -> None:
@@ -195,7 +195,7 @@ def test_ldap_refusal_is_named_with_its_result_code(identity: ServedIdentity, ca
         result = probe(server.port, cache, Starttls.LDAP)
     assert not truth.connected
     assert result.connect_failure is Failure.STARTTLS_UNSUPPORTED
-    assert "resultCode 52 (unavailable)" in result.connect_error
+    assert result.connect_error.startswith("the server refused STARTTLS: StartTLS answered resultCode 52 (unavailable)")
 
 
 # --- scripted dialogues, then real TLS -------------------------------------------------------------
@@ -415,6 +415,7 @@ _STREAM = (
 )
 _UNSUPPORTED, _REFUSED, _BAD = Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_REFUSED, Failure.STARTTLS_BAD_REPLY
 _AWAY = "the server turned the session away before STARTTLS: "
+_DENIED = "the server refused STARTTLS: "  # it was asked to start TLS and said no
 
 
 def _xmpp(features: bytes, after: Step | None = None) -> Callable[[bytes], Step | None]:
@@ -447,7 +448,7 @@ VARIANTS: dict[str, Variant] = {
             _lines(_EHLO, (b"STARTTLS", b"454 4.7.0 TLS not available due to local problem\r\n"), tls_after=b"-"),
         ),
         False,
-        (_UNSUPPORTED, "STARTTLS answered '454 4.7.0 TLS not available due to local problem', not 220"),
+        (_UNSUPPORTED, _DENIED + "STARTTLS answered '454 4.7.0 TLS not available due to local problem', not 220"),
     ),
     "smtp 421 greeting": Variant(
         Starttls.SMTP,
@@ -526,7 +527,7 @@ VARIANTS: dict[str, Variant] = {
             _lines(_CAPABILITY, (b". STARTTLS", b". NO [UNAVAILABLE] TLS is not configured\r\n"), tls_after=b"-"),
         ),
         False,
-        (_UNSUPPORTED, "STARTTLS answered '. NO [UNAVAILABLE] TLS is not configured'"),
+        (_UNSUPPORTED, _DENIED + "STARTTLS answered '. NO [UNAVAILABLE] TLS is not configured'"),
     ),
     "pop3 -ERR greeting": Variant(
         Starttls.POP3,
@@ -538,7 +539,7 @@ VARIANTS: dict[str, Variant] = {
         Starttls.POP3,
         _scripted(b"+OK ready\r\n", _lines((b"STLS", b"-ERR Command not permitted\r\n"), tls_after=b"-")),
         False,
-        (_UNSUPPORTED, "STLS answered '-ERR Command not permitted'"),
+        (_UNSUPPORTED, _DENIED + "STLS answered '-ERR Command not permitted'"),
     ),
     # ProFTPD-style banner and a multi-line 234.
     "ftp multi-line 220 and 234": Variant(
@@ -559,7 +560,13 @@ VARIANTS: dict[str, Variant] = {
         Starttls.FTP,
         _scripted(b"220 ready\r\n", _lines((b"AUTH", b"500 AUTH not understood\r\n"), tls_after=b"-")),
         False,
-        (_UNSUPPORTED, "AUTH TLS answered '500 AUTH not understood', not 234"),
+        (_UNSUPPORTED, "the server does not offer STARTTLS: AUTH TLS answered '500 AUTH not understood', not 234"),
+    ),
+    "ftp AUTH TLS 534": Variant(
+        Starttls.FTP,
+        _scripted(b"220 ready\r\n", _lines((b"AUTH", b"534 Request denied for policy reasons.\r\n"), tls_after=b"-")),
+        False,
+        (_UNSUPPORTED, _DENIED + "AUTH TLS answered '534 Request denied for policy reasons.', not 234"),
     ),
     "ftp 421 greeting": Variant(
         Starttls.FTP,
@@ -592,7 +599,7 @@ VARIANTS: dict[str, Variant] = {
             ),
         ),
         False,
-        (_UNSUPPORTED, "starttls answered \"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+        (_UNSUPPORTED, _DENIED + "starttls answered \"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
     ),
     # Active Directory writes every BER length in four octets.
     "ldap four-octet lengths": Variant(Starttls.LDAP, _ldap(long_lengths=True), True),
@@ -600,7 +607,7 @@ VARIANTS: dict[str, Variant] = {
         Starttls.LDAP,
         _ldap(result_code=2, diagnostic=b"unsupported extended operation"),
         False,
-        (_UNSUPPORTED, "StartTLS answered resultCode 2 (protocolError): 'unsupported extended operation'"),
+        (_UNSUPPORTED, _DENIED + "StartTLS answered resultCode 2 (protocolError): 'unsupported extended operation'"),
     ),
     "ldap notice of disconnection": Variant(
         Starttls.LDAP,

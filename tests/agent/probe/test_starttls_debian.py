@@ -362,7 +362,7 @@ def test_dovecot_with_ssl_no_does_not_offer_starttls(cache: ContextCache, truth_
     assert not pop3_truth.connected, pop3_truth.output
     assert imap.connect_failure is pop3.connect_failure is Failure.STARTTLS_UNSUPPORTED
     assert imap.connect_error == "the server does not offer STARTTLS: STARTTLS is not among its capabilities"
-    assert pop3.connect_error == 'the server does not offer STARTTLS: STLS answered "-ERR TLS support isn\'t enabled."'
+    assert pop3.connect_error == 'the server refused STARTTLS: STLS answered "-ERR TLS support isn\'t enabled."'
 
 
 # --- slapd ------------------------------------------------------------------------------------------
@@ -382,8 +382,7 @@ def test_slapd_without_tls_refuses_starttls_with_its_result_code(cache: ContextC
     assert not seen.connected and "STARTTLS failed, LDAP Result Code: 2" in seen.output, seen.output
     assert result.connect_failure is Failure.STARTTLS_UNSUPPORTED
     assert result.connect_error == (
-        "the server does not offer STARTTLS: StartTLS answered resultCode 2 (protocolError): "
-        "'unsupported extended operation'"
+        "the server refused STARTTLS: StartTLS answered resultCode 2 (protocolError): 'unsupported extended operation'"
     )
 
 
@@ -401,5 +400,5 @@ def test_the_fix_for_a_missing_starttls_names_the_servers_own_setting(truth_env:
     imap_fix, ldap_fix = unreachable(imap_report)["fix"], unreachable(ldap_report)["fix"]
     assert imap_fix.startswith("Turn TLS on in the service (Dovecot `ssl = yes` with `ssl_cert` and `ssl_key`;")
     assert "this probe spoke imap" in imap_fix
-    assert ldap_fix.startswith("Turn TLS on in the service (slapd `olcTLSCertificateFile`")
-    assert "this probe spoke ldap" in ldap_fix
+    assert ldap_fix.startswith("Turn TLS on in the service, or repair it where it is on (slapd `olcTLSCertificateFile`")
+    assert ldap_fix.endswith("This probe spoke ldap.")
