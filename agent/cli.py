@@ -237,7 +237,10 @@ def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
             raise AgentArgumentError(
                 f"--label {key}: the value is {len(value)} characters; at most {MAX_LABEL_VALUE} are accepted"
             )
-    extra = {label: Path(path).expanduser() for label, path in _pairs(args.extra_stores, "--extra-store", "LABEL=PATH")}
+    extra = {
+        label: _readable_path("--extra-store", f"{label}={path}", path)
+        for label, path in _pairs(args.extra_stores, "--extra-store", "LABEL=PATH")
+    }
     runtimes = _runtimes(args.runtimes)
     pki = (args.pki_dir or default_pki_dir()).expanduser()
     if not args.insecure and args.ca is None and (problem := pki_dir_problem(pki)):
@@ -280,11 +283,33 @@ def _runtimes(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     for kind, path in _pairs(items, "--runtime", what):
         if kind not in RUNTIME_KINDS:
             raise AgentArgumentError(f"--runtime {kind}={path} is not accepted; use {what}")
-        full = os.path.abspath(Path(path).expanduser())
-        if not os.path.exists(full):
-            raise AgentArgumentError(f"--runtime {kind}={path}: {full} does not exist")
-        out.append((kind, full))
+        full = _readable_path("--runtime", f"{kind}={path}", path, program=True)
+        out.append((kind, str(full)))
     return tuple(out)
+
+
+def _readable_path(flag: str, given: str, path: str, *, program: bool = False) -> Path:
+    """`path` made absolute, when it exists and this process can read it (list it, for a directory); with
+    `program`, a file it may only execute will do too (an interpreter installed mode 0711). A store or
+    runtime the agent cannot read would only show up as an error in every probe; it is refused at start."""
+    full = Path(os.path.abspath(Path(path).expanduser()))
+    try:
+        if not full.exists():
+            raise AgentArgumentError(f"{flag} {given}: {full} does not exist")
+        if full.is_dir():
+            with os.scandir(full) as entries:
+                next(entries, None)
+        elif full.is_file():
+            with full.open("rb") as opened:
+                opened.read(1)
+        else:  # opening a FIFO would wait for a writer
+            raise AgentArgumentError(f"{flag} {given}: {full} is neither a regular file nor a directory")
+    except PermissionError as error:
+        if not (program and os.path.isfile(full) and os.access(full, os.X_OK)):
+            raise AgentArgumentError(f"{flag} {given}: cannot read {full}: {error.strerror}") from None
+    except OSError as error:
+        raise AgentArgumentError(f"{flag} {given}: cannot read {full}: {error.strerror or error}") from None
+    return full
 
 
 def run_agent_serve(args: AgentServeArguments) -> int:
