@@ -40,6 +40,17 @@ def report_list(
         runs = history.list_runs(report, limit=limit)
     finally:
         history.close()
+    configured = [r.name for r in loaded.reports]
+    # A report taken out of the configuration keeps its runs in the history; those are still listed.
+    if report is not None and not runs and report not in configured:
+        import difflib
+
+        close = difflib.get_close_matches(report, configured, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise fail(
+            f"--report {report!r} is not a report in {loaded.path} and has no runs in the history; configured "
+            f"reports: {', '.join(configured) or 'none'}{hint}"
+        )
     if json_output:
         from ...agent.documents import document
 
