@@ -11,6 +11,7 @@ shutdown_grace = "10s"              # on SIGTERM, how long runs in flight may fi
 backend = "sqlite"                  # or "postgresql", with url = "postgresql://user@host:port/db"
 path = "history.sqlite"
 retention_days = 30
+report_files_days = 7               # per-run report files kept (latest.* always); `report show ID` renders older runs
 lease_expiry = "30s"                # a report slot's lease: coordinators sharing the history run it once
 
 [[report]]
@@ -123,6 +124,9 @@ class StorageConfig:
     backend: str  # one of STORAGE_BACKENDS
     path: Path  # the SQLite file
     retention_days: float = 30.0
+    # Per-run report files: a fleet of 200 targets x 10 agents writes some 18 MB a run, 1.7 GB a day at a
+    # 15-minute schedule; the history keeps every run for retention_days and `report show` renders any of them.
+    report_files_days: float = 7.0
     url: str | None = field(default=None, repr=False)  # PostgreSQL's; it may hold a password
     lease_expiry_s: float = 30.0  # a slot lease not renewed for this long marks its run interrupted
 
@@ -340,7 +344,7 @@ def _agent_link(raw: Any, where: str) -> AgentLinkConfig:
 
 
 def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
-    _only(raw, {"backend", "path", "url", "retention_days", "lease_expiry"}, where)
+    _only(raw, {"backend", "path", "url", "retention_days", "report_files_days", "lease_expiry"}, where)
     url = raw.get("url")
     if url is not None and not isinstance(url, str):
         raise ConfigError(f"{where}: url must be a string; accepted: {POSTGRESQL_URL}")
@@ -358,6 +362,12 @@ def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
     retention = raw.get("retention_days", StorageConfig.retention_days)
     if not isinstance(retention, int | float) or isinstance(retention, bool) or not 0 < retention <= MAX_DAYS:
         raise ConfigError(f"{where}: retention_days must be a number above 0 and at most {MAX_DAYS}")
+    files_days = raw.get("report_files_days", min(StorageConfig.report_files_days, retention))
+    if not isinstance(files_days, int | float) or isinstance(files_days, bool) or not 0 < files_days <= retention:
+        raise ConfigError(
+            f"{where}: report_files_days must be a number above 0 and at most retention_days ({retention:g}): "
+            "a run's report files go at the latest with the run"
+        )
     lease_expiry = parse_duration(raw.get("lease_expiry", StorageConfig.lease_expiry_s), f"{where}: lease_expiry")
     if not MIN_LEASE_EXPIRY_S <= lease_expiry <= MAX_LEASE_EXPIRY_S:
         raise ConfigError(
@@ -368,6 +378,7 @@ def _storage(raw: dict[str, Any], where: str, base: Path) -> StorageConfig:
         backend=backend,
         path=_path(raw.get("path", "history.sqlite"), base),
         retention_days=retention,
+        report_files_days=files_days,
         url=url,
         lease_expiry_s=lease_expiry,
     )

@@ -263,10 +263,11 @@ class CoordinatorService:
 
     async def _prune(self, history: HistoryStore, stop: asyncio.Event) -> None:
         retention = timedelta(days=self._config.storage.retention_days)
+        files_kept = timedelta(days=self._config.storage.report_files_days)
         while not stop.is_set():
-            cutoff = datetime.now(UTC) - retention
-            removed = await asyncio.to_thread(history.prune, cutoff)
-            files = await asyncio.to_thread(prune_reports, self._config.reports_dir, cutoff)
+            now = datetime.now(UTC)
+            removed = await asyncio.to_thread(history.prune, now - retention)
+            files = await asyncio.to_thread(prune_reports, self._config.reports_dir, now - files_kept)
             if removed or files:
                 log.info("history_pruned", runs=removed, report_files=files)
             try:

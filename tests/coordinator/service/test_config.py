@@ -98,6 +98,14 @@ def test_mistakes_are_named(tmp_path: Path, old: str, new: str, fragment: str) -
     assert str(tmp_path / "coordinator.toml") in str(caught.value)
 
 
+def test_report_files_are_kept_a_week_at_most_and_never_past_the_history(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, EXAMPLE)).storage.report_files_days == 7
+    short = EXAMPLE.replace("retention_days = 14", "retention_days = 3", 1)
+    assert load_config(write(tmp_path, short)).storage.report_files_days == 3
+    chosen = EXAMPLE.replace("retention_days = 14", "retention_days = 14\nreport_files_days = 0.5", 1)
+    assert load_config(write(tmp_path, chosen)).storage.report_files_days == 0.5
+
+
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[[report]\n"))
@@ -130,6 +138,9 @@ def test_durations(text: object, seconds: float) -> None:
         ('jitter = "30s"', 'jitter = "9999999999d"', "jitter must be at most 1 d"),
         ('jitter = "30s"', 'jitter = "30s"\nclock_tolerance = inf', "not a finite duration"),
         ('jitter = "30s"', 'jitter = "30s"\nclock_tolerance = "30d"', "clock_tolerance must be at most"),
+        ("retention_days = 14", "retention_days = 14\nreport_files_days = 15", "at most retention_days (14)"),
+        ("retention_days = 14", "retention_days = 14\nreport_files_days = 0", "report_files_days must be a number"),
+        ("retention_days = 14", "retention_days = 14\nreport_files_days = true", "report_files_days must be a number"),
         ("retention_days = 14", "retention_days = nan", "retention_days must be a number above 0 and at most"),
         ("retention_days = 14", "retention_days = inf", "retention_days must be a number above 0 and at most"),
         ('jitter = "30s"', 'jitter = "30s"\nexpiry_warning_days = inf', "expiry_warning_days must be a number"),

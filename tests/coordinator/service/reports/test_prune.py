@@ -1,5 +1,6 @@
-"""Report files go with the history: per-run files of runs older than the retention are removed, the
-`latest.*` copies and anything else in the folders stay; the service's pruning loop does both."""
+"""Report files go with the history, or sooner: per-run files of runs older than report_files_days are removed,
+the `latest.*` copies and anything else in the folders stay; the service's pruning loop does both, and keeps
+in the history the runs whose files went."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from tlsfleet.coordinator.service.config import load_config
 from tlsfleet.coordinator.service.history import open_history
+from tlsfleet.coordinator.service.report_model import ReportRun
 from tlsfleet.coordinator.service.reports.writer import prune_reports
 from tlsfleet.coordinator.service.scheduler import CoordinatorService
 
@@ -31,6 +33,47 @@ def test_old_run_files_go_latest_and_strangers_stay(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "edge").iterdir()) == [f"9-{new}.html", "latest.html"]
     assert sorted(p.name for p in (tmp_path / "core").iterdir()) == [f"2-{old}.html.bak", "notes.txt"]
     assert prune_reports(tmp_path / "missing", NOW) == 0
+
+
+def test_report_files_go_before_their_runs_leave_the_history(tmp_path: Path) -> None:
+    config_file = tmp_path / "coordinator.toml"
+    config_file.write_text(
+        '[coordinator]\nreports_dir = "reports"\n[storage]\npath = "h.sqlite"\nretention_days = 30\n'
+        'report_files_days = 2\n[[report]]\nname = "edge"\ntargets = ["localhost:1"]\ninterval = "1h"\n'
+    )
+    config = load_config(config_file)
+    started = datetime.now(UTC) - timedelta(days=3)
+    history = open_history(config.storage)
+    try:
+        empty = ReportRun(report="edge", started_at=started, finished_at=started, targets=(), agents=())
+        run_id = history.save_run(empty)
+    finally:
+        history.close()
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    fresh = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    _files(tmp_path / "reports" / "edge", f"{run_id}-{stamp}.html", f"{run_id}-{stamp}.json", f"99-{fresh}.html")
+
+    async def one_pass() -> None:
+        history = open_history(config.storage)
+        stop = asyncio.Event()
+        try:
+            task = asyncio.create_task(CoordinatorService(config)._prune(history, stop))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if not (tmp_path / "reports" / "edge" / f"{run_id}-{stamp}.html").exists():
+                    break
+            stop.set()
+            await task
+        finally:
+            history.close()
+
+    asyncio.run(one_pass())
+    assert [p.name for p in (tmp_path / "reports" / "edge").iterdir()] == [f"99-{fresh}.html"]
+    history = open_history(config.storage)
+    try:
+        assert [r.run_id for r in history.list_runs("edge", limit=5)] == [run_id]  # still renderable
+    finally:
+        history.close()
 
 
 def test_the_service_prunes_report_files_with_the_history(tmp_path: Path) -> None:
