@@ -12,7 +12,15 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 
-__all__ = ["CertSummary", "CertificateParseError", "fingerprint", "parse_der", "summarize", "unhandled_critical"]
+__all__ = [
+    "CertSummary",
+    "CertificateParseError",
+    "extensions_refusal",
+    "fingerprint",
+    "parse_der",
+    "summarize",
+    "unhandled_critical",
+]
 
 # A served certificate with a serial number of zero or below is OpenSSL's to accept (it does) and the strict
 # profile's to note; cryptography's warning about it would only reach an operator's terminal or the logs.
@@ -73,9 +81,22 @@ def unhandled_critical(cert: x509.Certificate) -> tuple[ObjectIdentifier, ...]:
     """The critical extensions OpenSSL does not handle (verify code 34), in the order the certificate has them."""
     try:
         extensions = list(cert.extensions)
-    except ValueError:
+    except (ValueError, x509.DuplicateExtension):
         return ()
     return tuple(e.oid for e in extensions if e.critical and e.oid.dotted_string not in _OPENSSL_HANDLED_CRITICAL)
+
+
+def extensions_refusal(cert: x509.Certificate) -> str:
+    """Why `cryptography` lists none of the certificate's extensions whatever is asked ("it has more than one
+    2.5.29.17 extension"); "" when it lists them, or when one is malformed (then `.extensions` raises
+    ValueError, which every reader of one extension takes for absence)."""
+    try:
+        cert.extensions  # noqa: B018 - parsed on first access
+    except x509.DuplicateExtension as exc:
+        return f"it has more than one {exc.oid.dotted_string} extension"
+    except ValueError:
+        return ""
+    return ""
 
 
 def fingerprint(der: bytes) -> str:
@@ -92,18 +113,27 @@ def _as_bytes(der: bytes) -> bytes:
 
 
 def parse_der(der: bytes) -> x509.Certificate:
-    """Parse a DER certificate, raising CertificateParseError with the reason when it is not one."""
+    """Parse a DER certificate, raising CertificateParseError with the reason when it is not one, or when
+    `cryptography` refuses to list its extensions (a repeated extension: RFC 5280 forbids it, OpenSSL still
+    judges it), so that reading an extension of what this returns raises ValueError at worst."""
     return _parse(_as_bytes(der))
 
 
 @lru_cache(maxsize=4096)
 def _parse(der: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
+        cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise CertificateParseError(
             f"not a DER X.509 certificate ({len(der)} bytes, sha256 {fingerprint(der)[:12]}): {exc}"
         ) from exc
+    refusal = extensions_refusal(cert)
+    if refusal:
+        raise CertificateParseError(
+            f"certificate whose extensions cryptography cannot read ({len(der)} bytes, sha256 "
+            f"{fingerprint(der)[:12]}): {refusal}"
+        )
+    return cert
 
 
 def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from cryptography import x509
 
+from .certinfo import extensions_refusal
+
 
 @dataclass(frozen=True)
 class ExpectedName:
@@ -76,10 +78,10 @@ def parse_expected_name(name: str) -> ExpectedName:
 
 
 def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
-    """The SAN extension, or None when it is absent or malformed."""
+    """The SAN extension, or None when it is absent, malformed, or the extensions cannot be read at all."""
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         return None
 
 
@@ -170,6 +172,9 @@ def curl_wildcard_matches(pattern: str, name: str) -> bool:
 def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, str]:
     """Whether the certificate covers the name, and why not. No CN fallback: only subjectAltName counts."""
     san = subject_alt_names(cert)
+    refusal = extensions_refusal(cert) if san is None else ""
+    if refusal:
+        return False, f"the certificate's extensions cannot be read ({refusal}); {expected} is not covered"
     if san is None:
         cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
         cn = f" (subject CN {cns[0]!r} is not used for name checks)" if cns else ""
@@ -214,7 +219,7 @@ def partial_wildcard_covers(der: bytes, name: str) -> str:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         sans = None
-    except ValueError:
+    except (ValueError, x509.DuplicateExtension):
         return ""
     if expected.dns is None or expected.absolute:
         return ""

@@ -29,7 +29,7 @@ _NS_TYPES = ("SSL client", "SSL server", "S/MIME", "object signing", "", "SSL CA
 def _extension(cert: x509.Certificate, oid: ObjectIdentifier) -> x509.Extension[x509.ExtensionType] | None:
     try:
         return cert.extensions.get_extension_for_oid(oid)
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         return None
 
 

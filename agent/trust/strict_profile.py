@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, ServerVerifier, Store, VerificationError
 
+from .certinfo import extensions_refusal
 from .names import ExpectedName, match_name, subject_alt_names
 
 __all__ = ["MAX_INTERMEDIATES", "MAX_NOTE_REASONS", "profile_reasons", "strict_note"]
@@ -53,7 +54,7 @@ def _label(cert: x509.Certificate) -> str:
 def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType] | None:
     try:
         return cert.extensions.get_extension_for_class(kind)
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         return None
 
 
@@ -123,6 +124,9 @@ def _basic_reasons(cert: x509.Certificate, role: str) -> list[str]:
         out.append(f"{role} {_label(cert)} has a negative serial number")
     elif (serial.bit_length() + 8) // 8 > 21:  # DER length of the INTEGER content, sign octet included
         out.append(f"{role} {_label(cert)} has a serial number longer than 20 octets")
+    refusal = extensions_refusal(cert)
+    if refusal:
+        out.append(f"{role} {_label(cert)}: {refusal}")
     return out
 
 
@@ -131,6 +135,8 @@ def _leaf_reasons(leaf: x509.Certificate, expected: ExpectedName) -> list[str]:
     key = _leaf_key_reason(leaf)
     if key:
         out.append(key)
+    if extensions_refusal(leaf):
+        return out  # named by _basic_reasons; no extension can be read to say more
     if subject_alt_names(leaf) is None:
         out.append(f"leaf has no subjectAltName (OpenSSL matched {expected} against its subject CN)")
     else:
@@ -153,6 +159,8 @@ def _leaf_reasons(leaf: x509.Certificate, expected: ExpectedName) -> list[str]:
 
 def _ca_reasons(ca: x509.Certificate) -> list[str]:
     out = _basic_reasons(ca, "CA certificate")
+    if extensions_refusal(ca):
+        return out
     bc = _ext(ca, x509.BasicConstraints)
     if bc is None:
         out.append(f"CA certificate {_label(ca)} has no basicConstraints")
