@@ -9,6 +9,9 @@ or subject of a served certificate, then the issuers of those in turn, therefore
 as the whole store does: the certificates it lacks are never looked up. Reading a certificate into OpenSSL
 costs about 0.14 ms, so a fresh process judging one chain against a few stores of 150 roots reads a handful
 instead of hundreds.
+
+Where OpenSSL found no issuer although the store or the served chain holds a certificate of the issuer's name,
+`held_namesakes` and `served_namesakes` name it and say why OpenSSL passed it over.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 
-__all__ = ["NameKey", "StoreIndex", "chain_names", "name_key"]
+from .certinfo import fingerprint
+
+__all__ = ["NameKey", "StoreIndex", "chain_names", "held_namesakes", "name_key", "served_namesakes"]
 
 # One entry per RDN in order: the (attribute OID, compared value) pairs of that RDN.
 NameKey = tuple[frozenset[tuple[str, str | bytes]], ...]
@@ -140,3 +147,90 @@ class StoreIndex:
                     if issuer is not None:
                         wanted.append(issuer)
         return sorted(found)
+
+
+_MAX_NAMESAKES = 2
+
+
+def _key_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes | None, str]:
+    """(Authority key id, Subject key id, why the extensions cannot be read: "" when they can)."""
+    try:
+        extensions = cert.extensions
+    except x509.DuplicateExtension as exc:
+        return None, None, f"it has more than one {exc.oid.dotted_string} extension"
+    except ValueError:
+        return None, None, "an extension of it is malformed"
+    aki = ski = None
+    for ext in extensions:
+        if isinstance(ext.value, x509.AuthorityKeyIdentifier):
+            aki = ext.value.key_identifier
+        elif isinstance(ext.value, x509.SubjectKeyIdentifier):
+            ski = ext.value.digest
+    return aki, ski, ""
+
+
+_NO_LINK_TO = ", but OpenSSL links no certificate whose extensions it finds invalid to an issuer"
+_NO_ISSUER = ", but OpenSSL takes no certificate whose extensions it finds invalid for an issuer"
+# encipherOnly and decipherOnly count only beside keyAgreement (cryptography refuses to read them otherwise).
+_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
+
+
+def _refusal(cert: x509.Certificate, candidate: x509.Certificate) -> str:
+    """Why OpenSSL does not take `candidate`, named as `cert`'s issuer, for that issuer (a clause)."""
+    aki, _, unreadable = _key_ids(cert)
+    if unreadable:
+        return f"{_NO_LINK_TO}: {unreadable}"
+    _, ski, unreadable = _key_ids(candidate)
+    if unreadable:
+        return f"{_NO_ISSUER}: {unreadable}"
+    if aki and ski and aki != ski:
+        return f" under another key: its key id is {ski.hex()}, the Authority Key Identifier names {aki.hex()}"
+    for ext in candidate.extensions:
+        usage = ext.value
+        if isinstance(usage, x509.KeyUsage) and not (
+            any(getattr(usage, name) for name in _USAGES) or usage.key_cert_sign or usage.crl_sign
+        ):
+            return f"{_NO_ISSUER}: its keyUsage is empty"
+    try:
+        candidate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return ", but its public key cannot be read"
+    return ", but OpenSSL does not take it for the issuer"
+
+
+def held_namesakes(der: bytes, holders: Sequence[x509.Certificate], index: StoreIndex, where: str = "the store") -> str:
+    """Why OpenSSL finds no issuer for the certificate `der` among `holders` (indexed as `index`; `where` names
+    them) though some bear its issuer's name: "" when none does, or `der` is not a certificate. OpenSSL takes a
+    certificate of that name for the issuer only when the Authority Key Identifier (if any) names its key and it
+    finds the extensions of both valid (none repeated or malformed, no empty keyUsage); a keyUsage without
+    keyCertSign is refused later (79), not here."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        key = name_key(cert.issuer)
+    except ValueError:
+        return ""
+    if key is None:
+        return ""
+    out = []
+    for i in index.by_subject.get(key, ())[:_MAX_NAMESAKES]:
+        candidate = holders[i]
+        candidate_der = candidate.public_bytes(Encoding.DER)
+        if candidate_der == der:
+            continue
+        label = f"'{candidate.subject.rfc4514_string()}' ({fingerprint(candidate_der)[:12]})"
+        out.append(f"{where} holds {label}{_refusal(cert, candidate)}")
+    return "; ".join(out)
+
+
+def served_namesakes(der: bytes, served: Sequence[bytes]) -> str:
+    """`held_namesakes` among the served certificates `served` (DER), those whose extensions `cryptography`
+    refuses included: OpenSSL reads them, and their names are what it matches."""
+    holders = []
+    for other in served:
+        if other == der:
+            continue
+        try:
+            holders.append(x509.load_der_x509_certificate(other))
+        except ValueError:
+            continue
+    return held_namesakes(der, holders, StoreIndex.of(holders), "the served chain")

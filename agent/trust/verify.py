@@ -13,7 +13,8 @@ concludes on this host (its first error). For the store the native client reads,
 verdict too, except where Python's default context departs from OpenSSL's defaults (it refuses partial
 wildcards such as "s*.example.com", and pins security level 2 whatever the configuration says). The code
 is kept beside the verdict; the verdict is read from the code, never from text. One refinement:
-OpenSSL's 20 for a lone leaf reads LEAF_ONLY_UNVERIFIABLE (the server sent no intermediate).
+OpenSSL's 20 for a lone leaf reads LEAF_ONLY_UNVERIFIABLE (the server sent no intermediate), unless the store
+holds a certificate of the leaf's issuer's name that OpenSSL passed over (`issuer_lookup.held_namesakes`).
 
 Only the store's certificates are trusted, and only a path to a self-signed root counts (OpenSSL
 without -partial_chain): a store holding an intermediate alone gives 2 (unable to get issuer).
@@ -62,7 +63,7 @@ from cryptography.x509.verification import Store
 from ..model import StoreVerdict, Verdict
 from . import libcrypto, runtimes
 from .certinfo import CertificateParseError, fingerprint, parse_der, summarize, unhandled_critical
-from .issuer_lookup import NameKey, StoreIndex, chain_names
+from .issuer_lookup import NameKey, StoreIndex, chain_names, held_namesakes, served_namesakes
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .runtimes import VerifyRules
@@ -82,7 +83,9 @@ __all__ = [
     "verify_chain",
 ]
 
-MAX_CHAIN_CERTS = 16
+# A Certificate message within OpenSSL's default max_cert_list (100 KiB) holds about this many small
+# certificates, and X509_verify_cert builds its path among all that the handshake hands over.
+MAX_CHAIN_CERTS = 128
 MAX_CHAIN_BYTES = 1024 * 1024
 TIME_BUCKET_S = 3600
 _JUDGEMENT_CACHE_SIZE = 4096
@@ -417,12 +420,15 @@ class _Context:
 def _issuer_hint(der: bytes, cert: x509.Certificate | None) -> tuple[str, str]:
     """(issuer name, ", key id ..., caIssuers ...") of the certificate whose issuer is missing."""
     if cert is None:
-        return "its issuer", ""
+        try:  # cryptography refuses its extensions (a repeated one), not its names
+            return x509.load_der_x509_certificate(der).issuer.rfc4514_string(), ""
+        except ValueError:
+            return "its issuer", ""
     issuer = cert.issuer.rfc4514_string()
     note = ""
     try:
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         aki = None
     if aki:
         note = f", key id {aki.hex()}"
@@ -451,6 +457,10 @@ def _no_path_detail(code: int, subject: bytes, depth: int, ctx: _Context) -> str
             f"store certificate {label} is not self-signed and its issuer '{issuer}'{hint} is not in the store: "
             f"OpenSSL needs a path up to a self-signed root{store_note}"
         )
+    of = f"OpenSSL found no issuer of {'leaf ' if depth == 0 else ''}{label}"
+    held = held_namesakes(subject, ctx.trust.roots, ctx.trust.index)
+    if held:
+        return f"{of}: {held}"
     served = len(ctx.served.ders)
     if served == 1:
         return f"only the leaf {label} was served; its issuer '{issuer}'{hint} is not in the store{store_note}"
@@ -462,6 +472,9 @@ def _no_path_detail(code: int, subject: bytes, depth: int, ctx: _Context) -> str
             f"that {label}'s Authority Key Identifier names, and OpenSSL links a certificate to its issuer by key "
             "id before it checks the signature"
         )
+    held = served_namesakes(subject, ctx.served.ders)
+    if held:
+        return f"{of}: {held}"
     if depth == 0:
         return (
             f"issuer '{issuer}'{hint} of leaf {label} is neither served nor in the store; "
@@ -479,7 +492,7 @@ def _signer_under_another_key_id(
         return None
     try:
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
         return None
     if not aki:
         return None
@@ -488,7 +501,7 @@ def _signer_under_another_key_id(
             continue
         try:
             ski = candidate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        except (x509.ExtensionNotFound, ValueError):
+        except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
             ski = b""
         if ski == aki:
             continue
@@ -554,7 +567,7 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
         if cert is not None:
             try:
                 bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-            except (x509.ExtensionNotFound, ValueError):
+            except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
                 bc = None
         if bc is None or not bc.ca:
             return f"issuer {label} is not a CA (basicConstraints CA:true missing)"
@@ -562,7 +575,7 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
         if cert is not None:
             try:
                 ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-            except (x509.ExtensionNotFound, ValueError):
+            except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
                 ku = None
         if ku is not None and not ku.key_cert_sign:
             return f"issuer {label} is not a CA OpenSSL accepts: its keyUsage lacks keyCertSign"
@@ -609,8 +622,13 @@ def _judge(
     native = trust.native_for(served)
     nv = libcrypto.verify(native, read[0], read[1:], at=at, host=str(expected), auth_level=level, flags=flags)
     verdict = verdict_from_openssl_code(nv.code)
-    if nv.code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and len(served.ders) == 1:
-        # OpenSSL 3 says 20 for a lone leaf; the separate verdict keeps "the server sent no intermediate".
+    if (
+        nv.code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        and len(served.ders) == 1
+        and not held_namesakes(served.ders[0], trust.roots, trust.index)
+    ):
+        # OpenSSL 3 says 20 for a lone leaf; the separate verdict keeps "the server sent no intermediate",
+        # unless the store holds the leaf's issuer by name, which OpenSSL would not link: no intermediate helps.
         verdict = Verdict.LEAF_ONLY_UNVERIFIABLE
     ctx = _Context(served, trust, store, expected, level)
     chain = nv.chain
