@@ -300,14 +300,22 @@ def _answer_of(raw: object, executable: str) -> NodeAnswer:
         flags=frozenset(f for f in flags if f in _CA_FLAGS),
         shared_openssl=shared,
         executable=executable,
-        refused=tuple(refused) if len(refused) == len(_probe_certificates()) else (),
+        refused=tuple(refused) if len(refused) == len(_PROBE_CURVES) + 1 else (),
         printed=raw,
     )
 
 
 @lru_cache(maxsize=16)
-def _openssl_home(executable: str, _stamp: tuple[int, int, int, int] | None) -> str:
-    return _openssl_dir_in(executable)
+def _openssl_home(executable: str, stamp: tuple[int, int, int, int] | None) -> str:
+    # Finding it reads the whole binary (some 40 ms for a 100 MB node): a CLI process takes an earlier one's.
+    key = (executable, "OPENSSLDIR")
+    found = store_cache.load_answer(key) if stamp is not None else None
+    if found is not None and found[0] == list(stamp or ()) and isinstance(found[1].get("dir"), str):
+        return str(found[1]["dir"])
+    home = _openssl_dir_in(executable)
+    if stamp is not None:
+        store_cache.store_answer(key, list(stamp), {"dir": home})
+    return home
 
 
 def openssl_defaults(answer: NodeAnswer) -> tuple[str, str]:
@@ -471,6 +479,11 @@ def _config_file(answer: NodeAnswer, environ: Mapping[str, str], options: list[s
     return os.path.join(home, "openssl.cnf") if home else ""
 
 
+# The probe certificates' EC keys after the 512-bit RSA one, each the weakest key that passes one more level
+# (96, 112, 128, 192 and 256 bits of security).
+_PROBE_CURVES = ("secp192r1", "secp224r1", "secp256r1", "secp384r1", "secp521r1")
+
+
 @lru_cache(maxsize=1)
 def _probe_certificates() -> tuple[str, ...]:
     """Base64 DER of the probe certificates, weakest key first (see above): public keys only matter."""
@@ -484,8 +497,9 @@ def _probe_certificates() -> tuple[str, ...]:
 
     # A 512-bit RSA modulus (56 bits of security in OpenSSL's count: below level 1); no key pair is needed.
     weakest = rsa.RSAPublicNumbers(65537, (1 << 511) | 0x10001).public_key()
-    keys = [weakest] + [ec.generate_private_key(c()).public_key() for c in (ec.SECP192R1, ec.SECP224R1)]
-    keys += [ec.generate_private_key(c()).public_key() for c in (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)]
+    curves = {"secp192r1": ec.SECP192R1, "secp224r1": ec.SECP224R1, "secp256r1": ec.SECP256R1}
+    curves |= {"secp384r1": ec.SECP384R1, "secp521r1": ec.SECP521R1}
+    keys = [weakest] + [ec.generate_private_key(curves[c]()).public_key() for c in _PROBE_CURVES]
     signer = ec.generate_private_key(ec.SECP521R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsfleet security level probe")])
     now = datetime.now(UTC)

@@ -280,3 +280,32 @@ def test_a_node_that_carries_openssl_has_the_openssldir_compiled_into_it(tmp_pat
     ]
     shared = answering(tmp_path / "shared" / "node", pki, shared_openssl=True)
     assert openssl_defaults(ask_node(str(shared))) == (OPENSSL.openssl_cafile, OPENSSL.openssl_capath)
+
+
+def test_the_cli_reads_a_node_binary_for_its_openssldir_once(
+    tmp_path: Path, pki: LabPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    store_cache.forget()
+    store_cache.enable()
+    scans: list[str] = []
+    real_scan = node_roots._openssl_dir_in
+    monkeypatch.setattr(node_roots, "_openssl_dir_in", lambda path: scans.append(path) or real_scan(path))
+    try:
+        node = answering(tmp_path / "node", pki, shared_openssl=False)
+        node.write_text(node.read_text() + '# OpenSSL_version(OPENSSL_DIR): OPENSSLDIR: "/opt/vendor-ssl"\n')
+        answer = ask_node(str(node))
+        assert openssl_defaults(answer)[0] == "/opt/vendor-ssl/cert.pem"
+        store_cache.save()
+        node_roots._openssl_home.cache_clear()
+        store_cache.forget()  # the next process: the disk alone
+        assert openssl_defaults(answer)[0] == "/opt/vendor-ssl/cert.pem"
+        assert len(scans) == 1, "the next process takes the directory found, without reading the binary"
+        node.write_text(node.read_text().replace("/opt/vendor-ssl", "/opt/other-ssl"))  # an upgraded binary
+        node_roots._openssl_home.cache_clear()
+        assert openssl_defaults(answer)[0] == "/opt/other-ssl/cert.pem"
+        assert len(scans) == 2
+    finally:
+        monkeypatch.setattr(store_cache, "_enabled", False)
+        store_cache.forget()
+        node_roots._openssl_home.cache_clear()
