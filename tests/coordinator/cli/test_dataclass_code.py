@@ -195,3 +195,12 @@ def test_the_console_entry_point_keeps_the_cache(tmp_path: Path) -> None:
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 1, again.stderr
     assert path.stat().st_mtime_ns == written
+
+
+def test_a_service_runs_without_the_cache(tmp_path: Path) -> None:
+    """`agent serve` runs until stopped: no start-up cache is read or kept for it."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "tlsfleet.coordinator.cli", "agent", "serve", "--name", "x", "--listen", "nowhere"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr  # refused at once: --listen names no host:port
+    assert not list((tmp_path / "tlsfleet").glob("dataclass-code.*"))
