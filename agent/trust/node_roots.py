@@ -300,7 +300,7 @@ def _answer_of(raw: object, executable: str) -> NodeAnswer:
         flags=frozenset(f for f in flags if f in _CA_FLAGS),
         shared_openssl=shared,
         executable=executable,
-        refused=tuple(refused) if len(refused) == len(_PROBE_CURVES) + 1 else (),
+        refused=tuple(refused) if len(refused) == _PROBE_COUNT else (),
         printed=raw,
     )
 
@@ -479,9 +479,9 @@ def _config_file(answer: NodeAnswer, environ: Mapping[str, str], options: list[s
     return os.path.join(home, "openssl.cnf") if home else ""
 
 
-# The probe certificates' EC keys after the 512-bit RSA one, each the weakest key that passes one more level
-# (96, 112, 128, 192 and 256 bits of security).
-_PROBE_CURVES = ("secp192r1", "secp224r1", "secp256r1", "secp384r1", "secp521r1")
+# How many probe certificates there are: a 512-bit RSA key, then P-192, P-224, P-256, P-384 and P-521, each
+# the weakest key that passes one more level (96, 112, 128, 192 and 256 bits of security).
+_PROBE_COUNT = 6
 
 
 @lru_cache(maxsize=1)
@@ -497,9 +497,9 @@ def _probe_certificates() -> tuple[str, ...]:
 
     # A 512-bit RSA modulus (56 bits of security in OpenSSL's count: below level 1); no key pair is needed.
     weakest = rsa.RSAPublicNumbers(65537, (1 << 511) | 0x10001).public_key()
-    curves = {"secp192r1": ec.SECP192R1, "secp224r1": ec.SECP224R1, "secp256r1": ec.SECP256R1}
-    curves |= {"secp384r1": ec.SECP384R1, "secp521r1": ec.SECP521R1}
-    keys = [weakest] + [ec.generate_private_key(curves[c]()).public_key() for c in _PROBE_CURVES]
+    curves: list[ec.EllipticCurve] = [ec.SECP192R1(), ec.SECP224R1(), ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()]
+    keys: list[rsa.RSAPublicKey | ec.EllipticCurvePublicKey] = [weakest]
+    keys += [ec.generate_private_key(curve).public_key() for curve in curves]
     signer = ec.generate_private_key(ec.SECP521R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsfleet security level probe")])
     now = datetime.now(UTC)

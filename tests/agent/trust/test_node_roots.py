@@ -309,3 +309,7 @@ def test_the_cli_reads_a_node_binary_for_its_openssldir_once(
         monkeypatch.setattr(store_cache, "_enabled", False)
         store_cache.forget()
         node_roots._openssl_home.cache_clear()
+
+
+def test_the_level_probe_count_is_the_certificates_made() -> None:
+    assert len(node_roots._probe_certificates()) == node_roots._PROBE_COUNT
