@@ -120,6 +120,8 @@ _ALERT_REASONS_WITHOUT_PREFIX = {
     "TLSV1_CERTIFICATE_UNOBTAINABLE": "certificate_unobtainable",
     "TLSV1_BAD_CERTIFICATE_STATUS_RESPONSE": "bad_certificate_status_response",
     "TLSV1_BAD_CERTIFICATE_HASH_VALUE": "bad_certificate_hash_value",
+    # OpenSSL spells it the British way; the RFC (and the alert read off the wire) says user_canceled.
+    "TLSV1_ALERT_USER_CANCELLED": "user_canceled",
 }
 # OpenSSL reason codes (library SSL) of refusals by this host's client, by what it refused.
 _NO_COMMON_VERSION = frozenset(
@@ -1097,9 +1099,11 @@ def _refused_client_without_certificate(failure: Failure, alert: str, transcript
 
 def _closed_text(error: BaseException, transcript: Transcript) -> str:
     when = "right after the handshake" if transcript.handshake_done else "during the handshake"
+    # OpenSSL passes over a warning alert and says only that the connection ended; the warning may say why.
+    warned = f", after a warning alert {alert_name(transcript.warning_alert)}" if transcript.warning_alert else ""
     if isinstance(error, ssl.SSLZeroReturnError):
-        return f"the server closed the connection (close_notify) {when}"
-    return f"the server closed the connection {when}"
+        return f"the server closed the connection (close_notify) {when}{warned}"
+    return f"the server closed the connection {when}{warned}"
 
 
 async def _drive(

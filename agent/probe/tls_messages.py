@@ -4,7 +4,8 @@ OpenSSL passes every handshake message it reads (decrypted, header included) to 
 Python exposes as `SSLContext._msg_callback`. From those the probe learns what the server chose even when
 the handshake then fails: the version and cipher (ServerHello), ALPN (ServerHello or EncryptedExtensions),
 and whether it asked for a client certificate, from which CAs (CertificateRequest). Alerts come the same way:
-the first fatal one the server sent names the refusal by its RFC name. Parsing never raises: a malformed
+the first fatal one the server sent names the refusal by its RFC name, and the first warning (which OpenSSL
+passes over) tells what a server that then hangs up warned of. Parsing never raises: a malformed
 message yields nothing.
 """
 
@@ -47,8 +48,9 @@ _EXT_CERTIFICATE_AUTHORITIES = 47
 _HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 MAX_CA_NAMES = 64
 
-_VERSION_NAMES = {0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
-FATAL = 2  # AlertLevel.fatal
+_VERSION_NAMES = {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
+FATAL, WARNING = 2, 1  # AlertLevel
+CLOSE_NOTIFY = 0
 # AlertDescription (RFC 8446 section 6, RFC 5246 section 7.2, RFC 6066, RFC 7301), by code.
 _ALERT_NAMES = {
     0: "close_notify",
@@ -120,6 +122,9 @@ class Transcript:
     # The first fatal alert the server sent during the handshake, by its description code (None: none). Read
     # off the wire because Python's table of OpenSSL reasons lacks some (no_application_protocol on 3.11).
     fatal_alert: int | None = None
+    # The first warning alert other than close_notify during the handshake (None: none), which OpenSSL passes
+    # over: a server that warns (unrecognized_name, user_canceled) and then hangs up says why only there.
+    warning_alert: int | None = None
 
     def saw(self, message_type: int) -> bool:
         return message_type in self.received
@@ -138,8 +143,12 @@ class Transcript:
 
     def alert(self, data: bytes) -> None:
         """One alert record's body as read (level, description)."""
-        if len(data) == 2 and data[0] == FATAL and self.fatal_alert is None and not self.handshake_done:
+        if len(data) != 2 or self.handshake_done:
+            return
+        if data[0] == FATAL and self.fatal_alert is None:
             self.fatal_alert = data[1]
+        elif data[0] == WARNING and data[1] != CLOSE_NOTIFY and self.warning_alert is None:
+            self.warning_alert = data[1]
 
     def handshake_message(self, data: bytes) -> None:
         """One handshake message as read (4-byte header included)."""

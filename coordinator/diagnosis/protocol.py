@@ -17,6 +17,9 @@ Where the failure lies decides the finding (all critical: TLS fails there), and 
 - an address no vantage completes with, while the same vantages complete with other addresses of the
   name: that backend is configured differently;
 - otherwise the failing vantages' clients: others complete with the same server.
+
+A ServerHello that chooses what the ClientHello never offered (a cipher suite OpenSSL calls unknown or wrong
+returned, a version code no TLS has) is the server's fault whoever refused it: no client policy explains it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ __all__ = ["NEGOTIATION_ALERTS", "findings", "is_negotiation_failure"]
 
 _VERSION_ALERTS = frozenset({"protocol_version", "inappropriate_fallback"})
 _CIPHER_ALERTS = frozenset({"handshake_failure", "insufficient_security", "illegal_parameter"})
+# OpenSSL's reasons when the ServerHello chose a cipher suite the ClientHello did not offer (or not for the version
+# chosen): no client policy explains that; the server ignored the offer.
+_UNOFFERED_CIPHER = frozenset({"UNKNOWN_CIPHER_RETURNED", "WRONG_CIPHER_RETURNED"})
 _COMPARE = "Compare OpenSSL versions and TLS settings of the failing and the working hosts with `tlsfleet agents`."
 
 
@@ -86,8 +92,24 @@ def _over(row: Row) -> str:
     return "negotiation"
 
 
+def _unoffered(row: Row) -> str:
+    """What the server chose that the client never offered ("cipher suite RC4-SHA", "version 0x0305"), as OpenSSL
+    refused it; "" when the server chose within the offer."""
+    hs = row.address.handshake
+    if refuser(row) is not Party.CLIENT:
+        return ""
+    if hs.failure is Failure.NO_COMMON_CIPHER and reason_code(hs.error) in _UNOFFERED_CIPHER:
+        return f"cipher suite {hs.cipher or 'unknown'}"
+    if hs.failure is Failure.NO_COMMON_VERSION and hs.tls_version.startswith("0x"):
+        return f"version {hs.tls_version}"  # a code no TLS version has: beyond anything a client offers
+    return ""
+
+
 def _describe(row: Row) -> str:
     hs = row.address.handshake
+    unoffered = _unoffered(row)
+    if unoffered:
+        return f"unoffered {unoffered} chosen by the server"
     if hs.failure is Failure.TLS_ALERT:
         return f"alert {hs.alert}"
     if hs.failure is Failure.PROTOCOL_ERROR:
@@ -191,6 +213,13 @@ def _verdict(rows: list[Row], bounded: str, alpn: str) -> str:
             f"the server accepts none of the offered TLS versions or ciphers{bounded} ({_refuses(over)}){unusable}"
             + _NO_SNI_SENT * _no_sni_sent(rows)
         )
+    unoffered = sorted({_unoffered(r) for r in rows})
+    if not by_server and all(unoffered):
+        return (
+            f"every vantage's client refuses the server's choice of {' and '.join(unoffered)}, which it did not "
+            f"offer{bounded}: the server ignores the client's offer (a TLS server may choose only among the versions "
+            "and cipher suites the ClientHello lists), as a broken TLS stack, or a middlebox answering for it, does"
+        )
     if not by_server:
         return (
             f"every vantage's client refuses what the server offers{bounded} ({speaks}): the server's {what} are "
@@ -269,6 +298,13 @@ def _certificate_may_be_why(rows: list[Row]) -> bool:
 
 def _server_fix(observation: Observation, failing: list[Row]) -> str:
     over = {_over(r) for r in failing}
+    unoffered = sorted({_unoffered(r) for r in failing})
+    if all(unoffered):
+        return (
+            "Fix or replace the server's TLS stack (or whatever answers on its address): it must choose among what "
+            f"the client offers, and it chose {' and '.join(unoffered)}, which no vantage offered. Then give it what "
+            "current clients offer: TLS 1.2 and 1.3 with ECDHE (X25519, P-256) and AES-GCM or ChaCha20 suites."
+        )
     if over == {"alpn"}:
         alpn = _offered_alpn(observation)
         offered = f" {alpn}" if alpn else " none it speaks"
@@ -309,7 +345,8 @@ def _server_fix(observation: Observation, failing: list[Row]) -> str:
 _CERTIFICATE_FIX = (
     " A server that accepts those still refuses every offer when its certificate suits none of them: an EC key on a "
     "curve the clients do not offer (OpenSSL offers X25519, P-256, X448, P-521 and P-384 by default, not P-224, "
-    "brainpool or secp256k1), or, where only TLS 1.2 is served, an ECDSA leaf whose keyUsage lacks digitalSignature; "
+    "brainpool or secp256k1), a DSA key (OpenSSL 3 clients offer no DSS cipher suite by default, and TLS 1.3 has no "
+    "DSA at all), or, where only TLS 1.2 is served, an ECDSA leaf whose keyUsage lacks digitalSignature; "
     "read the server's certificate (`openssl x509 -noout -text -in CERT` there) and reissue it with a P-256 key and "
     "keyUsage digitalSignature."
 )

@@ -483,6 +483,8 @@ def _family(row: Row) -> str:
         return "internal"
     if reason_code(hs.error) == _NO_SECURE_RENEGOTIATION:
         return "no secure renegotiation"
+    if reason_code(hs.error) == "BAD_SIGNATURE":
+        return "bad signature"
     if _unoffered_alpn(row):
         return "unoffered alpn"
     return "protocol"
@@ -514,6 +516,11 @@ _EVERYWHERE = {
         "PostgreSQL, LDAP)"
     ),
     "protocol": "the server sends TLS that OpenSSL clients reject",
+    "bad signature": (
+        "the server's handshake signature does not verify with the key in its certificate: it signs with a private "
+        "key that is not the certificate's (a renewal that replaced one and not the other, or the wrong key of a "
+        "dual RSA/ECDSA setup), or its TLS stack or HSM signs wrongly"
+    ),
     "unoffered alpn": (
         "the server selects an application protocol in ALPN that the client did not offer, which every client must "
         "refuse (RFC 7301): clients whose ALPN offer lacks that protocol cannot connect"
@@ -529,6 +536,10 @@ _EVERYWHERE = {
     ),
     "alert internal_error": "the server fails internally (its certificate, key, an HSM or a backend)",
     "alert access_denied": "the server refuses these clients (an allow list or access policy)",
+    "alert bad_record_mac": (
+        "the server cannot decrypt what the client sent: with RSA key exchange, a private key that is not the "
+        "certificate's (the client encrypts to the certificate's key); otherwise something on the path alters records"
+    ),
 }
 
 _FIX_EVERYWHERE = {
@@ -556,6 +567,11 @@ _FIX_EVERYWHERE = {
         "`-starttls postgres`, ...)."
     ),
     "protocol": "Check the server's TLS implementation and version against current OpenSSL clients.",
+    "bad signature": (
+        "Install the key that belongs to the served certificate: on the server, `openssl x509 -noout -pubkey -in "
+        "CERT | openssl sha256` and `openssl pkey -pubout -in KEY | openssl sha256` must print the same digest; "
+        "then reload the server."
+    ),
     "unoffered alpn": (
         "Make the server choose among the protocols the client offers, and answer no_application_protocol (or "
         "leave ALPN out) when none suits: a listener set to one protocol for every client (h2 or http/1.1 forced, "
@@ -575,6 +591,11 @@ _FIX_EVERYWHERE = {
     ),
     "alert internal_error": "Check the server's logs for the handshake error: its certificate and key, HSM or backend.",
     "alert access_denied": "Check the server's client access policy (allow lists by address or identity).",
+    "alert bad_record_mac": (
+        "Check that the server's key belongs to its certificate (`openssl x509 -noout -pubkey -in CERT | openssl "
+        "sha256` and `openssl pkey -pubout -in KEY | openssl sha256` print the same digest), then any middlebox "
+        "on the path that rewrites TLS."
+    ),
 }
 
 
