@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
@@ -32,9 +33,15 @@ def test_the_result_comes_back_without_any_repr() -> None:
 
 
 def test_plain_asyncio_run_reprs_the_result_which_is_why_the_runner_exists() -> None:
-    # Guards the reason: were CPython to stop doing this, run_coroutine could go.
-    Loud.reprs = 0
-    asyncio.run(answer())
+    # Guards the reason: were CPython to stop doing this, run_coroutine could go. asyncio.Runner swaps the
+    # SIGINT handler (and builds that repr) only where SIGINT has Python's default handler: a process started
+    # in the background inherits it ignored, so the default is put back for the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        Loud.reprs = 0
+        asyncio.run(answer())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert Loud.reprs >= 1
 
 
