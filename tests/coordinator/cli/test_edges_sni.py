@@ -4,6 +4,7 @@ line naming the option, what is accepted and --no-sni, before any connection is 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import ssl
@@ -57,6 +58,9 @@ class SniRecorder:
                 connection.close()
 
     def close(self) -> None:
+        # close() alone leaves the thread blocked in accept(); shutdown() wakes it at once (Linux).
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         self.thread.join(timeout=5)
 
