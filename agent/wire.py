@@ -6,8 +6,12 @@ at the edge and speak dataclasses everywhere else.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.descriptor import FieldDescriptor as _FieldDescriptor
 
 from ..v1 import agent_pb2, probe_pb2
 from .model import (
@@ -34,7 +38,8 @@ from .model import (
     TrustStore,
     Verdict,
 )
-from .probe.request_limits import RequestError
+from .naming import MAX_LABELS
+from .probe.request_limits import MAX_ADDRESSES, RequestError, request_id_of
 
 
 def _enum_maps(enum_cls: type, proto_enum: object, prefix: str) -> tuple[dict, dict]:
@@ -492,3 +497,153 @@ def description_from_wire(m: agent_pb2.AgentDescription) -> AgentDescription:
         agent_time_ns=m.agent_time_ns,
         probe_policy=tuple(m.probe_policy),
     )
+
+
+# --- what a coordinator accepts from an agent ---------------------------------------------------------
+
+# An agent's reply is trusted no further than mutual TLS proves (its name): each string, list and number is
+# bounded here, far beyond what a real agent sends, so that a broken or hostile one cannot make the
+# coordinator's tables, reports and history as large or as strange as it likes.
+MAX_WIRE_TEXT = 16 * 1024  # characters of one string
+MAX_WIRE_BYTES = 1024 * 1024  # bytes of one certificate, and of one address's served chain
+MAX_WIRE_ITEMS = 256  # items of a list not named below
+MAX_WIRE_DURATION_MS = 86_400_000.0
+_MAX_ITEMS = {
+    "tlsfleet.v1.ProbeResult.addresses": MAX_ADDRESSES,
+    "tlsfleet.v1.Resolution.addresses": MAX_ADDRESSES,
+    "tlsfleet.v1.AddressResult.chain": 10_000,  # as many as a handshake of MAX_HANDSHAKE_BYTES can carry
+    "tlsfleet.v1.StoreVerdict.verified_path": 129,  # the longest chain OpenSSL is asked to build, and its anchor
+    "tlsfleet.v1.AddressResult.views": 16,
+    "tlsfleet.v1.TrustStore.roots": 10_000,
+    "tlsfleet.v1.AgentDescription.probe_policy": 4096,
+    "tlsfleet.v1.AgentDescription.labels": MAX_LABELS,
+}
+_FINGERPRINTS = re.compile("[0-9a-f]+")
+
+
+class WireError(ValueError):
+    """A message from an agent that this coordinator refuses; the text names the field and the limit."""
+
+
+def result_problem(m: probe_pb2.ProbeResult, request: ProbeRequest | None = None) -> str:
+    """Why this reply cannot be taken as the answer to `request` (or to any request), or "" when it can."""
+    try:
+        _check_message(m, None)
+        for index, a in enumerate(m.addresses):
+            _check_address(a, f"addresses[{index}]")
+    except WireError as error:
+        return str(error)
+    if request is None:
+        return ""
+    asked = request.target
+    if (m.target.host, m.target.port) != (asked.host, asked.port):
+        return f"it answers for {shown(m.target.host)}:{m.target.port}, but {asked} was asked"
+    # The agent echoes the id as it logs it (request_id_of); a request sent without one gets a fresh one.
+    if request.request_id and m.request_id != request_id_of(request.request_id):
+        return f"it answers request '{shown(m.request_id)}', but request {request.request_id!r} was asked"
+    most = 1 if request.options.pin_address else request.options.max_addresses
+    for field, count in (("addresses", len(m.addresses)), ("resolution.addresses", len(m.resolution.addresses))):
+        if count > most:
+            return f"{field} has {count} entries, but at most {most} were asked for"
+    return ""
+
+
+def description_problem(m: agent_pb2.AgentDescription) -> str:
+    """Why this description is refused, or ""."""
+    try:
+        _check_message(m, None)
+    except WireError as error:
+        return str(error)
+    return ""
+
+
+# Where a value sits, as (parent, field name, index or None); spelled out ("addresses[0].chain") only for an error.
+_Where = tuple[Any, str, int | None] | None
+
+
+def _check_message(m: object, where: _Where) -> None:
+    """Every string, bytes, list and floating-point number of `m`, recursively, within the limits above."""
+    for field, value in m.ListFields():  # type: ignore[attr-defined]
+        kind = field.type
+        if field.is_repeated:
+            most = _MAX_ITEMS.get(field.full_name, MAX_WIRE_ITEMS)
+            if len(value) > most:
+                at = _spelled((where, field.name, None))
+                raise WireError(f"{at} has {len(value)} entries; at most {most} are accepted")
+            if kind == field.TYPE_MESSAGE:
+                for index, item in enumerate(value):
+                    _check_message(item, (where, field.name, index))
+            elif kind in _SIZED:
+                most = _SIZED[kind][0]
+                if max(map(len, value)) > most:
+                    index = next(i for i, item in enumerate(value) if len(item) > most)
+                    _too_long((where, field.name, index), value[index], kind)
+            elif kind in _FLOATING:
+                for index, item in enumerate(value):
+                    _check_number(item, (where, field.name, index), duration=field.name.endswith("_ms"))
+        elif kind == field.TYPE_MESSAGE:
+            _check_message(value, (where, field.name, None))
+        elif kind in _SIZED:
+            if len(value) > _SIZED[kind][0]:
+                _too_long((where, field.name, None), value, kind)
+        elif kind in _FLOATING:
+            _check_number(value, (where, field.name, None), duration=field.name.endswith("_ms"))
+
+
+_SIZED = {
+    _FieldDescriptor.TYPE_STRING: (MAX_WIRE_TEXT, "characters"),
+    _FieldDescriptor.TYPE_BYTES: (MAX_WIRE_BYTES, "bytes"),
+}
+_FLOATING = frozenset({_FieldDescriptor.TYPE_DOUBLE, _FieldDescriptor.TYPE_FLOAT})
+
+
+def _spelled(where: _Where) -> str:
+    if where is None:
+        return ""
+    parent, name, index = where
+    head = _spelled(parent)
+    at = f"{head}.{name}" if head else name
+    return at if index is None else f"{at}[{index}]"
+
+
+def _too_long(where: _Where, value: str | bytes, kind: int) -> None:
+    most, unit = _SIZED[kind]
+    raise WireError(f"{_spelled(where)} is {len(value)} {unit} long; at most {most} are accepted")
+
+
+def _check_number(value: float, where: _Where, *, duration: bool) -> None:
+    # NaN and infinity are no JSON numbers: --json, the history and the reports could not carry them.
+    if not math.isfinite(value):
+        raise WireError(f"{_spelled(where)} is {value!r}; accepted: a finite number")
+    if duration and not 0 <= value <= MAX_WIRE_DURATION_MS:
+        raise WireError(f"{_spelled(where)} is {value!r}; accepted: 0 to {MAX_WIRE_DURATION_MS:.0f} ms")
+
+
+def _check_address(a: probe_pb2.AddressResult, where: str) -> None:
+    """What a list's length does not say: each client and each store judged once, paths of fingerprints."""
+    served = sum(len(der) for der in a.chain)
+    if served > MAX_WIRE_BYTES:  # no handshake an agent reads carries more (OpenSSL stops at 100 KiB)
+        raise WireError(f"{where}.chain is {served} bytes in all; at most {MAX_WIRE_BYTES} are accepted")
+    clients = [v.client for v in a.views]
+    if len(set(clients)) != len(clients):
+        raise WireError(f"{where}.views names a client more than once")
+    stores: set[str] = set()
+    total = 0
+    for index, s in enumerate(a.stores):
+        for name in (s.store, *s.same_as):
+            if name in stores:
+                raise WireError(f"{where}.stores[{index}] judges store '{shown(name)}' a second time")
+            stores.add(name)
+        total += 1 + len(s.same_as)
+        if total > MAX_WIRE_ITEMS:
+            raise WireError(f"{where}.stores judge more than {MAX_WIRE_ITEMS} stores")
+        path = s.verified_path
+        if path and (set(map(len, path)) != {64} or not _FINGERPRINTS.fullmatch("".join(path))):
+            fp = next(fp for fp in path if len(fp) != 64 or not _FINGERPRINTS.fullmatch(fp))
+            raise WireError(f"{where}.stores[{index}].verified_path holds '{shown(fp)}', not a SHA-256 fingerprint")
+
+
+def shown(text: str) -> str:
+    """A string from the wire as it may appear in an error: short, with no control characters."""
+    short = text if len(text) <= 64 else f"{text[:64]}..."
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in short)

@@ -5,6 +5,7 @@ Pure: probe outcomes in, rows of strings out. Rendering (rich, JSON) happens els
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +73,19 @@ class Matrix:
 
 _INDEX = {key: index for index, (key, _title) in enumerate(COLUMNS)}
 
+# What a terminal or a text viewer would act on rather than show: C0 and C1 controls (ESC starts the
+# sequences that move the cursor, retitle the window, rewrite what was printed) and the bidirectional
+# overrides that reorder a line. Newlines and tabs stay: an agent's error may span lines.
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with every control character shown as its Python escape (ESC as \\x1b): an agent's or a
+    certificate's strings reach terminals and reports, and may not drive them."""
+    if not _INVISIBLE.search(text):
+        return text
+    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
 
 def build_matrix(outcomes: Sequence[ProbeOutcome]) -> Matrix:
     rows: list[MatrixRow] = []
@@ -119,7 +133,11 @@ def _rows_for(outcome: ProbeOutcome) -> list[tuple[MatrixRow, bool]]:
 def _row(name: str, labels: str, address: str, *, note: str, clock: str) -> MatrixRow:
     cells = {key: "" for key, _ in COLUMNS}
     cells.update(agent=name, labels=labels, address=address, native=note, clock=clock)
-    return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False, native_health=Health.BAD)
+    return MatrixRow(cells=_shown_cells(cells), ok=False, native_health=Health.BAD)
+
+
+def _shown_cells(cells: dict[str, str]) -> tuple[str, ...]:
+    return tuple(visible(cells[key]) for key, _ in COLUMNS)
 
 
 def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, clock: str) -> MatrixRow:
@@ -127,10 +145,10 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
     cells.update(agent=name, labels=labels, address=a.address, clock=clock)
     if a.connect_failure is Failure.DENIED_BY_POLICY:  # its error names the rule: "denied by policy: ..."
         cells["native"] = a.connect_error or "denied by policy"
-        return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False, native_health=Health.WARN)
+        return MatrixRow(cells=_shown_cells(cells), ok=False, native_health=Health.WARN)
     if a.connect_failure is not Failure.NONE:
         cells["native"] = f"{a.connect_failure}: {a.connect_error}" if a.connect_error else str(a.connect_failure)
-        return MatrixRow(cells=tuple(cells[key] for key, _ in COLUMNS), ok=False, native_health=Health.BAD)
+        return MatrixRow(cells=_shown_cells(cells), ok=False, native_health=Health.BAD)
     cells["tls"] = a.handshake.tls_version or "-"
     if a.chain:
         try:
@@ -147,11 +165,11 @@ def _address_row(name: str, labels: str, result: ProbeResult, a: AddressResult, 
     cells["stores"] = _stores_cell(stores)
     ok = row_is_fine(a)
     return MatrixRow(
-        cells=tuple(cells[key] for key, _ in COLUMNS),
+        cells=_shown_cells(cells),
         ok=ok,
         native_health=_native_health(a, ok),
         stores_health=_stores_health(stores),
-        stores_brief=_stores_brief(stores),
+        stores_brief=visible(_stores_brief(stores)),
     )
 
 

@@ -8,6 +8,7 @@ canonical JSON, so a recording reads back exactly what the agents sent.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..agent.documents import SCHEMA_VERSION, document
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest
 from ..agent.naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
+from ..agent.probe.request_limits import RequestError, validate_request
 from ..v1 import probe_pb2
 from .observation import Observation, Variant
 from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageKind, VantageState
@@ -144,7 +146,11 @@ def _request_json(request: ProbeRequest) -> dict[str, Any]:
 def _request_from(data: dict[str, Any]) -> ProbeRequest:
     message = json_format.ParseDict(data, probe_pb2.ProbeRequest())
     # A recorded request keeps exactly what was sent; defaults only fill fields that were never set.
-    return wire.request_from_wire(message, ProbeOptions())
+    request = wire.request_from_wire(message, ProbeOptions())
+    try:  # what was sent passed these bounds; an edited file is held to them too
+        return validate_request(request)
+    except RequestError as error:
+        raise ValueError(f"its request: {error}") from None
 
 
 def _outcome_json(outcome: ProbeOutcome) -> dict[str, Any]:
@@ -167,8 +173,15 @@ def _outcome_from(data: dict[str, Any]) -> ProbeOutcome:
     v = data["vantage"]
     result = None
     if data.get("result") is not None:
-        result, _name, _version = wire.result_from_wire(json_format.ParseDict(data["result"], probe_pb2.ProbeResult()))
+        message = json_format.ParseDict(data["result"], probe_pb2.ProbeResult())
+        # A file is held to what a live agent's reply is held to: the same tables, reports and history read it.
+        problem = wire.result_problem(message)
+        if problem:
+            raise ValueError(f"the result of vantage {wire.shown(str(v['name']))}: {problem}")
+        result, _name, _version = wire.result_from_wire(message)
     clock = data.get("clock")
+    if clock is not None:
+        clock = ClockEstimate(offset_ms=_finite(clock[0], "clock"), error_ms=_finite(clock[1], "clock"))
     return ProbeOutcome(
         vantage=VantageInfo(
             name=str(v["name"]),
@@ -178,8 +191,23 @@ def _outcome_from(data: dict[str, Any]) -> ProbeOutcome:
         ),
         state=VantageState(data["state"]),
         result=result,
-        agent_version=str(data.get("agent_version", "")),
-        clock=None if clock is None else ClockEstimate(offset_ms=float(clock[0]), error_ms=float(clock[1])),
-        error=str(data.get("error", "")),
-        duration_ms=float(data.get("duration_ms", 0.0)),
+        agent_version=_text(data.get("agent_version", ""), "agent_version"),
+        clock=clock,
+        error=_text(data.get("error", ""), "error"),
+        duration_ms=_finite(data.get("duration_ms", 0.0), "duration_ms"),
     )
+
+
+def _finite(value: object, field: str) -> float:
+    # Python's json reads NaN and Infinity, which no JSON output of ours may carry on.
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise ValueError(f"{field} {number!r} is not a finite number")
+    return number
+
+
+def _text(value: object, field: str) -> str:
+    text = str(value)
+    if len(text) > wire.MAX_WIRE_TEXT:
+        raise ValueError(f"{field} is {len(text)} characters long; at most {wire.MAX_WIRE_TEXT} are accepted")
+    return text

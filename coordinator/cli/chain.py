@@ -166,8 +166,10 @@ def run_chain(args: ChainArguments) -> int:
     )
     observation = run_coroutine(probe_fleet(probe, request))
     chains, without = served_chains(observation)
+    from ..matrix import visible
+
     for line in render(chains, without, args.output):
-        typer.echo(line)
+        typer.echo(visible(line))  # agents' addresses and errors, certificates' names
     if observation.silent:
         return exit_codes.UNANSWERED
     return exit_codes.PROBLEM if without or not chains else exit_codes.OK

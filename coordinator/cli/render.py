@@ -14,7 +14,7 @@ from rich.text import Text
 from ...agent.model import ProbeRequest, TrustStore
 from ...agent.probe.targets import is_ip_literal
 from ..diagnosis.model import Finding, Severity
-from ..matrix import COLUMNS, Health, Matrix, MatrixRow
+from ..matrix import COLUMNS, Health, Matrix, MatrixRow, visible
 from ..matrix_agreement import IDENTITY, Agreement, Shared, Standing, agreement, brief_cell, health
 from ..outcomes import DescribeOutcome, ProbeOutcome, VantageState
 
@@ -33,7 +33,7 @@ def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[Pro
     terminal, else as one block per row."""
     plain = console.no_color or not console.is_terminal
     view = agreement(matrix)
-    console.print(Text(_caption(request, outcomes), style="bold"), overflow="fold")
+    console.print(Text(visible(_caption(request, outcomes)), style="bold"), overflow="fold")
     for shared in view.shared:
         _print_shared(console, shared)
     if matrix.rows:
@@ -51,7 +51,7 @@ def print_matrix(console: Console, request: ProbeRequest, outcomes: Sequence[Pro
     summary = f"{answered} of {len(outcomes)} vantage{'s' if len(outcomes) != 1 else ''} answered"
     if missing:
         summary += "; not seen from: " + ", ".join(f"{o.vantage.name} ({o.state})" for o in missing)
-    console.print(summary, highlight=False)
+    console.print(Text(visible(summary)))
 
 
 def _print_shared(console: Console, shared: Shared) -> None:
@@ -156,7 +156,7 @@ _AGENT_HEAD = 6  # agent .. clock offset: one line per agent; the rest are facts
 def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
     """One row per agent when the table fits the terminal, else one block per agent: its head line, then a
     "key: value" line for each of its host's facts."""
-    rows = [_agent_cells(o) for o in outcomes]
+    rows = [tuple(_text(cell) for cell in _agent_cells(o)) for o in outcomes]
     table = Table(title="agents", title_justify="left")
     for title in _AGENT_TITLES:
         table.add_column(title, overflow="fold")
@@ -181,6 +181,13 @@ def print_agents(console: Console, outcomes: Sequence[DescribeOutcome]) -> None:
                 grid.add_row(f"  {title}:", cell)
         if grid.row_count:
             console.print(grid)
+
+
+def _text(cell: str | Text) -> Text:
+    """An agent's strings as text to show: escaped, and never read as rich markup ("[bold]" stays as sent)."""
+    if isinstance(cell, Text):
+        return cell
+    return Text(visible(cell))
 
 
 def _agent_cells(o: DescribeOutcome) -> tuple[str | Text, ...]:
@@ -232,6 +239,9 @@ _SEVERITY_STYLE = {
     Severity.INFO: "bold",
 }
 MAX_EVIDENCE_VALUES = 8
+# A finding's summary or evidence line quotes what servers and agents sent (a chain of thousands of
+# certificates names each): a terminal gets this much of each, --json and the reports all of it.
+MAX_LINE_CHARS = 4000
 
 
 def print_findings(console: Console, findings: Sequence[Finding], *, note_details: bool = False) -> None:
@@ -253,7 +263,7 @@ def print_findings(console: Console, findings: Sequence[Finding], *, note_detail
         head = Text()
         head.append(f" {str(finding.severity).upper()} ", style=_SEVERITY_STYLE[finding.severity])
         head.append(f" {finding.cause}: ", style="bold")
-        head.append(finding.summary)
+        head.append(_clipped(finding.summary))
         console.print(_hanging(f"{number}. ", head))
         if brief:
             continue
@@ -262,12 +272,20 @@ def print_findings(console: Console, findings: Sequence[Finding], *, note_detail
             more = len(evidence.values) - MAX_EVIDENCE_VALUES
             if more > 0:
                 shown.append(f"... {more} more")
-            console.print(_hanging(" " * 5, Text(f"{evidence.field}: " + "; ".join(shown), style="dim")))
+            line = _clipped(f"{evidence.field}: " + "; ".join(shown))
+            console.print(_hanging(" " * 5, Text(line, style="dim")))
         if finding.fix:
-            console.print(_hanging(" " * 5, Text(f"fix: {finding.fix}")))
+            console.print(_hanging(" " * 5, Text(_clipped(f"fix: {finding.fix}"))))
         for command in finding.reproduce:
             # Whole, on a line of its own: a line break rich put inside it would break it when copied.
-            console.print(Text(f"     $ {command}", style="cyan"), soft_wrap=True)
+            console.print(Text(visible(f"     $ {command}"), style="cyan"), soft_wrap=True)
+
+
+def _clipped(text: str) -> str:
+    shown = visible(text)
+    if len(shown) <= MAX_LINE_CHARS:
+        return shown
+    return f"{shown[:MAX_LINE_CHARS]}... ({len(shown) - MAX_LINE_CHARS} more characters in --json)"
 
 
 def _hanging(prefix: str, text: Text) -> Table:

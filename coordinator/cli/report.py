@@ -173,8 +173,10 @@ def report_run(
         + ("" if report.webhooks else " (no webhook configured)")
         + (f" (abandoned: {run.note})" if run.abandoned else "")
     )
+    from ..matrix import visible
+
     for change in done.changes:
-        typer.echo(f"  changed: {change.summary}")
+        typer.echo(f"  changed: {visible(change.summary)}")  # its words quote what agents sent
     if done.queued:
         sent = sum(1 for o in outcomes if o.result == "delivered")
         given_up = sum(1 for o in outcomes if o.result == "given_up")

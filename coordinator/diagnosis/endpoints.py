@@ -33,7 +33,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 
 from ...agent.model import Failure, Verdict
@@ -97,7 +97,10 @@ def _groups(observation: Observation) -> list[_Group]:
 
 
 def _family(address: str) -> int:
-    return ipaddress.ip_address(address).version
+    try:
+        return ipaddress.ip_address(address).version
+    except ValueError:  # a proxy's host name (--via-proxy), or an agent's word that is no address
+        return 0
 
 
 def _family_partial(groups: list[_Group]) -> list[_Group] | None:
@@ -334,7 +337,8 @@ def _stale_group(groups: list[_Group], failing: list[Row]) -> _Group:
         return next(g for g in groups if agent in g.agents)
 
     def newest(g: _Group) -> datetime:
-        return max(c.not_before for c in _distinct_leaves(g.rows))
+        # A set whose leaves none parse (an agent's bytes that are no certificate) reads as the oldest.
+        return max((c.not_before for c in _distinct_leaves(g.rows)), default=datetime.min.replace(tzinfo=UTC))
 
     return min(groups, key=newest)
 
@@ -378,6 +382,8 @@ def _inconsistent_backends(
         return
     host, port = _host_port(observation)
     leaves = _distinct_leaves(rows)
+    if not leaves:  # no served leaf parses (bytes an agent sent that are no certificate): none to name
+        return
     addresses_by_leaf: dict[str, list[str]] = defaultdict(list)
     rows_by_leaf: dict[str, list[Row]] = defaultdict(list)
     for r in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
@@ -17,6 +18,8 @@ from .inventory import AgentEntry
 from .rpc_failures import CallContext, explain_rpc_failure
 
 MAX_REPLY_BYTES = 32 * 1024 * 1024
+# gRPC's words when a reply exceeds grpc.max_receive_message_length.
+_OVERSIZED = re.compile(r"Received message larger than max \((\d+) vs\. \d+\)")
 
 # How a failed call to an agent (dialled, or through a coordinator's relay) reads as the vantage's state.
 STATE_BY_CODE = {
@@ -58,20 +61,29 @@ class GrpcVantage:
         except grpc.aio.AioRpcError as error:
             return ProbeOutcome(
                 vantage=self.info,
-                state=STATE_BY_CODE.get(error.code(), VantageState.ERROR),
-                error=explain_rpc_failure(error.code().name.lower(), error.details() or "", self._call),
+                state=self._state(error),
+                error=self._explain(error),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         received_ns = time.time_ns()
         duration_ms = (time.perf_counter() - started) * 1000
         result, agent_name, agent_version = wire.result_from_wire(reply)
+        problem = "" if agent_name != self.info.name else wire.result_problem(reply, request)
+        if problem:
+            return ProbeOutcome(
+                vantage=self.info,
+                state=VantageState.ERROR,
+                agent_version=wire.shown(agent_version),
+                error=f"agent {self.info.name}'s reply is refused: {problem}",
+                duration_ms=duration_ms,
+            )
         if agent_name != self.info.name:
             return ProbeOutcome(
                 vantage=self.info,
                 state=VantageState.ERROR,
-                agent_version=agent_version,
-                error=f"the reply came from agent {agent_name!r}, but the inventory names {self.info.name!r} "
-                f"at {self.info.address}",
+                agent_version=wire.shown(agent_version),
+                error=f"the reply came from agent '{wire.shown(agent_name)}', but the inventory names "
+                f"{self.info.name!r} at {self.info.address}",
                 duration_ms=duration_ms,
             )
         # Every reply repeats the agent's trust-store list; one shared copy keeps a fleet-wide run small.
@@ -102,18 +114,26 @@ class GrpcVantage:
         except grpc.aio.AioRpcError as error:
             return DescribeOutcome(
                 vantage=self.info,
-                state=STATE_BY_CODE.get(error.code(), VantageState.ERROR),
-                error=explain_rpc_failure(error.code().name.lower(), error.details() or "", self._call),
+                state=self._state(error),
+                error=self._explain(error),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         received_ns = time.time_ns()
         description = wire.description_from_wire(reply)
         duration_ms = (time.perf_counter() - started) * 1000
+        problem = wire.description_problem(reply)
+        if problem:
+            return DescribeOutcome(
+                vantage=self.info,
+                state=VantageState.ERROR,
+                error=f"agent {self.info.name}'s description is refused: {problem}",
+                duration_ms=duration_ms,
+            )
         if description.identity.name != self.info.name:
             return DescribeOutcome(
                 vantage=self.info,
                 state=VantageState.ERROR,
-                error=f"the reply came from agent {description.identity.name!r}, but the inventory names "
+                error=f"the reply came from agent '{wire.shown(description.identity.name)}', but the inventory names "
                 f"{self.info.name!r} at {self.info.address}",
                 duration_ms=duration_ms,
             )
@@ -127,5 +147,28 @@ class GrpcVantage:
             duration_ms=duration_ms,
         )
 
+    @staticmethod
+    def _state(error: grpc.aio.AioRpcError) -> VantageState:
+        if _oversized(error):
+            return VantageState.ERROR  # the agent answered; this side would not take the answer
+        return STATE_BY_CODE.get(error.code(), VantageState.ERROR)
+
+    def _explain(self, error: grpc.aio.AioRpcError) -> str:
+        size = _oversized(error)
+        if size:
+            return (
+                f"agent {self.info.name}'s reply is refused: it is {size} bytes; at most {MAX_REPLY_BYTES} "
+                f"({MAX_REPLY_BYTES // 2**20} MiB) are accepted"
+            )
+        return explain_rpc_failure(error.code().name.lower(), error.details() or "", self._call)
+
     async def close(self) -> None:
         await self._channel.close(grace=None)
+
+
+def _oversized(error: grpc.aio.AioRpcError) -> int:
+    """The size of a reply refused for exceeding MAX_REPLY_BYTES, or 0."""
+    if error.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return 0
+    found = _OVERSIZED.search(error.details() or "")
+    return int(found.group(1)) if found else 0

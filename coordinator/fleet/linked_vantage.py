@@ -51,6 +51,14 @@ class LinkedVantage:
         except _Failed as failed:
             return ProbeOutcome(self.info, failed.state, error=failed.error, duration_ms=_ms(started))
         received_ns = time.time_ns()
+        problem = wire.result_problem(reply.probe_result, request)
+        if problem:
+            return ProbeOutcome(
+                self.info,
+                VantageState.ERROR,
+                error=f"agent {session.name}'s reply is refused: {problem}",
+                duration_ms=_ms(started),
+            )
         if agent_name != session.name:
             return ProbeOutcome(
                 self.info,
@@ -84,6 +92,10 @@ class LinkedVantage:
             return DescribeOutcome(self.info, failed.state, error=failed.error, duration_ms=_ms(started))
         received_ns = time.time_ns()
         description = wire.description_from_wire(reply.description)
+        problem = wire.description_problem(reply.description)
+        if problem:
+            error = f"agent {session.name}'s description is refused: {problem}"
+            return DescribeOutcome(self.info, VantageState.ERROR, error=error, duration_ms=_ms(started))
         if description.identity.name != session.name:
             return DescribeOutcome(
                 self.info,

@@ -42,6 +42,7 @@ from ... import __version__
 from ...agent.model import Failure, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..diagnosis.model import Finding
+from ..matrix import visible
 from ..observation import Observation
 from ..outcomes import VantageState
 from .report_model import Change, ReportRun
@@ -360,9 +361,9 @@ def probe_series(
         snap[PROBE_SUCCESS.name][(t, agent)] = 1.0 if success else 0.0
         for handshake in handshakes:
             if handshake.tls_version:
-                snap[TLS_VERSION_INFO.name][(t, agent, handshake.tls_version)] = 1.0
+                snap[TLS_VERSION_INFO.name][(t, agent, _bounded(handshake.tls_version))] = 1.0
             if handshake.cipher:
-                snap[TLS_CIPHER_INFO.name][(t, agent, handshake.cipher)] = 1.0
+                snap[TLS_CIPHER_INFO.name][(t, agent, _bounded(handshake.cipher))] = 1.0
         connects = [r.address.connect_ms for r in rows if r.address.connect_ms is not None]
         if connects:
             snap[PHASE_DURATION.name][(t, agent, "connect")] = max(connects) / 1000.0
@@ -398,6 +399,7 @@ def _identity(cert: CertSummary) -> Labels:
 
 
 def _bounded(text: str) -> str:
+    text = visible(text)  # an agent's or a certificate's words, read with curl in a terminal too
     return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 3] + "..."
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from .... import __version__
 from ...diagnosis.model import Finding, Severity
 from ...diagnosis.wording import count
-from ...matrix import COLUMNS
+from ...matrix import COLUMNS, visible
 from ...outcomes import VantageState
 from ..report_model import AgentSnapshot, Change, ReportRun, TargetRun
 from .json_report import (
@@ -139,7 +139,8 @@ footer { color: var(--muted); font-size: 12.5px; padding: 0 0 30px; }
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # Control characters are shown as escapes too: the file is also read with cat, less and grep.
+    return html.escape(visible(str(value)), quote=True)
 
 
 def render_html(

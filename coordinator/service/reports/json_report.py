@@ -7,6 +7,7 @@ facts from here so that the three formats never disagree.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -250,7 +251,13 @@ def iter_json(
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # json escapes C0 controls itself; C1 controls and bidirectional overrides (which terminals and viewers of
+    # the file would act on) are escaped the same way here, the same string to any JSON reader.
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _UNESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_UNESCAPED = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _head(run: ReportRun, changes: Sequence[Change], expiry_warning_days: float, expiry_critical_days: float) -> dict:

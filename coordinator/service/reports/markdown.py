@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ...diagnosis.model import Finding
 from ...diagnosis.wording import count
-from ...matrix import COLUMNS
+from ...matrix import COLUMNS, visible
 from ..report_model import Change, ReportRun, TargetRun
 from .json_report import (
     DEFAULT_CRITICAL_DAYS,
@@ -34,12 +34,13 @@ _BREAKS = re.compile(r"[\r\n\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 
 
 def escape(text: str) -> str:
-    """Plain text safe inside a Markdown paragraph or table cell: one line, no markup."""
-    return _SPECIAL.sub(r"\\\1", _BREAKS.sub(" ", text))
+    """Plain text safe inside a Markdown paragraph or table cell: one line, no markup, and no control character
+    a terminal showing the file would act on (each is shown as its escape)."""
+    return _SPECIAL.sub(r"\\\1", _BREAKS.sub(" ", visible(text)))
 
 
 def _code_block(lines: Sequence[str], language: str = "sh") -> list[str]:
-    body = "\n".join(_BREAKS.sub(" ", line) for line in lines)
+    body = "\n".join(_BREAKS.sub(" ", visible(line)) for line in lines)
     # A fence longer than any backtick run inside cannot be closed by the content.
     longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
     fence = "`" * max(3, longest + 1)
