@@ -73,6 +73,8 @@ def test_ctrl_c_stops_everything_it_started() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As a terminal's shell starts it: a process started in the background inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     seen = ""
