@@ -149,6 +149,7 @@ def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
+@pytest.mark.slow  # over a thousand edited recordings, two seconds: the full suite runs it
 def test_wrong_types_and_huge_numbers_at_every_level_are_usage_errors_never_crashes(tmp_path: Path) -> None:
     """Every value of a recording, in turn, replaced by each of BAD_VALUES or removed: diagnosed or refused as a
     usage error, with the table and --json alike."""

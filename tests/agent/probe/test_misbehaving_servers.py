@@ -240,6 +240,7 @@ def test_a_choice_the_client_never_offered_is_the_servers_fault_not_an_old_polic
     assert "Fix or replace the server's TLS stack" in top.fix and chosen in top.fix, top.fix
 
 
+@pytest.mark.slow  # the server warns, then waits a second before it closes
 @pytest.mark.parametrize(("behaviour", "warning"), [("warning:unrecognized_name", 112), ("warning_then_close", 90)])
 def test_a_warning_alert_then_a_close_is_a_close_that_names_the_warning(
     lab: Lab, served: list[MisbehavingServer], behaviour: str, warning: int

@@ -142,6 +142,7 @@ def cache_file(cache_home: Path) -> Path:
     return found
 
 
+@pytest.mark.e2e  # fresh interpreter processes
 def test_a_fresh_process_compiles_nothing_an_earlier_one_kept(tmp_path: Path) -> None:
     at_start, added = run_process(tmp_path)
     assert (at_start, added > 50) == (0, True)  # the first process: an empty cache, everything compiled
@@ -154,6 +155,7 @@ def test_a_fresh_process_compiles_nothing_an_earlier_one_kept(tmp_path: Path) ->
     assert path.read_bytes() == kept  # nothing new: not written again
 
 
+@pytest.mark.e2e  # fresh interpreter processes
 @pytest.mark.parametrize(
     "damage",
     ["garbage", "another interpreter", "truncated", "not a mapping", "writable by others"],
@@ -182,6 +184,7 @@ def test_a_file_that_is_not_a_good_cache_is_ignored_and_replaced(tmp_path: Path,
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.e2e  # fresh interpreter processes
 def test_the_console_entry_point_keeps_the_cache(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
     # Port 1 of loopback refuses at once: a whole probe from this machine, with its findings, in a moment.
@@ -197,6 +200,7 @@ def test_the_console_entry_point_keeps_the_cache(tmp_path: Path) -> None:
     assert path.stat().st_mtime_ns == written
 
 
+@pytest.mark.e2e  # fresh interpreter processes
 def test_a_service_runs_without_the_cache(tmp_path: Path) -> None:
     """`agent serve` runs until stopped: no start-up cache is read or kept for it."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
