@@ -29,16 +29,14 @@ from ...agent.cache_files import cache_dir, read_owned, write_owned
 
 MAX_ENTRIES = 4096
 MAX_FILE_BYTES = 16 * 1024 * 1024
-_FILE = f"dataclass-code.{sys.implementation.cache_tag}.v2"
-_HEADER = f"tlsfleet dataclass code 2 {sys.version}\n".encode()
+_FILE = f"dataclass-code.{sys.implementation.cache_tag}.v1"
+_HEADER = f"tlsfleet dataclass code 1 {sys.version}\n".encode()
 # The flags an `exec` of source text inherits from the frame that calls it (its module's future imports).
 _FUTURE_FLAGS = 0
 for _feature in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
 
-# Each entry's code stays marshalled until a class needs it: the file holds every command's classes, and a
-# command creates only its own.
-_codes: dict[tuple[int, str], CodeType | bytes] = {}
+_codes: dict[tuple[int, str], CodeType] = {}
 _added = 0
 _installed = False
 
@@ -69,7 +67,7 @@ def save() -> None:
         return
     _added = 0
     try:
-        data = _HEADER + marshal.dumps({k: v if isinstance(v, bytes) else marshal.dumps(v) for k, v in _codes.items()})
+        data = _HEADER + marshal.dumps(_codes)
     except ValueError:
         return  # an unmarshallable constant in some generated code: keep nothing rather than part
     if len(data) <= MAX_FILE_BYTES:
@@ -82,29 +80,17 @@ def _exec(source: Any, globals: Any = None, locals: Any = None, /) -> None:
     if isinstance(source, str):
         flags = sys._getframe(1).f_code.co_flags & _FUTURE_FLAGS
         key = (flags, source)
-        code = _loaded(_codes.get(key))
+        code = _codes.get(key)
         if code is None:
             code = compile(source, "<string>", "exec", flags, dont_inherit=True)
-            if key in _codes or len(_codes) < MAX_ENTRIES:
+            if len(_codes) < MAX_ENTRIES:
+                _codes[key] = code
                 _added += 1
-        if key in _codes or len(_codes) < MAX_ENTRIES:
-            _codes[key] = code
         source = code
     builtins.exec(source, globals, locals)
 
 
-def _loaded(entry: CodeType | bytes | None) -> CodeType | None:
-    """The entry's code, unmarshalled on first use; None for a missing entry or one that is not code."""
-    if entry is None or isinstance(entry, CodeType):
-        return entry
-    try:
-        code = marshal.loads(entry)
-    except (EOFError, ValueError, TypeError):
-        return None
-    return code if isinstance(code, CodeType) else None
-
-
-def _read() -> dict[tuple[int, str], CodeType | bytes]:
+def _read() -> dict[tuple[int, str], CodeType]:
     where = cache_dir()
     data = read_owned(where / _FILE, MAX_FILE_BYTES) if where is not None else None
     if data is None or not data.startswith(_HEADER):
@@ -115,14 +101,14 @@ def _read() -> dict[tuple[int, str], CodeType | bytes]:
         return {}
     if not isinstance(loaded, dict) or len(loaded) > MAX_ENTRIES:
         return {}
-    entries: dict[tuple[int, str], CodeType | bytes] = {}
+    entries: dict[tuple[int, str], CodeType] = {}
     for key, code in loaded.items():
         if not (
             isinstance(key, tuple)
             and len(key) == 2
             and isinstance(key[0], int)
             and isinstance(key[1], str)
-            and isinstance(code, bytes)
+            and isinstance(code, CodeType)
         ):
             return {}
         entries[key] = code
