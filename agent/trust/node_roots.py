@@ -25,7 +25,6 @@ configuration file change.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import re
 import selectors
@@ -65,6 +64,8 @@ _STDERR_TAIL = 4096
 _VERSION = re.compile(r"^v\d+\.\d+\.\d+[\w.+-]*$")
 _OPENSSLDIR_MARK = b'OPENSSLDIR: "'
 _OPENSSLDIR = re.compile(rb'OPENSSLDIR: "([^"\x00]{1,255})"')
+_OPENSSLDIR_SPAN = 300  # the mark and the longest value the pattern takes
+_SCAN_CHUNK = 1024 * 1024
 _CA_FLAGS = ("--use-openssl-ca", "--use-bundled-ca", "--use-system-ca")
 _NO_ANSWER = "printed no answer (expected its version and bundled roots as JSON)"
 
@@ -242,16 +243,24 @@ def _bounded_run(
 
 def _openssl_dir_in(executable: str) -> str:
     """The OPENSSLDIR compiled into a node that bundles OpenSSL (OpenSSL_version(OPENSSL_DIR)), or ""."""
+    # Read in chunks, not mapped: a mapping's pages count in the agent's resident memory while it scans, and a
+    # node binary is some 100 MB (a container's memory limit sees the peak).
+    tail = b""
     try:
         with open(executable, "rb") as f:
             if os.fstat(f.fileno()).st_size > _MAX_BINARY_BYTES:
                 return ""
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            while chunk := f.read(_SCAN_CHUNK):
+                data = tail + chunk
                 at = data.find(_OPENSSLDIR_MARK)
-                found = _OPENSSLDIR.match(data[at : at + 300]) if at >= 0 else None
-    except (OSError, ValueError):
+                if at >= 0:
+                    data += f.read(_OPENSSLDIR_SPAN)  # the value may run past this chunk
+                    found = _OPENSSLDIR.match(data[at : at + _OPENSSLDIR_SPAN])
+                    return found.group(1).decode(errors="replace") if found else ""
+                tail = data[-len(_OPENSSLDIR_MARK) :]
+    except OSError:
         return ""
-    return found.group(1).decode(errors="replace") if found else ""
+    return ""
 
 
 def _ask(executable: str, timeout: float, env: Mapping[str, str]) -> NodeAnswer:

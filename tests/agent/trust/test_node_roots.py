@@ -313,3 +313,15 @@ def test_the_cli_reads_a_node_binary_for_its_openssldir_once(
 
 def test_the_level_probe_count_is_the_certificates_made() -> None:
     assert len(node_roots._probe_certificates()) == node_roots._PROBE_COUNT
+
+
+@pytest.mark.parametrize("offset", range(0, 40, 3))
+def test_the_openssldir_is_found_across_the_scan_s_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offset: int
+) -> None:
+    monkeypatch.setattr(node_roots, "_SCAN_CHUNK", 16)  # the mark and its value straddle chunk edges
+    binary = tmp_path / "node"
+    binary.write_bytes(b"\x7fELF" + b"x" * offset + b'OpenSSL 3.0 OPENSSLDIR: "/opt/vendor-ssl"\x00' + b"y" * 5)
+    assert node_roots._openssl_dir_in(str(binary)) == "/opt/vendor-ssl"
+    binary.write_bytes(b"\x7fELF" + b"x" * offset + b"no such mark here" * 3)
+    assert node_roots._openssl_dir_in(str(binary)) == ""
