@@ -488,44 +488,68 @@ def _config_file(answer: NodeAnswer, environ: Mapping[str, str], options: list[s
     return os.path.join(home, "openssl.cnf") if home else ""
 
 
-# How many probe certificates there are: a 512-bit RSA key, then P-192, P-224, P-256, P-384 and P-521, each
-# the weakest key that passes one more level (96, 112, 128, 192 and 256 bits of security).
-_PROBE_COUNT = 6
+# The level probe's certificates (base64 DER), weakest key first: a 512-bit RSA key (56 bits of security in
+# OpenSSL's count, below level 1), then P-192, P-224, P-256, P-384 and P-521, each the weakest key that passes one
+# more level (96, 112, 128, 192 and 256 bits). Self-signed with SHA-512 by a P-521 key (SHA-512 passes every level:
+# only the key is weighed), valid 2000 to 2099. Kept as data rather than made at start, which would load
+# cryptography's OpenSSL backend into every agent for some 3 MiB; tests/agent/trust/test_node_roots.py checks
+# each one's key, and `make_level_probes` there makes them again.
+_PROBE_CERTIFICATES: tuple[str, ...] = (
+    (
+        "MIIBhjCB6KADAgECAgEBMAoGCCqGSM49BAMEMCgxJjAkBgNVBAMMHXRsc2ZsZWV0IHNlY3VyaXR5IGxldmVsIHByb2JlMCAXDTAw"
+        "MDEwMTAwMDAwMFoYDzIwOTkxMjMxMDAwMDAwWjAoMSYwJAYDVQQDDB10bHNmbGVldCBzZWN1cml0eSBsZXZlbCBwcm9iZTBcMA0G"
+        "CSqGSIb3DQEBAQUAA0sAMEgCQQCAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAQABAgMBAAEwCgYIKoZIzj0EAwQDgYwAMIGIAkIBluTDQWGoo/QGClZZ/U7wQc6KOxFKnoZ3hPD1NgiygFc/ST+nl0OC"
+        "MbMZEjZaHdyHCtksPTKVoBzJtPet2xuAjIUCQgGQcrOg6Xx4QRIQ3b5G5QgTNY33JbA2UB/Qw7LP/kyf+OEnJfcxRgm3AtyMGbTu"
+        "19y3YBK4VU811uklKSsH0/Oe5w=="
+    ),
+    (
+        "MIIBczCB1aADAgECAgEBMAoGCCqGSM49BAMEMCgxJjAkBgNVBAMMHXRsc2ZsZWV0IHNlY3VyaXR5IGxldmVsIHByb2JlMCAXDTAw"
+        "MDEwMTAwMDAwMFoYDzIwOTkxMjMxMDAwMDAwWjAoMSYwJAYDVQQDDB10bHNmbGVldCBzZWN1cml0eSBsZXZlbCBwcm9iZTBJMBMG"
+        "ByqGSM49AgEGCCqGSM49AwEBAzIABOAKc/ioMNz1tWgh6+CY4t3wh5f6CTRTeq2DlJrImAQokykqUI/6Kt2rrlxkkz8TMDAKBggq"
+        "hkjOPQQDBAOBjAAwgYgCQgHfPN17Q25K3s9Ub38EUGQGKcS4+QfbrGr8vTyQinO3eWOtrl9+W1flyn/vtsHb8z0yXfXWbTWfFZ/N"
+        "kgpi/gKYHAJCAcJzQjyPCaTUWLa+bLnE4EFLGnHM366fq6pzm7Pvc5J1bShVbw31Je7oPGiYgmCN25SYBKC7YxqtEfXr7S+ZpWzV"
+    ),
+    (
+        "MIIBeDCB2qADAgECAgEBMAoGCCqGSM49BAMEMCgxJjAkBgNVBAMMHXRsc2ZsZWV0IHNlY3VyaXR5IGxldmVsIHByb2JlMCAXDTAw"
+        "MDEwMTAwMDAwMFoYDzIwOTkxMjMxMDAwMDAwWjAoMSYwJAYDVQQDDB10bHNmbGVldCBzZWN1cml0eSBsZXZlbCBwcm9iZTBOMBAG"
+        "ByqGSM49AgEGBSuBBAAhAzoABLA2uKem+Tl5a3FE9rRF5XRd3J7d+iARBt6DuGtG6Rxh7chrqsoENIMqkaZp3O0/KEI/Mke3Dkhm"
+        "MAoGCCqGSM49BAMEA4GMADCBiAJCAX92BAVScQt7jWd/v8EVlVC7bmHOUQ4FUN35evtxCKwfKDXdGTeBjQFuHgJ2+5Cko/GAExV0"
+        "IhTQ/drJJl3mWs+nAkIBuNRd/ucTnI9c0DLXEY3oV8tEWSLPl+xL/3t73vAk1wwrN0kB1X2hSN+VV+BUvzMhawp9q4kjmCxoGAyM"
+        "5aNhGtM="
+    ),
+    (
+        "MIIBgzCB5aADAgECAgEBMAoGCCqGSM49BAMEMCgxJjAkBgNVBAMMHXRsc2ZsZWV0IHNlY3VyaXR5IGxldmVsIHByb2JlMCAXDTAw"
+        "MDEwMTAwMDAwMFoYDzIwOTkxMjMxMDAwMDAwWjAoMSYwJAYDVQQDDB10bHNmbGVldCBzZWN1cml0eSBsZXZlbCBwcm9iZTBZMBMG"
+        "ByqGSM49AgEGCCqGSM49AwEHA0IABNc5bNQlCE5etyAlk7hee9P9TNgLh5+w8SYk30ErG7ydmUhHR5i3pTPP3v2OBXqI+BV9nH+0"
+        "T3G7KV6D6yFAUnEwCgYIKoZIzj0EAwQDgYwAMIGIAkIBI7iALIMcya1x4Dd+s0gf2xfERhG/leIw0H01ueusBfOvJl0VPk60HrhI"
+        "tjWGtckTNObp92E9iqkWRUpheOZAPXsCQgE+hd8pa2oWCnco/2/dNRyKPbhGcl9wvYVeiJevoDWLAEepz0muttmegEajfWGEvUPN"
+        "SqBpXPKO5hhmRuuxbXKvDg=="
+    ),
+    (
+        "MIIBoTCCAQKgAwIBAgIBATAKBggqhkjOPQQDBDAoMSYwJAYDVQQDDB10bHNmbGVldCBzZWN1cml0eSBsZXZlbCBwcm9iZTAgFw0w"
+        "MDAxMDEwMDAwMDBaGA8yMDk5MTIzMTAwMDAwMFowKDEmMCQGA1UEAwwddGxzZmxlZXQgc2VjdXJpdHkgbGV2ZWwgcHJvYmUwdjAQ"
+        "BgcqhkjOPQIBBgUrgQQAIgNiAAQi44BJw9vWMBAnEqeMQwpaIjOdIOji+5uFkfjDjLRU+OFAVBOIVkn9MOHZDS5x826pMaU9naEE"
+        "psOMqcnIoDov35DDQxScWCFunnbnqJ2HmHuIlAb1+Zk2DCsO3LxfeiEwCgYIKoZIzj0EAwQDgYwAMIGIAkIBCqBFZedPncPhuG+B"
+        "YeFzHtWksXa+UcEkIG8vSYqJizm8AsnSpm/Y7Oska4LBll2EFPeKU1bPMXi+Gi33vVZkXq0CQgD9gcjocj3bRR594iIScRRFL+Qn"
+        "N61dqo3oVuqtD8W1vq7770u0JFbLfqbTyPB4591jITidd3SPZhEOQFXcSX2Wvw=="
+    ),
+    (
+        "MIIBxjCCASigAwIBAgIBATAKBggqhkjOPQQDBDAoMSYwJAYDVQQDDB10bHNmbGVldCBzZWN1cml0eSBsZXZlbCBwcm9iZTAgFw0w"
+        "MDAxMDEwMDAwMDBaGA8yMDk5MTIzMTAwMDAwMFowKDEmMCQGA1UEAwwddGxzZmxlZXQgc2VjdXJpdHkgbGV2ZWwgcHJvYmUwgZsw"
+        "EAYHKoZIzj0CAQYFK4EEACMDgYYABAFLncZWQ73+WWJ1+jGV7javjrlq3s8jfZ+juSw8Wy5od45ziPAvltzg7lqixi8EePyqm/Mt"
+        "2kPy/zb3syLv2vpcnAB5whNnwI3X51rsymzwYzKBEoRulmoO0gWFTEb8J7TCTWayiJJy6TgsFmFec5RWFHqZQt9JR+rmhzXWzfEj"
+        "l0BYhzAKBggqhkjOPQQDBAOBiwAwgYcCQgHoYdIB2WPZ/WYwqIc+U5euI2qdJBZ5f1f9AUC7dR5ngwEhx+MKvuGLSmunvi/T5rE0"
+        "2HCuvIQB5u6EhWXr6RhQvQJBORNgj18elIrwkqnXHzbRR6z6fp/ivFGCdX/A1UNl0jaBdfT+EwBmYtSEktb1G+H4LIrbrHmb1fGM"
+        "ByVqSpunGFY="
+    ),
+)
+_PROBE_COUNT = len(_PROBE_CERTIFICATES)
 
 
-@lru_cache(maxsize=1)
 def _probe_certificates() -> tuple[str, ...]:
     """Base64 DER of the probe certificates, weakest key first (see above): public keys only matter."""
-    import base64
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import NameOID
-
-    # A 512-bit RSA modulus (56 bits of security in OpenSSL's count: below level 1); no key pair is needed.
-    weakest = rsa.RSAPublicNumbers(65537, (1 << 511) | 0x10001).public_key()
-    curves: list[ec.EllipticCurve] = [ec.SECP192R1(), ec.SECP224R1(), ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()]
-    keys: list[rsa.RSAPublicKey | ec.EllipticCurvePublicKey] = [weakest]
-    keys += [ec.generate_private_key(curve).public_key() for curve in curves]
-    signer = ec.generate_private_key(ec.SECP521R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsfleet security level probe")])
-    now = datetime.now(UTC)
-    out: list[str] = []
-    for key in keys:
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key)
-            .serial_number(1)
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=1))
-            .sign(signer, hashes.SHA512())  # SHA-512 passes every level: only the key is weighed
-        )
-        out.append(base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii"))
-    return tuple(out)
+    return _PROBE_CERTIFICATES
 
 
 def node_level(answer: NodeAnswer, environ: Mapping[str, str]) -> NodeLevel:

@@ -4,13 +4,21 @@ Node's rule for the store it uses."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import ssl
+import subprocess
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from tlsfleet.agent.trust import node_roots, store_cache
 from tlsfleet.agent.trust.node_roots import NodeAnswer, ask_node, node_trust, openssl_defaults, sources
@@ -311,8 +319,50 @@ def test_the_cli_reads_a_node_binary_for_its_openssldir_once(
         node_roots._openssl_home.cache_clear()
 
 
-def test_the_level_probe_count_is_the_certificates_made() -> None:
-    assert len(node_roots._probe_certificates()) == node_roots._PROBE_COUNT
+def make_level_probes() -> tuple[str, ...]:
+    """node_roots._PROBE_CERTIFICATES made again (with new keys): print these to replace them."""
+    curves = [ec.SECP192R1(), ec.SECP224R1(), ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()]
+    keys: list[rsa.RSAPublicKey | ec.EllipticCurvePublicKey] = [
+        rsa.RSAPublicNumbers(65537, (1 << 511) | 0x10001).public_key()
+    ]
+    keys += [ec.generate_private_key(curve).public_key() for curve in curves]
+    signer = ec.generate_private_key(ec.SECP521R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tlsfleet security level probe")])
+    made = []
+    for key in keys:
+        builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key).serial_number(1)
+        builder = builder.not_valid_before(datetime(2000, 1, 1, tzinfo=UTC))
+        cert = builder.not_valid_after(datetime(2099, 12, 31, tzinfo=UTC)).sign(signer, hashes.SHA512())
+        made.append(base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii"))
+    return tuple(made)
+
+
+def _key_of(encoded: str) -> tuple[str, int]:
+    key = x509.load_der_x509_certificate(base64.b64decode(encoded)).public_key()
+    return (type(key).__name__.removeprefix("_"), key.key_size)
+
+
+def test_the_level_probes_are_the_weakest_key_of_each_level_weakest_first() -> None:
+    kept = node_roots._probe_certificates()
+    assert len(kept) == node_roots._PROBE_COUNT == 6
+    sizes = [size for _kind, size in map(_key_of, kept)]
+    assert sizes == [512, 192, 224, 256, 384, 521]
+    assert [size for _kind, size in map(_key_of, make_level_probes())] == sizes
+    for encoded in kept:
+        cert = x509.load_der_x509_certificate(base64.b64decode(encoded))
+        assert cert.signature_hash_algorithm is not None and cert.signature_hash_algorithm.name == "sha512"
+        assert cert.not_valid_after_utc.year == 2099
+
+
+def test_asking_node_loads_no_key_generation_into_the_agent(tmp_path: Path) -> None:
+    """The level probe's certificates are data: a fresh agent that asks node does not start cryptography's
+    OpenSSL backend for them (some 3 MiB resident)."""
+    script = (
+        "import sys; from tlsfleet.agent.trust import node_roots as n; n._ASK and n._probe_certificates(); "
+        "print('cryptography.hazmat.bindings.openssl.binding' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 @pytest.mark.parametrize("offset", range(0, 40, 3))
