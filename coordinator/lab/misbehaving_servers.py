@@ -320,6 +320,8 @@ class MisbehavingServer:
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):  # wakes the accept() that waits for its poll timeout (Linux)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
         self._listener.close()
         with self._lock:
