@@ -10,8 +10,6 @@ keys and digests. The Java client is compiled once per session.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from tests.agent.trust import runtime_clients
+from tests.agent.trust.runtime_clients import DIRS as _DIRS
+from tests.agent.trust.runtime_clients import JAVA, JAVAC, KEYTOOL, NODE, compile_java_client
 from tests.judged import NAME, judged, store
 from tests.outcomes import observe
 from tlsfleet.agent.model import per_store
@@ -32,56 +33,17 @@ from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 from tlsfleet.coordinator.observation import DiagnosisSettings
 from tlsfleet.coordinator.outcomes import ProbeOutcome
 
-_DIRS = "/usr/local/bin:/usr/bin:/bin"
-JAVA, JAVAC, KEYTOOL, NODE = (shutil.which(c, path=_DIRS) for c in ("java", "javac", "keytool", "node"))
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 needs_java = pytest.mark.skipif(None in (JAVA, JAVAC, KEYTOOL), reason=f"no java, javac and keytool in {_DIRS}")
 needs_node = pytest.mark.skipif(NODE is None, reason=f"no node executable in {_DIRS}")
 
 JAVA_HOME = "JAVA_HOME in the agent's environment: /opt/jdk-17"
-JAVA_CLIENT = r"""
-import java.net.InetSocketAddress;
-import java.net.Socket;
-import javax.net.ssl.*;
-
-public class TrustProbe {
-    public static void main(String[] args) throws Exception {
-        try (Socket plain = new Socket()) {
-            plain.connect(new InetSocketAddress(args[0], Integer.parseInt(args[1])), 5000);
-            plain.setSoTimeout(5000);
-            SSLSocket tls = (SSLSocket) SSLContext.getDefault().getSocketFactory()
-                .createSocket(plain, args[2], Integer.parseInt(args[1]), true);
-            SSLParameters parameters = tls.getSSLParameters();
-            parameters.setEndpointIdentificationAlgorithm("HTTPS");
-            tls.setSSLParameters(parameters);
-            tls.startHandshake();
-            System.out.println("OK");
-        } catch (SSLException e) {
-            Throwable cause = e;
-            while (cause.getCause() != null) cause = cause.getCause();
-            System.out.println(cause.getClass().getName());
-        }
-    }
-}
-"""
 NO_PATH = "sun.security.provider.certpath.SunCertPathBuilderException"
-NODE_CLIENT = r"""
-const socket = require("tls").connect({host: "127.0.0.1", port: Number(process.argv[1]), servername: process.argv[2]});
-socket.setTimeout(5000, () => { console.log("TIMEOUT"); process.exit(0); });
-socket.on("secureConnect", () => { console.log("OK"); socket.destroy(); });
-socket.on("error", (e) => { console.log(e.code || String(e)); });
-"""
 
 
 @pytest.fixture(scope="session")
 def java_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert JAVAC is not None
-    classes = tmp_path_factory.mktemp("java-client")
-    source = classes / "TrustProbe.java"
-    source.write_text(JAVA_CLIENT)
-    done = subprocess.run([JAVAC, "-d", str(classes), str(source)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return classes
+    return compile_java_client(tmp_path_factory.mktemp("java-client"))
 
 
 @pytest.fixture(scope="module")
@@ -108,21 +70,12 @@ def _chain(pki: LabPKI, leaf: Issued) -> tuple[bytes, bytes]:
 
 
 def java_says(classes: Path, truststore: Path, port: int) -> str:
-    assert JAVA is not None
-    argv = [JAVA, f"-Djavax.net.ssl.trustStore={truststore}", "-Djavax.net.ssl.trustStorePassword=changeit"]
-    argv += ["-cp", str(classes), "TrustProbe", "127.0.0.1", str(port), NAME]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": _DIRS})
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    """Java's "OK", or the class of the innermost cause of its refusal."""
+    return runtime_clients.java_says(classes, truststore, port, NAME).split(": ", 1)[0]
 
 
 def node_says(env: dict[str, str], port: int) -> str:
-    assert NODE is not None
-    done = subprocess.run(
-        [NODE, "-e", NODE_CLIENT, str(port), NAME], capture_output=True, text=True, timeout=20, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    return runtime_clients.node_says(env, port, NAME)[0]
 
 
 def _keystore(path: Path, *certs: x509.Certificate) -> Path:

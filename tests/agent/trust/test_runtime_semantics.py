@@ -14,7 +14,6 @@ root in the JRE's own cacerts."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +27,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.agent.trust import runtime_clients
+from tests.agent.trust.runtime_clients import DIRS as _DIRS
+from tests.agent.trust.runtime_clients import JAVA, JAVAC, KEYTOOL, NODE, compile_java_client
 from tests.judged import judged, store, with_native
 from tests.outcomes import observe
 from tlsfleet.agent.model import StoreVerdict, Verdict
@@ -42,10 +44,7 @@ from tlsfleet.coordinator.lab import pki as lab_pki
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI, write_pem
 from tlsfleet.coordinator.observation import DiagnosisSettings
 
-_DIRS = "/usr/local/bin:/usr/bin:/bin"
-NODE, JAVA, JAVAC, KEYTOOL, OPENSSL = (
-    shutil.which(c, path=_DIRS) for c in ("node", "java", "javac", "keytool", "openssl")
-)
+OPENSSL = shutil.which("openssl", path=_DIRS)
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
@@ -58,37 +57,6 @@ JAVA_HOME = "JAVA_HOME in the agent's environment: /opt/jdk-17"
 CASES = ("ok", "rsa1024_leaf", "sha1_leaf", "md5_leaf", "sha1_int", "md5_int", "rsa1024_int", "p192_int", "p224_int")
 
 WEAK = (66, 67, 68)  # X509_V_ERR_EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK
-NODE_CLIENT = r"""
-const socket = require("tls").connect({host: "127.0.0.1", port: Number(process.argv[1]), servername: process.argv[2]});
-socket.setTimeout(5000, () => { console.log(JSON.stringify({code: "TIMEOUT"})); process.exit(0); });
-socket.on("secureConnect", () => { console.log(JSON.stringify({code: "OK"})); socket.destroy(); });
-socket.on("error", (e) => { console.log(JSON.stringify({code: e.code || "", message: e.message})); });
-"""
-JAVA_CLIENT = r"""
-import java.net.InetSocketAddress;
-import java.net.Socket;
-import javax.net.ssl.*;
-
-public class WeakProbe {
-    public static void main(String[] args) throws Exception {
-        try (Socket plain = new Socket()) {
-            plain.connect(new InetSocketAddress(args[0], Integer.parseInt(args[1])), 5000);
-            plain.setSoTimeout(5000);
-            SSLSocket tls = (SSLSocket) SSLContext.getDefault().getSocketFactory()
-                .createSocket(plain, args[2], Integer.parseInt(args[1]), true);
-            SSLParameters parameters = tls.getSSLParameters();
-            parameters.setEndpointIdentificationAlgorithm("HTTPS");
-            tls.setSSLParameters(parameters);
-            tls.startHandshake();
-            System.out.println("OK");
-        } catch (SSLException e) {
-            Throwable cause = e;
-            while (cause.getCause() != null) cause = cause.getCause();
-            System.out.println(cause.getClass().getName() + ": " + cause.getMessage());
-        }
-    }
-}
-"""
 
 
 # --- the lab: weak chains and a server that serves them -------------------------------------------------
@@ -251,13 +219,7 @@ def _node_env(tmp_path: Path, pki: LabPKI, setting: str) -> dict[str, str]:
 
 def node_says(env: dict[str, str], port: int) -> tuple[str, str]:
     """(node's error code or OK, its message) for a connection to the lab server."""
-    assert NODE is not None
-    done = subprocess.run(
-        [NODE, "-e", NODE_CLIENT, str(port), NAME], env=env, capture_output=True, timeout=20, check=False, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    said = json.loads(done.stdout.strip().splitlines()[-1])
-    return str(said["code"]), str(said.get("message", ""))
+    return runtime_clients.node_says(env, port, NAME)
 
 
 NODE_SETTINGS = (
@@ -331,13 +293,7 @@ def test_a_changed_configuration_file_is_asked_again(tmp_path: Path, pki: LabPKI
 
 @pytest.fixture(scope="module")
 def java_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert JAVAC is not None
-    classes = tmp_path_factory.mktemp("weak-java-client")
-    source = classes / "WeakProbe.java"
-    source.write_text(JAVA_CLIENT)
-    done = subprocess.run([JAVAC, "-d", str(classes), str(source)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return classes
+    return compile_java_client(tmp_path_factory.mktemp("weak-java-client"))
 
 
 def _keytool_store(path: Path, *certs: Issued) -> Path:
@@ -352,12 +308,7 @@ def _keytool_store(path: Path, *certs: Issued) -> Path:
 
 
 def java_says(classes: Path, truststore: Path, port: int, *properties: str) -> str:
-    assert JAVA is not None
-    argv = [JAVA, f"-Djavax.net.ssl.trustStore={truststore}", "-Djavax.net.ssl.trustStorePassword=changeit"]
-    argv += [*properties, "-cp", str(classes), "WeakProbe", "127.0.0.1", str(port), NAME]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": _DIRS})
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    return runtime_clients.java_says(classes, truststore, port, NAME, *properties)
 
 
 def _agree(java: str, verdict: StoreVerdict, what: str) -> None:
