@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tlsfleet.coordinator.service.config import load_config
+from tlsfleet.coordinator.service.config import ServiceConfig, load_config
 from tlsfleet.coordinator.service.history import open_history
 from tlsfleet.coordinator.service.report_model import ReportRun
 from tlsfleet.coordinator.service.reports.writer import prune_reports
@@ -35,6 +35,26 @@ def test_old_run_files_go_latest_and_strangers_stay(tmp_path: Path) -> None:
     assert prune_reports(tmp_path / "missing", NOW) == 0
 
 
+def _prune_until_gone(config: ServiceConfig, gone: Path) -> None:
+    """Run the service's pruning loop until `gone` is removed (or two seconds pass), then stop it."""
+
+    async def one_pass() -> None:
+        history = open_history(config.storage)
+        stop = asyncio.Event()
+        try:
+            task = asyncio.create_task(CoordinatorService(config)._prune(history, stop))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if not await asyncio.to_thread(gone.exists):
+                    break
+            stop.set()
+            await task
+        finally:
+            history.close()
+
+    asyncio.run(one_pass())
+
+
 def test_report_files_go_before_their_runs_leave_the_history(tmp_path: Path) -> None:
     config_file = tmp_path / "coordinator.toml"
     config_file.write_text(
@@ -53,21 +73,7 @@ def test_report_files_go_before_their_runs_leave_the_history(tmp_path: Path) -> 
     fresh = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     _files(tmp_path / "reports" / "edge", f"{run_id}-{stamp}.html", f"{run_id}-{stamp}.json", f"99-{fresh}.html")
 
-    async def one_pass() -> None:
-        history = open_history(config.storage)
-        stop = asyncio.Event()
-        try:
-            task = asyncio.create_task(CoordinatorService(config)._prune(history, stop))
-            for _ in range(100):
-                await asyncio.sleep(0.02)
-                if not (tmp_path / "reports" / "edge" / f"{run_id}-{stamp}.html").exists():
-                    break
-            stop.set()
-            await task
-        finally:
-            history.close()
-
-    asyncio.run(one_pass())
+    _prune_until_gone(config, tmp_path / "reports" / "edge" / f"{run_id}-{stamp}.html")
     assert [p.name for p in (tmp_path / "reports" / "edge").iterdir()] == [f"99-{fresh}.html"]
     history = open_history(config.storage)
     try:
@@ -86,19 +92,5 @@ def test_the_service_prunes_report_files_with_the_history(tmp_path: Path) -> Non
     ancient = datetime(2020, 1, 1, tzinfo=UTC).strftime("%Y%m%dT%H%M%SZ")
     _files(tmp_path / "reports" / "edge", f"3-{ancient}.html", "latest.html")
 
-    async def one_pass() -> None:
-        history = open_history(config.storage)
-        stop = asyncio.Event()
-        try:
-            task = asyncio.create_task(CoordinatorService(config)._prune(history, stop))
-            for _ in range(100):
-                await asyncio.sleep(0.02)
-                if not (tmp_path / "reports" / "edge" / f"3-{ancient}.html").exists():
-                    break
-            stop.set()
-            await task
-        finally:
-            history.close()
-
-    asyncio.run(one_pass())
+    _prune_until_gone(config, tmp_path / "reports" / "edge" / f"3-{ancient}.html")
     assert [p.name for p in (tmp_path / "reports" / "edge").iterdir()] == ["latest.html"]
