@@ -15,7 +15,7 @@ from ..agent.model import ProbeOptions, ProbeRequest, Starttls, TlsVersion
 from ..agent.naming import NAME_PATTERN, NAME_RULE
 from ..agent.probe.request_limits import MAX_ADDRESSES, RequestError, validate_request
 from ..agent.probe.starttls import infer_starttls
-from ..agent.probe.targets import ip_sni_problem, parse_target
+from ..agent.probe.targets import inet_aton, ip_sni_problem, parse_target
 from .diagnosis import sni
 from .fleet.fanout import probe_all
 from .fleet.probe_slots import ProbeSlots
@@ -80,7 +80,8 @@ def build_request(
         alpn=tuple(alpn),
         min_version=_version(tls_min, "--tls-min"),
         max_version=_version(tls_max, "--tls-max"),
-        pin_address=address,
+        # An IPv4 address as inet_aton reads it (127.1), as the target may be given; the wire carries it canonical.
+        pin_address=(inet_aton(address) or address) if address is not None else None,
         max_addresses=max_addresses,
         resolve_timeout=resolve_s,
         connect_timeout=connect_s,

@@ -147,3 +147,8 @@ def test_probe_and_chain_refuse_an_address_as_sni_before_connecting(
         )
         assert done.returncode in (0, 1), done.stderr
         assert recorder.names and set(recorder.names) == {sent}, recorder.names
+
+
+@pytest.mark.parametrize(("given", "pinned"), [("127.1", "127.0.0.1"), ("0x7f.0.0.1", "127.0.0.1"), ("::1", "::1")])
+def test_a_pinned_address_is_read_as_the_target_is(given: str, pinned: str) -> None:
+    assert build_request("api.example.com", now_ns=0, address=given).options.pin_address == pinned
