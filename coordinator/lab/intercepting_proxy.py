@@ -245,7 +245,13 @@ class InterceptingProxy(BackgroundServer):
         await writer.drain()
         if not 200 <= status < 300:
             return False
+        plain = writer.transport
         await writer.start_tls(self._base, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        if writer.transport is None:
+            # The client left during the TLS handshake: CPython 3.11's start_tls leaves the writer without a
+            # transport, whose __del__ then raises; it gets the plain one back, already closed.
+            writer._transport = plain
+            return False
         return True
 
 

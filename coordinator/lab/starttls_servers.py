@@ -185,7 +185,13 @@ class LdapStartTlsServer(_Listening):
         await writer.drain()
         if self.result_code != 0 or answered == 0:
             return
+        plain = writer.transport
         await writer.start_tls(self._context)
+        if writer.transport is None:
+            # A client that leaves during the TLS handshake makes CPython 3.11's start_tls leave the writer
+            # without a transport, whose __del__ then raises; it gets the plain one back, already closed.
+            writer._transport = plain
+            return
         await reader.read(MAX_REQUEST)  # until the client closes (or the session times out)
 
 
