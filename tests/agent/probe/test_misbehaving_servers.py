@@ -34,7 +34,8 @@ from tlsfleet.coordinator.diagnosis.model import Cause, Finding
 from tlsfleet.coordinator.lab.misbehaving_servers import BEHAVIOURS, MisbehavingServer
 from tlsfleet.coordinator.lab.pki import Issued, LabPKI, write_pem
 
-pytestmark = needs_openssl
+# Every test here runs a real s_client (and curl) process beside the agent: the full suite runs them.
+pytestmark = [needs_openssl, pytest.mark.e2e]
 
 NAME = "misbehaving.test"
 CURL = shutil.which("curl")
@@ -160,7 +161,6 @@ def _start(served: list[MisbehavingServer], behaviour: str) -> MisbehavingServer
 # ------------------------------------------------------------------------------------ the first server flight
 
 
-@pytest.mark.e2e  # an s_client and a curl process per behaviour: the full suite runs it
 @pytest.mark.parametrize("behaviour", _JUDGED_BY_S_CLIENT)
 def test_the_agent_names_the_refusal_s_client_and_curl_see(
     lab: Lab, served: list[MisbehavingServer], behaviour: str
