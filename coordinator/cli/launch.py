@@ -1,4 +1,5 @@
-"""Console entry point `tlsfleet`: the start-up cache of dataclasses' generated code first, then the CLI."""
+"""Console entry point `tlsfleet`: the start-up caches (dataclasses' generated code, regular expressions'
+compiled code) first, then the CLI."""
 
 from __future__ import annotations
 
@@ -10,20 +11,23 @@ _LONG_RUNNING = (("agent", "serve"), ("coordinator", "serve"))
 
 
 def main() -> None:
-    """Run the `tlsfleet` command line (coordinator/cli/app.py) with dataclass_code installed before the
-    imports that define dataclasses, and its new entries saved as the process ends."""
+    """Run the `tlsfleet` command line (coordinator/cli/app.py) with dataclass_code and pattern_code installed
+    before the imports that define dataclasses and compile patterns, and their new entries saved as the
+    process ends."""
     words = tuple(a for a in sys.argv[1:] if not a.startswith("-"))[:2]
     if words in _LONG_RUNNING:
         from .app import main as run
 
         run()
         return
-    from . import dataclass_code
+    from . import dataclass_code, pattern_code
 
     dataclass_code.install()
+    pattern_code.install()
     try:
         from .app import main as run
 
         run()
     finally:
         dataclass_code.save()
+        pattern_code.save()

@@ -1,6 +1,7 @@
 """The start-up cache of dataclasses' generated code (coordinator/cli/dataclass_code.py): cached code is the code
 compiling would give, a fresh process compiles nothing it has seen, and a file that is not a good cache of
-this interpreter's, or not this user's alone, is ignored whole and replaced."""
+this interpreter's, or not this user's alone, is ignored whole and replaced; the console entry point keeps
+it and pattern_code's for short commands only."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def methods(cls: type) -> dict[str, Any]:
 def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The cache installed in this process with $XDG_CACHE_HOME under tmp_path, and taken out afterwards."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(dataclass_code, "_codes", {})
-    monkeypatch.setattr(dataclass_code, "_added", 0)
+    monkeypatch.setattr(dataclass_code.KEPT, "entries", {})
+    monkeypatch.setattr(dataclass_code.KEPT, "added", 0)
     dataclass_code.install()
     try:
         yield tmp_path / "tlsfleet"
@@ -80,10 +81,10 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 def test_cached_code_is_the_code_compiling_gives(installed: Path) -> None:
     cached_miss = build()  # compiled by the cache and kept
-    added = dataclass_code._added
+    added = dataclass_code.KEPT.added
     assert added >= 20
     cached_hit = build()  # every text seen: nothing compiled
-    assert dataclass_code._added == added
+    assert dataclass_code.KEPT.added == added
     dataclass_code.uninstall()
     assert "exec" not in vars(dataclasses)
     plain = build()
@@ -120,9 +121,9 @@ PROCESS = """
 import sys
 from tlsfleet.coordinator.cli import dataclass_code as cache
 cache.install()
-at_start = len(cache._codes)
+at_start = len(cache.KEPT.entries)
 import tlsfleet.agent.model, tlsfleet.coordinator.outcomes
-print(at_start, cache._added)
+print(at_start, cache.KEPT.added)
 cache.save()
 """
 
@@ -193,11 +194,12 @@ def test_the_console_entry_point_keeps_the_cache(tmp_path: Path) -> None:
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert first.returncode == 1, first.stderr
     assert '"refused"' in first.stdout
-    path = cache_file(tmp_path)
-    written = path.stat().st_mtime_ns
+    paths = [cache_file(tmp_path), *(tmp_path / "tlsfleet").glob("pattern-code.*")]
+    assert len(paths) == 2  # regular expressions' code is kept beside dataclasses' (pattern_code.py)
+    written = [path.stat().st_mtime_ns for path in paths]
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 1, again.stderr
-    assert path.stat().st_mtime_ns == written
+    assert [path.stat().st_mtime_ns for path in paths] == written
 
 
 @pytest.mark.e2e  # fresh interpreter processes
@@ -208,3 +210,4 @@ def test_a_service_runs_without_the_cache(tmp_path: Path) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr  # refused at once: --listen names no host:port
     assert not list((tmp_path / "tlsfleet").glob("dataclass-code.*"))
+    assert not list((tmp_path / "tlsfleet").glob("pattern-code.*"))
