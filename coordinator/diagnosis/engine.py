@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+import structlog
+
 from ..observation import DiagnosisSettings, Observation
 from . import (
     anchors,
@@ -28,6 +30,8 @@ from .unexplained import unexplained
 from .wording import count, name_list
 
 Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
+
+log = structlog.get_logger("tlsfleet.diagnosis")
 
 # Each module owns the causes it names; none knows about the others. A rule holds back a claim that
 # another, more specific cause explains (each rule checks the facts itself, from the observation).
@@ -58,7 +62,7 @@ def diagnose(observation: Observation, settings: DiagnosisSettings | None = None
     """Findings ordered by severity, then what explains a failure now before what predicts one, then by
     how many vantages they concern (`Finding.rank`); at most MAX_PER_CAUSE of each cause and severity."""
     settings = settings or DiagnosisSettings.for_request(observation.request)
-    found = [finding for rule in RULES for finding in rule(observation, settings)]
+    found = [finding for rule in RULES for finding in _findings_of(rule, observation, settings)]
     found += unexplained(observation, found)  # a failing host is never left without a finding
     # Every rule writes its s_client commands for TLS from the first byte; the road the probes took (a
     # STARTTLS dialogue, a proxy) is the observation's, so it is added here, once for all of them.
@@ -66,6 +70,24 @@ def diagnose(observation: Observation, settings: DiagnosisSettings | None = None
     if route:
         found = [replace(f, reproduce=routed(f.reproduce, route, observation)) for f in found]
     return tuple(sorted(bounded(found), key=lambda f: f.rank))
+
+
+def _findings_of(rule: Rule, observation: Observation, settings: DiagnosisSettings) -> list[Finding]:
+    """The rule's findings; none, and an error logged with the traceback, when the rule fails on this
+    observation: one rule's bug must not cost the others' findings, and a failing host still gets the
+    unexplained finding when no other rule names its cause."""
+    try:
+        return list(rule(observation, settings))
+    except Exception as error:
+        target = observation.request.target
+        log.error(
+            "diagnosis_rule_failed",
+            rule=f"{rule.__module__}.{rule.__qualname__}",
+            target=f"{target.host}:{target.port}",
+            error=f"{type(error).__name__}: {error}",
+            exc_info=True,
+        )
+        return []
 
 
 def bounded(found: Iterable[Finding], limit: int = MAX_PER_CAUSE) -> list[Finding]:

@@ -139,3 +139,34 @@ def test_diagnose_command_names_a_bad_file(tmp_path: Path) -> None:
     done = subprocess.run([*tlsfleet_command(), "diagnose", str(bad)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "not a tlsfleet recording" in done.stderr
+
+
+def test_a_rule_that_fails_costs_only_its_own_findings(pki: LabPKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one rule, met on an observation nobody foresaw, is logged with its traceback; the other rules
+    still speak, and a failing host still gets a finding."""
+    import structlog
+
+    from tlsfleet.coordinator.diagnosis import engine
+
+    def broken(observation: object, settings: object) -> list[object]:
+        raise KeyError("a field no rule expected")
+
+    chain = chain_for(pki, not_after=datetime.now(UTC) + timedelta(days=20))
+    observation = observe(
+        outcome("a", [address("127.0.0.2", chain)]),
+        outcome("b", [address("127.0.0.2", chain, native=Verdict.UNKNOWN_ISSUER)]),
+    )
+    expected = {f.cause for f in diagnose(observation)}
+    monkeypatch.setattr(engine, "RULES", (broken, *engine.RULES))
+    with structlog.testing.capture_logs() as events:
+        findings = diagnose(observation)
+    assert {f.cause for f in findings} == expected
+    [event] = [e for e in events if e["event"] == "diagnosis_rule_failed"]
+    assert event["log_level"] == "error"
+    assert event["rule"].endswith("broken") and event["error"] == "KeyError: 'a field no rule expected'"
+    assert event["target"] == f"{observation.request.target.host}:{observation.request.target.port}"
+    # Every rule failing: the failing host is still named, by the finding that says nothing explained it.
+    monkeypatch.setattr(engine, "RULES", (broken,))
+    with structlog.testing.capture_logs():
+        alone = diagnose(observation)
+    assert [f.agents for f in alone if f.severity >= Severity.WARNING] == [("b",)]
