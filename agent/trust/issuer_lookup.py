@@ -16,6 +16,7 @@ Where OpenSSL found no issuer although the store or the served chain holds a cer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from . import store_cache
 from .certinfo import fingerprint
 
 __all__ = ["NameKey", "StoreIndex", "chain_names", "held_namesakes", "name_key", "served_namesakes"]
@@ -63,6 +65,51 @@ def _keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
 @lru_cache(maxsize=4096)
 def _store_keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
     return _keys(cert)
+
+
+def _kept_keys(cert: x509.Certificate, fp: str) -> tuple[NameKey | None, NameKey | None]:
+    """`_store_keys(cert)`, taken from what an earlier process read of the certificate whose DER has the sha256
+    `fp` when the CLI keeps it (store_cache), else read and kept: a fresh process judging with a host's stores
+    would otherwise read some 170 roots' names (about 6 ms)."""
+    stamp = _keys_stamp()
+    kept = store_cache.load_names(fp, stamp)
+    if kept is not None and _are_keys(kept):
+        return kept  # type: ignore[return-value]  # checked by _are_keys
+    keys = _store_keys(cert)
+    store_cache.store_names(fp, stamp, keys)
+    return keys
+
+
+_stamp: str | None = None
+
+
+def _keys_stamp() -> str:
+    """What a kept reading depends on: the code that reads names into keys, and cryptography's version."""
+    global _stamp
+    if _stamp is None:
+        import marshal
+
+        import cryptography
+
+        readers = (name_key, _compared, _keys, _issuer_is_subject, _tlv_end)
+        code = marshal.dumps(tuple(f.__code__ for f in readers)) + cryptography.__version__.encode()
+        _stamp = hashlib.sha256(code).hexdigest()[:32]
+    return _stamp
+
+
+def _are_keys(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(key is None or _is_name_key(key) for key in value)
+
+
+def _is_name_key(key: object) -> bool:
+    return isinstance(key, tuple) and all(
+        isinstance(rdn, frozenset)
+        and all(
+            isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str | bytes)
+            for pair in rdn
+        )
+        for rdn in key
+    )
 
 
 def _tlv_end(der: bytes, pos: int, tag: int) -> int:
@@ -113,12 +160,15 @@ class StoreIndex:
     unkeyed: tuple[int, ...]  # names that cannot be read: candidates for every chain
 
     @classmethod
-    def of(cls, certs: Sequence[x509.Certificate]) -> StoreIndex:
+    def of(cls, certs: Sequence[x509.Certificate], fingerprints: Sequence[str] = ()) -> StoreIndex:
+        """The index of `certs`; with their DERs' sha256 (`fingerprints`, in the same order), names that an
+        earlier CLI process read are taken as it kept them."""
         by_subject: dict[NameKey, list[int]] = {}
         issuers: list[NameKey | None] = []
         unkeyed: list[int] = []
+        kept = len(fingerprints) == len(certs)
         for i, cert in enumerate(certs):
-            subject, issuer = _store_keys(cert)
+            subject, issuer = _kept_keys(cert, fingerprints[i]) if kept else _store_keys(cert)
             issuers.append(issuer)
             if subject is None or issuer is None:
                 unkeyed.append(i)

@@ -1,12 +1,15 @@
 """What trust-store discovery learnt in earlier processes, kept on disk so that a fresh CLI process need not
-learn it again: the certificates a store file parses into, and what an interpreter answered about its certifi.
+learn it again: the certificates a store file parses into, what an interpreter answered about its certifi,
+and what issuer lookup read of each store certificate's names.
 
 A store file's entry is found by the file's identity (path, device, inode, mtime, size) and used only when
 the sha256 of the bytes read now equals the one recorded: the file is still read every time, only its
 parsing is saved. Each certificate's DER comes back with its sha256, which is checked again, and is then
 parsed as usual, so a verdict always rests on the bytes of the store itself. An interpreter's answer is
 found by its command line and used only when its stamp (the interpreter's identity and its site-packages
-directories' mtimes, as runtimes.py checks in process) is unchanged; answers that failed are not kept.
+directories' mtimes, as runtimes.py checks in process) is unchanged; answers that failed are not kept. A
+certificate's names are found by the sha256 of its DER and a stamp of the code that read them (the caller's),
+and checked for shape by the caller.
 
 It is used only by a process that enables it: the CLI, whose every run discovers the stores afresh (a
 long-running agent discovers once and keeps what it read). The files live in $XDG_CACHE_HOME/tlsfleet
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import os
 import struct
+import sys
 import threading
 from collections.abc import Mapping
 
@@ -34,16 +39,20 @@ __all__ = [
     "enable",
     "forget",
     "load_answer",
+    "load_names",
     "load_parsed",
     "save",
     "store_answer",
+    "store_names",
     "store_parsed",
 ]
 
 MAX_ENTRIES = 8192
 MAX_ANSWERS = 256
+MAX_NAMES = 16384
 _STORES_FILE = "store-files.v1"
 _ANSWERS_FILE = "interpreter-answers.v1.json"
+_NAMES_FILE = f"certificate-names.{sys.implementation.cache_tag}.v1"
 _MAGIC = b"tlsfleet store-file cache 1\n"
 _U32 = struct.Struct(">I")
 
@@ -57,6 +66,10 @@ _parsed: dict[FileKey, ParsedFile] | None = None  # None: not read from disk yet
 _answers: dict[str, dict[str, object]] | None = None
 _dirty = False
 _touched: set[FileKey] = set()  # entries this process looked up or parsed: kept at the next save
+_names: dict[str, object] | None = None  # by certificate sha256; None: not read from disk yet
+_names_stamp = ""
+_names_used: set[str] = set()
+_names_dirty = False
 
 
 def enable() -> None:
@@ -208,19 +221,78 @@ def store_answer(argv: tuple[str, ...], stamp: object, answer: dict[str, object]
             _dirty = True
 
 
+def _names_header(stamp: str) -> bytes:
+    return f"tlsfleet certificate names 1 {stamp} {sys.version}\n".encode()
+
+
+def _loaded_names(stamp: str) -> dict[str, object]:
+    global _names, _names_stamp, _names_dirty
+    if _names is None or _names_stamp != stamp:
+        _names, _names_stamp, _names_dirty = {}, stamp, False
+        _names_used.clear()
+        where = cache_dir()
+        data = read_owned(where / _NAMES_FILE) if where is not None else None
+        header = _names_header(stamp)
+        if data is not None and data.startswith(header):
+            try:
+                loaded = marshal.loads(data[len(header) :])
+            except (EOFError, ValueError, TypeError):
+                loaded = None
+            if isinstance(loaded, dict) and len(loaded) <= MAX_NAMES and all(isinstance(k, str) for k in loaded):
+                _names = loaded
+    return _names
+
+
+def load_names(fp: str, stamp: str) -> object | None:
+    """What was recorded of the names of the certificate whose DER has the sha256 `fp`, by code whose stamp is
+    `stamp`; None when nothing was. The caller checks its shape."""
+    if not _enabled:
+        return None
+    with _lock:
+        value = _loaded_names(stamp).get(fp)
+        if value is not None:
+            _names_used.add(fp)
+    return value
+
+
+def store_names(fp: str, stamp: str, value: object) -> None:
+    """Record what code stamped `stamp` read of the names of the certificate `fp` (marshal's types only)."""
+    global _names_dirty
+    if not _enabled:
+        return
+    with _lock:
+        names = _loaded_names(stamp)
+        _names_used.add(fp)
+        if names.get(fp) != value:
+            names[fp] = value
+            _names_dirty = True
+
+
+def _encoded_names() -> bytes | None:
+    names = _names or {}
+    if len(names) > MAX_NAMES:  # other hosts' or versions' certificates: keep what this process used
+        names = {fp: v for fp, v in names.items() if fp in _names_used}
+    try:
+        return _names_header(_names_stamp) + marshal.dumps(names)
+    except ValueError:
+        return None
+
+
 def save() -> None:
     """Write what changed since the cache was read, atomically; any failure leaves the cache as it was."""
-    global _dirty
+    global _dirty, _names_dirty
     where = cache_dir()
     with _lock:
-        if not _dirty or where is None:
+        if not (_dirty or _names_dirty) or where is None:
             return
-        _dirty = False
-        parsed = {k: v for k, v in _loaded_parsed().items() if _current(k)}
-        files = [
-            (_STORES_FILE, _encode_parsed(parsed)),
-            (_ANSWERS_FILE, json.dumps({"version": 1, "answers": _loaded_answers()}).encode()),
-        ]
+        files: list[tuple[str, bytes]] = []
+        if _dirty:
+            parsed = {k: v for k, v in _loaded_parsed().items() if _current(k)}
+            files.append((_STORES_FILE, _encode_parsed(parsed)))
+            files.append((_ANSWERS_FILE, json.dumps({"version": 1, "answers": _loaded_answers()}).encode()))
+        if _names_dirty and (names := _encoded_names()) is not None:
+            files.append((_NAMES_FILE, names))
+        _dirty = _names_dirty = False
     try:
         for name, data in files:
             if len(data) <= MAX_CACHE_BYTES:
@@ -244,7 +316,9 @@ def _current(key: FileKey) -> bool:
 def forget() -> None:
     """Drop what this process holds and read the disk again when next asked (after a forced re-read, or a
     test that changed $XDG_CACHE_HOME)."""
-    global _parsed, _answers, _dirty
+    global _parsed, _answers, _dirty, _names, _names_dirty
     with _lock:
         _parsed, _answers, _dirty = None, None, False
+        _names, _names_dirty = None, False
         _touched.clear()
+        _names_used.clear()

@@ -108,13 +108,35 @@ def store_fingerprint(root_fingerprints: Iterator[str] | tuple[str, ...] | list[
 _SHARED_CERTIFICATES = 4096
 
 
-@lru_cache(maxsize=_SHARED_CERTIFICATES)
+_certificates: dict[bytes, x509.Certificate] = {}
+_ders: dict[x509.Certificate, bytes] = {}  # the other way round: a certificate equals another only with its DER
+
+
 def _load_der(der: bytes) -> x509.Certificate:
-    # Real system stores hold a root with a non-positive serial; the warning would repeat on every host.
-    # Parsing happens once per file change, so the (process-wide) warnings switch is rarely flipped.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
-        return x509.load_der_x509_certificate(der)
+    cert = _certificates.get(der)
+    if cert is None:
+        # Real system stores hold a root with a non-positive serial; the warning would repeat on every host.
+        # Parsing happens once per file change, so the (process-wide) warnings switch is rarely flipped.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
+        if len(_certificates) >= _SHARED_CERTIFICATES:
+            _forget_certificates()
+        _certificates[der] = cert
+        _ders[cert] = der
+    return cert
+
+
+def der_of(cert: x509.Certificate) -> bytes:
+    """The DER a store's certificate was read from: looked up, where cryptography would encode it anew
+    (some 10 us a certificate, for every root of every store a fresh process judges with)."""
+    der = _ders.get(cert)
+    return der if der is not None else cert.public_bytes(_DER_ENCODING)
+
+
+def _forget_certificates() -> None:
+    _certificates.clear()
+    _ders.clear()
 
 
 def _merge(certs: list[tuple[str, x509.Certificate]]) -> tuple[tuple[x509.Certificate, ...], tuple[str, ...]]:
@@ -850,6 +872,6 @@ def forget_cached_reads() -> None:
     """Forget every cached read and runtime answer: the next discovery reads and asks everything again."""
     _read_pem_file_cached.cache_clear()
     _read_keystore_cached.cache_clear()
-    _load_der.cache_clear()
+    _forget_certificates()
     forget_answers()
     store_cache.forget()

@@ -57,7 +57,6 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from ..model import StoreVerdict, Verdict
@@ -67,7 +66,7 @@ from .issuer_lookup import NameKey, StoreIndex, chain_names, held_namesakes, ser
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .runtimes import VerifyRules
-from .stores import LoadedStore
+from .stores import LoadedStore, der_of
 from .strict_profile import key_description, strict_note
 
 __all__ = [
@@ -92,7 +91,6 @@ _JUDGEMENT_CACHE_SIZE = 4096
 _CHAIN_CACHE_SIZE = 1024
 _READ_CHAINS_CACHE_SIZE = 64
 _TRUST_CACHE_SIZE = 64
-_DER = Encoding.DER
 
 
 @dataclass(frozen=True)
@@ -260,7 +258,7 @@ class _Trust:
 
 
 def _make_trust(loaded: LoadedStore) -> _Trust:
-    ders = [cert.public_bytes(_DER) for cert in loaded.roots]
+    ders = [der_of(cert) for cert in loaded.roots]
     fps = [fingerprint(d) for d in ders]
     edges = sorted({e for cert in loaded.roots for e in _edges(cert)})
     unavailable = libcrypto.unavailable_reason()
@@ -273,7 +271,7 @@ def _make_trust(loaded: LoadedStore) -> _Trust:
         edges=tuple(edges),
         roots=tuple(loaded.roots),
         ders=tuple(ders),
-        index=StoreIndex.of(loaded.roots),
+        index=StoreIndex.of(loaded.roots, fps),
     )
 
 

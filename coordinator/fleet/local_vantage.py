@@ -68,7 +68,7 @@ class LocalVantage:
         )
 
     async def close(self) -> None:
-        return None
+        store_cache.save()  # what judging learnt after discovery (names of the stores' certificates)
 
     def _host_facts(self) -> HostFactsCache:
         if self._facts is None:

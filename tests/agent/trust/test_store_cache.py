@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +195,61 @@ def test_an_interpreter_is_asked_again_only_when_it_or_its_site_packages_change(
     (cache / "interpreter-answers.v1.json").write_text("{not json")
     assert certifi_store() == (str(bundle), 4)
     assert certifi_store() == (str(bundle), 4)
+
+
+def test_the_next_run_takes_the_store_certificates_names_as_read_and_kept(
+    tmp_path: Path, cache: Path, pkis: tuple[LabPKI, LabPKI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlsfleet.agent.trust import issuer_lookup
+    from tlsfleet.agent.trust.certinfo import fingerprint
+
+    one, two = pkis
+    store = load_store("bundle", write_pem(tmp_path / "bundle.pem", chain_pem(one.root, two.root)))
+    fps = [fingerprint(truststores.der_of(c)) for c in store.roots]
+    assert fps == [fingerprint(one.root.der), fingerprint(two.root.der)]  # the DER as read, not encoded anew
+    first = issuer_lookup.StoreIndex.of(store.roots, fps)
+    assert first == issuer_lookup.StoreIndex.of(store.roots)
+    next_run()
+    (kept,) = cache.glob("certificate-names.*")
+    assert kept.stat().st_mode & 0o777 == 0o600
+    read: list[object] = []
+    monkeypatch.setattr(issuer_lookup, "_store_keys", lambda cert: read.append(cert) or (None, None))
+    assert issuer_lookup.StoreIndex.of(store.roots, fps) == first
+    assert read == []  # every name came from the cache
+    # A kept entry of the wrong shape (a damaged or foreign file) is read again, not used.
+    stamp = issuer_lookup._keys_stamp()
+    store_cache.store_names(fps[0], stamp, ("not", "keys"))
+    next_run()
+    assert issuer_lookup.StoreIndex.of(store.roots, fps).issuers == (None, first.issuers[1])
+    assert len(read) == 1
+    # Names read by other code (another stamp) are not taken.
+    assert store_cache.load_names(fps[1], "another reader") is None
+
+
+def test_kept_names_over_the_cap_keep_those_this_process_used(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_cache, "MAX_NAMES", 3)
+    for i in range(3):
+        store_cache.store_names(f"fp{i}", "stamp", (None, None))
+    next_run()
+    assert store_cache.load_names("fp1", "stamp") == (None, None)
+    store_cache.store_names("fp9", "stamp", (None, None))  # four entries: over the cap
+    next_run()
+    assert [fp for fp in ("fp0", "fp1", "fp2", "fp9") if store_cache.load_names(fp, "stamp")] == ["fp1", "fp9"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another interpreter", "truncated", "writable by others"])
+def test_a_names_file_that_is_not_a_good_one_is_ignored(cache: Path, damage: str) -> None:
+    store_cache.store_names("fp", "stamp", (None, None))
+    next_run()
+    (path,) = cache.glob("certificate-names.*")
+    good = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"\x00\xff" * 40)
+    elif damage == "another interpreter":
+        path.write_bytes(good.replace(sys.version.encode(), b"3.99.0 (other build)", 1))
+    elif damage == "truncated":
+        path.write_bytes(good[:-3])
+    else:
+        path.chmod(0o622)
+    forget_cached_reads()
+    assert store_cache.load_names("fp", "stamp") is None
