@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import __version__
@@ -21,6 +20,7 @@ from .endpoints import bind_failure, is_loopback_host, split_host_port
 from .errors import UsageError
 from .grpc_service import AgentService
 from .hostfacts import HostFactsCache
+from .logs import get_logger
 from .model import AgentIdentity
 from .pki.credentials import AllowedPeersInterceptor, FleetCredentials, load_credentials, server_credentials
 from .probe.client_certs import ClientCertificate
@@ -30,7 +30,7 @@ from .probe.policy import ProbePolicy
 from .probe.resolve import resolve
 from .trust.runtimes import RuntimeOptions
 
-log = structlog.get_logger("tlsfleet.agent")
+log = get_logger("tlsfleet.agent")
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 64 addresses x a 16-certificate chain fits with room to spare
 SHUTDOWN_GRACE_S = 5.0

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
-import structlog
 
 from ..v1 import agent_pb2, link_pb2, link_pb2_grpc
 from .endpoints import EndpointError, join_host_port, split_host_port
 from .errors import UsageError
 from .grpc_service import AgentService
+from .logs import get_logger
 from .pki.credentials import FleetCredentials, channel_credentials, channel_options_for_peer
 from .pki.fleet_ca import FleetPkiError, normalize_name
 
-log = structlog.get_logger("tlsfleet.agent")
+log = get_logger("tlsfleet.agent")
 
 MAX_ENDPOINTS = 16
 BACKOFF_INITIAL_S = 0.5

@@ -7,16 +7,16 @@ import time
 from dataclasses import replace
 
 import grpc
-import structlog
 
 from ..v1 import agent_pb2, agent_pb2_grpc, probe_pb2
 from . import wire
 from .hostfacts import HostFactsCache
+from .logs import get_logger
 from .model import AgentDescription, AgentIdentity, ProbeOptions
 from .probe.engine import ProbeEngine
 from .probe.request_limits import RequestError, fit_to_deadline, request_id_of, validate_request
 
-log = structlog.get_logger("tlsfleet.agent")
+log = get_logger("tlsfleet.agent")
 
 
 class ProbeSlots:

@@ -1,15 +1,19 @@
 """Logging set-up: services write structlog JSON lines (or console lines when asked), the CLI writes short
 lines for humans. The standard library's loggers (gRPC's Python side, asyncio) go through the same
 renderer; with gRPC's C core kept quiet (`command.quiet_grpc_core`), a service's stderr holds nothing but
-its own lines."""
+its own lines.
+
+Modules log through `get_logger`, which imports structlog when a line is first logged: a short command that
+logs nothing (a probe from this machine, as a rule) never loads it. The CLI's set-up may be deferred the same
+way (`defer_configuration`): it runs before the first line, from structlog or from the standard library."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any, TextIO
-
-import structlog
 
 from .errors import UsageError
 
@@ -21,9 +25,69 @@ class LogOptionError(UsageError):
     """A --log-level or --log-format value that is not accepted."""
 
 
+def get_logger(name: str) -> Any:
+    """structlog's logger `name`, imported and configured when it first logs."""
+    return _Deferred(name)
+
+
+class _Deferred:
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            settle()
+            import structlog
+
+            logger = self._logger = structlog.get_logger(self._name)
+        return getattr(logger, attr)
+
+
+_pending: Callable[[], None] | None = None
+_pending_lock = threading.Lock()
+
+
+def defer_configuration(configure: Callable[[], None], level: str) -> None:
+    """Run `configure` (which imports structlog) before the first line is logged, rather than now; records of
+    the standard library's loggers at `level` or above log the first line as well."""
+    global _pending
+    level_number(level)  # refused now, not at the first line
+    with _pending_lock:
+        _pending = configure
+    root = logging.getLogger()
+    root.handlers[:] = [_SettleFirst()]
+    root.setLevel(level_number(level))
+
+
+def settle() -> None:
+    """Run a deferred configuration, once."""
+    global _pending
+    with _pending_lock:
+        configure, _pending = _pending, None
+        if configure is not None:
+            configure()
+
+
+class _SettleFirst(logging.Handler):
+    """The root handler until logging is configured: the first record configures it, then goes through the
+    handlers the configuration installed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        settle()
+        for handler in logging.getLogger().handlers:
+            if handler is not self:
+                handler.handle(record)
+
+
 def configure_service_logging(level: str = "info", stream: TextIO | None = None, log_format: str = "json") -> None:
     """One event per line on stderr (or `stream`), with an ISO timestamp and level: JSON, or `console`
     lines for a person at a terminal."""
+    import structlog
+
     renderer = _renderer(log_format, colors=False)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -43,6 +107,8 @@ def configure_service_logging(level: str = "info", stream: TextIO | None = None,
 
 def configure_cli_logging(level: str = "warning") -> None:
     """Short human-readable lines on stderr; the CLI's real output goes to stdout."""
+    import structlog
+
     renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     shared: list[Any] = [structlog.processors.add_log_level]
     structlog.configure(
@@ -67,6 +133,8 @@ def check_log_format(log_format: str) -> str:
 
 
 def _renderer(log_format: str, *, colors: bool) -> Any:
+    import structlog
+
     if check_log_format(log_format) == "console":
         return structlog.dev.ConsoleRenderer(colors=colors)
     return structlog.processors.JSONRenderer()
@@ -74,6 +142,8 @@ def _renderer(log_format: str, *, colors: bool) -> Any:
 
 def _route_stdlib(stream: TextIO, level: str, shared: list[Any], renderer: Any) -> None:
     """Records of the standard library's loggers become lines of the same shape as structlog's own."""
+    import structlog
+
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

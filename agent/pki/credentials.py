@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import structlog
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from ..bounded_read import FileTooLarge, read_capped
 from ..errors import UsageError
+from ..logs import get_logger
 from .fleet_ca import (
     MAX_PEM_BYTES,
     ROLES,
@@ -46,7 +46,7 @@ __all__ = [
     "server_credentials",
 ]
 
-_log = structlog.get_logger()
+_log = get_logger("tlsfleet")
 _MAX_NAMES_SHOWN = 5
 _SAN_KEY = "x509_subject_alternative_name"
 _HEALTH_METHODS = "/grpc.health.v1.Health/"

@@ -19,9 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..logs import get_logger
 from ..model import (
     AddressResult,
     AiaFetch,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the CLI's probes have neither; AIA fetching loads its code 
 
 __all__ = ["STORE_CHECK_INTERVAL_S", "ProbeEngine", "Resolver"]
 
-log = structlog.get_logger("tlsfleet.agent")
+log = get_logger("tlsfleet.agent")
 
 STORE_CHECK_INTERVAL_S = 1.0  # how often, at most, a probe or a describe checks whether a store changed
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-import structlog
-
+from ...agent.logs import get_logger
 from ..observation import DiagnosisSettings, Observation
 from . import (
     anchors,
@@ -31,7 +30,7 @@ from .wording import count, name_list
 
 Rule = Callable[[Observation, DiagnosisSettings], Iterable[Finding]]
 
-log = structlog.get_logger("tlsfleet.diagnosis")
+log = get_logger("tlsfleet.diagnosis")
 
 # Each module owns the causes it names; none knows about the others. A rule holds back a claim that
 # another, more specific cause explains (each rule checks the facts itself, from the observation).

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-import structlog
-
+from ...agent.logs import get_logger
 from ...agent.naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS
 from ...v1 import link_pb2
 from .link_session import LinkSession
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 
 _VERSION = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 _SHOWN = 64  # characters of an unchecked name quoted back in a refusal

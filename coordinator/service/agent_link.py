@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 import grpc
-import structlog
 
 from ...agent.endpoints import bind_failure, join_host_port, split_host_port
+from ...agent.logs import get_logger
 from ...agent.pki.credentials import FleetCredentials, peer_identity, require_peer, server_credentials
 from ...v1 import link_pb2, link_pb2_grpc
 from ..fleet.fanout import describe_all
@@ -28,7 +28,7 @@ from ..fleet.selector import SelectorError, parse_selector
 from ..outcomes import DescribeOutcome
 from .config import AgentLinkConfig
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 
 REGISTRATION_TIMEOUT_S = 10.0
 MAX_QUERY_TIMEOUT_S = 300.0

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import structlog
-
+from ...agent.logs import get_logger
 from .alerts import alert_from_payload
 from .history.store import HistoryError, HistoryStore, OutboxRow
 from .webhooks import Attempt, WebhookTarget, open_client, post_alert
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 
     from .metrics import FleetMetrics
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 
 DEFAULT_MAX_IN_FLIGHT = 8
 DEFAULT_PER_WEBHOOK = 8  # rows of one webhook one pass takes, posted one after another

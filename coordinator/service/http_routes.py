@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import structlog
-
+from ...agent.logs import get_logger
 from .changes import changes_between
 from .config import ReportConfig
 from .fleet_page import (
@@ -42,7 +41,7 @@ from .report_model import Change, ReportRun
 if TYPE_CHECKING:  # the link registry's wire code loads only where a service runs an agent link
     from ..fleet.link_registry import LinkedAgentInfo, LinkRegistry
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 
 MAX_RENDERS = 2
 HEALTH_TIMEOUT_S = 3.0

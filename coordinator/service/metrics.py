@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qs
 
-import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,6 +38,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ... import __version__
+from ...agent.logs import get_logger
 from ...agent.model import Failure, Verdict
 from ...agent.trust.certinfo import CertSummary
 from ..diagnosis.model import Finding
@@ -47,7 +47,7 @@ from ..observation import Observation
 from ..outcomes import VantageState
 from .report_model import Change, ReportRun
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 
 DEFAULT_MAX_SERIES = 10_000
 Labels = tuple[str, ...]

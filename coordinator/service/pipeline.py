@@ -11,8 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
+from ...agent.logs import get_logger
 from ..diagnosis.model import Severity
 from ..fleet.probe_slots import ProbeSlots
 from .alerts import Alert, AlertKind, alert_to_payload, plan_alerts
@@ -32,7 +31,7 @@ from .webhooks import WebhookTarget
 if TYPE_CHECKING:  # the agent link's gRPC servicers load only where a service runs one
     from .agent_link import AgentLinkServer
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 # Empty runs (interrupted, abandoned early) passed over to find the previous run; past them, an empty one is it.
 MAX_EMPTY_RUNS_PASSED = 100
 

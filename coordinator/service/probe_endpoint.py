@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ...agent.errors import UsageError
+from ...agent.logs import get_logger
 from ..diagnosis.engine import diagnose
 from ..fleet.probe_slots import ProbeSlots
 from ..fleet.vantage import Vantage
@@ -35,7 +35,7 @@ from .metrics import CERT_EXPIRY, DROPPED_NAME, PROBE_SPECS, TEXT, HttpReply, Ht
 if TYPE_CHECKING:  # the link registry's wire code loads only where a service runs an agent link
     from ..fleet.link_registry import LinkRegistry
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 
 PARAMETERS = ("target", "agents", "starttls")
 SCRAPE_TIMEOUT_HEADER = "x-prometheus-scrape-timeout-seconds"

@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from ...agent.logs import get_logger
 from ...agent.model import ProbeRequest
 from ..diagnosis.engine import diagnose
 from ..fleet.fanout import describe_all
@@ -23,7 +22,7 @@ from ..probing import build_request, observe
 from .config import ReportConfig
 from .report_model import AgentSnapshot, ReportRun, TargetRun
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 DESCRIBE_TIMEOUT_S = 5.0
 
 

@@ -20,16 +20,15 @@ import signal
 import socket
 from datetime import UTC, datetime, timedelta
 
-import structlog
-
 from ...agent.errors import UsageError
+from ...agent.logs import get_logger
 from .config import ReportConfig, ServiceConfig
 from .history import HistoryError, HistoryStore, open_history
 from .pipeline import Pipeline
 from .reports.writer import prune_reports
 from .schedule import Schedule
 
-log = structlog.get_logger("tlsfleet.coordinator")
+log = get_logger("tlsfleet.coordinator")
 PRUNE_EVERY = timedelta(hours=1)
 ABANDON_WAIT_S = 15.0  # an abandoned run still saves what it probed
 RENEWALS_PER_EXPIRY = 3  # a lease is renewed (and expired ones swept) this often within its expiry

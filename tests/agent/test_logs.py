@@ -10,6 +10,7 @@ import logging
 import pytest
 import structlog
 
+from tlsfleet.agent import logs
 from tlsfleet.agent.logs import LogOptionError, configure_cli_logging, configure_service_logging
 
 
@@ -21,6 +22,7 @@ def restore_logging():
     root.handlers[:] = handlers
     root.setLevel(level)
     structlog.reset_defaults()
+    logs._pending = None  # a deferred set-up no line ran
 
 
 def test_stdlib_records_become_json_lines_like_structlogs_own() -> None:
@@ -59,3 +61,32 @@ def test_bad_options_name_what_is_accepted(level: str, log_format: str, named: s
     with pytest.raises(LogOptionError, match=named) as error:
         configure_service_logging(level, stream=io.StringIO(), log_format=log_format)
     assert "accepted:" in str(error.value)
+
+
+def test_a_deferred_configuration_runs_once_before_the_first_line() -> None:
+    out = io.StringIO()
+    calls: list[str] = []
+
+    def configure() -> None:
+        calls.append("configured")
+        configure_service_logging("info", stream=out)
+
+    logs.defer_configuration(configure, "warning")
+    log = logs.get_logger("tlsfleet.test")
+    assert calls == []  # nothing logged yet: nothing configured
+    log.warning("first_line", n=1)
+    log.warning("second_line", n=2)
+    assert calls == ["configured"]
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["first_line", "second_line"]
+
+
+def test_a_standard_library_record_configures_a_deferred_set_up_and_is_logged_by_it() -> None:
+    out = io.StringIO()
+    logs.defer_configuration(lambda: configure_service_logging("info", stream=out), "warning")
+    logging.getLogger("asyncio").info("below the deferred level: nothing configured")
+    assert out.getvalue() == ""
+    logging.getLogger("asyncio").error("Task exception was never retrieved")
+    [line] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["event"] == "Task exception was never retrieved" and line["logger"] == "asyncio"
+    with pytest.raises(LogOptionError):
+        logs.defer_configuration(lambda: None, "loud")
