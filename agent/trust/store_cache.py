@@ -26,7 +26,6 @@ import hashlib
 import json
 import marshal
 import os
-import struct
 import sys
 import threading
 from collections.abc import Mapping
@@ -50,11 +49,10 @@ __all__ = [
 MAX_ENTRIES = 8192
 MAX_ANSWERS = 256
 MAX_NAMES = 16384
-_STORES_FILE = "store-files.v1"
+_STORES_FILE = "store-files.v2"
 _ANSWERS_FILE = "interpreter-answers.v1.json"
 _NAMES_FILE = f"certificate-names.{sys.implementation.cache_tag}.v1"
-_MAGIC = b"tlsfleet store-file cache 1\n"
-_U32 = struct.Struct(">I")
+_MAGIC = f"tlsfleet store-file cache 2 {sys.version}\n".encode()
 
 FileKey = tuple[str, int, int, int, int]  # path, st_dev, st_ino, st_mtime_ns, st_size
 # (sha256 hex of the file's bytes, (sha256 hex, DER) of each certificate in order, blocks seen, unreadable)
@@ -79,47 +77,45 @@ def enable() -> None:
 
 
 def _decode_parsed(data: bytes) -> dict[FileKey, ParsedFile]:
-    """Records after the magic: a u32-prefixed JSON header, then its certificates, each u32-prefixed DER.
-    Raises ValueError (or struct.error, KeyError, TypeError) on anything malformed."""
+    """The entries after the magic, as marshal wrote them, each checked for shape. Raises ValueError (or
+    EOFError, TypeError) on anything malformed."""
     if not data.startswith(_MAGIC):
         raise ValueError("not a store-file cache of this version")
-    view = memoryview(data)
-    pos = len(_MAGIC)
-    out: dict[FileKey, ParsedFile] = {}
+    loaded = marshal.loads(data[len(_MAGIC) :])
+    if not isinstance(loaded, dict) or len(loaded) > MAX_ENTRIES:
+        raise ValueError("not a mapping within the cap")
+    for key, entry in loaded.items():
+        if not (_is_file_key(key) and _is_parsed_file(entry)):
+            raise ValueError("an entry of another shape")
+    return loaded
 
-    def take() -> bytes:
-        nonlocal pos
-        (size,) = _U32.unpack_from(view, pos)
-        end = pos + 4 + size
-        if end > len(view):
-            raise ValueError("truncated record")
-        chunk = bytes(view[pos + 4 : end])
-        pos = end
-        return chunk
 
-    while pos < len(view):
-        if len(out) >= MAX_ENTRIES:
-            raise ValueError("more entries than the cap")
-        head = json.loads(take())
-        path, dev, ino, mtime, size = head["key"]
-        key: FileKey = (str(path), int(dev), int(ino), int(mtime), int(size))
-        fingerprints = head["certs"]
-        if not isinstance(fingerprints, list) or len(fingerprints) > MAX_ENTRIES:
-            raise ValueError("bad certificate list")
-        certs = tuple((str(fp), take()) for fp in fingerprints)
-        out[key] = (str(head["sha256"]), certs, int(head["blocks"]), int(head["bad"]))
-    return out
+def _is_file_key(key: object) -> bool:
+    return (
+        isinstance(key, tuple)
+        and len(key) == 5
+        and isinstance(key[0], str)
+        and all(isinstance(n, int) for n in key[1:])
+    )
+
+
+def _is_parsed_file(entry: object) -> bool:
+    if not (isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[0], str)):
+        return False
+    certs, blocks, bad = entry[1:]
+    return (
+        isinstance(certs, tuple)
+        and len(certs) <= MAX_ENTRIES
+        and all(
+            isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], str) and isinstance(c[1], bytes) for c in certs
+        )
+        and isinstance(blocks, int)
+        and isinstance(bad, int)
+    )
 
 
 def _encode_parsed(entries: Mapping[FileKey, ParsedFile]) -> bytes:
-    parts = [_MAGIC]
-    for key, (digest, certs, blocks, bad) in entries.items():
-        head = json.dumps(
-            {"key": list(key), "sha256": digest, "certs": [fp for fp, _ in certs], "blocks": blocks, "bad": bad}
-        )
-        for chunk in (head.encode(), *(der for _, der in certs)):
-            parts += (_U32.pack(len(chunk)), chunk)
-    return b"".join(parts)
+    return _MAGIC + marshal.dumps(dict(entries))
 
 
 def _loaded_parsed() -> dict[FileKey, ParsedFile]:
@@ -131,7 +127,7 @@ def _loaded_parsed() -> dict[FileKey, ParsedFile]:
         if data is not None:
             try:
                 _parsed = _decode_parsed(data)
-            except (ValueError, struct.error, KeyError, TypeError, RecursionError):
+            except (ValueError, EOFError, TypeError):
                 _parsed = {}  # corrupt or foreign: parse everything, and replace it at the next save
     return _parsed
 

@@ -74,7 +74,7 @@ def test_the_next_run_takes_a_store_from_the_cache(
     bundle = write_pem(tmp_path / "bundle.pem", chain_pem(one.root, two.root))
     first = load_store("bundle", bundle)
     next_run()
-    assert (cache / "store-files.v1").is_file()
+    assert (cache / "store-files.v2").is_file()
     parses = Parses(monkeypatch)
     again = load_store("bundle", bundle)
     assert parses.count == 0
@@ -106,7 +106,10 @@ def test_a_store_changed_in_place_is_seen_on_the_next_run(
     assert after.fingerprint == load_store("fresh", write_pem(tmp_path / "two.pem", two.root_pem())).info.fingerprint
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "tampered certificate", "writable by others"])
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", "truncated", "tampered certificate", "writable by others", "another interpreter", "another shape"],
+)
 def test_a_corrupt_or_foreign_cache_is_ignored_and_replaced(
     tmp_path: Path, cache: Path, pkis: tuple[LabPKI, LabPKI], monkeypatch: pytest.MonkeyPatch, damage: str
 ) -> None:
@@ -114,7 +117,7 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_replaced(
     bundle = write_pem(tmp_path / "bundle.pem", chain_pem(one.root, two.root))
     expected = load_store("bundle", bundle).info
     next_run()
-    cached = cache / "store-files.v1"
+    cached = cache / "store-files.v2"
     data = cached.read_bytes()
     if damage == "garbage":
         cached.write_bytes(b"\x00garbage" * 100)
@@ -124,6 +127,13 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_replaced(
         # One byte inside the last certificate's DER: its recorded sha256 no longer matches.
         at = len(data) - 40
         cached.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :])
+    elif damage == "another interpreter":
+        cached.write_bytes(data.replace(sys.version.encode(), b"3.99.0 (other build)", 1))
+    elif damage == "another shape":
+        import marshal
+
+        header = data[: data.index(b"\n") + 1]
+        cached.write_bytes(header + marshal.dumps({("x", 1, 2, 3, 4): ("digest", (("fp", "not bytes"),), 1, 0)}))
     else:
         cached.chmod(0o666)
     parses = Parses(monkeypatch)

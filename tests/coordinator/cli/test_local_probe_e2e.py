@@ -69,7 +69,7 @@ def test_the_next_run_sees_a_store_that_changed_in_place(tmp_path: Path) -> None
     bundle = write_pem(tmp_path / "bundle.pem", padded(one.root_pem()))
     env = {"SSL_CERT_FILE": str(bundle)}
     first = store_of(run_probe(tmp_path, env=env), "ssl_cert_file")
-    cached = tmp_path / "cache" / "tlsfleet" / "store-files.v1"
+    cached = tmp_path / "cache" / "tlsfleet" / "store-files.v2"
     assert cached.is_file() and str(bundle).encode() in cached.read_bytes()
     assert store_of(run_probe(tmp_path, env=env), "ssl_cert_file") == first
 
