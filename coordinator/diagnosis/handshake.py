@@ -406,6 +406,7 @@ def findings(observation: Observation, settings: DiagnosisSettings) -> Iterator[
         if outcome is not None:
             by_outcome[outcome].append(r)
     yield from _client_certificates(observation, by_outcome[Outcome.CLIENT_CERT], completed)
+    yield from _asked_without_answer(observation, completed)
     yield from _too_large(observation, by_outcome[Outcome.CERT_TOO_LARGE], completed)
     yield from _weak(observation, by_outcome[Outcome.WEAK_KEY_EXCHANGE], completed)
 
@@ -556,6 +557,55 @@ def _missing_certificate(observation: Observation, rows: list[Row], completed: l
             fix=_CONFIGURE,
             reproduce=_client_cert_reproduce(observation, failing[0]),
         )
+
+
+def _asked_without_answer(observation: Observation, completed: list[Row]) -> Iterator[Finding]:
+    """A note where the server asked for a client certificate, got none, and let the handshake finish anyway.
+
+    TLS says nothing more there: nginx's `ssl_verify_client on` finishes every such handshake and refuses each
+    request above it (HTTP 400), just as `optional` finishes it and serves; no TLS client tells the two apart."""
+    rows = [
+        r
+        for r in completed
+        if r.address.handshake.failure is Failure.NONE
+        and r.address.handshake.client_cert_requested
+        and not r.address.handshake.client_cert
+    ]
+    if not rows:
+        return
+    agents = agents_of(rows)
+    everyone = "every vantage" if len(agents) > 1 and len(agents) == len(agents_of(completed)) else name_list(agents)
+    yield Finding(
+        cause=Cause.CLIENT_CERT_REQUIRED,
+        severity=Severity.INFO,
+        summary=(
+            f"{observation.target} asks for a client certificate (mutual TLS; {_accepts(rows)}) and lets the "
+            f"handshake finish without one from {everyone}: TLS succeeds, but the server may still refuse every "
+            "request that comes without a certificate above TLS, as nginx does with `ssl_verify_client on` (HTTP "
+            "400, 'No required SSL certificate was sent'); with `optional` it serves them. The handshake alone "
+            "cannot tell which."
+        ),
+        agents=agents,
+        addresses=addresses_of(rows),
+        evidence=_client_cert_evidence(observation, rows, []),
+        fix=(
+            "Send a request without a certificate (the reproduce commands do, with curl): if the server refuses it, "
+            "clients of this service need a certificate from one of the accepted CAs. " + _CONFIGURE
+        ),
+        reproduce=(*_client_cert_reproduce(observation, rows[0]), _curl_without_certificate(observation, rows[0])),
+    )
+
+
+def _curl_without_certificate(observation: Observation, row: Row) -> str:
+    port = observation.request.target.port
+    name = row.result.sni or row.result.expected_name or row.address.address
+    host = f"[{name}]" if ":" in name else name
+    address = f"[{row.address.address}]" if ":" in row.address.address else row.address.address
+    url = f"https://{host}:{port}/"
+    return (
+        f"curl -sS -o /dev/null -w '%{{http_code}}\\n' --resolve {shlex.quote(f'{name}:{port}:{address}')} "
+        f"{shlex.quote(url)}"
+    )
 
 
 def _refused_certificate(observation: Observation, rows: list[Row], completed: list[Row]) -> Finding:

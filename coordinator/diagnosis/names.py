@@ -463,6 +463,20 @@ def _finding(observation: Observation, settings: DiagnosisSettings, pairs: list[
         f"{s_client(first.address.address, port, first.result.sni)} 2>/dev/null | "
         "openssl x509 -noout -subject -ext subjectAltName"
     ]
+    unmatched_sni = not no_sni and parse_expected_name(name).ip is None and first.result.sni is not None
+    if unmatched_sni and all(c.kind is Mismatch.NOT_LISTED for c in distinct.values()):
+        # A certificate for other names altogether is often the default virtual host answering an SNI name that no
+        # server block claims; the certificate for the name may well be on the server already.
+        fix += (
+            f" If the server already holds a certificate for {name}, the SNI name {name} matches none of its "
+            "virtual hosts and its default one answered: add the name to the right one (nginx: server_name in the "
+            "server block that listens on this address and port; the reproduce commands compare the certificate "
+            "sent without SNI)."
+        )
+        reproduce.append(
+            f"{s_client(first.address.address, port, None)} 2>/dev/null | openssl x509 -noout -subject -ext "
+            "subjectAltName"
+        )
     if parse_expected_name(name).ip is None:
         reproduce += [
             save_chain(first.address.address, port, first.result.sni),

@@ -507,8 +507,9 @@ _EVERYWHERE = {
     ),
     "reset": (
         "the connection is reset on the ClientHello: a firewall or IPS in front of the server that cuts TLS to "
-        "this port, a load balancer without a healthy backend, or a server that accepts nothing the vantages offer "
-        "(only old TLS versions, another SNI name)"
+        "this port, a load balancer without a healthy backend, a server that accepts nothing the vantages offer "
+        "(only old TLS versions, another SNI name), or one that expects a PROXY protocol header before TLS (nginx "
+        "`listen ... proxy_protocol`, HAProxy `accept-proxy`) and is reached directly, not through its load balancer"
     ),
     "aborted": "the server aborts mid-handshake: its TLS stack fails with its certificate, key or settings",
     "not tls": (
@@ -534,7 +535,11 @@ _EVERYWHERE = {
     "alert unrecognized_name, no SNI": (
         "no SNI was sent, and the server refuses clients that name no host (it serves virtual hosts by SNI only)"
     ),
-    "alert internal_error": "the server fails internally (its certificate, key, an HSM or a backend)",
+    "alert internal_error": (
+        "the server fails internally: its certificate, key, an HSM or a backend, or TLS versions it allows that its "
+        "own TLS library can no longer sign for (an OpenSSL 3 server limited to TLS 1.0 or 1.1, such as nginx with "
+        "`ssl_protocols TLSv1 TLSv1.1`, answers internal_error to every client)"
+    ),
     "alert access_denied": "the server refuses these clients (an allow list or access policy)",
     "alert bad_record_mac": (
         "the server cannot decrypt what the client sent: with RSA key exchange, a private key that is not the "
@@ -559,7 +564,9 @@ _FIX_EVERYWHERE = {
     "reset": (
         "Find what sends the reset: a firewall, IPS or load balancer in front of the server (its logs, a packet "
         "capture on the server side), then the server's TLS configuration (the reproduce commands try an older "
-        "version and no SNI)."
+        "version and no SNI). A server log of a broken PROXY protocol header (nginx: 'broken header ... while "
+        "reading PROXY protocol') means the port wants its load balancer in front: probe through it, or listen "
+        "without proxy_protocol for direct clients."
     ),
     "aborted": "Check the server's TLS logs: the certificate and key it loads, its cipher and group settings.",
     "not tls": (
@@ -589,7 +596,11 @@ _FIX_EVERYWHERE = {
         "health checks and load-balancer probes by address) send it; or give the server a default certificate for "
         "clients without SNI."
     ),
-    "alert internal_error": "Check the server's logs for the handshake error: its certificate and key, HSM or backend.",
+    "alert internal_error": (
+        "Check the server's logs for the handshake error: its certificate and key, HSM or backend; 'no suitable "
+        "signature algorithm' there means its TLS versions are too old for its OpenSSL: allow TLS 1.2 and 1.3 "
+        "(nginx `ssl_protocols TLSv1.2 TLSv1.3;`)."
+    ),
     "alert access_denied": "Check the server's client access policy (allow lists by address or identity).",
     "alert bad_record_mac": (
         "Check that the server's key belongs to its certificate (`openssl x509 -noout -pubkey -in CERT | openssl "
