@@ -22,7 +22,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -70,6 +70,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "OpenSSL_version": (ctypes.c_char_p, [ctypes.c_int]),
     "ERR_clear_error": (None, []),
     "d2i_X509": (_VP, [_VP, ctypes.POINTER(_VP), ctypes.c_long]),
+    "d2i_X509_AUX": (_VP, [_VP, ctypes.POINTER(_VP), ctypes.c_long]),
     "i2d_X509": (ctypes.c_int, [_VP, ctypes.POINTER(_VP)]),
     "X509_free": (None, [_VP]),
     "X509_STORE_new": (_VP, []),
@@ -250,12 +251,22 @@ def error_string(code: int) -> str:
 
 def _d2i(crypto: ctypes.CDLL, der: bytes) -> int | None:
     """An X509* for exactly these bytes (trailing bytes refused, as TLS does); None when not a certificate."""
+    return _read_x509(crypto.d2i_X509, crypto, der)
+
+
+def _d2i_aux(crypto: ctypes.CDLL, der: bytes) -> int | None:
+    """`_d2i` for a certificate followed by its trust settings (X509_CERT_AUX), as a TRUSTED CERTIFICATE block
+    holds it and OpenSSL reads it into a store."""
+    return _read_x509(crypto.d2i_X509_AUX, crypto, der)
+
+
+def _read_x509(d2i: Callable[..., int | None], crypto: ctypes.CDLL, der: bytes) -> int | None:
     if not der:
         return None
     buf = ctypes.create_string_buffer(der, len(der))
     start = ctypes.addressof(buf)
     cursor = _VP(start)
-    x = crypto.d2i_X509(None, ctypes.byref(cursor), len(der))
+    x = d2i(None, ctypes.byref(cursor), len(der))
     if not x:
         return None
     if (cursor.value or 0) - start != len(der):
@@ -330,11 +341,14 @@ class X509Store:
         self.add(ders)
 
     def add(self, ders: Sequence[bytes]) -> None:
-        """Trust these certificates too."""
+        """Trust these certificates too: each DER may be followed by the certificate's trust settings
+        (X509_CERT_AUX, from a TRUSTED CERTIFICATE block), which X509_verify_cert then honours as it does
+        for `openssl verify -CAfile`: a trusted or rejected purpose, and a trust anchor below the root."""
         crypto, store = self._crypto, self.handle
         try:
             for der in ders:
-                x = _d2i(crypto, der)
+                # Trailing bytes after a certificate are its trust settings here (a second reading, rare).
+                x = _d2i(crypto, der) or _d2i_aux(crypto, der)
                 if x is None:
                     self.skipped += 1
                     continue

@@ -3,7 +3,9 @@
 A store is identified by its content: the sha256 over its sorted root fingerprints. Two names may share
 one content (SSL_CERT_FILE pointing at the system bundle); discovery keeps both, and the equal
 fingerprints tell the reader. Reading is cached by (path, inode, mtime, size), so refreshing is cheap.
-A store that cannot be read becomes a TrustStore with `error` set, never an exception.
+A store that cannot be read becomes a TrustStore with `error` set, never an exception. A TRUSTED CERTIFICATE
+block's trust settings are kept beside its root (LoadedStore.aux) and a certificate only OpenSSL reads beside
+the roots (LoadedStore.opaque), for the verdict; the fingerprint and root count name the roots alone.
 
 Runtime stores (certifi, Java's cacerts, NODE_EXTRA_CA_CERTS as Node's) come from the runtimes really on
 the host (runtimes.py) and carry `runtime` and `found_by`; a store the operator named (--runtime,
@@ -23,9 +25,10 @@ import ssl
 import stat
 import struct
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import TypedDict
 
@@ -85,6 +88,12 @@ class LoadedStore:
     info: TrustStore
     roots: tuple[x509.Certificate, ...]
     detail: str = ""  # how a runtime uses the store, when that differs from "these roots only"
+    # Per root, the trust settings a TRUSTED CERTIFICATE block gave it (X509_CERT_AUX DER, b"" for a plain
+    # CERTIFICATE); () when no root has any. OpenSSL honours them: a rejected or trusted purpose, an anchor.
+    aux: tuple[bytes, ...] = ()
+    # (DER, trust settings) of certificates OpenSSL reads and cryptography refuses (an encoded DEFAULT, say):
+    # OpenSSL trusts them as any other, so the verdict does; nothing else can read them.
+    opaque: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,16 @@ class _Read:
     roots: tuple[x509.Certificate, ...] = ()
     fingerprints: tuple[str, ...] = ()
     error: str = ""
+    aux: tuple[bytes, ...] = ()  # as LoadedStore.aux
+    opaque: tuple[tuple[bytes, bytes], ...] = ()  # as LoadedStore.opaque
+
+
+# (sha256 of the certificate's DER, the certificate, its trust settings or b"")
+_Entry = tuple[str, x509.Certificate, bytes]
+
+
+def _entries(read: _Read) -> Iterator[_Entry]:
+    return zip(read.fingerprints, read.roots, read.aux or repeat(b"", len(read.roots)), strict=True)
 
 
 def store_fingerprint(root_fingerprints: Iterator[str] | tuple[str, ...] | list[str]) -> str:
@@ -139,12 +158,14 @@ def _forget_certificates() -> None:
     _ders.clear()
 
 
-def _merge(certs: list[tuple[str, x509.Certificate]]) -> tuple[tuple[x509.Certificate, ...], tuple[str, ...]]:
-    """Distinct certificates by fingerprint, keeping first-seen order."""
-    seen: dict[str, x509.Certificate] = {}
-    for fp, cert in certs:
-        seen.setdefault(fp, cert)
-    return tuple(seen.values()), tuple(seen.keys())
+def _merge(certs: Iterable[_Entry]) -> tuple[tuple[x509.Certificate, ...], tuple[str, ...], tuple[bytes, ...]]:
+    """Distinct certificates by fingerprint, keeping first-seen order and the first one's trust settings (as
+    X509_STORE_add_cert keeps the first of equal certificates, whatever their aux)."""
+    seen: dict[str, tuple[x509.Certificate, bytes]] = {}
+    for fp, cert, aux in certs:
+        seen.setdefault(fp, (cert, aux))
+    auxes = tuple(aux for _, aux in seen.values())
+    return tuple(cert for cert, _ in seen.values()), tuple(seen.keys()), auxes if any(auxes) else ()
 
 
 def _der_sequence_prefix(data: bytes) -> bytes:
@@ -162,6 +183,7 @@ def _der_sequence_prefix(data: bytes) -> bytes:
 
 
 _LABELS = (b"CERTIFICATE-----", b"TRUSTED CERTIFICATE-----")
+_TRUSTED_BEGIN = b"-----BEGIN TRUSTED CERTIFICATE-----"
 
 
 def _label_at(data: bytes, at: int) -> bytes:
@@ -196,47 +218,70 @@ def _pem_blocks(data: bytes) -> list[tuple[bool, bytes]]:
     return blocks
 
 
-def _parse_certificates(data: bytes) -> tuple[list[tuple[str, x509.Certificate]], int, int]:
-    """(certificates, blocks seen, blocks unreadable) from PEM text or one DER certificate."""
+def _openssl_reads(der: bytes) -> bool:
+    """Whether libcrypto, which the verdict uses, reads the certificate cryptography refused."""
+    from . import libcrypto  # loaded only for such a certificate, which is rare
+
+    return not libcrypto.unavailable_reason() and libcrypto.parses(der)
+
+
+def _parse_certificates(data: bytes) -> tuple[list[_Entry], int, int, list[tuple[bytes, bytes]]]:
+    """(certificates, blocks seen, blocks unreadable, (DER, trust settings) of those only OpenSSL reads) from
+    PEM text or one DER certificate."""
     blocks = _pem_blocks(data)
-    out: list[tuple[str, x509.Certificate]] = []
+    out: list[_Entry] = []
+    opaque: list[tuple[bytes, bytes]] = []
     bad = 0
     if not blocks:
         # One DER certificate, taken byte for byte: stripping could cut a DER that ends in 0x0a or 0x20.
         if data[:1] != b"\x30":
-            return [], 0, 0
+            return [], 0, 0, []
         try:
             cert = _load_der(data)
         except ValueError:
-            return [], 0, 0
-        return [(hashlib.sha256(data).hexdigest(), cert)], 1, 0
+            return ([], 1, 0, [(data, b"")]) if _openssl_reads(data) else ([], 0, 0, [])
+        return [(hashlib.sha256(data).hexdigest(), cert, b"")], 1, 0, []
     for trusted, body in blocks:
         try:
-            der = base64.b64decode(b"".join(body.split()), validate=True)  # split(): the whitespace \s matches
-            if trusted:
-                der = _der_sequence_prefix(der)
-            cert = _load_der(der)
+            whole = base64.b64decode(b"".join(body.split()), validate=True)  # split(): the whitespace \s matches
         except (ValueError, binascii.Error):
             bad += 1
             continue
-        out.append((hashlib.sha256(der).hexdigest(), cert))
-    return out, len(blocks), bad
+        der = _der_sequence_prefix(whole) if trusted else whole
+        try:
+            cert = _load_der(der)
+        except ValueError:
+            if _openssl_reads(der):
+                opaque.append((der, whole[len(der) :]))
+            else:
+                bad += 1
+            continue
+        out.append((hashlib.sha256(der).hexdigest(), cert, whole[len(der) :]))
+    return out, len(blocks), bad, opaque
 
 
-def _parse_remembered(key: store_cache.FileKey, data: bytes) -> tuple[list[tuple[str, x509.Certificate]], int, int]:
+def _parse_remembered(
+    key: store_cache.FileKey, data: bytes
+) -> tuple[list[_Entry], int, int, list[tuple[bytes, bytes]]]:
     """`_parse_certificates(data)`, with the PEM decoding skipped when a process before this one parsed
-    these very bytes (store_cache checks them); the certificates are loaded from their DER either way."""
+    these very bytes (store_cache checks them); the certificates are loaded from their DER either way. A file
+    with trust settings (TRUSTED CERTIFICATE blocks) or with a certificate only OpenSSL reads, both rare, is
+    always parsed afresh: the cache keeps parsed DER alone, and an entry an earlier version wrote would lack
+    them (it counted the second kind unreadable)."""
+    if _TRUSTED_BEGIN in data:
+        return _parse_certificates(data)
     remembered = store_cache.load_parsed(key, data)
-    if remembered is not None:
+    if remembered is not None and not remembered[2]:
         certs, blocks, bad = remembered
         try:
-            return [(fp, _load_der(der)) for fp, der in certs], blocks, bad
+            return [(fp, _load_der(der), b"") for fp, der in certs], blocks, bad, []
         except ValueError:
             pass  # refused by this cryptography: parse afresh
-    parsed, blocks, bad = _parse_certificates(data)
-    ders = tuple((fp, cert.public_bytes(_DER_ENCODING)) for fp, cert in parsed)
-    store_cache.store_parsed(key, data, ders, blocks, bad)
-    return parsed, blocks, bad
+    parsed, blocks, bad, opaque = _parse_certificates(data)
+    if not opaque:
+        ders = tuple((fp, cert.public_bytes(_DER_ENCODING)) for fp, cert, _ in parsed)
+        store_cache.store_parsed(key, data, ders, blocks, bad)
+    return parsed, blocks, bad, opaque
 
 
 def _too_large(error: FileTooLarge) -> _Read:
@@ -263,14 +308,28 @@ def _read_pem_file_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, _
         return _too_large(exc)
     except OSError as exc:
         return _Read(error=f"cannot read {path}: {exc.strerror or exc}")
-    certs, blocks, bad = _parse_remembered((path_str, _dev, _ino, _mtime_ns, _size), data)
-    roots, fps = _merge(certs)
-    if not roots:
+    certs, blocks, bad, opaque = _parse_remembered((path_str, _dev, _ino, _mtime_ns, _size), data)
+    roots, fps, aux = _merge(certs)
+    notes = [_opaque_note(path, len(opaque))] if opaque else []
+    if not roots and not opaque:
         if blocks:
             return _Read(error=f"{path}: {bad} certificate block(s), none parseable")
         return _Read(error=f"{path}: no certificates (expected PEM CERTIFICATE blocks or one DER certificate)")
-    error = f"{path}: {bad} of {blocks} certificate blocks unparseable, skipped" if bad else ""
-    return _Read(roots, fps, error)
+    if bad:
+        notes.insert(0, f"{path}: {bad} of {blocks} certificate blocks unparseable, skipped")
+    return _Read(roots, fps, "; ".join(notes), aux, tuple(opaque))
+
+
+def _opaque_note(path: Path | str, n: int) -> str:
+    return f"{path}: {n} certificate(s) only OpenSSL reads, not cryptography: trusted in verdicts, not counted"
+
+
+def _unique(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """First-seen distinct certificates, by DER."""
+    seen: dict[bytes, bytes] = {}
+    for der, aux in pairs:
+        seen.setdefault(der, aux)
+    return tuple(seen.items())
 
 
 def _read_pem_file(path: Path) -> _Read:
@@ -289,7 +348,8 @@ def _read_dir(path: Path) -> _Read:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
     except OSError as exc:
         return _Read(error=f"cannot list {path}: {exc.strerror or exc}")
-    certs: list[tuple[str, x509.Certificate]] = []
+    certs: list[_Entry] = []
+    opaque: list[tuple[bytes, bytes]] = []
     seen_inodes: set[tuple[int, int]] = set()
     files = 0
     total = 0
@@ -320,28 +380,30 @@ def _read_dir(path: Path) -> _Read:
         files += 1
         total += key[4]
         read = _read_pem_file_cached(*key)
+        opaque.extend(read.opaque)
         if read.roots:
-            certs.extend(zip(read.fingerprints, read.roots, strict=True))
+            certs.extend(_entries(read))
         elif read.error.startswith("cannot read"):
             unreadable += 1
         # Files without certificates (CRLs, READMEs) are normal in a hashed dir and ignored.
-    roots, fps = _merge(certs)
+    roots, fps, aux = _merge(certs)
     notes = [truncated] if truncated else []
     if unreadable:
         notes.append(f"{path}: {unreadable} file(s) unreadable")
-    if not roots:
+    if opaque:
+        notes.append(_opaque_note(path, len(_unique(opaque))))
+    if not roots and not opaque:
         notes.insert(0, f"{path}: no certificates in directory")
-    return _Read(roots, fps, "; ".join(notes))
+    return _Read(roots, fps, "; ".join(notes), aux, _unique(opaque))
 
 
 def _read_dirs(value: str) -> _Read:
     """SSL_CERT_DIR may list several directories separated by os.pathsep, as OpenSSL accepts."""
     parts = [p for p in value.split(os.pathsep) if p]
     reads = [_read_dir(Path(p)) if Path(p).is_dir() else _Read(error=f"{p} is not a directory") for p in parts]
-    certs = [pair for r in reads for pair in zip(r.fingerprints, r.roots, strict=True)]
-    roots, fps = _merge(certs)
+    roots, fps, aux = _merge(entry for r in reads for entry in _entries(r))
     error = "; ".join(r.error for r in reads if r.error)
-    return _Read(roots, fps, error)
+    return _Read(roots, fps, error, aux, _unique(pair for r in reads for pair in r.opaque))
 
 
 # --- Java keystores -------------------------------------------------------------------------------
@@ -456,14 +518,14 @@ def _read_keystore_cached(path_str: str, _dev: int, _ino: int, _mtime_ns: int, _
             return _Read(
                 error=f"{path}: neither JKS nor PKCS12 readable with password '{JAVA_DEFAULT_PASSWORD}': {exc}"
             )
-    certs: list[tuple[str, x509.Certificate]] = []
+    certs: list[_Entry] = []
     bad = 0
     for der in ders:
         try:
-            certs.append((hashlib.sha256(der).hexdigest(), _load_der(der)))
+            certs.append((hashlib.sha256(der).hexdigest(), _load_der(der), b""))
         except ValueError:
             bad += 1
-    roots, fps = _merge(certs)
+    roots, fps, _ = _merge(certs)
     notes = [error] if error else []
     if bad:
         notes.append(f"{bad} of {len(ders)} certificates unparseable, skipped")
@@ -505,7 +567,7 @@ def _loaded(
         found_by=found_by,
         declared=declared,
     )
-    return LoadedStore(info=info, roots=read.roots, detail=detail)
+    return LoadedStore(info=info, roots=read.roots, detail=detail, aux=read.aux, opaque=read.opaque)
 
 
 class _Tags(TypedDict):
@@ -688,8 +750,9 @@ _IN_ENV_NODE = ("NODE_EXTRA_CA_CERTS", "NODE_OPTIONS", "NODE_USE_SYSTEM_CA")
 
 @lru_cache(maxsize=8)
 def _read_bundled(pems: tuple[str, ...]) -> _Read:
-    certs, blocks, bad = _parse_certificates("\n".join(pems).encode())
-    roots, fps = _merge(certs)
+    certs, blocks, bad, opaque = _parse_certificates("\n".join(pems).encode())
+    bad += len(opaque)
+    roots, fps, _ = _merge(certs)
     if not roots:
         return _Read(error="node listed no parseable bundled roots")
     return _Read(roots, fps, f"{bad} of {blocks} bundled roots unparseable, skipped" if bad else "")
@@ -731,15 +794,17 @@ def _node_stores(runtimes: tuple[Runtime, ...], environ: Mapping[str, str]) -> l
             out.append(_loaded(name, KIND_NODE, r.location, read, runtime="node", found_by=found_by, declared=declared))
             continue
         parts: list[str] = []
-        certs: list[tuple[str, x509.Certificate]] = []
+        certs: list[_Entry] = []
         errors: list[str] = []
         for source in sources(answer, trust, environ):
             read = _read_source(source, answer.roots)
-            certs.extend(zip(read.fingerprints, read.roots, strict=True))
+            certs.extend(_entries(read))
             parts.append(f"{source.label} ({len(read.roots)})")
             if read.error:
                 errors.append(read.error)
-        roots, fps = _merge(certs)
+        # Trust settings stay out of node's stores: node reads its extra certificates with PEM_read_bio_X509,
+        # which takes no trust settings.
+        roots, fps, _ = _merge(certs)
         found_by = f"node {answer.version} at {where}: {' + '.join(parts)}{said}"
         read = _Read(roots, fps, "; ".join(errors))
         out.append(_loaded(name, KIND_NODE, r.location, read, runtime="node", found_by=found_by, declared=declared))

@@ -17,7 +17,11 @@ OpenSSL's 20 for a lone leaf reads LEAF_ONLY_UNVERIFIABLE (the server sent no in
 holds a certificate of the leaf's issuer's name that OpenSSL passed over (`issuer_lookup.held_namesakes`).
 
 Only the store's certificates are trusted, and only a path to a self-signed root counts (OpenSSL
-without -partial_chain): a store holding an intermediate alone gives 2 (unable to get issuer).
+without -partial_chain): a store holding an intermediate alone gives 2 (unable to get issuer). The store's
+certificates go to OpenSSL with the trust settings of their TRUSTED CERTIFICATE blocks (LoadedStore.aux), as
+`openssl verify -CAfile` reads them: a rejected serverAuth refuses (28), a trusted one accepts a root whose
+own EKU lacks it, and a certificate so trusted is an anchor though not self-signed. Certificates OpenSSL reads
+and cryptography refuses (LoadedStore.opaque) are trusted too.
 
 A runtime's store is judged under that runtime's own rules (runtimes.verification_rules, found at discovery):
 node's store at the security level node itself verifies at (its `nodejs_conf`, not the host's level); a Java
@@ -231,7 +235,7 @@ class _Trust:
     by_fp: dict[str, x509.Certificate]
     edges: tuple[int, ...]  # sorted validity edges of every store certificate
     roots: tuple[x509.Certificate, ...]
-    ders: tuple[bytes, ...]  # of `roots`
+    ders: tuple[bytes, ...]  # of `roots`, each followed by its trust settings (LoadedStore.aux) where it has some
     index: StoreIndex
     _in_native: set[int] = field(default_factory=set)  # positions in `roots` read into `native`
     _native_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -258,15 +262,18 @@ class _Trust:
 
 
 def _make_trust(loaded: LoadedStore) -> _Trust:
-    ders = [der_of(cert) for cert in loaded.roots]
-    fps = [fingerprint(d) for d in ders]
+    plain = [der_of(cert) for cert in loaded.roots]
+    fps = [fingerprint(d) for d in plain]
+    # OpenSSL reads a root with its trust settings, as `openssl verify -CAfile` reads a TRUSTED CERTIFICATE.
+    ders = [d + aux for d, aux in zip(plain, loaded.aux, strict=True)] if loaded.aux else plain
     edges = sorted({e for cert in loaded.roots for e in _edges(cert)})
     unavailable = libcrypto.unavailable_reason()
-    native = libcrypto.X509Store() if not unavailable else None
+    # Certificates only OpenSSL reads are out of the name index: they are all in the store from the start.
+    native = libcrypto.X509Store([d + aux for d, aux in loaded.opaque]) if not unavailable else None
     return _Trust(
         native=native,
         unavailable=unavailable,
-        fps=frozenset(fps),
+        fps=frozenset(fps) | {fingerprint(d) for d, _ in loaded.opaque},
         by_fp=dict(zip(fps, loaded.roots, strict=True)),
         edges=tuple(edges),
         roots=tuple(loaded.roots),
@@ -353,8 +360,15 @@ def clear_caches() -> None:
 
 def _store_key(loaded: LoadedStore) -> str:
     # The fingerprint names the root set: stores with equal content share one X509_STORE and one verdict.
-    # An empty store's verdict names why it is empty, so its key does too.
-    return loaded.info.fingerprint or f"empty:{loaded.info.path}:{loaded.info.error}"
+    # An empty store's verdict names why it is empty, so its key does too. The fingerprint leaves out the
+    # roots' trust settings (TRUSTED CERTIFICATE blocks), which change verdicts: the key holds them.
+    # Certificates only OpenSSL reads are out of the fingerprint too.
+    key = loaded.info.fingerprint or f"empty:{loaded.info.path}:{loaded.info.error}"
+    if loaded.aux or loaded.opaque:
+        parts = [*loaded.aux, *(p for pair in loaded.opaque for p in pair)]
+        settings = hashlib.sha256(b"".join(len(a).to_bytes(4, "big") + a for a in parts)).hexdigest()
+        key = f"{key}+{len(loaded.aux)}:{len(loaded.opaque)}:{settings}"
+    return key
 
 
 def _rules_for(loaded: LoadedStore) -> VerifyRules:
@@ -410,7 +424,7 @@ class _Context:
         return f"'{cert.subject.rfc4514_string()}' ({fp})" if cert is not None else f"certificate {fp}"
 
     def store_note(self) -> str:
-        if self.store.roots:
+        if self.store.roots or self.store.opaque:
             return ""
         return f" (store holds no certificates: {self.store.info.error or 'empty'})"
 
