@@ -178,6 +178,8 @@ _NOT_TLS = frozenset(
         "RECORD_TOO_SMALL",
     }
 )
+# How much of the peer's first answer is kept, to say what spoke instead of TLS.
+_FIRST_BYTES = 64
 _EXCESSIVE_MESSAGE_SIZE = "EXCESSIVE_MESSAGE_SIZE"  # OpenSSL's max_cert_list (100 KiB) for a Certificate
 # Alerts by which a server refuses a client (certificate) that sent no certificate.
 _NO_CERTIFICATE_ALERTS = frozenset(
@@ -1001,6 +1003,8 @@ async def _handshake_over(
     except ssl.SSLError as e:
         failure, alert, refused_by = _classify(e, transcript)
         error = str(e)
+        if failure is Failure.NOT_TLS:
+            error += _answer_text(counter.first)
     except _TooLarge:
         failure, refused_by = Failure.TOO_LARGE, Party.CLIENT
         error = f"the server sent more than {max_bytes} bytes without completing the handshake"
@@ -1043,9 +1047,10 @@ async def _handshake_over(
 
 @dataclass
 class _Counter:
-    """Bytes received over one connection, against the cap."""
+    """Bytes received over one connection, against the cap, and the first of them."""
 
     received: int = 0
+    first: bytes = b""
 
 
 def _negotiated(sslobj: ssl.SSLObject, transcript: Transcript, done: bool) -> tuple[str, str]:
@@ -1085,6 +1090,17 @@ def _classify(error: ssl.SSLError, transcript: Transcript) -> tuple[Failure, str
     if reason == _EXCESSIVE_MESSAGE_SIZE and transcript.hello is not None and not transcript.saw(CERTIFICATE):
         return Failure.CERT_TOO_LARGE, "", Party.CLIENT
     return Failure.PROTOCOL_ERROR, "", Party.CLIENT
+
+
+def _answer_text(first: bytes) -> str:
+    """What the peer sent instead of TLS, for a person: its first line where it is text (an HTTP status line,
+    an SSH or SMTP banner), else its first bytes in hex."""
+    if not first:
+        return ""
+    line = first.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
+    if line and all(32 <= b < 127 for b in line):
+        return f"; the server answered in plain text: '{line.decode('ascii')}'"
+    return f"; the server's first bytes: {first[:16].hex(' ')}"
 
 
 def _refused_client_without_certificate(failure: Failure, alert: str, transcript: Transcript, presented: bool) -> bool:
@@ -1134,6 +1150,8 @@ async def _receive(reader: asyncio.StreamReader, incoming: ssl.MemoryBIO, max_by
     data = await reader.read(min(_READ_CHUNK, max_bytes - counter.received + 1))
     if not data:
         raise _PeerClosed
+    if len(counter.first) < _FIRST_BYTES:
+        counter.first += data[: _FIRST_BYTES - len(counter.first)]
     counter.received += len(data)
     if counter.received > max_bytes:
         raise _TooLarge

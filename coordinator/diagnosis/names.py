@@ -470,8 +470,10 @@ def _finding(observation: Observation, settings: DiagnosisSettings, pairs: list[
         fix += (
             f" If the server already holds a certificate for {name}, the SNI name {name} matches none of its "
             "virtual hosts and its default one answered: add the name to the right one (nginx: server_name in the "
-            "server block that listens on this address and port; the reproduce commands compare the certificate "
-            "sent without SNI)."
+            "server block that listens on this address and port; HAProxy chooses by the names in each certificate "
+            "it loads, or by the filters of a `crt-list` line, and answers any other name with the first "
+            "certificate of its bind line: put the certificate in the `crt` file or directory, or give its "
+            "`crt-list` line the name; the reproduce commands compare the certificate sent without SNI)."
         )
         reproduce.append(
             f"{s_client(first.address.address, port, None)} 2>/dev/null | openssl x509 -noout -subject -ext "

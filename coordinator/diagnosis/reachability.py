@@ -16,6 +16,7 @@ Handshakes that a variant with another SNI setting completes are SNI's finding a
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections import defaultdict
 from collections.abc import Iterator
@@ -440,7 +441,9 @@ def _phase(row: Row) -> str:
             return f"{connect}, then the connection is {verb} after the server's certificate ({version}), mid-handshake"
         case Failure.NOT_TLS:
             reason = reason_code(hs.error)
-            return f"{connect}, but the answer to the ClientHello is not TLS{f' ({reason})' if reason else ''}"
+            answer = plain_answer(hs.error)
+            said = f": {answer!r}" if answer else ""
+            return f"{connect}, but the answer to the ClientHello is not TLS{f' ({reason})' if reason else ''}{said}"
         case Failure.TLS_ALERT:
             return f"{connect}, then the server ends the handshake {reached(row)} with alert {hs.alert or 'unnamed'}"
         case Failure.TOO_LARGE:
@@ -463,6 +466,15 @@ def _unoffered_alpn(row: Row) -> bool:
     return hs.failure is Failure.PROTOCOL_ERROR and bool(hs.alpn) and reason_code(hs.error) == _BAD_EXTENSION
 
 
+_PLAIN_ANSWER = re.compile(r"; the server answered in plain text: '(.*)'$")
+
+
+def plain_answer(error: str) -> str:
+    """The first line a peer sent instead of TLS, as the agent quotes it in its error; "" when it sent none."""
+    match = _PLAIN_ANSWER.search(error)
+    return match.group(1) if match else ""
+
+
 def _family(row: Row) -> str:
     """The kind of explanation that fits: 'silent', 'stalled', 'hung up', 'aborted', 'not tls', ..."""
     hs = row.address.handshake
@@ -474,7 +486,7 @@ def _family(row: Row) -> str:
             return "aborted"
         return "hung up" if hs.failure is Failure.CLOSED else "reset"
     if hs.failure is Failure.NOT_TLS:
-        return "not tls"
+        return "not tls, http" if plain_answer(hs.error).startswith("HTTP/") else "not tls"
     if hs.failure is Failure.TLS_ALERT:
         if hs.alert == "unrecognized_name" and row.result.sni is None:
             return "alert unrecognized_name, no SNI"
@@ -516,6 +528,10 @@ _EVERYWHERE = {
         "the port does not speak TLS: plain HTTP, SSH, or a protocol that needs STARTTLS first (SMTP, IMAP, "
         "PostgreSQL, LDAP)"
     ),
+    "not tls, http": (
+        "the port speaks plain HTTP, not TLS: it answers the ClientHello with an HTTP error, as a listener whose "
+        "TLS was never enabled does (HAProxy `bind` without `ssl crt`, nginx `listen` without `ssl`)"
+    ),
     "protocol": "the server sends TLS that OpenSSL clients reject",
     "bad signature": (
         "the server's handshake signature does not verify with the key in its certificate: it signs with a private "
@@ -531,14 +547,19 @@ _EVERYWHERE = {
         "which OpenSSL 3 clients refuse unless their configuration allows it (Options = UnsafeLegacyServerConnect)"
     ),
     "internal": "the agents' probes fail internally: this says nothing about the server yet",
-    "alert unrecognized_name": "the server does not serve the name sent in SNI",
+    "alert unrecognized_name": (
+        "the server does not serve the name sent in SNI: it holds no certificate for it and refuses rather than "
+        "answer with a default one (HAProxy `strict-sni`)"
+    ),
     "alert unrecognized_name, no SNI": (
-        "no SNI was sent, and the server refuses clients that name no host (it serves virtual hosts by SNI only)"
+        "no SNI was sent, and the server refuses clients that name no host (it serves virtual hosts by SNI only, "
+        "as HAProxy does with `strict-sni` whatever certificates it holds)"
     ),
     "alert internal_error": (
         "the server fails internally: its certificate, key, an HSM or a backend, or TLS versions it allows that its "
         "own TLS library can no longer sign for (an OpenSSL 3 server limited to TLS 1.0 or 1.1, such as nginx with "
-        "`ssl_protocols TLSv1 TLSv1.1`, answers internal_error to every client)"
+        "`ssl_protocols TLSv1 TLSv1.1` or HAProxy with `ssl-max-ver TLSv1.1`, answers internal_error to every "
+        "client)"
     ),
     "alert access_denied": "the server refuses these clients (an allow list or access policy)",
     "alert bad_record_mac": (
@@ -565,13 +586,18 @@ _FIX_EVERYWHERE = {
         "Find what sends the reset: a firewall, IPS or load balancer in front of the server (its logs, a packet "
         "capture on the server side), then the server's TLS configuration (the reproduce commands try an older "
         "version and no SNI). A server log of a broken PROXY protocol header (nginx: 'broken header ... while "
-        "reading PROXY protocol') means the port wants its load balancer in front: probe through it, or listen "
-        "without proxy_protocol for direct clients."
+        "reading PROXY protocol'; HAProxy: 'Received something which does not look like a PROXY protocol header') "
+        "means the port wants its load balancer in front: probe through it, or listen without proxy_protocol "
+        "(HAProxy: a `bind` without `accept-proxy`) for direct clients."
     ),
     "aborted": "Check the server's TLS logs: the certificate and key it loads, its cipher and group settings.",
     "not tls": (
         "Probe the port that speaks TLS, or speak the port's protocol first (`openssl s_client -starttls smtp`, "
         "`-starttls postgres`, ...)."
+    ),
+    "not tls, http": (
+        "If clients reach this port with https://, enable TLS on its listener (HAProxy `bind ... ssl crt FILE`, "
+        "nginx `listen ... ssl`) and reload; if it is meant to serve plain HTTP, probe the port that serves TLS."
     ),
     "protocol": "Check the server's TLS implementation and version against current OpenSSL clients.",
     "bad signature": (
@@ -590,16 +616,22 @@ _FIX_EVERYWHERE = {
         "(system_default section) lets them through, without protection against renegotiation attacks."
     ),
     "internal": "Check the agents' logs and versions; probe again after upgrading them.",
-    "alert unrecognized_name": "Serve the name on the server (its virtual host), or probe the name it serves.",
+    "alert unrecognized_name": (
+        "Serve the name on the server (its virtual host; HAProxy: a certificate whose names cover it in the bind "
+        "line's `crt` directory, or a `crt-list` line for it), or probe the name it serves."
+    ),
     "alert unrecognized_name, no SNI": (
         "Send SNI: probe without --no-sni (or with --sni NAME), and make the clients that send none (old Java, "
-        "health checks and load-balancer probes by address) send it; or give the server a default certificate for "
-        "clients without SNI."
+        "health checks and load-balancer probes by address) send it; or let the server answer clients without "
+        "SNI: give it a default certificate, and where HAProxy refuses them with `strict-sni`, a default "
+        "certificate is not enough: drop `strict-sni` from the bind line."
     ),
     "alert internal_error": (
         "Check the server's logs for the handshake error: its certificate and key, HSM or backend; 'no suitable "
         "signature algorithm' there means its TLS versions are too old for its OpenSSL: allow TLS 1.2 and 1.3 "
-        "(nginx `ssl_protocols TLSv1.2 TLSv1.3;`)."
+        "(nginx `ssl_protocols TLSv1.2 TLSv1.3;`, HAProxy `ssl-min-ver TLSv1.2` with no `ssl-max-ver` below "
+        "TLSv1.2). HAProxy logs no reason, only 'SSL handshake failure' (and answers internal_error even to a "
+        "TLS 1.2 ClientHello): read its bind line's `ssl-max-ver` and the global `ssl-default-bind-options`."
     ),
     "alert access_denied": "Check the server's client access policy (allow lists by address or identity).",
     "alert bad_record_mac": (
@@ -620,7 +652,10 @@ def _reproduce_incomplete(observation: Observation, row: Row) -> tuple[str, ...]
         commands.append(s_client_with(observation, row, "-max_protocol", "TLSv1.1", "-cipher", "DEFAULT@SECLEVEL=0"))
         if row.result.sni:
             commands.append(s_client(row.address.address, port, None, show_certs=False))
-    if family == "not tls":
+    if family == "alert unrecognized_name":
+        # Without SNI a server that has a default certificate answers; one with HAProxy's strict-sni refuses again.
+        commands.append(s_client(row.address.address, port, None, show_certs=False))
+    if family.startswith("not tls"):
         host = shlex.quote(row.address.address)
         commands.append(
             f"printf 'HEAD / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc {host} {port} | head -c 300 | od -c | head"
