@@ -27,11 +27,13 @@ from ..model import (
     AiaFetch,
     Failure,
     Handshake,
+    NativeVerdict,
     ProbeRequest,
     ProbeResult,
     Resolution,
     RootCertificate,
     TrustStore,
+    Verdict,
 )
 from ..trust.certinfo import fingerprint
 from ..trust.names import parse_expected_name
@@ -41,7 +43,7 @@ from ..trust.verify import judge_against_stores
 from .handshake import ContextCache, handshake
 from .request_limits import RequestError, validate_request
 from .resolve import Resolver, resolve
-from .starttls import Route, route_for
+from .starttls import LINE_PROTOCOLS, Route, route_for, words_after_starttls
 from .targets import TargetError, is_ip_literal, normalize_host
 
 if TYPE_CHECKING:  # the CLI's probes have neither; AIA fetching loads its code when an agent turns it on
@@ -52,6 +54,9 @@ __all__ = ["STORE_CHECK_INTERVAL_S", "ProbeEngine", "Resolver"]
 
 log = get_logger("tlsfleet.agent")
 
+# How long a second STARTTLS dialogue waits for the server's words before TLS, on a port that answered the
+# ClientHello with something not TLS: a server says why at once, or not at all.
+_LISTEN_BEFORE_TLS_S = 1.0
 STORE_CHECK_INTERVAL_S = 1.0  # how often, at most, a probe or a describe checks whether a store changed
 
 
@@ -288,7 +293,7 @@ class ProbeEngine:
         client_cert = self._client_cert(options.client_cert)
         async with self._semaphore():
             try:
-                return await handshake(
+                result = await handshake(
                     address,
                     request.target.port,
                     server_hostname_for_sni=sni,
@@ -309,6 +314,27 @@ class ProbeEngine:
                     address=address,
                     handshake=Handshake(failure=Failure.INTERNAL, error=_describe(error)),
                 )
+            if result.handshake.failure is Failure.NOT_TLS and route.starttls in LINE_PROTOCOLS:
+                return await _heard_before_tls(result, request.target.port, route, deadline)
+            return result
+
+
+async def _heard_before_tls(result: AddressResult, port: int, route: Route, deadline: float) -> AddressResult:
+    """A ClientHello after STARTTLS answered by something not TLS: listen once more, on a new connection, for
+    what the server says after accepting STARTTLS. A server whose TLS could not start says so in plain text
+    (Dovecot's `* BYE [UNAVAILABLE] TLS initialization failed.`), and that refusal is the result; a port
+    that said nothing before the ClientHello keeps its not-TLS result."""
+    seconds = min(_LISTEN_BEFORE_TLS_S, deadline - time.monotonic())
+    spoke = await words_after_starttls(result.address, port, route, seconds) if seconds > 0 else None
+    if spoke is None:
+        return result
+    return AddressResult(
+        address=result.address,
+        connect_ms=result.connect_ms,
+        connect_failure=spoke.failure,
+        connect_error=spoke.message,
+        native=NativeVerdict(Verdict.NO_CHAIN, hostname_checked=result.native.hostname_checked),
+    )
 
 
 _last_infos: tuple[tuple[LoadedStore, ...], tuple[TrustStore, ...]] = ((), ())

@@ -14,7 +14,9 @@ the server takes for a command and reports "wrong version number", where curl sa
 
 Every exchange is bounded: one deadline for the whole of it (the caller's connect budget), at most
 `MAX_LINE_BYTES` per reply line (or reply message) and `MAX_REPLY_LINES` lines per reply. What the server
-sends past its STARTTLS answer stays in the stream reader, where the TLS handshake reads it.
+sends past its STARTTLS answer stays in the stream reader, where the TLS handshake reads it; except that in
+the line-based dialogues (SMTP, IMAP, POP3, FTP) a server that has already said more, in plain text, by the
+time its answer is read refused TLS after all, and is quoted so (Dovecot whose key does not fit).
 """
 
 from __future__ import annotations
@@ -34,16 +36,19 @@ if TYPE_CHECKING:  # the proxy code loads only for a probe that goes through one
 
 __all__ = [
     "DIRECT",
+    "LINE_PROTOCOLS",
     "MAX_LINE_BYTES",
     "MAX_REPLY_LINES",
     "REFUSED_STARTTLS",
     "WELL_KNOWN_PORTS",
     "Route",
+    "SpokeBeforeTls",
     "StarttlsFailed",
     "before_tls",
     "infer_starttls",
     "negotiate",
     "route_for",
+    "words_after_starttls",
 ]
 
 MAX_LINE_BYTES = 4096  # RFC 5321 allows 512 per SMTP reply line; servers' EHLO lines are far shorter
@@ -115,6 +120,10 @@ class StarttlsFailed(Exception):
         self.proxy_status = proxy_status
 
 
+class SpokeBeforeTls(StarttlsFailed):
+    """The server accepted STARTTLS, then said in plain text, before any TLS, that it would not start it."""
+
+
 async def before_tls(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -122,9 +131,11 @@ async def before_tls(
     address: str,
     port: int,
     deadline: float,
+    listen: float = 0.0,
 ) -> None:
     """Run the proxy's CONNECT (for `route.connect_host` or `address`) and the STARTTLS exchange, both by
-    `deadline` (a `time.perf_counter()` value). Raises StarttlsFailed, with the proxy's failures as they are."""
+    `deadline` (a `time.perf_counter()` value), then listen `listen` seconds for words before TLS (see
+    `negotiate`). Raises StarttlsFailed, with the proxy's failures as they are."""
     if route.proxy is not None:
         from .proxy import ProxyFailed, connect_through
 
@@ -133,19 +144,29 @@ async def before_tls(
         except ProxyFailed as failed:
             raise StarttlsFailed(failed.failure, failed.message, failed.status) from None
     if route.starttls is not Starttls.NONE:
-        await negotiate(reader, writer, route.starttls, route.domain or route.connect_host or address, deadline)
+        host = route.domain or route.connect_host or address
+        await negotiate(reader, writer, route.starttls, host, deadline, listen)
 
 
 async def negotiate(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: Starttls, host: str, deadline: float
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    protocol: Starttls,
+    host: str,
+    deadline: float,
+    listen: float = 0.0,
 ) -> None:
-    """Speak `protocol` until the server is ready for the ClientHello; raises StarttlsFailed otherwise."""
+    """Speak `protocol` until the server is ready for the ClientHello; raises StarttlsFailed otherwise.
+    In a line-based dialogue, whatever the server has said past its acceptance by then, or within `listen`
+    seconds more, is a refusal after all (SpokeBeforeTls)."""
     speak = _PROTOCOLS[protocol]
     left = deadline - time.perf_counter()
     talk = _Conversation(reader, writer)
     try:
         async with asyncio.timeout(max(left, 0.0)):
             await speak(talk, host)
+            if protocol in LINE_PROTOCOLS:
+                await _nothing_before_tls(talk, min(listen, max(deadline - time.perf_counter(), 0.0) / 2))
     except TimeoutError:
         raise StarttlsFailed(
             Failure.STARTTLS_TIMEOUT,
@@ -163,6 +184,43 @@ async def negotiate(
         ) from None
 
 
+async def _nothing_before_tls(talk: _Conversation, listen: float) -> None:
+    """Raise SpokeBeforeTls when the server, having agreed to start TLS, says more in plain text (by now, or
+    within `listen` seconds): no TLS server speaks before the ClientHello, so those are its words about TLS
+    failing to start (Dovecot answers `OK Begin TLS negotiation now.`, then `* BYE [UNAVAILABLE] TLS
+    initialization failed.`, or POP3's `-ERR [SYS/TEMP] ...`, when its key does not fit its certificate, and
+    hangs up). Read as TLS, they are only a "wrong version number": a port that does not speak TLS at all."""
+    said = await talk.already_sent(listen)
+    if said and said[0] not in _TLS_RECORD_TYPES:
+        first = said.split(b"\n", 1)[0].rstrip(b"\r")
+        raise SpokeBeforeTls(
+            Failure.STARTTLS_UNSUPPORTED, f"{REFUSED_STARTTLS}: it answered {talk.last}, then {_shown(first)}"
+        )
+
+
+async def words_after_starttls(address: str, port: int, route: Route, seconds: float) -> SpokeBeforeTls | None:
+    """Speak the route's STARTTLS again on a new connection and, sending no ClientHello, listen up to
+    `seconds` in all: the refusal of a server that agreed to start TLS and then said in plain text that it
+    could not (its words came after the acceptance, not with it, so the first dialogue missed them), or
+    None when it kept quiet, spoke TLS, or the dialogue went otherwise."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(seconds):
+            reader, writer = await asyncio.open_connection(*route.dial(address, port))
+    except (TimeoutError, OSError):
+        return None
+    try:
+        left = seconds - (time.perf_counter() - started)
+        await before_tls(reader, writer, route, address, port, started + seconds, listen=left)
+    except SpokeBeforeTls as spoke:
+        return spoke
+    except (StarttlsFailed, OSError):
+        return None
+    finally:
+        writer.transport.abort()
+    return None
+
+
 class _Conversation:
     """Bounded reads and writes over one stream; `stalled_at` says where it stands, for a timeout's words
     (a Postfix postscreen sends its first 220- line, then the rest only after its greet wait, 6 s)."""
@@ -171,6 +229,7 @@ class _Conversation:
         self.reader = reader
         self.writer = writer
         self.stalled_at = "the server sent nothing"
+        self.last = "nothing"  # the server's last reply line, quoted
 
     async def send(self, data: bytes, name: str = "") -> None:
         """Send `data` (`name`: how to call it in words, when it is not a line of text)."""
@@ -188,7 +247,8 @@ class _Conversation:
         if len(line) > MAX_LINE_BYTES:
             raise _not_understood(f"a reply line longer than {MAX_LINE_BYTES} bytes")
         line = line.rstrip(b"\r\n")
-        self.stalled_at = f"the server's last line was {_shown(line)}, then nothing more"
+        self.last = _shown(line)
+        self.stalled_at = f"the server's last line was {self.last}, then nothing more"
         return line
 
     async def reply(self, done: Callable[[bytes], bool]) -> list[bytes]:
@@ -208,6 +268,16 @@ class _Conversation:
             raise asyncio.IncompleteReadError(b"", None)
         self.stalled_at = f"the server's last words were {_shown(data[-80:])}, then nothing more"
         return data
+
+    async def already_sent(self, wait: float = 0.0) -> bytes:
+        """What the server has sent that is not read yet, or sends within `wait` seconds (b"" when nothing,
+        or when it has closed the connection), at most MAX_LINE_BYTES."""
+        try:
+            # A zero timeout expires only if the read has to wait: buffered bytes are returned first.
+            async with asyncio.timeout(wait):
+                return await self.reader.read(MAX_LINE_BYTES)
+        except TimeoutError:
+            return b""
 
     async def some_or_nothing(self) -> bytes:
         """As `some`, but b"" when the server has closed the connection."""
@@ -577,6 +647,10 @@ class _Ber:
         self.position = at + length
         return tag, data[at : at + length]
 
+
+# The dialogues of reply lines, where a line past the one that accepts STARTTLS is the server's own words.
+LINE_PROTOCOLS = frozenset({Starttls.SMTP, Starttls.IMAP, Starttls.POP3, Starttls.FTP})
+_TLS_RECORD_TYPES = frozenset({0x14, 0x15, 0x16, 0x17})  # change_cipher_spec, alert, handshake, data
 
 _PROTOCOLS: dict[Starttls, Callable[[_Conversation, str], Awaitable[None]]] = {
     Starttls.SMTP: _smtp,

@@ -262,11 +262,14 @@ def _extended_response(message_id: int, result_code: int, diagnostic: bytes, *, 
 @dataclass(frozen=True)
 class Step:
     """What a scripted server sends in answer to one request; with `tls` a TLS handshake follows, with
-    `close` the server hangs up."""
+    `close` the server hangs up. `later` comes `later_s` seconds after the reply, in a write of its own (as
+    Dovecot's BYE follows its STARTTLS OK when its TLS cannot start)."""
 
     reply: bytes
     tls: bool = False
     close: bool = False
+    later: bytes = b""
+    later_s: float = 0.05
 
 
 class ScriptedServer(_Listening):
@@ -317,6 +320,10 @@ class ScriptedServer(_Listening):
                 return
             writer.write(step.reply)
             await writer.drain()
+            if step.later:
+                await asyncio.sleep(step.later_s)
+                writer.write(step.later)
+                await writer.drain()
             if step.close:
                 return
             if step.tls and self._context is not None:
