@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from ...agent.model import Client, Failure, Party, TlsVersion
+from ...agent.model import Client, Failure, Party, Starttls, TlsVersion
 from ..observation import DiagnosisSettings, Observation, Row, rows_of
 from .model import Cause, Evidence, Finding, Severity
 from .reproduce import s_client
@@ -575,15 +575,15 @@ def _asked_without_answer(observation: Observation, completed: list[Row]) -> Ite
         return
     agents = agents_of(rows)
     everyone = "every vantage" if len(agents) > 1 and len(agents) == len(agents_of(completed)) else name_list(agents)
+    starttls = observation.request.options.starttls
     yield Finding(
         cause=Cause.CLIENT_CERT_REQUIRED,
         severity=Severity.INFO,
         summary=(
             f"{observation.target} asks for a client certificate (mutual TLS; {_accepts(rows)}) and lets the "
             f"handshake finish without one from {everyone}: TLS succeeds, but the server may still refuse every "
-            "request that comes without a certificate above TLS, as nginx does with `ssl_verify_client on` (HTTP "
-            "400, 'No required SSL certificate was sent'); with `optional` it serves them. The handshake alone "
-            "cannot tell which."
+            f"request that comes without a certificate above TLS, {_ABOVE_TLS.get(starttls, _ABOVE_TLS_HTTP)}. "
+            "The handshake alone cannot tell which."
         ),
         agents=agents,
         addresses=addresses_of(rows),
@@ -592,8 +592,36 @@ def _asked_without_answer(observation: Observation, completed: list[Row]) -> Ite
             "Send a request without a certificate (the reproduce commands do, with curl): if the server refuses it, "
             "clients of this service need a certificate from one of the accepted CAs. " + _CONFIGURE
         ),
-        reproduce=(*_client_cert_reproduce(observation, rows[0]), _curl_without_certificate(observation, rows[0])),
+        reproduce=tuple(
+            c
+            for c in (*_client_cert_reproduce(observation, rows[0]), _curl_without_certificate(observation, rows[0]))
+            if c
+        ),
     )
+
+
+# What refuses a certificate-less client above TLS, by the protocol spoken before it (Debian's servers, seen:
+# Postfix answers EHLO over TLS with 421, Dovecot lets the handshake finish and refuses the login).
+_ABOVE_TLS_HTTP = (
+    "as nginx does with `ssl_verify_client on` (HTTP 400, 'No required SSL certificate was sent'); with "
+    "`optional` it serves them"
+)
+_ABOVE_TLS = {
+    Starttls.SMTP: (
+        "as Postfix does with `smtpd_tls_req_ccert = yes` (its answer to EHLO after TLS is '421 4.7.1 Error: No "
+        "client certificate'); with `smtpd_tls_ask_ccert` alone it goes on"
+    ),
+    Starttls.IMAP: (
+        "as Dovecot does with `auth_ssl_require_client_cert = yes` (it refuses the login); with "
+        "`ssl_verify_client_cert` alone it serves them"
+    ),
+    Starttls.POP3: (
+        "as Dovecot does with `auth_ssl_require_client_cert = yes` (it refuses the login); with "
+        "`ssl_verify_client_cert` alone it serves them"
+    ),
+}
+# curl's URL schemes for the protocols it speaks STARTTLS in (--ssl-reqd); others get no curl command.
+_CURL_SCHEMES = {Starttls.NONE: "https", Starttls.SMTP: "smtp", Starttls.IMAP: "imap", Starttls.POP3: "pop3"}
 
 
 def _curl_without_certificate(observation: Observation, row: Row) -> str:
@@ -601,11 +629,16 @@ def _curl_without_certificate(observation: Observation, row: Row) -> str:
     name = row.result.sni or row.result.expected_name or row.address.address
     host = f"[{name}]" if ":" in name else name
     address = f"[{row.address.address}]" if ":" in row.address.address else row.address.address
-    url = f"https://{host}:{port}/"
-    return (
-        f"curl -sS -o /dev/null -w '%{{http_code}}\\n' --resolve {shlex.quote(f'{name}:{port}:{address}')} "
-        f"{shlex.quote(url)}"
-    )
+    resolve = shlex.quote(f"{name}:{port}:{address}")
+    scheme = _CURL_SCHEMES.get(observation.request.options.starttls, "")
+    if scheme == "https":
+        url = shlex.quote(f"https://{host}:{port}/")
+        return f"curl -sS -o /dev/null -w '%{{http_code}}\\n' --resolve {resolve} {url}"
+    if scheme:
+        # -v shows the server's answer after TLS (Postfix's 421); SMTP needs a command that sends no mail.
+        command = " -X NOOP" if scheme == "smtp" else ""
+        return f"curl -sS -v --ssl-reqd{command} --resolve {resolve} {shlex.quote(f'{scheme}://{host}:{port}/')}"
+    return ""
 
 
 def _refused_certificate(observation: Observation, rows: list[Row], completed: list[Row]) -> Finding:

@@ -90,7 +90,10 @@ _STARTTLS = frozenset({Failure.STARTTLS_UNSUPPORTED, Failure.STARTTLS_BAD_REPLY}
 _STALLED = frozenset({Failure.STARTTLS_TIMEOUT})
 # Where each protocol's usual server turns STARTTLS on (Debian's Postfix, Dovecot, slapd, ...).
 _TLS_ON = {
-    Starttls.SMTP: "Postfix `smtpd_tls_security_level = may` and `smtpd_tls_chain_files`: its EHLO then lists STARTTLS",
+    Starttls.SMTP: (
+        "Postfix `smtpd_tls_security_level = may` and `smtpd_tls_chain_files`: its EHLO then lists STARTTLS, "
+        "unless `smtpd_discard_ehlo_keywords` names it"
+    ),
     Starttls.IMAP: "Dovecot `ssl = yes` with `ssl_cert` and `ssl_key`",
     Starttls.POP3: "Dovecot `ssl = yes` with `ssl_cert` and `ssl_key`",
     Starttls.LDAP: "slapd `olcTLSCertificateFile` and `olcTLSCertificateKeyFile`, TLSCertificateFile in slapd.conf",
@@ -190,10 +193,12 @@ def _connect_finding(observation: Observation, family: str, failed: list[Row], e
         )
         files = f"{_TLS_FILES[spoken]}: " if spoken in _TLS_FILES else ""
         fix = (
-            f"Turn TLS on in the service, or repair it where it is on ({files}the files it names must exist and be "
-            "readable by the user the server runs as): a server refuses STARTTLS when its TLS is off or it cannot "
-            "load its certificate or key (Postfix answers `454 4.7.0 TLS not available due to local problem` when "
-            f"its TLS engine did not start), and its log names the cause; then probe again. This probe spoke "
+            f"Turn TLS on in the service, or repair it where it is on ({files}the files it names must exist, be "
+            "readable by the user the server runs as, and hold a key that fits the certificate): a server refuses "
+            "STARTTLS when its TLS is off or it cannot load its certificate or key (Postfix answers `454 4.7.0 TLS "
+            "not available due to local problem` when its TLS engine did not start; Dovecot accepts STARTTLS, then "
+            "says `TLS initialization failed` and hangs up), and its log names the cause; then probe again. This "
+            "probe spoke "
             f"{_named(spoken)}."
         )
     elif family == "stalled":

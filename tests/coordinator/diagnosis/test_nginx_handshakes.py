@@ -12,13 +12,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.agent.probe.openssl_lab import Lab, key_pem, needs_openssl, probe, s_client
 from tests.outcomes import observe, outcome, request
-from tlsfleet.agent.model import AddressResult, Failure, Party
+from tlsfleet.agent.model import AddressResult, Failure, Party, Starttls
 from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
@@ -342,3 +343,27 @@ def test_nginx_default_server_answers_an_sni_name_no_server_block_claims(lab: La
     assert result.native.verify_code == 62
     finding = _default_vhost_finding(result, server.port, unknown)
     assert "'CN=default.example.test'" in finding.summary and "default one answered" in finding.fix
+
+
+@needs_openssl
+@pytest.mark.parametrize(
+    ("starttls", "server", "scheme"),
+    [(Starttls.SMTP, "smtpd_tls_req_ccert", "smtp"), (Starttls.IMAP, "auth_ssl_require_client_cert", "imap")],
+)
+def test_the_note_on_a_certificate_asked_for_speaks_the_protocol_of_the_port(
+    lab: Lab, starttls: Starttls, server: str, scheme: str
+) -> None:
+    """Above STARTTLS the refusal is the mail server's (Postfix's 421 to EHLO, Dovecot's login), and curl checks it
+    in that protocol: the note says so, not nginx's HTTP 400."""
+    client_ca = LabPKI("Acme Client")
+    cafile = write_pem(lab.tmp / "client-ca.pem", client_ca.root.cert_pem)
+    asking = lab.s_server(lab.pki.issue_leaf(NAME), "-verify", "1", "-CAfile", str(cafile))
+    result = probe(lab, asking.port, NAME)
+    assert result.handshake.failure is Failure.NONE and result.handshake.client_cert_requested
+    base = request(NAME, asking.port)
+    req = replace(base, options=replace(base.options, starttls=starttls))
+    found = list(diagnose(observe(outcome("local", [result], req=req), req=req)))
+    [note] = _of(found, Cause.CLIENT_CERT_REQUIRED)
+    assert server in note.summary and "HTTP 400" not in note.summary
+    [curl] = [c for c in note.reproduce if c.startswith("curl ")]
+    assert "--ssl-reqd" in curl and f"{scheme}://{NAME}:{asking.port}/" in curl
