@@ -5,21 +5,27 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.general_name import UnsupportedGeneralNameType
 from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 
 __all__ = [
     "CertSummary",
     "CertificateParseError",
+    "common_names",
     "extensions_refusal",
     "fingerprint",
+    "is_self_issued",
+    "name_text",
     "parse_der",
+    "raw_name_attributes",
     "summarize",
     "unhandled_critical",
+    "validity",
 ]
 
 # A served certificate with a serial number of zero or below is OpenSSL's to accept (it does) and the strict
@@ -81,7 +87,7 @@ def unhandled_critical(cert: x509.Certificate) -> tuple[ObjectIdentifier, ...]:
     """The critical extensions OpenSSL does not handle (verify code 34), in the order the certificate has them."""
     try:
         extensions = list(cert.extensions)
-    except (ValueError, x509.DuplicateExtension):
+    except (ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         return ()
     return tuple(e.oid for e in extensions if e.critical and e.oid.dotted_string not in _OPENSSL_HANDLED_CRITICAL)
 
@@ -94,9 +100,147 @@ def extensions_refusal(cert: x509.Certificate) -> str:
         cert.extensions  # noqa: B018 - parsed on first access
     except x509.DuplicateExtension as exc:
         return f"it has more than one {exc.oid.dotted_string} extension"
+    except UnsupportedGeneralNameType:
+        return "it names an x400Address or ediPartyName, which cryptography does not read"
     except ValueError:
         return ""
     return ""
+
+
+# --- names and times cryptography will not hand over ---------------------------------------------------------
+#
+# cryptography reads a certificate whose subject or issuer has an empty RDN or one attribute twice in an RDN, and
+# a GeneralizedTime of year 0, but raises ValueError when the name or time is asked for; OpenSSL reads and judges
+# such certificates. The readers below answer from the DER instead.
+
+_STRING_CODECS = {0x0C: "utf-8", 0x13: "latin-1", 0x14: "latin-1", 0x16: "latin-1", 0x1A: "latin-1"}
+_WIDE_CODECS = {0x1E: "utf-16-be", 0x1C: "utf-32-be"}  # BMPString, UniversalString
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the element) of the DER element at `pos`; IndexError/ValueError if cut."""
+    first = der[pos + 1]
+    if first < 0x80:
+        start, length = pos + 2, first
+    else:
+        n = first & 0x7F
+        start, length = pos + 2 + n, int.from_bytes(der[pos + 2 : pos + 2 + n], "big")
+    if start + length > len(der):
+        raise ValueError("truncated DER element")
+    return der[pos], start, start + length
+
+
+def _elements(der: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(tag, element start, value start, end) of each element between `start` and `end`."""
+    out = []
+    while start < end:
+        tag, value, after = _tlv(der, start)
+        out.append((tag, start, value, after))
+        start = after
+    return out
+
+
+def _name_der(cert: x509.Certificate, issuer: bool) -> bytes:
+    tbs = cert.tbs_certificate_bytes
+    _, value, end = _tlv(tbs, 0)
+    fields = _elements(tbs, value, end)
+    if fields and fields[0][0] == 0xA0:  # version
+        fields = fields[1:]
+    _, start, _, after = fields[2 if issuer else 4]  # serialNumber, signature, issuer, validity, subject
+    return tbs[start:after]
+
+
+def _oid_text(body: bytes) -> str:
+    arcs, value = [], 0
+    for byte in body:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2) if arcs else 0
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]]) if arcs else ""
+
+
+def raw_name_attributes(cert: x509.Certificate, issuer: bool) -> list[list[tuple[str, str]]]:
+    """The subject's (or issuer's) RDNs as (dotted OID, value text) pairs, read from the DER; a value of no
+    string type OpenSSL converts is given as '#' and the hex of its DER, as RFC 4514 writes it."""
+    der = _name_der(cert, issuer)
+    _, value, end = _tlv(der, 0)
+    rdns = []
+    for _, _, set_value, set_end in _elements(der, value, end):
+        attrs = []
+        for _, _, atv_value, atv_end in _elements(der, set_value, set_end):
+            (_, _, oid_value, oid_end), (tag, raw, text_value, text_end) = _elements(der, atv_value, atv_end)[:2]
+            body = der[text_value:text_end]
+            codec = _STRING_CODECS.get(tag) or _WIDE_CODECS.get(tag)
+            text = body.decode(codec, "replace") if codec else "#" + der[raw:text_end].hex()
+            attrs.append((_oid_text(der[oid_value:oid_end]), text))
+        rdns.append(attrs)
+    return rdns
+
+
+# What a name read from the DER depends on (issuer_lookup's kept name keys are stamped with their code).
+NAME_READERS = (raw_name_attributes, _name_der, _elements, _tlv, _oid_text)
+
+
+def _attribute_text(oid: str, value: str) -> str:
+    try:
+        return x509.NameAttribute(ObjectIdentifier(oid), value).rfc4514_string()
+    except ValueError:  # a value cryptography refuses for that attribute (a country of three letters)
+        return f"{oid}={value}"
+
+
+def name_text(cert: x509.Certificate, *, issuer: bool = False) -> str:
+    """The subject (or issuer) name in RFC 4514 form, also where cryptography refuses to read it."""
+    try:
+        return (cert.issuer if issuer else cert.subject).rfc4514_string()
+    except ValueError:
+        pass
+    try:
+        rdns = raw_name_attributes(cert, issuer)
+    except (IndexError, ValueError):
+        return "(a name that cannot be read)"
+    return ",".join("+".join(_attribute_text(o, v) for o, v in rdn) for rdn in reversed(rdns))
+
+
+def common_names(cert: x509.Certificate) -> list[str]:
+    """The subject's commonName values, also where cryptography refuses to read the subject."""
+    try:
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    except ValueError:
+        pass
+    try:
+        rdns = raw_name_attributes(cert, issuer=False)
+    except (IndexError, ValueError):
+        return []
+    return [v for rdn in rdns for o, v in rdn if o == x509.NameOID.COMMON_NAME.dotted_string]
+
+
+def is_self_issued(cert: x509.Certificate) -> bool:
+    """Whether subject and issuer are the same name (by value, or by bytes where cryptography cannot read them)."""
+    try:
+        return cert.subject == cert.issuer
+    except ValueError:
+        pass
+    try:
+        return _name_der(cert, issuer=False) == _name_der(cert, issuer=True)
+    except (IndexError, ValueError):
+        return False
+
+
+def validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
+    """(notBefore, notAfter), aware UTC. A time of year 0, which Python cannot hold, is given as the earliest
+    datetime: OpenSSL compares it as a time before any that can be asked."""
+    try:
+        before = cert.not_valid_before_utc
+    except ValueError:
+        before = _EARLIEST
+    try:
+        after = cert.not_valid_after_utc
+    except ValueError:
+        after = _EARLIEST
+    return before, after
 
 
 def fingerprint(der: bytes) -> str:
@@ -141,8 +285,8 @@ def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extensi
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError:
-        # A malformed extension must not hide the rest of the certificate's facts.
+    except (ValueError, UnsupportedGeneralNameType):
+        # A malformed or unreadable extension must not hide the rest of the certificate's facts.
         return None
 
 
@@ -161,6 +305,7 @@ def _summarize(der: bytes) -> CertSummary:
         san_dns = tuple(san.get_values_for_type(x509.DNSName))
         san_ip = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     bc = _ext(cert, x509.BasicConstraints)
+    not_before, not_after = validity(cert)
     ski = _ext(cert, x509.SubjectKeyIdentifier)
     aki = _ext(cert, x509.AuthorityKeyIdentifier)
     aia = _ext(cert, x509.AuthorityInformationAccess)
@@ -174,13 +319,13 @@ def _summarize(der: bytes) -> CertSummary:
         )
     return CertSummary(
         sha256=fingerprint(der),
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=name_text(cert),
+        issuer=name_text(cert, issuer=True),
         san_dns=san_dns,
         san_ip=san_ip,
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        is_self_issued=cert.subject == cert.issuer,
+        not_before=not_before,
+        not_after=not_after,
+        is_self_issued=is_self_issued(cert),
         is_ca=isinstance(bc, x509.BasicConstraints) and bc.ca,
         subject_key_id=ski.digest.hex() if isinstance(ski, x509.SubjectKeyIdentifier) else "",
         authority_key_id=(

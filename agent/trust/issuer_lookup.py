@@ -24,9 +24,10 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.general_name import UnsupportedGeneralNameType
 
-from . import store_cache
-from .certinfo import fingerprint
+from . import certinfo, store_cache
+from .certinfo import fingerprint, name_text, raw_name_attributes
 
 __all__ = ["NameKey", "StoreIndex", "chain_names", "held_namesakes", "name_key", "served_namesakes"]
 
@@ -48,16 +49,29 @@ def _compared(value: str | bytes) -> str | bytes:
     return " ".join(value.split()).lower() if isinstance(value, str) else bytes(value)
 
 
-def _keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
+def _raw_key(cert: x509.Certificate, issuer: bool) -> NameKey | None:
+    """`name_key` of a name cryptography refuses to read (an empty RDN, one attribute twice in an RDN), taken
+    from the DER: OpenSSL's canonical encoding leaves empty RDNs out, and compares such names with the others."""
     try:
-        subject = cert.subject
-        if _issuer_is_subject(cert):  # a root, mostly: one reading of the name serves as both
-            key = name_key(subject)
-            return key, key
-        issuer = cert.issuer
-    except (ValueError, TypeError, UnicodeError):
-        return None, None
-    return name_key(subject), name_key(issuer)
+        rdns = raw_name_attributes(cert, issuer)
+    except (IndexError, ValueError):
+        return None
+    return tuple(frozenset((oid, _compared(value)) for oid, value in rdn) for rdn in rdns if rdn)
+
+
+def _key_of(cert: x509.Certificate, issuer: bool) -> NameKey | None:
+    try:
+        name = cert.issuer if issuer else cert.subject
+    except ValueError:
+        return _raw_key(cert, issuer)
+    return name_key(name)
+
+
+def _keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
+    subject = _key_of(cert, issuer=False)
+    if _issuer_is_subject(cert):  # a root, mostly: one reading of the name serves as both
+        return subject, subject
+    return subject, _key_of(cert, issuer=True)
 
 
 # A host's stores share most of their roots (as one object each, see stores.py): each is keyed once. Bounded
@@ -91,7 +105,7 @@ def _keys_stamp() -> str:
 
         import cryptography
 
-        readers = (name_key, _compared, _keys, _issuer_is_subject, _tlv_end)
+        readers = (name_key, _compared, _keys, _key_of, _raw_key, _issuer_is_subject, _tlv_end, *certinfo.NAME_READERS)
         code = marshal.dumps(tuple(f.__code__ for f in readers)) + cryptography.__version__.encode()
         _stamp = hashlib.sha256(code).hexdigest()[:32]
     return _stamp
@@ -208,6 +222,8 @@ def _key_ids(cert: x509.Certificate) -> tuple[bytes | None, bytes | None, str]:
         extensions = cert.extensions
     except x509.DuplicateExtension as exc:
         return None, None, f"it has more than one {exc.oid.dotted_string} extension"
+    except UnsupportedGeneralNameType:
+        return None, None, "it names an x400Address or ediPartyName, which cryptography does not read"
     except ValueError:
         return None, None, "an extension of it is malformed"
     aki = ski = None
@@ -256,9 +272,9 @@ def held_namesakes(der: bytes, holders: Sequence[x509.Certificate], index: Store
     keyCertSign is refused later (79), not here."""
     try:
         cert = x509.load_der_x509_certificate(der)
-        key = name_key(cert.issuer)
     except ValueError:
         return ""
+    key = _key_of(cert, issuer=True)
     if key is None:
         return ""
     out = []
@@ -267,7 +283,7 @@ def held_namesakes(der: bytes, holders: Sequence[x509.Certificate], index: Store
         candidate_der = candidate.public_bytes(Encoding.DER)
         if candidate_der == der:
             continue
-        label = f"'{candidate.subject.rfc4514_string()}' ({fingerprint(candidate_der)[:12]})"
+        label = f"'{name_text(candidate)}' ({fingerprint(candidate_der)[:12]})"
         out.append(f"{where} holds {label}{_refusal(cert, candidate)}")
     return "; ".join(out)
 

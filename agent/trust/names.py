@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography import x509
+from cryptography.x509.general_name import UnsupportedGeneralNameType
 
-from .certinfo import extensions_refusal
+from .certinfo import common_names, extensions_refusal
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName | N
     """The SAN extension, or None when it is absent, malformed, or the extensions cannot be read at all."""
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         return None
 
 
@@ -176,7 +177,7 @@ def match_name(cert: x509.Certificate, expected: ExpectedName) -> tuple[bool, st
     if refusal:
         return False, f"the certificate's extensions cannot be read ({refusal}); {expected} is not covered"
     if san is None:
-        cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        cns = common_names(cert)
         cn = f" (subject CN {cns[0]!r} is not used for name checks)" if cns else ""
         return False, f"certificate has no subjectAltName{cn}; {expected} is not covered"
     if expected.ip is not None:
@@ -219,13 +220,13 @@ def partial_wildcard_covers(der: bytes, name: str) -> str:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         sans = None
-    except (ValueError, x509.DuplicateExtension):
+    except (ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         return ""
     if expected.dns is None or expected.absolute:
         return ""
     patterns = sans.get_values_for_type(x509.DNSName) if sans is not None else []
     if not patterns:
-        patterns = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        patterns = common_names(cert)
     if any(_dns_matches(p, expected.dns) for p in patterns):
         return ""
     return next((p for p in patterns if openssl_wildcard_matches(p, expected.dns)), "")

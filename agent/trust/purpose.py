@@ -10,6 +10,7 @@ OpenSSL 3's rules (crypto/x509/v3_purp.c), read from the certificate itself:
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.x509.general_name import UnsupportedGeneralNameType
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 __all__ = ["server_purpose_refusal"]
@@ -29,7 +30,7 @@ _NS_TYPES = ("SSL client", "SSL server", "S/MIME", "object signing", "", "SSL CA
 def _extension(cert: x509.Certificate, oid: ObjectIdentifier) -> x509.Extension[x509.ExtensionType] | None:
     try:
         return cert.extensions.get_extension_for_oid(oid)
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         return None
 
 

@@ -19,10 +19,11 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.general_name import UnsupportedGeneralNameType
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, ServerVerifier, Store, VerificationError
 
-from .certinfo import extensions_refusal
+from .certinfo import extensions_refusal, is_self_issued, name_text
 from .names import ExpectedName, match_name, subject_alt_names
 
 __all__ = ["MAX_INTERMEDIATES", "MAX_NOTE_REASONS", "profile_reasons", "strict_note"]
@@ -48,13 +49,13 @@ _PERMITTED_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 
 def _label(cert: x509.Certificate) -> str:
-    return f"'{cert.subject.rfc4514_string()}'"
+    return f"'{name_text(cert)}'"
 
 
 def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType] | None:
     try:
         return cert.extensions.get_extension_for_class(kind)
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         return None
 
 
@@ -190,7 +191,7 @@ def profile_reasons(path: Sequence[x509.Certificate], expected: ExpectedName) ->
         reason = _key_reason(issuer)
         if reason:
             out.append(reason)
-    intermediates = [c for c in path[1:-1] if c.subject != c.issuer]
+    intermediates = [c for c in path[1:-1] if not is_self_issued(c)]
     if len(intermediates) > MAX_INTERMEDIATES:
         out.append(f"path has {len(intermediates)} intermediates, over the profile's limit of {MAX_INTERMEDIATES}")
     return list(dict.fromkeys(out))

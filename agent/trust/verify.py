@@ -61,11 +61,20 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from cryptography import x509
+from cryptography.x509.general_name import UnsupportedGeneralNameType
 from cryptography.x509.verification import Store
 
 from ..model import StoreVerdict, Verdict
 from . import libcrypto, runtimes
-from .certinfo import CertificateParseError, fingerprint, parse_der, summarize, unhandled_critical
+from .certinfo import (
+    CertificateParseError,
+    fingerprint,
+    name_text,
+    parse_der,
+    summarize,
+    unhandled_critical,
+    validity,
+)
 from .issuer_lookup import NameKey, StoreIndex, chain_names, held_namesakes, served_namesakes
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
@@ -221,7 +230,8 @@ class _LRU(Generic[K, V]):
 def _edges(cert: x509.Certificate) -> tuple[int, int]:
     """The Unix seconds at which OpenSSL's view of the certificate's validity changes: valid from
     notBefore, expired from notAfter on."""
-    return int(cert.not_valid_before_utc.timestamp()), int(cert.not_valid_after_utc.timestamp())
+    before, after = validity(cert)
+    return int(before.timestamp()), int(after.timestamp())
 
 
 @dataclass(eq=False)
@@ -421,7 +431,7 @@ class _Context:
     def label(self, der: bytes) -> str:
         cert = self.cert(der)
         fp = fingerprint(der)[:12]
-        return f"'{cert.subject.rfc4514_string()}' ({fp})" if cert is not None else f"certificate {fp}"
+        return f"'{name_text(cert)}' ({fp})" if cert is not None else f"certificate {fp}"
 
     def store_note(self) -> str:
         if self.store.roots or self.store.opaque:
@@ -433,14 +443,14 @@ def _issuer_hint(der: bytes, cert: x509.Certificate | None) -> tuple[str, str]:
     """(issuer name, ", key id ..., caIssuers ...") of the certificate whose issuer is missing."""
     if cert is None:
         try:  # cryptography refuses its extensions (a repeated one), not its names
-            return x509.load_der_x509_certificate(der).issuer.rfc4514_string(), ""
+            return name_text(x509.load_der_x509_certificate(der), issuer=True), ""
         except ValueError:
             return "its issuer", ""
-    issuer = cert.issuer.rfc4514_string()
+    issuer = name_text(cert, issuer=True)
     note = ""
     try:
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         aki = None
     if aki:
         note = f", key id {aki.hex()}"
@@ -504,16 +514,16 @@ def _signer_under_another_key_id(
         return None
     try:
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
         return None
     if not aki:
         return None
     for der, candidate in zip(ctx.served.ders, ctx.served.parsed, strict=True):
-        if candidate is None or der == subject or candidate.subject != cert.issuer:
+        if candidate is None or der == subject or name_text(candidate) != name_text(cert, issuer=True):
             continue
         try:
             ski = candidate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
             ski = b""
         if ski == aki:
             continue
@@ -556,10 +566,10 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
     cert = ctx.cert(subject)
     level = ctx.level
     if code == X509_V_ERR_CERT_NOT_YET_VALID:
-        when = cert.not_valid_before_utc.isoformat() if cert is not None else "later"
+        when = validity(cert)[0].isoformat() if cert is not None else "later"
         return f"{label} is not valid until {when}"
     if code == X509_V_ERR_CERT_HAS_EXPIRED:
-        when = cert.not_valid_after_utc.isoformat() if cert is not None else "earlier"
+        when = validity(cert)[1].isoformat() if cert is not None else "earlier"
         return f"{label} expired at {when}"
     if code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
         leaf = ctx.cert(ctx.served.ders[0])
@@ -579,7 +589,7 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
         if cert is not None:
             try:
                 bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-            except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+            except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
                 bc = None
         if bc is None or not bc.ca:
             return f"issuer {label} is not a CA (basicConstraints CA:true missing)"
@@ -587,7 +597,7 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
         if cert is not None:
             try:
                 ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-            except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+            except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
                 ku = None
         if ku is not None and not ku.key_cert_sign:
             return f"issuer {label} is not a CA OpenSSL accepts: its keyUsage lacks keyCertSign"
