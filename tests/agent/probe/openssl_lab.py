@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -389,3 +389,13 @@ def views(result: dict | AddressResult) -> dict[str, dict]:
     if isinstance(result, AddressResult):
         return {str(v.client): {**v.__dict__, "client": str(v.client)} for v in result.views}
     return {v["client"]: v for v in result["views"]}
+
+
+@pytest.fixture
+def lab(pki: LabPKI, tmp_path: Path) -> Iterator[Lab]:
+    """Files and `openssl s_server` processes for one test; every process is stopped at the end."""
+    started = Lab(tmp_path, pki)
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -10,6 +10,7 @@ certificates and returns its first error code (0 for OK).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import shutil
@@ -270,3 +271,47 @@ def openssl_verify(
         return CliResult(0, None, command)
     assert match is not None, f"openssl verify failed without an error line: {done.stdout!r} {done.stderr!r}"
     return CliResult(int(match.group(1)), int(match.group(2)), command)
+
+
+def pem_of(der: bytes) -> bytes:
+    """A CERTIFICATE block of `der`, 64 characters a line."""
+    body = base64.b64encode(der)
+    lines = b"".join(body[i : i + 64] + b"\n" for i in range(0, len(body), 64))
+    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"-----END CERTIFICATE-----\n"
+
+
+def openssl_verify_store(
+    tmp: Path, store: Path, chain: Sequence[bytes], name: str, at: datetime, *, capath: bool = False
+) -> int:
+    """The first error code of the real `openssl verify` of `chain` (leaf first, DER) with the store file
+    `store` (or, with `capath`, the hashed directory) as its only trust, as a TLS client verifies its server at
+    the host's security level; 0 when it verifies. The store file is read as written: TRUSTED CERTIFICATE
+    blocks and all."""
+    from tlsfleet.agent.trust import libcrypto
+
+    cli = openssl_cli()
+    assert cli is not None
+    (tmp / "leaf.pem").write_bytes(pem_of(chain[0]))
+    args = [cli, "verify", "-no-CAstore", "-purpose", "sslserver", "-auth_level", str(libcrypto.security_level())]
+    args += ["-no-CAfile", "-CApath", str(store)] if capath else ["-no-CApath", "-CAfile", str(store)]
+    if len(chain) > 1:
+        (tmp / "chain.pem").write_bytes(b"".join(pem_of(d) for d in chain[1:]))
+        args += ["-untrusted", str(tmp / "chain.pem")]
+    args += ["-verify_hostname", name, "-attime", str(int(at.timestamp())), str(tmp / "leaf.pem")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    match = _ERROR_LINE.search(done.stderr + done.stdout)
+    if done.returncode == 0 and match is None:
+        return 0
+    assert match is not None, f"openssl verify failed without an error line: {done.stderr!r}"
+    return int(match.group(1))
+
+
+def store_file_code(store: Path, chain: Sequence[bytes], name: str, at: datetime) -> int:
+    """The verify code of tlsfleet's store verdict for `chain` with the store read from `store` (a file or a
+    hashed directory), as the agent judges a store: caches cleared first."""
+    from tlsfleet.agent.trust.stores import load_store
+    from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
+
+    clear_caches()
+    (verdict,) = judge_against_stores(tuple(chain), (load_store("store", store),), name, at, at)
+    return verdict.verify_code

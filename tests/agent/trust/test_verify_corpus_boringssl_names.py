@@ -6,9 +6,7 @@ names and times are written into the DER by hand and the certificates signed ane
 
 from __future__ import annotations
 
-import base64
 import re
-import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,13 +16,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from tlsfleet.agent.trust import libcrypto
 from tlsfleet.agent.trust.certinfo import name_text, summarize
 from tlsfleet.agent.trust.issuer_lookup import chain_names
-from tlsfleet.agent.trust.stores import load_store
-from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
 
-from .chains import NOW, ec_key, openssl_cli, openssl_skip_reason
+from .chains import NOW, ec_key, openssl_cli, openssl_skip_reason, openssl_verify_store, pem_of, store_file_code
 
 pytestmark = pytest.mark.skipif(openssl_cli() is None, reason=openssl_skip_reason())
 
@@ -119,35 +114,17 @@ def _cert(
     return _tlv(0x30, tbs + _ECDSA_SHA256 + _tlv(0x03, b"\x00" + signature))
 
 
-def _pem(der: bytes) -> bytes:
-    body = base64.encodebytes(der).replace(b"\n", b"")
-    lines = b"".join(body[i : i + 64] + b"\n" for i in range(0, len(body), 64))
-    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"-----END CERTIFICATE-----\n"
-
-
 def _openssl(tmp: Path, store: Path, chain: tuple[bytes, ...]) -> int:
-    (tmp / "leaf.pem").write_bytes(_pem(chain[0]))
-    (tmp / "chain.pem").write_bytes(b"".join(_pem(c) for c in chain[1:]))
-    args = [str(openssl_cli()), "verify", "-no-CAstore", "-no-CApath", "-CAfile", str(store), "-purpose", "sslserver"]
-    args += ["-auth_level", str(libcrypto.security_level()), "-untrusted", str(tmp / "chain.pem")]
-    args += ["-verify_hostname", HOST, "-attime", str(int(NOW.timestamp())), str(tmp / "leaf.pem")]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
-    match = _ERROR_LINE.search(done.stderr + done.stdout)
-    if done.returncode == 0 and match is None:
-        return 0
-    assert match is not None, f"openssl verify failed without an error line: {done.stderr!r}"
-    return int(match.group(1))
+    return openssl_verify_store(tmp, store, chain, HOST, NOW)
 
 
 def _tlsfleet(store: Path, chain: tuple[bytes, ...]) -> int:
-    clear_caches()
-    (verdict,) = judge_against_stores(chain, (load_store("store", store),), HOST, NOW, NOW)
-    return verdict.verify_code
+    return store_file_code(store, chain, HOST, NOW)
 
 
 def _judged(tmp: Path, root: bytes, chain: tuple[bytes, ...]) -> tuple[int, int]:
     store = tmp / "store.pem"
-    store.write_bytes(_pem(root))
+    store.write_bytes(pem_of(root))
     return _openssl(tmp, store, chain), _tlsfleet(store, chain)
 
 

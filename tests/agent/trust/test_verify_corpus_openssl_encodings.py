@@ -5,7 +5,6 @@ of the real `openssl verify` on the same file."""
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 from pathlib import Path
@@ -15,11 +14,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tlsfleet.agent.trust import libcrypto, store_cache
+from tlsfleet.agent.trust import store_cache
 from tlsfleet.agent.trust.stores import forget_cached_reads, load_store
-from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
 
-from .chains import NOW, Cert, _tlv, issue, openssl_cli, openssl_skip_reason
+from .chains import (
+    NOW,
+    Cert,
+    _tlv,
+    issue,
+    openssl_cli,
+    openssl_skip_reason,
+    openssl_verify_store,
+    pem_of,
+    store_file_code,
+)
 
 pytestmark = pytest.mark.skipif(openssl_cli() is None, reason=openssl_skip_reason())
 
@@ -65,34 +73,13 @@ def _with_encoded_default(cert: Cert) -> bytes:
     return _tlv(0x30, new_tbs + algorithm + _tlv(0x03, b"\x00" + signature))
 
 
-def _pem(der: bytes) -> bytes:
-    body = base64.encodebytes(der)
-    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
-
-
 def _openssl(tmp: Path, store: Path, leaf: Cert, untrusted: tuple[Cert, ...], *, capath: bool = False) -> int:
     """The first error of the real `openssl verify` with `store` as its only trust (-CAfile, or -CApath)."""
-    (tmp / "leaf.pem").write_bytes(leaf.pem)
-    (tmp / "chain.pem").write_bytes(b"".join(c.pem for c in untrusted))
-    args = [str(openssl_cli()), "verify", "-no-CAstore", "-purpose", "sslserver"]
-    args += ["-auth_level", str(libcrypto.security_level())]
-    args += ["-no-CAfile", "-CApath", str(store)] if capath else ["-no-CApath", "-CAfile", str(store)]
-    args += ["-untrusted", str(tmp / "chain.pem"), "-verify_hostname", NAME]
-    args += ["-attime", str(int(NOW.timestamp())), str(tmp / "leaf.pem")]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
-    match = _ERROR_LINE.search(done.stderr + done.stdout)
-    if done.returncode == 0 and match is None:
-        return 0
-    assert match is not None, f"openssl verify failed without an error line: {done.stderr!r}"
-    return int(match.group(1))
+    return openssl_verify_store(tmp, store, (leaf.der, *(c.der for c in untrusted)), NAME, NOW, capath=capath)
 
 
 def _tlsfleet(store: Path, leaf: Cert, untrusted: tuple[Cert, ...]) -> int:
-    clear_caches()
-    (verdict,) = judge_against_stores(
-        (leaf.der, *(c.der for c in untrusted)), (load_store("store", store),), NAME, NOW, NOW
-    )
-    return verdict.verify_code
+    return store_file_code(store, (leaf.der, *(c.der for c in untrusted)), NAME, NOW)
 
 
 @pytest.fixture
@@ -108,7 +95,7 @@ def odd_pki(tmp_path: Path) -> tuple[bytes, Cert, Cert]:
 def test_a_root_only_openssl_reads_is_trusted(tmp_path: Path, odd_pki: tuple[bytes, Cert, Cert]) -> None:
     odd, inter, leaf = odd_pki
     store = tmp_path / "store.pem"
-    store.write_bytes(_pem(odd))
+    store.write_bytes(pem_of(odd))
     assert _openssl(tmp_path, store, leaf, (inter,)) == 0
     assert _tlsfleet(store, leaf, (inter,)) == 0
     loaded = load_store("store", store)
@@ -120,12 +107,12 @@ def test_beside_other_roots_and_in_a_directory(tmp_path: Path, odd_pki: tuple[by
     odd, inter, leaf = odd_pki
     other = issue("Other Root", ca=True)
     bundle = tmp_path / "bundle.pem"
-    bundle.write_bytes(other.pem + _pem(odd))
+    bundle.write_bytes(other.pem + pem_of(odd))
     assert (_openssl(tmp_path, bundle, leaf, (inter,)), _tlsfleet(bundle, leaf, (inter,))) == (0, 0)
     certs = tmp_path / "certs"
     certs.mkdir()
     (certs / "other.pem").write_bytes(other.pem)
-    (certs / "odd.pem").write_bytes(_pem(odd))
+    (certs / "odd.pem").write_bytes(pem_of(odd))
     subprocess.run([str(openssl_cli()), "rehash", str(certs)], capture_output=True, timeout=30, check=True)
     assert (_openssl(tmp_path, certs, leaf, (inter,), capath=True), _tlsfleet(certs, leaf, (inter,))) == (0, 0)
 
@@ -139,7 +126,7 @@ def test_the_store_file_cache_keeps_it(
     store_cache.enable()
     try:
         store = tmp_path / "store.pem"
-        store.write_bytes(issue("Other Root", ca=True).pem + _pem(odd))
+        store.write_bytes(issue("Other Root", ca=True).pem + pem_of(odd))
         for _ in range(2):  # the second run is a fresh process's, from the saved cache
             assert _tlsfleet(store, leaf, (inter,)) == 0
             store_cache.save()

@@ -16,11 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tlsfleet.agent.trust import libcrypto
 from tlsfleet.agent.trust.stores import load_store
 from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
 
-from .chains import NOW, Cert, ec_key, issue, openssl_cli, openssl_skip_reason
+from .chains import NOW, Cert, ec_key, issue, openssl_cli, openssl_skip_reason, openssl_verify_store, store_file_code
 
 pytestmark = pytest.mark.skipif(openssl_cli() is None, reason=openssl_skip_reason())
 
@@ -68,28 +67,11 @@ def _root_with_eku(eku: x509.ObjectIdentifier) -> Cert:
 
 def _openssl(tmp: Path, store: Path, leaf: Cert, untrusted: tuple[Cert, ...], *, capath: bool = False) -> int:
     """The first error of the real `openssl verify` with `store` as its only trust (-CAfile, or -CApath)."""
-    (tmp / "leaf.pem").write_bytes(leaf.pem)
-    args = [str(openssl_cli()), "verify", "-no-CAstore", "-purpose", "sslserver"]
-    args += ["-auth_level", str(libcrypto.security_level())]
-    args += ["-no-CAfile", "-CApath", str(store)] if capath else ["-no-CApath", "-CAfile", str(store)]
-    if untrusted:
-        (tmp / "chain.pem").write_bytes(b"".join(c.pem for c in untrusted))
-        args += ["-untrusted", str(tmp / "chain.pem")]
-    args += ["-verify_hostname", NAME, "-attime", str(int(NOW.timestamp())), str(tmp / "leaf.pem")]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
-    match = _ERROR_LINE.search(done.stderr + done.stdout)
-    if done.returncode == 0 and match is None:
-        return 0
-    assert match is not None, f"openssl verify failed without an error line: {done.stderr!r}"
-    return int(match.group(1))
+    return openssl_verify_store(tmp, store, (leaf.der, *(c.der for c in untrusted)), NAME, NOW, capath=capath)
 
 
 def _tlsfleet(store: Path, leaf: Cert, untrusted: tuple[Cert, ...]) -> int:
-    clear_caches()
-    (verdict,) = judge_against_stores(
-        (leaf.der, *(c.der for c in untrusted)), (load_store("store", store),), NAME, NOW, NOW
-    )
-    return verdict.verify_code
+    return store_file_code(store, (leaf.der, *(c.der for c in untrusted)), NAME, NOW)
 
 
 def _pki() -> tuple[Cert, Cert, Cert]:

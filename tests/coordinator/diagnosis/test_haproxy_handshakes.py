@@ -10,46 +10,32 @@ own servers so that it runs anywhere; the tests that need HAProxy itself skip wi
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent.probe.openssl_lab import Lab, Truth, key_pem, needs_openssl, probe, s_client
-from tests.outcomes import observe, outcome, request
+from tests.coordinator.diagnosis.real_servers import (
+    NAME,
+    ServerProcess,
+    curl,
+    findings_for,
+    free_port,
+    installed,
+    needs_curl,
+)
+from tests.coordinator.diagnosis.real_servers import lab as lab  # the fixture, by its name
 from tlsfleet.agent.model import AddressResult, Failure, Party
 from tlsfleet.agent.probe.handshake import ContextCache, handshake
-from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding
 from tlsfleet.coordinator.lab.misbehaving_servers import BEHAVIOURS, MisbehavingServer
-from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
+from tlsfleet.coordinator.lab.pki import chain_pem, write_pem
 
-NAME = "api.example.test"
 UNKNOWN = "unknown.example.test"
-HAPROXY = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if Path(p).exists()), None)
-CURL = shutil.which("curl")
+HAPROXY = installed("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed here (Debian: haproxy)")
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed here")
-START_TIMEOUT_S = 5.0
-
-
-@pytest.fixture
-def lab(pki: LabPKI, tmp_path: Path) -> Iterator[Lab]:
-    started = Lab(tmp_path, pki)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-def _findings(result: AddressResult, port: int, name: str = NAME, *, send_sni: bool = True) -> list[Finding]:
-    req = request(name, port, send_sni=send_sni)
-    return list(diagnose(observe(outcome("local", [result], req=req), req=req)))
 
 
 def _one(found: list[Finding], cause: Cause) -> Finding:
@@ -81,67 +67,27 @@ def _s_client_without_sni(port: int, cafile: Path) -> Truth:
     return Truth(done.returncode, 0, (done.stdout + done.stderr).decode(errors="replace"))
 
 
-def _curl(port: int, cafile: Path, name: str = NAME) -> subprocess.CompletedProcess[str]:
-    assert CURL is not None
-    return subprocess.run(
-        [
-            *(CURL, "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"),
-            *("--cacert", str(cafile), "--resolve", f"{name}:{port}:127.0.0.1", f"https://{name}:{port}/"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-
-
 # -------------------------------------------------------------------------------------------- HAProxy
 
 
-class HAProxy:
+class HAProxy(ServerProcess):
     """One HAProxy process (`-db`: in the foreground, logging to stderr) with one frontend bound as `bind`."""
 
     def __init__(self, workdir: Path, bind: str) -> None:
         assert HAPROXY is not None
         self.dir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        port = free_port()
         config = workdir / "haproxy.cfg"
         config.write_text(
             "global\n  log stderr format raw local0 info\n"
             "defaults\n  log global\n  option httplog\n  mode http\n"
             "  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n"
-            f"frontend fe\n  bind 127.0.0.1:{self.port} {bind.replace('{dir}', str(workdir))}\n"
+            f"frontend fe\n  bind 127.0.0.1:{port} {bind.replace('{dir}', str(workdir))}\n"
             "  http-request return status 200 content-type text/plain string ok\n"
         )
-        self._log = (workdir / "haproxy.log").open("wb")
-        self.process = subprocess.Popen(
-            [HAPROXY, "-f", str(config), "-db"], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"haproxy exited: {self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"haproxy did not listen: {self.log()}")
-
-    def log(self) -> str:
-        return (self.dir / "haproxy.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGUSR1)  # soft stop: finish and exit
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+        # SIGUSR1 is HAProxy's soft stop: finish and exit.
+        argv = [HAPROXY, "-f", str(config), "-db"]
+        super().__init__(argv, port, workdir / "haproxy.log", stop_signal=signal.SIGUSR1, capture=True)
 
 
 @pytest.fixture
@@ -170,7 +116,7 @@ def test_an_http_answer_to_the_client_hello_is_quoted_and_the_fix_enables_tls_on
     hs = result.handshake
     assert hs.failure is Failure.NOT_TLS, hs
     assert "the server answered in plain text: 'HTTP/1.1 400 Bad Request'" in hs.error
-    finding = _one(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "speaks plain HTTP" in finding.summary and "'HTTP/1.1 400 Bad Request'" in finding.summary
     assert "`bind ... ssl crt FILE`" in finding.fix and "listen ... ssl" in finding.fix
 
@@ -181,7 +127,7 @@ def test_a_binary_answer_that_is_not_tls_is_shown_in_hex_and_not_called_http(lab
         result = probe(lab, server.port, NAME)
     assert result.handshake.failure is Failure.NOT_TLS
     assert "the server's first bytes: 07 08 09 0a" in result.handshake.error
-    finding = _one(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "plain HTTP, SSH" in finding.summary and "ssl crt" not in finding.fix
 
 
@@ -192,7 +138,7 @@ def test_haproxy_bind_without_ssl_answers_the_client_hello_with_http_400(lab: La
     server = HAProxy(served, "")
     try:
         truth = s_client(server.port, NAME, lab.root)
-        fetched = _curl(server.port, lab.root)
+        fetched = curl(server.port, lab.root)
         result = probe(lab, server.port, NAME)
     finally:
         server.stop()
@@ -200,7 +146,7 @@ def test_haproxy_bind_without_ssl_answers_the_client_hello_with_http_400(lab: La
     assert fetched.returncode == 35 and "wrong version number" in fetched.stderr, fetched
     assert result.handshake.failure is Failure.NOT_TLS
     assert "answered in plain text: 'HTTP/1.1 400 Bad request'" in result.handshake.error
-    finding = _one(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "speaks plain HTTP" in finding.summary and "ssl crt" in finding.fix
 
 
@@ -223,7 +169,7 @@ def test_an_sni_name_refused_with_unrecognized_name_names_strict_sni_and_checks_
     result = probe(lab, server.port, UNKNOWN)
     hs = result.handshake
     assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "unrecognized_name", Party.SERVER), hs
-    finding = _one(_findings(result, server.port, UNKNOWN), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port, UNKNOWN), Cause.HANDSHAKE_INCOMPLETE)
     assert "strict-sni" in finding.summary and "crt-list" in finding.fix
     [without_sni] = [c for c in finding.reproduce if "-noservername" in c]
     done = subprocess.run(without_sni, shell=True, capture_output=True, text=True, timeout=10)
@@ -239,7 +185,7 @@ def test_no_sni_refused_with_unrecognized_name_says_a_default_certificate_is_not
         result = _probe_without_sni(lab, server.port)
     assert not truth.ok and "unrecognized name" in truth.output, truth.output
     assert (result.handshake.failure, result.handshake.alert) == (Failure.TLS_ALERT, "unrecognized_name")
-    finding = _one(_findings(result, server.port, send_sni=False), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port, send_sni=False), Cause.HANDSHAKE_INCOMPLETE)
     assert "no SNI was sent" in finding.summary and "strict-sni" in finding.summary
     assert "drop `strict-sni`" in finding.fix
 
@@ -253,7 +199,7 @@ def test_haproxy_strict_sni_refuses_an_unknown_name_and_no_sni_alike(lab: Lab, s
         assert s_client(server.port, NAME, lab.root, extra=("-verify_hostname", NAME)).ok
         named = s_client(server.port, UNKNOWN, lab.root)
         bare = _s_client_without_sni(server.port, lab.root)
-        fetched = _curl(server.port, lab.root, UNKNOWN)
+        fetched = curl(server.port, lab.root, UNKNOWN)
         unknown = probe(lab, server.port, UNKNOWN)
         no_sni = _probe_without_sni(lab, server.port)
     finally:
@@ -263,8 +209,8 @@ def test_haproxy_strict_sni_refuses_an_unknown_name_and_no_sni_alike(lab: Lab, s
     assert fetched.returncode == 35 and "unrecognized name" in fetched.stderr, fetched
     assert (unknown.handshake.failure, unknown.handshake.alert) == (Failure.TLS_ALERT, "unrecognized_name")
     assert (no_sni.handshake.failure, no_sni.handshake.alert) == (Failure.TLS_ALERT, "unrecognized_name")
-    assert "strict-sni" in _one(_findings(unknown, server.port, UNKNOWN), Cause.HANDSHAKE_INCOMPLETE).summary
-    bare_finding = _one(_findings(no_sni, server.port, send_sni=False), Cause.HANDSHAKE_INCOMPLETE)
+    assert "strict-sni" in _one(findings_for(unknown, server.port, UNKNOWN), Cause.HANDSHAKE_INCOMPLETE).summary
+    bare_finding = _one(findings_for(no_sni, server.port, send_sni=False), Cause.HANDSHAKE_INCOMPLETE)
     assert "drop `strict-sni`" in bare_finding.fix
 
 
@@ -283,7 +229,7 @@ def test_a_name_without_a_certificate_gets_the_first_one_and_the_fix_names_hapro
     assert not truth.ok and truth.verify_code == 62, truth.output
     result = probe(lab, server.port, UNKNOWN)
     assert result.native.verify_code == 62
-    finding = _one(_findings(result, server.port, UNKNOWN), Cause.HOSTNAME_MISMATCH)
+    finding = _one(findings_for(result, server.port, UNKNOWN), Cause.HOSTNAME_MISMATCH)
     assert "first certificate of its bind line" in finding.fix and "`crt-list` line" in finding.fix
 
 
@@ -294,14 +240,14 @@ def test_haproxy_crt_list_answers_an_unlisted_name_with_its_first_certificate(la
     server = HAProxy(served, "ssl crt-list {dir}/list.txt")
     try:
         truth = s_client(server.port, UNKNOWN, lab.root, extra=("-verify_hostname", UNKNOWN))
-        fetched = _curl(server.port, lab.root, UNKNOWN)
+        fetched = curl(server.port, lab.root, UNKNOWN)
         result = probe(lab, server.port, UNKNOWN)
     finally:
         server.stop()
     assert not truth.ok and truth.verify_code == 62 and "0 s:CN = default.example.test" in truth.output
     assert fetched.returncode == 60, fetched
     assert result.native.verify_code == 62
-    finding = _one(_findings(result, server.port, UNKNOWN), Cause.HOSTNAME_MISMATCH)
+    finding = _one(findings_for(result, server.port, UNKNOWN), Cause.HOSTNAME_MISMATCH)
     assert "'CN=default.example.test'" in finding.summary and "crt-list" in finding.fix
 
 
@@ -315,7 +261,7 @@ def test_internal_error_from_a_server_limited_to_old_versions_names_haproxy_ssl_
     assert not truth.ok and "alert internal error" in truth.output, truth.output
     result = probe(lab, server.port, NAME)
     assert (result.handshake.failure, result.handshake.alert) == (Failure.TLS_ALERT, "internal_error")
-    finding = _one(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "HAProxy with `ssl-max-ver TLSv1.1`" in finding.summary
     assert "`ssl-min-ver TLSv1.2`" in finding.fix and "'SSL handshake failure'" in finding.fix
 
@@ -334,7 +280,7 @@ def test_haproxy_ssl_max_ver_tlsv1_1_is_internal_error_and_logs_no_reason(lab: L
         assert not seen.ok and "alert internal error" in seen.output, seen.output
     assert "SSL handshake failure" in server.log() and "signature" not in server.log()
     assert (result.handshake.failure, result.handshake.alert) == (Failure.TLS_ALERT, "internal_error")
-    assert "ssl-min-ver TLSv1.2" in _one(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE).fix
+    assert "ssl-min-ver TLSv1.2" in _one(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE).fix
 
 
 @needs_haproxy
@@ -344,7 +290,7 @@ def test_haproxy_accept_proxy_reached_directly_resets_and_the_fix_quotes_its_log
     server = HAProxy(served, "ssl crt {dir}/api.pem accept-proxy")
     try:
         truth = s_client(server.port, NAME, lab.root)
-        fetched = _curl(server.port, lab.root)
+        fetched = curl(server.port, lab.root)
         result = probe(lab, server.port, NAME)
     finally:
         server.stop()
@@ -353,5 +299,5 @@ def test_haproxy_accept_proxy_reached_directly_resets_and_the_fix_quotes_its_log
     quoted = "Received something which does not look like a PROXY protocol header"
     assert quoted in server.log()
     assert (result.handshake.failure, result.handshake.refused_by) == (Failure.RESET, Party.SERVER)
-    finding = _one(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    finding = _one(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert quoted in finding.fix and "without `accept-proxy`" in finding.fix

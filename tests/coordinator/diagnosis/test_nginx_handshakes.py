@@ -6,101 +6,56 @@ runs anywhere; where only nginx itself shows it, the test needs nginx and is ski
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.agent.probe.openssl_lab import Lab, key_pem, needs_openssl, probe, s_client
+from tests.coordinator.diagnosis.real_servers import (
+    CURL,
+    NAME,
+    ServerProcess,
+    curl,
+    findings_for,
+    free_port,
+    installed,
+    needs_curl,
+    of,
+)
+from tests.coordinator.diagnosis.real_servers import lab as lab  # the fixture, by its name
 from tests.outcomes import observe, outcome, request
 from tlsfleet.agent.model import AddressResult, Failure, Party, Starttls
 from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 
-NAME = "api.example.test"
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
-CURL = shutil.which("curl")
+NGINX = installed("nginx")
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed here (Debian: nginx-light)")
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed here")
-START_TIMEOUT_S = 5.0
-
-
-@pytest.fixture
-def lab(pki: LabPKI, tmp_path: Path) -> Iterator[Lab]:
-    started = Lab(tmp_path, pki)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-def _findings(result: AddressResult, port: int) -> list[Finding]:
-    req = request(NAME, port)
-    return list(diagnose(observe(outcome("local", [result], req=req), req=req)))
-
-
-def _of(found: list[Finding], cause: Cause) -> list[Finding]:
-    return [f for f in found if f.cause is cause]
 
 
 # --------------------------------------------------------------------------------------------- nginx
 
 
-class Nginx:
+class Nginx(ServerProcess):
     """One nginx master process serving `servers` (server blocks; {port} and {dir} filled in) from `workdir`."""
 
     def __init__(self, workdir: Path, servers: str) -> None:
         assert NGINX is not None
         self.dir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        port = free_port()
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (workdir / sub).mkdir(exist_ok=True)
-        body = servers.replace("{port}", str(self.port)).replace("{dir}", str(workdir))
+        body = servers.replace("{port}", str(port)).replace("{dir}", str(workdir))
         temp = " ".join(f"{sub}_temp_path {workdir}/{sub};" for sub in ("proxy", "fastcgi", "uwsgi", "scgi"))
         (workdir / "nginx.conf").write_text(
             f"pid {workdir}/nginx.pid; error_log {workdir}/error.log info; worker_processes 1;\n"
             "events { worker_connections 32; }\n"
             f"http {{ access_log off; client_body_temp_path {workdir}/body; {temp}\n{body}\n}}\n"
         )
-        self.process = subprocess.Popen(
-            [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"nginx exited: {self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"nginx did not listen: {self.log()}")
-
-    def log(self) -> str:
-        path = self.dir / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        argv = [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"]
+        super().__init__(argv, port, workdir / "error.log")
 
 
 @pytest.fixture
@@ -118,19 +73,6 @@ def _nginx(workdir: Path, listen: str, directives: str = "") -> Nginx:
         f"server {{ listen 127.0.0.1:{{port}} {listen}; server_name {NAME}; "
         "ssl_certificate {dir}/chain.pem; ssl_certificate_key {dir}/key.pem; "
         f'{directives} location / {{ return 200 "ok\\n"; }} }}',
-    )
-
-
-def _curl(port: int, cafile: Path) -> subprocess.CompletedProcess[str]:
-    assert CURL is not None
-    return subprocess.run(
-        [
-            *(CURL, "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"),
-            *("--cacert", str(cafile), "--resolve", f"{NAME}:{port}:127.0.0.1", f"https://{NAME}:{port}/"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
     )
 
 
@@ -164,14 +106,14 @@ def test_a_certificate_request_the_handshake_survives_without_a_certificate_is_a
 
     result = probe(lab, asking.port, NAME)
     assert result.handshake.failure is Failure.NONE and result.handshake.client_cert_requested
-    [note] = _of(_findings(result, asking.port), Cause.CLIENT_CERT_REQUIRED)
+    [note] = of(findings_for(result, asking.port), Cause.CLIENT_CERT_REQUIRED)
     assert note.severity is Severity.INFO
     assert "asks for a client certificate" in note.summary and "'Acme Client Root CA'" in note.summary
     assert "ssl_verify_client on" in note.summary and any(c.startswith("curl ") for c in note.reproduce)
 
     assert s_client(plain.port, NAME, lab.root).ok
     quiet = probe(lab, plain.port, NAME)
-    assert not _of(_findings(quiet, plain.port), Cause.CLIENT_CERT_REQUIRED)
+    assert not of(findings_for(quiet, plain.port), Cause.CLIENT_CERT_REQUIRED)
 
 
 @needs_nginx
@@ -189,7 +131,7 @@ def test_nginx_ssl_verify_client_on_finishes_tls_and_refuses_the_request(lab: La
     try:
         truth = s_client(server.port, NAME, lab.root)
         assert truth.ok and truth.verify_code == 0, truth.output  # the handshake completes...
-        fetched = _curl(server.port, lab.root)
+        fetched = curl(server.port, lab.root)
         assert (fetched.returncode, fetched.stdout) == (0, "400"), fetched  # ...and the request is refused
         named = _acceptable_ca_names(server.port, lab.root)
         result = probe(lab, server.port, NAME)
@@ -199,7 +141,7 @@ def test_nginx_ssl_verify_client_on_finishes_tls_and_refuses_the_request(lab: La
     assert result.handshake.client_cert_requested
     assert result.handshake.acceptable_ca_names == ("CN=Acme Client Root CA",)
     assert named == ["CN = Acme Client Root CA"]
-    [note] = _of(_findings(result, server.port), Cause.CLIENT_CERT_REQUIRED)
+    [note] = of(findings_for(result, server.port), Cause.CLIENT_CERT_REQUIRED)
     assert note.severity is Severity.INFO and "HTTP 400" in note.summary
 
 
@@ -217,7 +159,7 @@ def test_an_openssl_3_server_limited_to_tls_1_0_answers_internal_error_and_the_f
     result = probe(lab, server.port, NAME)
     hs = result.handshake
     assert (hs.failure, hs.alert, hs.refused_by) == (Failure.TLS_ALERT, "internal_error", Party.SERVER), hs
-    [finding] = _of(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    [finding] = of(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "TLS 1.0 or 1.1" in finding.summary and "ssl_protocols TLSv1.2 TLSv1.3" in finding.fix
     assert "no suitable signature algorithm" in finding.fix
 
@@ -236,7 +178,7 @@ def test_nginx_ssl_protocols_tlsv1_only_is_internal_error_with_no_suitable_signa
     assert not truth.ok and "alert internal error" in truth.output, truth.output
     assert "no suitable signature algorithm" in server.log()
     assert (result.handshake.failure, result.handshake.alert) == (Failure.TLS_ALERT, "internal_error")
-    [finding] = _of(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    [finding] = of(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "ssl_protocols TLSv1 TLSv1.1" in finding.summary
 
 
@@ -251,7 +193,7 @@ def test_a_reset_on_the_client_hello_names_a_proxy_protocol_listener(lab: Lab) -
     assert not truth.ok and "errno=104" in truth.output, truth.output  # ECONNRESET
     result = probe(lab, server.port, NAME)
     assert (result.handshake.failure, result.handshake.refused_by) == (Failure.RESET, Party.SERVER)
-    [finding] = _of(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    [finding] = of(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "PROXY protocol" in finding.summary and "proxy_protocol" in finding.fix
 
 
@@ -262,7 +204,7 @@ def test_nginx_proxy_protocol_reached_directly_resets_the_client_hello(lab: Lab,
     server = _nginx(served, "ssl proxy_protocol")
     try:
         truth = s_client(server.port, NAME, lab.root)
-        fetched = _curl(server.port, lab.root)
+        fetched = curl(server.port, lab.root)
         result = probe(lab, server.port, NAME)
     finally:
         server.stop()
@@ -270,7 +212,7 @@ def test_nginx_proxy_protocol_reached_directly_resets_the_client_hello(lab: Lab,
     assert fetched.returncode == 35 and "reset" in fetched.stderr.lower(), fetched
     assert "broken header" in server.log() and "PROXY protocol" in server.log()
     assert (result.handshake.failure, result.handshake.refused_by) == (Failure.RESET, Party.SERVER)
-    [finding] = _of(_findings(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
+    [finding] = of(findings_for(result, server.port), Cause.HANDSHAKE_INCOMPLETE)
     assert "PROXY protocol" in finding.summary
 
 
@@ -363,7 +305,7 @@ def test_the_note_on_a_certificate_asked_for_speaks_the_protocol_of_the_port(
     base = request(NAME, asking.port)
     req = replace(base, options=replace(base.options, starttls=starttls))
     found = list(diagnose(observe(outcome("local", [result], req=req), req=req)))
-    [note] = _of(found, Cause.CLIENT_CERT_REQUIRED)
+    [note] = of(found, Cause.CLIENT_CERT_REQUIRED)
     assert server in note.summary and "HTTP 400" not in note.summary
     [curl] = [c for c in note.reproduce if c.startswith("curl ")]
     assert "--ssl-reqd" in curl and f"{scheme}://{NAME}:{asking.port}/" in curl
