@@ -11,7 +11,9 @@ Two clients matter on a host (`Client`):
   list and security level, the version bounds, the options and the verify flags OpenSSL configured (not
   the X509_STRICT and PARTIAL_CHAIN of Python 3.13's default context); TLS 1.3 suites, groups and signature
   algorithms were never replaced. Every probe runs this handshake.
-- `python`, what `ssl.create_default_context()` gives. Reported only where it differs, and a second
+- `python`, what `ssl.create_default_context()` gives in the agent's own interpreter (its build decides: one
+  built with --with-ssl-default-suites=openssl, as Debian's python3, keeps OpenSSL's ciphers and minimum version,
+  and the detail names it). Reported only where it differs, and a second
   handshake runs only where it may: `_python_may_differ` decides from the first handshake (the contexts
   are configured alike; or the negotiated version and cipher are ones Python's context offers, its
   security level is not stricter, and the verify outcome does not hang on the level; where Python's verify
@@ -893,7 +895,15 @@ def _why(reason: str, second: _Attempt, python: ContextProfile) -> str:
     else:
         alert = f" {second.alert}" if second.alert else ""
         outcome = f"fails: {second.failure}{alert}"
-    return f"Python's default context ({python.describe()}) {outcome}: {reason}"
+    return f"Python's default context ({python.describe()}; {_interpreter()}) {outcome}: {reason}"
+
+
+@cache
+def _interpreter() -> str:
+    """Which Python the python view is: the agent's own, whose build decides its defaults (a distribution's
+    python3 built with --with-ssl-default-suites=openssl keeps OpenSSL's ciphers and minimum version)."""
+    where = f", {sys.executable}" if sys.executable else ""
+    return f"the agent's Python {sys.version.split()[0]}{where}"
 
 
 async def _second_attempt(
