@@ -19,7 +19,7 @@ import pytest
 from tests.agent.probe.openssl_lab import Lab, needs_openssl, probe, rsa_leaf
 from tlsfleet.agent.model import AddressResult, Client, Failure
 
-pytestmark = needs_openssl
+pytestmark = [needs_openssl, pytest.mark.e2e]  # openssl s_server and real Python clients as processes of their own
 
 HOST_PYTHON = Path("/usr/bin/python3")
 

@@ -32,6 +32,8 @@ from tlsfleet.coordinator.lab.tls_server import ServedIdentity
 
 from .test_starttls_debian import _addresses, serving, tlsfleet_probe, unreachable
 
+pytestmark = pytest.mark.e2e  # servers that talk and wait, and a real Dovecot, beside s_client and curl
+
 NAME = MAIL_HOSTNAME
 IMAP_GREETING = b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] Dovecot (Debian) ready.\r\n"
 IMAP_CAPABILITY = b"* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN\r\n. OK Pre-login capabilities listed.\r\n"
@@ -158,7 +160,6 @@ def test_a_port_that_answers_the_client_hello_with_text_stays_not_tls(root_file:
     assert address.handshake.failure is Failure.NOT_TLS, address.handshake
 
 
-@pytest.mark.e2e
 def test_dovecot_whose_key_does_not_fit_is_quoted_and_the_fix_names_its_key(
     pki: LabPKI, root_file: Path, truth_env
 ) -> None:

@@ -33,6 +33,8 @@ from tlsfleet.coordinator.diagnosis.model import Cause, Finding
 from tlsfleet.coordinator.lab.misbehaving_servers import BEHAVIOURS, MisbehavingServer
 from tlsfleet.coordinator.lab.pki import chain_pem, write_pem
 
+pytestmark = pytest.mark.e2e  # real servers as processes of their own (openssl s_server, HAProxy)
+
 UNKNOWN = "unknown.example.test"
 HAPROXY = installed("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed here (Debian: haproxy)")
@@ -132,7 +134,6 @@ def test_a_binary_answer_that_is_not_tls_is_shown_in_hex_and_not_called_http(lab
 
 
 @needs_haproxy
-@pytest.mark.e2e  # a real HAProxy process
 @needs_curl
 def test_haproxy_bind_without_ssl_answers_the_client_hello_with_http_400(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "")
@@ -191,7 +192,6 @@ def test_no_sni_refused_with_unrecognized_name_says_a_default_certificate_is_not
 
 
 @needs_haproxy
-@pytest.mark.e2e  # a real HAProxy process
 @needs_curl
 def test_haproxy_strict_sni_refuses_an_unknown_name_and_no_sni_alike(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "ssl crt-list {dir}/list.txt strict-sni")
@@ -234,7 +234,6 @@ def test_a_name_without_a_certificate_gets_the_first_one_and_the_fix_names_hapro
 
 
 @needs_haproxy
-@pytest.mark.e2e  # a real HAProxy process
 @needs_curl
 def test_haproxy_crt_list_answers_an_unlisted_name_with_its_first_certificate(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "ssl crt-list {dir}/list.txt")
@@ -267,7 +266,6 @@ def test_internal_error_from_a_server_limited_to_old_versions_names_haproxy_ssl_
 
 
 @needs_haproxy
-@pytest.mark.e2e  # a real HAProxy process
 def test_haproxy_ssl_max_ver_tlsv1_1_is_internal_error_and_logs_no_reason(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "ssl crt {dir}/api.pem ssl-min-ver TLSv1.0 ssl-max-ver TLSv1.1")
     try:
@@ -284,7 +282,6 @@ def test_haproxy_ssl_max_ver_tlsv1_1_is_internal_error_and_logs_no_reason(lab: L
 
 
 @needs_haproxy
-@pytest.mark.e2e  # a real HAProxy process
 @needs_curl
 def test_haproxy_accept_proxy_reached_directly_resets_and_the_fix_quotes_its_log(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "ssl crt {dir}/api.pem accept-proxy")

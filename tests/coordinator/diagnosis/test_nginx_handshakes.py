@@ -31,6 +31,8 @@ from tlsfleet.coordinator.diagnosis.engine import diagnose
 from tlsfleet.coordinator.diagnosis.model import Cause, Finding, Severity
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 
+pytestmark = pytest.mark.e2e  # real servers as processes of their own (openssl s_server, nginx)
+
 NGINX = installed("nginx")
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed here (Debian: nginx-light)")
 
@@ -117,7 +119,6 @@ def test_a_certificate_request_the_handshake_survives_without_a_certificate_is_a
 
 
 @needs_nginx
-@pytest.mark.e2e  # a real nginx process
 @needs_curl
 @pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
 def test_nginx_ssl_verify_client_on_finishes_tls_and_refuses_the_request(lab: Lab, served: Path, version: str) -> None:
@@ -165,7 +166,6 @@ def test_an_openssl_3_server_limited_to_tls_1_0_answers_internal_error_and_the_f
 
 
 @needs_nginx
-@pytest.mark.e2e  # a real nginx process
 def test_nginx_ssl_protocols_tlsv1_only_is_internal_error_with_no_suitable_signature_algorithm(
     lab: Lab, served: Path
 ) -> None:
@@ -198,7 +198,6 @@ def test_a_reset_on_the_client_hello_names_a_proxy_protocol_listener(lab: Lab) -
 
 
 @needs_nginx
-@pytest.mark.e2e  # a real nginx process
 @needs_curl
 def test_nginx_proxy_protocol_reached_directly_resets_the_client_hello(lab: Lab, served: Path) -> None:
     server = _nginx(served, "ssl proxy_protocol")
@@ -250,7 +249,6 @@ def test_an_sni_name_no_virtual_host_claims_gets_the_default_certificate_and_the
 
 
 @needs_nginx
-@pytest.mark.e2e  # a real nginx process
 @needs_curl
 def test_nginx_default_server_answers_an_sni_name_no_server_block_claims(lab: Lab, served: Path) -> None:
     fallback = lab.pki.issue_leaf("default.example.test")
