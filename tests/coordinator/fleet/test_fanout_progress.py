@@ -19,7 +19,10 @@ from tlsfleet.coordinator.lab.tls_server import ServedIdentity, TlsServer
 from tlsfleet.coordinator.outcomes import VantageState
 from tlsfleet.coordinator.probing import build_request
 
-TIMEOUT_S = 0.2
+# The mute agent's deadline: long enough for this machine's own probe to finish first, also the first one of a
+# process, which reads every trust store cold (some 300 ms); the local probe alone gets LOCAL_TIMEOUT_S.
+TIMEOUT_S = 0.8
+LOCAL_TIMEOUT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ async def _probe(server: TlsServer, mute: str, steps: list[Progress] | None):  #
         await asyncio.gather(*(v.close() for v in vantages))
 
 
-@pytest.mark.slow  # a real subprocess or timer, most of a second: the full suite runs it
+@pytest.mark.slow  # a real subprocess and the mute agent's deadline, about 2 s: the full suite runs it
 def test_each_vantage_is_told_as_it_ends_and_the_results_are_unchanged(server: TlsServer, mute_agent: str) -> None:
     steps: list[Progress] = []
     request, told = asyncio.run(_probe(server, mute_agent, steps))
@@ -73,9 +76,9 @@ def test_a_listener_that_fails_costs_nothing(server: TlsServer, mute_agent: str)
         raise RuntimeError("display gone")
 
     async def run():  # -> outcomes
-        request = build_request(f"127.0.0.1:{server.port}", now_ns=time.time_ns(), timeout=TIMEOUT_S)
+        request = build_request(f"127.0.0.1:{server.port}", now_ns=time.time_ns(), timeout=LOCAL_TIMEOUT_S)
         with reporting_progress(broken):
-            return await probe_all([LocalVantage()], request, TIMEOUT_S)
+            return await probe_all([LocalVantage()], request, LOCAL_TIMEOUT_S)
 
     (outcome,) = asyncio.run(run())
     assert outcome.state is VantageState.OK
@@ -86,8 +89,8 @@ def test_describe_fan_outs_are_told_without_a_request_and_nothing_is_told_outsid
 
     async def run() -> None:
         with reporting_progress(steps.append):
-            await describe_all([LocalVantage()], TIMEOUT_S)
-        await describe_all([LocalVantage()], TIMEOUT_S)  # after the context: no listener
+            await describe_all([LocalVantage()], LOCAL_TIMEOUT_S)
+        await describe_all([LocalVantage()], LOCAL_TIMEOUT_S)  # after the context: no listener
 
     asyncio.run(run())
     assert [(s.request, s.done, s.total) for s in steps] == [(None, 0, 1), (None, 1, 1)]
