@@ -15,6 +15,7 @@ from typing import IO
 
 import pytest
 
+from tests.agent.probe.openssl_lab import Lab, Truth, probe, s_client
 from tests.agent.probe.openssl_lab import lab as lab  # the fixture, by its name
 from tests.outcomes import observe, outcome, request
 from tlsfleet.agent.model import AddressResult
@@ -101,6 +102,17 @@ def curl(port: int, cafile: Path, name: str = NAME) -> subprocess.CompletedProce
         text=True,
         timeout=10,
     )
+
+
+def clients_see(
+    lab: Lab, server: ServerProcess, name: str = NAME
+) -> tuple[Truth, subprocess.CompletedProcess[str], AddressResult]:
+    """What `openssl s_client`, curl and tlsfleet's probe each get from `server` for `name`; the server is
+    stopped afterwards (its log stays readable)."""
+    try:
+        return s_client(server.port, name, lab.root), curl(server.port, lab.root, name), probe(lab, server.port, name)
+    finally:
+        server.stop()
 
 
 def findings_for(result: AddressResult, port: int, name: str = NAME, *, send_sni: bool = True) -> list[Finding]:

@@ -20,6 +20,7 @@ from tests.agent.probe.openssl_lab import Lab, Truth, key_pem, needs_openssl, pr
 from tests.coordinator.diagnosis.real_servers import (
     NAME,
     ServerProcess,
+    clients_see,
     curl,
     findings_for,
     free_port,
@@ -137,12 +138,7 @@ def test_a_binary_answer_that_is_not_tls_is_shown_in_hex_and_not_called_http(lab
 @needs_curl
 def test_haproxy_bind_without_ssl_answers_the_client_hello_with_http_400(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "")
-    try:
-        truth = s_client(server.port, NAME, lab.root)
-        fetched = curl(server.port, lab.root)
-        result = probe(lab, server.port, NAME)
-    finally:
-        server.stop()
+    truth, fetched, result = clients_see(lab, server)
     assert not truth.ok and "wrong version number" in truth.output, truth.output
     assert fetched.returncode == 35 and "wrong version number" in fetched.stderr, fetched
     assert result.handshake.failure is Failure.NOT_TLS
@@ -285,12 +281,7 @@ def test_haproxy_ssl_max_ver_tlsv1_1_is_internal_error_and_logs_no_reason(lab: L
 @needs_curl
 def test_haproxy_accept_proxy_reached_directly_resets_and_the_fix_quotes_its_log(lab: Lab, served: Path) -> None:
     server = HAProxy(served, "ssl crt {dir}/api.pem accept-proxy")
-    try:
-        truth = s_client(server.port, NAME, lab.root)
-        fetched = curl(server.port, lab.root)
-        result = probe(lab, server.port, NAME)
-    finally:
-        server.stop()
+    truth, fetched, result = clients_see(lab, server)
     assert not truth.ok and "errno=104" in truth.output, truth.output
     assert fetched.returncode == 35 and "reset" in fetched.stderr.lower(), fetched
     quoted = "Received something which does not look like a PROXY protocol header"

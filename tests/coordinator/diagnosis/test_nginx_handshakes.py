@@ -17,6 +17,7 @@ from tests.coordinator.diagnosis.real_servers import (
     CURL,
     NAME,
     ServerProcess,
+    clients_see,
     curl,
     findings_for,
     free_port,
@@ -201,12 +202,7 @@ def test_a_reset_on_the_client_hello_names_a_proxy_protocol_listener(lab: Lab) -
 @needs_curl
 def test_nginx_proxy_protocol_reached_directly_resets_the_client_hello(lab: Lab, served: Path) -> None:
     server = _nginx(served, "ssl proxy_protocol")
-    try:
-        truth = s_client(server.port, NAME, lab.root)
-        fetched = curl(server.port, lab.root)
-        result = probe(lab, server.port, NAME)
-    finally:
-        server.stop()
+    truth, fetched, result = clients_see(lab, server)
     assert not truth.ok, truth.output
     assert fetched.returncode == 35 and "reset" in fetched.stderr.lower(), fetched
     assert "broken header" in server.log() and "PROXY protocol" in server.log()
