@@ -218,7 +218,8 @@ def _pairs(items: tuple[str, ...], flag: str, what: str) -> tuple[tuple[str, str
 
 def build_config(args: AgentServeArguments):  # -> AgentConfig (imported lazily)
     from .daemon import AgentConfig
-    from .pki.fleet_ca import FleetPkiError, default_pki_dir, normalize_name, pki_dir_problem
+    from .pki.fleet_ca import FleetPkiError, normalize_name
+    from .pki.location import default_pki_dir, pki_dir_problem
     from .probe.client_certs import load_client_certs
     from .probe.policy import load_policy
 
@@ -360,7 +361,7 @@ async def _check_health(address: str, name: str | None, pki_dir: Path | None, in
 
     from .endpoints import EndpointError, is_loopback_host, split_host_port
     from .pki.credentials import channel_credentials, channel_options_for_peer, load_credentials
-    from .pki.fleet_ca import default_pki_dir
+    from .pki.location import default_pki_dir
 
     if not 0.1 <= timeout <= 60:
         raise AgentArgumentError(f"--timeout {timeout:g} is out of range; accepted: 0.1-60 seconds")

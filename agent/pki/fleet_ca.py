@@ -1,6 +1,6 @@
 """The fleet PKI: one ECDSA P-256 CA that issues every coordinator and agent its mutual-TLS identity.
 
-Layout of a PKI directory (default `default_pki_dir()`):
+Layout of a PKI directory (default `location.default_pki_dir()`):
 
     ca.pem, ca.key                      the fleet CA (the key never leaves this directory)
     agents/<name>.pem, .key             one per agent
@@ -44,7 +44,6 @@ __all__ = [
     "Role",
     "ca_paths",
     "certificate_identity",
-    "default_pki_dir",
     "describe_certificate",
     "identity_dns_name",
     "identity_from_dns_names",
@@ -105,39 +104,6 @@ class PkiInventory:
     ca: CertificateInfo
     issued: tuple[CertificateInfo, ...]
     unreadable: tuple[tuple[Path, str], ...]
-
-
-def default_pki_dir() -> Path:
-    """`$TLSFLEET_PKI_DIR`, else `~/.config/tlsfleet/pki`."""
-    env = os.environ.get("TLSFLEET_PKI_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".config" / "tlsfleet" / "pki"
-
-
-def from_pki_env(path: Path) -> bool:
-    """Whether `path` lies in the PKI directory that $TLSFLEET_PKI_DIR chose (worth saying in an error:
-    a variable set long ago in a shell profile is easy to forget)."""
-    env = os.environ.get("TLSFLEET_PKI_DIR")
-    if not env:
-        return False
-    return path.expanduser().is_relative_to(Path(env).expanduser())
-
-
-def pki_dir_problem(pki: Path) -> str | None:
-    """Why `pki` is not a fleet PKI directory (one holding ca.pem), or None when it is one."""
-    if (pki / "ca.pem").is_file():
-        return None
-    if pki.name in ("agents", "coordinators") and (pki.parent / "ca.pem").is_file():
-        return (
-            f"PKI directory {pki} is the {pki.name}/ sub-folder; give the PKI directory itself, {pki.parent} "
-            f"(the one that holds ca.pem)"
-        )
-    origin = " (from $TLSFLEET_PKI_DIR)" if from_pki_env(pki) else ""
-    return (
-        f"PKI directory {pki}{origin} holds no fleet CA (ca.pem); create one with `tlsfleet pki init --dir {pki}` "
-        f"or give the directory that holds it"
-    )
 
 
 def normalize_name(name: str) -> str:

@@ -26,10 +26,9 @@ from datetime import datetime
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..model import AiaFetch, Failure, Verdict
-from ..trust.certinfo import CertificateParseError, parse_der, summarize
+from ..trust.certinfo import DER, CertificateParseError, parse_der, summarize
 from ..trust.stores import LoadedStore
 from ..trust.verify import verify_chain
 from .policy import ProbePolicy
@@ -299,5 +298,5 @@ async def _chunked(url: str, reader: asyncio.StreamReader, progress: _Progress, 
 def _as_der(body: bytes) -> bytes:
     """caIssuers URLs serve DER by the RFC; some serve PEM."""
     if body.lstrip().startswith(b"-----BEGIN"):
-        return x509.load_pem_x509_certificate(body).public_bytes(Encoding.DER)
+        return x509.load_pem_x509_certificate(body).public_bytes(DER)
     return body

@@ -19,8 +19,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from ..logs import get_logger
 from ..model import (
     AddressResult,
@@ -35,7 +33,7 @@ from ..model import (
     TrustStore,
     Verdict,
 )
-from ..trust.certinfo import fingerprint
+from ..trust.certinfo import DER, fingerprint
 from ..trust.names import parse_expected_name
 from ..trust.runtimes import RuntimeOptions
 from ..trust.stores import Discovery, LoadedStore, discover, forget_cached_reads, watch_signature
@@ -426,7 +424,7 @@ def _identity(store: TrustStore) -> tuple[str, str, str]:
 
 def _roots_of(store: LoadedStore) -> tuple[RootCertificate, ...]:
     return tuple(
-        RootCertificate(sha256=fingerprint(cert.public_bytes(Encoding.DER)), subject=cert.subject.rfc4514_string())
+        RootCertificate(sha256=fingerprint(cert.public_bytes(DER)), subject=cert.subject.rfc4514_string())
         for cert in store.roots
     )
 

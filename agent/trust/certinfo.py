@@ -9,11 +9,16 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from cryptography import x509
+
+# Encoding from the module that defines it: `cryptography.hazmat.primitives.serialization` loads the SSH and
+# PKCS#12 code with it (some 2 ms of every `tlsfleet probe`), which reading certificates never needs.
+from cryptography.hazmat.primitives._serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.general_name import UnsupportedGeneralNameType
 from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 
 __all__ = [
+    "DER",
     "CertSummary",
     "CertificateParseError",
     "common_names",
@@ -180,10 +185,6 @@ def raw_name_attributes(cert: x509.Certificate, issuer: bool) -> list[list[tuple
     return rdns
 
 
-# What a name read from the DER depends on (issuer_lookup's kept name keys are stamped with their code).
-NAME_READERS = (raw_name_attributes, _name_der, _elements, _tlv, _oid_text)
-
-
 def _attribute_text(oid: str, value: str) -> str:
     try:
         return x509.NameAttribute(ObjectIdentifier(oid), value).rfc4514_string()
@@ -241,6 +242,9 @@ def validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
     except ValueError:
         after = _EARLIEST
     return before, after
+
+
+DER = Encoding.DER  # as `cert.public_bytes(DER)` takes it
 
 
 def fingerprint(der: bytes) -> str:

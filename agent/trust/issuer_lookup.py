@@ -17,19 +17,20 @@ Where OpenSSL found no issuer although the store or the served chain holds a cer
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.general_name import UnsupportedGeneralNameType
 
 from . import certinfo, store_cache
-from .certinfo import fingerprint, name_text, raw_name_attributes
+from .certinfo import DER, fingerprint, name_text, raw_name_attributes
 
-__all__ = ["NameKey", "StoreIndex", "chain_names", "held_namesakes", "name_key", "served_namesakes"]
+__all__ = ["NameKey", "StoreIndex", "chain_names", "forget_keys", "held_namesakes", "name_key", "served_namesakes"]
 
 # One entry per RDN in order: the (attribute OID, compared value) pairs of that RDN.
 NameKey = tuple[frozenset[tuple[str, str | bytes]], ...]
@@ -76,7 +77,10 @@ def _keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
 
 # A host's stores share most of their roots (as one object each, see stores.py): each is keyed once. Bounded
 # like stores.py's shared certificates; a certificate equals another only with the same DER.
-@lru_cache(maxsize=4096)
+_STORE_KEYS_SIZE = 4096
+
+
+@lru_cache(maxsize=_STORE_KEYS_SIZE)
 def _store_keys(cert: x509.Certificate) -> tuple[NameKey | None, NameKey | None]:
     return _keys(cert)
 
@@ -85,29 +89,50 @@ def _kept_keys(cert: x509.Certificate, fp: str) -> tuple[NameKey | None, NameKey
     """`_store_keys(cert)`, taken from what an earlier process read of the certificate whose DER has the sha256
     `fp` when the CLI keeps it (store_cache), else read and kept: a fresh process judging with a host's stores
     would otherwise read some 170 roots' names (about 6 ms)."""
+    found = _keys_by_fp.get(fp)
+    if found is not None:
+        return found  # another store of this process holds the certificate too
     stamp = _keys_stamp()
     kept = store_cache.load_names(fp, stamp)
+    keys: tuple[NameKey | None, NameKey | None]
     if kept is not None and _are_keys(kept):
-        return kept  # type: ignore[return-value]  # checked by _are_keys
-    keys = _store_keys(cert)
-    store_cache.store_names(fp, stamp, keys)
+        keys = kept  # type: ignore[assignment]  # checked by _are_keys
+    else:
+        keys = _store_keys(cert)
+        store_cache.store_names(fp, stamp, keys)
+    if len(_keys_by_fp) >= _STORE_KEYS_SIZE:
+        _keys_by_fp.clear()
+    _keys_by_fp[fp] = keys
     return keys
+
+
+_keys_by_fp: dict[str, tuple[NameKey | None, NameKey | None]] = {}
+
+
+def forget_keys() -> None:
+    """Drop the names this process took from the cache or read, by fingerprint (they never go stale: a
+    certificate's names are a function of its DER); the next store index takes them from the cache again."""
+    _keys_by_fp.clear()
 
 
 _stamp: str | None = None
 
 
 def _keys_stamp() -> str:
-    """What a kept reading depends on: the code that reads names into keys, and cryptography's version."""
+    """What a kept reading depends on: the modules holding the code that reads names into keys (this one and
+    certinfo, whose raw_name_attributes it calls), and cryptography's version. Their files' bytes, not their code
+    objects: marshal's encoding of a code object changes with the reference counts of its constants."""
     global _stamp
     if _stamp is None:
-        import marshal
-
         import cryptography
 
-        readers = (name_key, _compared, _keys, _key_of, _raw_key, _issuer_is_subject, _tlv_end, *certinfo.NAME_READERS)
-        code = marshal.dumps(tuple(f.__code__ for f in readers)) + cryptography.__version__.encode()
-        _stamp = hashlib.sha256(code).hexdigest()[:32]
+        digest = hashlib.sha256(cryptography.__version__.encode())
+        for path in (__file__, certinfo.__file__):
+            try:
+                digest.update(Path(path).read_bytes())
+            except OSError:  # no readable source: a stamp no earlier process had, so nothing kept is taken
+                digest.update(os.urandom(16))
+        _stamp = digest.hexdigest()[:32]
     return _stamp
 
 
@@ -280,7 +305,7 @@ def held_namesakes(der: bytes, holders: Sequence[x509.Certificate], index: Store
     out = []
     for i in index.by_subject.get(key, ())[:_MAX_NAMESAKES]:
         candidate = holders[i]
-        candidate_der = candidate.public_bytes(Encoding.DER)
+        candidate_der = candidate.public_bytes(DER)
         if candidate_der == der:
             continue
         label = f"'{name_text(candidate)}' ({fingerprint(candidate_der)[:12]})"

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import TypedDict
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..bounded_read import FileTooLarge, read_capped
 from ..model import TrustStore
 from . import store_cache
+from .certinfo import DER
 from .node_roots import Source, ask_node, node_trust, sources
 from .runtimes import Runtime, RuntimeOptions, Watch, find_runtimes, forget_answers, search_watches
 
@@ -75,7 +75,6 @@ WELL_KNOWN_BUNDLES: tuple[str, ...] = (
 )
 WELL_KNOWN_DIRS: tuple[str, ...] = ("/etc/ssl/certs",)
 
-_DER_ENCODING = Encoding.DER
 _JKS_MAGIC = 0xFEEDFEED
 _JCEKS_MAGIC = 0xCECECECE
 _MAX_KEYSTORE_ENTRIES = 100_000
@@ -150,7 +149,7 @@ def der_of(cert: x509.Certificate) -> bytes:
     """The DER a store's certificate was read from: looked up, where cryptography would encode it anew
     (some 10 us a certificate, for every root of every store a fresh process judges with)."""
     der = _ders.get(cert)
-    return der if der is not None else cert.public_bytes(_DER_ENCODING)
+    return der if der is not None else cert.public_bytes(DER)
 
 
 def _forget_certificates() -> None:
@@ -279,7 +278,7 @@ def _parse_remembered(
             pass  # refused by this cryptography: parse afresh
     parsed, blocks, bad, opaque = _parse_certificates(data)
     if not opaque:
-        ders = tuple((fp, cert.public_bytes(_DER_ENCODING)) for fp, cert, _ in parsed)
+        ders = tuple((fp, cert.public_bytes(DER)) for fp, cert, _ in parsed)
         store_cache.store_parsed(key, data, ders, blocks, bad)
     return parsed, blocks, bad, opaque
 
@@ -487,13 +486,13 @@ def _parse_jks(data: bytes) -> tuple[list[bytes], str]:
 
 
 def _parse_pkcs12(data: bytes) -> list[bytes]:
-    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.hazmat.primitives.serialization import pkcs12  # Java's PKCS#12 keystores alone
 
     loaded = pkcs12.load_pkcs12(data, JAVA_DEFAULT_PASSWORD.encode())
     certs = [c.certificate for c in loaded.additional_certs]
     if loaded.cert is not None:
         certs.insert(0, loaded.cert.certificate)
-    return [c.public_bytes(Encoding.DER) for c in certs]
+    return [c.public_bytes(DER) for c in certs]
 
 
 @lru_cache(maxsize=64)

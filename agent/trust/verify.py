@@ -75,7 +75,7 @@ from .certinfo import (
     unhandled_critical,
     validity,
 )
-from .issuer_lookup import NameKey, StoreIndex, chain_names, held_namesakes, served_namesakes
+from .issuer_lookup import NameKey, StoreIndex, chain_names, forget_keys, held_namesakes, served_namesakes
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .runtimes import VerifyRules
@@ -271,12 +271,31 @@ class _Trust:
         return self._strict
 
 
+# A host's stores mostly hold the same roots, as one certificate object each (stores.py): what a store's trust
+# needs of a root (its DER, fingerprint and validity edges) is worked out once for all of them. Bounded like
+# stores.py's shared certificates.
+_ROOT_FACTS_SIZE = 4096
+_root_facts: dict[x509.Certificate, tuple[bytes, str, tuple[int, int]]] = {}
+
+
+def _facts_of(cert: x509.Certificate) -> tuple[bytes, str, tuple[int, int]]:
+    facts = _root_facts.get(cert)
+    if facts is None:
+        der = der_of(cert)
+        facts = (der, fingerprint(der), _edges(cert))
+        if len(_root_facts) >= _ROOT_FACTS_SIZE:
+            _root_facts.clear()
+        _root_facts[cert] = facts
+    return facts
+
+
 def _make_trust(loaded: LoadedStore) -> _Trust:
-    plain = [der_of(cert) for cert in loaded.roots]
-    fps = [fingerprint(d) for d in plain]
+    facts = [_facts_of(cert) for cert in loaded.roots]
+    plain = [der for der, _, _ in facts]
+    fps = [fp for _, fp, _ in facts]
     # OpenSSL reads a root with its trust settings, as `openssl verify -CAfile` reads a TRUSTED CERTIFICATE.
     ders = [d + aux for d, aux in zip(plain, loaded.aux, strict=True)] if loaded.aux else plain
-    edges = sorted({e for cert in loaded.roots for e in _edges(cert)})
+    edges = sorted({e for _, _, cert_edges in facts for e in cert_edges})
     unavailable = libcrypto.unavailable_reason()
     # Certificates only OpenSSL reads are out of the name index: they are all in the store from the start.
     native = libcrypto.X509Store([d + aux for d, aux in loaded.opaque]) if not unavailable else None
@@ -366,6 +385,8 @@ def clear_caches() -> None:
     _read_chains.clear()
     _chain_cache.clear()
     _trust_cache.clear()
+    _root_facts.clear()
+    forget_keys()
 
 
 def _store_key(loaded: LoadedStore) -> str:

@@ -20,7 +20,7 @@ async def _describe_fleet(
     inventory: Path | None, agents: str | None, no_local: bool, timeout: float, coordinator: str | None = None
 ) -> tuple[tuple[DescribeOutcome, MergedLabels], ...]:
     """The selected vantages' descriptions, each with its labels: the inventory's merged with the agent's."""
-    from ...agent.pki.fleet_ca import default_pki_dir
+    from ...agent.pki.location import default_pki_dir
     from ..fleet.choose import FleetError, select_vantages
     from ..fleet.fanout import describe_all
     from ..fleet.inventory import load_inventory

@@ -44,7 +44,7 @@ DirOption = Annotated[
 
 
 def _resolve_dir(directory: Path | None) -> Path:
-    from ...agent.pki.fleet_ca import default_pki_dir
+    from ...agent.pki.location import default_pki_dir
 
     return (directory or default_pki_dir()).expanduser()
 

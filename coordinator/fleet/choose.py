@@ -42,7 +42,7 @@ def select_vantages(
     machine out (the CLI's flag, a report's setting).
 
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
-    from ...agent.pki.fleet_ca import default_pki_dir
+    from ...agent.pki.location import default_pki_dir
     from .local_vantage import LOCAL_NAME, LocalVantage
 
     inventory = load_inventory(inventory_path, pki_dir=default_pki_dir())
@@ -84,7 +84,7 @@ def select_vantages(
 def _credentials(inventory: Inventory):  # -> FleetCredentials
     """The coordinator identity the inventory names, loaded and checked; CredentialError in words."""
     from ...agent.pki.credentials import CredentialError, load_credentials
-    from ...agent.pki.fleet_ca import from_pki_env, pki_dir_problem
+    from ...agent.pki.location import from_pki_env, pki_dir_problem
 
     c = inventory.credentials
     if not c.ca.is_file() and (problem := pki_dir_problem(c.ca.parent)):
@@ -100,6 +100,6 @@ def _credentials(inventory: Inventory):  # -> FleetCredentials
 def ca_hint(ca: Path) -> str:
     """The fleet CA file, and $TLSFLEET_PKI_DIR when that is where it came from: the first thing to check
     when an agent's certificate is refused."""
-    from ...agent.pki.fleet_ca import from_pki_env
+    from ...agent.pki.location import from_pki_env
 
     return f"{ca}, PKI directory from $TLSFLEET_PKI_DIR" if from_pki_env(ca) else str(ca)

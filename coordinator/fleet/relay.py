@@ -141,7 +141,7 @@ async def relay_for(
     """The relay through the coordinator named by `coordinator` or ${ENV_COORDINATOR}, or None for none;
     the CLI presents the inventory's [coordinator] credentials, and waits for the list within `timeout_s`."""
     from ...agent.pki.credentials import load_credentials
-    from ...agent.pki.fleet_ca import default_pki_dir
+    from ...agent.pki.location import default_pki_dir
     from .inventory import load_inventory
 
     text = coordinator or os.environ.get(ENV_COORDINATOR)

@@ -94,7 +94,7 @@ class Pipeline:
 
     async def _start_agent_link(self) -> None:
         from ...agent.pki.credentials import load_credentials
-        from ...agent.pki.fleet_ca import default_pki_dir
+        from ...agent.pki.location import default_pki_dir
         from ..fleet.inventory import load_inventory
         from .agent_link import AgentLinkServer
 

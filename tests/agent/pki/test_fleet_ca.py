@@ -24,12 +24,12 @@ from tlsfleet.agent.pki.credentials import (
 )
 from tlsfleet.agent.pki.fleet_ca import (
     FleetPkiError,
-    default_pki_dir,
     identity_dns_name,
     init_fleet_ca,
     inventory,
     issue,
 )
+from tlsfleet.agent.pki.location import default_pki_dir
 from tlsfleet.coordinator.cli.pki import app
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tlsfleet.agent.trust import store_cache
+from tlsfleet.agent.trust import issuer_lookup, store_cache
 from tlsfleet.agent.trust import stores as truststores
 from tlsfleet.agent.trust.runtimes import RuntimeOptions
 from tlsfleet.agent.trust.stores import discover, forget_cached_reads, load_store
@@ -65,6 +66,7 @@ class Parses:
 def next_run() -> None:
     store_cache.save()
     forget_cached_reads()
+    issuer_lookup.forget_keys()
 
 
 def test_the_next_run_takes_a_store_from_the_cache(
@@ -210,7 +212,6 @@ def test_an_interpreter_is_asked_again_only_when_it_or_its_site_packages_change(
 def test_the_next_run_takes_the_store_certificates_names_as_read_and_kept(
     tmp_path: Path, cache: Path, pkis: tuple[LabPKI, LabPKI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlsfleet.agent.trust import issuer_lookup
     from tlsfleet.agent.trust.certinfo import fingerprint
 
     one, two = pkis
@@ -234,6 +235,21 @@ def test_the_next_run_takes_the_store_certificates_names_as_read_and_kept(
     assert len(read) == 1
     # Names read by other code (another stamp) are not taken.
     assert store_cache.load_names(fps[1], "another reader") is None
+
+
+def test_the_names_stamp_is_the_same_in_every_process_of_the_same_code() -> None:
+    # A stamp that moved with what else the process had touched would make every kept name a miss.
+    stamp = "from tlsfleet.agent.trust import issuer_lookup as il; print(il._keys_stamp())"
+    touched = (
+        "from tlsfleet.agent.trust import issuer_lookup as il, certinfo\n"
+        "held = [f.__code__.co_consts for f in (il.name_key, il._compared, il._key_of, certinfo.raw_name_attributes)]\n"
+        "print(il._keys_stamp())"
+    )
+    stamps = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for code in (stamp, touched, stamp)
+    }
+    assert len(stamps) == 1 and len(stamps.pop().strip()) == 32
 
 
 def test_kept_names_over_the_cap_keep_those_this_process_used(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

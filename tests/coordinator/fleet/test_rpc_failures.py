@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, pki_dir_problem
+from tlsfleet.agent.pki.fleet_ca import init_fleet_ca
+from tlsfleet.agent.pki.location import pki_dir_problem
 from tlsfleet.coordinator.fleet.rpc_failures import MAX_DETAIL_CHARS, CallContext, explain_rpc_failure
 
 CALL = CallContext(agent="web-1", address="10.0.0.5:7443", ca="/etc/tlsfleet/pki/ca.pem")
