@@ -1,6 +1,6 @@
 """What trust-store discovery learnt in earlier processes, kept on disk so that a fresh CLI process need not
 learn it again: the certificates a store file parses into, what an interpreter answered about its certifi,
-and what issuer lookup read of each store certificate's names.
+what issuer lookup read of each store certificate's names, and the judgements of served chains.
 
 A store file's entry is found by the file's identity (path, device, inode, mtime, size) and used only when
 the sha256 of the bytes read now equals the one recorded: the file is still read every time, only its
@@ -9,7 +9,8 @@ parsed as usual, so a verdict always rests on the bytes of the store itself. An 
 found by its command line and used only when its stamp (the interpreter's identity and its site-packages
 directories' mtimes, as runtimes.py checks in process) is unchanged; answers that failed are not kept. A
 certificate's names are found by the sha256 of its DER and a stamp of the code that read them (the caller's),
-and checked for shape by the caller.
+and checked for shape by the caller; a judgement likewise, by the whole of what it depends on (verify.py says
+what that is) and a stamp of the code and libraries that made it.
 
 It is used only by a process that enables it: the CLI, whose every run discovers the stores afresh (a
 long-running agent discovers once and keeps what it read). The files live in $XDG_CACHE_HOME/tlsfleet
@@ -28,7 +29,7 @@ import marshal
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..cache_files import MAX_CACHE_BYTES, cache_dir, read_owned, write_owned
 
@@ -36,12 +37,15 @@ __all__ = [
     "FileKey",
     "ParsedFile",
     "enable",
+    "enabled",
     "forget",
     "load_answer",
+    "load_judgement",
     "load_names",
     "load_parsed",
     "save",
     "store_answer",
+    "store_judgement",
     "store_names",
     "store_parsed",
 ]
@@ -49,9 +53,11 @@ __all__ = [
 MAX_ENTRIES = 8192
 MAX_ANSWERS = 256
 MAX_NAMES = 16384
+MAX_JUDGEMENTS = 4096
 _STORES_FILE = "store-files.v2"
 _ANSWERS_FILE = "interpreter-answers.v1.json"
 _NAMES_FILE = f"certificate-names.{sys.implementation.cache_tag}.v1"
+_JUDGEMENTS_FILE = f"judgements.{sys.implementation.cache_tag}.v1"
 _MAGIC = f"tlsfleet store-file cache 2 {sys.version}\n".encode()
 
 FileKey = tuple[str, int, int, int, int]  # path, st_dev, st_ino, st_mtime_ns, st_size
@@ -64,10 +70,6 @@ _parsed: dict[FileKey, ParsedFile] | None = None  # None: not read from disk yet
 _answers: dict[str, dict[str, object]] | None = None
 _dirty = False
 _touched: set[FileKey] = set()  # entries this process looked up or parsed: kept at the next save
-_names: dict[str, object] | None = None  # by certificate sha256; None: not read from disk yet
-_names_stamp = ""
-_names_used: set[str] = set()
-_names_dirty = False
 
 
 def enable() -> None:
@@ -217,26 +219,71 @@ def store_answer(argv: tuple[str, ...], stamp: object, answer: dict[str, object]
             _dirty = True
 
 
-def _names_header(stamp: str) -> bytes:
-    return f"tlsfleet certificate names 1 {stamp} {sys.version}\n".encode()
+class _Stamped:
+    """Values found by a string key, made by code whose stamp the caller gives: one file per kind, its header
+    holding the stamp, so that a file another code made is ignored whole (and replaced at the next save)."""
+
+    def __init__(self, file: str, kind: str, max_entries: Callable[[], int]) -> None:
+        self.file = file
+        self.kind = kind
+        self.max_entries = max_entries  # read when used: tests lower the caps
+        self.entries: dict[str, object] | None = None  # None: not read from disk yet
+        self.stamp = ""
+        self.used: set[str] = set()
+        self.dirty = False
+
+    def _header(self, stamp: str) -> bytes:
+        return f"tlsfleet {self.kind} 1 {stamp} {sys.version}\n".encode()
+
+    def _loaded(self, stamp: str) -> dict[str, object]:
+        if self.entries is None or self.stamp != stamp:
+            self.entries, self.stamp, self.dirty = {}, stamp, False
+            self.used.clear()
+            where = cache_dir()
+            data = read_owned(where / self.file) if where is not None else None
+            header = self._header(stamp)
+            if data is not None and data.startswith(header):
+                try:
+                    loaded = marshal.loads(data[len(header) :])
+                except (EOFError, ValueError, TypeError):
+                    loaded = None
+                if (
+                    isinstance(loaded, dict)
+                    and len(loaded) <= self.max_entries()
+                    and all(isinstance(k, str) for k in loaded)
+                ):
+                    self.entries = loaded
+        return self.entries
+
+    def load(self, key: str, stamp: str) -> object | None:
+        value = self._loaded(stamp).get(key)
+        if value is not None:
+            self.used.add(key)
+        return value
+
+    def store(self, key: str, stamp: str, value: object) -> None:
+        entries = self._loaded(stamp)
+        self.used.add(key)
+        if entries.get(key) != value:
+            entries[key] = value
+            self.dirty = True
+
+    def encoded(self) -> bytes | None:
+        entries = self.entries or {}
+        if len(entries) > self.max_entries():  # other hosts' or versions' entries: keep what this process used
+            entries = {key: v for key, v in entries.items() if key in self.used}
+        try:
+            return self._header(self.stamp) + marshal.dumps(entries)
+        except ValueError:
+            return None
+
+    def forget(self) -> None:
+        self.entries, self.dirty = None, False
+        self.used.clear()
 
 
-def _loaded_names(stamp: str) -> dict[str, object]:
-    global _names, _names_stamp, _names_dirty
-    if _names is None or _names_stamp != stamp:
-        _names, _names_stamp, _names_dirty = {}, stamp, False
-        _names_used.clear()
-        where = cache_dir()
-        data = read_owned(where / _NAMES_FILE) if where is not None else None
-        header = _names_header(stamp)
-        if data is not None and data.startswith(header):
-            try:
-                loaded = marshal.loads(data[len(header) :])
-            except (EOFError, ValueError, TypeError):
-                loaded = None
-            if isinstance(loaded, dict) and len(loaded) <= MAX_NAMES and all(isinstance(k, str) for k in loaded):
-                _names = loaded
-    return _names
+_names = _Stamped(_NAMES_FILE, "certificate names", lambda: MAX_NAMES)  # by certificate sha256
+_judgements = _Stamped(_JUDGEMENTS_FILE, "judgements", lambda: MAX_JUDGEMENTS)
 
 
 def load_names(fp: str, stamp: str) -> object | None:
@@ -245,50 +292,57 @@ def load_names(fp: str, stamp: str) -> object | None:
     if not _enabled:
         return None
     with _lock:
-        value = _loaded_names(stamp).get(fp)
-        if value is not None:
-            _names_used.add(fp)
-    return value
+        return _names.load(fp, stamp)
 
 
 def store_names(fp: str, stamp: str, value: object) -> None:
     """Record what code stamped `stamp` read of the names of the certificate `fp` (marshal's types only)."""
-    global _names_dirty
     if not _enabled:
         return
     with _lock:
-        names = _loaded_names(stamp)
-        _names_used.add(fp)
-        if names.get(fp) != value:
-            names[fp] = value
-            _names_dirty = True
+        _names.store(fp, stamp, value)
 
 
-def _encoded_names() -> bytes | None:
-    names = _names or {}
-    if len(names) > MAX_NAMES:  # other hosts' or versions' certificates: keep what this process used
-        names = {fp: v for fp, v in names.items() if fp in _names_used}
-    try:
-        return _names_header(_names_stamp) + marshal.dumps(names)
-    except ValueError:
+def load_judgement(key: str, stamp: str) -> object | None:
+    """The judgement recorded under `key` by code (and libraries) whose stamp is `stamp`; None when there is
+    none. The caller checks its shape."""
+    if not _enabled:
         return None
+    with _lock:
+        return _judgements.load(key, stamp)
+
+
+def store_judgement(key: str, stamp: str, value: object) -> None:
+    """Record a judgement (marshal's types only) made by code stamped `stamp`."""
+    if not _enabled:
+        return
+    with _lock:
+        _judgements.store(key, stamp, value)
+
+
+def enabled() -> bool:
+    """Whether this process uses the cache (the CLI does, a long-running agent does not)."""
+    return _enabled
 
 
 def save() -> None:
     """Write what changed since the cache was read, atomically; any failure leaves the cache as it was."""
-    global _dirty, _names_dirty
+    global _dirty
     where = cache_dir()
     with _lock:
-        if not (_dirty or _names_dirty) or where is None:
+        stamped = [kept for kept in (_names, _judgements) if kept.dirty]
+        if not (_dirty or stamped) or where is None:
             return
         files: list[tuple[str, bytes]] = []
         if _dirty:
             parsed = {k: v for k, v in _loaded_parsed().items() if _current(k)}
             files.append((_STORES_FILE, _encode_parsed(parsed)))
             files.append((_ANSWERS_FILE, json.dumps({"version": 1, "answers": _loaded_answers()}).encode()))
-        if _names_dirty and (names := _encoded_names()) is not None:
-            files.append((_NAMES_FILE, names))
-        _dirty = _names_dirty = False
+        for kept in stamped:
+            if (data := kept.encoded()) is not None:
+                files.append((kept.file, data))
+            kept.dirty = False
+        _dirty = False
     try:
         for name, data in files:
             if len(data) <= MAX_CACHE_BYTES:
@@ -312,9 +366,9 @@ def _current(key: FileKey) -> bool:
 def forget() -> None:
     """Drop what this process holds and read the disk again when next asked (after a forced re-read, or a
     test that changed $XDG_CACHE_HOME)."""
-    global _parsed, _answers, _dirty, _names, _names_dirty
+    global _parsed, _answers, _dirty
     with _lock:
         _parsed, _answers, _dirty = None, None, False
-        _names, _names_dirty = None, False
         _touched.clear()
-        _names_used.clear()
+        _names.forget()
+        _judgements.forget()

@@ -43,6 +43,7 @@ a bucket is an hour, or the exact second when a validity edge of a served or sto
 inside it, so expiry at the edge is never misjudged. A probe's whole set of store verdicts is cached the
 same way, by the buckets of both times across all its stores and their rules. A changed store has another
 fingerprint and never meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
+A CLI process also takes the judgements of an hour bucket that an earlier one made (kept_judgements).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from cryptography.x509.general_name import UnsupportedGeneralNameType
 from cryptography.x509.verification import Store
 
 from ..model import StoreVerdict, Verdict
-from . import libcrypto, runtimes
+from . import kept_judgements, libcrypto, runtimes
 from .certinfo import (
     CertificateParseError,
     fingerprint,
@@ -108,6 +109,8 @@ _TRUST_CACHE_SIZE = 64
 
 @dataclass(frozen=True)
 class ChainJudgement:
+    """OpenSSL's conclusion about one served chain against one store, at one time, for one name."""
+
     verdict: Verdict
     verified_path: tuple[str, ...] = ()  # sha256 fingerprints, leaf first, trust anchor last
     detail: str = ""
@@ -295,7 +298,6 @@ def _make_trust(loaded: LoadedStore) -> _Trust:
     fps = [fp for _, fp, _ in facts]
     # OpenSSL reads a root with its trust settings, as `openssl verify -CAfile` reads a TRUSTED CERTIFICATE.
     ders = [d + aux for d, aux in zip(plain, loaded.aux, strict=True)] if loaded.aux else plain
-    edges = sorted({e for _, _, cert_edges in facts for e in cert_edges})
     unavailable = libcrypto.unavailable_reason()
     # Certificates only OpenSSL reads are out of the name index: they are all in the store from the start.
     native = libcrypto.X509Store([d + aux for d, aux in loaded.opaque]) if not unavailable else None
@@ -304,7 +306,7 @@ def _make_trust(loaded: LoadedStore) -> _Trust:
         unavailable=unavailable,
         fps=frozenset(fps) | {fingerprint(d) for d, _ in loaded.opaque},
         by_fp=dict(zip(fps, loaded.roots, strict=True)),
-        edges=tuple(edges),
+        edges=_edges_for(loaded),
         roots=tuple(loaded.roots),
         ders=tuple(ders),
         index=StoreIndex.of(loaded.roots, fps),
@@ -366,9 +368,12 @@ def _read_served(served: _Served) -> Sequence[bytes | libcrypto.Certificate]:
     return _read_chains.get_or_make(served, read)
 
 
+_edges_cache: _LRU[str, tuple[int, ...]] = _LRU(_TRUST_CACHE_SIZE)
 _trust_cache: _LRU[str, _Trust] = _LRU(_TRUST_CACHE_SIZE)
 _chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
-_judgement_cache: _LRU[tuple[str, str, str, int, bool, VerifyRules], ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+# (served chain, store content, expected name, time bucket, exact second?, the store's rules)
+_JudgementKey = tuple[str, str, str, int, bool, VerifyRules]
+_judgement_cache: _LRU[_JudgementKey, ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
 # libcrypto's reading of the chains judged last (by the _Served itself), fewer: each holds OpenSSL's structures.
 _read_chains: _LRU[_Served, tuple[bytes | libcrypto.Certificate, ...]] = _LRU(_READ_CHAINS_CACHE_SIZE)
 _VerdictsKey = tuple[str, tuple[tuple[str, str], ...], tuple[VerifyRules, ...], str, tuple[int, bool], tuple[int, bool]]
@@ -385,6 +390,7 @@ def clear_caches() -> None:
     _read_chains.clear()
     _chain_cache.clear()
     _trust_cache.clear()
+    _edges_cache.clear()
     _root_facts.clear()
     forget_keys()
 
@@ -409,6 +415,21 @@ def _rules_for(loaded: LoadedStore) -> VerifyRules:
 
 def _trust_for(loaded: LoadedStore) -> _Trust:
     return _trust_cache.get_or_make(_store_key(loaded), lambda: _make_trust(loaded))
+
+
+def _edges_for(loaded: LoadedStore) -> tuple[int, ...]:
+    """The sorted validity edges of every store certificate: what a judgement's time bucket needs of the store,
+    without reading it into OpenSSL."""
+    key = _store_key(loaded)
+    return _edges_cache.get_or_make(key, lambda: _kept_or_found_edges(key, loaded.roots))
+
+
+def _kept_or_found_edges(store_key: str, roots: Sequence[x509.Certificate]) -> tuple[int, ...]:
+    edges = kept_judgements.load_edges(store_key)
+    if edges is None:
+        edges = tuple(sorted({e for cert in roots for e in _facts_of(cert)[2]}))
+        kept_judgements.store_edges(store_key, edges)
+    return edges
 
 
 def _edge_within(edges: tuple[int, ...], start: int, end: int) -> bool:
@@ -775,13 +796,34 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     bounded, note = _bound(chain)
     chain_key = _chain_key(bounded)
     served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
-    trust = _trust_for(store)
     rules = _rules_for(store)
     seconds = int(at_s.timestamp())
-    when, exact = _time_key(seconds, served, trust.edges)
+    when, exact = _time_key(seconds, served, _edges_for(store))
     key = (chain_key, _store_key(store), str(expected), when, exact, rules)
-    judgement = _judgement_cache.get_or_make(key, lambda: _judge(served, trust, store, expected, seconds, rules))
+    judgement = _judgement_cache.get(key)
+    if judgement is None:
+        judgement = _kept_or_made(key, lambda: _judge(served, _trust_for(store), store, expected, seconds, rules))
+        _judgement_cache.put(key, judgement)
     return _with_notes(judgement, [*served.notes, note] if note else served.notes)
+
+
+def _kept_or_made(key: _JudgementKey, make: Callable[[], ChainJudgement]) -> ChainJudgement:
+    """The judgement an earlier CLI process kept for `key` (kept_judgements), else `make()`'s, kept for the next
+    one when it holds for the whole hour bucket."""
+    exact = key[4]
+    text = None if exact else kept_judgements.key_text(key)
+    kept = kept_judgements.load(text) if text is not None else None
+    if kept is not None:
+        verdict, path, detail, code, note = kept
+        with contextlib.suppress(ValueError):  # a verdict this code no longer has: judge again
+            return ChainJudgement(Verdict(verdict), path, detail, code, note)
+    judgement = make()
+    if text is not None:
+        kept_judgements.store(
+            text,
+            (judgement.verdict.value, judgement.verified_path, judgement.detail, judgement.code, judgement.strict_note),
+        )
+    return judgement
 
 
 def _combined_detail(agent: ChainJudgement, ref: ChainJudgement, agent_s: datetime, ref_s: datetime) -> str:
@@ -857,7 +899,7 @@ def _stores_identity(stores: Sequence[LoadedStore]) -> tuple[tuple[tuple[str, st
     if last is not None and last[0] is stores:
         return last[1], last[2]
     names = tuple((_store_key(store), store.info.name) for store in stores)
-    edges = tuple(sorted({edge for store in stores for edge in _trust_for(store).edges}))
+    edges = tuple(sorted({edge for store in stores for edge in _edges_for(store)}))
     if isinstance(stores, tuple):  # immutable: the same object has the same content
         _last_stores = (stores, names, edges)
     return names, edges

@@ -43,9 +43,9 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The cache enabled in $XDG_CACHE_HOME under tmp_path; disabled again and forgotten afterwards."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     forget_cached_reads()
-    store_cache.enable()
+    # Through monkeypatch, which undoes in reverse order: a test that disables it too still ends disabled.
+    monkeypatch.setattr(store_cache, "_enabled", True)
     yield tmp_path / "xdg" / "tlsfleet"
-    monkeypatch.setattr(store_cache, "_enabled", False)
     forget_cached_reads()
 
 

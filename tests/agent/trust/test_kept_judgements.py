@@ -1,0 +1,160 @@
+"""Judgements kept across CLI processes (kept_judgements): the next process asks OpenSSL nothing for the same
+chain, store, name, rules and hour, and judges again whenever any of those or the judging code differs.
+
+Each "next process" is simulated by saving the cache and dropping everything this process holds in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tlsfleet.agent import model
+from tlsfleet.agent.model import Verdict
+from tlsfleet.agent.trust import kept_judgements, libcrypto, store_cache, verify
+from tlsfleet.agent.trust.stores import forget_cached_reads
+from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
+
+from .chains import NOW, issue, loaded_store
+
+ROOT = issue("Kept Root", ca=True, not_before=NOW - timedelta(days=400), not_after=NOW + timedelta(days=400))
+INTERMEDIATE = issue(
+    "Kept Intermediate", ROOT, ca=True, not_before=NOW - timedelta(days=300), not_after=NOW + timedelta(days=300)
+)
+_STAT_FIELDS = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize")
+# Judged at the middle of an hour with no validity edge in it: a judgement that holds for the whole hour.
+AT = NOW.replace(minute=30, second=0)
+
+
+def leaf(cn: str = "svc.test", **validity: object) -> bytes:
+    dates = {"not_before": NOW - timedelta(days=10), "not_after": NOW + timedelta(days=10)} | validity
+    return issue(cn, INTERMEDIATE, **dates).der  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def verifications(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The cache enabled under tmp_path, from cold caches; counts X509_verify_cert runs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(store_cache, "_enabled", False)  # restored so when the test ends
+    next_process()
+    store_cache.enable()
+    seen: list[int] = []
+    real = libcrypto.verify
+
+    def counting(*args: object, **kwargs: object) -> libcrypto.NativeVerification:
+        seen.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify.libcrypto, "verify", counting)
+    yield seen
+    store_cache._enabled = False
+    next_process()
+
+
+def next_process() -> None:
+    store_cache.save()
+    clear_caches()
+    forget_cached_reads()
+
+
+def test_the_next_process_takes_the_judgement_of_the_same_chain_store_name_and_hour(
+    verifications: list[int], tmp_path: Path
+) -> None:
+    chain = (leaf(), INTERMEDIATE.der)
+    stores = (loaded_store((ROOT,), "system"), loaded_store((), "empty"))
+    first = judge_against_stores(chain, stores, "svc.test", AT, AT)
+    assert first[0].at_agent_time is Verdict.OK
+    judged = len(verifications)
+    next_process()
+    assert list((tmp_path / "xdg" / "tlsfleet").glob("judgements.*"))
+    again = judge_against_stores(chain, stores, "svc.test", AT + timedelta(minutes=5), AT + timedelta(minutes=5))
+    assert again == first
+    assert len(verifications) == judged, "OpenSSL was not asked again"
+    # Another name, another hour, another store content: judged afresh.
+    next_process()
+    assert judge_against_stores(chain, stores, "other.test", AT, AT)[0].at_agent_time is Verdict.HOSTNAME_MISMATCH
+    judge_against_stores(chain, stores, "svc.test", AT + timedelta(hours=2), AT + timedelta(hours=2))
+    other_root = issue("Other Root", ca=True)
+    refused = judge_against_stores(chain, (loaded_store((other_root,), "system"),), "svc.test", AT, AT)
+    assert refused[0].at_agent_time is not Verdict.OK
+    assert len(verifications) == judged + 2 + 2 + 1  # both stores twice, then the other root's
+
+
+def test_a_refusal_is_kept_as_it_was_made(verifications: list[int]) -> None:
+    chain = (leaf(not_after=NOW - timedelta(days=1)), INTERMEDIATE.der)  # expired
+    stores = (loaded_store((ROOT,), "system"),)
+    first = judge_against_stores(chain, stores, "svc.test", AT, AT)
+    next_process()
+    again = judge_against_stores(chain, stores, "svc.test", AT, AT)
+    assert again == first and again[0].at_agent_time is Verdict.EXPIRED and again[0].verify_code == 10
+    assert len(verifications) == 1
+
+
+def test_a_judgement_of_its_own_second_is_not_kept(verifications: list[int]) -> None:
+    """A validity edge within the hour makes the judgement hold for its second alone: the next process judges."""
+    ends = AT + timedelta(minutes=10)
+    chain = (leaf(not_after=ends), INTERMEDIATE.der)
+    stores = (loaded_store((ROOT,), "system"),)
+    assert judge_against_stores(chain, stores, "svc.test", AT, AT)[0].at_agent_time is Verdict.OK
+    next_process()
+    assert judge_against_stores(chain, stores, "svc.test", AT, AT)[0].at_agent_time is Verdict.OK
+    assert len(verifications) == 2
+
+
+def test_other_judging_code_or_libraries_judge_again(verifications: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    chain = (leaf(), INTERMEDIATE.der)
+    stores = (loaded_store((ROOT,), "system"),)
+    judge_against_stores(chain, stores, "svc.test", AT, AT)
+    next_process()
+    monkeypatch.setattr(kept_judgements, "_stamp", "another build of the judging code")
+    judge_against_stores(chain, stores, "svc.test", AT, AT)
+    assert len(verifications) == 2
+
+
+def test_a_kept_entry_of_the_wrong_shape_is_judged_again(verifications: list[int]) -> None:
+    chain = (leaf(), INTERMEDIATE.der)
+    stores = (loaded_store((ROOT,), "system"),)
+    judge_against_stores(chain, stores, "svc.test", AT, AT)
+    stamp = kept_judgements._stamp_now()
+    assert stamp is not None
+    for key in list(store_cache._judgements.entries or {}):
+        if not key.startswith("edges "):
+            store_cache.store_judgement(key, stamp, ("ok", "not a path", "", 0, ""))
+    next_process()
+    assert judge_against_stores(chain, stores, "svc.test", AT, AT)[0].at_agent_time is Verdict.OK
+    assert len(verifications) == 2
+
+
+@pytest.mark.parametrize("module", [verify, libcrypto, kept_judgements, model])
+def test_the_stamp_moves_with_every_module_that_judges(module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kept_judgements, "_stamp", None)
+    before = kept_judgements._stamp_now()
+    assert before is not None and len(before) == 32
+    changed = os.path.realpath(str(module.__file__))
+    real_stat = os.stat
+
+    def edited(path: str) -> os.stat_result:
+        st = real_stat(path)
+        if os.path.realpath(path) != changed:
+            return st
+        later = {"st_mtime": st.st_mtime + 1, "st_mtime_ns": st.st_mtime_ns + 10**9}  # as an edit leaves it
+        return os.stat_result(tuple(st), {name: getattr(st, name) for name in _STAT_FIELDS} | later)
+
+    monkeypatch.setattr(kept_judgements.os, "stat", edited)
+    monkeypatch.setattr(kept_judgements, "_stamp", None)
+    assert kept_judgements._stamp_now() not in (None, before)
+
+
+def test_a_process_that_does_not_enable_the_cache_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    next_process()
+    judge_against_stores((leaf(), INTERMEDIATE.der), (loaded_store((ROOT,), "system"),), "svc.test", AT, AT)
+    next_process()
+    assert not (tmp_path / "xdg").exists()
