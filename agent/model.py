@@ -100,6 +100,8 @@ class TlsVersion(StrEnum):
 
 @dataclass(frozen=True)
 class Target:
+    """A TLS endpoint: host name or IP literal, and port."""
+
     host: str
     port: int
 
@@ -129,6 +131,8 @@ class ProbeOptions:
 
 @dataclass(frozen=True)
 class ProbeRequest:
+    """One probe a coordinator asks of an agent: the target, how to reach it, and an id to match the answer."""
+
     target: Target
     options: ProbeOptions = field(default_factory=ProbeOptions)
     request_id: str = ""
@@ -157,6 +161,8 @@ class NativeVerdict:
 
 @dataclass(frozen=True)
 class Handshake:
+    """How the handshake went: its failure in the closed set (NONE when it completed), what was negotiated."""
+
     failure: Failure = Failure.NONE
     error: str = ""
     tls_version: str = ""
@@ -186,6 +192,8 @@ class ClientView:
 
 @dataclass(frozen=True)
 class RootCertificate:
+    """A root a store holds, as `tlsfleet agents` lists it."""
+
     sha256: str
     subject: str  # RFC 4514
 
@@ -254,6 +262,8 @@ class AiaFetch:
 
 @dataclass(frozen=True)
 class AddressResult:
+    """What one address of the target did: the connection, the handshake, the served chain and its verdicts."""
+
     address: str
     connect_ms: float | None = None
     connect_failure: Failure = Failure.NONE
@@ -269,6 +279,8 @@ class AddressResult:
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """An agent's answer to one probe: the resolution, each address's result and the stores judged with."""
+
     target: Target
     sni: str | None  # the name actually sent in SNI, None when none was
     expected_name: str  # the name the certificate must cover
@@ -285,6 +297,9 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class HostFacts:
+    """The agent's host: what it runs, and how its TLS clients are set up (proxies, resolver, runtimes, client
+    certificates)."""
+
     hostname: str
     os: str
     python_version: str
@@ -303,6 +318,8 @@ class HostFacts:
 
 @dataclass(frozen=True)
 class AgentIdentity:
+    """An agent's name, version and labels."""
+
     name: str
     version: str
     labels: tuple[tuple[str, str], ...] = ()
@@ -310,6 +327,8 @@ class AgentIdentity:
 
 @dataclass(frozen=True)
 class AgentDescription:
+    """An agent's answer to describe: who it is, its host and its trust stores, by its own clock."""
+
     identity: AgentIdentity
     facts: HostFacts
     trust_stores: tuple[TrustStore, ...]

@@ -20,6 +20,8 @@ TIME_FAILURES = frozenset({Verdict.EXPIRED, Verdict.NOT_YET_VALID})
 
 @dataclass(frozen=True)
 class DiagnosisSettings:
+    """What the diagnosis judges against: true time, the clock tolerance and the expiry warnings."""
+
     reference_time: datetime  # the coordinator's notion of true time; aware
     clock_tolerance_ms: float = 2000.0
     expiry_warning_days: float = 30.0
@@ -151,6 +153,8 @@ def _address(row: Row) -> str:
 
 @dataclass(frozen=True)
 class Observation:
+    """One probe request across the fleet: every vantage's outcome, and the SNI variants asked beside it."""
+
     request: ProbeRequest
     outcomes: tuple[ProbeOutcome, ...]
     variants: tuple[Variant, ...] = field(default=())

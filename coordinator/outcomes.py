@@ -26,6 +26,8 @@ class VantageKind(StrEnum):
 
 @dataclass(frozen=True)
 class VantageInfo:
+    """A vantage as the coordinator knows it: name, address, labels and how it is reached."""
+
     name: str
     address: str  # "local" for the machine the CLI runs on
     labels: tuple[tuple[str, str], ...] = ()
@@ -34,6 +36,8 @@ class VantageInfo:
 
 @dataclass(frozen=True)
 class ClockEstimate:
+    """An agent's clock offset from the coordinator's, with its error bound."""
+
     offset_ms: float  # agent clock minus coordinator clock; positive: the agent is ahead
     error_ms: float  # the true offset lies within offset_ms +/- error_ms
 
@@ -43,6 +47,8 @@ class ClockEstimate:
 
 @dataclass(frozen=True)
 class ProbeOutcome:
+    """What asking one vantage for a probe gave: its state, the result when it answered, its clock."""
+
     vantage: VantageInfo
     state: VantageState
     result: ProbeResult | None = None
@@ -54,6 +60,8 @@ class ProbeOutcome:
 
 @dataclass(frozen=True)
 class DescribeOutcome:
+    """What asking one vantage to describe itself gave: its state, the description when it answered."""
+
     vantage: VantageInfo
     state: VantageState
     description: AgentDescription | None = None

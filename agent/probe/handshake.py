@@ -243,6 +243,8 @@ def _cipher_name(code: int) -> str:
 
 @dataclass(frozen=True)
 class _ContextKey:
+    """Everything an SSLContext is made from: contexts with equal keys are one."""
+
     client: Client
     verify: bool
     check_hostname: bool

@@ -101,6 +101,8 @@ def alert_name(code: int) -> str:
 
 @dataclass(frozen=True)
 class ServerHello:
+    """What a ServerHello (or HelloRetryRequest) negotiated."""
+
     version: int  # the negotiated version (supported_versions when present, else legacy_version)
     cipher: int  # the IANA cipher suite code
     alpn: str = ""

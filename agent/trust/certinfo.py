@@ -44,6 +44,8 @@ class CertificateParseError(ValueError):
 
 @dataclass(frozen=True)
 class CertSummary:
+    """What a person and the diagnosis read of one certificate (names, validity, key, extensions)."""
+
     sha256: str  # hex, lowercase, of the DER
     subject: str  # RFC 4514
     issuer: str  # RFC 4514

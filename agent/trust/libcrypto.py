@@ -109,6 +109,8 @@ _SSL_SIGNATURES: dict[str, tuple[object, list[object]]] = {
 
 @dataclass(frozen=True)
 class _Lib:
+    """The libcrypto and libssl loaded, where from, their version and the host's default security level."""
+
     crypto: ctypes.CDLL
     ssl: ctypes.CDLL
     where: str

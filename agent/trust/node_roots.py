@@ -113,6 +113,8 @@ class NodeAnswer:
 
 @dataclass(frozen=True)
 class _Cached:
+    """Node's answer, with the stamp of the executable it came from."""
+
     stamp: tuple[int, int, int, int] | None
     answer: NodeAnswer
 

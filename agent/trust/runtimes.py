@@ -144,6 +144,8 @@ class Runtime:
 
 @dataclass(frozen=True)
 class _Answer:
+    """What an interpreter said of itself and of its certifi."""
+
     prefix: str = ""
     version: str = ""
     site: tuple[str, ...] = ()
@@ -155,6 +157,8 @@ class _Answer:
 
 @dataclass(frozen=True)
 class _Cached:
+    """An interpreter's answer, with the stamp it was given under."""
+
     stamp: tuple[object, ...]
     answer: _Answer
 

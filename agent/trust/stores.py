@@ -97,6 +97,8 @@ class LoadedStore:
 
 @dataclass(frozen=True)
 class _Read:
+    """What reading one store file or directory gave: its roots, their fingerprints and what went wrong."""
+
     roots: tuple[x509.Certificate, ...] = ()
     fingerprints: tuple[str, ...] = ()
     error: str = ""

@@ -452,6 +452,8 @@ def _time_key(at: int, served: _Served, store_edges: tuple[int, ...]) -> tuple[i
 
 @dataclass(frozen=True)
 class _Context:
+    """What a judgement's detail is worded from: the served chain, the store and the name checked."""
+
     served: _Served
     trust: _Trust
     store: LoadedStore

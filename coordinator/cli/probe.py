@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProbeArguments:
+    """`tlsfleet probe`'s arguments, as typer parsed them."""
+
     targets: tuple[str, ...]  # one or more; `tlsfleet probe A B C` and --targets-file
     sni: str | None = None
     no_sni: bool = False

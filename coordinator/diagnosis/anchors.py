@@ -34,6 +34,8 @@ __all__ = ["anchor_out_of_window", "findings"]
 
 @dataclass(frozen=True)
 class _Stale:
+    """A system store whose path for a served chain ends at a root of its own that is out of its validity."""
+
     row: Row
     store: StoreVerdict  # the system store whose path ends at the stale anchor
     anchor: str  # its sha256

@@ -37,6 +37,8 @@ class Shape(StrEnum):
 
 @dataclass(frozen=True)
 class ChainShape:
+    """How a served chain is put together: the path from the leaf, what is off it, and what is missing."""
+
     shape: Shape
     path: tuple[CertSummary, ...]  # the served certificates linked from the leaf, leaf first
     unrelated: tuple[CertSummary, ...]  # served certificates not on that path

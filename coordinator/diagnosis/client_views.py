@@ -51,6 +51,8 @@ def is_static_rsa(cipher: str) -> bool:
 
 @dataclass(frozen=True)
 class _Difference:
+    """How the python and openssl views of one row differ, and why."""
+
     kind: str  # "python fails", "openssl fails", "both complete"
     why: str  # what the failing (or differing) client concludes, and why
 

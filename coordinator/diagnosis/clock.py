@@ -118,6 +118,8 @@ def _coordinator_finding(skewed: list[ProbeOutcome], settings: DiagnosisSettings
 
 @dataclass(frozen=True)
 class _Flip:
+    """A store whose verdict differs between the agent's clock and true time."""
+
     row: Row
     store: StoreVerdict
 

@@ -27,6 +27,8 @@ _EXTENSIONS_TAG = 0xA3  # [3] EXPLICIT in the TBSCertificate
 
 @dataclass(frozen=True)
 class BadExtension:
+    """An extension of a served certificate that cryptography refuses to read."""
+
     oid: str  # dotted
     name: str  # "keyUsage", or the OID when cryptography has no name for it
     critical: bool
@@ -93,6 +95,8 @@ def _oid(content: bytes) -> str:
 
 @dataclass(frozen=True)
 class _Layout:
+    """A certificate's DER split into its elements, for rewriting its extensions."""
+
     der: bytes
     outer: list[tuple[int, int, int, int]]  # tbs, signature algorithm, signature
     tbs: list[tuple[int, int, int, int]]

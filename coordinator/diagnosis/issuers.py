@@ -44,6 +44,8 @@ class Route(StrEnum):
 
 @dataclass(frozen=True)
 class Seen:
+    """A served leaf, the row it was served on, and the cluster of issuers it belongs to."""
+
     row: Row
     leaf: CertSummary
     cluster: int
@@ -80,6 +82,8 @@ class Undecided:
 
 @dataclass
 class Issuers:
+    """Who issued the leaves the fleet was served: the clusters, those foreign to the main one, what stays undecided."""
+
     seen: list[Seen]
     foreign: list[Foreign] = field(default_factory=list)
     undecided: Undecided | None = None

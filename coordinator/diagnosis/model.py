@@ -96,6 +96,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Finding:
+    """One conclusion of the diagnosis: its cause and severity, who and what it concerns, the evidence and the fix."""
+
     cause: Cause
     severity: Severity
     summary: str  # one plain sentence a person on call can act on

@@ -82,6 +82,8 @@ class Mismatch(StrEnum):
 
 @dataclass(frozen=True)
 class NameCheck:
+    """Whether a leaf covers the expected name, and if not, why and how to fix it."""
+
     leaf: CertSummary
     kind: Mismatch
     reason: str  # why the name is not covered, as a clause ("" when covered)

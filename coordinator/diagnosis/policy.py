@@ -119,6 +119,8 @@ def is_policy_refusal(verdict: Verdict, code: int) -> bool:
 
 @dataclass(frozen=True)
 class _Refusal:
+    """A client on one row refusing the chain for a policy reason (the OpenSSL code says which)."""
+
     row: Row
     client: str  # "native", "python", or the store's name
     code: int
@@ -212,6 +214,8 @@ def _above_top(path: Sequence[x509.Certificate]) -> str:
 
 @dataclass(frozen=True)
 class _Violation:
+    """One certificate's breach of a policy, worded for the summary and its fix."""
+
     what: str  # the violation, naming the certificate: a clause for the summary
     culprit: str  # the certificate's name, or the place it must be
     fix: str

@@ -57,6 +57,8 @@ class _Kind(Enum):
 
 @dataclass(frozen=True)
 class _Pair:
+    """The same agent and address probed with the request's SNI and with a variant."""
+
     main: Row
     variant: Row
 

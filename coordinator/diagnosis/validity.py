@@ -43,6 +43,8 @@ _SHOW_DATES = "while openssl x509 -noout -subject -dates 2>/dev/null; do :; done
 
 @dataclass(frozen=True)
 class _Served:
+    """A served certificate with its position in the chain and the row it was served on."""
+
     row: Row
     position: int  # 0 for the leaf
     cert: CertSummary

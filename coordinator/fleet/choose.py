@@ -18,6 +18,8 @@ class FleetError(UsageError):
 
 @dataclass(frozen=True)
 class FleetChoice:
+    """The inventory read and the vantages chosen from it."""
+
     inventory: Inventory
     vantages: tuple[Vantage, ...]
 

@@ -38,6 +38,8 @@ class InventoryError(UsageError):
 
 @dataclass(frozen=True)
 class AgentEntry:
+    """An agent the inventory lists: its name, address, labels, and whether it is dialled without TLS."""
+
     name: str
     address: str
     labels: tuple[tuple[str, str], ...] = ()
@@ -73,6 +75,8 @@ def merge_labels(listed: tuple[tuple[str, str], ...], reported: tuple[tuple[str,
 
 @dataclass(frozen=True)
 class CoordinatorCredentialPaths:
+    """Where the coordinator's fleet CA, certificate and key are."""
+
     name: str
     ca: Path
     cert: Path
@@ -81,6 +85,8 @@ class CoordinatorCredentialPaths:
 
 @dataclass(frozen=True)
 class Inventory:
+    """The inventory file as read: its agents and the coordinator's credentials."""
+
     path: Path | None  # None: no inventory file, the local vantage only
     agents: tuple[AgentEntry, ...]
     credentials: CoordinatorCredentialPaths

@@ -30,6 +30,8 @@ class SelectorError(UsageError):
 
 @dataclass(frozen=True)
 class Selector:
+    """Which vantages an --agents expression picks: name patterns and label conditions."""
+
     names: tuple[str, ...] = ()  # patterns; empty means any name
     equal: tuple[tuple[str, str], ...] = ()
     not_equal: tuple[tuple[str, str], ...] = ()
