@@ -324,13 +324,14 @@ def test_a_probe_from_this_machine_alone_loads_no_grpc(tmp_path: Path) -> None:
 
 
 # Code a probe from this machine alone does not run: a proxy, client certificates, an agent's address policy,
-# AIA fetching, host facts, the wire, the fleet CA, SSH and PKCS#12 keys, and rich's tables (a bare "rich" line
-# is structlog's import of it, refused).
+# AIA fetching, host facts, the wire, the fleet CA, SSH and PKCS#12 keys, TOML, and rich's tables (a bare "rich"
+# line is structlog's import of it, refused).
 NOT_FOR_A_LOCAL_PROBE = (
     "cryptography.hazmat.primitives.serialization.pkcs12",
     "cryptography.hazmat.primitives.serialization.ssh",
     "grpc",
     "rich.console",
+    "tomllib",
     "tlsfleet.agent.hostfacts",
     "tlsfleet.agent.pki.fleet_ca",
     "tlsfleet.agent.probe.aia",

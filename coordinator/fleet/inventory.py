@@ -17,7 +17,6 @@ credentials the coordinator presents.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +118,8 @@ def load_inventory(path: Path | None, *, pki_dir: Path) -> Inventory:
                 f"inventory {path} does not exist; pass an existing TOML file to --inventory or ${ENV_INVENTORY}"
             )
         return Inventory(path=None, agents=(), credentials=default_credentials(pki_dir))
+    import tomllib  # a probe from this machine alone reads no inventory
+
     try:
         data = tomllib.loads(read_capped_text(path, MAX_INVENTORY_BYTES))
     except FileTooLarge:
