@@ -50,6 +50,7 @@ import os
 import ssl
 import sys
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -311,12 +312,14 @@ class ContextCache:
     """Client `SSLContext`s by (client, verification, hostname check, ALPN, version bounds, client
     certificate); LRU, bounded.
 
-    A context is expensive (it parses the whole trust store) and immutable once built here, so probes
-    share them. `cafile` replaces the system store with one bundle, as `ssl.create_default_context(cafile=)`
-    does; it exists for the lab and for agents configured with an explicit native bundle. Without it,
-    contexts load the system store, honouring SSL_CERT_FILE/SSL_CERT_DIR as OpenSSL reads them when the
-    context is built: `clear()` after the store changed. `policy` is the host's OpenSSL policy that
-    `Client.OPENSSL` contexts carry (by default, what this process's OpenSSL configured).
+    Contexts are shared by probes and immutable once built here, but for the system trust store, which is
+    expensive (the whole bundle parsed) and read in only when a handshake verifies with it (`with_store`):
+    the openssl view's handshake is verified offline (`verify_once`), with its own parameters. `cafile`
+    replaces the system store with one bundle, as `ssl.create_default_context(cafile=)` does; it exists for
+    the lab and for agents configured with an explicit native bundle. Without it, contexts load the system
+    store, honouring SSL_CERT_FILE/SSL_CERT_DIR as OpenSSL reads them when the store is read in: `clear()`
+    after the store changed. `policy` is the host's OpenSSL policy that `Client.OPENSSL` contexts carry (by
+    default, what this process's OpenSSL configured).
     """
 
     def __init__(
@@ -328,6 +331,7 @@ class ContextCache:
         self._maxsize = maxsize
         self._policy = policy
         self._contexts: OrderedDict[_ContextKey, tuple[ssl.SSLContext, ContextProfile]] = OrderedDict()
+        self._with_store: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()  # contexts whose store is read in
         self._verifier = NativeVerifier(cafile)
         self._once_refused: str | None = None  # why verify_once never applies here; None: not decided yet
 
@@ -346,7 +350,16 @@ class ContextCache:
 
     def clear(self) -> None:
         self._contexts.clear()
+        self._with_store = weakref.WeakSet()
         self._verifier = NativeVerifier(self._cafile)  # the stores are read anew, as new contexts read them
+
+    def with_store(self, context: ssl.SSLContext) -> ssl.SSLContext:
+        """`context` (one of this cache's) with its trust store read in once, as `ssl.create_default_context`
+        reads the system store: for a handshake that verifies the chain itself."""
+        if context not in self._with_store:
+            context.load_default_certs()
+            self._with_store.add(context)
+        return context
 
     def get(
         self,
@@ -451,9 +464,14 @@ class ContextCache:
             if keylog and not sys.flags.ignore_environment:
                 context.keylog_filename = keylog
         elif self._cafile is not None:
+            # Read at once: a bundle that cannot be read fails the probe as it fails such a client (FileNotFoundError).
             context = ssl.create_default_context(cafile=self._cafile)
+            self._with_store.add(context)
         else:
-            context = ssl.create_default_context()
+            # ssl.create_default_context()'s context without the system store it parses (some 30 ms, which a
+            # handshake whose chain is verified offline never reads): its directory /dev/null, in which no
+            # certificate can ever be found. `with_store` reads the store in before a handshake needs it.
+            context = ssl.create_default_context(capath=os.devnull)
         if key.client is Client.OPENSSL:
             self.policy.apply(context)
             # OpenSSL's name check takes partial-label wildcards ("f*.example.com") unless told otherwise, and
@@ -679,7 +697,7 @@ async def handshake(
         first = await _handshake_over(
             reader,
             writer,
-            once.context if once is not None else ours,
+            once.context if once is not None else context_cache.with_store(ours),
             server_hostname,
             min(handshake_timeout, max(deadline - time.perf_counter(), 0.0)),
             max_handshake_bytes,
@@ -704,7 +722,14 @@ async def handshake(
         reason = _flags_may_differ(first, ours_profile, python_profile, offline)
     if reason:
         second = await _second_attempt(
-            address, port, python, server_hostname, deadline, max_handshake_bytes, presented, route
+            address,
+            port,
+            context_cache.with_store(python),
+            server_hostname,
+            deadline,
+            max_handshake_bytes,
+            presented,
+            route,
         )
         if second is not None:
             second = _unoffered_alpn(second, alpn)

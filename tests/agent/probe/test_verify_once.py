@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from contextlib import ExitStack
 from dataclasses import replace
@@ -61,6 +62,26 @@ def test_the_twin_context_loads_no_store_and_checks_nothing(lab: Lab) -> None:
     assert once.context.security_level == ours.security_level
     assert (once.check.host, once.check.security_level) == ("svc.test", ours.security_level)
     assert ours.cert_store_stats()["x509"] == 1 and ours.verify_mode == ssl.CERT_REQUIRED
+    assert cache.with_store(ours).cert_store_stats()["x509"] == 1, "an explicit bundle is read once, at once"
+
+
+def test_the_system_store_is_read_in_only_for_a_handshake_that_verifies_with_it(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(lab.root))
+    monkeypatch.setenv("SSL_CERT_DIR", os.devnull)
+    cache = ContextCache()
+    ours = cache.get(verify=True, check_hostname=True, client=Client.PYTHON)  # as Python's default context
+    default = ssl.create_default_context()
+    assert ours.cert_store_stats()["x509"] == 0
+    assert (ours.verify_mode, ours.check_hostname, ours.verify_flags, ours.options) == (
+        default.verify_mode,
+        default.check_hostname,
+        default.verify_flags,
+        default.options,
+    )
+    assert cache.with_store(ours) is ours and ours.cert_store_stats() == default.cert_store_stats()
+    assert cache.with_store(ours).cert_store_stats()["x509"] == 1, "read once"
 
 
 def test_not_with_a_client_certificate(lab: Lab, tmp_path: Path) -> None:
