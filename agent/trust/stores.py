@@ -52,6 +52,7 @@ __all__ = [
     "discover_stores",
     "forget_cached_reads",
     "load_store",
+    "openssl_bundle",
     "store_fingerprint",
     "watch_signature",
 ]
@@ -341,6 +342,32 @@ def _read_pem_file(path: Path) -> _Read:
     if not Path(key[0]).is_file():
         return _Read(error=f"{path} is not a regular file")
     return _read_pem_file_cached(*key)
+
+
+def openssl_bundle(name: str, path: str) -> LoadedStore | None:
+    """The PEM bundle at `path` as OpenSSL's X509_load_cert_crl_file reads it into a store: every CERTIFICATE
+    and TRUSTED CERTIFICATE block, in order, and nothing when the file cannot be read. None where this reading
+    cannot vouch for that: a block of another label (OpenSSL takes CRLs and older labels too), one that does not
+    parse (OpenSSL then loads none of the file), or no PEM at all."""
+    try:
+        key = _file_key(Path(path))
+        data = read_capped(Path(path), MAX_FILE_BYTES)
+    except FileTooLarge:
+        return None
+    except OSError:
+        return _loaded(name, KIND_FILE, path, _Read(error=f"cannot read {path}"), "")
+    begins = pos = 0
+    while (begin := data.find(b"-----BEGIN ", pos)) >= 0:
+        if not _label_at(data, begin + 11):
+            return None
+        begins, pos = begins + 1, begin + 11
+    if any(data.count(b"-----BEGIN " + label) != data.count(b"-----END " + label) for label in _LABELS):
+        return None  # a block without its own END line stops OpenSSL, which loads none of the file then
+    certs, blocks, bad, opaque = _parse_remembered(key, data)
+    if not blocks or bad or blocks != begins:
+        return None
+    roots, fps, aux = _merge(certs)
+    return _loaded(name, KIND_FILE, path, _Read(roots, fps, "", aux, _unique(opaque)), "")
 
 
 def _read_dir(path: Path) -> _Read:

@@ -80,7 +80,7 @@ from .issuer_lookup import NameKey, StoreIndex, chain_names, forget_keys, held_n
 from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .runtimes import VerifyRules
-from .stores import LoadedStore, der_of
+from .stores import LoadedStore, der_of, openssl_bundle
 from .strict_profile import key_description, strict_note
 
 __all__ = [
@@ -967,6 +967,11 @@ class NativeVerifier:
     and hour bucket (never across a validity edge of a served or path certificate); refusals are verified
     again each time. A new verifier reads the stores anew (the environment as it is then); drop it when
     they change.
+
+    The default file (some 30 ms to read whole into OpenSSL for a system bundle) is read into the store as
+    chains reach its certificates (`_DefaultPaths`); a verification that fails, or whose path holds a
+    certificate the directories gave, or that checks CRLs, is answered by the store set_default_verify_paths
+    loads, whole.
     """
 
     def __init__(self, cafile: str | None) -> None:
@@ -974,6 +979,8 @@ class NativeVerifier:
         self._store: int | None = None
         self._lock = threading.Lock()
         self._accepted: _LRU[tuple[str, NativeCheck, int], bool] = _LRU(_NATIVE_CACHE_SIZE)
+        self._defaults: _DefaultPaths | None = None
+        self._defaults_tried = cafile is not None  # an explicit bundle is read whole, as the context reads it
 
     def verify(self, chain: tuple[bytes, ...], check: NativeCheck, at: int) -> int:
         """The X509_V_ERR code of OpenSSL's in-handshake verification of `chain` (DER, leaf first, as served:
@@ -986,13 +993,28 @@ class NativeVerifier:
         key = (chain_key, check, start)
         if self._accepted.get(key):
             return X509_V_OK
-        code, path = _verify_as_client(self._native_store(), chain, check, at)
+        code, path = self._verified(chain, check, at)
         if code == X509_V_OK:
             edges = [_path_edges(chain), _path_edges(path)]
             end = start + TIME_BUCKET_S
             if all(e is not None and not _edge_within(e, start, end) for e in edges):
                 self._accepted.put(key, True)
         return code
+
+    def _verified(self, chain: tuple[bytes, ...], check: NativeCheck, at: int) -> tuple[int, tuple[bytes, ...]]:
+        defaults = None if check.verify_flags & _CRL_FLAGS else self._default_paths()
+        if defaults is not None:
+            code, path = _verify_as_client(defaults.store_for(chain), chain, check, at)
+            if code == X509_V_OK and all(d in chain or fingerprint(d) in defaults.trust.fps for d in path):
+                return code, path
+        return _verify_as_client(self._native_store(), chain, check, at)
+
+    def _default_paths(self) -> _DefaultPaths | None:
+        with self._lock:
+            if not self._defaults_tried:
+                self._defaults_tried = True
+                self._defaults = _DefaultPaths.read()
+            return self._defaults
 
     def _native_store(self) -> int:
         with self._lock:
@@ -1005,6 +1027,56 @@ class NativeVerifier:
         if store is not None:
             with contextlib.suppress(Exception):  # interpreter shutdown: the library may be gone
                 _crypto_function("X509_STORE_free", None, [ctypes.c_void_p])(store)
+
+
+_CRL_FLAGS = 0x4 | 0x8  # X509_V_FLAG_CRL_CHECK, X509_V_FLAG_CRL_CHECK_ALL: the default file's CRLs count then
+_X509_L_ADD_DIR = 2
+_X509_L_ADD_STORE = 4
+_X509_FILETYPE_DEFAULT = 3
+
+
+@dataclass(eq=False)
+class _DefaultPaths:
+    """The store X509_STORE_set_default_paths builds, but for when the default file's certificates are read in:
+    as chains reach them (issuer_lookup), where the whole file would be read at once. Its directory (and, on
+    OpenSSL 3, store URI) lookups are OpenSSL's own, as set_default_paths adds them; they read lazily anyway."""
+
+    trust: _Trust  # the default file's certificates, and the X509_STORE that holds those read in so far
+
+    @classmethod
+    def read(cls) -> _DefaultPaths | None:
+        """The default file as OpenSSL finds it (its environment variable, else the built-in path), or None when
+        stores.openssl_bundle cannot vouch for reading it as OpenSSL does."""
+        crypto = libcrypto._library().crypto
+        variable = os.fsdecode(_crypto_function("X509_get_default_cert_file_env", ctypes.c_char_p, [])() or b"")
+        built_in = os.fsdecode(_crypto_function("X509_get_default_cert_file", ctypes.c_char_p, [])() or b"")
+        path = os.environ.get(variable, built_in)  # set but empty: OpenSSL reads that (no) file
+        bundle = openssl_bundle("default verify paths", path)
+        if bundle is None:
+            return None
+        trust = _make_trust(bundle)
+        if trust.native is None:
+            return None
+        vp = ctypes.c_void_p
+        add_lookup = _crypto_function("X509_STORE_add_lookup", vp, [vp, vp])
+        control = _crypto_function(
+            "X509_LOOKUP_ctrl", ctypes.c_int, [vp, ctypes.c_int, ctypes.c_char_p, ctypes.c_long, vp]
+        )
+        lookups = [("X509_LOOKUP_hash_dir", _X509_L_ADD_DIR, _X509_FILETYPE_DEFAULT)]
+        if hasattr(crypto, "X509_LOOKUP_store"):  # OpenSSL 3: the default store URI too
+            lookups.append(("X509_LOOKUP_store", _X509_L_ADD_STORE, 0))
+        for method, command, argument in lookups:
+            lookup = add_lookup(trust.native.handle, _crypto_function(method, vp, [])())
+            if lookup:
+                control(lookup, command, None, argument, None)
+        _crypto_function("ERR_clear_error", None, [])()
+        return cls(trust)
+
+    def store_for(self, chain: tuple[bytes, ...]) -> int:
+        """The store, with every default-file certificate chain building can reach from `chain` read in."""
+        bounded, _ = _bound(chain)
+        served = _chain_cache.get_or_make(_chain_key(bounded), lambda: _make_served(bounded))
+        return self.trust.native_for(served).handle
 
 
 def _crypto_function(name: str, restype: Any, argtypes: list[Any]) -> Any:
