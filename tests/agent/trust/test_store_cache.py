@@ -237,6 +237,7 @@ def test_the_next_run_takes_the_store_certificates_names_as_read_and_kept(
     assert store_cache.load_names(fps[1], "another reader") is None
 
 
+@pytest.mark.e2e  # processes of its own
 def test_the_names_stamp_is_the_same_in_every_process_of_the_same_code() -> None:
     # A stamp that moved with what else the process had touched would make every kept name a miss.
     stamp = "from tlsfleet.agent.trust import issuer_lookup as il; print(il._keys_stamp())"
