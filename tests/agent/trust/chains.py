@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tlsfleet.agent.model import TrustStore
+from tlsfleet.agent.trust import libcrypto, verify
 from tlsfleet.agent.trust.certinfo import fingerprint
 from tlsfleet.agent.trust.stores import LoadedStore, store_fingerprint
 
@@ -315,3 +317,17 @@ def store_file_code(store: Path, chain: Sequence[bytes], name: str, at: datetime
     clear_caches()
     (verdict,) = judge_against_stores(tuple(chain), (load_store("store", store),), name, at, at)
     return verdict.verify_code
+
+
+def count_verifications(monkeypatch: Any) -> list[int]:
+    """A list that grows by one at every X509_verify_cert run of the store judgements (pytest's monkeypatch
+    puts libcrypto.verify back afterwards)."""
+    seen: list[int] = []
+    real = libcrypto.verify
+
+    def counting(*args: object, **kwargs: object) -> libcrypto.NativeVerification:
+        seen.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify.libcrypto, "verify", counting)
+    return seen

@@ -20,7 +20,7 @@ from tlsfleet.agent.trust import kept_judgements, libcrypto, store_cache, verify
 from tlsfleet.agent.trust.stores import forget_cached_reads
 from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
 
-from .chains import NOW, issue, loaded_store
+from .chains import NOW, count_verifications, issue, loaded_store
 
 ROOT = issue("Kept Root", ca=True, not_before=NOW - timedelta(days=400), not_after=NOW + timedelta(days=400))
 INTERMEDIATE = issue(
@@ -43,15 +43,7 @@ def verifications(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
     monkeypatch.setattr(store_cache, "_enabled", False)  # restored so when the test ends
     next_process()
     store_cache.enable()
-    seen: list[int] = []
-    real = libcrypto.verify
-
-    def counting(*args: object, **kwargs: object) -> libcrypto.NativeVerification:
-        seen.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(verify.libcrypto, "verify", counting)
-    yield seen
+    yield count_verifications(monkeypatch)
     store_cache._enabled = False
     next_process()
 

@@ -9,10 +9,9 @@ from datetime import timedelta
 import pytest
 
 from tlsfleet.agent.model import Verdict
-from tlsfleet.agent.trust import libcrypto, verify
 from tlsfleet.agent.trust.verify import clear_caches, judge_against_stores
 
-from .chains import NOW, issue, loaded_store
+from .chains import NOW, count_verifications, issue, loaded_store
 
 ROOT = issue("Cache Root", ca=True)
 INTERMEDIATE = issue("Cache Intermediate", ROOT, ca=True)
@@ -22,15 +21,7 @@ INTERMEDIATE = issue("Cache Intermediate", ROOT, ca=True)
 def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Counts X509_verify_cert runs, from cold caches."""
     clear_caches()
-    seen: list[int] = []
-    real = libcrypto.verify
-
-    def counting(*args: object, **kwargs: object) -> libcrypto.NativeVerification:
-        seen.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(verify.libcrypto, "verify", counting)
-    yield seen
+    yield count_verifications(monkeypatch)
     clear_caches()
 
 

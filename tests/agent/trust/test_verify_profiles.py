@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tlsfleet.agent.model import AddressResult, TrustStore, Verdict
 from tlsfleet.agent.probe.engine import _judged
-from tlsfleet.agent.trust import libcrypto, verify
+from tlsfleet.agent.trust import libcrypto
 from tlsfleet.agent.trust.names import parse_expected_name
 from tlsfleet.agent.trust.stores import LoadedStore, load_store
 from tlsfleet.agent.trust.strict_profile import MAX_INTERMEDIATES, profile_reasons
@@ -31,7 +31,7 @@ from tlsfleet.agent.trust.verify import (
     verify_chain,
 )
 
-from .chains import NOW, Cert, ec_key, issue, loaded_store, openssl_cli, openssl_verify, rsa_key
+from .chains import NOW, Cert, count_verifications, ec_key, issue, loaded_store, openssl_cli, openssl_verify, rsa_key
 
 
 def _chain(leaf: Cert, *untrusted: Cert) -> tuple[bytes, ...]:
@@ -46,15 +46,7 @@ def _judge(leaf: Cert, untrusted: tuple[Cert, ...], roots: tuple[Cert, ...], nam
 def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Counts X509_verify_cert runs, from cold caches."""
     clear_caches()
-    seen: list[int] = []
-    real = libcrypto.verify
-
-    def counting(*args: object, **kwargs: object) -> libcrypto.NativeVerification:
-        seen.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(verify.libcrypto, "verify", counting)
-    yield seen
+    yield count_verifications(monkeypatch)
     clear_caches()
 
 
