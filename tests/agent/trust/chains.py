@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -319,7 +319,7 @@ def store_file_code(store: Path, chain: Sequence[bytes], name: str, at: datetime
     return verdict.verify_code
 
 
-def count_verifications(monkeypatch: Any) -> list[int]:
+def count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that grows by one at every X509_verify_cert run of the store judgements (pytest's monkeypatch
     puts libcrypto.verify back afterwards)."""
     seen: list[int] = []
