@@ -7,6 +7,8 @@ Each "next process" is simulated by saving the cache and dropping everything thi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -150,3 +152,25 @@ def test_a_process_that_does_not_enable_the_cache_keeps_nothing(
     judge_against_stores((leaf(), INTERMEDIATE.der), (loaded_store((ROOT,), "system"),), "svc.test", AT, AT)
     next_process()
     assert not (tmp_path / "xdg").exists()
+
+
+@pytest.mark.e2e  # interpreters of their own
+def test_the_key_of_a_judgement_is_the_same_in_every_process() -> None:
+    """Java's rules hold sets, whose order follows each process's string hashing: the key sorts them."""
+    code = (
+        "from tlsfleet.agent.trust import kept_judgements, runtimes\n"
+        "rules = runtimes.VerifyRules(runtime='java', java=runtimes.JavaRules(certpath=(runtimes.JavaConstraint("
+        "'SHA1', usage=frozenset({'TLSServer', 'SignedJAR', 'x', 'y', 'z'})),), tls=(), source='test'))\n"
+        "print(kept_judgements.key_text(('chain', 'store', 'svc.test', 3600, False, rules)))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ | {"PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(keys) == 1 and len(keys.pop().strip()) == 64
