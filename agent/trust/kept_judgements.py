@@ -56,6 +56,11 @@ def _stamp_now() -> str | None:
     return _stamp
 
 
+def _stamp_if_kept() -> str | None:
+    """The stamp, when this process keeps judgements at all (store_cache enabled: the CLI)."""
+    return _stamp_now() if store_cache.enabled() else None
+
+
 def _canonical(value: object) -> object:
     """`value` as plain tuples, strings and numbers, the same in every process (sets sorted, enums by value)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -80,7 +85,7 @@ def key_text(key: tuple[object, ...]) -> str:
 
 def load(key: str) -> Kept | None:
     """The judgement an earlier process kept under `key`, when it has the shape of one."""
-    if not store_cache.enabled() or (stamp := _stamp_now()) is None:
+    if (stamp := _stamp_if_kept()) is None:
         return None
     value = store_cache.load_judgement(key, stamp)
     return value if _is_kept(value) else None  # type: ignore[return-value]  # checked by _is_kept
@@ -88,14 +93,14 @@ def load(key: str) -> Kept | None:
 
 def store(key: str, judgement: Kept) -> None:
     """Keep `judgement` under `key` for the next process."""
-    if store_cache.enabled() and (stamp := _stamp_now()) is not None:
+    if (stamp := _stamp_if_kept()) is not None:
         store_cache.store_judgement(key, stamp, judgement)
 
 
 def load_edges(store_key: str) -> tuple[int, ...] | None:
     """The sorted validity edges an earlier process found in the store whose content key is `store_key`
     (the time buckets of its judgements rest on them)."""
-    if not store_cache.enabled() or (stamp := _stamp_now()) is None:
+    if (stamp := _stamp_if_kept()) is None:
         return None
     value = store_cache.load_judgement(f"edges {store_key}", stamp)
     if isinstance(value, tuple) and all(isinstance(edge, int) for edge in value):
@@ -105,7 +110,7 @@ def load_edges(store_key: str) -> tuple[int, ...] | None:
 
 def store_edges(store_key: str, edges: tuple[int, ...]) -> None:
     """Keep the store's validity edges for the next process."""
-    if store_cache.enabled() and (stamp := _stamp_now()) is not None:
+    if (stamp := _stamp_if_kept()) is not None:
         store_cache.store_judgement(f"edges {store_key}", stamp, edges)
 
 

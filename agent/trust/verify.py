@@ -781,6 +781,13 @@ def _chain_key(chain: tuple[bytes, ...]) -> str:
     return h.hexdigest()
 
 
+def _served_of(chain: Sequence[bytes]) -> tuple[str, _Served, str]:
+    """(key, OpenSSL's reading, the note on what the bounds left out) of a served chain, read once per chain."""
+    bounded, note = _bound(chain)
+    chain_key = _chain_key(bounded)
+    return chain_key, _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded)), note
+
+
 def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str, at: datetime) -> ChainJudgement:
     """Judge `chain` (DER, leaf first, as served) against `store` for `expected_name` at time `at`.
 
@@ -795,9 +802,7 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
         raise ValueError("chain must be a sequence of DER certificates (bytes), leaf first, as served")
     if not chain:
         return ChainJudgement(Verdict.NO_CHAIN, (), "no certificate was served")
-    bounded, note = _bound(chain)
-    chain_key = _chain_key(bounded)
-    served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
+    chain_key, served, note = _served_of(chain)
     rules = _rules_for(store)
     seconds = int(at_s.timestamp())
     when, exact = _time_key(seconds, served, _edges_for(store))
@@ -876,9 +881,7 @@ def _verdicts_key(
     when the input is not plain DER bytes (the uncached road raises the error)."""
     if isinstance(chain, bytes | bytearray | str) or not chain or not all(isinstance(d, bytes) for d in chain):
         return None
-    bounded, _ = _bound(chain)
-    chain_key = _chain_key(bounded)
-    served = _chain_cache.get_or_make(chain_key, lambda: _make_served(bounded))
+    chain_key, served, _ = _served_of(chain)
     names, edges = _stores_identity(stores)
     return (
         chain_key,
@@ -1074,9 +1077,7 @@ class _DefaultPaths:
 
     def store_for(self, chain: tuple[bytes, ...]) -> int:
         """The store, with every default-file certificate chain building can reach from `chain` read in."""
-        bounded, _ = _bound(chain)
-        served = _chain_cache.get_or_make(_chain_key(bounded), lambda: _make_served(bounded))
-        return self.trust.native_for(served).handle
+        return self.trust.native_for(_served_of(chain)[1]).handle
 
 
 def _crypto_function(name: str, restype: Any, argtypes: list[Any]) -> Any:
