@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from . import exit_codes
-from .command import CONTEXT_SETTINGS, CommandGroup, epilog, run_main
+from .command import CONTEXT_SETTINGS, epilog, run_main
+from .command_group import CommandGroup
 from .errors import UsageError
 from .naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS, NAME_PATTERN, RESERVED_NAMES
 

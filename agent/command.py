@@ -1,23 +1,23 @@
 """What every tlsfleet command line shares: one line per error (also a JSON object on stdout under
---json), the exit codes, no traceback for users."""
+--json), the exit codes, no traceback for users. typer is imported only where it is used: `tlsfleet probe`
+runs without it (coordinator/cli/probe_argv.py); the command group it shares is in command_group.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import typer
-from typer._click.exceptions import UsageError as ParserError
-from typer.core import TyperGroup
-
-from . import exit_codes
+from . import exit_codes, startup_collection
 from .documents import document
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import typer
 
 # Whether the command being run was asked for --json: then its errors are JSON on stdout as well.
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
@@ -40,33 +40,26 @@ def epilog(*examples: str, exits: str) -> str:
 
 def fail(message: str, code: int = exit_codes.USAGE) -> typer.Exit:
     """Print one line to stderr (and, under --json, an error document to stdout); return the Exit to raise."""
+    import typer
+
     typer.echo(f"error: {message}", err=True)
     if _json_errors.get():
         typer.echo(json.dumps(document("error", {"error": message, "exit_code": code}), indent=2))
     return typer.Exit(code)
 
 
-def _asks_for_json(args: list[str]) -> bool:
+def asks_for_json(args: list[str]) -> bool:
+    """Whether `args` ask for JSON output: then errors are JSON documents on stdout as well."""
     return "--json" in args or any(a == "--format" and b == "json" for a, b in pairwise(args))
 
 
-class CommandGroup(TyperGroup):
-    """A command group in which a UsageError raised by any command becomes one line and exit code 2 (under
-    --json, a parser error such as an unknown option too)."""
+def errors_as_json(wanted: bool) -> Any:
+    """Make fail() also write JSON (when `wanted`) until the token returned is passed to errors_reset()."""
+    return _json_errors.set(wanted or _json_errors.get())
 
-    def invoke(self, ctx: Any) -> Any:
-        wants_json = _asks_for_json([*ctx._protected_args, *ctx.args])
-        token = _json_errors.set(wants_json or _json_errors.get())
-        try:
-            return super().invoke(ctx)
-        except UsageError as error:
-            raise fail(str(error)) from None
-        except ParserError as error:
-            if not wants_json:
-                raise
-            raise fail(error.format_message()) from None
-        finally:
-            _json_errors.reset(token)
+
+def errors_reset(token: Any) -> None:
+    _json_errors.reset(token)
 
 
 def run_coroutine(main: Coroutine[Any, Any, T]) -> T:
@@ -75,6 +68,7 @@ def run_coroutine(main: Coroutine[Any, Any, T]) -> T:
     holds the main task and with it the result: a report run's whole ReportRun, 0.4 s of repr()."""
     import asyncio  # not at the top: --help needs no event loop
 
+    startup_collection.resume()
     kept: list[T] = []
 
     async def keeping() -> None:
@@ -92,20 +86,53 @@ def quiet_grpc_core() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
-def run_main(app: typer.Typer) -> None:
-    """Run a console entry point: gRPC's C core quiet, Ctrl-C exits 130, and no traceback reaches a user
-    unless TLSFLEET_DEBUG is set."""
+def run_main(app: typer.Typer | Callable[[], object]) -> None:
+    """Run a console entry point (a typer app, or a command run without typer): gRPC's C core quiet,
+    Ctrl-C exits 130, and no traceback reaches a user unless TLSFLEET_DEBUG is set."""
     quiet_grpc_core()
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        print("interrupted", file=sys.stderr)
         sys.exit(exit_codes.INTERRUPTED)
     except Exception as error:
         if os.environ.get("TLSFLEET_DEBUG"):
             raise
         message = f"internal error: {type(error).__name__}: {error} (set TLSFLEET_DEBUG=1 for the traceback)"
-        if _asks_for_json(sys.argv[1:]):
+        if asks_for_json(sys.argv[1:]):
             _json_errors.set(True)
         fail(message, exit_codes.INTERNAL)
         sys.exit(exit_codes.INTERNAL)
+
+
+def run_without_typer(args: list[str], command: Callable[[], int]) -> NoReturn:
+    """Run `command` (its arguments `args` already read) as run_main runs a typer command: a UsageError
+    becomes one line (JSON too under --json) and exit code 2, fail()'s Exit its exit code."""
+
+    def entry() -> None:
+        token = errors_as_json(asks_for_json(args))
+        try:
+            code = command()
+        except UsageError as error:
+            code = fail(str(error)).exit_code
+        except Exception as error:
+            exit_code = _exit_code_of(error)
+            if exit_code is None:
+                raise
+            code = exit_code
+        finally:
+            errors_reset(token)
+        sys.stdout.flush()
+        sys.exit(code)
+
+    run_main(entry)
+    raise AssertionError("unreachable: entry() always exits")
+
+
+def _exit_code_of(error: BaseException) -> int | None:
+    """The code of typer's Exit (raised by fail() and by commands), None for any other exception."""
+    if "typer" not in sys.modules:  # nothing raised an Exit without importing typer first
+        return None
+    import typer
+
+    return error.exit_code if isinstance(error, typer.Exit) else None

@@ -15,7 +15,8 @@ import typer
 from typer.models import TyperInfo
 
 from ... import __version__
-from ...agent.command import CONTEXT_SETTINGS, CommandGroup, epilog, fail, run_main
+from ...agent.command import CONTEXT_SETTINGS, epilog, fail, run_main
+from ...agent.command_group import CommandGroup
 
 FINDING_EXITS = (
     "0 no finding at or above --fail-on and every vantage answered; 1 a finding at or above --fail-on "
@@ -195,44 +196,10 @@ def probe(
     ] = None,
 ) -> None:
     """Probe each TARGET from every selected vantage, compare what each one sees, and name the cause."""
-    from .probe import ProbeArguments, parse_sni_variants, run_probe
+    options = dict(locals())  # its parameters as typer read them; probe_argv.py reads the same without typer
+    from .probe_command import probe_command
 
-    variants = parse_sni_variants(sni_variants)
-    targets = tuple(target or ())
-    if targets_file or len(targets) > 1:  # one target, the usual case, needs none of the many-target path
-        from .probe_many import read_targets_file, run_probe_many
-
-        targets += read_targets_file(targets_file) if targets_file else ()
-    if not targets:
-        raise fail("no target given: name one or more, or --targets-file FILE")
-    run = run_probe if len(targets) == 1 else run_probe_many
-    code = run(
-        ProbeArguments(
-            targets=targets,
-            coordinator=coordinator,
-            sni=sni,
-            no_sni=no_sni,
-            alpn=tuple(alpn or ()),
-            tls_min=tls_min,
-            tls_max=tls_max,
-            address=address,
-            max_addresses=max_addresses,
-            client_cert=client_cert,
-            starttls=starttls,
-            via_proxy=via_proxy,
-            agents=agents,
-            inventory=inventory,
-            no_local=no_local,
-            timeout=timeout,
-            json_output=json_output,
-            sni_variants=variants,
-            fail_on=fail_on,
-            save=save,
-            clock_tolerance=clock_tolerance,
-            notes=notes,
-        )
-    )
-    raise typer.Exit(code)
+    raise typer.Exit(probe_command(**options))
 
 
 @app.command(

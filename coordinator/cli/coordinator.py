@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ...agent.command import CommandGroup, epilog, fail
+from ...agent.command import epilog, fail
+from ...agent.command_group import CommandGroup
 from .service_options import ConfigOption, load_service_config
 
 coordinator_app = typer.Typer(help="Run the coordinator as a service.", no_args_is_help=True, cls=CommandGroup)

@@ -20,14 +20,40 @@ def main() -> None:
 
         run()
         return
+    from ...agent import startup_collection
     from . import dataclass_code, pattern_code
 
+    startup_collection.pause()
     dataclass_code.install()
     pattern_code.install()
     try:
+        if sys.argv[1:2] == ["probe"]:
+            _probe_without_typer(sys.argv[2:])  # returns only when typer should read the command line
         from .app import main as run
 
         run()
     finally:
         dataclass_code.save()
         pattern_code.save()
+
+
+def _probe_without_typer(args: list[str]) -> None:
+    """Run `tlsfleet probe ARGS` without importing typer when probe_argv reads ARGS for certain (it exits);
+    otherwise return."""
+    import os
+
+    from .probe_argv import read_probe_argv
+
+    options = read_probe_argv(args, os.environ)
+    if options is None:
+        return
+    from ...agent.command import run_without_typer
+    from .probe_command import probe_command
+
+    try:
+        run_without_typer(args, lambda: probe_command(**options))  # type: ignore[arg-type]
+    finally:
+        # As app.main does: interpreter shutdown's collections would walk every object the imports made.
+        import gc
+
+        gc.freeze()

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ...agent.command import CommandGroup, epilog
+from ...agent.command import epilog
+from ...agent.command_group import CommandGroup
 
 if TYPE_CHECKING:
     from ...agent.pki.fleet_ca import CertificateInfo

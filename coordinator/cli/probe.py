@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import typer
 
 from ...agent import exit_codes
 from ...agent.command import fail, run_coroutine
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProbeArguments:
-    """`tlsfleet probe`'s arguments, as typer parsed them."""
+    """`tlsfleet probe`'s arguments, checked and gathered (probe_command.py)."""
 
     targets: tuple[str, ...]  # one or more; `tlsfleet probe A B C` and --targets-file
     sni: str | None = None
@@ -164,7 +163,7 @@ def show_interrupted(request: ProbeRequest, answered: VantageProgress, *, json_o
 
         outcomes = [o for o in answered.outcomes if isinstance(o, ProbeOutcome)]
         print_matrix(make_console(), request, outcomes, build_matrix(outcomes))
-    typer.echo(answered.interrupted(), err=True)
+    print(answered.interrupted(), file=sys.stderr)
     return exit_codes.INTERRUPTED
 
 
@@ -211,7 +210,7 @@ def show_observation(
     if json_output:
         from ..json_output import probe_report_json
 
-        typer.echo(json.dumps(probe_report_json(observation, findings, exit_code=code), indent=2))
+        print(json.dumps(probe_report_json(observation, findings, exit_code=code), indent=2))
         return code
     from .render import make_console
 

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ...agent import exit_codes
-from ...agent.command import CommandGroup, epilog, fail, run_coroutine
+from ...agent.command import epilog, fail, run_coroutine
+from ...agent.command_group import CommandGroup
 from ..diagnosis.model import Severity
 from .service_options import ConfigOption, load_service_config, open_history
 
