@@ -21,9 +21,10 @@ def main() -> None:
         run()
         return
     from ...agent import startup_collection
-    from . import dataclass_code, pattern_code
 
     startup_collection.pause()
+    from . import dataclass_code, pattern_code
+
     dataclass_code.install()
     pattern_code.install()
     try:
