@@ -23,8 +23,8 @@ TARGET_MS = 250.0
 TOP_IMPORTS = 8
 # What `tlsfleet probe --json` imports before its first RPC.
 PROBE_PATH_MODULES = (
-    "tlsfleet.coordinator.cli.app",
-    "tlsfleet.coordinator.cli.probe",
+    "tlsfleet.coordinator.cli.probe_argv",
+    "tlsfleet.coordinator.cli.probe_command",
     "tlsfleet.coordinator.fleet.choose",
     "tlsfleet.coordinator.fleet.fanout",
     "tlsfleet.coordinator.fleet.grpc_vantage",
