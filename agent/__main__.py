@@ -1,5 +1,8 @@
 """`python -m tlsfleet.agent serve ...`: the agent's own entry point."""
 
-from .cli import main
+from . import startup_collection
+
+startup_collection.pause()  # before the command line's imports; the agent resumes collection once it serves
+from .cli import main  # noqa: E402
 
 main()

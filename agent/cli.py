@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from . import exit_codes
+from . import exit_codes, startup_collection
 from .command import CONTEXT_SETTINGS, epilog, run_main
 from .command_group import CommandGroup
 from .errors import UsageError
@@ -402,4 +402,6 @@ async def _check_health(address: str, name: str | None, pki_dir: Path | None, in
 
 def main() -> None:
     """Console entry point `tlsfleet-agent`."""
+    # Collection resumes once the agent serves (daemon.py); its other commands are short.
+    startup_collection.pause()
     run_main(app)

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import __version__
 from ..v1 import agent_pb2_grpc
+from . import startup_collection
 from .dialout import AgentLink, LinkEndpoint
 from .endpoints import bind_failure, is_loopback_host, split_host_port
 from .errors import UsageError
@@ -220,6 +221,7 @@ async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None) -
             trust_stores=[s.name for s in engine.trust_stores()],
         )
 
+    startup_collection.serving()
     try:
         await stop.wait()
         if links:  # each drains its requests in flight, then ends its stream

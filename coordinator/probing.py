@@ -6,14 +6,13 @@ The one path every caller takes: `tlsfleet probe`, scheduled reports, and whatev
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest, Starttls, TlsVersion
 from ..agent.naming import NAME_PATTERN, NAME_RULE
-from ..agent.probe.request_limits import MAX_ADDRESSES, RequestError, validate_request
+from ..agent.probe.request_limits import MAX_ADDRESSES, RequestError, new_request_id, validate_request
 from ..agent.probe.starttls import infer_starttls
 from ..agent.probe.targets import inet_aton, ip_sni_problem, parse_target
 from .diagnosis import sni
@@ -92,7 +91,7 @@ def build_request(
         via_proxy=via_proxy,
     )
     try:
-        return validate_request(ProbeRequest(target=parsed, options=options, request_id=uuid.uuid4().hex[:16]))
+        return validate_request(ProbeRequest(target=parsed, options=options, request_id=new_request_id()))
     except RequestError as error:
         raise ProbeArgumentError(str(error)) from None
 

@@ -14,15 +14,16 @@ def main() -> None:
     """Run the `tlsfleet` command line (coordinator/cli/app.py) with dataclass_code and pattern_code installed
     before the imports that define dataclasses and compile patterns, and their new entries saved as the
     process ends."""
+    from ...agent import startup_collection
+
+    # Collection resumes when the work begins: run_coroutine, or a server's startup_collection.serving().
+    startup_collection.pause()
     words = tuple(a for a in sys.argv[1:] if not a.startswith("-"))[:2]
     if words in _LONG_RUNNING:
         from .app import main as run
 
         run()
         return
-    from ...agent import startup_collection
-
-    startup_collection.pause()
     from . import dataclass_code, pattern_code
 
     dataclass_code.install()

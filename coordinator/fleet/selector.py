@@ -10,7 +10,6 @@ the close names. Labels are those the inventory lists, merged with those an agen
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Collection, Mapping
@@ -63,6 +62,8 @@ def check_names_exist(selector: Selector, known: Collection[str], where: str) ->
     for pattern in selector.names:
         if any(fnmatch.fnmatchcase(name, pattern) for name in names):
             continue
+        import difflib  # only to word this error
+
         close = difflib.get_close_matches(pattern, names, n=MAX_CLOSE_NAMES, cutoff=0.6)
         if close:
             hint = "close names: " + ", ".join(close)

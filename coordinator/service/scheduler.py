@@ -20,6 +20,7 @@ import signal
 import socket
 from datetime import UTC, datetime, timedelta
 
+from ...agent import startup_collection
 from ...agent.errors import UsageError
 from ...agent.logs import get_logger
 from .config import ReportConfig, ServiceConfig
@@ -69,6 +70,7 @@ class CoordinatorService:
             loops.append(asyncio.create_task(self._sweep_loop(history, pipeline, stop), name="lease-sweep"))
             # Alerts go out from the outbox on their own loop: a slow receiver never holds up a run.
             loops.append(asyncio.create_task(pipeline.delivery.run(stop), name="webhook-delivery"))
+            startup_collection.serving()
             await stop.wait()
             in_flight = sorted(name for name, task in self._running.items() if not task.done())
             log.info("coordinator_stopping", in_flight=in_flight, grace_s=self._config.shutdown_grace_s)

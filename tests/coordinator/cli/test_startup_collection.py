@@ -47,3 +47,19 @@ def test_a_command_without_an_event_loop_never_collects_cycles(tmp_path: Path) -
     enabled, _, collections = _gc_at_exit(["pki", "--help"], tmp_path)
     assert not enabled
     assert collections <= 1  # at most one, while the entry point itself is imported; CPython's default: some 45
+
+
+SERVER_START = """
+import gc
+from tlsfleet.agent import startup_collection
+startup_collection.pause()
+made_at_start = [{"n": n} for n in range(1000)]
+paused = gc.isenabled()
+startup_collection.serving()
+print(paused, gc.isenabled(), gc.get_freeze_count() >= 1000, gc.get_threshold()[0])
+"""
+
+
+def test_a_server_freezes_its_start_up_and_collects_with_the_usual_thresholds() -> None:
+    done = subprocess.run([sys.executable, "-c", SERVER_START], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True", "True", "700"], done.stderr
