@@ -92,6 +92,11 @@ def run_main(app: typer.Typer | Callable[[], object]) -> None:
     quiet_grpc_core()
     try:
         app()
+    except BrokenPipeError:
+        # The reader of stdout went away (`tlsfleet probe ... --json | head`): exit as click does, without the
+        # second error that flushing stdout at exit would print.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(exit_codes.PROBLEM)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(exit_codes.INTERRUPTED)

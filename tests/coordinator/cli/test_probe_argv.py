@@ -126,3 +126,18 @@ def test_a_probe_runs_without_importing_typer(tmp_path: Path) -> None:
     assert '"kind": "tlsfleet-probe"' in done.stdout, done.stderr
     assert done.returncode == 1, done.stderr
     assert "typer imported: False" in done.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_probe_quietly(tmp_path: Path) -> None:
+    """`tlsfleet probe ... --json | head -0`: exit 1 as typer's commands do, no internal error, no traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "TLSFLEET_COORDINATOR"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    args = ["probe", "127.0.0.1:9", "--agents", "local", "--json", "--timeout", "5"]
+    script = "import sys; sys.argv[0] = 'tlsfleet'; from tlsfleet.coordinator.cli.launch import main; main()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the probe's result is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1, stderr
+    assert "internal error" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr
