@@ -118,6 +118,7 @@ main()
 """
 
 
+@pytest.mark.e2e
 def test_a_probe_runs_without_importing_typer(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TLSFLEET_COORDINATOR"} | {"XDG_CACHE_HOME": str(tmp_path)}
     done = subprocess.run(
@@ -128,6 +129,7 @@ def test_a_probe_runs_without_importing_typer(tmp_path: Path) -> None:
     assert "typer imported: False" in done.stderr
 
 
+@pytest.mark.e2e
 def test_a_reader_that_goes_away_ends_the_probe_quietly(tmp_path: Path) -> None:
     """`tlsfleet probe ... --json | head -0`: exit 1 as typer's commands do, no internal error, no traceback."""
     env = {k: v for k, v in os.environ.items() if k != "TLSFLEET_COORDINATOR"} | {"XDG_CACHE_HOME": str(tmp_path)}

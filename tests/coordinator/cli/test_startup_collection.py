@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tlsfleet.agent.startup_collection import RESUMED_THRESHOLD
+
+pytestmark = pytest.mark.e2e  # each test is a CLI or interpreter subprocess
 
 # At exit: whether collection runs, its youngest generation's threshold, and how many collections the command
 # made (not the interpreter's own start).
