@@ -40,9 +40,10 @@ def resume() -> None:
 
 
 def serving() -> None:
-    """A server's start-up is over: freeze what it made (collections never walk it again) and collect
-    cycles, with CPython's thresholds, if pause() stopped it."""
+    """A server's start-up is over: collect its garbage once, freeze what is left (collections never walk it
+    again) and collect cycles, with CPython's thresholds, if pause() stopped it."""
     global _paused
+    gc.collect()  # frozen, start-up's garbage cycles would stay for the life of the process
     gc.freeze()
     if _paused:
         _paused = False
