@@ -108,6 +108,7 @@ class ProbeEngine:
         self._checked_at = 0.0
         self._store_lock = threading.Lock()  # discovery may run in a worker thread (SIGHUP) and in the loop
         self._contexts_stale = False
+        self._listed: tuple[tuple[LoadedStore, ...], tuple[TrustStore, ...]] | None = None  # trust_stores' roots
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -116,7 +117,11 @@ class ProbeEngine:
         stores = self._loaded_stores()
         if not include_roots:
             return tuple(store.info for store in stores)
-        return tuple(replace(store.info, roots=_roots_of(store)) for store in stores)
+        listed = self._listed
+        if listed is None or listed[0] is not stores:
+            # Some 20 ms for a host's thousand-odd roots, at every Describe; the same until the stores change.
+            listed = self._listed = (stores, tuple(replace(store.info, roots=_roots_of(store)) for store in stores))
+        return listed[1]
 
     def runtimes(self) -> tuple[tuple[str, str], ...]:
         """(runtime, where and why) of every runtime found, for HostFacts.runtimes. Safe from any thread."""

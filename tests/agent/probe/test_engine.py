@@ -333,6 +333,22 @@ def test_refresh_stores_reads_changed_bundles(pki: LabPKI, tmp_path: Path) -> No
     assert after.root_count == 2 and after.fingerprint != before.fingerprint
 
 
+def test_listed_roots_follow_the_stores(pki: LabPKI, tmp_path: Path) -> None:
+    """Describe's root lists are made once per reading of the stores, and made again when they change."""
+    bundle = write_pem(tmp_path / "bundle.pem", pki.root.cert_pem)
+    engine = ProbeEngine(extra_stores={"bundle": bundle}, environ={})
+
+    def listed() -> tuple[str, ...]:
+        [store] = [s for s in engine.trust_stores(include_roots=True) if s.name == "extra:bundle"]
+        return tuple(r.subject for r in store.roots)
+
+    assert listed() == ("CN=Acme Root CA",)
+    assert engine.trust_stores(include_roots=True) is engine.trust_stores(include_roots=True)
+    write_pem(bundle, pki.root.cert_pem + LabPKI("Second").root.cert_pem)
+    engine.refresh_stores()
+    assert listed() == ("CN=Acme Root CA", "CN=Second Root CA")
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
