@@ -14,13 +14,14 @@ MAX_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
-    """$XDG_CACHE_HOME/tlsfleet, else ~/.cache/tlsfleet; None when neither can be named."""
+    """$XDG_CACHE_HOME/tlsfleet, else ~/.cache/tlsfleet; None when neither can be named, or when the home
+    directory does not exist (a service user's /nonexistent): a cache never makes a home."""
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME", "")
     if base and os.path.isabs(base):
         return Path(base) / "tlsfleet"
     home = env.get("HOME", "")
-    return Path(home) / ".cache" / "tlsfleet" if home and os.path.isabs(home) else None
+    return Path(home) / ".cache" / "tlsfleet" if home and os.path.isabs(home) and os.path.isdir(home) else None
 
 
 def read_owned(path: Path, cap: int = MAX_CACHE_BYTES) -> bytes | None:
