@@ -18,6 +18,19 @@ def main() -> None:
 
     # Collection resumes when the work begins: run_coroutine, or a server's startup_collection.serving().
     startup_collection.pause()
+    try:
+        _run()
+    finally:
+        # The process ends here. Interpreter shutdown's garbage collections would walk every object the
+        # imports made (about 30 ms of a 270 ms probe) to free what the exit frees anyway; frozen, they
+        # are left to it. Objects are still released by reference counting and streams flushed as before.
+        import gc
+
+        gc.freeze()
+
+
+def _run() -> None:
+    """The command asked: a server, `probe` without typer, or typer with the start-up caches."""
     words = tuple(a for a in sys.argv[1:] if not a.startswith("-"))[:2]
     if words in _LONG_RUNNING:
         from .app import main as run
@@ -52,10 +65,4 @@ def _probe_without_typer(args: list[str]) -> None:
     from ...agent.command import run_without_typer
     from .probe_command import probe_command
 
-    try:
-        run_without_typer(args, lambda: probe_command(**options))  # type: ignore[arg-type]
-    finally:
-        # As app.main does: interpreter shutdown's collections would walk every object the imports made.
-        import gc
-
-        gc.freeze()
+    run_without_typer(args, lambda: probe_command(**options))  # type: ignore[arg-type]

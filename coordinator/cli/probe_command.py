@@ -40,7 +40,7 @@ def probe_command(
     variants = parse_sni_variants(sni_variants)
     targets = tuple(target or ())
     if targets_file or len(targets) > 1:  # one target, the usual case, needs none of the many-target path
-        from .probe_many import read_targets_file, run_probe_many
+        from .probe_many import read_targets_file
 
         targets += read_targets_file(targets_file) if targets_file else ()
     if not targets:
