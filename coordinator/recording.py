@@ -25,6 +25,7 @@ from ..agent.model import ProbeOptions, ProbeRequest
 from ..agent.naming import LABEL_KEY_PATTERN, MAX_LABEL_VALUE, MAX_LABELS, NAME_PATTERN, NAME_RULE, RESERVED_NAMES
 from ..agent.probe.request_limits import RequestError, validate_request
 from ..v1 import probe_pb2
+from .message_json import message_to_dict
 from .observation import Observation, Variant
 from .outcomes import ClockEstimate, ProbeOutcome, VantageInfo, VantageKind, VantageState
 
@@ -140,7 +141,7 @@ def _observation_from(data: dict[str, Any]) -> Observation:
 
 
 def _request_json(request: ProbeRequest) -> dict[str, Any]:
-    return json_format.MessageToDict(wire.request_to_wire(request))
+    return message_to_dict(wire.request_to_wire(request))
 
 
 def _request_from(data: dict[str, Any]) -> ProbeRequest:
@@ -165,7 +166,7 @@ def _outcome_json(outcome: ProbeOutcome) -> dict[str, Any]:
         "result": None,
     }
     if outcome.result is not None:
-        data["result"] = json_format.MessageToDict(wire.result_to_wire(outcome.result, v.name, outcome.agent_version))
+        data["result"] = message_to_dict(wire.result_to_wire(outcome.result, v.name, outcome.agent_version))
     return data
 
 
