@@ -5,7 +5,9 @@ its own lines.
 
 Modules log through `get_logger`, which imports structlog when a line is first logged: a short command that
 logs nothing (a probe from this machine, as a rule) never loads it. The CLI's set-up may be deferred the same
-way (`defer_configuration`): it runs before the first line, from structlog or from the standard library."""
+way (`defer_configuration`): it runs before the first line at its level, from structlog or from the standard
+library, and a command whose lines all fall below that level (a report run's progress, at the CLI's warning
+level) never loads structlog at all."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ class _Deferred:
     def __getattr__(self, attr: str) -> Any:
         logger = self._logger
         if logger is None:
+            if _pending is not None and _METHOD_LEVELS.get(attr, logging.CRITICAL) < _pending_level:
+                return _dropped  # below the level the deferred set-up will log at: no need to load it
             settle()
             import structlog
 
@@ -48,16 +52,32 @@ class _Deferred:
 
 
 _pending: Callable[[], None] | None = None
+_pending_level = logging.NOTSET
 _pending_lock = threading.Lock()
+# A logger's methods by the level of the line each logs.
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _dropped(*_args: Any, **_kwargs: Any) -> None:
+    return None
 
 
 def defer_configuration(configure: Callable[[], None], level: str) -> None:
-    """Run `configure` (which imports structlog) before the first line is logged, rather than now; records of
-    the standard library's loggers at `level` or above log the first line as well."""
-    global _pending
-    level_number(level)  # refused now, not at the first line
+    """Run `configure` (which imports structlog) before the first line at `level` or above is logged, rather
+    than now: `level` is the one `configure` logs at, and lines below it are dropped without running it.
+    Records of the standard library's loggers at `level` or above log the first line as well."""
+    global _pending, _pending_level
+    number = level_number(level)  # refused now, not at the first line
     with _pending_lock:
-        _pending = configure
+        _pending, _pending_level = configure, number
     root = logging.getLogger()
     root.handlers[:] = [_SettleFirst()]
     root.setLevel(level_number(level))

@@ -5,6 +5,8 @@ Only on a terminal: a pipe or a log file gets no progress bytes, and --json turn
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -87,7 +89,9 @@ def showing(tracker: VantageProgress | TargetProgress, *, enabled: bool = True) 
     stderr shows its words."""
     with ExitStack() as stack:
         stack.enter_context(reporting_progress(tracker))
-        if enabled:  # rich only when there may be a line to show: `--json` never loads it
+        # rich only when there may be a line to show: `--json` and a run whose stderr is no terminal (cron, a
+        # pipe) never load it. rich also takes FORCE_COLOR and TTY_COMPATIBLE for a terminal.
+        if enabled and (sys.stderr.isatty() or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE")):
             from rich.console import Console
             from rich.live import Live
 

@@ -123,9 +123,9 @@ def report_run(
     config: ConfigOption = None,
 ) -> None:
     """Run one report now (the service need not be running): history, reports, alerts as scheduled."""
-    from ...agent.logs import configure_cli_logging
     from ..service.pipeline import Pipeline
     from ..service.reports.writer import check_reports_dir
+    from .cli_logging import configure_cli_logging
 
     configure_cli_logging()
     loaded = load_service_config(config)

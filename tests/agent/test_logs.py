@@ -90,3 +90,42 @@ def test_a_standard_library_record_configures_a_deferred_set_up_and_is_logged_by
     assert line["event"] == "Task exception was never retrieved" and line["logger"] == "asyncio"
     with pytest.raises(LogOptionError):
         logs.defer_configuration(lambda: None, "loud")
+
+
+def test_lines_below_the_deferred_level_are_dropped_without_configuring() -> None:
+    out = io.StringIO()
+    calls: list[str] = []
+
+    def configure() -> None:
+        calls.append("configured")
+        configure_service_logging("warning", stream=out)
+
+    logs.defer_configuration(configure, "warning")
+    log = logs.get_logger("tlsfleet.test")
+    log.debug("quiet_detail")
+    log.info("report_run_started", targets=200)
+    assert calls == [] and out.getvalue() == ""  # the set-up (and structlog with it) not loaded for them
+    log.error("loud_line")
+    log.info("after_set_up_still_filtered")
+    assert calls == ["configured"]
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud_line"]
+
+
+def test_a_cli_run_that_logs_only_below_warning_never_imports_structlog() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from tlsfleet.coordinator.cli.cli_logging import configure_cli_logging\n"
+        "from tlsfleet.agent.logs import get_logger\n"
+        "configure_cli_logging()\n"
+        "log = get_logger('tlsfleet.coordinator')\n"
+        "log.info('report_run_started', report='r', targets=2)\n"
+        "print('structlog' in sys.modules)\n"
+        "log.warning('run_started_without_agents', missing=1)\n"
+        "print('structlog' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["False", "True"]
+    assert "run_started_without_agents" in done.stderr and "report_run_started" not in done.stderr

@@ -251,3 +251,24 @@ def test_a_store_of_one_root_is_counted_in_the_singular() -> None:
         [replace(described, description=replace(described.description, trust_stores=(one,)))],
     )
     assert "  trust stores: ssl_cert_file (1 root, 889973cb)" in out.getvalue()
+
+
+@pytest.mark.parametrize(("extra_env", "loads_rich"), [({}, False), ({"FORCE_COLOR": "1"}, True)])
+def test_the_progress_line_loads_rich_only_where_it_may_show(extra_env: dict[str, str], loads_rich: bool) -> None:
+    """A run whose stderr is a pipe (cron, CI, a log file) has no line to show, so it does not pay for rich."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from tlsfleet.coordinator.cli.progress import TargetProgress, showing\n"
+        "with showing(TargetProgress(3)):\n"
+        "    pass\n"
+        "print('rich.live' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")} | extra_env
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    assert done.stdout.split() == [str(loads_rich)], done.stderr
