@@ -24,8 +24,8 @@ async def _describe_fleet(
     from ..fleet.choose import FleetError, select_vantages
     from ..fleet.fanout import describe_all
     from ..fleet.inventory import load_inventory
-    from ..fleet.local_vantage import LOCAL_NAME
     from ..fleet.selector import check_names_exist, parse_selector
+    from ..fleet.vantage import LOCAL_NAME
 
     selector = parse_selector(agents)
     listed_inventory = load_inventory(inventory, pki_dir=default_pki_dir())

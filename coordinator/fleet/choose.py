@@ -9,7 +9,7 @@ from pathlib import Path
 from ...agent.errors import UsageError
 from .inventory import Inventory, load_inventory
 from .selector import check_names_exist, parse_selector
-from .vantage import Vantage
+from .vantage import LOCAL_NAME, Vantage
 
 
 class FleetError(UsageError):
@@ -45,7 +45,6 @@ def select_vantages(
 
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
     from ...agent.pki.location import default_pki_dir
-    from .local_vantage import LOCAL_NAME, LocalVantage
 
     inventory = load_inventory(inventory_path, pki_dir=default_pki_dir())
     selector = parse_selector(selector_text)
@@ -64,6 +63,9 @@ def select_vantages(
     ]
     vantages: list[Vantage] = []
     if include_local and selector.matches(LOCAL_NAME, {}):
+        # The probe engine only where this machine probes: a fleet of agents alone starts without it.
+        from .local_vantage import LocalVantage
+
         vantages.append(LocalVantage())
     if chosen:
         # gRPC only when an agent is dialled: a probe from this machine alone starts without it.

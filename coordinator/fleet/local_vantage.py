@@ -13,11 +13,11 @@ from ...agent.probe.engine import ProbeEngine
 from ...agent.probe.request_limits import RequestError, fit_to_deadline, validate_request
 from ...agent.trust import store_cache
 from ..outcomes import ClockEstimate, DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
+from .vantage import LOCAL_NAME
 
 if TYPE_CHECKING:
     from ...agent.hostfacts import HostFactsCache
 
-LOCAL_NAME = "local"
 _SAME_CLOCK = ClockEstimate(offset_ms=0.0, error_ms=0.0)
 
 

@@ -8,6 +8,9 @@ from typing import Protocol
 from ...agent.model import ProbeRequest
 from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo
 
+# The vantage of the machine the command runs on, beside the agents it names.
+LOCAL_NAME = "local"
+
 
 class Vantage(Protocol):
     info: VantageInfo
