@@ -20,16 +20,15 @@ from .config import ConfigError, ReportConfig, ServiceConfig
 from .delivery import DeliveryWorker
 from .dial_in_wait import awaited_agents, wait_for_agents
 from .history.store import HistoryError, HistoryStore, Queued, first_seen_lookup
-from .http_routes import FleetPages, ServiceHealth
 from .metrics import FleetMetrics, Route, serve_metrics
-from .probe_endpoint import ProbeEndpoint, probe_disabled
 from .report_model import Change, ReportRun
 from .reports.writer import write_reports
 from .runner import run_report
 from .webhooks import WebhookTarget
 
-if TYPE_CHECKING:  # the agent link's gRPC servicers load only where a service runs one
+if TYPE_CHECKING:  # the agent link's gRPC servicers load only where a service runs one, the routes likewise
     from .agent_link import AgentLinkServer
+    from .probe_endpoint import ProbeEndpoint
 
 log = get_logger("tlsfleet.coordinator")
 # Empty runs (interrupted, abandoned early) passed over to find the previous run; past them, an empty one is it.
@@ -69,6 +68,8 @@ class Pipeline:
     async def start_metrics(self) -> None:
         """The service's listeners: /metrics and the fleet page, and the agent link when configured."""
         from ...agent.endpoints import join_host_port, split_host_port
+        from .http_routes import FleetPages, ServiceHealth
+        from .probe_endpoint import ProbeEndpoint, probe_disabled
 
         if self._config.agent_link is not None:
             await self._start_agent_link()
