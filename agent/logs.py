@@ -80,7 +80,7 @@ def defer_configuration(configure: Callable[[], None], level: str) -> None:
         _pending, _pending_level = configure, number
     root = logging.getLogger()
     root.handlers[:] = [_SettleFirst()]
-    root.setLevel(level_number(level))
+    root.setLevel(number)
 
 
 def settle() -> None:

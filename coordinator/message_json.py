@@ -4,7 +4,8 @@ reading each message type's descriptor done once per type instead of once per fi
 The history and recordings keep every agent reply in this form: a report run of 200 targets x 10 agents
 converts 2,000 replies, and json_format's reflection cost about as much as the rest of saving the run. A
 type this module cannot convert the way json_format does (maps, extensions, well-known types, 32-bit
-floats, enum values with their own JSON names, closed enums) is left to json_format whole, so the output never differs.
+floats, enum values with their own JSON names, closed enums) is left to json_format whole, so the output
+never differs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -125,10 +124,7 @@ def test_unknown_enum_numbers_stay_numbers() -> None:
 
 def test_variants_differ() -> None:
     """Different variants really are different messages (the parametrized comparison is not one case eight times)."""
-    dumps = {
-        json_format.MessageToJson(_filled(probe_pb2.ProbeResult, v), sort_keys=True)
-        for v in itertools.islice(range(8), 4)
-    }
+    dumps = {json_format.MessageToJson(_filled(probe_pb2.ProbeResult, v), sort_keys=True) for v in range(4)}
     assert len(dumps) == 4
 
 
