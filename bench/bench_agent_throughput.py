@@ -6,6 +6,10 @@ The client is this process: a `GrpcVantage` (the coordinator's own gRPC client, 
 as their own process. All three share this machine's cores, so the CPU time each used is reported too.
 The yardstick is a raw asyncio loop in a process of its own: CERT_REQUIRED handshakes with the chain
 captured, 200 in flight, against the same server; the ratio of the two rates is the agent's overhead.
+Beside both, the floor: the same handshakes behind a bare grpc.aio server (`grpc_floor_server.py`, bytes
+in and out, nothing else), driven from here with 200 in flight, first a unary call each (as `Probe` is) and
+then as the messages of one stream. What the floor reaches against the raw loop is the most that any agent
+answering over gRPC could reach on this machine.
 
     .venv/bin/python bench/bench_agent_throughput.py [--quick] [--probes N] [--in-flight N]
 """
@@ -14,11 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import grpc
 from common import (
     LOOPBACK,
     Lab,
@@ -132,6 +140,7 @@ def main() -> int:
         agent_memory = memory_kib(agent.pid)
         stores = asyncio.run(describe_stores(agent.address, agent.name))
         raw = raw_handshakes(server.port, str(lab.root_file), ["localhost"], probes, args.in_flight)
+        floors = floor_runs(str(lab.root_file), server.port, server.pid, probes, args.in_flight)
         raw_chains, raw_elapsed, raw_cpu = raw.chains, raw.elapsed_s, raw.cpu_s
     tally: Tally = result["tally"]
     elapsed: float = result["elapsed"]
@@ -180,6 +189,18 @@ def main() -> int:
     report.figure("agent_throughput_stores", len(stores), "stores")
     report.figure("raw_handshakes", raw_rate, "handshakes/s")
     report.target("agent_vs_raw_handshakes", rate / raw_rate, ">=", TARGET_RATIO_TO_RAW, "x")
+    for name, floor in floors.items():
+        floor_rate = floor.answered / floor.elapsed_s
+        floor_cpu = " + ".join(f"{role} {s / probes * 1000:.2f}" for role, s in floor.cpu_s.items())
+        report.say(
+            f"the floor, the same handshakes behind a bare grpc.aio method ({name}: "
+            f"{'a call each' if name == 'unary' else 'messages of one stream'}), {args.in_flight} in flight: "
+            f"{floor.answered} in {floor.elapsed_s:.2f} s = {floor_rate:.1f}/s, {floor_rate / raw_rate:.2f}x the raw "
+            f"handshakes, the agent at {rate / floor_rate:.2f}x of it; CPU per handshake {floor_cpu} ms"
+        )
+        report.figure(f"grpc_floor_{name}", floor_rate, "handshakes/s")
+        report.figure(f"grpc_floor_{name}_vs_raw_handshakes", floor_rate / raw_rate, "x")
+        report.figure(f"agent_vs_grpc_floor_{name}", rate / floor_rate, "x")
     # The three processes share the cores: their CPU per probe bounds the rate whatever the agent does.
     per_probe_ms = sum(cpu.values()) / probes * 1000
     bound = (os.cpu_count() or 1) * 1000 / per_probe_ms
@@ -189,6 +210,96 @@ def main() -> int:
         f"{bound / raw_rate:.2f}x the raw handshakes"
     )
     return 0
+
+
+FLOOR_SERVER = Path(__file__).with_name("grpc_floor_server.py")
+FLOOR_UNARY = "/tlsfleet.bench.Floor/Handshake"
+FLOOR_STREAM = "/tlsfleet.bench.Floor/Stream"
+FLOOR_START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class FloorRun:
+    answered: int  # calls answered with a leaf
+    elapsed_s: float
+    cpu_s: dict[str, float]  # by role
+
+
+def floor_runs(cafile: str, target_port: int, target_pid: int, probes: int, in_flight: int) -> dict[str, FloorRun]:
+    """`probes` handshakes through the bare gRPC floor server, one call each ("unary") and then as messages
+    of one stream ("stream"); the server runs in a process of its own, stopped after."""
+    process = subprocess.Popen(
+        [sys.executable, str(FLOOR_SERVER), cafile, str(target_port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().split()
+        if len(line) != 2 or line[0] != "listening":
+            raise RuntimeError(f"the gRPC floor server did not start (it printed {line!r})")
+        pids = {"floor_server": process.pid, "target_server": target_pid, "client": os.getpid()}
+        return asyncio.run(_drive_floor(f"{LOOPBACK}:{line[1]}", probes, in_flight, pids))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _drive_floor(address: str, probes: int, in_flight: int, pids: dict[str, int]) -> dict[str, FloorRun]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), FLOOR_START_TIMEOUT_S)
+        unary = channel.unary_unary(FLOOR_UNARY)
+        stream = channel.stream_stream(FLOOR_STREAM)
+
+        async def by_calls(total: int) -> int:
+            remaining, answered = total, 0
+
+            async def worker() -> None:
+                nonlocal remaining, answered
+                while remaining > 0:
+                    remaining -= 1
+                    if await unary(b"localhost", timeout=PROBE_TIMEOUT_S):
+                        answered += 1
+
+            await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
+            return answered
+
+        async def by_stream(total: int) -> int:
+            asks: asyncio.Queue[bytes | None] = asyncio.Queue()
+            for _ in range(min(in_flight, total)):
+                asks.put_nowait(b"localhost")
+            sent, received, answered = min(in_flight, total), 0, 0
+
+            async def requests() -> AsyncIterator[bytes]:
+                while (ask := await asks.get()) is not None:
+                    yield ask
+
+            async for answer in stream(requests(), timeout=RUN_TIMEOUT_S):
+                received += 1
+                answered += bool(answer)
+                if sent < total:
+                    sent += 1
+                    asks.put_nowait(b"localhost")
+                elif received == total:
+                    asks.put_nowait(None)
+            return answered
+
+        runs = {}
+        for name, drive_floor in (("unary", by_calls), ("stream", by_stream)):
+            await drive_floor(WARMUP_PROBES)
+            cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+            started = time.perf_counter()
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                answered = await drive_floor(probes)
+            elapsed = time.perf_counter() - started
+            cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
+            runs[name] = FloorRun(answered, elapsed, cpu)
+    return runs
 
 
 async def describe_stores(address: str, name: str) -> list[str]:

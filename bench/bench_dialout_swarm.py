@@ -8,6 +8,7 @@ service against the lab TLS server and replayed under each agent's name, so the 
 coordinator's and the streams', not a thousand handshakes on two cores. The fan-out goes the way
 `tlsfleet probe --coordinator` goes: this process dials the service's agent link with a coordinator
 certificate and asks each selected agent through it (`coordinator.fleet.relay`, `fleet.fanout`).
+Beside it, the floor (`grpc_fanout_floor.py`): the same fan-out over bare grpc.aio streams, nothing else.
 
     .venv/bin/python bench/bench_dialout_swarm.py [--quick] [--agents N]
 """
@@ -33,6 +34,7 @@ from common import (
     percentile,
     quick_argument_parser,
 )
+from grpc_fanout_floor import fanout_floor
 
 AGENTS = 1000
 QUICK_AGENTS = 200
@@ -318,6 +320,18 @@ def main() -> int:
                     except subprocess.TimeoutExpired:
                         process.kill()
                         process.wait(10)
+    # The floor, measured with the service and swarm stopped: what bare gRPC streams cost on these cores.
+    floor = fanout_floor(count, runs)
+    floor_ratio = floor.large_p50_ms / floor.small_p50_ms
+    report.say(
+        f"the floor, one 64-byte message down each of {SMALL_FANOUT} / {count} bare grpc.aio streams (no TLS, no "
+        f"protobuf, no probe) and back: p50 {floor.small_p50_ms:.1f} / {floor.large_p50_ms:.1f} ms, "
+        f"{floor_ratio:.1f}x; {TARGET_FANOUT_RATIO:g}x of this run's {SMALL_FANOUT}-agent fan-out is "
+        f"{medians[SMALL_FANOUT] * TARGET_FANOUT_RATIO:.1f} ms"
+    )
+    report.figure(f"fanout_floor_{SMALL_FANOUT}_streams_p50_ms", floor.small_p50_ms, "ms")
+    report.figure(f"fanout_floor_{count}_streams_p50_ms", floor.large_p50_ms, "ms")
+    report.figure(f"fanout_floor_{count}_vs_{SMALL_FANOUT}_ratio", floor_ratio, "x")
     return 0
 
 
