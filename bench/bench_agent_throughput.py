@@ -6,7 +6,7 @@ The client is this process: a `GrpcVantage` (the coordinator's own gRPC client, 
 as their own process. All three share this machine's cores, so the CPU time each used is reported too.
 The yardstick is a raw asyncio loop in a process of its own: CERT_REQUIRED handshakes with the chain
 captured, 200 in flight, against the same server; the ratio of the two rates is the agent's overhead.
-Beside both, the floor: the same handshakes behind a bare grpc.aio server (`grpc_floor_server.py`, bytes
+Beside both, the floor: the same handshakes behind a bare grpc.aio server (`grpc_floor.py`, bytes
 in and out, nothing else), driven from here with 200 in flight, first a unary call each (as `Probe` is) and
 then as the messages of one stream. What the floor reaches against the raw loop is the most that any agent
 answering over gRPC could reach on this machine.
@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import grpc
 from common import (
     LOOPBACK,
     Lab,
@@ -39,6 +35,7 @@ from common import (
     quick_argument_parser,
     raw_handshakes,
 )
+from grpc_floor import FloorClient, floor_servers
 
 from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, Target, Verdict
 from tlsfleet.coordinator.fleet.grpc_vantage import GrpcVantage
@@ -212,93 +209,39 @@ def main() -> int:
     return 0
 
 
-FLOOR_SERVER = Path(__file__).with_name("grpc_floor_server.py")
-FLOOR_UNARY = "/tlsfleet.bench.Floor/Handshake"
-FLOOR_STREAM = "/tlsfleet.bench.Floor/Stream"
-FLOOR_START_TIMEOUT_S = 20.0
-
-
 @dataclass(frozen=True)
 class FloorRun:
-    answered: int  # calls answered with a leaf
+    answered: int  # handshakes answered with a leaf
     elapsed_s: float
     cpu_s: dict[str, float]  # by role
 
 
 def floor_runs(cafile: str, target_port: int, target_pid: int, probes: int, in_flight: int) -> dict[str, FloorRun]:
-    """`probes` handshakes through the bare gRPC floor server, one call each ("unary") and then as messages
-    of one stream ("stream"); the server runs in a process of its own, stopped after."""
-    process = subprocess.Popen(
-        [sys.executable, str(FLOOR_SERVER), cafile, str(target_port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    """`probes` handshakes through one bare gRPC floor server, a unary call each ("unary") and then as the
+    messages of one stream ("stream"), each after its own warm-up."""
+    with floor_servers(cafile, target_port, 1) as servers:
+        pids = {"floor_server": servers.pids[0], "target_server": target_pid, "client": os.getpid()}
+        return asyncio.run(_drive_floor(servers.addresses, probes, in_flight, pids))
+
+
+async def _drive_floor(
+    addresses: tuple[str, ...], probes: int, in_flight: int, pids: dict[str, int]
+) -> dict[str, FloorRun]:
+    client = FloorClient(addresses)
+    runs = {}
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline().split()
-        if len(line) != 2 or line[0] != "listening":
-            raise RuntimeError(f"the gRPC floor server did not start (it printed {line!r})")
-        pids = {"floor_server": process.pid, "target_server": target_pid, "client": os.getpid()}
-        return asyncio.run(_drive_floor(f"{LOOPBACK}:{line[1]}", probes, in_flight, pids))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def _drive_floor(address: str, probes: int, in_flight: int, pids: dict[str, int]) -> dict[str, FloorRun]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        await asyncio.wait_for(channel.channel_ready(), FLOOR_START_TIMEOUT_S)
-        unary = channel.unary_unary(FLOOR_UNARY)
-        stream = channel.stream_stream(FLOOR_STREAM)
-
-        async def by_calls(total: int) -> int:
-            remaining, answered = total, 0
-
-            async def worker() -> None:
-                nonlocal remaining, answered
-                while remaining > 0:
-                    remaining -= 1
-                    if await unary(b"localhost", timeout=PROBE_TIMEOUT_S):
-                        answered += 1
-
-            await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
-            return answered
-
-        async def by_stream(total: int) -> int:
-            asks: asyncio.Queue[bytes | None] = asyncio.Queue()
-            for _ in range(min(in_flight, total)):
-                asks.put_nowait(b"localhost")
-            sent, received, answered = min(in_flight, total), 0, 0
-
-            async def requests() -> AsyncIterator[bytes]:
-                while (ask := await asks.get()) is not None:
-                    yield ask
-
-            async for answer in stream(requests(), timeout=RUN_TIMEOUT_S):
-                received += 1
-                answered += bool(answer)
-                if sent < total:
-                    sent += 1
-                    asks.put_nowait(b"localhost")
-                elif received == total:
-                    asks.put_nowait(None)
-            return answered
-
-        runs = {}
-        for name, drive_floor in (("unary", by_calls), ("stream", by_stream)):
-            await drive_floor(WARMUP_PROBES)
+        await client.ready()
+        for name, drive_floor in (("unary", client.unary), ("stream", client.stream)):
+            await drive_floor(["localhost"], WARMUP_PROBES, min(in_flight, WARMUP_PROBES))
             cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
             started = time.perf_counter()
             async with asyncio.timeout(RUN_TIMEOUT_S):
-                answered = await drive_floor(probes)
+                answered = await drive_floor(["localhost"], probes, in_flight)
             elapsed = time.perf_counter() - started
             cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
             runs[name] = FloorRun(answered, elapsed, cpu)
+    finally:
+        await client.close()
     return runs
 
 

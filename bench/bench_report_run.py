@@ -11,7 +11,8 @@ Markdown/HTML/JSON reports) three times per backend, each a fresh coordinator pr
 Before each run, the yardstick: the same number of raw handshakes (one per target and agent, CERT_REQUIRED,
 chain captured, SNI t0..t199 in turn, 200 in flight as the coordinator's default bound) by a fresh process
 of its own against the same server, its whole process timed as the report's is; the run is given as a
-multiple of it.
+multiple of it. At the end, the probing alone at its floor: the same handshakes behind ten bare grpc.aio
+servers (`grpc_floor.py`), unary calls and then streams, beside a raw loop measured just before.
 PostgreSQL is a throwaway lab server (fsync off, as the tests run it); without its binaries or psycopg
 that half is skipped with the reason.
 
@@ -20,6 +21,7 @@ that half is skipped with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -39,6 +41,7 @@ from common import (
     start_target_server,
     tlsfleet_executable,
 )
+from grpc_floor import FloorClient, floor_servers
 
 from tlsfleet.coordinator.lab.agent_process import start_agent, trust_env
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
@@ -219,6 +222,41 @@ def main() -> None:
                 f"{backend:<12}{f['wall']:>9.2f}s{f['peak']:>8.1f} MiB{f['growth']:>8.0f} KiB"
                 f"{f['bytes'] / 2**20:>8.1f} MiB"
             )
+        assert lab.server is not None
+        floor_beside_raw(report, str(lab.root_file), lab.server.port, server_names, targets * len(lab.agents))
+
+
+def floor_beside_raw(report: Report, cafile: str, port: int, names: list[str], total: int) -> None:
+    """The probing alone at its floor: as many handshakes behind bare gRPC servers, one per agent, beside the
+    raw loop, in-loop times both (no process start-up); the run's start-up and its history and reports come
+    on top of this in a report run."""
+    yardstick = raw_handshakes(port, cafile, names, total, IN_FLIGHT)
+    with floor_servers(cafile, port, AGENTS) as servers:
+        elapsed = asyncio.run(_floor_times(servers.addresses, names, total))
+    for mode, seconds in elapsed.items():
+        report.say(
+            f"the floor, {total} handshakes behind {AGENTS} bare grpc.aio servers ({mode}), {IN_FLIGHT} in "
+            f"flight: {seconds:.2f} s, {seconds / yardstick.elapsed_s:.2f}x the raw loop's {yardstick.elapsed_s:.2f} s"
+        )
+        report.figure(f"report_floor_{mode}_s", seconds, "s")
+        report.figure(f"report_floor_{mode}_vs_raw_loop", seconds / yardstick.elapsed_s, "x")
+
+
+async def _floor_times(addresses: tuple[str, ...], names: list[str], total: int) -> dict[str, float]:
+    client = FloorClient(addresses)
+    times = {}
+    try:
+        await client.ready()
+        for mode, drive in (("unary", client.unary), ("stream", client.stream)):
+            await drive(names, IN_FLIGHT, IN_FLIGHT)  # warm-up
+            started = time.perf_counter()
+            answered = await drive(names, total, IN_FLIGHT)
+            times[mode] = time.perf_counter() - started
+            if answered != total:
+                raise RuntimeError(f"the gRPC floor answered {answered} of {total} handshakes ({mode})")
+    finally:
+        await client.close()
+    return times
 
 
 if __name__ == "__main__":

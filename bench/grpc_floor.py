@@ -1,0 +1,194 @@
+"""The least an agent could be: a grpc.aio server that runs the raw loop's handshake (CERT_REQUIRED against
+the lab root, chain captured) for each request, the server name as the request's bytes, and answers with
+the leaf's DER: no protobuf, no logging, no judging. `Handshake` takes a unary call each, as `Probe` does;
+`Stream` takes the requests as the messages of one stream and answers each as its handshake ends. What
+these reach against the same target is the best any agent answering over gRPC could do on this machine.
+
+    with floor_servers(CAFILE, TARGET_PORT, COUNT) as servers: FloorClient(servers.addresses) ...
+    python bench/grpc_floor.py CAFILE TARGET_PORT     (one server: prints "listening PORT", serves until SIGTERM)
+"""
+
+from __future__ import annotations
+
+import _ssl
+import asyncio
+import contextlib
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+LOOPBACK = "127.0.0.1"
+SERVICE = "tlsfleet.bench.Floor"
+HANDSHAKE_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 20.0
+CALL_TIMEOUT_S = 20.0
+STREAM_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class FloorServers:
+    addresses: tuple[str, ...]
+    pids: tuple[int, ...]
+
+
+@contextlib.contextmanager
+def floor_servers(cafile: str, target_port: int, count: int) -> Iterator[FloorServers]:
+    """`count` floor servers, each a process of its own against 127.0.0.1:`target_port`, stopped after."""
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        addresses = []
+        for _ in range(count):
+            process = subprocess.Popen(
+                [sys.executable, __file__, cafile, str(target_port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            processes.append(process)
+            assert process.stdout is not None
+            line = process.stdout.readline().split()
+            if len(line) != 2 or line[0] != "listening":
+                raise RuntimeError(f"a gRPC floor server did not start (it printed {line!r})")
+            addresses.append(f"{LOOPBACK}:{line[1]}")
+        yield FloorServers(tuple(addresses), tuple(p.pid for p in processes))
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class FloorClient:
+    """Drives floor servers with `in_flight` requests outstanding, spread over one channel per server;
+    each method returns how many requests were answered with a leaf."""
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self._channels = [grpc.aio.insecure_channel(address) for address in addresses]
+
+    async def ready(self) -> None:
+        for channel in self._channels:
+            await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_S)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    async def unary(self, names: Sequence[str], total: int, in_flight: int) -> int:
+        """`total` calls of `Handshake`, the i-th to server i mod n with server name i mod len(names)."""
+        calls = [channel.unary_unary(f"/{SERVICE}/Handshake") for channel in self._channels]
+        remaining, answered = total, 0
+
+        async def worker() -> None:
+            nonlocal remaining, answered
+            while remaining > 0:
+                remaining -= 1
+                call = calls[remaining % len(calls)]
+                if await call(names[remaining % len(names)].encode(), timeout=CALL_TIMEOUT_S):
+                    answered += 1
+
+        await asyncio.gather(*(worker() for _ in range(min(in_flight, total))))
+        return answered
+
+    async def stream(self, names: Sequence[str], total: int, in_flight: int) -> int:
+        """`total` requests as the messages of one `Stream` per server, shared out evenly."""
+        count = len(self._channels)
+        shares = [total // count + (i < total % count) for i in range(count)]
+        windows = [max(1, in_flight // count)] * count
+        answered = await asyncio.gather(
+            *(self._one_stream(c, names, n, w) for c, n, w in zip(self._channels, shares, windows, strict=True))
+        )
+        return sum(answered)
+
+    @staticmethod
+    async def _one_stream(channel: grpc.aio.Channel, names: Sequence[str], total: int, window: int) -> int:
+        if total == 0:
+            return 0
+        asks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        sent = min(window, total)
+        for i in range(sent):
+            asks.put_nowait(names[i % len(names)].encode())
+        received = answered = 0
+
+        async def requests() -> AsyncIterator[bytes]:
+            while (ask := await asks.get()) is not None:
+                yield ask
+
+        async for answer in channel.stream_stream(f"/{SERVICE}/Stream")(requests(), timeout=STREAM_TIMEOUT_S):
+            received += 1
+            answered += bool(answer)
+            if sent < total:
+                asks.put_nowait(names[sent % len(names)].encode())
+                sent += 1
+            elif received == total:
+                asks.put_nowait(None)
+        return answered
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+async def serve(cafile: str, target_port: int) -> None:
+    context = ssl.create_default_context(cafile=cafile)
+
+    async def handshake(request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            _reader, writer = await asyncio.open_connection(
+                LOOPBACK, target_port, ssl=context, server_hostname=request.decode()
+            )
+        chain = writer.get_extra_info("ssl_object")._sslobj.get_unverified_chain()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return chain[0].public_bytes(_ssl.ENCODING_DER) if chain else b""
+
+    async def stream(requests, context):
+        # Each request answered as its handshake ends, as many at once as the client keeps outstanding.
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        pending: set[asyncio.Task] = set()
+
+        async def one(request: bytes) -> None:
+            await queue.put(await handshake(request, context))
+
+        async def read() -> None:
+            async for request in requests:
+                task = asyncio.create_task(one(request))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
+            await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        while (answer := await queue.get()) is not None:
+            yield answer
+        await reader
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Handshake": grpc.unary_unary_rpc_method_handler(handshake, _identity, _identity),
+            "Stream": grpc.stream_stream_rpc_method_handler(stream, _identity, _identity),
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(f"{LOOPBACK}:0")
+    await server.start()
+    print(f"listening {port}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(None)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], int(sys.argv[2])))
