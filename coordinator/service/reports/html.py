@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from .... import __version__
 from ...diagnosis.model import Finding, Severity
@@ -28,6 +29,7 @@ from .json_report import (
     summarize_run,
     utc_text,
 )
+from .markdown import ESCAPED_KEPT
 
 __all__ = ["DIFF_MARK", "render_html"]
 
@@ -139,8 +141,13 @@ footer { color: var(--muted); font-size: 12.5px; padding: 0 0 30px; }
 
 
 def _e(value: object) -> str:
+    return _escaped(str(value))
+
+
+@lru_cache(maxsize=ESCAPED_KEPT)  # as markdown.escape: the same few words, thousands of times
+def _escaped(text: str) -> str:
     # Control characters are shown as escapes too: the file is also read with cat, less and grep.
-    return html.escape(visible(str(value)), quote=True)
+    return html.escape(visible(text), quote=True)
 
 
 def render_html(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from ...diagnosis.model import Finding
 from ...diagnosis.wording import count
@@ -33,6 +34,11 @@ _SPECIAL = re.compile(r"([\\`*_\[\]<>|&#!~])")
 _BREAKS = re.compile(r"[\r\n\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 
 
+# A report says the same few words (agent names, verdicts, store names) thousands of times.
+ESCAPED_KEPT = 4096
+
+
+@lru_cache(maxsize=ESCAPED_KEPT)
 def escape(text: str) -> str:
     """Plain text safe inside a Markdown paragraph or table cell: one line, no markup, and no control character
     a terminal showing the file would act on (each is shown as its escape)."""

@@ -29,8 +29,9 @@ from tlsfleet.coordinator.service.reports import (
     write_reports,
     writer,
 )
+from tlsfleet.coordinator.service.reports.html import _escaped as html_escaped
 from tlsfleet.coordinator.service.reports.json_report import expiry_timeline
-from tlsfleet.coordinator.service.reports.markdown import escape
+from tlsfleet.coordinator.service.reports.markdown import ESCAPED_KEPT, escape
 
 API = "api.example.test:443"
 LOGIN = "login.example.test:443"
@@ -214,6 +215,19 @@ def test_markdown_escape_and_code_fences() -> None:
     run = ReportRun("r", STARTED, STARTED, targets=(), agents=())
     text = render_markdown(run, [])
     assert "unsaved run" in text and "- Targets: 0" in text and "- Findings: 0 critical, 0 warning, 0 info" in text
+
+
+def test_report_escapes_work_once_per_distinct_text_and_keep_a_bounded_number() -> None:
+    # A 200-target, 10-agent report escapes the same agent names and verdicts thousands of times.
+    for escaper, text, shown in (
+        (escape, "bench-1 <ok>", "bench-1 \\<ok\\>"),
+        (html_escaped, "a<b>&", "a&lt;b&gt;&amp;"),
+    ):
+        escaper.cache_clear()
+        assert [escaper(text) for _ in range(3)] == [shown] * 3
+        info = escaper.cache_info()
+        assert (info.misses, info.hits) == (1, 2)
+        assert info.maxsize == ESCAPED_KEPT
 
 
 def test_markdown_lists_certificate_expiry_soonest_first(sample: tuple[ReportRun, list[Change]]) -> None:
