@@ -11,7 +11,6 @@ machine. No TLS, no protobuf, no probe: bytes in and out.
 from __future__ import annotations
 
 import asyncio
-import signal
 import statistics
 import subprocess
 import sys
@@ -20,17 +19,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+from grpc_floor import LOOPBACK, identity, serve_until_terminated, until_terminated
 
-LOOPBACK = "127.0.0.1"
 SERVICE = "tlsfleet.bench.FanoutFloor"
 CONNECT_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 60.0
 SMALL = 10
 PAYLOAD = b"x" * 64
-
-
-def _identity(data: bytes) -> bytes:
-    return data
 
 
 @dataclass(frozen=True)
@@ -102,20 +97,13 @@ async def _serve() -> None:
         await asyncio.gather(*waiters)
         return b"done"
 
-    handler = grpc.method_handlers_generic_handler(
+    await serve_until_terminated(
         SERVICE,
         {
-            "Connect": grpc.stream_stream_rpc_method_handler(connect, _identity, _identity),
-            "Fan": grpc.unary_unary_rpc_method_handler(fan, _identity, _identity),
+            "Connect": grpc.stream_stream_rpc_method_handler(connect, identity, identity),
+            "Fan": grpc.unary_unary_rpc_method_handler(fan, identity, identity),
         },
     )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(f"{LOOPBACK}:0")
-    await server.start()
-    print(f"listening {port}", flush=True)
-    await _until_terminated()
-    await server.stop(None)
 
 
 async def _swarm(address: str, count: int) -> None:
@@ -128,15 +116,9 @@ async def _swarm(address: str, count: int) -> None:
                 await call.write(ask)
 
     tasks = [asyncio.create_task(agent()) for _ in range(count)]
-    await _until_terminated()
+    await until_terminated()
     for task in tasks:
         task.cancel()
-
-
-async def _until_terminated() -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
 
 
 if __name__ == "__main__":

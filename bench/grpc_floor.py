@@ -133,7 +133,8 @@ class FloorClient:
         return answered
 
 
-def _identity(data: bytes) -> bytes:
+def identity(data: bytes) -> bytes:
+    """Bytes on the wire as they are: no protobuf."""
     return data
 
 
@@ -172,22 +173,32 @@ async def serve(cafile: str, target_port: int) -> None:
             yield answer
         await reader
 
-    handler = grpc.method_handlers_generic_handler(
+    await serve_until_terminated(
         SERVICE,
         {
-            "Handshake": grpc.unary_unary_rpc_method_handler(handshake, _identity, _identity),
-            "Stream": grpc.stream_stream_rpc_method_handler(stream, _identity, _identity),
+            "Handshake": grpc.unary_unary_rpc_method_handler(handshake, identity, identity),
+            "Stream": grpc.stream_stream_rpc_method_handler(stream, identity, identity),
         },
     )
+
+
+async def serve_until_terminated(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+    """A bare insecure grpc.aio server on loopback with `methods` of `service`: prints "listening PORT"
+    once it serves, and serves until SIGTERM."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
     port = server.add_insecure_port(f"{LOOPBACK}:0")
     await server.start()
     print(f"listening {port}", flush=True)
+    await until_terminated()
+    await server.stop(None)
+
+
+async def until_terminated() -> None:
+    """Return once this process is sent SIGTERM."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
-    await server.stop(None)
 
 
 if __name__ == "__main__":
