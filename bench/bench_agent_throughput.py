@@ -35,7 +35,7 @@ from common import (
     quick_argument_parser,
     raw_handshakes,
 )
-from grpc_floor import FloorClient, floor_servers
+from grpc_floor import FloorRun, floor_servers, measure_floor
 
 from tlsfleet.agent.model import Failure, ProbeOptions, ProbeRequest, Target, Verdict
 from tlsfleet.coordinator.fleet.grpc_vantage import GrpcVantage
@@ -209,40 +209,12 @@ def main() -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class FloorRun:
-    answered: int  # handshakes answered with a leaf
-    elapsed_s: float
-    cpu_s: dict[str, float]  # by role
-
-
 def floor_runs(cafile: str, target_port: int, target_pid: int, probes: int, in_flight: int) -> dict[str, FloorRun]:
     """`probes` handshakes through one bare gRPC floor server, a unary call each ("unary") and then as the
     messages of one stream ("stream"), each after its own warm-up."""
     with floor_servers(cafile, target_port, 1) as servers:
         pids = {"floor_server": servers.pids[0], "target_server": target_pid, "client": os.getpid()}
-        return asyncio.run(_drive_floor(servers.addresses, probes, in_flight, pids))
-
-
-async def _drive_floor(
-    addresses: tuple[str, ...], probes: int, in_flight: int, pids: dict[str, int]
-) -> dict[str, FloorRun]:
-    client = FloorClient(addresses)
-    runs = {}
-    try:
-        await client.ready()
-        for name, drive_floor in (("unary", client.unary), ("stream", client.stream)):
-            await drive_floor(["localhost"], WARMUP_PROBES, min(in_flight, WARMUP_PROBES))
-            cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-            started = time.perf_counter()
-            async with asyncio.timeout(RUN_TIMEOUT_S):
-                answered = await drive_floor(["localhost"], probes, in_flight)
-            elapsed = time.perf_counter() - started
-            cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
-            runs[name] = FloorRun(answered, elapsed, cpu)
-    finally:
-        await client.close()
-    return runs
+        return asyncio.run(measure_floor(servers.addresses, ["localhost"], probes, in_flight, WARMUP_PROBES, pids))
 
 
 async def describe_stores(address: str, name: str) -> list[str]:

@@ -41,7 +41,7 @@ from common import (
     start_target_server,
     tlsfleet_executable,
 )
-from grpc_floor import FloorClient, floor_servers
+from grpc_floor import floor_servers, measure_floor
 
 from tlsfleet.coordinator.lab.agent_process import start_agent, trust_env
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
@@ -232,31 +232,17 @@ def floor_beside_raw(report: Report, cafile: str, port: int, names: list[str], t
     on top of this in a report run."""
     yardstick = raw_handshakes(port, cafile, names, total, IN_FLIGHT)
     with floor_servers(cafile, port, AGENTS) as servers:
-        elapsed = asyncio.run(_floor_times(servers.addresses, names, total))
-    for mode, seconds in elapsed.items():
+        runs = asyncio.run(measure_floor(servers.addresses, names, total, IN_FLIGHT, IN_FLIGHT, {}))
+    for mode, run in runs.items():
+        if run.answered != total:
+            raise RuntimeError(f"the gRPC floor answered {run.answered} of {total} handshakes ({mode})")
+        seconds = run.elapsed_s
         report.say(
             f"the floor, {total} handshakes behind {AGENTS} bare grpc.aio servers ({mode}), {IN_FLIGHT} in "
             f"flight: {seconds:.2f} s, {seconds / yardstick.elapsed_s:.2f}x the raw loop's {yardstick.elapsed_s:.2f} s"
         )
         report.figure(f"report_floor_{mode}_s", seconds, "s")
         report.figure(f"report_floor_{mode}_vs_raw_loop", seconds / yardstick.elapsed_s, "x")
-
-
-async def _floor_times(addresses: tuple[str, ...], names: list[str], total: int) -> dict[str, float]:
-    client = FloorClient(addresses)
-    times = {}
-    try:
-        await client.ready()
-        for mode, drive in (("unary", client.unary), ("stream", client.stream)):
-            await drive(names, IN_FLIGHT, IN_FLIGHT)  # warm-up
-            started = time.perf_counter()
-            answered = await drive(names, total, IN_FLIGHT)
-            times[mode] = time.perf_counter() - started
-            if answered != total:
-                raise RuntimeError(f"the gRPC floor answered {answered} of {total} handshakes ({mode})")
-    finally:
-        await client.close()
-    return times
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-from grpc_floor import LOOPBACK, identity, serve_until_terminated, until_terminated
+from common import LOOPBACK
+from grpc_floor import identity, serve_until_terminated, until_terminated
 
 SERVICE = "tlsfleet.bench.FanoutFloor"
 CONNECT_TIMEOUT_S = 120.0

@@ -17,12 +17,13 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
+from common import LOOPBACK, cpu_seconds
 
-LOOPBACK = "127.0.0.1"
 SERVICE = "tlsfleet.bench.Floor"
 HANDSHAKE_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 20.0
@@ -65,6 +66,35 @@ def floor_servers(cafile: str, target_port: int, count: int) -> Iterator[FloorSe
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@dataclass(frozen=True)
+class FloorRun:
+    answered: int  # requests answered with a leaf
+    elapsed_s: float
+    cpu_s: dict[str, float]  # CPU used during the run, by the role of each process measured
+
+
+async def measure_floor(
+    addresses: Sequence[str], names: Sequence[str], total: int, in_flight: int, warmup: int, pids: Mapping[str, int]
+) -> dict[str, FloorRun]:
+    """`total` handshakes through the floor servers at `addresses`, a unary call each ("unary") and then as
+    messages of one stream per server ("stream"), each after `warmup` of its own; the CPU of `pids`."""
+    client = FloorClient(addresses)
+    runs = {}
+    try:
+        await client.ready()
+        for mode, drive in (("unary", client.unary), ("stream", client.stream)):
+            await drive(names, warmup, min(in_flight, warmup))
+            cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+            started = time.perf_counter()
+            async with asyncio.timeout(STREAM_TIMEOUT_S):
+                answered = await drive(names, total, in_flight)
+            elapsed = time.perf_counter() - started
+            runs[mode] = FloorRun(answered, elapsed, {r: cpu_seconds(p) - cpu_before[r] for r, p in pids.items()})
+    finally:
+        await client.close()
+    return runs
 
 
 class FloorClient:
