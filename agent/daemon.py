@@ -19,7 +19,7 @@ from . import startup_collection
 from .dialout import AgentLink, LinkEndpoint
 from .endpoints import bind_failure, is_loopback_host, split_host_port
 from .errors import UsageError
-from .grpc_service import AgentService
+from .grpc_service import MAX_MESSAGE_BYTES, AgentService
 from .hostfacts import HostFactsCache
 from .logs import get_logger
 from .model import AgentIdentity
@@ -33,7 +33,6 @@ from .trust.runtimes import RuntimeOptions
 
 log = get_logger("tlsfleet.agent")
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 64 addresses x a 16-certificate chain fits with room to spare
 SHUTDOWN_GRACE_S = 5.0
 
 

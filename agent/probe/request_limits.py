@@ -11,6 +11,7 @@ from ..model import ProbeRequest
 
 MAX_ADDRESSES = 64
 MAX_PHASE_TIMEOUT_S = 60.0
+MAX_PROBE_TIMEOUT_S = 300.0  # the longest a caller may wait for one probe (`tlsfleet probe --timeout`)
 MAX_ALPN_PROTOCOLS = 16
 MAX_HOST_LENGTH = 253
 MAX_REQUEST_ID_CHARS = 64

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def test_describe_reports_identity_labels_facts_and_stores() -> None:
     assert description.facts.agent_version == __version__
     assert description.facts.openssl_version.startswith("OpenSSL")
     assert description.trust_stores, "this host has at least a system store"
-    assert abs(description.agent_time_ns - __import__("time").time_ns()) < 5e9
+    assert abs(description.agent_time_ns - time.time_ns()) < 5e9
 
 
 @pytest.mark.e2e  # a real agent process
@@ -211,3 +212,118 @@ def test_describe_lists_roots_only_when_asked() -> None:
     for store in readable:
         assert len({r.sha256 for r in store.roots}) == store.root_count
         assert all(len(r.sha256) == 64 and r.subject for r in store.roots)
+
+
+# --- ProbeStream: many probes over one call -------------------------------------------------------
+
+
+async def stream_probes(
+    service: AgentService, batches: list[list[tuple[int, probe_pb2.ProbeRequest, float]]]
+) -> list[agent_pb2.ProbeResultBatch]:
+    """Send `batches` of (tag, request, timeout_s) over one ProbeStream call; every reply message, in order."""
+    server, port = await serve(service)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = agent_pb2_grpc.AgentStub(channel).ProbeStream(timeout=30)
+            for batch in batches:
+                probes = [agent_pb2.TaggedProbeRequest(tag=t, request=r, timeout_s=s) for t, r, s in batch]
+                await call.write(agent_pb2.ProbeBatch(probes=probes))
+            await call.done_writing()
+            return [reply async for reply in call]
+    finally:
+        await server.stop(None)
+
+
+def entries(replies: list[agent_pb2.ProbeResultBatch]) -> dict[int, agent_pb2.TaggedProbeResult]:
+    found = [entry for reply in replies for entry in reply.results]
+    by_tag = {entry.tag: entry for entry in found}
+    assert len(by_tag) == len(found), "each tag is answered once"
+    return by_tag
+
+
+def test_stream_answers_every_request_under_its_tag_and_the_call_ends_when_all_are_answered(
+    tls_server: TlsServer,
+) -> None:
+    first = [(tag, request(tls_server.port, request_id=f"req-{tag}"), 10.0) for tag in range(1, 7)]
+    second = [(tag, request(tls_server.port, request_id=f"req-{tag}"), 0.0) for tag in range(7, 13)]
+    replies = asyncio.run(stream_probes(make_service(running=4, waiting=8), [first, second]))
+    answered = entries(replies)
+    assert sorted(answered) == list(range(1, 13))
+    for tag, entry in answered.items():
+        assert not entry.refused_code and entry.result.request_id == f"req-{tag}"
+        assert entry.result.agent.name == "svc-1"
+        [address] = entry.result.addresses
+        assert address.chain, "the served chain is kept"
+    # Results that finish together share a message; never more messages than results.
+    assert len(replies) <= 12
+
+
+def test_stream_refuses_a_bad_request_by_name_and_answers_the_others(tls_server: TlsServer) -> None:
+    bad = request(tls_server.port)
+    bad.target.port = 70000
+    batch = [(1, request(tls_server.port), 10.0), (2, bad, 10.0), (3, request(tls_server.port), float("nan"))]
+    answered = entries(asyncio.run(stream_probes(make_service(), [batch])))
+    assert not answered[1].refused_code and answered[1].result.addresses
+    assert answered[2].refused_code == "invalid_argument" and "65535" in answered[2].refused
+    assert not answered[2].HasField("result")
+    assert answered[3].refused_code == "invalid_argument" and "timeout_s" in answered[3].refused
+
+
+@pytest.mark.slow
+def test_stream_probe_is_bounded_by_its_own_timeout(stalling_server: TlsServer) -> None:
+    """As a unary call's deadline does: a 1 s timeout against a server that never answers ends in a
+    handshake timeout reported in time, though the call itself has 30 s."""
+    batch = [(1, request(stalling_server.port, handshake_timeout=20.0), 1.0)]
+    started = time.monotonic()
+    answered = entries(asyncio.run(stream_probes(make_service(), [batch])))
+    result, _name, _version = wire.result_from_wire(answered[1].result)
+    assert result.addresses[0].handshake.failure is Failure.HANDSHAKE_TIMEOUT
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+def test_stream_holds_back_requests_beyond_the_slots_instead_of_running_them(stalling_server: TlsServer) -> None:
+    """Two slots, six probes of 1 s each against a silent server: they run two at a time (three rounds),
+    none is refused, none runs beyond the bound."""
+    service = make_service(running=1, waiting=1)
+    batch = [(tag, request(stalling_server.port, handshake_timeout=1.0), 10.0) for tag in range(1, 7)]
+
+    async def timed() -> tuple[float, list[agent_pb2.ProbeResultBatch]]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        replies = await stream_probes(service, [batch])
+        return loop.time() - started, replies
+
+    elapsed, replies = asyncio.run(timed())
+    answered = entries(replies)
+    assert sorted(answered) == list(range(1, 7))
+    assert not any(e.refused_code for e in answered.values())
+    # One runs while one waits for it: six in about six seconds, not one.
+    assert elapsed >= 5.0
+
+
+def test_stream_refuses_a_result_too_large_to_send_on_its_own(
+    tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlsfleet.agent import grpc_service
+
+    monkeypatch.setattr(grpc_service, "MAX_STREAMED_RESULT_BYTES", 200)
+    answered = entries(asyncio.run(stream_probes(make_service(), [[(5, request(tls_server.port), 10.0)]])))
+    assert answered[5].refused_code == "out_of_range"
+    assert "bytes" in answered[5].refused and "200" in answered[5].refused
+
+
+def test_result_batches_keep_to_their_byte_budget_and_always_take_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlsfleet.agent import grpc_service
+
+    def entry(tag: int, size: int) -> agent_pb2.TaggedProbeResult:
+        return agent_pb2.TaggedProbeResult(tag=tag, refused="x" * size)
+
+    monkeypatch.setattr(grpc_service, "BATCH_BYTES", 1000)
+    finished = [entry(1, 300), entry(2, 300), entry(3, 300), entry(4, 5000), entry(5, 10)]
+    first = grpc_service._next_batch(finished)
+    assert [e.tag for e in first.results] == [1, 2, 3]
+    assert first.ByteSize() <= 1000
+    assert [e.tag for e in grpc_service._next_batch(finished).results] == [4], "an oversized one goes alone"
+    assert [e.tag for e in grpc_service._next_batch(finished).results] == [5]
+    assert finished == []

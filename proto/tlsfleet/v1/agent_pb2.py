@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tlsfleet.v1 import probe_pb2 as tlsfleet_dot_v1_dot_probe__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tlsfleet/v1/agent.proto\x12\x0btlsfleet.v1\x1a\x17tlsfleet/v1/probe.proto\"=\n\x0f\x44\x65scribeRequest\x12\x13\n\x0btarget_host\x18\x01 \x01(\t\x12\x15\n\rinclude_roots\x18\x02 \x01(\x08\"#\n\x05Label\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x89\x03\n\tHostFacts\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x17\n\x0fopenssl_version\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12%\n\tproxy_env\x18\x06 \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12\x13\n\x0bresolv_conf\x18\x07 \x03(\t\x12\x15\n\rhosts_entries\x18\x08 \x03(\t\x12\x1d\n\x10ntp_synchronized\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nntp_detail\x18\n \x01(\t\x12\x13\n\x0bgathered_ns\x18\x0b \x01(\x03\x12*\n\x0eopenssl_policy\x18\x0c \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12$\n\x08runtimes\x18\r \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12\x14\n\x0c\x63lient_certs\x18\x0e \x03(\tB\x13\n\x11_ntp_synchronized\"\xdf\x01\n\x10\x41gentDescription\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.tlsfleet.v1.AgentRef\x12\"\n\x06labels\x18\x02 \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12%\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x16.tlsfleet.v1.HostFacts\x12-\n\x0ctrust_stores\x18\x04 \x03(\x0b\x32\x17.tlsfleet.v1.TrustStore\x12\x15\n\ragent_time_ns\x18\x05 \x01(\x03\x12\x14\n\x0cprobe_policy\x18\x06 \x03(\t2\x8e\x01\n\x05\x41gent\x12<\n\x05Probe\x12\x19.tlsfleet.v1.ProbeRequest\x1a\x18.tlsfleet.v1.ProbeResult\x12G\n\x08\x44\x65scribe\x12\x1c.tlsfleet.v1.DescribeRequest\x1a\x1d.tlsfleet.v1.AgentDescriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tlsfleet/v1/agent.proto\x12\x0btlsfleet.v1\x1a\x17tlsfleet/v1/probe.proto\"=\n\x0f\x44\x65scribeRequest\x12\x13\n\x0btarget_host\x18\x01 \x01(\t\x12\x15\n\rinclude_roots\x18\x02 \x01(\x08\"#\n\x05Label\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x89\x03\n\tHostFacts\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x16\n\x0epython_version\x18\x03 \x01(\t\x12\x17\n\x0fopenssl_version\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12%\n\tproxy_env\x18\x06 \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12\x13\n\x0bresolv_conf\x18\x07 \x03(\t\x12\x15\n\rhosts_entries\x18\x08 \x03(\t\x12\x1d\n\x10ntp_synchronized\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nntp_detail\x18\n \x01(\t\x12\x13\n\x0bgathered_ns\x18\x0b \x01(\x03\x12*\n\x0eopenssl_policy\x18\x0c \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12$\n\x08runtimes\x18\r \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12\x14\n\x0c\x63lient_certs\x18\x0e \x03(\tB\x13\n\x11_ntp_synchronized\"\xdf\x01\n\x10\x41gentDescription\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.tlsfleet.v1.AgentRef\x12\"\n\x06labels\x18\x02 \x03(\x0b\x32\x12.tlsfleet.v1.Label\x12%\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x16.tlsfleet.v1.HostFacts\x12-\n\x0ctrust_stores\x18\x04 \x03(\x0b\x32\x17.tlsfleet.v1.TrustStore\x12\x15\n\ragent_time_ns\x18\x05 \x01(\x03\x12\x14\n\x0cprobe_policy\x18\x06 \x03(\t\"`\n\x12TaggedProbeRequest\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.tlsfleet.v1.ProbeRequest\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"=\n\nProbeBatch\x12/\n\x06probes\x18\x01 \x03(\x0b\x32\x1f.tlsfleet.v1.TaggedProbeRequest\"q\n\x11TaggedProbeResult\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.tlsfleet.v1.ProbeResult\x12\x14\n\x0crefused_code\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\"C\n\x10ProbeResultBatch\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.tlsfleet.v1.TaggedProbeResult2\xd9\x01\n\x05\x41gent\x12<\n\x05Probe\x12\x19.tlsfleet.v1.ProbeRequest\x1a\x18.tlsfleet.v1.ProbeResult\x12I\n\x0bProbeStream\x12\x17.tlsfleet.v1.ProbeBatch\x1a\x1d.tlsfleet.v1.ProbeResultBatch(\x01\x30\x01\x12G\n\x08\x44\x65scribe\x12\x1c.tlsfleet.v1.DescribeRequest\x1a\x1d.tlsfleet.v1.AgentDescriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOSTFACTS']._serialized_end=559
   _globals['_AGENTDESCRIPTION']._serialized_start=562
   _globals['_AGENTDESCRIPTION']._serialized_end=785
-  _globals['_AGENT']._serialized_start=788
-  _globals['_AGENT']._serialized_end=930
+  _globals['_TAGGEDPROBEREQUEST']._serialized_start=787
+  _globals['_TAGGEDPROBEREQUEST']._serialized_end=883
+  _globals['_PROBEBATCH']._serialized_start=885
+  _globals['_PROBEBATCH']._serialized_end=946
+  _globals['_TAGGEDPROBERESULT']._serialized_start=948
+  _globals['_TAGGEDPROBERESULT']._serialized_end=1061
+  _globals['_PROBERESULTBATCH']._serialized_start=1063
+  _globals['_PROBERESULTBATCH']._serialized_end=1130
+  _globals['_AGENT']._serialized_start=1133
+  _globals['_AGENT']._serialized_end=1350
 # @@protoc_insertion_point(module_scope)

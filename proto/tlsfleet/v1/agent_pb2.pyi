@@ -70,3 +70,37 @@ class AgentDescription(_message.Message):
     agent_time_ns: int
     probe_policy: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, agent: _Optional[_Union[_probe_pb2.AgentRef, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., facts: _Optional[_Union[HostFacts, _Mapping]] = ..., trust_stores: _Optional[_Iterable[_Union[_probe_pb2.TrustStore, _Mapping]]] = ..., agent_time_ns: _Optional[int] = ..., probe_policy: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TaggedProbeRequest(_message.Message):
+    __slots__ = ("tag", "request", "timeout_s")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    request: _probe_pb2.ProbeRequest
+    timeout_s: float
+    def __init__(self, tag: _Optional[int] = ..., request: _Optional[_Union[_probe_pb2.ProbeRequest, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class ProbeBatch(_message.Message):
+    __slots__ = ("probes",)
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    probes: _containers.RepeatedCompositeFieldContainer[TaggedProbeRequest]
+    def __init__(self, probes: _Optional[_Iterable[_Union[TaggedProbeRequest, _Mapping]]] = ...) -> None: ...
+
+class TaggedProbeResult(_message.Message):
+    __slots__ = ("tag", "result", "refused_code", "refused")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_CODE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    result: _probe_pb2.ProbeResult
+    refused_code: str
+    refused: str
+    def __init__(self, tag: _Optional[int] = ..., result: _Optional[_Union[_probe_pb2.ProbeResult, _Mapping]] = ..., refused_code: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...
+
+class ProbeResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TaggedProbeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TaggedProbeResult, _Mapping]]] = ...) -> None: ...

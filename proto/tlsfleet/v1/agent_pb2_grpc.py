@@ -40,6 +40,11 @@ class AgentStub:
                 request_serializer=tlsfleet_dot_v1_dot_probe__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=tlsfleet_dot_v1_dot_probe__pb2.ProbeResult.FromString,
                 _registered_method=True)
+        self.ProbeStream = channel.stream_stream(
+                '/tlsfleet.v1.Agent/ProbeStream',
+                request_serializer=tlsfleet_dot_v1_dot_agent__pb2.ProbeBatch.SerializeToString,
+                response_deserializer=tlsfleet_dot_v1_dot_agent__pb2.ProbeResultBatch.FromString,
+                _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/tlsfleet.v1.Agent/Describe',
                 request_serializer=tlsfleet_dot_v1_dot_agent__pb2.DescribeRequest.SerializeToString,
@@ -52,6 +57,14 @@ class AgentServicer:
 
     def Probe(self, request, context):
         """Probe one target: every address its name resolves to on the agent's host.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProbeStream(self, request_iterator, context):
+        """Many probes over one call, for a caller with many to make: requests go in batches, and results come
+        back in batches as they finish, in any order, each under the tag its request was sent with.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,6 +84,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=tlsfleet_dot_v1_dot_probe__pb2.ProbeRequest.FromString,
                     response_serializer=tlsfleet_dot_v1_dot_probe__pb2.ProbeResult.SerializeToString,
+            ),
+            'ProbeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProbeStream,
+                    request_deserializer=tlsfleet_dot_v1_dot_agent__pb2.ProbeBatch.FromString,
+                    response_serializer=tlsfleet_dot_v1_dot_agent__pb2.ProbeResultBatch.SerializeToString,
             ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
@@ -105,6 +123,33 @@ class Agent:
             '/tlsfleet.v1.Agent/Probe',
             tlsfleet_dot_v1_dot_probe__pb2.ProbeRequest.SerializeToString,
             tlsfleet_dot_v1_dot_probe__pb2.ProbeResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tlsfleet.v1.Agent/ProbeStream',
+            tlsfleet_dot_v1_dot_agent__pb2.ProbeBatch.SerializeToString,
+            tlsfleet_dot_v1_dot_agent__pb2.ProbeResultBatch.FromString,
             options,
             channel_credentials,
             insecure,
