@@ -12,7 +12,13 @@ from dataclasses import replace
 from ..agent.errors import UsageError
 from ..agent.model import ProbeOptions, ProbeRequest, Starttls, TlsVersion
 from ..agent.naming import NAME_PATTERN, NAME_RULE
-from ..agent.probe.request_limits import MAX_ADDRESSES, RequestError, new_request_id, validate_request
+from ..agent.probe.request_limits import (
+    MAX_ADDRESSES,
+    MAX_PROBE_TIMEOUT_S,
+    RequestError,
+    new_request_id,
+    validate_request,
+)
 from ..agent.probe.starttls import infer_starttls
 from ..agent.probe.targets import inet_aton, ip_sni_problem, parse_target
 from .diagnosis import sni
@@ -23,7 +29,7 @@ from .observation import Observation, Variant
 from .outcomes import ProbeOutcome
 
 MIN_TIMEOUT_S = 0.1
-MAX_TIMEOUT_S = 300.0
+MAX_TIMEOUT_S = MAX_PROBE_TIMEOUT_S
 _VERSIONS = {"1.0": TlsVersion.TLS1_0, "1.1": TlsVersion.TLS1_1, "1.2": TlsVersion.TLS1_2, "1.3": TlsVersion.TLS1_3}
 
 

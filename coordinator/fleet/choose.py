@@ -32,6 +32,7 @@ def select_vantages(
     linked: Sequence[tuple[Vantage, bool]] = (),
     names_must_exist: bool = False,
     without_local: str = "--no-local leaves out this machine",
+    streamed: bool = False,
 ) -> FleetChoice:
     """Load the inventory, pick the agents the selector matches, and build a vantage for each.
 
@@ -41,7 +42,8 @@ def select_vantages(
 
     With `names_must_exist`, a name in the selector that is no vantage's (a typo) is an error naming the close
     ones, rather than a vantage quietly left out. `without_local` says, when nothing matched, what left this
-    machine out (the CLI's flag, a report's setting).
+    machine out (the CLI's flag, a report's setting). `streamed`: dialled agents are sent their probes over
+    one stream each (a report run's many), rather than a call per probe.
 
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
     from ...agent.pki.location import default_pki_dir
@@ -73,7 +75,7 @@ def select_vantages(
 
         credentials = _credentials(inventory) if any(not a.insecure for a in chosen) else None
         hint = ca_hint(inventory.credentials.ca)
-        vantages.extend(GrpcVantage(a, credentials, ca_hint=hint) for a in chosen)
+        vantages.extend(GrpcVantage(a, credentials, ca_hint=hint, streamed=streamed) for a in chosen)
     vantages.extend(dialling_in)
     if not vantages:
         where = f"inventory {inventory.path}" if inventory.path else "no inventory (only 'local' exists)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import replace
@@ -11,10 +12,11 @@ import grpc
 from ...agent import wire
 from ...agent.model import ProbeRequest, TrustStore
 from ...agent.pki.credentials import FleetCredentials, channel_credentials, channel_options_for_peer
-from ...v1 import agent_pb2, agent_pb2_grpc
+from ...v1 import agent_pb2, agent_pb2_grpc, probe_pb2
 from ..outcomes import DescribeOutcome, ProbeOutcome, VantageInfo, VantageKind, VantageState
 from .clock_offset import estimate_offset
 from .inventory import AgentEntry
+from .probe_stream import ProbeStream, StreamEnded
 from .rpc_failures import CallContext, explain_rpc_failure
 
 MAX_REPLY_BYTES = 32 * 1024 * 1024
@@ -33,7 +35,11 @@ STATE_BY_CODE = {
 
 
 class GrpcVantage:
-    def __init__(self, entry: AgentEntry, credentials: FleetCredentials | None, *, ca_hint: str = "") -> None:
+    def __init__(
+        self, entry: AgentEntry, credentials: FleetCredentials | None, *, ca_hint: str = "", streamed: bool = False
+    ) -> None:
+        """`streamed`: probes go as the messages of ProbeStream calls (a caller with many to make); an agent
+        that does not offer it is asked by unary calls from then on."""
         self.info = VantageInfo(name=entry.name, address=entry.address, labels=entry.labels, kind=VantageKind.GRPC)
         self._call = CallContext(agent=entry.name, address=entry.address, ca="" if entry.insecure else ca_hint)
         options: list[tuple[str, object]] = [
@@ -51,19 +57,27 @@ class GrpcVantage:
             options += channel_options_for_peer("agent", entry.name)
             self._channel = grpc.aio.secure_channel(entry.address, channel_credentials(credentials), options)
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        self._stream = ProbeStream(self._stub) if streamed else None
         self._trust_stores: tuple[TrustStore, ...] = ()
 
     async def probe(self, request: ProbeRequest, timeout_s: float) -> ProbeOutcome:
         started = time.perf_counter()
         sent_ns = time.time_ns()
+        message = wire.request_to_wire(request)
         try:
-            reply = await self._stub.Probe(wire.request_to_wire(request), timeout=timeout_s, wait_for_ready=False)
+            if self._stream is not None:
+                reply = await self._streamed(message, timeout_s)
+            else:
+                reply = await self._stub.Probe(message, timeout=timeout_s, wait_for_ready=False)
         except grpc.aio.AioRpcError as error:
-            return ProbeOutcome(
-                vantage=self.info,
-                state=self._state(error),
-                error=self._explain(error),
-                duration_ms=(time.perf_counter() - started) * 1000,
+            return self._failed(self._state(error), self._explain(error), started)
+        except _Refused as refused:
+            code = grpc.StatusCode.__members__.get(refused.code.upper(), grpc.StatusCode.UNKNOWN)
+            explained = explain_rpc_failure(code.name.lower(), refused.reason, self._call)
+            return self._failed(STATE_BY_CODE.get(code, VantageState.ERROR), explained, started)
+        except StreamEnded:
+            return self._failed(
+                VantageState.ERROR, f"agent {self.info.name} ended the probe stream without answering", started
             )
         received_ns = time.time_ns()
         duration_ms = (time.perf_counter() - started) * 1000
@@ -99,6 +113,36 @@ class GrpcVantage:
             agent_version=agent_version,
             clock=clock,
             duration_ms=duration_ms,
+        )
+
+    async def _streamed(self, message: probe_pb2.ProbeRequest, timeout_s: float) -> probe_pb2.ProbeResult:
+        assert self._stream is not None
+        tag, answer = self._stream.submit(message, timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                entry = await answer
+        except TimeoutError:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded"
+            ) from None
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            self._stream = None  # an agent from before ProbeStream: unary calls from now on
+            return await self._stub.Probe(message, timeout=timeout_s, wait_for_ready=False)
+        finally:
+            self._stream_forget(tag)
+        if entry.refused_code:
+            raise _Refused(entry.refused_code, entry.refused)
+        return entry.result
+
+    def _stream_forget(self, tag: int) -> None:
+        if self._stream is not None:
+            self._stream.forget(tag)
+
+    def _failed(self, state: VantageState, error: str, started: float) -> ProbeOutcome:
+        return ProbeOutcome(
+            vantage=self.info, state=state, error=error, duration_ms=(time.perf_counter() - started) * 1000
         )
 
     async def describe(
@@ -163,7 +207,17 @@ class GrpcVantage:
         return explain_rpc_failure(error.code().name.lower(), error.details() or "", self._call)
 
     async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
         await self._channel.close(grace=None)
+
+
+class _Refused(Exception):
+    """A streamed probe the agent refused, with the status code a unary call would have ended with."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
 
 
 def _oversized(error: grpc.aio.AioRpcError) -> int:

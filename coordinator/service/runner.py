@@ -49,6 +49,7 @@ async def run_report(
             include_local=report.include_local,
             linked=linked,
             without_local="the report leaves out this machine (include_local = true adds it)",
+            streamed=True,
         ).vantages
     done: list[TargetRun] = []
     abandoned, note = False, ""
