@@ -134,7 +134,7 @@ def report_run(
     history = open_history(loaded)
 
     async def once():  # -> (CompletedRun, outcomes of the one delivery pass)
-        pipeline = Pipeline(loaded, history)
+        pipeline = Pipeline(loaded, history, runs_in_metrics=False)
         try:
             completed = await pipeline.run(report)
             if not completed.queued:

@@ -550,3 +550,33 @@ def test_every_coordinator_shows_the_latest_run_in_its_metrics_whoever_made_it(
         return seen
 
     assert asyncio.run(go()) == [None, ["prod-edge"], True, [], [], True, ["prod-edge"], True]
+
+
+def test_a_pipeline_without_metrics_to_serve_skips_the_runs_series(
+    tmp_path: Path, history_db: HistoryDatabase, pki: LabPKI
+) -> None:
+    """`report run` serves no /metrics: its pipeline saves and reports the run but makes no series of it."""
+    config = one_report_config(tmp_path, history_db)
+    report = config.reports[0]
+
+    async def go() -> list[object]:
+        with history_db.open() as history:  # type: ignore[attr-defined]
+            quiet, serving = Pipeline(config, history, runs_in_metrics=False), Pipeline(config, history)
+            try:
+                saved = await quiet.complete(report, make_run(pki, datetime.now(UTC), hosts=1))
+                await serving.complete(report, make_run(pki, datetime.now(UTC), hosts=1))
+                return [
+                    saved.run.run_id is not None and bool(saved.written),
+                    *(
+                        p.metrics.registry.get_sample_value(
+                            "tlsfleet_report_run_timestamp_seconds", {"report": "prod-edge"}
+                        )
+                        is not None
+                        for p in (quiet, serving)
+                    ),
+                ]
+            finally:
+                await quiet.close()
+                await serving.close()
+
+    assert asyncio.run(go()) == [True, False, True]
