@@ -137,3 +137,45 @@ def test_agent_without_certificates_says_how_to_make_them(tmp_path: Path) -> Non
     assert done.stderr.startswith("error: ")
     assert "ca.pem" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def streamed_outcomes(inventory_path: Path, port: int, count: int) -> list:
+    """`count` probes through one ProbeStream call, as a report run sends them."""
+    import asyncio
+
+    from tlsfleet.agent.model import ProbeOptions, ProbeRequest, Target
+    from tlsfleet.coordinator.fleet.choose import select_vantages
+
+    async def go() -> list:
+        [vantage] = select_vantages(
+            inventory_path=inventory_path, selector_text=None, include_local=False, streamed=True
+        ).vantages
+        request = ProbeRequest(Target("localhost", port), ProbeOptions(pin_address="127.0.0.1"))
+        try:
+            return list(await asyncio.gather(*(vantage.probe(request, 10.0) for _ in range(count))))
+        finally:
+            await vantage.close()
+
+    return asyncio.run(go())
+
+
+def test_streamed_probes_over_mutual_tls_and_an_unlisted_coordinator_refused(
+    secure_fleet: SecureFleet, tmp_path: Path
+) -> None:
+    allowed = inventory(
+        tmp_path / "inv.toml", pki_dir=secure_fleet.pki_dir, name="edge-1", address=secure_fleet.agent.address
+    )
+    outcomes = streamed_outcomes(allowed, secure_fleet.server.port, 12)
+    assert [o.state.value for o in outcomes] == ["ok"] * 12, [o.error for o in outcomes]
+    assert all(o.result is not None and o.result.addresses[0].chain for o in outcomes)
+
+    issued = cli("pki", "issue", "coordinator", "stranger", "--dir", str(secure_fleet.pki_dir))
+    assert issued.returncode == 0, issued.stderr
+    stranger = tmp_path / "stranger.toml"
+    stranger.write_text(
+        f'[coordinator]\nname = "stranger"\npki_dir = "{secure_fleet.pki_dir}"\n\n'
+        f'[[agent]]\nname = "edge-1"\naddress = "{secure_fleet.agent.address}"\n'
+    )
+    refused = streamed_outcomes(stranger, secure_fleet.server.port, 3)
+    assert [o.state.value for o in refused] == ["refused"] * 3
+    assert all("stranger" in o.error for o in refused)
