@@ -2,10 +2,13 @@
 handshakes against the same target in the same run.
 
 The client is this process: a `GrpcVantage` (the coordinator's own gRPC client, one channel) keeps
-200 `Probe` calls in flight until a fixed count has completed. The agent and the lab TLS server each run
-as their own process. All three share this machine's cores, so the CPU time each used is reported too.
+200 probes in flight until a fixed count has completed, first as the messages of `ProbeStream` calls (as
+report runs send them), then as a unary `Probe` call each (as `tlsfleet probe` does). The agent and the
+lab TLS server each run as their own process. All three share this machine's cores, so the CPU time
+each used is reported too.
 The yardstick is a raw asyncio loop in a process of its own: CERT_REQUIRED handshakes with the chain
-captured, 200 in flight, against the same server; the ratio of the two rates is the agent's overhead.
+captured, 200 in flight, against the same server, run just before and just after the agent (the faster
+counts); the ratio of the two rates is the agent's overhead.
 Beside both, the floor: the same handshakes behind a bare grpc.aio server (`grpc_floor.py`, bytes
 in and out, nothing else), driven from here with 200 in flight, first a unary call each (as `Probe` is) and
 then as the messages of one stream. What the floor reaches against the raw loop is the most that any agent
@@ -94,8 +97,10 @@ async def drive(vantage: GrpcVantage, request: ProbeRequest, total: int, in_flig
     return time.perf_counter() - started
 
 
-async def measure(address: str, name: str, port: int, probes: int, in_flight: int, pids: dict[str, int]) -> dict:
-    vantage = GrpcVantage(AgentEntry(name=name, address=address, insecure=True), None)
+async def measure(
+    address: str, name: str, port: int, probes: int, in_flight: int, pids: dict[str, int], *, streamed: bool
+) -> dict:
+    vantage = GrpcVantage(AgentEntry(name=name, address=address, insecure=True), None, streamed=streamed)
     try:
         request = probe_request(port)
         await drive(vantage, request, WARMUP_PROBES, min(in_flight, WARMUP_PROBES), Tally())
@@ -133,17 +138,27 @@ def main() -> int:
             f"{probes} probes of localhost:{server.port} (pinned to {LOOPBACK}), {args.in_flight} in flight, "
             f"through agent {agent.name} at {agent.address} (pid {agent.pid}); target server pid {server.pid}"
         )
-        result = asyncio.run(measure(agent.address, agent.name, server.port, probes, args.in_flight, pids))
+        # The host's speed drifts within minutes: the raw loop runs just before and just after the agent,
+        # and the faster of the two is the yardstick; before, once the agent has finished starting (it reads
+        # its stores and asks the runtimes it found), so that the first raw loop shares the cores with nobody.
+        settle(agent.pid)
+        raw_before = raw_handshakes(server.port, str(lab.root_file), ["localhost"], probes, args.in_flight)
+        result = asyncio.run(
+            measure(agent.address, agent.name, server.port, probes, args.in_flight, pids, streamed=True)
+        )
+        raw_after = raw_handshakes(server.port, str(lab.root_file), ["localhost"], probes, args.in_flight)
+        unary = asyncio.run(
+            measure(agent.address, agent.name, server.port, probes, args.in_flight, pids, streamed=False)
+        )
         agent_memory = memory_kib(agent.pid)
         stores = asyncio.run(describe_stores(agent.address, agent.name))
-        raw = raw_handshakes(server.port, str(lab.root_file), ["localhost"], probes, args.in_flight)
         floors = floor_runs(str(lab.root_file), server.port, server.pid, probes, args.in_flight)
+        raw = max(raw_before, raw_after, key=lambda r: r.chains / r.elapsed_s)
         raw_chains, raw_elapsed, raw_cpu = raw.chains, raw.elapsed_s, raw.cpu_s
     tally: Tally = result["tally"]
     elapsed: float = result["elapsed"]
-    ok = tally.states.get(VantageState.OK.value, 0)
-    clean = ok - sum(tally.address_failures.values())
-    rate = clean / elapsed
+    clean = clean_probes(tally)
+    rate = clean_rate(result)
     report.say(
         f"{clean} clean probes of {probes} in {elapsed:.2f} s: {rate:.1f} probes/s; "
         f"vantage states {dict(tally.states)}; address failures {dict(tally.address_failures) or 'none'}; "
@@ -176,16 +191,26 @@ def main() -> int:
     report.figure("agent_throughput_agent_rss_after", agent_memory["VmRSS"] / 1024, "MiB")
     report.figure("agent_throughput_agent_hwm", agent_memory["VmHWM"] / 1024, "MiB")
     report.target("agent_throughput", rate, ">=", TARGET_PROBES_PER_S, "probes/s")
+    unary_rate = clean_rate(unary)
+    unary_cpu = " + ".join(f"{role} {s / probes * 1000:.2f}" for role, s in unary["cpu"].items())
+    report.say(
+        f"the same probes as a unary Probe call each: {unary_rate:.1f} probes/s, {unary_rate / rate:.2f}x the "
+        f"streamed rate; CPU per probe {unary_cpu} ms"
+    )
+    report.figure("agent_throughput_unary", unary_rate, "probes/s")
     raw_rate = raw_chains / raw_elapsed
     report.say(
         f"raw asyncio CERT_REQUIRED handshakes with chain capture, same server, {args.in_flight} in flight: "
         f"{raw_chains} in {raw_elapsed:.2f} s = {raw_rate:.1f}/s "
-        f"({raw_cpu / max(raw_chains, 1) * 1000:.2f} ms CPU each)"
+        f"({raw_cpu / max(raw_chains, 1) * 1000:.2f} ms CPU each), the faster of the runs just before and "
+        f"after the agent's ({raw_before.chains / raw_before.elapsed_s:.1f} and "
+        f"{raw_after.chains / raw_after.elapsed_s:.1f}/s)"
     )
     report.say(f"the agent judged each chain against {len(stores)} trust stores: {', '.join(stores)}")
     report.figure("agent_throughput_stores", len(stores), "stores")
     report.figure("raw_handshakes", raw_rate, "handshakes/s")
     report.target("agent_vs_raw_handshakes", rate / raw_rate, ">=", TARGET_RATIO_TO_RAW, "x")
+    report.figure("agent_unary_vs_raw_handshakes", unary_rate / raw_rate, "x")
     for name, floor in floors.items():
         floor_rate = floor.answered / floor.elapsed_s
         floor_cpu = " + ".join(f"{role} {s / probes * 1000:.2f}" for role, s in floor.cpu_s.items())
@@ -207,6 +232,25 @@ def main() -> int:
         f"{bound / raw_rate:.2f}x the raw handshakes"
     )
     return 0
+
+
+def settle(pid: int, *, quiet_share: float = 0.05, window_s: float = 0.5, most_s: float = 30.0) -> None:
+    """Wait until process `pid` uses under `quiet_share` of a core over `window_s` (at most `most_s`)."""
+    deadline = time.monotonic() + most_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(window_s)
+        if cpu_seconds(pid) - before < quiet_share * window_s:
+            return
+
+
+def clean_probes(tally: Tally) -> int:
+    """Probes that came back OK with every address handshaken."""
+    return tally.states.get(VantageState.OK.value, 0) - sum(tally.address_failures.values())
+
+
+def clean_rate(measured: dict) -> float:
+    return clean_probes(measured["tally"]) / measured["elapsed"]
 
 
 def floor_runs(cafile: str, target_port: int, target_pid: int, probes: int, in_flight: int) -> dict[str, FloorRun]:
