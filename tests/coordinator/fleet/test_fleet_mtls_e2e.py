@@ -57,8 +57,12 @@ def secure_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFle
         server.stop()
 
 
-def inventory(path: Path, *, pki_dir: Path, name: str, address: str) -> Path:
-    path.write_text(f'[coordinator]\npki_dir = "{pki_dir}"\n\n[[agent]]\nname = "{name}"\naddress = "{address}"\n')
+def inventory(path: Path, *, pki_dir: Path, name: str, address: str, coordinator: str | None = None) -> Path:
+    """An inventory of one agent; `coordinator` names the certificate this side presents (default: its own)."""
+    named = f'name = "{coordinator}"\n' if coordinator else ""
+    path.write_text(
+        f'[coordinator]\n{named}pki_dir = "{pki_dir}"\n\n[[agent]]\nname = "{name}"\naddress = "{address}"\n'
+    )
     return path
 
 
@@ -113,10 +117,12 @@ def test_agent_answering_under_another_name_is_refused(secure_fleet: SecureFleet
 def test_coordinator_name_not_allowed_is_refused(secure_fleet: SecureFleet, tmp_path: Path) -> None:
     issued = cli("pki", "issue", "coordinator", "intruder", "--dir", str(secure_fleet.pki_dir))
     assert issued.returncode == 0, issued.stderr
-    path = tmp_path / "inv.toml"
-    path.write_text(
-        f'[coordinator]\nname = "intruder"\npki_dir = "{secure_fleet.pki_dir}"\n\n'
-        f'[[agent]]\nname = "edge-1"\naddress = "{secure_fleet.agent.address}"\n'
+    path = inventory(
+        tmp_path / "inv.toml",
+        pki_dir=secure_fleet.pki_dir,
+        name="edge-1",
+        address=secure_fleet.agent.address,
+        coordinator="intruder",
     )
     _done, report = probe(secure_fleet, path)
     [vantage] = report["vantages"]
@@ -171,10 +177,12 @@ def test_streamed_probes_over_mutual_tls_and_an_unlisted_coordinator_refused(
 
     issued = cli("pki", "issue", "coordinator", "stranger", "--dir", str(secure_fleet.pki_dir))
     assert issued.returncode == 0, issued.stderr
-    stranger = tmp_path / "stranger.toml"
-    stranger.write_text(
-        f'[coordinator]\nname = "stranger"\npki_dir = "{secure_fleet.pki_dir}"\n\n'
-        f'[[agent]]\nname = "edge-1"\naddress = "{secure_fleet.agent.address}"\n'
+    stranger = inventory(
+        tmp_path / "stranger.toml",
+        pki_dir=secure_fleet.pki_dir,
+        name="edge-1",
+        address=secure_fleet.agent.address,
+        coordinator="stranger",
     )
     refused = streamed_outcomes(stranger, secure_fleet.server.port, 3)
     assert [o.state.value for o in refused] == ["refused"] * 3
