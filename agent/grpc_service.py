@@ -31,6 +31,8 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # what the agent sends at most: 64 address
 # limit would end the stream, and every probe still on it. Results share a message up to BATCH_BYTES.
 MAX_STREAMED_RESULT_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 BATCH_BYTES = 1024 * 1024
+# How long the first finished result waits for others to share its message: each message wakes the caller.
+BATCH_WAIT_S = 0.005
 
 
 class Refused(Exception):
@@ -170,6 +172,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         try:
             while True:
                 await ready.wait()
+                await asyncio.sleep(BATCH_WAIT_S)
                 ready.clear()
                 while finished:
                     batch = _next_batch(finished)

