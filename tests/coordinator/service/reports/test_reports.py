@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -497,3 +498,18 @@ def test_streamed_json_is_the_same_document() -> None:
 
     run, changes = sample_run()
     assert json.loads("".join(iter_json(run, changes))) == render_json(run, changes)
+
+
+@pytest.mark.parametrize("hostile", ["\x7f", "\x9b", "\u202e", "\u2066", "\u061c", "caf\u00e9 \u202egnp.exe"])
+def test_streamed_json_escapes_controls_and_direction_marks_and_leaves_the_rest(hostile: str) -> None:
+    from tlsfleet.coordinator.service.reports.json_report import iter_json
+
+    run, changes = sample_run()
+    text = "".join(iter_json(replace(run, note=f"moved {hostile} here"), changes))
+    assert json.loads(text)["note"] == f"moved {hostile} here"
+    escaped = [c for c in hostile if c in "\x7f\x9b\u202e\u2066\u061c"]
+    assert not any(c in text for c in escaped)
+    assert all(f"\\u{ord(c):04x}" in text for c in escaped)
+    assert ("caf\u00e9" in text) == ("caf\u00e9" in hostile)  # other non-ASCII text stays as it is
+    plain = "".join(iter_json(run, changes))
+    assert plain.isascii() and "\\u" not in plain
