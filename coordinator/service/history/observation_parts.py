@@ -16,8 +16,10 @@ import json
 import math
 import re
 import struct
+import threading
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 # The kind of each key's value; any other key, or a value of another type, is shared.
@@ -35,6 +37,7 @@ _KINDS = {
     "clock": _CLOCK,  # [offset_ms, error_ms]
 }
 _PLACEHOLDERS: dict[str, Any] = {_MS: 0, _NS: "0", _TEXT: "", _CLOCK: [0, 0]}
+_PLAN_CODES = {_MS: "m", _NS: "n", _TEXT: "t", _CLOCK: "c"}
 _INTEGER = re.compile(r"0|-?[1-9][0-9]{0,18}")  # as int() and str() give it back
 # A finding's command to reproduce names the reference time, in seconds: `openssl verify -attime N`. Any such
 # N (written without leading zeros) is volatile, and "-attime 0" its placeholder; an original "-attime 0" is
@@ -122,11 +125,12 @@ class VolatileWriter:
     def duration(self, ms: float) -> None:
         self._ms(ms)
 
-    def take(self, document: Any) -> None:
-        """Take the document's volatile values, leaving placeholders in it."""
+    def take(self, document: Any) -> str:
+        """Take the document's volatile values, leaving placeholders in it; the kinds taken (SlotPlan's)."""
         self._texts = []
         base: int | None = None
-        for container, key, kind in _slots(document):
+        slots = _slots(document)
+        for container, key, kind in slots:
             value = container[key]
             container[key] = _PLACEHOLDERS[kind]
             if kind == _MS:
@@ -143,18 +147,23 @@ class VolatileWriter:
                     _varint(self._out, _zigzag(number - base))
             else:
                 self._text(value)
+        return "".join(_PLAN_CODES[kind] for _container, _key, kind in slots)
 
-    def take_times(self, node: Any) -> None:
+    def take_times(self, node: Any) -> int:
         """Take the reference times that texts in `node` name (_ATTIME), leaving placeholders; after `take`
-        of the document they belong with, whose first time they lie close to."""
+        of the document they belong with, whose first time they lie close to. Returns how many."""
         seconds = self._base // 10**9
+        taken = 0
 
         def keep(match: re.Match[str]) -> str:
+            nonlocal taken
+            taken += 1
             _varint(self._out, _zigzag(int(match[2]) - seconds))
             return f"{match[1]}0"
 
         for container, key in _strings(node):
             container[key] = _ATTIME.sub(keep, container[key])
+        return taken
 
     def finish(self) -> bytes:
         return zlib.compress(bytes(self._out), 9)
@@ -222,6 +231,26 @@ class VolatileReader:
         for container, key in _strings(node):
             container[key] = _ATTIME.sub(put, container[key])
 
+    def skip(self, plan: SlotPlan) -> None:
+        """Step over the values that `fill` and `fill_times` would put into a document of this plan."""
+        self._texts = []
+        first = True
+        for code in plan.kinds:
+            if code == "m":
+                self._ms()
+            elif code == "c":
+                self._ms()
+                self._ms()
+            elif code == "n":
+                delta = _unzigzag(self.varint())
+                if first:  # as fill: the document's first time is the next document's base
+                    self._base += delta
+                    first = False
+            else:
+                self._text()
+        for _ in range(plan.times):
+            self.varint()
+
     def at_end(self) -> bool:
         return self._at == len(self._data)
 
@@ -263,6 +292,40 @@ class VolatileReader:
             shift += 7
             if shift > 70:
                 raise PartsError("the run's timings hold a number too long to be one")
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What a shared part's volatile values are, in order: one letter per slot (m: milliseconds, c: a clock,
+    n: a time in nanoseconds, t: a text) and how many reference times its findings' texts name. Enough to
+    step over a target's values in a run's timings without parsing its part."""
+
+    kinds: str
+    times: int
+
+
+class SlotPlans:
+    """Plans by shared part digest, at most `limit` of them, the oldest dropped first. Filled as a run is
+    encoded, so that comparing the next run with the one before steps over the timings of the targets that
+    came out the same instead of parsing their parts again (a run's parts are mostly the same as the last)."""
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._limit = limit
+        self._plans: dict[str, SlotPlan] = {}
+        self._lock = threading.Lock()  # a store's threads save and read at once
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def get(self, digest: str) -> SlotPlan | None:
+        return self._plans.get(digest)
+
+    def put(self, digest: str, plan: SlotPlan) -> None:
+        with self._lock:
+            self._plans.pop(digest, None)
+            self._plans[digest] = plan
+            while len(self._plans) > self._limit:
+                del self._plans[next(iter(self._plans))]
 
 
 def pack_ids(ids: Iterable[int]) -> bytes:

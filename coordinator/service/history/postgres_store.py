@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ..config import redact_url
 from ..report_model import ReportRun
 from .leases import LeaseSql, SlotLeases
-from .observation_parts import pack_ids
+from .observation_parts import SlotPlans, pack_ids
 from .postgres_migrations import LOCK_TIMEOUT_MS, migrate
 from .rows import (
     DICTIONARY_MAX_AGE,
@@ -70,6 +70,7 @@ class PostgresHistory(SlotLeases):
         statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
     ) -> None:
         self._where = f"history database {redact_url(url)}"
+        self._plans = SlotPlans()  # of the runs saved here: a comparison steps over the targets alike
         if not 0 < connect_timeout_s <= 600 or not 0 < statement_timeout_s <= 3600:
             raise HistoryError("connect timeout must be 0-600 s and statement timeout 0-3600 s, both above 0")
         try:
@@ -111,7 +112,7 @@ class PostgresHistory(SlotLeases):
         started = _aware(run.started_at, "started_at")
         finished = _aware(run.finished_at, "finished_at")
         stale = started - LAST_SEEN_STEP
-        encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample))
+        encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample), self._plans)
         with self._write("save a run") as db:
             # Coordinators sharing the history save one run of a report at a time, as SQLite's single
             # writer does: each run's leaf sightings extend the stretches the run before it left.
@@ -412,7 +413,7 @@ class PostgresHistory(SlotLeases):
     def _load_run(
         self, db: psycopg.Connection[Any], run_id: int, leave_out: frozenset[int] = frozenset()
     ) -> ReportRun | None:
-        return decode_run(self._rows(db, run_id), run_id, self._where, leave_out=leave_out)
+        return decode_run(self._rows(db, run_id), run_id, self._where, leave_out=leave_out, plans=self._plans)
 
     # --- slot leases (history/leases.py) ----------------------------------------------------------------
 

@@ -26,7 +26,16 @@ from ...observation import Observation
 from ...outcomes import VantageState
 from ...recording import RecordingError, observation_from_dict, observation_to_dict
 from ..report_model import AgentSnapshot, ReportRun, TargetRun
-from .observation_parts import PartsError, VolatileReader, VolatileWriter, canonical, digest_of, unpack_ids
+from .observation_parts import (
+    PartsError,
+    SlotPlan,
+    SlotPlans,
+    VolatileReader,
+    VolatileWriter,
+    canonical,
+    digest_of,
+    unpack_ids,
+)
 from .store import OUTBOX_MAX_CLAIM, HistoryError, OutboxRow, RunSummary, key_of
 
 MAX_LIST_LIMIT = 10_000
@@ -64,8 +73,9 @@ class EncodedRun:
     leaves: dict[tuple[str, str, str], str]  # (target, agent, address) -> the leaf's sha256
 
 
-def encode_run(run: ReportRun, dictionary_for: DictionaryFor) -> EncodedRun:
-    """Encoding (JSON, zlib) happens before a store takes its lock: other threads' reads need not wait for it."""
+def encode_run(run: ReportRun, dictionary_for: DictionaryFor, plans: SlotPlans | None = None) -> EncodedRun:
+    """Encoding (JSON, zlib) happens before a store takes its lock: other threads' reads need not wait for it.
+    `plans` is given each target part's slot plan."""
     certificates: dict[str, bytes] = {}
     root_sets: dict[str, bytes] = {}
     timings = VolatileWriter()
@@ -75,11 +85,14 @@ def encode_run(run: ReportRun, dictionary_for: DictionaryFor) -> EncodedRun:
     def target_part(target: TargetRun) -> bytes:
         document = observation_document(target, certificates)
         timings.duration(float(target.duration_ms))
-        timings.take(document)
+        kinds = timings.take(document)
         findings = [finding_json(f) for f in target.findings]
-        timings.take_times(findings)
+        times = timings.take_times(findings)
         part = canonical({"report": run.report, "target": target.target, "observation": document, "findings": findings})
-        part_keys[digest_of(part)] = {key_of(run.report, target.target, f) for f in target.findings}
+        digest = digest_of(part)
+        part_keys[digest] = {key_of(run.report, target.target, f) for f in target.findings}
+        if plans is not None:
+            plans.put(digest, SlotPlan(kinds, times))
         return part
 
     # Each target's JSON is compressed as soon as it is made: holding a whole fleet's raw JSON at once
@@ -403,11 +416,19 @@ IN_CHUNK = 500  # ids per IN (...) query, well under either database's limit on 
 KEYED_TABLES = {"certificates": ("sha256", "der"), "root_sets": ("digest", "roots")}
 
 
-def decode_run(rows: RunRows, run_id: int, where: str, *, leave_out: frozenset[int] = frozenset()) -> ReportRun | None:
+def decode_run(
+    rows: RunRows,
+    run_id: int,
+    where: str,
+    *,
+    leave_out: frozenset[int] = frozenset(),
+    plans: SlotPlans | None = None,
+) -> ReportRun | None:
     """The run back from its rows; HistoryError names `where` (the database), the run and what is wrong.
-    Targets whose shared part is one of `leave_out` are left out of the run (see `parts_of`)."""
+    Targets whose shared part is one of `leave_out` are left out of the run (see `parts_of`); of those,
+    the ones whose slot plan `plans` knows are stepped over without being parsed."""
     try:
-        return _decode_run(rows, run_id, where, leave_out)
+        return _decode_run(rows, run_id, where, leave_out, plans)
     except HistoryError:
         raise
     except PartsError as error:
@@ -424,7 +445,9 @@ def parts_of(rows: RunRows) -> frozenset[int]:
     return frozenset() if packed is None else frozenset(unpack_ids(packed[0]))
 
 
-def _decode_run(rows: RunRows, run_id: int, where: str, leave_out: frozenset[int]) -> ReportRun | None:
+def _decode_run(
+    rows: RunRows, run_id: int, where: str, leave_out: frozenset[int], plans: SlotPlans | None
+) -> ReportRun | None:
     head = rows.head()
     if head is None:
         return None
@@ -432,7 +455,7 @@ def _decode_run(rows: RunRows, run_id: int, where: str, leave_out: frozenset[int
     if agents_part is None:
         targets, agents = _targets_before_split(rows, where, run_id), _agents(rows, where, run_id)
     else:
-        targets, agents = _from_parts(rows, int(agents_part), where, run_id, leave_out)
+        targets, agents = _from_parts(rows, int(agents_part), where, run_id, leave_out, plans)
     return ReportRun(
         report=report,
         started_at=started,
@@ -453,7 +476,7 @@ def _dictionaries(rows: RunRows, ids: Iterable[int | None]) -> dict[int | None, 
 
 
 def _from_parts(
-    rows: RunRows, agents_part: int, where: str, run_id: int, leave_out: frozenset[int]
+    rows: RunRows, agents_part: int, where: str, run_id: int, leave_out: frozenset[int], plans: SlotPlans | None
 ) -> tuple[tuple[TargetRun, ...], tuple[AgentSnapshot, ...]]:
     packed = rows.run_parts()
     if packed is None:
@@ -463,11 +486,14 @@ def _from_parts(
     parts = rows.parts({agents_part, *ids})
     dictionaries = _dictionaries(rows, (d for d, _data in parts.values()))
 
-    def part(part_id: int, what: str) -> dict[str, Any]:
+    def shared(part_id: int, what: str) -> bytes:
         if part_id not in parts:
             raise HistoryError(f"{where}: run {run_id}, {what} refers to a missing shared part {part_id}")
         dictionary, blob = parts[part_id]
-        return _unpack(blob, dictionaries.get(dictionary, b""), where, run_id, what)
+        return _unzip(blob, dictionaries.get(dictionary, b""), where, run_id, what)
+
+    def part(part_id: int, what: str) -> dict[str, Any]:
+        return _parse(shared(part_id, what), where, run_id, what)
 
     agents_document = part(agents_part, "the agents' part")
     timings.fill(agents_document)
@@ -479,9 +505,16 @@ def _from_parts(
     stores: dict[str, tuple[TrustStore, ...]] = {}
     targets = []
     for position, part_id in enumerate(ids):
-        document = part(part_id, f"target {position + 1}")
-        target = str(document["target"])
+        what = f"target {position + 1}"
+        data = shared(part_id, what)
         duration = timings.duration()
+        if part_id in leave_out and plans is not None:
+            plan = plans.get(digest_of(data))
+            if plan is not None:
+                timings.skip(plan)
+                continue
+        document = _parse(data, where, run_id, what)
+        target = str(document["target"])
         observation = document["observation"]
         timings.fill(observation)
         timings.fill_times(document["findings"])
@@ -594,9 +627,20 @@ def _finding(row: tuple[Any, ...], where: str, run_id: int) -> Finding:
 
 
 def _unpack(blob: bytes, dictionary: bytes, where: str, run_id: int, what: str) -> dict[str, Any]:
+    return _parse(_unzip(blob, dictionary, where, run_id, what), where, run_id, what)
+
+
+def _unzip(blob: bytes, dictionary: bytes, where: str, run_id: int, what: str) -> bytes:
     try:
-        document = json.loads(decompress(blob, dictionary).decode("utf-8"))
-    except (ValueError, zlib.error) as error:
+        return decompress(blob, dictionary)
+    except zlib.error as error:
+        raise HistoryError(f"{where}: run {run_id}, {what} is damaged: {error}") from error
+
+
+def _parse(data: bytes, where: str, run_id: int, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except ValueError as error:
         raise HistoryError(f"{where}: run {run_id}, {what} is damaged: {error}") from error
     if not isinstance(document, dict):
         raise HistoryError(f"{where}: run {run_id}, {what} is damaged")

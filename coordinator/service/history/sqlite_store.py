@@ -19,7 +19,7 @@ from pathlib import Path
 from ..report_model import ReportRun
 from .leases import LeaseSql, SlotLeases
 from .migrations import migrate
-from .observation_parts import pack_ids
+from .observation_parts import SlotPlans, pack_ids
 from .rows import (
     DICTIONARY_MAX_AGE,
     KEYED_TABLES,
@@ -59,6 +59,7 @@ class SqliteHistory(SlotLeases):
             raise HistoryError(f"busy timeout {busy_timeout_s} s is negative; accepted: 0 or more seconds")
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
+        self._plans = SlotPlans()  # of the runs saved here: a comparison steps over the targets alike
         if self._path.is_dir():
             raise HistoryError(f"history database {self._path} is a directory; [storage] path must name a file")
         if not self._path.parent.is_dir():
@@ -92,7 +93,7 @@ class SqliteHistory(SlotLeases):
         started = _time(run.started_at, "started_at")
         finished = _time(run.finished_at, "finished_at")
         stale = _time(run.started_at - LAST_SEEN_STEP, "started_at")
-        encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample))
+        encoded = encode_run(run, lambda sample: self._dictionary(run.report, sample), self._plans)
         with self._write("save a run") as db:
             # Shared rows: inserted when new, last_seen moved on only when stale (LAST_SEEN_STEP).
             db.executemany(
@@ -270,7 +271,9 @@ class SqliteHistory(SlotLeases):
     def _load_run(
         self, db: sqlite3.Connection, run_id: int, leave_out: frozenset[int] = frozenset()
     ) -> ReportRun | None:
-        return decode_run(self._rows(db, run_id), run_id, f"history database {self._path}", leave_out=leave_out)
+        return decode_run(
+            self._rows(db, run_id), run_id, f"history database {self._path}", leave_out=leave_out, plans=self._plans
+        )
 
     def list_runs(self, report: str | None = None, limit: int = 50) -> list[RunSummary]:
         if not 1 <= limit <= MAX_LIST_LIMIT:

@@ -12,6 +12,8 @@ import pytest
 
 from tlsfleet.coordinator.service.history.observation_parts import (
     PartsError,
+    SlotPlan,
+    SlotPlans,
     VolatileReader,
     VolatileWriter,
     canonical,
@@ -92,6 +94,34 @@ def test_timings_that_do_not_fit_the_documents_are_refused() -> None:
             reader.fill_times(document["findings"])
     with pytest.raises(PartsError, match="damaged"):
         VolatileReader(b"not zlib")
+
+
+def test_a_plan_steps_over_exactly_what_filling_reads() -> None:
+    writer = VolatileWriter()
+    shared, plans = [], []
+    for document in copy.deepcopy(DOCUMENTS):
+        writer.duration(812.25)
+        plans.append(SlotPlan(writer.take(document), writer.take_times(document["findings"])))
+        shared.append(json.loads(canonical(document)))
+    assert plans[0] == SlotPlan("ntmctnmmm", 2) and plans[1] == SlotPlan("n", 0)
+    reader = VolatileReader(writer.finish())
+    reader.duration()
+    reader.skip(plans[0])  # its first time is the next document's base: stepping over keeps it
+    assert reader.duration() == 812.25
+    reader.fill(shared[1])
+    reader.fill_times(shared[1]["findings"])
+    assert shared[1] == DOCUMENTS[1]
+    reader.finish()
+    with pytest.raises(PartsError, match="end early"):
+        reader.skip(plans[0])
+
+
+def test_slot_plans_keep_the_latest_within_their_bound() -> None:
+    plans = SlotPlans(limit=2)
+    for digest in ("a", "b", "a", "c"):
+        plans.put(digest, SlotPlan(digest, 0))
+    assert len(plans) == 2 and plans.get("b") is None
+    assert plans.get("a") == SlotPlan("a", 0) and plans.get("c") == SlotPlan("c", 0)
 
 
 def test_part_ids_come_back_in_order() -> None:

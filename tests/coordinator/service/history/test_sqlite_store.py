@@ -278,6 +278,37 @@ def test_the_run_to_compare_leaves_out_the_targets_that_came_out_the_same(store:
     assert store.run_to_compare("prod-edge", first) is None
 
 
+def test_the_run_to_compare_steps_over_the_same_targets_unparsed_where_it_saved_them(
+    store: SqliteHistory, history_db: HistoryDatabase, pki: LabPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlsfleet.coordinator.service.history import rows
+
+    parsed: list[str] = []
+    parse = rows._parse
+    monkeypatch.setattr(rows, "_parse", lambda data, where, run_id, what: parsed.append(what) or parse(data, where, run_id, what))
+    base = make_run(pki, T0, hosts=3)
+    first = store.save_run(replace(base, targets=tuple(replace(t, duration_ms=100.0 * (i + 1)) for i, t in enumerate(base.targets))))
+    skew = Finding(Cause.CLOCK_SKEW, Severity.CRITICAL, "web-2's clock is 2 days ahead.", ("web-2",))
+    later = tuple(replace(t, duration_ms=7.0) for t in base.targets[:2])  # the same but for their timings
+    current = replace(base, started_at=T0 + timedelta(minutes=30), targets=(*later, replace(base.targets[2], findings=(skew,))))
+    current_id = store.save_run(current)
+    whole = store.get_run(first)
+    assert whole is not None
+    parsed.clear()
+    compared = store.run_to_compare("prod-edge", current_id)
+    assert compared is not None and compared.targets == whole.targets[2:]
+    assert compared.targets[0].duration_ms == 300.0  # two targets' timings stepped over, none lost
+    assert parsed == ["the agents' part", "target 3"]
+    # Another store on the same database has not seen these parts: it parses them, to the same result.
+    other = history_db.open()
+    try:
+        parsed.clear()
+        assert other.run_to_compare("prod-edge", current_id) == compared
+        assert parsed == ["the agents' part", "target 1", "target 2", "target 3"]
+    finally:
+        other.close()
+
+
 def _with_findings(run: ReportRun, *findings: Finding) -> ReportRun:
     first = replace(run.targets[0], findings=findings)
     return replace(run, targets=(first, *run.targets[1:]))
