@@ -285,12 +285,18 @@ def test_the_run_to_compare_steps_over_the_same_targets_unparsed_where_it_saved_
 
     parsed: list[str] = []
     parse = rows._parse
-    monkeypatch.setattr(rows, "_parse", lambda data, where, run_id, what: parsed.append(what) or parse(data, where, run_id, what))
+    monkeypatch.setattr(
+        rows, "_parse", lambda data, where, run_id, what: parsed.append(what) or parse(data, where, run_id, what)
+    )
     base = make_run(pki, T0, hosts=3)
-    first = store.save_run(replace(base, targets=tuple(replace(t, duration_ms=100.0 * (i + 1)) for i, t in enumerate(base.targets))))
+    first = store.save_run(
+        replace(base, targets=tuple(replace(t, duration_ms=100.0 * (i + 1)) for i, t in enumerate(base.targets)))
+    )
     skew = Finding(Cause.CLOCK_SKEW, Severity.CRITICAL, "web-2's clock is 2 days ahead.", ("web-2",))
     later = tuple(replace(t, duration_ms=7.0) for t in base.targets[:2])  # the same but for their timings
-    current = replace(base, started_at=T0 + timedelta(minutes=30), targets=(*later, replace(base.targets[2], findings=(skew,))))
+    current = replace(
+        base, started_at=T0 + timedelta(minutes=30), targets=(*later, replace(base.targets[2], findings=(skew,)))
+    )
     current_id = store.save_run(current)
     whole = store.get_run(first)
     assert whole is not None
