@@ -117,6 +117,7 @@ class GrpcVantage:
 
     async def _streamed(self, message: probe_pb2.ProbeRequest, timeout_s: float) -> probe_pb2.ProbeResult:
         assert self._stream is not None
+        deadline = time.monotonic() + timeout_s
         tag, answer = self._stream.submit(message, timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
@@ -126,10 +127,17 @@ class GrpcVantage:
                 grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded"
             ) from None
         except grpc.aio.AioRpcError as error:
-            if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
+            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                self._stream = None  # an agent from before ProbeStream: unary calls from now on
+            elif error.code() is not grpc.StatusCode.INTERNAL:
                 raise
-            self._stream = None  # an agent from before ProbeStream: unary calls from now on
-            return await self._stub.Probe(message, timeout=timeout_s, wait_for_ready=False)
+            # INTERNAL is also what grpc.aio reports in place of the agent's own status when the agent ended
+            # the stream (refusing this coordinator, say) while a write was under way; one unary call asks
+            # again and ends with the agent's true answer or status.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            return await self._stub.Probe(message, timeout=remaining, wait_for_ready=False)
         finally:
             self._stream_forget(tag)
         if entry.refused_code:

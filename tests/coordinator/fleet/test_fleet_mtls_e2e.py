@@ -185,5 +185,5 @@ def test_streamed_probes_over_mutual_tls_and_an_unlisted_coordinator_refused(
         coordinator="stranger",
     )
     refused = streamed_outcomes(stranger, secure_fleet.server.port, 3)
-    assert [o.state.value for o in refused] == ["refused"] * 3
+    assert [o.state.value for o in refused] == ["refused"] * 3, [o.error for o in refused]
     assert all("stranger" in o.error for o in refused)

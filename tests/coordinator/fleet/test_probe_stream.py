@@ -59,6 +59,26 @@ class Mute(agent_pb2_grpc.AgentServicer):
         yield agent_pb2.ProbeResultBatch()
 
 
+class StreamBreaks(agent_pb2_grpc.AgentServicer):
+    """Ends every stream with INTERNAL, as grpc.aio reports a stream the agent ended (refusing the caller,
+    say) while a write was under way; a unary Probe gets the agent's true answer, or `refusal`."""
+
+    def __init__(self, refusal: str = "") -> None:
+        self._real = agent_service()
+        self._refusal = refusal
+
+    async def ProbeStream(
+        self, batches: AsyncIterator[agent_pb2.ProbeBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.ProbeResultBatch]:
+        await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
+        yield agent_pb2.ProbeResultBatch()
+
+    async def Probe(self, request: probe_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> probe_pb2.ProbeResult:
+        if self._refusal:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, self._refusal)
+        return await self._real.Probe(request, context)
+
+
 @pytest.fixture(scope="module")
 def tls_server() -> Iterator[TlsServer]:
     pki = LabPKI()
@@ -184,6 +204,20 @@ def test_an_agent_without_probe_stream_is_asked_by_unary_calls(tls_server: TlsSe
     first, later, stream = asyncio.run(with_agent(UnaryOnly(), scenario))
     assert all(o.state is VantageState.OK for o in [*first, later]), [(o.state, o.error) for o in [*first, later]]
     assert stream is None, "no stream is tried again"
+
+
+@pytest.mark.parametrize("refusal", ["", "coordinator 'stranger' is not allowed"])
+def test_a_stream_broken_by_internal_is_asked_again_by_one_unary_call(tls_server: TlsServer, refusal: str) -> None:
+    async def scenario(streamed: GrpcVantage, unary: GrpcVantage, _server: grpc.aio.Server):
+        request = probe_request(tls_server.port)
+        return await asyncio.gather(*(streamed.probe(request, 10.0) for _ in range(3))), await unary.probe(
+            request, 10.0
+        )
+
+    by_stream, by_call = asyncio.run(with_agent(StreamBreaks(refusal), scenario))
+    assert [o.state for o in by_stream] == [by_call.state] * 3, [o.error for o in by_stream]
+    assert by_call.state is (VantageState.REFUSED if refusal else VantageState.OK)
+    assert all(o.error == by_call.error for o in by_stream)
 
 
 @pytest.mark.slow
