@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...agent.errors import UsageError
+from .coordinator_identity import ca_hint, load_coordinator_credentials
 from .inventory import Inventory, load_inventory
 from .selector import check_names_exist, parse_selector
 from .vantage import LOCAL_NAME, Vantage
+
+if TYPE_CHECKING:
+    from .held_agents import HeldAgents
 
 
 class FleetError(UsageError):
@@ -33,6 +38,7 @@ def select_vantages(
     names_must_exist: bool = False,
     without_local: str = "--no-local leaves out this machine",
     streamed: bool = False,
+    held: HeldAgents | None = None,
 ) -> FleetChoice:
     """Load the inventory, pick the agents the selector matches, and build a vantage for each.
 
@@ -43,12 +49,13 @@ def select_vantages(
     With `names_must_exist`, a name in the selector that is no vantage's (a typo) is an error naming the close
     ones, rather than a vantage quietly left out. `without_local` says, when nothing matched, what left this
     machine out (the CLI's flag, a report's setting). `streamed`: dialled agents are sent their probes over
-    one stream each (a report run's many), rather than a call per probe.
+    one stream each (a report run's many), rather than a call per probe. `held`: the inventory and the dialled
+    agents come from it, read and dialled again only when they changed (a service's /probe).
 
     Raises InventoryError, SelectorError, CredentialError or FleetError with a one-line message."""
     from ...agent.pki.location import default_pki_dir
 
-    inventory = load_inventory(inventory_path, pki_dir=default_pki_dir())
+    inventory = held.inventory() if held is not None else load_inventory(inventory_path, pki_dir=default_pki_dir())
     selector = parse_selector(selector_text)
     listed = {a.name for a in inventory.agents}
     if names_must_exist:
@@ -69,11 +76,13 @@ def select_vantages(
         from .local_vantage import LocalVantage
 
         vantages.append(LocalVantage())
-    if chosen:
+    if chosen and held is not None:
+        vantages.extend(held.vantages(inventory, chosen))
+    elif chosen:
         # gRPC only when an agent is dialled: a probe from this machine alone starts without it.
         from .grpc_vantage import GrpcVantage
 
-        credentials = _credentials(inventory) if any(not a.insecure for a in chosen) else None
+        credentials = load_coordinator_credentials(inventory) if any(not a.insecure for a in chosen) else None
         hint = ca_hint(inventory.credentials.ca)
         vantages.extend(GrpcVantage(a, credentials, ca_hint=hint, streamed=streamed) for a in chosen)
     vantages.extend(dialling_in)
@@ -85,27 +94,3 @@ def select_vantages(
             + (f"; {without_local}" if not include_local else "")
         )
     return FleetChoice(inventory=inventory, vantages=tuple(vantages))
-
-
-def _credentials(inventory: Inventory):  # -> FleetCredentials
-    """The coordinator identity the inventory names, loaded and checked; CredentialError in words."""
-    from ...agent.pki.credentials import CredentialError, load_credentials
-    from ...agent.pki.location import from_pki_env, pki_dir_problem
-
-    c = inventory.credentials
-    if not c.ca.is_file() and (problem := pki_dir_problem(c.ca.parent)):
-        raise CredentialError(problem)
-    try:
-        return load_credentials(c.ca, c.cert, c.key, expect_role="coordinator")
-    except CredentialError as error:
-        if from_pki_env(c.ca):
-            raise CredentialError(f"{error} (PKI directory from $TLSFLEET_PKI_DIR)") from None
-        raise
-
-
-def ca_hint(ca: Path) -> str:
-    """The fleet CA file, and $TLSFLEET_PKI_DIR when that is where it came from: the first thing to check
-    when an agent's certificate is refused."""
-    from ...agent.pki.location import from_pki_env
-
-    return f"{ca}, PKI directory from $TLSFLEET_PKI_DIR" if from_pki_env(ca) else str(ca)

@@ -116,6 +116,8 @@ class Pipeline:
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
+        if self.probe_endpoint is not None:  # after its listener: no request still uses its channels
+            await self.probe_endpoint.close()
 
     async def run(self, report: ReportConfig) -> CompletedRun:
         log.info("report_run_started", report=report.name, targets=len(report.targets))

@@ -3,9 +3,10 @@ answered as Prometheus metrics, the way blackbox_exporter answers its /probe.
 
 The same road as `tlsfleet probe --agents`: the target checked by `build_request`, the vantages chosen by
 `select_vantages` (inventory agents dialled, dial-in agents over their streams, names that match nothing
-refused), `observe` holding the pipeline's probe slots, then `diagnose`. The reply holds that probe's series
-only, rendered from a registry of its own. Off unless `[probe_endpoint]` is configured: the HTTP listener
-has no authentication, so anyone who reaches it could make the agents dial targets within their policy.
+refused; the dialled ones held between requests by `HeldAgents`), `observe` holding the pipeline's probe
+slots, then `diagnose`. The reply holds that probe's series only, rendered from a registry of its own. Off
+unless `[probe_endpoint]` is configured: the HTTP listener has no authentication, so anyone who reaches it
+could make the agents dial targets within their policy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector
 from ...agent.errors import UsageError
 from ...agent.logs import get_logger
 from ..diagnosis.engine import diagnose
+from ..fleet.held_agents import HeldAgents
 from ..fleet.probe_slots import ProbeSlots
 from ..fleet.vantage import Vantage
 from ..observation import DiagnosisSettings, Observation
@@ -73,7 +75,9 @@ class ProbeEndpoint:
         link_registry: LinkRegistry | None = None,
     ) -> None:
         self._config = config
-        self._inventory = inventory
+        # A request's channels may be retired by the next one's inventory edit: they stay open as long as
+        # the longest request may run.
+        self._agents = HeldAgents(inventory, retire_after_s=config.max_timeout_s)
         self._slots = slots
         self._link_registry = link_registry  # the agents that dial in, when the service has an agent link
         self._running = 0
@@ -134,11 +138,12 @@ class ProbeEndpoint:
 
             linked = linked_candidates(self._link_registry)
         fleet = select_vantages(
-            inventory_path=self._inventory,
+            inventory_path=None,
             selector_text=_first(request, "agents") or None,
             include_local=True,
             linked=linked,
             names_must_exist=True,
+            held=self._agents,
         )
         try:
             # Waiting for probe slots counts against the same deadline: Prometheus waits no longer. Each
@@ -157,6 +162,10 @@ class ProbeEndpoint:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_ProbeCollector(series, observation, dropped))
         return HttpReply(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+
+    async def close(self) -> None:
+        """Close the channels held to the inventory's agents."""
+        await self._agents.close()
 
     def budget(self, header: str | None) -> float:
         """The probe's whole deadline: Prometheus's scrape timeout less a margin, at most max_timeout."""
