@@ -16,7 +16,6 @@ Beside it, the floor (`grpc_fanout_floor.py`): the same fan-out over bare grpc.a
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -30,9 +29,11 @@ from common import (
     Report,
     cpu_seconds,
     install_sigterm_exit,
+    make_fleet_pki,
     memory_kib,
     percentile,
     quick_argument_parser,
+    wait_for_event,
 )
 from grpc_fanout_floor import fanout_floor
 
@@ -153,31 +154,6 @@ def swarm_main(argv: list[str]) -> int:
 # --- the benchmark ----------------------------------------------------------------------------------
 
 
-def _wait_for_event(log_path: Path, event: str, process: subprocess.Popen[bytes], timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for raw in log_path.read_text(errors="replace").splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if line.get("event") == event:
-                return line
-        if process.poll() is not None:
-            raise RuntimeError(f"the coordinator exited ({process.returncode}): {log_path.read_text()[-2000:]}")
-        time.sleep(0.1)
-    raise RuntimeError(f"no {event} from the coordinator within {timeout:g} s")
-
-
-def _make_pki(directory: Path, names: list[str]) -> None:
-    from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, issue
-
-    init_fleet_ca(directory)
-    issue(directory, "coordinator", "coordinator")
-    for name in names:
-        issue(directory, "agent", name)
-
-
 async def _online(link: str, credentials: Any) -> int:
     from tlsfleet.coordinator.fleet.relay import open_relay
 
@@ -230,7 +206,7 @@ def main() -> int:
         pki_dir = lab.workdir / "fleet"
         names = [f"swarm-{i:04d}" for i in range(count)]
         started = time.perf_counter()
-        _make_pki(pki_dir, names)
+        make_fleet_pki(pki_dir, names)
         report.say(f"issued {count} agent certificates in {time.perf_counter() - started:.1f} s")
         (lab.workdir / "inventory.toml").write_text(f'[coordinator]\npki_dir = "{pki_dir}"\n')
         config = lab.workdir / "coordinator.toml"
@@ -249,7 +225,7 @@ def main() -> int:
                     [sys.executable, "-m", "tlsfleet.coordinator.cli", "coordinator", "serve", "--config", str(config)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 )  # fmt: skip
-            link_port = _wait_for_event(log_path, "agent_link_listening", coordinator, 30.0)["port"]
+            link_port = wait_for_event(log_path, "agent_link_listening", coordinator, 30.0)["port"]
             link = f"{LOOPBACK}:{link_port}"
             time.sleep(IDLE_S)
             baseline = memory_kib(coordinator.pid)["VmRSS"]

@@ -13,6 +13,7 @@ Output format, one item per line, so `run_all.py` (or any script) can parse it:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import resource
@@ -379,9 +380,16 @@ class Lab:
         return self.server
 
     def start_agents(
-        self, count: int, *, trusting: bool = True, prefix: str = "bench", extra_args: Sequence[str] = ()
+        self,
+        count: int,
+        *,
+        trusting: bool = True,
+        prefix: str = "bench",
+        extra_args: Sequence[str] = (),
+        insecure: bool = True,
     ) -> list[AgentProcess]:
-        """Start `count` insecure loopback agents, a few at a time; all of them or none are left running."""
+        """Start `count` loopback agents (insecure unless told: then `extra_args` names their fleet PKI), a few at
+        a time; all of them or none are left running."""
         if count < 1:
             raise ValueError(f"agent count {count} is not accepted; at least 1")
         first = len(self.agents)
@@ -392,7 +400,15 @@ class Lab:
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=AGENT_START_PARALLEL) as pool:
             futures = [
-                pool.submit(start_agent, name, agent_dir, env=env, labels=[("role", "bench")], extra_args=extra_args)
+                pool.submit(
+                    start_agent,
+                    name,
+                    agent_dir,
+                    env=env,
+                    labels=[("role", "bench")],
+                    extra_args=extra_args,
+                    insecure=insecure,
+                )
                 for name in names
             ]
             for future in futures:
@@ -435,3 +451,30 @@ class Lab:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if problems:
             print("# cleanup problems: " + "; ".join(problems), file=sys.stderr, flush=True)
+
+
+def wait_for_event(log_path: Path, event: str, process: subprocess.Popen[bytes], timeout: float) -> dict:
+    """The first JSON log line of `event` that a coordinator writes to `log_path`; RuntimeError if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for raw in log_path.read_text(errors="replace").splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if line.get("event") == event:
+                return line
+        if process.poll() is not None:
+            raise RuntimeError(f"the coordinator exited ({process.returncode}): {log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
+    raise RuntimeError(f"no {event} from the coordinator within {timeout:g} s")
+
+
+def make_fleet_pki(directory: Path, names: Sequence[str]) -> None:
+    """A fleet CA in `directory`, the certificate of coordinator `coordinator` and one per agent name."""
+    from tlsfleet.agent.pki.fleet_ca import init_fleet_ca, issue
+
+    init_fleet_ca(directory)
+    issue(directory, "coordinator", "coordinator")
+    for name in names:
+        issue(directory, "agent", name)

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench_store_verdicts",
     "bench_report_run",
     "bench_dialout_swarm",
+    "bench_probe_endpoint",
 )
 TIME_LIMIT_S = 900.0
 KILL_GRACE_S = 15.0
