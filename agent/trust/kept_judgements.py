@@ -1,15 +1,16 @@
 """Judgements of served chains kept across CLI processes, so that probing the same endpoint again within the
-hour does not judge it again against every store (some 15 ms of a 180 ms `tlsfleet probe`).
+validity span of its certificates does not judge it again against every store (some 15 ms of a 180 ms
+`tlsfleet probe`).
 
 A judgement is a function of what verify.py keys it by in process (the served chain, the store's content with
-its trust settings, the expected name, the time bucket, the store's verification rules) and of what a process
+its trust settings, the expected name, the time span, the store's verification rules) and of what a process
 holds fixed: the code that judges (every module of this package and the model's, by the modification time and
 size the interpreter checks before it runs their cached bytecode), the libcrypto it verifies with (its version
 and the host's default security level, which OPENSSL_CONF sets), cryptography's version (the strict profile)
 and the interpreter. The first part is the entry's key, the second the file's stamp (store_cache): an entry is
-only ever found by the same inputs, judged by the same code and libraries. Only judgements of an hour bucket
+only ever found by the same inputs, judged by the same code and libraries. Only judgements of a whole span
 are kept: one tied to its exact second would never be asked for again. Each store's validity edges (which the
-buckets rest on) are kept beside them, by the store's content.
+spans rest on) are kept beside them, by the store's content.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from enum import Enum
 
 from . import libcrypto, store_cache
 
-__all__ = ["Kept", "key_text", "load", "load_edges", "store", "store_edges"]
+__all__ = ["Kept", "keeping", "key_text", "load", "load_edges", "store", "store_edges"]
 
 # (verdict value, verified path, detail, OpenSSL code, strict note), as verify.ChainJudgement holds them
 Kept = tuple[str, tuple[str, ...], str, int, str]
@@ -59,6 +60,11 @@ def _stamp_now() -> str | None:
 def _stamp_if_kept() -> str | None:
     """The stamp, when this process keeps judgements at all (store_cache enabled: the CLI)."""
     return _stamp_now() if store_cache.enabled() else None
+
+
+def keeping() -> bool:
+    """Whether this process keeps judgements for the next (the CLI does; an agent keeps them in memory)."""
+    return _stamp_if_kept() is not None
 
 
 def _canonical(value: object) -> object:
@@ -99,7 +105,7 @@ def store(key: str, judgement: Kept) -> None:
 
 def load_edges(store_key: str) -> tuple[int, ...] | None:
     """The sorted validity edges an earlier process found in the store whose content key is `store_key`
-    (the time buckets of its judgements rest on them)."""
+    (the time spans of its judgements rest on them)."""
     if (stamp := _stamp_if_kept()) is None:
         return None
     value = store_cache.load_judgement(f"edges {store_key}", stamp)

@@ -37,24 +37,26 @@ Go) refuses, `strict_note` says why (`strict_profile`); the verdict stays OpenSS
 offline with that context's own store (its cafile, or OpenSSL's default verify paths with their directory
 lookups) and parameters, so that the handshake itself need not verify (`probe.handshake`).
 
-Cost: judgements are cached by (served chain, store content fingerprint, expected name, time bucket, the
-store's rules);
-a bucket is an hour, or the exact second when a validity edge of a served or store certificate falls
-inside it, so expiry at the edge is never misjudged. A probe's whole set of store verdicts is cached the
-same way, by the buckets of both times across all its stores and their rules. A changed store has another
-fingerprint and never meets an old entry; `clear_caches` drops everything. Identical stores are judged once.
-A CLI process also takes the judgements of an hour bucket that an earlier one made (kept_judgements).
+Cost: judgements are cached by (served chain, store content fingerprint, expected name, time span, the
+store's rules). A span runs from one validity edge (a notBefore or notAfter of a served or store certificate,
+or a date a Java constraint starts on) to the next: OpenSSL judges every second of it alike, so a judgement
+holds until the next edge, not for an hour, and a scheduled report finds its chains judged from one run to
+the next. A probe's whole set of store verdicts is cached the same way, by the spans of both times across
+all its stores and their rules. A changed store has another fingerprint and never meets an old entry;
+`clear_caches` drops everything. Identical stores are judged once. A CLI process also takes the judgements
+that an earlier one made (kept_judgements).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import ssl
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +88,6 @@ from .strict_profile import key_description, strict_note
 __all__ = [
     "MAX_CHAIN_BYTES",
     "MAX_CHAIN_CERTS",
-    "TIME_BUCKET_S",
     "ChainJudgement",
     "NativeCheck",
     "NativeVerifier",
@@ -100,7 +101,6 @@ __all__ = [
 # certificates, and X509_verify_cert builds its path among all that the handshake hands over.
 MAX_CHAIN_CERTS = 128
 MAX_CHAIN_BYTES = 1024 * 1024
-TIME_BUCKET_S = 3600
 _JUDGEMENT_CACHE_SIZE = 4096
 _CHAIN_CACHE_SIZE = 1024
 _READ_CHAINS_CACHE_SIZE = 64
@@ -371,7 +371,7 @@ def _read_served(served: _Served) -> Sequence[bytes | libcrypto.Certificate]:
 _edges_cache: _LRU[str, tuple[int, ...]] = _LRU(_TRUST_CACHE_SIZE)
 _trust_cache: _LRU[str, _Trust] = _LRU(_TRUST_CACHE_SIZE)
 _chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
-# (served chain, store content, expected name, time bucket, exact second?, the store's rules)
+# (served chain, store content, expected name, the span's first second, exact second?, the store's rules)
 _JudgementKey = tuple[str, str, str, int, bool, VerifyRules]
 _judgement_cache: _LRU[_JudgementKey, ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
 # libcrypto's reading of the chains judged last (by the _Served itself), fewer: each holds OpenSSL's structures.
@@ -432,19 +432,46 @@ def _kept_or_found_edges(store_key: str, roots: Sequence[x509.Certificate]) -> t
     return edges
 
 
-def _edge_within(edges: tuple[int, ...], start: int, end: int) -> bool:
-    i = bisect_left(edges, start)
+# Before every edge: the span of times earlier than any certificate's notBefore.
+_BEFORE_ALL_EDGES = -(2**63)
+
+
+def _span(at: int, *edge_sets: tuple[int, ...]) -> tuple[int, int]:
+    """[start, end): the latest edge at or before `at` and the first after it, across the sorted `edge_sets`.
+    An edge is the first second of a new state (OpenSSL: valid from notBefore, expired from notAfter on;
+    a Java constraint from its denyAfter date), so every second of the span is judged alike."""
+    start, end = _BEFORE_ALL_EDGES, 2**63
+    for edges in edge_sets:
+        i = bisect_right(edges, at)
+        if i and edges[i - 1] > start:
+            start = edges[i - 1]
+        if i < len(edges) and edges[i] < end:
+            end = edges[i]
+    return start, end
+
+
+def _edge_inside(edges: tuple[int, ...], start: int, end: int) -> bool:
+    """Whether an edge falls strictly inside the span (one at its start changes nothing within it)."""
+    i = bisect_right(edges, start)
     return i < len(edges) and edges[i] < end
 
 
-def _time_key(at: int, served: _Served, store_edges: tuple[int, ...]) -> tuple[int, bool]:
-    """(time, exact): the hour bucket when no validity edge of the served chain or of the store certificates
-    (sorted `store_edges`) falls inside it, else the exact second."""
-    start = at - at % TIME_BUCKET_S
-    end = start + TIME_BUCKET_S
-    if served.edges is None or _edge_within(served.edges, start, end) or _edge_within(store_edges, start, end):
+def _time_key(at: int, served: _Served, *edge_sets: tuple[int, ...]) -> tuple[int, bool]:
+    """(time, exact): the first second of the span `at` falls in, across the served chain's validity edges and
+    `edge_sets` (the store certificates', the rules'), or the exact second when a served certificate's
+    validity is unknown."""
+    if served.edges is None:
         return at, True
-    return start, False
+    return _span(at, served.edges, *edge_sets)[0], False
+
+
+@functools.lru_cache(maxsize=64)
+def _rule_edges(rules: VerifyRules) -> tuple[int, ...]:
+    """The dates a store's rules change on: its Java constraints' denyAfter."""
+    if rules.java is None:
+        return ()
+    constraints = (*rules.java.certpath, *rules.java.tls)
+    return tuple(sorted({c.deny_after for c in constraints if c.deny_after is not None}))
 
 
 # --- describing OpenSSL's conclusion --------------------------------------------------------------
@@ -805,7 +832,7 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     chain_key, served, note = _served_of(chain)
     rules = _rules_for(store)
     seconds = int(at_s.timestamp())
-    when, exact = _time_key(seconds, served, _edges_for(store))
+    when, exact = _time_key(seconds, served, _edges_for(store), _rule_edges(rules))
     key = (chain_key, _store_key(store), str(expected), when, exact, rules)
     judgement = _judgement_cache.get(key)
     if judgement is None:
@@ -816,9 +843,10 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
 
 def _kept_or_made(key: _JudgementKey, make: Callable[[], ChainJudgement]) -> ChainJudgement:
     """The judgement an earlier CLI process kept for `key` (kept_judgements), else `make()`'s, kept for the next
-    one when it holds for the whole hour bucket."""
+    one when it holds for a whole span, not one exact second."""
     exact = key[4]
-    text = None if exact else kept_judgements.key_text(key)
+    # Only a process that keeps judgements (the CLI) pays for the key's text: an agent's are in memory alone.
+    text = None if exact or not kept_judgements.keeping() else kept_judgements.key_text(key)
     kept = kept_judgements.load(text) if text is not None else None
     if kept is not None:
         verdict, path, detail, code, note = kept
@@ -877,19 +905,21 @@ def _verdicts_key(
     chain: Sequence[bytes], stores: Sequence[LoadedStore], expected_name: str, agent_s: datetime, ref_s: datetime
 ) -> _VerdictsKey | None:
     """What a probe's store verdicts depend on: the served chain, each store's content and name, the name,
-    and both times as buckets in which no certificate of the chain or of any store changes validity. None
+    and both times as spans in which no certificate of the chain or of any store changes validity. None
     when the input is not plain DER bytes (the uncached road raises the error)."""
     if isinstance(chain, bytes | bytearray | str) or not chain or not all(isinstance(d, bytes) for d in chain):
         return None
     chain_key, served, _ = _served_of(chain)
     names, edges = _stores_identity(stores)
+    rules = tuple(_rules_for(store) for store in stores)  # they change with discovery, not with the stores' content
+    rule_edges = tuple(sorted({edge for r in rules for edge in _rule_edges(r)}))
     return (
         chain_key,
         names,
-        tuple(_rules_for(store) for store in stores),  # they change with discovery, not with the stores' content
+        rules,
         expected_name,
-        _time_key(int(agent_s.timestamp()), served, edges),
-        _time_key(int(ref_s.timestamp()), served, edges),
+        _time_key(int(agent_s.timestamp()), served, edges, rule_edges),
+        _time_key(int(ref_s.timestamp()), served, edges, rule_edges),
     )
 
 
@@ -967,7 +997,7 @@ class NativeVerifier:
     and its security level as the auth level.
 
     `verify` gives that verification's X509_V_ERR code. Acceptances are cached by served chain, parameters
-    and hour bucket (never across a validity edge of a served or path certificate); refusals are verified
+    and span (never across a validity edge of a served or path certificate); refusals are verified
     again each time. A new verifier reads the stores anew (the environment as it is then); drop it when
     they change.
 
@@ -982,6 +1012,7 @@ class NativeVerifier:
         self._store: int | None = None
         self._lock = threading.Lock()
         self._accepted: _LRU[tuple[str, NativeCheck, int], bool] = _LRU(_NATIVE_CACHE_SIZE)
+        self._chain_edges: _LRU[str, tuple[int, ...] | None] = _LRU(_NATIVE_CACHE_SIZE)
         self._defaults: _DefaultPaths | None = None
         self._defaults_tried = cafile is not None  # an explicit bundle is read whole, as the context reads it
 
@@ -992,15 +1023,18 @@ class NativeVerifier:
         if not chain:
             return X509_V_ERR_UNSPECIFIED
         chain_key = _chain_key(chain)
-        start = at - at % TIME_BUCKET_S
+        chain_edges = self._chain_edges.get_or_make(chain_key, lambda: _path_edges(chain))
+        if chain_edges is None:
+            return self._verified(chain, check, at)[0]
+        start, end = _span(at, chain_edges)
         key = (chain_key, check, start)
         if self._accepted.get(key):
             return X509_V_OK
         code, path = self._verified(chain, check, at)
         if code == X509_V_OK:
-            edges = [_path_edges(chain), _path_edges(path)]
-            end = start + TIME_BUCKET_S
-            if all(e is not None and not _edge_within(e, start, end) for e in edges):
+            # The span is the served chain's; the path's store certificates must not change validity inside it.
+            path_edges = _path_edges(path)
+            if path_edges is not None and not _edge_inside(path_edges, start, end):
                 self._accepted.put(key, True)
         return code
 

@@ -56,7 +56,7 @@ def next_process() -> None:
     forget_cached_reads()
 
 
-def test_the_next_process_takes_the_judgement_of_the_same_chain_store_name_and_hour(
+def test_the_next_process_takes_the_judgement_of_the_same_chain_store_name_and_span(
     verifications: list[int], tmp_path: Path
 ) -> None:
     chain = (leaf(), INTERMEDIATE.der)
@@ -69,14 +69,16 @@ def test_the_next_process_takes_the_judgement_of_the_same_chain_store_name_and_h
     again = judge_against_stores(chain, stores, "svc.test", AT + timedelta(minutes=5), AT + timedelta(minutes=5))
     assert again == first
     assert len(verifications) == judged, "OpenSSL was not asked again"
-    # Another name, another hour, another store content: judged afresh.
+    # Hours later, with no validity edge between: the same span, still kept.
     next_process()
+    judge_against_stores(chain, stores, "svc.test", AT + timedelta(hours=7), AT + timedelta(hours=7))
+    assert len(verifications) == judged
+    # Another name, another store content: judged afresh.
     assert judge_against_stores(chain, stores, "other.test", AT, AT)[0].at_agent_time is Verdict.HOSTNAME_MISMATCH
-    judge_against_stores(chain, stores, "svc.test", AT + timedelta(hours=2), AT + timedelta(hours=2))
     other_root = issue("Other Root", ca=True)
     refused = judge_against_stores(chain, (loaded_store((other_root,), "system"),), "svc.test", AT, AT)
     assert refused[0].at_agent_time is not Verdict.OK
-    assert len(verifications) == judged + 2 + 2 + 1  # both stores twice, then the other root's
+    assert len(verifications) == judged + 2 + 1  # both stores for the other name, then the other root's
 
 
 def test_a_refusal_is_kept_as_it_was_made(verifications: list[int]) -> None:
@@ -89,14 +91,18 @@ def test_a_refusal_is_kept_as_it_was_made(verifications: list[int]) -> None:
     assert len(verifications) == 1
 
 
-def test_a_judgement_of_its_own_second_is_not_kept(verifications: list[int]) -> None:
-    """A validity edge within the hour makes the judgement hold for its second alone: the next process judges."""
+def test_a_kept_judgement_ends_at_the_next_validity_edge(verifications: list[int]) -> None:
+    """The span ends where a certificate expires: the next process, past that second, judges again."""
     ends = AT + timedelta(minutes=10)
     chain = (leaf(not_after=ends), INTERMEDIATE.der)
     stores = (loaded_store((ROOT,), "system"),)
     assert judge_against_stores(chain, stores, "svc.test", AT, AT)[0].at_agent_time is Verdict.OK
     next_process()
-    assert judge_against_stores(chain, stores, "svc.test", AT, AT)[0].at_agent_time is Verdict.OK
+    later = ends - timedelta(seconds=1)
+    assert judge_against_stores(chain, stores, "svc.test", later, later)[0].at_agent_time is Verdict.OK
+    assert len(verifications) == 1
+    next_process()
+    assert judge_against_stores(chain, stores, "svc.test", ends, ends)[0].at_agent_time is Verdict.EXPIRED
     assert len(verifications) == 2
 
 

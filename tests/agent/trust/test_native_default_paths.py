@@ -190,3 +190,28 @@ def test_the_openssl_default_file_is_the_one_its_variable_names(
     chain = (issue("svc.test", INTERMEDIATE).der, INTERMEDIATE.der)
     assert NativeVerifier(None).verify(chain, check(), int(NOW.timestamp())) == whole(chain, check()) != 0
     assert os.environ["SSL_CERT_FILE"] == ""
+
+
+def test_an_acceptance_holds_until_the_chains_next_validity_edge(
+    defaults: Defaults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ends = NOW + timedelta(days=3)
+    chain = (issue("svc.test", INTERMEDIATE, not_after=ends).der, INTERMEDIATE.der)
+    runs: list[int] = []
+    real = verify._verify_as_client
+
+    def counting(*args: object) -> tuple[int, tuple[bytes, ...]]:
+        runs.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify, "_verify_as_client", counting)
+    verifier = NativeVerifier(None)
+    at = int(NOW.timestamp())
+    assert verifier.verify(chain, check(), at) == 0
+    assert verifier.verify(chain, check(), at + 5 * 3600) == 0  # hours later, no edge between: the same span
+    assert verifier.verify(chain, check(), int(ends.timestamp()) - 1) == 0
+    assert len(runs) == 1
+    assert verifier.verify(chain, check(), int(ends.timestamp())) == 10  # expired from notAfter on
+    refused = len(runs)
+    assert verifier.verify(chain, check(), int(ends.timestamp()) + 60) == 10
+    assert len(runs) > refused  # refusals are verified each time

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tlsfleet.agent.model import AddressResult, TrustStore, Verdict
 from tlsfleet.agent.probe.engine import _judged
-from tlsfleet.agent.trust import libcrypto
+from tlsfleet.agent.trust import libcrypto, runtimes, verify
 from tlsfleet.agent.trust.names import parse_expected_name
 from tlsfleet.agent.trust.stores import LoadedStore, load_store
 from tlsfleet.agent.trust.strict_profile import MAX_INTERMEDIATES, profile_reasons
@@ -238,36 +238,59 @@ def test_a_changed_store_never_meets_an_old_judgement(tmp_path: Path) -> None:
     assert (before.verdict, after.verdict) == (Verdict.OK, Verdict.UNKNOWN_ISSUER)
 
 
-def test_the_hour_bucket_is_shared_only_without_a_validity_edge_inside(calls: list[int]) -> None:
+def test_a_judgement_serves_its_whole_span_between_validity_edges(calls: list[int]) -> None:
     root = issue("Root", ca=True)
     inter = issue("Intermediate", root, ca=True)
-    # Far from any edge: one judgement serves the whole hour.
+    # Far from any edge: one judgement serves the hours and days until the next one (a report run each hour
+    # finds its chains judged).
     leaf = issue("svc.test", inter)
     start = NOW.replace(minute=0, second=0) + timedelta(days=2)
     first = _judge_at(leaf, inter, root, start)
     assert _judge_at(leaf, inter, root, start + timedelta(minutes=59, seconds=59)) is first
+    assert _judge_at(leaf, inter, root, start + timedelta(days=3, hours=5)) is first
     assert len(calls) == 1
-    # An edge inside the hour: each second is judged for itself, and the edge is where OpenSSL puts it.
+    # A validity edge splits the span where OpenSSL puts it: the last second before notAfter is valid, notAfter
+    # itself expired, and each side is judged once.
     edge = start + timedelta(days=1, minutes=30)
     short = issue("svc.test", inter, not_after=edge)
     assert _judge_at(short, inter, root, edge - timedelta(minutes=29)).verdict is Verdict.OK
     assert _judge_at(short, inter, root, edge - timedelta(seconds=1)).verdict is Verdict.OK
     assert _judge_at(short, inter, root, edge).verdict is Verdict.EXPIRED
-    assert _judge_at(short, inter, root, edge + timedelta(minutes=29)).verdict is Verdict.EXPIRED
-    assert len(calls) == 5
+    assert _judge_at(short, inter, root, edge + timedelta(days=9)).verdict is Verdict.EXPIRED
+    assert len(calls) == 3
 
 
 def _judge_at(leaf: Cert, inter: Cert, root: Cert, at: object) -> ChainJudgement:
     return verify_chain(_chain(leaf, inter), loaded_store((root,)), "svc.test", at)  # type: ignore[arg-type]
 
 
-def test_a_store_root_edge_also_splits_the_bucket(calls: list[int]) -> None:
+def test_a_store_root_edge_also_splits_the_span(calls: list[int]) -> None:
     edge = NOW.replace(minute=0, second=0) + timedelta(days=3, minutes=10)
     root = issue("Short Root", ca=True, not_after=edge)
     inter = issue("Intermediate", root, ca=True, not_after=edge + timedelta(days=300))
     leaf = issue("svc.test", inter, not_after=edge + timedelta(days=30))
     assert _judge_at(leaf, inter, root, edge - timedelta(seconds=1)).verdict is Verdict.OK
     assert _judge_at(leaf, inter, root, edge + timedelta(seconds=1)).verdict is Verdict.EXPIRED
+
+
+def test_a_java_constraints_date_splits_the_span(calls: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    root = issue("Root", ca=True)
+    inter = issue("Intermediate", root, ca=True)
+    leaf = issue("svc.test", inter)
+    deny = int((NOW + timedelta(days=5)).timestamp())
+    constraint = runtimes.JavaConstraint(
+        "EC", key_size=("<", 1024), deny_after=deny, text="EC keySize < 1024 & denyAfter"
+    )
+    rules = runtimes.VerifyRules(
+        runtime="java", partial_chain=True, java=runtimes.JavaRules(certpath=(constraint,), tls=(), source="test")
+    )
+    monkeypatch.setattr(verify, "_rules_for", lambda _store: rules)
+    assert _judge_at(leaf, inter, root, NOW).verdict is Verdict.OK
+    assert _judge_at(leaf, inter, root, datetime.fromtimestamp(deny - 1, UTC)).verdict is Verdict.OK
+    assert len(calls) == 1  # one span up to the constraint's date
+    refused = _judge_at(leaf, inter, root, datetime.fromtimestamp(deny, UTC))
+    assert refused.verdict is not Verdict.OK and refused.code in (66, 67)
+    assert len(calls) == 2
 
 
 # --- hostile input ---------------------------------------------------------------------------------
