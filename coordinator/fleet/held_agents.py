@@ -127,8 +127,10 @@ class HeldAgents:
             task.add_done_callback(self._retiring.discard)
 
     async def _close_later(self, vantage: GrpcVantage) -> None:
-        await asyncio.sleep(self._retire_after_s)
-        await vantage.close()
+        try:
+            await asyncio.sleep(self._retire_after_s)
+        finally:  # also when `close` cuts the wait short
+            await vantage.close()
 
 
 class _Lent:

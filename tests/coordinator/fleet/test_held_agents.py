@@ -29,7 +29,7 @@ from ..service.dialout_fleet import make_pki
 
 pytestmark = pytest.mark.e2e
 
-RETIRE_S = 0.3
+RETIRE_S = 2.0  # long enough that a request finishes well within it, even on a loaded machine
 
 
 @dataclass
@@ -166,9 +166,14 @@ def test_requests_share_one_connection_per_agent_and_edits_show_on_the_next_requ
             assert await probe_all(held, fleet.target) == {"web-2": VantageState.OK}
             assert one.open == 1  # still there for requests in flight
             await settle(lambda: one.open == 0)
+
+            # Closing the holder closes what it holds and what it was still keeping open for late requests.
+            write_inventory(inventory, fleet.pki_dir, [("web-1", one.address, False)])
+            assert await probe_all(held, fleet.target) == {"web-1": VantageState.OK}
+            assert (one.open, two.open) == (1, 1)
         finally:
             await held.close()
-        await settle(lambda: two.open == 0)
+        await settle(lambda: one.open == 0 and two.open == 0)
         await one.stop()
         await two.stop()
 
