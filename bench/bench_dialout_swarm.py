@@ -33,6 +33,8 @@ from common import (
     memory_kib,
     percentile,
     quick_argument_parser,
+    start_service,
+    stop_process,
     wait_for_event,
 )
 from grpc_fanout_floor import fanout_floor
@@ -220,11 +222,7 @@ def main() -> int:
         names_file.write_text("\n".join(names))
         coordinator = swarm = None
         try:
-            with log_path.open("ab") as log:
-                coordinator = subprocess.Popen(
-                    [sys.executable, "-m", "tlsfleet.coordinator.cli", "coordinator", "serve", "--config", str(config)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                )  # fmt: skip
+            coordinator = start_service(config, log_path)
             link_port = wait_for_event(log_path, "agent_link_listening", coordinator, 30.0)["port"]
             link = f"{LOOPBACK}:{link_port}"
             time.sleep(IDLE_S)
@@ -289,13 +287,7 @@ def main() -> int:
             report.figure("coordinator_rss_after_fanouts_mib", memory_kib(coordinator.pid)["VmRSS"] / 1024, "MiB")
         finally:
             for process in (swarm, coordinator):
-                if process is not None and process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(20)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait(10)
+                stop_process(process)
     # The floor, measured with the service and swarm stopped: what bare gRPC streams cost on these cores.
     floor = fanout_floor(count, runs)
     floor_ratio = floor.large_p50_ms / floor.small_p50_ms

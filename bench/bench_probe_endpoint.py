@@ -13,7 +13,6 @@ own, timed inside its loop. Then the CPU per scrape of the service and of the te
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 import urllib.request
@@ -28,6 +27,8 @@ from common import (
     percentile,
     quick_argument_parser,
     raw_handshakes,
+    start_service,
+    stop_process,
     wait_for_event,
 )
 
@@ -75,11 +76,7 @@ def main() -> int:
         log_path = lab.workdir / "coordinator.log"
         coordinator = None
         try:
-            with log_path.open("ab") as log:
-                coordinator = subprocess.Popen(
-                    [sys.executable, "-m", "tlsfleet.coordinator.cli", "coordinator", "serve", "--config", str(config)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                )  # fmt: skip
+            coordinator = start_service(config, log_path)
             base = wait_for_event(log_path, "coordinator_started", coordinator, START_TIMEOUT_S)["metrics"]
             # The lab leaf names 127.0.0.1 too: the agents probe that one address, as the raw loop does.
             target = f"{LOOPBACK}:{server.port}"
@@ -109,13 +106,7 @@ def main() -> int:
             report.figure("probe_endpoint_scrapes_not_all_ok", failed, "scrapes")
             return 1 if failed else 0
         finally:
-            if coordinator is not None:
-                coordinator.terminate()
-                try:
-                    coordinator.wait(10)
-                except subprocess.TimeoutExpired:
-                    coordinator.kill()
-                    coordinator.wait()
+            stop_process(coordinator)
 
 
 if __name__ == "__main__":

@@ -478,3 +478,23 @@ def make_fleet_pki(directory: Path, names: Sequence[str]) -> None:
     issue(directory, "coordinator", "coordinator")
     for name in names:
         issue(directory, "agent", name)
+
+
+def start_service(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`tlsfleet coordinator serve --config CONFIG`, its JSON log lines appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tlsfleet.coordinator.cli", "coordinator", "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
