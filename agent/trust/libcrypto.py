@@ -30,6 +30,7 @@ __all__ = [
     "NativeVerification",
     "OpenSSLUnavailable",
     "X509Store",
+    "covers",
     "error_string",
     "library_version",
     "parses",
@@ -92,6 +93,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "X509_VERIFY_PARAM_set_auth_level": (None, [_VP, ctypes.c_int]),
     "X509_VERIFY_PARAM_set_flags": (ctypes.c_int, [_VP, ctypes.c_ulong]),
     "X509_verify_cert": (ctypes.c_int, [_VP]),
+    "X509_check_host": (ctypes.c_int, [_VP, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, _VP]),
+    "X509_check_ip_asc": (ctypes.c_int, [_VP, ctypes.c_char_p, ctypes.c_uint]),
     "X509_verify_cert_error_string": (ctypes.c_char_p, [ctypes.c_long]),
     "OPENSSL_sk_new_null": (_VP, []),
     "OPENSSL_sk_push": (ctypes.c_int, [_VP, _VP]),
@@ -476,6 +479,28 @@ def verify(
             crypto.OPENSSL_sk_free(stack)
         for x in owned:
             crypto.X509_free(x)
+        crypto.ERR_clear_error()
+
+
+def covers(leaf: Certificate, host: str, *, hostflags: int = 0, client_rule: bool = False) -> bool:
+    """Whether `leaf` passes the name step of X509_verify_cert (check_id) for `host`: X509_check_ip_asc for an
+    IP literal, else X509_check_host with `hostflags` (0: what a verify parameter starts with). An IP literal is
+    told as `verify` tells it (Python's ipaddress reads it) or, with `client_rule`, as CPython's contexts do
+    (OpenSSL reads it as an address). False also when OpenSSL refuses `host` as malformed."""
+    crypto = _library().crypto
+    try:
+        encoded = host.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    try:
+        if client_rule:
+            found = crypto.X509_check_ip_asc(leaf.handle, encoded, 0)
+            if found != -2:  # -2: OpenSSL reads no address there
+                return bool(found == 1)
+        elif _ip_literal(host):
+            return bool(crypto.X509_check_ip_asc(leaf.handle, encoded, 0) == 1)
+        return bool(crypto.X509_check_host(leaf.handle, encoded, len(encoded), hostflags, None) == 1)
+    finally:
         crypto.ERR_clear_error()
 
 

@@ -44,7 +44,10 @@ holds until the next edge, not for an hour, and a scheduled report finds its cha
 the next. A probe's whole set of store verdicts is cached the same way, by the spans of both times across
 all its stores and their rules. A changed store has another fingerprint and never meets an old entry;
 `clear_caches` drops everything. Identical stores are judged once. A CLI process also takes the judgements
-that an earlier one made (kept_judgements).
+that an earlier one made (kept_judgements). Many names share one wildcard or many-name certificate: a
+judgement made for one name serves another that OpenSSL's own name check finds the leaf covers, and every
+name when OpenSSL stopped before checking the name (X509_verify_cert checks it after the path, its
+extensions and its security level), so only that check (microseconds) is run again.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ import threading
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -374,6 +377,9 @@ _chain_cache: _LRU[str, _Served] = _LRU(_CHAIN_CACHE_SIZE)
 # (served chain, store content, expected name, the span's first second, exact second?, the store's rules)
 _JudgementKey = tuple[str, str, str, int, bool, VerifyRules]
 _judgement_cache: _LRU[_JudgementKey, ChainJudgement] = _LRU(_JUDGEMENT_CACHE_SIZE)
+# The same without the name: what OpenSSL concluded of a chain whose name it checked and passed, or never reached.
+_UnnamedKey = tuple[str, str, int, bool, VerifyRules]
+_unnamed_cache: _LRU[_UnnamedKey, _Judged] = _LRU(_JUDGEMENT_CACHE_SIZE)
 # libcrypto's reading of the chains judged last (by the _Served itself), fewer: each holds OpenSSL's structures.
 _read_chains: _LRU[_Served, tuple[bytes | libcrypto.Certificate, ...]] = _LRU(_READ_CHAINS_CACHE_SIZE)
 _VerdictsKey = tuple[str, tuple[tuple[str, str], ...], tuple[VerifyRules, ...], str, tuple[int, bool], tuple[int, bool]]
@@ -387,6 +393,7 @@ def clear_caches() -> None:
     _last_stores = None
     _verdicts_cache.clear()
     _judgement_cache.clear()
+    _unnamed_cache.clear()
     _read_chains.clear()
     _chain_cache.clear()
     _trust_cache.clear()
@@ -698,19 +705,36 @@ def _detail(nv: libcrypto.NativeVerification, ctx: _Context) -> str:
 # --- judging --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """A judgement with what judging it for another name needs."""
+
+    judgement: ChainJudgement
+    code: int | None  # OpenSSL's own X509_V_ERR code; None: OpenSSL did not verify
+    strict_path: tuple[bytes, ...] | None  # the path OpenSSL accepted, which the strict note is about; None: no note
+
+
 def _judge(
     served: _Served, trust: _Trust, store: LoadedStore, expected: ExpectedName, at: int, rules: VerifyRules
-) -> ChainJudgement:
+) -> _Judged:
     if served.leaf_error:
-        return ChainJudgement(
-            Verdict.INVALID, (), f"served leaf is not a certificate: {served.leaf_error}", X509_V_ERR_UNSPECIFIED
+        return _Judged(
+            ChainJudgement(
+                Verdict.INVALID, (), f"served leaf is not a certificate: {served.leaf_error}", X509_V_ERR_UNSPECIFIED
+            ),
+            None,
+            None,
         )
     if trust.native is None:
-        return ChainJudgement(
-            Verdict.OTHER, (), f"OpenSSL's verifier is unavailable: {trust.unavailable}", X509_V_ERR_UNSPECIFIED
+        return _Judged(
+            ChainJudgement(
+                Verdict.OTHER, (), f"OpenSSL's verifier is unavailable: {trust.unavailable}", X509_V_ERR_UNSPECIFIED
+            ),
+            None,
+            None,
         )
     read = _read_served(served)
-    level = libcrypto.security_level() if rules.security_level is None else rules.security_level
+    level = _level_of(rules)
     flags = X509_V_FLAG_PARTIAL_CHAIN if rules.partial_chain else 0
     native = trust.native_for(served)
     nv = libcrypto.verify(native, read[0], read[1:], at=at, host=str(expected), auth_level=level, flags=flags)
@@ -734,7 +758,7 @@ def _judge(
     if nv.code == X509_V_OK and rules.java is not None:
         refused = _java_refusal(chain, ctx, rules.java, at)
         if refused is not None:
-            return refused
+            return _Judged(refused, nv.code, None)
     anchored = bool(chain) and fingerprint(chain[-1]) in trust.fps and nv.code not in _NO_PATH_CODES
     path = tuple(fingerprint(d) for d in chain) if anchored else ()
     detail = _detail(nv, ctx)
@@ -742,9 +766,56 @@ def _judge(
         skipped = f"{trust.native.skipped} store certificate(s) OpenSSL cannot read were left out"
         detail = f"{detail}; {skipped}" if detail else skipped
     note = ""
+    strict_path = None
     if nv.code == X509_V_OK:
         note = _strict(chain, served, ctx, at)
-    return ChainJudgement(verdict, path, detail, nv.code, note)
+        strict_path = chain
+    return _Judged(ChainJudgement(verdict, path, detail, nv.code, note), nv.code, strict_path)
+
+
+def _level_of(rules: VerifyRules) -> int:
+    return libcrypto.security_level() if rules.security_level is None else rules.security_level
+
+
+# X509_verify_cert stops at its first error, and checks the name (check_id) only after the leaf's key, the path
+# (build_chain, trust), the path's extensions and its security level: an error of those holds for every name.
+_BEFORE_NAME_CHECK = _NO_PATH_CODES | {
+    X509_V_ERR_PATH_LENGTH_EXCEEDED,
+    X509_V_ERR_INVALID_PURPOSE,
+    27,  # certificate not trusted
+    28,  # certificate rejected
+    X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION,
+    _INVALID_CA,
+    X509_V_ERR_EE_KEY_TOO_SMALL,
+    X509_V_ERR_CA_KEY_TOO_SMALL,
+    X509_V_ERR_CA_MD_TOO_WEAK,
+}
+_NAME_MISMATCH_CODES = frozenset({X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH})
+
+
+def _judge_named(
+    served: _Served, store: LoadedStore, expected: ExpectedName, at: int, rules: VerifyRules, key: _JudgementKey
+) -> ChainJudgement:
+    """`_judge`, or the judgement another name had for the same chain, store, span and rules where OpenSSL's name
+    check is all that differs: many names share a wildcard or many-name certificate, and OpenSSL's name check
+    costs microseconds where the verification costs a millisecond."""
+    trust = _trust_for(store)
+    unnamed_key = (key[0], key[1], key[3], key[4], rules)
+    known = _unnamed_cache.get(unnamed_key)
+    if known is not None and known.code is not None:
+        if known.code in _BEFORE_NAME_CHECK:
+            return known.judgement
+        leaf = _read_served(served)[0]
+        if isinstance(leaf, libcrypto.Certificate) and libcrypto.covers(leaf, str(expected)):
+            if known.strict_path is None:
+                return known.judgement
+            ctx = _Context(served, trust, store, expected, _level_of(rules))
+            return replace(known.judgement, strict_note=_strict(known.strict_path, served, ctx, at))
+    judged = _judge(served, trust, store, expected, at, rules)
+    if judged.code is not None and judged.code not in _NAME_MISMATCH_CODES:
+        # The name passed OpenSSL's check, or the check was never reached: as it is for every name.
+        _unnamed_cache.put(unnamed_key, judged)
+    return judged.judgement
 
 
 def _java_refusal(chain: tuple[bytes, ...], ctx: _Context, java: runtimes.JavaRules, at: int) -> ChainJudgement | None:
@@ -836,7 +907,7 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     key = (chain_key, _store_key(store), str(expected), when, exact, rules)
     judgement = _judgement_cache.get(key)
     if judgement is None:
-        judgement = _kept_or_made(key, lambda: _judge(served, _trust_for(store), store, expected, seconds, rules))
+        judgement = _kept_or_made(key, lambda: _judge_named(served, store, expected, seconds, rules, key))
         _judgement_cache.put(key, judgement)
     return _with_notes(judgement, [*served.notes, note] if note else served.notes)
 
@@ -997,9 +1068,9 @@ class NativeVerifier:
     and its security level as the auth level.
 
     `verify` gives that verification's X509_V_ERR code. Acceptances are cached by served chain, parameters
-    and span (never across a validity edge of a served or path certificate); refusals are verified
-    again each time. A new verifier reads the stores anew (the environment as it is then); drop it when
-    they change.
+    and span (never across a validity edge of a served or path certificate), and serve another name that the
+    context's name check finds the leaf covers; refusals are verified again each time. A new verifier reads
+    the stores anew (the environment as it is then); drop it when they change.
 
     The default file (some 30 ms to read whole into OpenSSL for a system bundle) is read into the store as
     chains reach its certificates (`_DefaultPaths`); a verification that fails, or whose path holds a
@@ -1030,12 +1101,18 @@ class NativeVerifier:
         key = (chain_key, check, start)
         if self._accepted.get(key):
             return X509_V_OK
+        # Accepted for another name: OpenSSL's name check alone tells this one (see _judge_named).
+        unnamed = (chain_key, replace(check, host=None), start)
+        if check.host and self._accepted.get(unnamed) and _client_covers(chain, check):
+            self._accepted.put(key, True)
+            return X509_V_OK
         code, path = self._verified(chain, check, at)
         if code == X509_V_OK:
             # The span is the served chain's; the path's store certificates must not change validity inside it.
             path_edges = _path_edges(path)
             if path_edges is not None and not _edge_inside(path_edges, start, end):
                 self._accepted.put(key, True)
+                self._accepted.put(unnamed, True)
         return code
 
     def _verified(self, chain: tuple[bytes, ...], check: NativeCheck, at: int) -> tuple[int, tuple[bytes, ...]]:
@@ -1112,6 +1189,18 @@ class _DefaultPaths:
     def store_for(self, chain: tuple[bytes, ...]) -> int:
         """The store, with every default-file certificate chain building can reach from `chain` read in."""
         return self.trust.native_for(_served_of(chain)[1]).handle
+
+
+def _client_covers(chain: tuple[bytes, ...], check: NativeCheck) -> bool:
+    """Whether the leaf passes the name check a client context with `check`'s parameters makes."""
+    assert check.host is not None
+    leaf = _read_served(_served_of(chain)[1])[:1]
+    if not leaf or not isinstance(leaf[0], libcrypto.Certificate):
+        return False
+    hostflags = 0 if check.partial_wildcards else X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+    if not check.checks_common_name:
+        hostflags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+    return libcrypto.covers(leaf[0], check.host, hostflags=hostflags, client_rule=True)
 
 
 def _crypto_function(name: str, restype: Any, argtypes: list[Any]) -> Any:

@@ -1,0 +1,192 @@
+"""A judgement made for one name serves another only where OpenSSL would conclude the same: the same chain,
+store and time judged for name A and then for name B gives exactly what B gets from empty caches, for chains
+that fail before OpenSSL checks the name, after it, or not at all; and a second name the leaf covers costs no
+second X509_verify_cert."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tlsfleet.agent.trust import libcrypto, verify
+from tlsfleet.agent.trust.verify import NativeCheck, NativeVerifier, clear_caches, verify_chain
+from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
+
+from .chains import NOW, Cert, count_verifications, issue, loaded_store, rsa_key
+
+ROOT = issue("Names Root", key=rsa_key(), ca=True)
+INTERMEDIATE = issue("Names Intermediate", ROOT, key=rsa_key(), ca=True)
+OTHER_ROOT = issue("Other Root", ca=True)
+LAX_ROOT = issue("Lax Root", ca=True, critical=False)
+LAX_INTERMEDIATE = issue("Lax Intermediate", LAX_ROOT, ca=True, critical=False)
+WILDCARD = ["*.lab.test", "lab.test"]
+
+
+def _from(issuer: Cert, **knobs: object) -> Cert:
+    return issue("svc.lab.test", issuer, **({"san": WILDCARD} | knobs))  # type: ignore[arg-type]
+
+
+Case = tuple[tuple[bytes, ...], tuple[Cert, ...]]
+
+
+def _cases() -> dict[str, Case]:
+    """Served chain (DER, leaf first) and store roots, for each fault the verification can find."""
+    chain = {
+        "ok": (_from(INTERMEDIATE), INTERMEDIATE),
+        "expired": (_from(INTERMEDIATE, not_before=NOW - timedelta(days=20), not_after=NOW - timedelta(days=2)),),
+        "not yet valid": (_from(INTERMEDIATE, not_before=NOW + timedelta(days=2)),),
+        "cn only": (issue("cn.lab.test", INTERMEDIATE, san=[]),),
+        "ip and name": (_from(INTERMEDIATE, san=["127.0.0.1", "::1", "host.lab.test"]),),
+        "partial wildcard": (_from(INTERMEDIATE, san=["a*.lab.test"]),),
+        "weak leaf key": (_from(INTERMEDIATE, key=rsa_key(1024)),),
+        "not for servers": (_from(INTERMEDIATE, eku=[ExtendedKeyUsageOID.CLIENT_AUTH]),),
+        "unknown critical": (_from(INTERMEDIATE, unknown_critical=True),),
+    }
+    cases: dict[str, Case] = {name: ((leaf.der, INTERMEDIATE.der), (ROOT,)) for name, (leaf, *_) in chain.items()}
+    weak_ca = issue("Weak Intermediate", ROOT, key=rsa_key(1024), ca=True)
+    sha1_ca = issue("SHA-1 Intermediate", ROOT, key=rsa_key(), ca=True, digest="sha1")
+    not_a_ca = issue("Not A CA", ROOT, ca=False, san=[])
+    lax_leaf = issue("svc.lab.test", LAX_INTERMEDIATE, san=WILDCARD, aki=False)
+    self_signed = issue("svc.lab.test", san=WILDCARD)
+    more: dict[str, Case] = {
+        "no intermediate": ((_from(INTERMEDIATE).der,), (ROOT,)),
+        "untrusted root": ((_from(INTERMEDIATE).der, INTERMEDIATE.der), (OTHER_ROOT,)),
+        "served untrusted root": ((_from(INTERMEDIATE).der, INTERMEDIATE.der, ROOT.der), (OTHER_ROOT,)),
+        "self-signed": ((self_signed.der,), (ROOT,)),
+        "weak CA key": ((_from(weak_ca).der, weak_ca.der), (ROOT,)),
+        "SHA-1 CA": ((_from(sha1_ca).der, sha1_ca.der), (ROOT,)),
+        "invalid CA": ((_from(not_a_ca).der, not_a_ca.der), (ROOT,)),
+        "lax profile": ((lax_leaf.der, LAX_INTERMEDIATE.der), (LAX_ROOT,)),
+    }
+    return cases | more
+
+
+CASES = _cases()
+NAMES = [
+    "a.lab.test",
+    "b.lab.test",
+    "lab.test",
+    "a.b.lab.test",
+    "ab.lab.test",
+    "other.test",
+    "cn.lab.test",
+    "host.lab.test",
+    "127.0.0.1",
+    "::1",
+]
+FIRST_NAMES = ["a.lab.test", "127.0.0.1", "other.test", "cn.lab.test", "ab.lab.test"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_name_judged_after_another_is_judged_as_from_cold(case: str) -> None:
+    chain, roots = CASES[case]
+    store = loaded_store(roots, case.replace(" ", "-"))
+    cold = {}
+    for name in NAMES:
+        clear_caches()
+        cold[name] = verify_chain(chain, store, name, NOW)
+    for first in FIRST_NAMES:
+        clear_caches()
+        verify_chain(chain, store, first, NOW)
+        for name in NAMES:
+            assert verify_chain(chain, store, name, NOW) == cold[name], (case, first, name)
+    clear_caches()
+
+
+def test_the_cases_reach_every_kind_of_outcome() -> None:
+    """The property above is worth only the outcomes it meets: before the name check, at it, after it."""
+    codes = set()
+    for chain, roots in CASES.values():
+        store = loaded_store(roots)
+        codes |= {verify_chain(chain, store, name, NOW).code for name in NAMES}
+    clear_caches()
+    expected = {0, 9, 10, 18, 19, 20, 26, 34, 79, 62, 64}
+    if libcrypto.security_level() >= 2:
+        expected |= {66, 67, 68}
+    assert expected <= codes, sorted(expected - codes)
+    strict = loaded_store(CASES["lax profile"][1])
+    assert verify_chain(CASES["lax profile"][0], strict, "a.lab.test", NOW).strict_note
+
+
+def test_a_covered_name_costs_no_second_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    chain, roots = CASES["ok"]
+    store = loaded_store(roots)
+    clear_caches()
+    seen = count_verifications(monkeypatch)
+    assert verify_chain(chain, store, "a.lab.test", NOW).code == 0
+    assert verify_chain(chain, store, "b.lab.test", NOW).code == 0
+    assert verify_chain(chain, store, "lab.test", NOW).code == 0
+    assert len(seen) == 1
+    assert verify_chain(chain, store, "other.test", NOW).code == 62  # not covered: OpenSSL is asked
+    assert len(seen) == 2
+    clear_caches()
+
+
+def test_a_fault_found_before_the_name_holds_for_every_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_path, roots = CASES["no intermediate"]
+    expired, _ = CASES["expired"]
+    store = loaded_store(roots)
+    clear_caches()
+    seen = count_verifications(monkeypatch)
+    assert {verify_chain(no_path, store, n, NOW).code for n in ("a.lab.test", "other.test")} == {20}
+    assert len(seen) == 1
+    # Expiry is found after the name: a name the leaf does not cover is a mismatch first, and is asked.
+    assert verify_chain(expired, store, "a.lab.test", NOW).code == 10
+    assert verify_chain(expired, store, "b.lab.test", NOW).code == 10
+    assert len(seen) == 2
+    assert verify_chain(expired, store, "other.test", NOW).code == 62
+    assert len(seen) == 3
+    clear_caches()
+
+
+@pytest.fixture(scope="module")
+def pki() -> LabPKI:
+    return LabPKI("Across Names")
+
+
+@pytest.fixture
+def verifier(pki: LabPKI, tmp_path: Path) -> NativeVerifier:
+    roots = write_pem(tmp_path / "roots.pem", chain_pem(pki.root))
+    return NativeVerifier(str(roots))
+
+
+def _counting_client_verifications(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    seen: list[int] = []
+    real = verify._verify_as_client
+
+    def counting(*args: object) -> tuple[int, tuple[bytes, ...]]:
+        seen.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify, "_verify_as_client", counting)
+    return seen
+
+
+def _check(host: str, *, partial: bool = False) -> NativeCheck:
+    return NativeCheck(host, libcrypto.security_level(), 0, True, partial)
+
+
+def test_a_client_acceptance_serves_the_names_its_leaf_covers(
+    pki: LabPKI, verifier: NativeVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = (pki.issue_leaf("*.lab.test", "127.0.0.1", "f*.part.test").der, pki.intermediate.der)
+    at = int(NOW.timestamp())
+    seen = _counting_client_verifications(monkeypatch)
+    assert verifier.verify(chain, _check("a.lab.test"), at) == 0
+    assert len(seen) == 1
+    assert verifier.verify(chain, _check("b.lab.test"), at) == 0
+    assert verifier.verify(chain, _check("127.0.0.1"), at) == 0
+    assert len(seen) == 1
+    assert verifier.verify(chain, _check("other.test"), at) == 62
+    assert verifier.verify(chain, _check("127.0.0.2"), at) == 64
+    # A partial wildcard: Python's contexts refuse it, OpenSSL's default check takes it; each as asked.
+    assert verifier.verify(chain, _check("foo.part.test"), at) == 62
+    assert verifier.verify(chain, _check("foo.part.test", partial=True), at) == 0
+    assert verifier.verify(chain, _check("a.lab.test", partial=True), at) == 0
+    assert len(seen) == 5
+    assert verifier.verify(chain, _check("fab.part.test", partial=True), at) == 0
+    assert verifier.verify(chain, _check("fab.part.test"), at) == 62
+    assert len(seen) == 6
