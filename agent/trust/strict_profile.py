@@ -26,7 +26,7 @@ from cryptography.x509.verification import PolicyBuilder, ServerVerifier, Store,
 from .certinfo import extensions_refusal, is_self_issued, name_text
 from .names import ExpectedName, match_name, subject_alt_names
 
-__all__ = ["MAX_INTERMEDIATES", "MAX_NOTE_REASONS", "profile_reasons", "strict_note"]
+__all__ = ["MAX_INTERMEDIATES", "MAX_NOTE_REASONS", "names_alike", "profile_reasons", "strict_note"]
 
 MAX_INTERMEDIATES = 8  # cryptography's default max_chain_depth
 MAX_NOTE_REASONS = 3
@@ -214,6 +214,31 @@ def _verifier(leaf: x509.Certificate, expected: ExpectedName, store: Store, at: 
         except ValueError:
             continue
     return None
+
+
+# A first label the profile reads as any other: letters, digits and inner hyphens, no "xn--"-style label.
+_PLAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_MAX_DNS_NAME = 253
+
+
+def names_alike(leaf: x509.Certificate, a: ExpectedName, b: ExpectedName) -> bool:
+    """Whether the profile must answer `b` for `leaf` as it answered `a`: the same name, or two DNS names under
+    one parent that differ only in a plain first label and that the leaf does not list as written, so that
+    only a "*." entry for that parent can cover either. (Many names behind one wildcard certificate.)"""
+    if a == b:
+        return True
+    if a.dns is None or b.dns is None or a.absolute != b.absolute:
+        return False
+    a_first, _, a_parent = a.dns.partition(".")
+    b_first, _, b_parent = b.dns.partition(".")
+    if not a_parent or a_parent != b_parent:
+        return False
+    for name, first in ((a.dns, a_first), (b.dns, b_first)):
+        if len(name) > _MAX_DNS_NAME or not _PLAIN_LABEL.match(first) or first[2:4] == "--":
+            return False
+    san = subject_alt_names(leaf)
+    listed = {d.lower() for d in san.get_values_for_type(x509.DNSName)} if san is not None else set()
+    return a.dns not in listed and b.dns not in listed
 
 
 _ENCOUNTERED = re.compile(r"\s*\(encountered processing <Certificate\(.*$", re.DOTALL)

@@ -86,7 +86,7 @@ from .names import ExpectedName, match_name, parse_expected_name
 from .purpose import server_purpose_refusal
 from .runtimes import VerifyRules
 from .stores import LoadedStore, der_of, openssl_bundle
-from .strict_profile import key_description, strict_note
+from .strict_profile import key_description, names_alike, strict_note
 
 __all__ = [
     "MAX_CHAIN_BYTES",
@@ -712,6 +712,7 @@ class _Judged:
     judgement: ChainJudgement
     code: int | None  # OpenSSL's own X509_V_ERR code; None: OpenSSL did not verify
     strict_path: tuple[bytes, ...] | None  # the path OpenSSL accepted, which the strict note is about; None: no note
+    named: ExpectedName | None = None  # the name judged
 
 
 def _judge(
@@ -770,7 +771,7 @@ def _judge(
     if nv.code == X509_V_OK:
         note = _strict(chain, served, ctx, at)
         strict_path = chain
-    return _Judged(ChainJudgement(verdict, path, detail, nv.code, note), nv.code, strict_path)
+    return _Judged(ChainJudgement(verdict, path, detail, nv.code, note), nv.code, strict_path, expected)
 
 
 def _level_of(rules: VerifyRules) -> int:
@@ -808,6 +809,13 @@ def _judge_named(
         leaf = _read_served(served)[0]
         if isinstance(leaf, libcrypto.Certificate) and libcrypto.covers(leaf, str(expected)):
             if known.strict_path is None:
+                return known.judgement
+            # The profile accepted the other name; its answer for this one differs only if its name check does.
+            named_leaf = served.parsed[0]
+            alike = (
+                known.named is not None and named_leaf is not None and names_alike(named_leaf, known.named, expected)
+            )
+            if alike and not known.judgement.strict_note:
                 return known.judgement
             ctx = _Context(served, trust, store, expected, _level_of(rules))
             return replace(known.judgement, strict_note=_strict(known.strict_path, served, ctx, at))

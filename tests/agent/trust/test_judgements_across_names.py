@@ -41,6 +41,9 @@ def _cases() -> dict[str, Case]:
         "cn only": (issue("cn.lab.test", INTERMEDIATE, san=[]),),
         "ip and name": (_from(INTERMEDIATE, san=["127.0.0.1", "::1", "host.lab.test"]),),
         "partial wildcard": (_from(INTERMEDIATE, san=["a*.lab.test"]),),
+        "underscore": (_from(INTERMEDIATE, san=["*.lab.test", "a_b.lab.test", "c.lab.test"]),),
+        # Both profiles take the listed name; only OpenSSL's the partial wildcard: the notes differ by name.
+        "listed and partial": (_from(INTERMEDIATE, san=["a.lab.test", "b*.lab.test"]),),
         "weak leaf key": (_from(INTERMEDIATE, key=rsa_key(1024)),),
         "not for servers": (_from(INTERMEDIATE, eku=[ExtendedKeyUsageOID.CLIENT_AUTH]),),
         "unknown critical": (_from(INTERMEDIATE, unknown_critical=True),),
@@ -71,6 +74,9 @@ NAMES = [
     "lab.test",
     "a.b.lab.test",
     "ab.lab.test",
+    "a_b.lab.test",
+    "c.lab.test",
+    "bx.lab.test",
     "other.test",
     "cn.lab.test",
     "host.lab.test",
@@ -122,6 +128,31 @@ def test_a_covered_name_costs_no_second_verification(monkeypatch: pytest.MonkeyP
     assert len(seen) == 1
     assert verify_chain(chain, store, "other.test", NOW).code == 62  # not covered: OpenSSL is asked
     assert len(seen) == 2
+    clear_caches()
+
+
+def test_the_profile_is_asked_again_only_where_its_name_check_may_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    real = verify.strict_note
+
+    def counting(path: object, intermediates: object, store: object, expected: object, at: object) -> str:
+        asked.append(str(expected))
+        return real(path, intermediates, store, expected, at)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify, "strict_note", counting)
+    chain, roots = CASES["listed and partial"]
+    store = loaded_store(roots)
+    clear_caches()
+    for name in ("a.lab.test", "bx.lab.test", "by.lab.test"):
+        verify_chain(chain, store, name, NOW)
+    # bx after a: a is listed as written; by after bx: the profile refused bx, and its note names the name.
+    assert asked == ["a.lab.test", "bx.lab.test", "by.lab.test"]
+    chain, roots = CASES["ok"]
+    store = loaded_store(roots)
+    asked.clear()
+    for name in ("a.lab.test", "b.lab.test", "c.lab.test", "lab.test"):
+        verify_chain(chain, store, name, NOW)
+    assert asked == ["a.lab.test", "lab.test"]  # b and c: only "*.lab.test" covers them, as it covers a
     clear_caches()
 
 
