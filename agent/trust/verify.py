@@ -1091,6 +1091,8 @@ class NativeVerifier:
         self._store: int | None = None
         self._lock = threading.Lock()
         self._accepted: _LRU[tuple[str, NativeCheck, int], bool] = _LRU(_NATIVE_CACHE_SIZE)
+        # The same acceptances with the name left out: another name the leaf covers is accepted too.
+        self._accepted_any_name: _LRU[tuple[str, NativeCheck, int], bool] = _LRU(_NATIVE_CACHE_SIZE)
         self._chain_edges: _LRU[str, tuple[int, ...] | None] = _LRU(_NATIVE_CACHE_SIZE)
         self._defaults: _DefaultPaths | None = None
         self._defaults_tried = cafile is not None  # an explicit bundle is read whole, as the context reads it
@@ -1111,7 +1113,7 @@ class NativeVerifier:
             return X509_V_OK
         # Accepted for another name: OpenSSL's name check alone tells this one (see _judge_named).
         unnamed = (chain_key, replace(check, host=None), start)
-        if check.host and self._accepted.get(unnamed) and _client_covers(chain, check):
+        if check.host and self._accepted_any_name.get(unnamed) and _client_covers(chain, check):
             self._accepted.put(key, True)
             return X509_V_OK
         code, path = self._verified(chain, check, at)
@@ -1120,7 +1122,7 @@ class NativeVerifier:
             path_edges = _path_edges(path)
             if path_edges is not None and not _edge_inside(path_edges, start, end):
                 self._accepted.put(key, True)
-                self._accepted.put(unnamed, True)
+                self._accepted_any_name.put(unnamed, True)
         return code
 
     def _verified(self, chain: tuple[bytes, ...], check: NativeCheck, at: int) -> tuple[int, tuple[bytes, ...]]:
