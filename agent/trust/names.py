@@ -216,17 +216,26 @@ def partial_wildcard_covers(der: bytes, name: str) -> str:
     the one-label rule every client applies, none covers it, or the certificate does not parse."""
     try:
         expected = parse_expected_name(name)
+    except ValueError:
+        return ""
+    patterns = _dns_patterns(der)
+    if patterns is None or expected.dns is None or expected.absolute:
+        return ""
+    if any(_dns_matches(p, expected.dns) for p in patterns):
+        return ""
+    return next((p for p in patterns if openssl_wildcard_matches(p, expected.dns)), "")
+
+
+@lru_cache(maxsize=256)
+def _dns_patterns(der: bytes) -> tuple[str, ...] | None:
+    """The names a certificate is checked against for a DNS name (its DNS SANs, else its subject CNs), read once
+    per leaf: many names are probed behind one wildcard certificate. None when it does not parse."""
+    try:
         cert = x509.load_der_x509_certificate(der)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         sans = None
     except (ValueError, x509.DuplicateExtension, UnsupportedGeneralNameType):
-        return ""
-    if expected.dns is None or expected.absolute:
-        return ""
+        return None
     patterns = sans.get_values_for_type(x509.DNSName) if sans is not None else []
-    if not patterns:
-        patterns = common_names(cert)
-    if any(_dns_matches(p, expected.dns) for p in patterns):
-        return ""
-    return next((p for p in patterns if openssl_wildcard_matches(p, expected.dns)), "")
+    return tuple(patterns or common_names(cert))

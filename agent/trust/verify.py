@@ -384,6 +384,9 @@ _unnamed_cache: _LRU[_UnnamedKey, _Judged] = _LRU(_JUDGEMENT_CACHE_SIZE)
 _read_chains: _LRU[_Served, tuple[bytes | libcrypto.Certificate, ...]] = _LRU(_READ_CHAINS_CACHE_SIZE)
 _VerdictsKey = tuple[str, tuple[tuple[str, str], ...], tuple[VerifyRules, ...], str, tuple[int, bool], tuple[int, bool]]
 _verdicts_cache: _LRU[_VerdictsKey, tuple[StoreVerdict, ...]] = _LRU(_JUDGEMENT_CACHE_SIZE)
+# The same without the name, with each store's judgement as `_judge_named` keeps it for other names.
+_AnyNameKey = tuple[str, tuple[tuple[str, str], ...], tuple[VerifyRules, ...], tuple[int, bool], tuple[int, bool]]
+_any_name_cache: _LRU[_AnyNameKey, tuple[tuple[StoreVerdict, ...], tuple[_Judged, ...]]] = _LRU(_JUDGEMENT_CACHE_SIZE)
 
 
 def clear_caches() -> None:
@@ -392,6 +395,7 @@ def clear_caches() -> None:
     global _last_stores
     _last_stores = None
     _verdicts_cache.clear()
+    _any_name_cache.clear()
     _judgement_cache.clear()
     _unnamed_cache.clear()
     _read_chains.clear()
@@ -803,20 +807,12 @@ def _judge_named(
     trust = _trust_for(store)
     unnamed_key = (key[0], key[1], key[3], key[4], rules)
     known = _unnamed_cache.get(unnamed_key)
-    if known is not None and known.code is not None:
-        if known.code in _BEFORE_NAME_CHECK:
+    if known is not None:
+        holds = _holds_for(known, served, expected)
+        if holds:
             return known.judgement
-        leaf = _read_served(served)[0]
-        if isinstance(leaf, libcrypto.Certificate) and libcrypto.covers(leaf, str(expected)):
-            if known.strict_path is None:
-                return known.judgement
-            # The profile accepted the other name; its answer for this one differs only if its name check does.
-            named_leaf = served.parsed[0]
-            alike = (
-                known.named is not None and named_leaf is not None and names_alike(named_leaf, known.named, expected)
-            )
-            if alike and not known.judgement.strict_note:
-                return known.judgement
+        if holds is not None:
+            assert known.strict_path is not None
             ctx = _Context(served, trust, store, expected, _level_of(rules))
             return replace(known.judgement, strict_note=_strict(known.strict_path, served, ctx, at))
     judged = _judge(served, trust, store, expected, at, rules)
@@ -824,6 +820,24 @@ def _judge_named(
         # The name passed OpenSSL's check, or the check was never reached: as it is for every name.
         _unnamed_cache.put(unnamed_key, judged)
     return judged.judgement
+
+
+def _holds_for(known: _Judged, served: _Served, expected: ExpectedName) -> bool | None:
+    """Whether `known`, judged for another name, is `expected`'s judgement as it stands (True), or but for its
+    strict-profile note (False: the profile accepted the other name, and its own name check may read this one
+    otherwise), or says nothing of it (None: judge it)."""
+    if known.code is None:
+        return None
+    if known.code in _BEFORE_NAME_CHECK:
+        return True
+    leaf = _read_served(served)[0]
+    if not (isinstance(leaf, libcrypto.Certificate) and libcrypto.covers(leaf, str(expected))):
+        return None
+    if known.strict_path is None:
+        return True
+    named_leaf = served.parsed[0]
+    alike = known.named is not None and named_leaf is not None and names_alike(named_leaf, known.named, expected)
+    return alike and not known.judgement.strict_note
 
 
 def _java_refusal(chain: tuple[bytes, ...], ctx: _Context, java: runtimes.JavaRules, at: int) -> ChainJudgement | None:
@@ -911,13 +925,18 @@ def verify_chain(chain: Sequence[bytes], store: LoadedStore, expected_name: str,
     chain_key, served, note = _served_of(chain)
     rules = _rules_for(store)
     seconds = int(at_s.timestamp())
-    when, exact = _time_key(seconds, served, _edges_for(store), _rule_edges(rules))
-    key = (chain_key, _store_key(store), str(expected), when, exact, rules)
+    key = _judgement_key(chain_key, served, store, str(expected), seconds)
     judgement = _judgement_cache.get(key)
     if judgement is None:
         judgement = _kept_or_made(key, lambda: _judge_named(served, store, expected, seconds, rules, key))
         _judgement_cache.put(key, judgement)
     return _with_notes(judgement, [*served.notes, note] if note else served.notes)
+
+
+def _judgement_key(chain_key: str, served: _Served, store: LoadedStore, name: str, seconds: int) -> _JudgementKey:
+    rules = _rules_for(store)
+    when, exact = _time_key(seconds, served, _edges_for(store), _rule_edges(rules))
+    return (chain_key, _store_key(store), name, when, exact, rules)
 
 
 def _kept_or_made(key: _JudgementKey, make: Callable[[], ChainJudgement]) -> ChainJudgement:
@@ -973,11 +992,51 @@ def judge_against_stores(
     cached = _verdicts_cache.get(key)
     if cached is not None:
         return cached
-    verdicts = _judge_against_stores(chain, stores, expected_name, agent_s, ref_s)
-    # Where the two times disagree the detail names both seconds: such an answer holds for them alone.
-    if all(v.at_agent_time == v.at_reference_time for v in verdicts):
-        _verdicts_cache.put(key, verdicts)
+    any_name_key = key[:3] + key[4:]
+    verdicts = _verdicts_for_another_name(any_name_key, chain, expected_name)
+    if verdicts is None:
+        verdicts = _judge_against_stores(chain, stores, expected_name, agent_s, ref_s)
+        # Where the two times disagree the detail names both seconds: such an answer holds for them alone.
+        if not all(v.at_agent_time == v.at_reference_time for v in verdicts):
+            return verdicts
+        judged = _judged_as(chain, stores, expected_name, (agent_s, ref_s))
+        if judged is not None:
+            _any_name_cache.put(any_name_key, (verdicts, judged))
+    _verdicts_cache.put(key, verdicts)
     return verdicts
+
+
+def _verdicts_for_another_name(
+    any_name_key: _AnyNameKey, chain: Sequence[bytes], expected_name: str
+) -> tuple[StoreVerdict, ...] | None:
+    """The verdicts judged for another name, where every store's judgement holds for this one as it stands
+    (`_holds_for`, the rule each store's own judgement follows): one name check, not a judging per store."""
+    known = _any_name_cache.get(any_name_key)
+    if known is None:
+        return None
+    verdicts, judged = known
+    served = _served_of(chain)[1]
+    expected = parse_expected_name(expected_name)
+    return verdicts if all(_holds_for(j, served, expected) for j in judged) else None
+
+
+def _judged_as(
+    chain: Sequence[bytes], stores: Sequence[LoadedStore], expected_name: str, times: tuple[datetime, ...]
+) -> tuple[_Judged, ...] | None:
+    """What OpenSSL concluded of the chain for each store content and time just judged, as `_judge_named` keeps it
+    for other names, where each is this name's judgement as it stands; None where one is not."""
+    chain_key, served, _ = _served_of(chain)
+    expected = parse_expected_name(expected_name)
+    judged: dict[_UnnamedKey, _Judged] = {}
+    for store in stores:
+        for at in times:
+            key = _judgement_key(chain_key, served, store, expected_name, int(at.timestamp()))
+            unnamed_key = (key[0], key[1], key[3], key[4], key[5])
+            known = _unnamed_cache.get(unnamed_key)
+            if known is None or not _holds_for(known, served, expected):
+                return None
+            judged[unnamed_key] = known
+    return tuple(judged.values())
 
 
 def _verdicts_key(

@@ -5,14 +5,16 @@ second X509_verify_cert."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tlsfleet.agent.model import Verdict
 from tlsfleet.agent.trust import libcrypto, verify
-from tlsfleet.agent.trust.verify import NativeCheck, NativeVerifier, clear_caches, verify_chain
+from tlsfleet.agent.trust.stores import LoadedStore
+from tlsfleet.agent.trust.verify import NativeCheck, NativeVerifier, clear_caches, judge_against_stores, verify_chain
 from tlsfleet.coordinator.lab.pki import LabPKI, chain_pem, write_pem
 
 from .chains import NOW, Cert, count_verifications, issue, loaded_store, rsa_key
@@ -99,6 +101,55 @@ def test_a_name_judged_after_another_is_judged_as_from_cold(case: str) -> None:
         verify_chain(chain, store, first, NOW)
         for name in NAMES:
             assert verify_chain(chain, store, name, NOW) == cold[name], (case, first, name)
+    clear_caches()
+
+
+# Each case's own store, one that trusts another root, and one of the lax profile's: a probe's stores, which
+# reach the name check, stop before it, or accept, in one set of verdicts.
+def _probe_stores(case: str) -> tuple[LoadedStore, ...]:
+    return (
+        loaded_store(CASES[case][1], case.replace(" ", "-")),
+        loaded_store((OTHER_ROOT,), "other"),
+        loaded_store((LAX_ROOT,), "lax"),
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_probes_verdicts_for_a_name_after_another_are_its_verdicts_from_cold(case: str) -> None:
+    chain = CASES[case][0]
+    stores = _probe_stores(case)
+    later = NOW + timedelta(minutes=5)  # the reference time: a second time, judged in the same span
+    cold = {}
+    for name in NAMES:
+        clear_caches()
+        cold[name] = judge_against_stores(chain, stores, name, NOW, later)
+    for first in FIRST_NAMES:
+        clear_caches()
+        judge_against_stores(chain, stores, first, NOW, later)
+        for name in NAMES:
+            assert judge_against_stores(chain, stores, name, NOW, later) == cold[name], (case, first, name)
+    clear_caches()
+
+
+def test_a_probes_verdicts_serve_a_covered_name_without_judging_each_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    chain = CASES["ok"][0]
+    stores = _probe_stores("ok")
+    clear_caches()
+    judged: list[str] = []
+    real = verify.verify_chain
+
+    def counting(chain: tuple[bytes, ...], store: LoadedStore, name: str, at: datetime) -> verify.ChainJudgement:
+        judged.append(store.info.name)
+        return real(chain, store, name, at)
+
+    monkeypatch.setattr(verify, "verify_chain", counting)
+    first = judge_against_stores(chain, stores, "a.lab.test", NOW, None)
+    assert [v.at_agent_time for v in first] == [Verdict.OK, Verdict.UNKNOWN_ISSUER, Verdict.UNKNOWN_ISSUER]
+    assert len(judged) == 3
+    assert judge_against_stores(chain, stores, "b.lab.test", NOW, None) == first
+    assert len(judged) == 3, "a name the leaf covers took the first name's verdicts"
+    other = judge_against_stores(chain, stores, "other.test", NOW, None)
+    assert other[0].verify_code == 62 and len(judged) == 6, "a name it does not cover was judged at every store"
     clear_caches()
 
 
